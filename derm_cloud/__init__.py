@@ -1,0 +1,86 @@
+"""derm-cloud: compare skin-lesion classifiers across local models and cloud services, like for like.
+
+One :class:`Classifier` interface with a backend per provider, returning the same :class:`Prediction`
+everywhere. It supports triage and research; it never makes a diagnosis, and a clinician reviews every result.
+
+Example:
+    >>> import derm_cloud
+    >>> with derm_cloud.create("local-onnx", model_dir="sklesion") as clf:  # doctest: +SKIP
+    ...     print(clf.predict("lesion.jpg", {"age": 45, "sex": "male", "site": "back"}).top(3))
+
+``import derm_cloud`` loads no cloud SDK, onnxruntime, torch or transformers; backends import theirs when created.
+"""
+
+from __future__ import annotations
+
+from derm_cloud.base import BackendInfo, Classifier, RawResult
+from derm_cloud.errors import (
+    AuthenticationError,
+    BackendNotFoundError,
+    CircuitOpenError,
+    ConfigError,
+    DeadlineExceededError,
+    DermCloudError,
+    InvalidImageError,
+    InvalidResponseError,
+    MissingDependencyError,
+    ModelNotReadyError,
+    ModelSpecError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RemoteError,
+    ServiceError,
+    ThrottledError,
+    UnmappableLabelsError,
+)
+from derm_cloud.images import ImageLimits, PreparedImage, load_image
+from derm_cloud.models.spec import ModelSpec, Preprocess
+from derm_cloud.registry import available_backends, create, get_backend_class, register_backend
+from derm_cloud.retry import CircuitBreaker, RetryPolicy
+from derm_cloud.taxonomy import CLASS_CODES, CLASSES, MALIGNANT_CODES, LabelMap, LesionClass
+from derm_cloud.types import LabelScore, PatientMetadata, Prediction
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CLASSES",
+    "CLASS_CODES",
+    "MALIGNANT_CODES",
+    "AuthenticationError",
+    "BackendInfo",
+    "BackendNotFoundError",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "Classifier",
+    "ConfigError",
+    "DeadlineExceededError",
+    "DermCloudError",
+    "ImageLimits",
+    "InvalidImageError",
+    "InvalidResponseError",
+    "LabelMap",
+    "LabelScore",
+    "LesionClass",
+    "MissingDependencyError",
+    "ModelNotReadyError",
+    "ModelSpec",
+    "ModelSpecError",
+    "NotFoundError",
+    "PatientMetadata",
+    "PayloadTooLargeError",
+    "Prediction",
+    "PreparedImage",
+    "Preprocess",
+    "RawResult",
+    "RemoteError",
+    "RetryPolicy",
+    "ServiceError",
+    "ThrottledError",
+    "UnmappableLabelsError",
+    "__version__",
+    "available_backends",
+    "create",
+    "get_backend_class",
+    "load_image",
+    "register_backend",
+]

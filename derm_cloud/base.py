@@ -1,0 +1,262 @@
+"""The ``Classifier`` interface that every backend implements.
+
+The base class owns everything that must behave the same for every provider: input decoding and validation,
+metadata normalisation, label mapping into the canonical taxonomy, timing, retries, batching, async, closing
+and ``describe()``. A backend implements one private primitive::
+
+    def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult
+
+and may override ``_predict_many`` when the provider batches natively (local models do). Remote backends set
+``self.retry`` to a :class:`~derm_cloud.retry.RetryPolicy` and raise :class:`~derm_cloud.errors.RemoteError`
+subclasses; the base retries those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from derm_cloud.errors import ConfigError, InvalidImageError
+from derm_cloud.images import DEFAULT_LIMITS, ImageInput, ImageLimits, PreparedImage, load_image
+from derm_cloud.retry import RetryPolicy
+from derm_cloud.taxonomy import CLASS_CODES, LabelMap
+from derm_cloud.types import LabelScore, PatientMetadata, Prediction
+
+__all__ = ["BackendInfo", "Classifier", "MetadataInput", "RawResult"]
+
+MetadataInput = PatientMetadata | dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class RawResult:
+    """What a backend primitive returns: the provider's labels and scores, in the provider's order."""
+
+    scores: Sequence[tuple[str, float]]
+    request_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Facts about a backend instance that the comparator and governance notes need.
+
+    Attributes:
+        backend: registry name.
+        provider: ``local``, ``aws``, ``azure``, ``gcp`` ...
+        service: the managed service (``SageMaker real-time endpoint``, ``onnxruntime`` ...).
+        model_id: model or endpoint id.
+        region: cloud region, ``None`` for local.
+        endpoint: URL the backend calls (emulators show 127.0.0.1), ``None`` for local.
+        data_leaves_machine: whether images are sent off this machine.
+        stores_images: whether the provider keeps the image (``None`` if unknown).
+        emulated: whether the endpoint is a derm-cloud emulator rather than the real cloud.
+        labels_mapped: whether the outputs map to the seven lesion classes.
+        billing: price-catalogue keys (``{"sku": "sagemaker.realtime.ml.m5.large", "instances": 1}``).
+        model_facts: architecture, licence, training data ... when the backend knows them.
+    """
+
+    backend: str
+    provider: str
+    service: str
+    model_id: str
+    region: str | None = None
+    endpoint: str | None = None
+    data_leaves_machine: bool = False
+    stores_images: bool | None = False
+    emulated: bool = False
+    labels_mapped: bool = True
+    billing: dict[str, Any] = field(default_factory=dict)
+    model_facts: dict[str, Any] = field(default_factory=dict)
+
+
+class Classifier(ABC):
+    """A skin-lesion classifier behind one provider; every backend returns the same :class:`Prediction`.
+
+    Use as a context manager so that sessions, sockets and runtimes are released::
+
+        with derm_cloud.create("local-onnx", model_dir="~/.cache/derm-cloud/models/sklesion-0.2.2") as clf:
+            prediction = clf.predict("lesion.jpg", {"age": 45, "sex": "male", "site": "back"})
+            print(prediction.top(3))
+
+    The result supports triage and research, never a diagnosis: a clinician reviews every result.
+    """
+
+    #: registry name, set by each backend class.
+    backend_name: ClassVar[str] = ""
+    #: threads used by ``predict_batch`` for backends without native batching.
+    default_concurrency: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        *,
+        label_map: LabelMap,
+        model_id: str,
+        retry: RetryPolicy | None = None,
+        image_limits: ImageLimits = DEFAULT_LIMITS,
+        concurrency: int | None = None,
+    ) -> None:
+        self.label_map = label_map
+        self.model_id = model_id
+        self.retry = retry
+        self.image_limits = image_limits
+        self.concurrency = max(1, concurrency or self.default_concurrency)
+        self._closed = False
+
+    # --- what backends implement ------------------------------------------------------------------------
+
+    @abstractmethod
+    def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult:
+        """Classify one prepared image; raise RemoteError subclasses for provider failures."""
+
+    def _predict_many(
+        self, images: Sequence[PreparedImage], metadata: Sequence[PatientMetadata]
+    ) -> list[tuple[RawResult, int, float]]:
+        """Classify a chunk; default: one call per image, ``self.concurrency`` at a time.
+
+        Returns ``(raw, attempts, latency_ms)`` per image. Local backends override this to run one batch.
+        """
+
+        def one(pair: tuple[PreparedImage, PatientMetadata]) -> tuple[RawResult, int, float]:
+            start = time.perf_counter()
+            raw, attempts = self._call(pair[0], pair[1])
+            return raw, attempts, (time.perf_counter() - start) * 1000
+
+        pairs = list(zip(images, metadata, strict=True))
+        if self.concurrency == 1 or len(pairs) == 1:
+            return [one(p) for p in pairs]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(pairs))) as pool:
+            return list(pool.map(one, pairs))
+
+    @abstractmethod
+    def describe(self) -> BackendInfo:
+        """Facts about this backend instance (provider, region, billing keys, data handling)."""
+
+    def _close(self) -> None:
+        """Release SDK clients or sessions; backends override when they hold any."""
+
+    # --- the public interface ------------------------------------------------------------------------------
+
+    def predict(self, image: ImageInput, metadata: MetadataInput = None) -> Prediction:
+        """Classify one image.
+
+        Args:
+            image: a path, bytes, binary file object, ``PIL.Image`` or numpy ``uint8`` array.
+            metadata: optional :class:`PatientMetadata` or a dict with ``age``, ``sex``, ``site``.
+
+        Raises:
+            InvalidImageError: the input is not a usable image (nothing is sent anywhere).
+            RemoteError: the provider failed after the retry policy gave up.
+        """
+        self._check_open()
+        prepared = load_image(image, limits=self.image_limits)
+        meta = as_metadata(metadata)
+        start = time.perf_counter()
+        raw, attempts = self._call(prepared, meta)
+        return self._to_prediction(raw, attempts, (time.perf_counter() - start) * 1000)
+
+    def predict_batch(
+        self,
+        images: Iterable[ImageInput],
+        metadata: Iterable[MetadataInput] | None = None,
+        *,
+        batch_size: int = 16,
+    ) -> list[Prediction]:
+        """Classify many images, in input order; each image is validated before any is sent.
+
+        Raises:
+            InvalidImageError: naming the index of the first bad image.
+        """
+        self._check_open()
+        items = list(images)
+        metas = [as_metadata(m) for m in metadata] if metadata is not None else [PatientMetadata()] * len(items)
+        if len(metas) != len(items):
+            raise ValueError(f"got {len(items)} images but {len(metas)} metadata entries; pass one per image")
+        prepared: list[PreparedImage] = []
+        for i, item in enumerate(items):
+            try:
+                prepared.append(load_image(item, limits=self.image_limits))
+            except InvalidImageError as exc:
+                raise InvalidImageError(f"image {i} of {len(items)}: {exc}") from None
+        out: list[Prediction] = []
+        for lo in range(0, len(prepared), max(1, batch_size)):
+            chunk = self._predict_many(prepared[lo : lo + batch_size], metas[lo : lo + batch_size])
+            out.extend(self._to_prediction(raw, attempts, ms) for raw, attempts, ms in chunk)
+        return out
+
+    async def apredict(self, image: ImageInput, metadata: MetadataInput = None) -> Prediction:
+        """Async :meth:`predict`: runs in a worker thread so many backends can be awaited concurrently."""
+        return await asyncio.to_thread(self.predict, image, metadata)
+
+    def close(self) -> None:
+        """Release resources; further calls raise. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model_id={self.model_id!r})"
+
+    # --- shared plumbing -------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed; create a new classifier")
+
+    def _call(self, image: PreparedImage, meta: PatientMetadata) -> tuple[RawResult, int]:
+        if self.retry is None:
+            return self._predict_one(image, meta, None), 1
+        return self.retry.call(lambda timeout: self._predict_one(image, meta, timeout), backend=self.backend_name)
+
+    def _to_prediction(self, raw: RawResult, attempts: int, latency_ms: float) -> Prediction:
+        labels = [label for label, _ in raw.scores]
+        scores = [float(score) for _, score in raw.scores]
+        provider_scores = tuple(LabelScore(s, lab) for lab, s in zip(labels, scores, strict=True))
+        if self.label_map.mapped:
+            by_label = dict(zip(labels, scores, strict=True))
+            ordered = [by_label.get(lab, 0.0) for lab in self.label_map.provider_labels]
+            probs = self.label_map.to_canonical(ordered)
+            probabilities = dict(zip(CLASS_CODES, probs, strict=True))
+        else:
+            probabilities = {}
+        return Prediction(
+            probabilities=probabilities,
+            provider_scores=provider_scores,
+            backend=self.backend_name,
+            model_id=self.model_id,
+            latency_ms=latency_ms,
+            request_id=raw.request_id,
+            mapped=self.label_map.mapped,
+            attempts=attempts,
+            extra=dict(raw.extra),
+        )
+
+
+def as_metadata(metadata: MetadataInput) -> PatientMetadata:
+    """Accept ``None``, a :class:`PatientMetadata` or a dict with age/sex/site(/localization)."""
+    if metadata is None:
+        return PatientMetadata()
+    if isinstance(metadata, PatientMetadata):
+        return metadata
+    if isinstance(metadata, dict):
+        known = {"age", "sex", "site", "localization", "fitzpatrick"}
+        unknown = sorted(set(metadata) - known)
+        if unknown:
+            raise ConfigError(f"unknown metadata key(s) {unknown}; use age, sex, site and fitzpatrick")
+        return PatientMetadata(
+            age=metadata.get("age"),
+            sex=metadata.get("sex") or "unknown",
+            site=metadata.get("site", metadata.get("localization")),
+            fitzpatrick=metadata.get("fitzpatrick"),
+        )
+    raise TypeError(f"metadata must be PatientMetadata, a dict or None, not {type(metadata).__name__}")

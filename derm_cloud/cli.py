@@ -1,0 +1,61 @@
+"""The ``derm-cloud`` command.
+
+Each sub-command lives in its own module under ``derm_cloud/commands/`` and exposes
+``register(subparsers)``; this file only discovers them, so adding a command never touches the others.
+Handlers import their heavy dependencies when they run, so ``derm-cloud --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from derm_cloud import __version__
+from derm_cloud.errors import DermCloudError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="derm-cloud",
+        description=(
+            "Compare skin-lesion classifiers across local models and cloud services. "
+            "For triage and research: a clinician reviews every result; nothing here is a diagnosis."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"derm-cloud {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import derm_cloud.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"derm_cloud.commands.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        if args.command is None and hasattr(args, "default_handler"):
+            return int(args.default_handler(args))
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except DermCloudError as exc:
+        # Our errors carry an actionable message; a traceback would only hide it.
+        print(f"derm-cloud: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("derm-cloud: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

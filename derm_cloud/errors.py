@@ -1,0 +1,172 @@
+"""The one error tree of derm-cloud.
+
+Every error a user can see is a ``DermCloudError``; each class also inherits the builtin a caller would
+naturally catch (``ValueError``, ``ImportError``, ``TimeoutError`` ...), so code that does not know about
+derm-cloud still handles it sensibly::
+
+    DermCloudError
+    +-- ConfigError (ValueError)                  bad option, config file or model spec
+    |   +-- ModelSpecError                        a model directory or spec file is wrong
+    |   +-- UnmappableLabelsError                 provider labels do not map to the HAM10000 taxonomy
+    +-- InvalidImageError (ValueError)            the input is not an image we can send anywhere
+    |   +-- PayloadTooLargeError                  too big for the provider, even after re-encoding
+    +-- MissingDependencyError (ImportError)      an optional extra is not installed
+    +-- BackendNotFoundError (LookupError)        no backend registered under that name
+    +-- RemoteError                               a provider call failed (backend, status, request id)
+        +-- AuthenticationError (PermissionError) 401/403: key, token or role is wrong
+        +-- ThrottledError                        429: rate limit or quota; retryable
+        +-- NotFoundError (LookupError)           404: endpoint, project or deployment does not exist
+        +-- ModelNotReadyError                    cold start, serverless provisioning; retryable
+        +-- DeadlineExceededError (TimeoutError)  the per-call deadline passed; retryable
+        +-- ServiceError                          5xx or a model-side failure
+        +-- InvalidResponseError (ValueError)     the provider answered something we cannot parse
+        +-- CircuitOpenError                      too many recent failures: calls are short-circuited
+
+Backends translate their SDK's exceptions in one place each, with ``raise ... from exc``, so the SDK's
+traceback is kept as the cause but callers only ever need to catch the classes above.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "BackendNotFoundError",
+    "CircuitOpenError",
+    "ConfigError",
+    "DeadlineExceededError",
+    "DermCloudError",
+    "InvalidImageError",
+    "InvalidResponseError",
+    "MissingDependencyError",
+    "ModelNotReadyError",
+    "ModelSpecError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RemoteError",
+    "ServiceError",
+    "ThrottledError",
+    "UnmappableLabelsError",
+]
+
+
+class DermCloudError(Exception):
+    """Base class of every error raised by derm-cloud."""
+
+
+class ConfigError(DermCloudError, ValueError):
+    """A configuration value, option or file is invalid; the message names it and the fix."""
+
+
+class ModelSpecError(ConfigError):
+    """A model directory is incomplete or its spec file is invalid."""
+
+
+class UnmappableLabelsError(ConfigError):
+    """The model's labels cannot be mapped onto the seven HAM10000 classes.
+
+    Attributes:
+        labels: the provider labels that did not map.
+    """
+
+    def __init__(self, message: str, labels: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.labels = list(labels or [])
+
+
+class InvalidImageError(DermCloudError, ValueError):
+    """The input cannot be used as an image; raised before anything is sent to a provider."""
+
+
+class PayloadTooLargeError(InvalidImageError):
+    """The encoded image exceeds the provider's request limit even after re-encoding."""
+
+
+class MissingDependencyError(DermCloudError, ImportError):
+    """An optional dependency is missing; the message names the ``pip install`` that fixes it."""
+
+
+class BackendNotFoundError(DermCloudError, LookupError):
+    """No backend is registered under the requested name."""
+
+
+class RemoteError(DermCloudError):
+    """A call to a provider failed.
+
+    Attributes:
+        backend: registry name of the backend that made the call.
+        status: HTTP status (or the gRPC code name) when known.
+        request_id: the provider's request id when it sent one, for support tickets.
+        retryable: whether the shared retry policy may try again.
+    """
+
+    default_retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str = "",
+        status: int | str | None = None,
+        request_id: str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.status = status
+        self.request_id = request_id
+        self.retryable = self.default_retryable if retryable is None else retryable
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        parts = [super().__str__()]
+        extra = []
+        if self.backend:
+            extra.append(f"backend={self.backend}")
+        if self.status is not None:
+            extra.append(f"status={self.status}")
+        if self.request_id:
+            extra.append(f"request_id={self.request_id}")
+        if extra:
+            parts.append(f"[{', '.join(extra)}]")
+        return " ".join(parts)
+
+
+class AuthenticationError(RemoteError, PermissionError):
+    """The provider refused the credentials (HTTP 401/403)."""
+
+
+class ThrottledError(RemoteError):
+    """The provider is rate limiting (HTTP 429 or a quota error)."""
+
+    default_retryable = True
+
+
+class NotFoundError(RemoteError, LookupError):
+    """The endpoint, project, iteration or deployment does not exist (HTTP 404)."""
+
+
+class ModelNotReadyError(RemoteError):
+    """The model is still loading (cold start, serverless provisioning, multi-model load)."""
+
+    default_retryable = True
+
+
+class DeadlineExceededError(RemoteError, TimeoutError):
+    """The call (including retries) did not finish within its deadline."""
+
+    default_retryable = True
+
+
+class ServiceError(RemoteError):
+    """The provider failed on its side (5xx) or the hosted model raised an error."""
+
+    default_retryable = True
+
+
+class InvalidResponseError(RemoteError, ValueError):
+    """The provider answered with a body that does not match its documented contract."""
+
+
+class CircuitOpenError(RemoteError):
+    """Calls to this backend are short-circuited after repeated failures; try again later."""

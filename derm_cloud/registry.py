@@ -1,0 +1,197 @@
+"""Backends by name, imported lazily.
+
+``available_backends()`` imports nothing: it asks ``importlib.metadata`` whether each backend's distributions
+are installed. ``create(name, **options)`` imports the one backend asked for, and when its extra is missing
+raises :class:`MissingDependencyError` naming the ``pip install`` that fixes it.
+
+Third-party packages add backends through the entry-point group ``derm_cloud.backends``::
+
+    [project.entry-points."derm_cloud.backends"]
+    my-cloud = "my_package.backend:MyCloudClassifier"
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from derm_cloud.errors import BackendNotFoundError, ConfigError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from derm_cloud.base import Classifier
+
+__all__ = ["BackendEntry", "available_backends", "create", "get_backend_class", "register_backend"]
+
+ENTRY_POINT_GROUP = "derm_cloud.backends"
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """A registered backend: where its class lives and what it needs installed."""
+
+    name: str
+    target: str  # "module:Class"
+    extra: str | None
+    distributions: tuple[str, ...]
+    summary: str
+    third_party: bool = False
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Distributions of this backend that are not installed."""
+        out = []
+        for dist in self.distributions:
+            try:
+                importlib.metadata.distribution(dist)
+            except importlib.metadata.PackageNotFoundError:
+                out.append(dist)
+        return tuple(out)
+
+    @property
+    def installed(self) -> bool:
+        return not self.missing
+
+    @property
+    def install_hint(self) -> str:
+        if self.extra:
+            return f"pip install 'derm-cloud[{self.extra}]'"
+        return "pip install " + " ".join(self.distributions)
+
+
+_BUILTIN: tuple[BackendEntry, ...] = (
+    BackendEntry(
+        "local-onnx",
+        "derm_cloud.backends.local_onnx:LocalOnnxClassifier",
+        "onnx",
+        ("onnxruntime",),
+        "ONNX model directory on this machine (onnxruntime); sklesion, AutoML exports, exported HF models",
+    ),
+    BackendEntry(
+        "local-hf",
+        "derm_cloud.backends.local_hf:LocalHfClassifier",
+        "hf",
+        ("transformers", "torch"),
+        "Hugging Face image-classification model from the hub or a folder (transformers pipeline)",
+    ),
+    BackendEntry(
+        "sagemaker",
+        "derm_cloud.backends.aws_sagemaker:AwsSagemakerClassifier",
+        "sagemaker",
+        ("boto3",),
+        "Amazon SageMaker real-time or serverless endpoint (JumpStart, Hugging Face DLC, built-in, adapter)",
+    ),
+    BackendEntry(
+        "azure-custom-vision",
+        "derm_cloud.backends.azure_custom_vision:AzureCustomVisionClassifier",
+        "azure",
+        ("azure-cognitiveservices-vision-customvision",),
+        "Azure AI Custom Vision published iteration (retiring 2028-09-25)",
+    ),
+    BackendEntry(
+        "azure-ml",
+        "derm_cloud.backends.azure_ml:AzureMlClassifier",
+        "azure",
+        ("requests",),
+        "Azure Machine Learning managed online endpoint (AutoML for Images or the derm-cloud adapter)",
+    ),
+    BackendEntry(
+        "vertex",
+        "derm_cloud.backends.gcp_vertex:GcpVertexClassifier",
+        "vertex",
+        ("google-cloud-aiplatform",),
+        "Google Vertex AI endpoint (AutoML image classification or custom container), REST or gRPC",
+    ),
+    BackendEntry(
+        "google-vision",
+        "derm_cloud.backends.gcp_vision:GcpVisionClassifier",
+        "vertex",
+        ("google-cloud-vision",),
+        "Google Cloud Vision label detection (generic labels: latency/cost baseline only)",
+    ),
+    BackendEntry(
+        "azure-openai",
+        "derm_cloud.backends.azure_openai:AzureOpenaiClassifier",
+        "openai",
+        ("openai",),
+        "Azure OpenAI GPT-4o image input, zero-shot with a JSON schema (self-reported scores)",
+    ),
+)
+
+
+_EXTRA: dict[str, BackendEntry] = {}
+
+
+def register_backend(name: str, target: str, *, extra: str | None = None, summary: str = "") -> None:
+    """Register a backend at run time (the entry-point group is the usual way for packages)."""
+    if ":" not in target:
+        raise ConfigError(f"backend target must look like 'package.module:ClassName', got {target!r}")
+    _EXTRA[name] = BackendEntry(name, target, extra, (), summary or target, third_party=True)
+
+
+def _entries() -> dict[str, BackendEntry]:
+    entries = {e.name: e for e in _BUILTIN}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in entries:
+            dist = ep.dist.name if ep.dist is not None else ""
+            entries[ep.name] = BackendEntry(
+                ep.name,
+                ep.value,
+                None,
+                (dist,) if dist else (),
+                f"third-party backend from {dist or ep.value}",
+                third_party=True,
+            )
+    entries.update(_EXTRA)
+    return entries
+
+
+def available_backends() -> list[BackendEntry]:
+    """Every known backend, built-in then third-party, with whether it is installed. Imports nothing."""
+    return list(_entries().values())
+
+
+def get_backend_class(name: str) -> type[Classifier]:
+    """Import and return the class of backend ``name``.
+
+    Raises:
+        BackendNotFoundError: no backend has that name.
+        MissingDependencyError: its optional dependencies are not installed.
+    """
+    entries = _entries()
+    if name not in entries:
+        raise BackendNotFoundError(
+            f"no backend named {name!r}; known backends: {', '.join(sorted(entries))} (see `derm-cloud backends`)"
+        )
+    entry = entries[name]
+    missing = entry.missing
+    if missing:
+        raise MissingDependencyError(
+            f"backend {name!r} needs {', '.join(missing)}, which is not installed; run: {entry.install_hint}"
+        )
+    module_name, _, attr = entry.target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"backend {name!r} could not import {exc.name or module_name}; run: {entry.install_hint}"
+        ) from exc
+    cls: type[Classifier] = getattr(module, attr)
+    return cls
+
+
+def create(name: str, **options: Any) -> Classifier:
+    """Create a backend by registry name.
+
+    Example:
+        >>> clf = create("local-onnx", model_dir="~/.cache/derm-cloud/models/sklesion-0.2.2")  # doctest: +SKIP
+    """
+    cls = get_backend_class(name)
+    try:
+        # Check option names first: a typo otherwise surfaces as a bare TypeError from deep in __init__.
+        inspect.signature(cls).bind(**options)
+    except TypeError as exc:
+        raise ConfigError(f"backend {name!r}: {exc}; see help({cls.__module__}.{cls.__name__})") from None
+    return cls(**options)

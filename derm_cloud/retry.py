@@ -1,0 +1,145 @@
+"""One retry and deadline policy for every remote backend.
+
+Each SDK has its own retry defaults (boto3 3 attempts, azure-core 4, msrest none, Vertex none, openai 2), so the
+same fault costs a different number of calls and seconds per provider and comparisons would measure SDK
+defaults. Backends switch SDK retries off and call :meth:`RetryPolicy.call` instead: exponential backoff with
+full jitter, ``Retry-After`` honoured, a total wall-clock deadline per call, and a circuit breaker per backend.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from derm_cloud.errors import CircuitOpenError, DeadlineExceededError, RemoteError
+
+__all__ = ["CircuitBreaker", "RetryPolicy"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class CircuitBreaker:
+    """Opens after ``failure_threshold`` consecutive retryable failures; lets one probe through after
+    ``reset_after`` seconds (half-open) and closes again when it succeeds.
+    """
+
+    failure_threshold: int = 5
+    reset_after: float = 30.0
+    _failures: int = 0
+    _opened_at: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def before_call(self, backend: str) -> None:
+        with self._lock:
+            if self._opened_at is None:
+                return
+            waited = time.monotonic() - self._opened_at
+            if waited < self.reset_after:
+                raise CircuitOpenError(
+                    f"{self._failures} consecutive failures; calls paused for another "
+                    f"{self.reset_after - waited:.1f} s to let the service recover",
+                    backend=backend,
+                    retryable=False,
+                )
+            self._opened_at = time.monotonic()  # half-open: this call is the probe; others still wait
+
+    def record(self, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self._failures = 0
+                self._opened_at = None
+            else:
+                self._failures += 1
+                if self._failures >= self.failure_threshold:
+                    self._opened_at = time.monotonic()
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened_at is not None
+
+
+@dataclass
+class RetryPolicy:
+    """Retry transient remote failures within a deadline.
+
+    Attributes:
+        max_attempts: attempts in total (1 = no retry).
+        base_delay: first backoff in seconds; doubles each attempt up to ``max_delay``.
+        max_delay: cap of one backoff (and of a ``Retry-After`` we are willing to honour).
+        deadline: total seconds for one call including all retries; ``None`` = no deadline.
+        breaker: circuit breaker shared by all calls of one backend instance.
+        sleep: injectable for tests.
+
+    Example:
+        >>> policy = RetryPolicy(max_attempts=3, deadline=10.0)
+        >>> policy.call(lambda timeout: "ok", backend="demo")
+        ('ok', 1)
+    """
+
+    max_attempts: int = 4
+    base_delay: float = 0.2
+    max_delay: float = 10.0
+    deadline: float | None = 60.0
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    seed: int | None = None
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before attempt ``attempt + 1``: full jitter, or the server's Retry-After."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay)
+        cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return self._rng.uniform(0, cap)
+
+    def call(self, fn: Callable[[float | None], T], *, backend: str) -> tuple[T, int]:
+        """Run ``fn(remaining_seconds)`` with retries; returns ``(result, attempts)``.
+
+        ``fn`` receives the seconds left before the deadline (or ``None``) so it can set its socket timeout.
+
+        Raises:
+            RemoteError: the last error when it is not retryable or attempts run out.
+            DeadlineExceededError: the deadline passed before a call succeeded.
+            CircuitOpenError: the breaker is open.
+        """
+        start = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.breaker.before_call(backend)
+            remaining = None if self.deadline is None else self.deadline - (time.monotonic() - start)
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExceededError(
+                    f"no answer within the {self.deadline:.1f} s deadline after {attempt - 1} attempt(s)",
+                    backend=backend,
+                )
+            try:
+                result = fn(remaining)
+            except RemoteError as exc:
+                if not exc.backend:
+                    exc.backend = backend
+                self.breaker.record(ok=not exc.retryable)
+                if not exc.retryable or attempt >= self.max_attempts:
+                    raise
+                delay = self.backoff(attempt, exc.retry_after)
+                if self.deadline is not None:
+                    left = self.deadline - (time.monotonic() - start)
+                    if delay >= left:
+                        raise DeadlineExceededError(
+                            f"gave up: the next retry (in {delay:.2f} s) would pass the {self.deadline:.1f} s "
+                            f"deadline; last error: {exc}",
+                            backend=backend,
+                            status=exc.status,
+                            request_id=exc.request_id,
+                        ) from exc
+                self.sleep(delay)
+                continue
+            self.breaker.record(ok=True)
+            return result, attempt
