@@ -259,12 +259,17 @@ def _from_bytes(data: bytes, limits: ImageLimits) -> PreparedImage:
                 ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImageError(
-            f"image is too large to decode safely ({exc}); downscale it below {limits.max_pixels:,} pixels"
+            f"image is too large to decode safely (possible decompression bomb: {exc}); downscale it below "
+            f"{limits.max_pixels:,} pixels"
         ) from None
-    except (SyntaxError, ValueError, struct.error, EOFError) as exc:
-        if isinstance(exc, InvalidImageError):
-            raise
-        raise InvalidImageError(f"image data is corrupt ({type(exc).__name__}: {exc}); re-export the file") from None
+    except InvalidImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
+        # Pillow reports a cut-off header as OSError/SyntaxError from inside open().
+        raise InvalidImageError(
+            f"the image is truncated or corrupt ({type(exc).__name__}: {exc}); re-export or re-upload the "
+            "complete file"
+        ) from None
     finally:
         Image.MAX_IMAGE_PIXELS = saved_max
     markers = metadata_markers(data)

@@ -1,0 +1,57 @@
+"""Backends under conformance test: each entry builds a classifier (and its emulator, for cloud backends).
+
+Add a backend here and it must pass every test in ``test_conformance.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import pytest
+
+from derm_cloud.testing.conformance import Subject
+
+Factory = Callable[[pytest.FixtureRequest], AbstractContextManager[Subject]]
+FACTORIES: dict[str, Factory] = {}
+
+
+def factory(name: str) -> Callable[[Factory], Factory]:
+    def deco(fn: Factory) -> Factory:
+        FACTORIES[name] = fn
+        return fn
+
+    return deco
+
+
+def tiny_model(request: pytest.FixtureRequest) -> Path:
+    """A tiny NHWC model with a metadata input, like sklesion's interface."""
+    from derm_cloud.testing.tiny_models import build_tiny_onnx_model
+
+    tmp: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+    return build_tiny_onnx_model(tmp.mktemp("conf") / "tiny", with_metadata=True, layout="NHWC")
+
+
+@factory("local-onnx[tiny]")
+@contextmanager
+def _local_onnx_tiny(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    import derm_cloud
+
+    with derm_cloud.create("local-onnx", model_dir=tiny_model(request)) as clf:
+        yield Subject(clf)
+
+
+@factory("local-onnx[sklesion]")
+@contextmanager
+def _local_onnx_sklesion(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    import derm_cloud
+
+    with derm_cloud.create("local-onnx", model_dir=request.getfixturevalue("sklesion_model_dir")) as clf:
+        yield Subject(clf)
+
+
+@pytest.fixture(params=sorted(FACTORIES), scope="module")
+def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    with FACTORIES[request.param](request) as s:
+        yield s

@@ -1,0 +1,103 @@
+"""The contract every backend must honour, run over every backend (and its emulator) in conftest.FACTORIES."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from derm_cloud.base import BackendInfo
+from derm_cloud.errors import InvalidImageError
+from derm_cloud.images import metadata_markers
+from derm_cloud.registry import available_backends
+from derm_cloud.taxonomy import CLASS_CODES
+from derm_cloud.testing.conformance import Subject
+from derm_cloud.types import Prediction
+
+META = {"age": 55, "sex": "female", "site": "back"}
+
+
+def _check(pred: Prediction, subject: Subject) -> None:
+    clf = subject.classifier
+    assert pred.backend == clf.backend_name
+    assert pred.model_id
+    assert pred.latency_ms > 0
+    assert pred.attempts >= 1
+    if not pred.mapped:
+        assert pred.probabilities == {} and pred.provider_scores
+        return
+    assert list(pred.probabilities) == list(CLASS_CODES)
+    assert all(0.0 <= p <= 1.0 for p in pred.probabilities.values())
+    if subject.sums_to_one:
+        assert sum(pred.vector()) == pytest.approx(1.0, abs=1e-4)
+    scores = [s.score for s in pred.top_k]
+    assert scores == sorted(scores, reverse=True)
+    assert pred.provider_scores, "the provider's own labels and scores must be kept"
+
+
+def test_registered_under_its_name(subject: Subject) -> None:
+    names = {e.name for e in available_backends()}
+    assert subject.classifier.backend_name in names
+
+
+def test_predict(subject: Subject, dev_images: list[Path]) -> None:
+    _check(subject.classifier.predict(dev_images[0], META), subject)
+
+
+def test_batch_matches_single_calls_in_order(subject: Subject, dev_images: list[Path]) -> None:
+    clf = subject.classifier
+    batch = clf.predict_batch(dev_images[:3], [META] * 3, batch_size=2)
+    assert len(batch) == 3
+    for path, pred in zip(dev_images[:3], batch, strict=True):
+        _check(pred, subject)
+        single = clf.predict(path, META)
+        if pred.mapped:
+            assert np.allclose(pred.vector(), single.vector(), atol=1e-5)
+
+
+def test_async_predict(subject: Subject, dev_images: list[Path]) -> None:
+    async def run() -> list[Prediction]:
+        return list(await asyncio.gather(*(subject.classifier.apredict(p) for p in dev_images[:2])))
+
+    preds = asyncio.run(run())
+    for p in preds:
+        _check(p, subject)
+
+
+def test_invalid_image_fails_before_any_request(subject: Subject) -> None:
+    before = len(subject.emulator.requests) if subject.emulator else 0
+    with pytest.raises(InvalidImageError):
+        subject.classifier.predict(b"not an image")
+    if subject.emulator:
+        assert len(subject.emulator.requests) == before
+
+
+def test_no_exif_reaches_the_provider(subject: Subject, dev_images: list[Path]) -> None:
+    img = Image.open(dev_images[0])
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N", 2: (48.0, 12.0, 30.0)}
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif.tobytes())
+    subject.classifier.predict(buf.getvalue())
+    if subject.emulator is None:
+        return  # nothing leaves the machine for local backends
+    last = subject.emulator.requests[-1]
+    assert b"Exif" not in last.body
+    decoded = getattr(subject.emulator, "last_image_bytes", None)
+    if decoded is not None:
+        assert metadata_markers(decoded) == frozenset()
+
+
+def test_describe(subject: Subject) -> None:
+    info = subject.classifier.describe()
+    assert isinstance(info, BackendInfo)
+    assert info.backend == subject.classifier.backend_name
+    assert info.provider and info.service and info.model_id
+    if subject.emulator is not None:
+        assert info.emulated and info.data_leaves_machine
+    else:
+        assert not info.data_leaves_machine
