@@ -51,6 +51,42 @@ def _local_onnx_sklesion(request: pytest.FixtureRequest) -> Iterator[Subject]:
         yield Subject(clf)
 
 
+@factory("vertex[rest,custom]")
+@contextmanager
+def _vertex_rest(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    from derm_cloud.testing.emulators.vertex import VertexEmulator, vertex_backend_for
+
+    with VertexEmulator(tiny_model(request), schema="custom") as emu, vertex_backend_for(emu) as clf:
+        yield Subject(clf, emu)
+
+
+@factory("vertex[grpc,automl]")
+@contextmanager
+def _vertex_grpc(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    from derm_cloud.testing.emulators.vertex import VertexEmulator, vertex_backend_for
+
+    with VertexEmulator(tiny_model(request)) as emu, vertex_backend_for(emu, transport="grpc") as clf:
+        yield Subject(clf, emu)
+
+
+@factory("google-vision")
+@contextmanager
+def _cloud_vision(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    from derm_cloud.testing.emulators.cloud_vision import CloudVisionEmulator, cloud_vision_backend_for
+
+    with CloudVisionEmulator() as emu, cloud_vision_backend_for(emu) as clf:
+        yield Subject(clf, emu, sums_to_one=False)
+
+
+@factory("azure-openai")
+@contextmanager
+def _azure_openai(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    from derm_cloud.testing.emulators.azure_openai import AzureOpenAIEmulator, azure_openai_backend_for
+
+    with AzureOpenAIEmulator(tiny_model(request)) as emu, azure_openai_backend_for(emu) as clf:
+        yield Subject(clf, emu)
+
+
 @pytest.fixture(params=sorted(FACTORIES), scope="module")
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     with FACTORIES[request.param](request) as s:

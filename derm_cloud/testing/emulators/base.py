@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -36,7 +37,11 @@ __all__ = ["EmulatorServer", "Fault", "RecordedRequest", "Response"]
 FaultKind = Literal["throttle", "error", "slow", "timeout", "reset", "malformed", "truncated", "not_ready"]
 
 # Header names whose values are secrets: recorded only as a length, so test logs never hold keys.
-_SECRET_HEADERS = frozenset({"authorization", "prediction-key", "api-key", "x-api-key", "ocp-apim-subscription-key"})
+_SECRET_HEADERS = frozenset(
+    {"authorization", "prediction-key", "api-key", "x-api-key", "x-goog-api-key", "ocp-apim-subscription-key"}
+)
+# Query parameters that carry keys (Google API keys travel as ?key=...).
+_SECRET_QUERY = re.compile(r"([?&](?:key|api_key|code|sig)=)[^&]*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,7 @@ class EmulatorServer(ABC):
 
     def _record(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
         safe = {k: (f"<redacted:{len(v)} chars>" if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
+        path = _SECRET_QUERY.sub(r"\1<redacted>", path)
         with self._lock:
             self.requests.append(RecordedRequest(method, path, safe, body, time.time()))
 

@@ -1,0 +1,422 @@
+"""``vertex``: a Google Vertex AI endpoint (AutoML image classification or a custom container), REST or gRPC.
+
+Calls go through the GAPIC ``google.cloud.aiplatform_v1.PredictionServiceClient`` (1 HTTP call per prediction;
+the high-level ``aiplatform.Endpoint`` adds a GET of the endpoint first and ignores custom endpoints for
+``raw_predict``). Two request shapes:
+
+* ``schema="automl"``: instance ``{"content": b64}``, parameters ``confidenceThreshold=0.0`` and
+  ``maxPredictions=<number of classes>`` so every class score comes back; the answer's ``displayNames`` are
+  mapped onto the seven classes (pass ``labels``/``label_overrides`` if the model was trained with other names).
+* ``schema="custom"``: the derm-cloud custom container (``adapters/vertex``): instance ``{"b64", "metadata"}``
+  -> ``{"labels", "probabilities", ...}``.
+
+``predict`` has no SDK retry by default; we pass ``retry=None`` and a per-call ``timeout`` from the shared
+:class:`~derm_cloud.retry.RetryPolicy` deadline anyway, so nothing retries behind our back. google.api_core,
+google.auth, requests and protobuf parsing errors are translated in one place, :func:`translate_google_error`
+(shared with the Cloud Vision backend).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from derm_cloud.base import BackendInfo, Classifier, RawResult
+from derm_cloud.errors import (
+    AuthenticationError,
+    ConfigError,
+    DeadlineExceededError,
+    DermCloudError,
+    InvalidResponseError,
+    MissingDependencyError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RemoteError,
+    ServiceError,
+    ThrottledError,
+)
+from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
+from derm_cloud.retry import RetryPolicy
+from derm_cloud.taxonomy import CLASS_CODES, LabelMap
+from derm_cloud.types import PatientMetadata
+
+if TYPE_CHECKING:
+    import grpc
+
+__all__ = ["GcpVertexClassifier", "translate_google_error"]
+
+Transport = Literal["rest", "grpc"]
+Schema = Literal["automl", "custom"]
+#: Request limit assumed for online prediction; 1.5 MB is unverified (cloud-apis.md §5.1), hence an option.
+DEFAULT_MAX_REQUEST_BYTES = 1_500_000
+_JSON_OVERHEAD = 2048  # pretty-printed JSON framing, parameters and metadata around the base64 image
+
+
+class GcpVertexClassifier(Classifier):
+    """Classify with a model deployed to a Vertex AI endpoint.
+
+    Args:
+        endpoint_id: the endpoint id, or its full resource name ``projects/P/locations/L/endpoints/E``.
+        project: Google Cloud project id (or number).
+        location: region of the endpoint (``us-central1`` ...).
+        schema: ``automl`` (AutoML image classification) or ``custom`` (the derm-cloud container).
+        transport: ``rest`` or ``grpc``.
+        labels: the model's labels (AutoML display names), mapped onto the seven classes.
+        label_overrides: ``{display_name: code}`` for tag names that do not map by themselves.
+        api_endpoint: override the service host. REST needs the scheme for plain http
+            (``http://127.0.0.1:PORT``); the default is ``https://{location}-aiplatform.googleapis.com``.
+        credentials: google-auth credentials (default: Application Default Credentials);
+            ``AnonymousCredentials()`` for emulators.
+        channel: an already built gRPC channel (tests: ``grpc.insecure_channel``); only with ``transport="grpc"``.
+        client: a ``PredictionServiceClient`` built elsewhere.
+        use_metadata: send age/sex/site to a ``custom`` endpoint (AutoML models take none).
+        timeout: seconds per call (the retry deadline may shorten it).
+        retry: the shared retry policy.
+        max_request_bytes: request size limit; images are re-encoded/downscaled to fit (``None``: no limit).
+        machine_type, nodes: deployment facts for the cost report (custom containers; AutoML bills node-hours).
+
+    Example:
+        >>> clf = GcpVertexClassifier("1234567890", project="my-project", location="europe-west4")  # doctest: +SKIP
+        >>> clf.predict("lesion.jpg").top(3)  # doctest: +SKIP
+    """
+
+    backend_name = "vertex"
+    default_concurrency = 4
+
+    def __init__(
+        self,
+        endpoint_id: str,
+        *,
+        project: str | None = None,
+        location: str = "us-central1",
+        schema: Schema = "automl",
+        transport: Transport = "rest",
+        labels: Sequence[str] = CLASS_CODES,
+        label_overrides: Mapping[str, str] | None = None,
+        api_endpoint: str | None = None,
+        credentials: Any = None,
+        channel: grpc.Channel | None = None,
+        client: Any = None,
+        use_metadata: bool = True,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        max_request_bytes: int | None = DEFAULT_MAX_REQUEST_BYTES,
+        machine_type: str | None = None,
+        nodes: int = 1,
+        image_limits: ImageLimits = DEFAULT_LIMITS,
+        concurrency: int | None = None,
+    ) -> None:
+        if schema not in ("automl", "custom"):
+            raise ConfigError(f"schema must be 'automl' or 'custom', got {schema!r}")
+        if transport not in ("rest", "grpc"):
+            raise ConfigError(f"transport must be 'rest' or 'grpc', got {transport!r}")
+        if channel is not None and transport != "grpc":
+            raise ConfigError("channel= is a gRPC channel; pass transport='grpc' with it")
+        self.project, self.location, self.endpoint_id = _parse_endpoint(endpoint_id, project, location)
+        self.endpoint = f"projects/{self.project}/locations/{self.location}/endpoints/{self.endpoint_id}"
+        label_map = LabelMap.for_labels(labels, overrides=label_overrides)
+        super().__init__(
+            label_map=label_map,
+            model_id=self.endpoint,
+            retry=retry if retry is not None else RetryPolicy(deadline=max(timeout * 2, 60.0)),
+            image_limits=image_limits,
+            concurrency=concurrency,
+        )
+        self.schema: Schema = schema
+        self.transport: Transport = transport
+        self.use_metadata = use_metadata
+        self.timeout = timeout
+        self.max_request_bytes = max_request_bytes
+        self.machine_type = machine_type
+        self.nodes = nodes
+        self.api_endpoint = api_endpoint or (
+            f"https://{self.location}-aiplatform.googleapis.com"
+            if transport == "rest"
+            else f"{self.location}-aiplatform.googleapis.com"
+        )
+        self._injected_channel = channel is not None
+        self._client = client if client is not None else self._build_client(credentials, channel)
+
+    def _build_client(self, credentials: Any, channel: grpc.Channel | None) -> Any:
+        try:
+            from google.cloud import aiplatform_v1
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "the vertex backend needs google-cloud-aiplatform; run: pip install 'derm-cloud[vertex]'"
+            ) from exc
+        try:
+            if channel is not None:
+                from google.cloud.aiplatform_v1.services.prediction_service.transports.grpc import (
+                    PredictionServiceGrpcTransport,
+                )
+
+                # An injected channel carries its own security; the SDK would otherwise insist on TLS.
+                return aiplatform_v1.PredictionServiceClient(transport=PredictionServiceGrpcTransport(channel=channel))
+            return aiplatform_v1.PredictionServiceClient(
+                transport=self.transport,
+                credentials=credentials,
+                client_options={"api_endpoint": self.api_endpoint},
+            )
+        except Exception as exc:
+            raise translate_google_error(exc, backend=self.backend_name, service="Vertex AI") from exc
+
+    # --- the call -------------------------------------------------------------------------------------------------
+
+    def instance(self, image: PreparedImage, metadata: PatientMetadata) -> dict[str, Any]:
+        """The JSON instance for one image (EXIF-free bytes, sized to fit ``max_request_bytes``)."""
+        max_bytes = None
+        if self.max_request_bytes is not None:
+            # base64 grows bytes by 4/3; keep room for the JSON around it.
+            max_bytes = max(1024, (self.max_request_bytes - _JSON_OVERHEAD) * 3 // 4)
+        data, _mime = image.upload_bytes(max_bytes=max_bytes, formats=("JPEG", "PNG"))
+        encoded = base64.b64encode(data).decode("ascii")
+        if self.schema == "automl":
+            return {"content": encoded}
+        instance: dict[str, Any] = {"b64": encoded}
+        if self.use_metadata and not metadata.is_empty:
+            meta: dict[str, Any] = {"sex": metadata.sex}
+            if metadata.age is not None:
+                meta["age"] = metadata.age
+            if metadata.site:
+                meta["site"] = metadata.site
+            instance["metadata"] = meta
+        return instance
+
+    def parameters(self) -> dict[str, Any] | None:
+        """AutoML parameters asking for every class: threshold 0 and as many predictions as labels."""
+        if self.schema != "automl":
+            return None
+        return {"confidenceThreshold": 0.0, "maxPredictions": len(self.label_map.provider_labels)}
+
+    def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult:
+        instance = self.instance(image, metadata)
+        call_timeout = self.timeout if timeout is None else max(0.001, min(self.timeout, timeout))
+        kwargs: dict[str, Any] = {"endpoint": self.endpoint, "instances": [instance], "retry": None}
+        params = self.parameters()
+        if params is not None:
+            kwargs["parameters"] = params
+        try:
+            from google.protobuf import json_format
+
+            response = self._client.predict(timeout=call_timeout, **kwargs)
+            payload = json_format.MessageToDict(type(response).pb(response))
+        except Exception as exc:
+            raise translate_google_error(
+                exc, backend=self.backend_name, service="Vertex AI", transport=self.transport, what=self.endpoint
+            ) from exc
+        return self._parse(payload)
+
+    def _parse(self, payload: dict[str, Any]) -> RawResult:
+        predictions = payload.get("predictions")
+        if not isinstance(predictions, list) or len(predictions) != 1 or not isinstance(predictions[0], dict):
+            raise InvalidResponseError(
+                f"Vertex answered {len(predictions) if isinstance(predictions, list) else 'no'} prediction(s) "
+                "for one instance, or not an object; check schema= matches the deployed model"
+            )
+        pred = predictions[0]
+        if self.schema == "automl":
+            names, scores = pred.get("displayNames"), pred.get("confidences")
+        else:
+            names, scores = pred.get("labels"), pred.get("probabilities")
+        expected = "displayNames/confidences" if self.schema == "automl" else "labels/probabilities"
+        if not (isinstance(names, list) and isinstance(scores, list) and len(names) == len(scores)):
+            raise InvalidResponseError(
+                f"Vertex prediction lacks matching {expected} (keys: {sorted(pred)}); check schema={self.schema!r} "
+                "matches the deployed model"
+            )
+        known = set(self.label_map.provider_labels)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise InvalidResponseError(
+                f"the endpoint returned label(s) {unknown} that are not among labels={list(known)}; pass the "
+                "model's labels (AutoML display names) as labels= and, if needed, label_overrides="
+            )
+        try:
+            pairs = [(str(n), float(s)) for n, s in zip(names, scores, strict=True)]
+        except (TypeError, ValueError):
+            raise InvalidResponseError(f"Vertex scores are not numbers: {scores[:3]!r}") from None
+        extra = {
+            k: payload[v]
+            for k, v in (
+                ("deployed_model_id", "deployedModelId"),
+                ("model", "model"),
+                ("model_version_id", "modelVersionId"),
+                ("model_display_name", "modelDisplayName"),
+            )
+            if payload.get(v)
+        }
+        extra["transport"] = self.transport
+        return RawResult(scores=pairs, extra=extra)
+
+    def describe(self) -> BackendInfo:
+        from urllib.parse import urlsplit
+
+        host = urlsplit(self.api_endpoint if "//" in self.api_endpoint else f"//{self.api_endpoint}").hostname
+        if self.schema == "automl":
+            billing: dict[str, Any] = {
+                "sku": "vertex.automl.image_classification.online",
+                "unit": "node-hour",
+                "nodes": self.nodes,
+            }
+        else:
+            billing = {
+                "sku": f"vertex.custom.{self.machine_type or 'n1-standard-2'}",
+                "unit": "node-hour",
+                "machine_type": self.machine_type or "n1-standard-2",
+                "nodes": self.nodes,
+            }
+        kind = "AutoML image classification" if self.schema == "automl" else "custom container"
+        return BackendInfo(
+            backend=self.backend_name,
+            provider="gcp",
+            service=f"Vertex AI online prediction ({kind}, {self.transport})",
+            model_id=self.endpoint,
+            region=self.location,
+            endpoint="grpc channel (injected)" if self._injected_channel else self.api_endpoint,
+            data_leaves_machine=True,
+            stores_images=False,
+            emulated=self._injected_channel or host in ("127.0.0.1", "localhost", "::1"),
+            labels_mapped=self.label_map.mapped,
+            billing=billing,
+            model_facts={"schema": self.schema, "transport": self.transport, "always_on": True},
+        )
+
+    def _close(self) -> None:
+        transport = getattr(self._client, "transport", None)
+        if transport is not None:
+            transport.close()
+
+
+def _parse_endpoint(endpoint_id: str, project: str | None, location: str) -> tuple[str, str, str]:
+    parts = endpoint_id.strip("/").split("/")
+    if len(parts) == 6 and parts[0] == "projects" and parts[2] == "locations" and parts[4] == "endpoints":
+        return parts[1], parts[3], parts[5]
+    if len(parts) != 1 or not endpoint_id:
+        raise ConfigError(f"endpoint_id {endpoint_id!r} is neither an id nor 'projects/P/locations/L/endpoints/E'")
+    if not project:
+        raise ConfigError("project= is required with a bare endpoint id (or pass the full resource name)")
+    return project, location, endpoint_id
+
+
+def _retry_after(exc: Any) -> float | None:
+    """Seconds to wait from a Retry-After header (REST) or a google.rpc.RetryInfo detail (REST or gRPC)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is not None:
+        value = headers.get("Retry-After")
+        if value:
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    for detail in getattr(exc, "details", None) or ():
+        if isinstance(detail, dict) and detail.get("@type", "").endswith("google.rpc.RetryInfo"):
+            delay = str(detail.get("retryDelay", "")).rstrip("s")
+            try:
+                return float(delay)
+            except ValueError:
+                continue
+        delay_pb = getattr(detail, "retry_delay", None)
+        if delay_pb is not None:
+            return float(delay_pb.seconds) + float(delay_pb.nanos) / 1e9
+    return None
+
+
+def translate_google_error(
+    exc: BaseException, *, backend: str, service: str, transport: str = "rest", what: str = ""
+) -> DermCloudError:
+    """The one place where google-api-core, google-auth, requests and protobuf errors become derm-cloud errors.
+
+    Args:
+        exc: what the SDK raised.
+        backend: registry name, for the error.
+        service: ``"Vertex AI"`` or ``"Cloud Vision"``, for messages.
+        transport: ``rest`` or ``grpc`` (gRPC errors report the status code name).
+        what: the resource called, for not-found messages.
+    """
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+    from google.protobuf import json_format
+
+    if isinstance(exc, RemoteError):
+        return exc
+    if isinstance(exc, auth_exc.GoogleAuthError):
+        hint = (
+            "the server answered 401 and anonymous credentials cannot be refreshed; pass real credentials"
+            if isinstance(exc, auth_exc.InvalidOperation)
+            else "run `gcloud auth application-default login`, set GOOGLE_APPLICATION_CREDENTIALS, or pass credentials="
+        )
+        return AuthenticationError(f"{service} credentials failed ({exc}); {hint}", backend=backend, status=401)
+    if isinstance(exc, json_format.ParseError):
+        return InvalidResponseError(
+            f"{service} answered a body that is not its documented JSON: {exc}", backend=backend
+        )
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return _from_api_call_error(exc, backend=backend, service=service, transport=transport, what=what)
+    try:
+        import requests
+    except ImportError:  # pragma: no cover - the REST transport depends on requests
+        requests = None  # type: ignore[assignment]
+    if requests is not None and isinstance(exc, requests.exceptions.RequestException):
+        if isinstance(exc, requests.exceptions.Timeout):
+            return DeadlineExceededError(f"{service} did not answer in time ({exc})", backend=backend)
+        if isinstance(exc, requests.exceptions.SSLError):
+            return ServiceError(
+                f"TLS handshake with {service} failed ({exc}); for a plain-http emulator pass "
+                "api_endpoint='http://127.0.0.1:PORT' (the scheme is required)",
+                backend=backend,
+                retryable=False,
+            )
+        if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+            return InvalidResponseError(
+                f"{service} answer was cut off mid-body ({exc})", backend=backend, retryable=True
+            )
+        return ServiceError(f"cannot reach {service} ({exc}); check api_endpoint and the network", backend=backend)
+    if isinstance(exc, ValueError) and "api_endpoint" in str(exc):
+        return ConfigError(f"{service} client options are invalid: {exc}")
+    return ServiceError(f"{service} call failed: {type(exc).__name__}: {exc}", backend=backend, retryable=False)
+
+
+def _from_api_call_error(exc: Any, *, backend: str, service: str, transport: str, what: str) -> DermCloudError:
+    from google.api_core import exceptions as gexc
+
+    code = getattr(exc, "grpc_status_code", None)
+    status: int | str | None = code.name if transport == "grpc" and code is not None else exc.code
+    message = (exc.message or str(exc)).rstrip(".")
+    common: dict[str, Any] = {"backend": backend, "status": status}
+    if isinstance(exc, (gexc.TooManyRequests, gexc.ResourceExhausted)):
+        return ThrottledError(
+            f"{service} quota or capacity exhausted: {message}", retry_after=_retry_after(exc), **common
+        )
+    if isinstance(exc, (gexc.Unauthorized, gexc.Unauthenticated, gexc.Forbidden, gexc.PermissionDenied)):
+        return AuthenticationError(
+            f"{service} refused the credentials: {message}. Check the account has the role to call "
+            f"{what or 'the resource'} (Vertex: roles/aiplatform.user)",
+            **common,
+        )
+    if isinstance(exc, gexc.NotFound):
+        return NotFoundError(
+            f"{service} has no {what or 'such resource'}: {message}. Check project, location and id, and that a "
+            "model is deployed",
+            **common,
+        )
+    if isinstance(exc, (gexc.DeadlineExceeded, gexc.GatewayTimeout)):
+        return DeadlineExceededError(f"{service} did not answer in time: {message}", **common)
+    if isinstance(exc, (gexc.BadRequest, gexc.InvalidArgument)) and "api key" in message.lower():
+        return AuthenticationError(f"{service} rejected the API key: {message}. Check api_key=", **common)
+    if isinstance(exc, (gexc.BadRequest, gexc.InvalidArgument)):
+        if "payload size" in message.lower():
+            return PayloadTooLargeError(
+                f"{service} rejected the request as too large ({message}); lower max_request_bytes so images are "
+                "re-encoded smaller"
+            )
+        hint = "Check schema= matches the deployed model" if service == "Vertex AI" else "Check the image and options"
+        return ServiceError(
+            f"{service} rejected the request (invalid argument): {message}. {hint}", retryable=False, **common
+        )
+    if isinstance(exc, gexc.InternalServerError) and "deserializ" in message.lower():
+        return InvalidResponseError(f"{service} answered bytes that are not a valid response: {message}", **common)
+    if isinstance(exc, (gexc.ServerError, gexc.Aborted, gexc.Cancelled)):
+        return ServiceError(f"{service} failed on its side: {message}", **common)
+    return ServiceError(f"{service} error {status}: {message}", retryable=False, **common)

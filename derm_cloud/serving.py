@@ -1,0 +1,626 @@
+"""Load a model directory once and answer requests in each cloud's hosting format: the core of every adapter.
+
+The adapters in ``adapters/`` (SageMaker, Azure ML, Vertex AI) and the emulators in ``derm_cloud.testing`` are
+thin wrappers over :class:`ModelServer`, so a model answers with the same probabilities wherever it is hosted.
+Every public method takes the raw request body (plus content type or headers) and returns :class:`Served`
+``(body, content_type)``; failures raise a :class:`ServingError` whose ``status`` the wrapper sends as the HTTP
+status (400 bad request or image, 413 too large, 415/406 wrong media type, 500 anything else).
+
+Request and response shapes:
+
+* SageMaker ``/invocations``: ``application/x-image`` or ``image/*`` bytes -> our JSON ``{"labels",
+  "probabilities", "predicted_label", "model_id"}``; ``Accept: application/json;verbose`` gives the JumpStart
+  verbose shape. ``sagemaker_format`` impersonates the containers users actually deploy: ``jumpstart``, ``hf``
+  (``[{"label", "score"}]``, top 5 like the pipeline) and ``builtin`` (``{"prediction": [...]}``).
+  Patient metadata rides in ``X-Amzn-SageMaker-Custom-Attributes`` (see :func:`custom_attributes_for`) or in a
+  JSON body ``{"b64": ..., "metadata": {...}}`` / ``{"instances": [...]}``.
+* Azure ML AutoML for Images: ``{"input_data": {"columns": ["image"], "data": [b64, ...]}}`` ->
+  ``[{"probs": [...], "labels": [...]}]``; extra columns ``age``, ``sex``, ``site`` carry metadata.
+* Vertex AutoML: ``{"instances": [{"content": b64}], "parameters": {...}}`` -> ``ids`` / ``displayNames`` /
+  ``confidences`` sorted by confidence; Vertex custom container: ``{"instances": [{"b64": ..., "metadata":
+  {...}}]}`` -> ``{"predictions": [{"labels", "probabilities", ...}]}``.
+
+Image bytes are never logged: log lines carry sizes, counts and timings only.
+
+Example:
+    >>> server = ModelServer("~/.cache/derm-cloud/models/sklesion-0.2.2")  # doctest: +SKIP
+    >>> body, content_type = server.sagemaker_invocations(jpeg_bytes, "application/x-image")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from urllib.parse import quote, unquote
+
+from derm_cloud.base import as_metadata
+from derm_cloud.errors import ConfigError, DermCloudError, InvalidImageError, ModelSpecError
+from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage, load_image
+from derm_cloud.types import PatientMetadata
+
+if TYPE_CHECKING:
+    from derm_cloud.backends.local_onnx import OnnxModel
+
+__all__ = [
+    "SAGEMAKER_FORMATS",
+    "BadRequestError",
+    "ModelServer",
+    "NotAcceptableError",
+    "RequestTooLargeError",
+    "SageMakerFormat",
+    "Served",
+    "ServingError",
+    "UnsupportedMediaTypeError",
+    "custom_attributes_for",
+    "error_response",
+    "find_model_dir",
+    "make_http_server",
+    "metadata_from_custom_attributes",
+    "sagemaker_routes",
+    "serve_forever",
+    "vertex_routes",
+]
+
+logger = logging.getLogger("derm_cloud.serving")
+
+SageMakerFormat = Literal["adapter", "jumpstart", "hf", "builtin"]
+SAGEMAKER_FORMATS: tuple[str, ...] = ("adapter", "jumpstart", "hf", "builtin")
+#: Largest request body accepted by default: SageMaker real-time's 6 MiB plus room for base64 JSON framing.
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+_JSON = "application/json"
+_VERBOSE = "application/json;verbose"
+# Image content types each impersonated SageMaker container accepts (cloud-apis.md section 2.2).
+_IMAGE_TYPES: dict[str, frozenset[str]] = {
+    "adapter": frozenset({"application/x-image", "image/jpeg", "image/png", "image/bmp", "image/webp", "image/tiff"}),
+    "jumpstart": frozenset({"application/x-image"}),
+    "hf": frozenset(
+        {"application/x-image", "image/jpeg", "image/png", "image/tiff", "image/bmp", "image/gif", "image/webp"}
+    ),
+    "builtin": frozenset({"application/x-image", "image/jpeg", "image/png"}),
+}
+_META_PREFIX = "derm."
+
+
+class Served(NamedTuple):
+    """A response body and its content type."""
+
+    body: bytes
+    content_type: str
+
+
+# --- errors ----------------------------------------------------------------------------------------------------
+
+
+class ServingError(DermCloudError):
+    """A request the server cannot answer; ``status`` is the HTTP status the adapter sends.
+
+    Server-side only: a backend calling a hosted model sees the cloud's error instead (e.g. SageMaker ModelError).
+    """
+
+    status = 500
+    code = "InternalError"
+
+    def response(self) -> Served:
+        """The JSON error body: ``{"error": {"code": ..., "message": ...}}``."""
+        return Served(json.dumps({"error": {"code": self.code, "message": str(self)}}).encode(), _JSON)
+
+
+class BadRequestError(ServingError):
+    """The body is not a valid request (bad JSON, missing field, not an image): HTTP 400."""
+
+    status = 400
+    code = "BadRequest"
+
+
+class RequestTooLargeError(ServingError):
+    """The body exceeds the server's limit: HTTP 413."""
+
+    status = 413
+    code = "PayloadTooLarge"
+
+
+class UnsupportedMediaTypeError(ServingError):
+    """The request content type is not one this format accepts: HTTP 415."""
+
+    status = 415
+    code = "UnsupportedMediaType"
+
+
+class NotAcceptableError(ServingError):
+    """The ``Accept`` header asks for a type the server cannot produce: HTTP 406."""
+
+    status = 406
+    code = "NotAcceptable"
+
+
+def error_response(exc: BaseException) -> tuple[int, Served]:
+    """Status and body for any exception; unexpected ones become a 500 that reveals no internals."""
+    if isinstance(exc, ServingError):
+        return exc.status, exc.response()
+    logger.error("unhandled %s while serving a request", type(exc).__name__, exc_info=exc)
+    internal = ServingError(f"internal error ({type(exc).__name__}); see the server log")
+    return 500, internal.response()
+
+
+# --- metadata in SageMaker custom attributes ---------------------------------------------------------------------
+
+
+def custom_attributes_for(metadata: PatientMetadata) -> str:
+    """Encode patient metadata for ``X-Amzn-SageMaker-Custom-Attributes`` (``derm.age=45;derm.sex=male;...``).
+
+    Values are percent-encoded so the header stays visible ASCII, as SageMaker requires.
+
+    Example:
+        >>> custom_attributes_for(PatientMetadata(age=45, sex="male", site="lower extremity"))
+        'derm.age=45;derm.sex=male;derm.site=lower%20extremity'
+    """
+    parts = []
+    if metadata.age is not None:
+        parts.append(f"{_META_PREFIX}age={metadata.age:g}")
+    if metadata.sex != "unknown":
+        parts.append(f"{_META_PREFIX}sex={quote(metadata.sex, safe='')}")
+    if metadata.site:
+        parts.append(f"{_META_PREFIX}site={quote(metadata.site, safe='')}")
+    return ";".join(parts)
+
+
+def metadata_from_custom_attributes(value: str | None) -> PatientMetadata:
+    """Inverse of :func:`custom_attributes_for`; tokens without the ``derm.`` prefix are ignored.
+
+    Raises:
+        BadRequestError: a ``derm.`` value is invalid (an age that is not a number ...).
+    """
+    fields: dict[str, Any] = {}
+    for token in (value or "").split(";"):
+        key, sep, raw = token.strip().partition("=")
+        if sep and key.startswith(_META_PREFIX):
+            fields[key[len(_META_PREFIX) :]] = unquote(raw)
+    return _metadata(fields or None, "custom attributes")
+
+
+def _metadata(value: Any, where: str) -> PatientMetadata:
+    if value is not None and not isinstance(value, dict):
+        raise BadRequestError(f"{where}: metadata must be an object with age, sex and site")
+    try:
+        return as_metadata(value)
+    except ConfigError as exc:
+        raise BadRequestError(f"{where}: {exc}") from None
+
+
+# --- the model server ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SageMakerRequest:
+    """A decoded ``/invocations`` request (the ``input_fn`` stage of the SageMaker handler contract)."""
+
+    images: list[PreparedImage]
+    metadata: list[PatientMetadata]
+    response_format: SageMakerFormat
+    batch: bool = False
+    top_k: int | None = None
+
+
+class ModelServer:
+    """A model directory loaded once, answering each cloud's request format.
+
+    Args:
+        model_dir: model directory (``spec.json`` + ``model.onnx``, or an AutoML ``labels.json`` export).
+        sagemaker_format: default SageMaker response shape: ``adapter`` (ours), ``jumpstart``, ``hf``, ``builtin``.
+        max_body_bytes: largest request body accepted (413 above).
+        max_instances: most images in one JSON request (400 above).
+        hf_top_k: labels returned by the ``hf`` format when the request does not say (the pipeline default, 5).
+        image_limits: decode limits for each image.
+        intra_op_threads: onnxruntime threads (default: onnxruntime's choice).
+
+    Example:
+        >>> server = ModelServer(model_dir)  # doctest: +SKIP
+        >>> server.vertex_custom_predict(b'{"instances": [{"b64": "..."}]}')  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        *,
+        sagemaker_format: SageMakerFormat = "adapter",
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_instances: int = 32,
+        hf_top_k: int = 5,
+        image_limits: ImageLimits = DEFAULT_LIMITS,
+        intra_op_threads: int | None = None,
+    ) -> None:
+        from derm_cloud.backends.local_onnx import OnnxModel
+
+        if sagemaker_format not in SAGEMAKER_FORMATS:
+            raise ConfigError(f"sagemaker_format must be one of {', '.join(SAGEMAKER_FORMATS)}")
+        self.model: OnnxModel = OnnxModel(model_dir, intra_op_threads=intra_op_threads)
+        self.labels: list[str] = list(self.model.spec.labels)
+        self.model_id = self.model.spec.model_id
+        self.sagemaker_format: SageMakerFormat = sagemaker_format
+        self.max_body_bytes = max_body_bytes
+        self.max_instances = max_instances
+        self.hf_top_k = hf_top_k
+        self.image_limits = image_limits
+
+    def health(self) -> Served:
+        """Readiness answer for ``/ping`` and health routes (the model is loaded by construction)."""
+        return Served(json.dumps({"status": "ok", "model_id": self.model_id}).encode(), _JSON)
+
+    def predict(self, images: Sequence[PreparedImage], metadata: Sequence[PatientMetadata]) -> list[list[float]]:
+        """Probabilities per image, in the model's label order (``self.labels``)."""
+        start = time.perf_counter()
+        probs = self.model.run(images, metadata).tolist()
+        logger.debug("classified %d image(s) in %.1f ms", len(images), (time.perf_counter() - start) * 1000)
+        return [[float(p) for p in row] for row in probs]
+
+    # --- SageMaker -----------------------------------------------------------------------------------------
+
+    def sagemaker_invocations(
+        self,
+        body: bytes,
+        content_type: str | None,
+        accept: str | None = None,
+        *,
+        custom_attributes: str | None = None,
+        response_format: SageMakerFormat | None = None,
+    ) -> Served:
+        """Answer one SageMaker ``/invocations`` request (input, predict and output stages in one call)."""
+        request = self.sagemaker_input(
+            body, content_type, custom_attributes=custom_attributes, response_format=response_format
+        )
+        return self.sagemaker_output(request, self.predict(request.images, request.metadata), accept)
+
+    def sagemaker_input(
+        self,
+        body: bytes | str,
+        content_type: str | None,
+        *,
+        custom_attributes: str | None = None,
+        response_format: SageMakerFormat | None = None,
+    ) -> SageMakerRequest:
+        """Decode a SageMaker request body (``input_fn``).
+
+        Raises:
+            BadRequestError, RequestTooLargeError, UnsupportedMediaTypeError: the request is not usable.
+        """
+        fmt = response_format or self.sagemaker_format
+        if fmt not in SAGEMAKER_FORMATS:
+            raise ConfigError(f"response_format must be one of {', '.join(SAGEMAKER_FORMATS)}")
+        raw = body.encode() if isinstance(body, str) else bytes(body)
+        self._check_size(raw)
+        ctype = (content_type or "").split(";")[0].strip().lower()
+        meta = metadata_from_custom_attributes(custom_attributes) if fmt == "adapter" else PatientMetadata()
+        if ctype == _JSON and fmt in ("adapter", "hf"):
+            payload = _json(raw)
+            if fmt == "hf":
+                if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), str):
+                    raise BadRequestError('JSON requests must look like {"inputs": "<base64 image>", "parameters": {}}')
+                top_k = (payload.get("parameters") or {}).get("top_k")
+                if top_k is not None and not (isinstance(top_k, int) and top_k > 0):
+                    raise BadRequestError(f"parameters.top_k must be a positive integer, got {top_k!r}")
+                image = self._decode(_b64(payload["inputs"], "inputs"), "inputs")
+                return SageMakerRequest([image], [meta], "hf", top_k=top_k)
+            if isinstance(payload, dict) and "instances" in payload:
+                images, metas = self._instances(payload["instances"], "b64")
+                return SageMakerRequest(images, metas, "adapter", batch=True)
+            images, metas = self._instances([payload], "b64")
+            return SageMakerRequest(images, metas, "adapter")
+        if ctype not in _IMAGE_TYPES[fmt]:
+            accepted = sorted(_IMAGE_TYPES[fmt] | ({_JSON} if fmt in ("adapter", "hf") else set()))
+            raise UnsupportedMediaTypeError(
+                f"content type {content_type!r} is not supported by this endpoint ({fmt} format); "
+                f"send one of: {', '.join(accepted)}"
+            )
+        return SageMakerRequest([self._decode(raw, "body")], [meta], fmt)
+
+    def sagemaker_output(
+        self, request: SageMakerRequest, probabilities: list[list[float]], accept: str | None
+    ) -> Served:
+        """Encode predictions for the requested ``Accept`` (``output_fn``)."""
+        wanted = (accept or "").replace(" ", "").lower()
+        if wanted not in ("", "*/*", "application/*", _JSON, _VERBOSE):
+            raise NotAcceptableError(f"Accept {accept!r} is not supported; use {_JSON} or {_VERBOSE}")
+        verbose = wanted == _VERBOSE
+        fmt = request.response_format
+        if fmt == "adapter" and request.batch:
+            payload: Any = {"predictions": [self._ours(p) for p in probabilities]}
+        elif fmt == "adapter":
+            payload = self._verbose(probabilities[0]) if verbose else self._ours(probabilities[0])
+        elif fmt == "jumpstart":
+            payload = self._verbose(probabilities[0]) if verbose else {"probabilities": probabilities[0]}
+        elif fmt == "hf":
+            k = max(1, min(request.top_k or self.hf_top_k, len(self.labels)))
+            ranked = sorted(zip(self.labels, probabilities[0], strict=True), key=lambda x: -x[1])[:k]
+            payload = [{"label": label, "score": score} for label, score in ranked]
+        else:
+            payload = {"prediction": probabilities[0]}
+        verbose_shape = verbose and fmt in ("adapter", "jumpstart") and not request.batch
+        return Served(json.dumps(payload).encode(), _VERBOSE if verbose_shape else _JSON)
+
+    # --- Azure ML ------------------------------------------------------------------------------------------
+
+    def azureml_score(self, body: bytes | str) -> Served:
+        """Answer an Azure ML AutoML-for-Images scoring request."""
+        raw = body.encode() if isinstance(body, str) else body
+        self._check_size(raw)
+        return Served(json.dumps(self.azureml_predictions(_json(raw))).encode(), _JSON)
+
+    def azureml_predictions(self, payload: Any) -> list[dict[str, Any]]:
+        """``{"input_data": {"columns": [...], "data": [...]}}`` -> ``[{"probs": [...], "labels": [...]}]``."""
+        table = payload.get("input_data") if isinstance(payload, dict) else None
+        if not isinstance(table, dict) or not isinstance(table.get("data"), list):
+            raise BadRequestError('expected {"input_data": {"columns": ["image"], "data": ["<base64 image>", ...]}}')
+        columns = table.get("columns") or ["image"]
+        if "image" not in columns:
+            raise BadRequestError(f"input_data.columns must include 'image', got {columns}")
+        unknown = sorted(set(columns) - {"image", "age", "sex", "site"})
+        if unknown:
+            raise BadRequestError(f"unknown input_data column(s) {unknown}; allowed: image, age, sex, site")
+        instances = []
+        for i, row in enumerate(table["data"]):
+            values = row if isinstance(row, list) else [row]
+            if len(values) != len(columns):
+                raise BadRequestError(f"input_data.data[{i}] has {len(values)} value(s) for {len(columns)} column(s)")
+            record = dict(zip(columns, values, strict=True))
+            image = record.pop("image")
+            if isinstance(image, str) and image.lstrip().startswith("{"):
+                image = _automl_item(image, i)
+            instances.append({"b64": image, "metadata": {k: v for k, v in record.items() if v is not None}})
+        images, metas = self._instances(instances, "b64")
+        return [{"probs": p, "labels": list(self.labels)} for p in self.predict(images, metas)]
+
+    # --- Vertex AI -------------------------------------------------------------------------------------------
+
+    def vertex_automl_predict(self, body: bytes | str) -> Served:
+        """Answer a Vertex AutoML image classification request (``ids`` / ``displayNames`` / ``confidences``)."""
+        payload = self._vertex_payload(body)
+        params = payload.get("parameters") or {}
+        try:
+            threshold = float(params.get("confidenceThreshold", 0.0))
+            limit = int(params.get("maxPredictions", 10))
+        except (TypeError, ValueError):
+            raise BadRequestError(
+                "parameters.confidenceThreshold must be a number, maxPredictions an integer"
+            ) from None
+        images, metas = self._instances(payload["instances"], "content")
+        predictions = []
+        for probs in self.predict(images, metas):
+            ranked = sorted(enumerate(probs), key=lambda x: -x[1])
+            kept = [(i, p) for i, p in ranked if p >= threshold][: max(0, limit)]
+            predictions.append(
+                {
+                    "ids": [str(i) for i, _ in kept],  # int64 ids are rendered as strings by Vertex
+                    "displayNames": [self.labels[i] for i, _ in kept],
+                    "confidences": [p for _, p in kept],
+                }
+            )
+        return Served(json.dumps({"predictions": predictions}).encode(), _JSON)
+
+    def vertex_custom_predict(self, body: bytes | str) -> Served:
+        """Answer the derm-cloud Vertex custom container request (``{"instances": [{"b64", "metadata"}]}``)."""
+        payload = self._vertex_payload(body)
+        images, metas = self._instances(payload["instances"], "b64")
+        predictions = [self._ours(p) for p in self.predict(images, metas)]
+        return Served(json.dumps({"predictions": predictions}).encode(), _JSON)
+
+    # --- helpers -----------------------------------------------------------------------------------------------
+
+    def _ours(self, probs: list[float]) -> dict[str, Any]:
+        return {**self._verbose(probs), "model_id": self.model_id}
+
+    def _verbose(self, probs: list[float]) -> dict[str, Any]:
+        best = max(range(len(probs)), key=probs.__getitem__)
+        return {"labels": list(self.labels), "probabilities": probs, "predicted_label": self.labels[best]}
+
+    def _vertex_payload(self, body: bytes | str) -> dict[str, Any]:
+        raw = body.encode() if isinstance(body, str) else body
+        self._check_size(raw)
+        payload = _json(raw)
+        if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
+            raise BadRequestError('expected {"instances": [...], "parameters": {...}}')
+        return payload
+
+    def _check_size(self, raw: bytes) -> None:
+        if len(raw) > self.max_body_bytes:
+            raise RequestTooLargeError(
+                f"request body is {len(raw):,} bytes, over this server's limit of {self.max_body_bytes:,}; "
+                "send a smaller (re-encoded or downscaled) image"
+            )
+
+    def _instances(self, instances: Any, key: str) -> tuple[list[PreparedImage], list[PatientMetadata]]:
+        if not isinstance(instances, list) or not instances:
+            raise BadRequestError("'instances' must be a non-empty list")
+        if len(instances) > self.max_instances:
+            raise BadRequestError(f"{len(instances)} instances in one request; the limit is {self.max_instances}")
+        images, metas = [], []
+        for i, item in enumerate(instances):
+            where = f"instances[{i}]"
+            if not isinstance(item, dict) or not isinstance(item.get(key), str):
+                raise BadRequestError(f'{where} must be an object with "{key}": "<base64 image>"')
+            images.append(self._decode(_b64(item[key], f"{where}.{key}"), where))
+            metas.append(_metadata(item.get("metadata"), f"{where}.metadata"))
+        return images, metas
+
+    def _decode(self, data: bytes, where: str) -> PreparedImage:
+        try:
+            return load_image(data, limits=self.image_limits)
+        except InvalidImageError as exc:
+            raise BadRequestError(f"{where}: {exc}") from None
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequestError(f"request body is not valid JSON ({exc}); send a JSON object") from None
+
+
+def _b64(text: str, where: str) -> bytes:
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]  # data URLs: drop the "data:image/jpeg;base64," prefix
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequestError(f"{where} is not valid standard base64") from None
+
+
+def _automl_item(item: str, index: int) -> str:
+    """An AutoML data item given as a JSON string (the explainability form)."""
+    parsed = _json(item.encode())
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("image_base64"), str):
+        raise BadRequestError(f'input_data.data[{index}] JSON must hold "image_base64"')
+    if parsed.get("model_explainability"):
+        raise BadRequestError("model_explainability is not supported by the derm-cloud adapter")
+    return str(parsed["image_base64"])
+
+
+# --- a small HTTP server for the adapters ------------------------------------------------------------------------
+
+
+def find_model_dir(root: str | os.PathLike[str], *, max_depth: int = 3) -> Path:
+    """The model directory at or below ``root`` (holding ``spec.json`` or an AutoML ``labels.json``).
+
+    Clouds unpack models into their own layouts (SageMaker ``/opt/ml/model``, Azure ML
+    ``$AZUREML_MODEL_DIR/<registered folder>/``), so adapters search a few levels down.
+
+    Raises:
+        ModelSpecError: no model directory, or several, below ``root``.
+    """
+    base = Path(root).expanduser()
+    found: list[Path] = []
+    level = [base]
+    for _ in range(max_depth + 1):
+        hits = [d for d in level if (d / "spec.json").is_file() or (d / "labels.json").is_file()]
+        found += hits
+        level = sorted(c for d in level if d.is_dir() and d not in hits for c in d.iterdir() if c.is_dir())
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)}"
+        raise ModelSpecError(
+            f"{what} model directories (spec.json or labels.json) found under {str(base)!r} within {max_depth} "
+            "levels; package exactly one model (model.onnx + spec.json) in the model archive"
+        )
+    return found[0]
+
+
+Handler = Callable[[Mapping[str, str], bytes], Served]
+Routes = Mapping[tuple[str, str], Handler]
+
+
+def sagemaker_routes(server: ModelServer) -> dict[tuple[str, str], Handler]:
+    """The SageMaker container contract: ``GET /ping``, ``POST /invocations``, ``GET /execution-parameters``."""
+
+    def invocations(headers: Mapping[str, str], body: bytes) -> Served:
+        return server.sagemaker_invocations(
+            body,
+            headers.get("content-type"),
+            headers.get("accept"),
+            custom_attributes=headers.get("x-amzn-sagemaker-custom-attributes"),
+        )
+
+    def execution_parameters(headers: Mapping[str, str], body: bytes) -> Served:
+        # Batch Transform asks this once: one image per record, 6 MB payloads.
+        params = {"MaxConcurrentTransforms": 1, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 6}
+        return Served(json.dumps(params).encode(), _JSON)
+
+    return {
+        ("GET", "/ping"): lambda headers, body: server.health(),
+        ("POST", "/invocations"): invocations,
+        ("GET", "/execution-parameters"): execution_parameters,
+    }
+
+
+def vertex_routes(
+    server: ModelServer, *, health_route: str, predict_route: str, automl: bool = False
+) -> dict[tuple[str, str], Handler]:
+    """The Vertex AI custom-container contract: health GET and predict POST on the ``AIP_*`` routes."""
+    predict = server.vertex_automl_predict if automl else server.vertex_custom_predict
+    return {
+        ("GET", health_route): lambda headers, body: server.health(),
+        ("POST", predict_route): lambda headers, body: predict(body),
+    }
+
+
+class _HttpHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # TCP_NODELAY; otherwise Nagle + delayed ACK add ~44 ms per response
+    server: _HttpServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.command, self.path.split("?")[0])
+
+    def _dispatch(self) -> None:
+        path = self.path.split("?")[0]
+        length = int(self.headers.get("Content-Length") or 0)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        handler = self.server.routes.get((self.command, path))
+        if length > self.server.max_body_bytes:
+            self.close_connection = True  # do not read a body we refuse
+            status, out = error_response(RequestTooLargeError(f"request body of {length:,} bytes is too large"))
+        elif handler is None:
+            self.rfile.read(length)
+            known = any(p == path for _, p in self.server.routes)
+            err = ServingError(f"{self.command} {path} is not served here")
+            err.status, err.code = (405, "MethodNotAllowed") if known else (404, "NotFound")
+            status, out = err.status, err.response()
+        else:
+            body = self.rfile.read(length)
+            try:
+                status, out = 200, handler(headers, body)
+            except Exception as exc:
+                status, out = error_response(exc)
+        self.send_response(status)
+        self.send_header("Content-Type", out.content_type)
+        self.send_header("Content-Length", str(len(out.body)))
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(out.body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _dispatch
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    routes: Routes
+    max_body_bytes: int
+
+
+def make_http_server(
+    routes: Routes, *, host: str = "127.0.0.1", port: int = 0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> ThreadingHTTPServer:
+    """A threaded HTTP/1.1 server for ``routes`` (not started); port 0 picks a free port.
+
+    Example:
+        >>> httpd = make_http_server(sagemaker_routes(ModelServer(model_dir)), port=8080)  # doctest: +SKIP
+        >>> httpd.serve_forever()  # doctest: +SKIP
+    """
+    httpd = _HttpServer((host, port), _HttpHandler)
+    httpd.routes = dict(routes)
+    httpd.max_body_bytes = max_body_bytes
+    return httpd
+
+
+def serve_forever(httpd: ThreadingHTTPServer) -> None:
+    """Serve until SIGTERM or Ctrl-C (SageMaker and Vertex stop containers with SIGTERM)."""
+    host, port = httpd.server_address[:2]
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown, daemon=True).start())
+    logger.info("serving on %s:%s", host, port)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
