@@ -52,7 +52,8 @@ class BackendInfo:
         model_id: model or endpoint id.
         region: cloud region, ``None`` for local.
         endpoint: URL the backend calls (emulators show 127.0.0.1), ``None`` for local.
-        data_leaves_machine: whether images are sent off this machine.
+        data_leaves_machine: whether images are sent to a provider. For an emulated backend this describes the
+            real service it stands for; ``emulated`` says that this run kept them on 127.0.0.1.
         stores_images: whether the provider keeps the image (``None`` if unknown).
         emulated: whether the endpoint is a derm-cloud emulator rather than the real cloud.
         labels_mapped: whether the outputs map to the seven lesion classes.

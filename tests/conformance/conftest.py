@@ -87,6 +87,28 @@ def _azure_openai(request: pytest.FixtureRequest) -> Iterator[Subject]:
         yield Subject(clf, emu)
 
 
+@factory("sagemaker[adapter]")
+@contextmanager
+def _sagemaker_adapter(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    from derm_cloud.testing.emulators.sagemaker import SageMakerRuntimeEmulator, sagemaker_backend_for
+
+    with SageMakerRuntimeEmulator() as emu:
+        emu.add_endpoint("derm", tiny_model(request), response_format="adapter")
+        with sagemaker_backend_for(emu, "derm") as clf:
+            yield Subject(clf, emu)
+
+
+@factory("sagemaker[jumpstart,serverless]")
+@contextmanager
+def _sagemaker_jumpstart(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    from derm_cloud.testing.emulators.sagemaker import SageMakerRuntimeEmulator, sagemaker_backend_for
+
+    with SageMakerRuntimeEmulator() as emu:
+        emu.add_endpoint("derm-js", tiny_model(request), response_format="jumpstart", serverless=True)
+        with sagemaker_backend_for(emu, "derm-js") as clf:
+            yield Subject(clf, emu)
+
+
 @pytest.fixture(params=sorted(FACTORIES), scope="module")
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     with FACTORIES[request.param](request) as s:

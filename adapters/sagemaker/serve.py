@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""SageMaker serving container entry point: ``GET /ping`` and ``POST /invocations`` on port 8080.
+
+SageMaker starts the image as ``docker run <image> serve`` with the model archive unpacked in
+``/opt/ml/model``. Everything here is wiring; requests are answered by ``derm_cloud.serving.ModelServer``.
+
+Environment:
+    SM_MODEL_DIR: model directory (default ``/opt/ml/model``); a single model folder below it is found too.
+    SAGEMAKER_BIND_TO_PORT: port (default 8080; SageMaker sets it for multi-container endpoints).
+    DERM_CLOUD_SAGEMAKER_FORMAT: response shape ``adapter`` (default), ``jumpstart``, ``hf`` or ``builtin``.
+
+Run locally: ``python adapters/sagemaker/serve.py --model-dir ~/.cache/derm-cloud/models/sklesion-0.2.2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from derm_cloud.serving import ModelServer, find_model_dir, make_http_server, sagemaker_routes, serve_forever
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="derm-cloud SageMaker serving container")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve"], help="SageMaker passes 'serve'")
+    parser.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+    parser.add_argument("--host", default="0.0.0.0")  # a container must listen on all interfaces
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")))
+    parser.add_argument("--format", default=os.environ.get("DERM_CLOUD_SAGEMAKER_FORMAT", "adapter"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = ModelServer(find_model_dir(args.model_dir), sagemaker_format=args.format)
+    httpd = make_http_server(sagemaker_routes(server), host=args.host, port=args.port)
+    # The first stdout line names the bound port, so tests and scripts can start it on port 0.
+    print(f"derm-cloud sagemaker adapter listening on {args.host}:{httpd.server_address[1]}", flush=True)
+    serve_forever(httpd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
