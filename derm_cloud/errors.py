@@ -22,6 +22,8 @@ derm-cloud still handles it sensibly::
         +-- InvalidResponseError (ValueError)     the provider answered something we cannot parse
         +-- CircuitOpenError                      too many recent failures: calls are short-circuited
 
+    DermCloudDeprecationWarning (FutureWarning)   a supported cloud service is being retired
+
 Backends translate their SDK's exceptions in one place each, with ``raise ... from exc``, so the SDK's
 traceback is kept as the cause but callers only ever need to catch the classes above.
 """
@@ -34,6 +36,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigError",
     "DeadlineExceededError",
+    "DermCloudDeprecationWarning",
     "DermCloudError",
     "InvalidImageError",
     "InvalidResponseError",
@@ -170,3 +173,11 @@ class InvalidResponseError(RemoteError, ValueError):
 
 class CircuitOpenError(RemoteError):
     """Calls to this backend are short-circuited after repeated failures; try again later."""
+
+
+class DermCloudDeprecationWarning(FutureWarning):
+    """A service or API that derm-cloud supports is being retired.
+
+    A :class:`FutureWarning` rather than a :class:`DeprecationWarning`, because Python hides the latter outside
+    ``__main__`` and the people who must act are the application's users, not only its developers.
+    """

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tests_helpers import dev_subset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +42,20 @@ def _balanced_accuracy(truth: list[str], pred: list[str]) -> float:
 def test_example_figures_match_an_independent_evaluation(sklesion_model_dir: Path) -> None:
     rows, csv_path = dev_subset(N)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "evaluate_local.py"), "--csv", str(csv_path), "--limit", str(N),
-         "--model-dir", str(sklesion_model_dir), "--json"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "evaluate_local.py"),
+            "--csv",
+            str(csv_path),
+            "--limit",
+            str(N),
+            "--model-dir",
+            str(sklesion_model_dir),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     figures = json.loads(proc.stdout)
     assert figures["n"] == N

@@ -109,6 +109,25 @@ def _sagemaker_jumpstart(request: pytest.FixtureRequest) -> Iterator[Subject]:
             yield Subject(clf, emu)
 
 
+@factory("azure-custom-vision")
+@contextmanager
+def _custom_vision(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    from derm_cloud.testing.emulators.azure_custom_vision import CustomVisionEmulator, custom_vision_backend_for
+
+    with CustomVisionEmulator(tiny_model(request)) as emu, custom_vision_backend_for(emu) as clf:
+        yield Subject(clf, emu)
+
+
+@factory("azure-ml")
+@contextmanager
+def _azure_ml(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    from derm_cloud.testing.emulators.azure_ml import AzureMLEmulator, azure_ml_backend_for
+
+    emu = AzureMLEmulator(tiny_model(request))
+    with emu, azure_ml_backend_for(emu, send_metadata=True, images_per_request=2) as clf:
+        yield Subject(clf, emu)
+
+
 @pytest.fixture(params=sorted(FACTORIES), scope="module")
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     with FACTORIES[request.param](request) as s:

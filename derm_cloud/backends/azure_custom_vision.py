@@ -1,0 +1,426 @@
+"""``azure-custom-vision``: a published Azure AI Custom Vision classification iteration.
+
+Custom Vision retires on 2028-09-25 (cloud-apis.md section 0); the backend warns once per process and names the
+successor: train with Azure ML AutoML for images and call the endpoint with the ``azure-ml`` backend, or run
+its ONNX export on your own machine with ``local-onnx``.
+
+Choices that matter for patient images:
+
+* **No-store by default.** ``store_images=False`` calls ``classify_image_with_no_store`` (``/image/nostore``);
+  the storing route keeps prediction images for 30 days, so it is opt-in (``store_images=True``), and
+  ``describe().stores_images`` says which one is in use.
+* **4 MB limit enforced before sending**: the EXIF-free upload bytes are re-encoded (JPEG quality, then size)
+  to fit, so an oversized photo never costs a refused call.
+* **Our retries, not the SDK's.** The msrest-based SDK never retries a POST (cloud-apis.md section 3); its
+  urllib3 retry policy is switched off and the shared :class:`~derm_cloud.retry.RetryPolicy` retries 429, 5xx
+  and connection failures, honouring ``Retry-After``. 400, 401 and 404 are final.
+
+The prediction key is only ever handed to the SDK's credential object; it is not kept on the classifier, not
+logged, and ``repr()`` does not show it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from derm_cloud.backends.azure_ml import is_loopback, retry_after_seconds
+from derm_cloud.base import BackendInfo, Classifier, RawResult
+from derm_cloud.errors import (
+    AuthenticationError,
+    ConfigError,
+    DeadlineExceededError,
+    DermCloudDeprecationWarning,
+    DermCloudError,
+    InvalidResponseError,
+    MissingDependencyError,
+    ModelNotReadyError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceError,
+    ThrottledError,
+)
+from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
+from derm_cloud.retry import RetryPolicy
+from derm_cloud.taxonomy import LabelMap
+from derm_cloud.types import PatientMetadata
+
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "RETIREMENT_DATE",
+    "AzureCustomVisionClassifier",
+    "CustomVisionClient",
+    "translate_error",
+]
+
+RETIREMENT_DATE = "2028-09-25"
+#: Prediction image limit ("4 MB" in the service docs and the SDK docstring).
+MAX_IMAGE_BYTES = 4 * 1024 * 1024
+_KEY_ENV = "VISION_PREDICTION_KEY"  # the names Microsoft's Custom Vision quickstarts use
+_ENDPOINT_ENV = "VISION_PREDICTION_ENDPOINT"
+_SUCCESSOR = (
+    "train with Azure Machine Learning AutoML for images and call the endpoint with the 'azure-ml' backend, or "
+    "run its ONNX export (model.onnx + labels.json) locally with the 'local-onnx' backend"
+)
+
+
+_warned = False
+_warn_lock = threading.Lock()
+
+
+def _warn_retirement() -> None:
+    global _warned
+    with _warn_lock:
+        if _warned:
+            return
+        _warned = True
+    warnings.warn(
+        f"Azure AI Custom Vision retires on {RETIREMENT_DATE} (existing customers are supported until then); "
+        f"plan the move now: {_SUCCESSOR}.",
+        DermCloudDeprecationWarning,
+        stacklevel=_first_caller_outside_package(),
+    )
+
+
+def _first_caller_outside_package() -> int:
+    """Stack level of the first frame outside derm_cloud, so the warning points at the user's line whether
+    they called the class, ``derm_cloud.create`` or a testing helper."""
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package_dir):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+class CustomVisionClient(Protocol):
+    """The two methods of ``CustomVisionPredictionClient`` this backend calls (tests inject one)."""
+
+    def classify_image(self, project_id: str, published_name: str, image_data: Any, **kwargs: Any) -> Any: ...
+
+    def classify_image_with_no_store(
+        self, project_id: str, published_name: str, image_data: Any, **kwargs: Any
+    ) -> Any: ...
+
+
+class AzureCustomVisionClassifier(Classifier):
+    """Classify with a published Custom Vision iteration (retiring 2028-09-25).
+
+    Args:
+        project_id: the project GUID (Custom Vision portal > project settings).
+        published_name: the name the iteration was published under (not the iteration id).
+        endpoint: the *prediction* resource endpoint, e.g. ``https://westeurope.api.cognitive.microsoft.com``
+            (env ``VISION_PREDICTION_ENDPOINT``).
+        prediction_key: the prediction resource key (env ``VISION_PREDICTION_KEY``); never logged or shown.
+        store_images: ``False`` (default) uses the no-store route; ``True`` lets the service keep each image for
+            30 days (only with consent and a data-processing agreement).
+        application: optional application name sent as ``?application=`` (service-side usage reports).
+        tags: the iteration's tag names, to build the label map now; default: learnt from the first answer.
+        label_overrides: ``{tag_name: canonical_code}`` for tags named other than HAM10000 codes or names.
+        allow_unmapped: accept tags that are not the seven lesion classes (latency/cost baseline only).
+        timeout: seconds per HTTP call (the retry policy's deadline may shorten it).
+        max_image_bytes: the image limit enforced before sending (re-encoded to fit).
+        region: Azure region for reports, when the endpoint (a custom subdomain) does not show it.
+        retry: the shared retry policy (default: 4 attempts within 60 s).
+        client: a ``CustomVisionPredictionClient`` built elsewhere (tests, proxies).
+
+    Example:
+        >>> clf = AzureCustomVisionClassifier("0f3c...", "Iteration3",  # doctest: +SKIP
+        ...     endpoint="https://westeurope.api.cognitive.microsoft.com", prediction_key=key,
+        ...     label_overrides={"Mole": "nv"})
+        >>> clf.predict("lesion.jpg").top(3)  # doctest: +SKIP
+    """
+
+    backend_name = "azure-custom-vision"
+    #: S0 allows 20 no-store transactions per second; four calls in flight stay well inside it.
+    default_concurrency = 4
+
+    def __init__(
+        self,
+        project_id: str,
+        published_name: str,
+        *,
+        endpoint: str | None = None,
+        prediction_key: str | None = None,
+        store_images: bool = False,
+        application: str | None = None,
+        tags: Sequence[str] | None = None,
+        label_overrides: Mapping[str, str] | None = None,
+        allow_unmapped: bool = False,
+        timeout: float = 30.0,
+        max_image_bytes: int = MAX_IMAGE_BYTES,
+        region: str | None = None,
+        retry: RetryPolicy | None = None,
+        client: CustomVisionClient | None = None,
+        image_limits: ImageLimits = DEFAULT_LIMITS,
+        concurrency: int | None = None,
+    ) -> None:
+        if not project_id or not published_name:
+            raise ConfigError(
+                "project_id and published_name are required: the project GUID and the name the iteration was "
+                "published under (Custom Vision portal > Performance > Publish)"
+            )
+        _warn_retirement()
+        self._overrides = dict(label_overrides or {})
+        self._allow_unmapped = allow_unmapped
+        self._learn_tags = tags is None
+        label_map = (
+            LabelMap.canonical()
+            if tags is None
+            else LabelMap.for_labels(list(tags), overrides=self._overrides, allow_unmapped=allow_unmapped)
+        )
+        super().__init__(
+            label_map=label_map,
+            model_id=f"customvision:{project_id}/{published_name}",
+            retry=retry if retry is not None else RetryPolicy(deadline=max(timeout * 2, 60.0)),
+            image_limits=image_limits,
+            concurrency=concurrency,
+        )
+        self.project_id = project_id
+        self.published_name = published_name
+        self.store_images = bool(store_images)
+        self.application = application
+        self.timeout = timeout
+        self.max_image_bytes = max_image_bytes
+        self.endpoint = (endpoint or os.environ.get(_ENDPOINT_ENV) or "").rstrip("/") or None
+        self.region = region or _region_from_endpoint(self.endpoint)
+        self._map_lock = threading.Lock()
+        self._owns_client = client is None
+        self._client: CustomVisionClient = client if client is not None else self._build_client(prediction_key)
+
+    def _build_client(self, prediction_key: str | None) -> CustomVisionClient:
+        try:
+            from azure.cognitiveservices.vision.customvision.prediction import CustomVisionPredictionClient
+            from msrest.authentication import ApiKeyCredentials
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "the azure-custom-vision backend needs azure-cognitiveservices-vision-customvision; "
+                "run: pip install 'derm-cloud[azure]'"
+            ) from exc
+        if not self.endpoint:
+            raise ConfigError(
+                f"endpoint is required: the prediction resource endpoint (https://<region>.api.cognitive."
+                f"microsoft.com or https://<resource>.cognitiveservices.azure.com); pass it or set {_ENDPOINT_ENV}"
+            )
+        key = prediction_key or os.environ.get(_KEY_ENV)
+        if not key:
+            raise ConfigError(
+                f"prediction_key is required: the prediction resource's key (Azure portal > the resource > Keys "
+                f"and Endpoint); pass it or set {_KEY_ENV}"
+            )
+        credentials = ApiKeyCredentials(in_headers={"Prediction-key": key})
+        client = CustomVisionPredictionClient(self.endpoint, credentials)  # type: ignore[no-untyped-call]
+        # msrest would retry connection errors 3 times with its own backoff (never a POST on a status); the
+        # shared RetryPolicy does it instead so every backend spends the same attempts on the same fault.
+        client.config.retry_policy.retries = 0
+        client.config.enable_http_logger = False  # its logger prints request headers, i.e. the key
+        return client  # type: ignore[no-any-return]
+
+    # --- the call ---------------------------------------------------------------------------------------------
+
+    def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult:
+        # Metadata is not sent: a Custom Vision classifier takes pixels only.
+        data, _mime = image.upload_bytes(max_bytes=self.max_image_bytes, formats=("JPEG", "PNG"))
+        call = self._client.classify_image if self.store_images else self._client.classify_image_with_no_store
+        seconds = self.timeout if timeout is None else max(0.001, min(self.timeout, timeout))
+        kwargs: dict[str, Any] = {"raw": True, "timeout": seconds}
+        if self.application:
+            kwargs["application"] = self.application
+        try:
+            answer = call(self.project_id, self.published_name, data, **kwargs)
+        except Exception as exc:
+            translated = translate_error(exc, self)
+            if translated is None:
+                raise
+            raise translated from exc
+        return self._parse(answer)
+
+    def _parse(self, answer: Any) -> RawResult:
+        result = getattr(answer, "output", answer)
+        response = getattr(answer, "response", None)
+        request_id = _header(response, "apim-request-id") or getattr(result, "id", None)
+        predictions = getattr(result, "predictions", None)
+        if not predictions:
+            raise InvalidResponseError(
+                "Custom Vision answered without predictions; check that the iteration is a classification "
+                "iteration with trained tags",
+                backend=self.backend_name,
+                request_id=request_id,
+            )
+        scores: list[tuple[str, float]] = []
+        regular: list[str] = []
+        for p in predictions:
+            tag, prob = getattr(p, "tag_name", None), getattr(p, "probability", None)
+            if not isinstance(tag, str) or not isinstance(prob, (int, float)) or not math.isfinite(prob):
+                raise InvalidResponseError(
+                    f"Custom Vision returned a prediction without a tag name and probability ({tag!r}: {prob!r})",
+                    backend=self.backend_name,
+                    request_id=request_id,
+                )
+            scores.append((tag, float(prob)))
+            if getattr(p, "tag_type", "Regular") != "Negative":  # the "Negative" tag is not a lesion class
+                regular.append(tag)
+        self._learn_label_map(regular)
+        extra = {
+            "prediction_id": getattr(result, "id", None),
+            "iteration_id": getattr(result, "iteration", None),
+            "stored": self.store_images,
+        }
+        return RawResult(scores=scores, request_id=request_id, extra=extra)
+
+    def _learn_label_map(self, tags: list[str]) -> None:
+        if not self._learn_tags or set(tags) == set(self.label_map.provider_labels):
+            return
+        with self._map_lock:
+            if set(tags) != set(self.label_map.provider_labels):
+                # Sorted, so the map does not depend on this answer's probability order.
+                self.label_map = LabelMap.for_labels(
+                    sorted(tags), overrides=self._overrides, allow_unmapped=self._allow_unmapped
+                )
+
+    # --- facts and lifecycle -------------------------------------------------------------------------------------
+
+    def describe(self) -> BackendInfo:
+        return BackendInfo(
+            backend=self.backend_name,
+            provider="azure",
+            service=f"Azure AI Custom Vision prediction (retiring {RETIREMENT_DATE})",
+            model_id=self.model_id,
+            region=self.region,
+            endpoint=self.endpoint,
+            data_leaves_machine=True,
+            stores_images=self.store_images,
+            emulated=is_loopback(self.endpoint),
+            labels_mapped=self.label_map.mapped,
+            billing={"sku": "azure.custom_vision.s0.prediction", "unit": "1000 transactions", "transactions": 1},
+            model_facts={
+                "project_id": self.project_id,
+                "published_name": self.published_name,
+                "route": "image" if self.store_images else "image/nostore",
+                "retirement": RETIREMENT_DATE,
+                "successor": _SUCCESSOR,
+            },
+        )
+
+    def _close(self) -> None:
+        close = getattr(self._client, "close", None)
+        if self._owns_client and callable(close):
+            close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(endpoint={self.endpoint!r}, project_id={self.project_id!r}, "
+            f"published_name={self.published_name!r}, store_images={self.store_images}, prediction_key=<redacted>)"
+        )
+
+
+def translate_error(exc: BaseException, clf: AzureCustomVisionClassifier) -> DermCloudError | None:
+    """The one place where SDK, msrest and requests exceptions become derm-cloud errors.
+
+    Returns ``None`` for exceptions that are not about the call (programming errors propagate unchanged).
+    """
+    import requests
+    from azure.cognitiveservices.vision.customvision.prediction.models import CustomVisionErrorException
+    from azure.core.exceptions import DeserializationError  # what msrest raises for a malformed body
+    from msrest.exceptions import ClientRequestError, ValidationError
+
+    name = clf.backend_name
+    if isinstance(exc, CustomVisionErrorException):
+        return _from_status(exc, clf)
+    if isinstance(exc, DeserializationError):
+        return InvalidResponseError(
+            f"Custom Vision answered a body that is not an ImagePrediction: {exc}", backend=name
+        )
+    if isinstance(exc, ValidationError):
+        return ConfigError(f"Custom Vision SDK refused a parameter: {exc}")
+    cause = exc.inner_exception if isinstance(exc, ClientRequestError) else exc
+    if isinstance(cause, requests.Timeout):
+        return DeadlineExceededError(f"no answer from {clf.endpoint} within the timeout", backend=name)
+    if isinstance(cause, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+        return InvalidResponseError(f"the answer was cut off or undecodable ({type(cause).__name__})", backend=name)
+    if isinstance(cause, requests.ConnectionError):
+        return ServiceError(
+            f"cannot reach {clf.endpoint} ({type(cause).__name__}); check endpoint= and the network",
+            backend=name,
+            retryable=True,
+        )
+    if isinstance(exc, ClientRequestError):
+        return ServiceError(f"the request failed: {exc}", backend=name, retryable=False)
+    return None
+
+
+def _from_status(exc: Any, clf: AzureCustomVisionClassifier) -> DermCloudError:
+    response = exc.response
+    status = int(getattr(response, "status_code", 0) or 0)
+    code, message = _error_fields(exc)
+    request_id = _header(response, "apim-request-id")
+    retry_after = retry_after_seconds(_header(response, "Retry-After"))
+    where = f"project {clf.project_id} / published iteration {clf.published_name!r}"
+    detail = f"{code}: {message}" if code else message
+    common: dict[str, Any] = {"backend": clf.backend_name, "status": status, "request_id": request_id}
+    if status == 403 and "quota" in message.lower():
+        return ThrottledError(
+            f"the Custom Vision call quota is used up ({detail}); wait for the quota to renew or move the resource "
+            "to the S0 tier",
+            retryable=False,
+            **common,
+        )
+    if status in (401, 403):
+        return AuthenticationError(
+            f"Custom Vision refused the prediction key ({detail}). Check prediction_key= (or {_KEY_ENV}): it must be "
+            "a key of the *prediction* resource (not the training resource), and endpoint= must be that "
+            "resource's endpoint",
+            **common,
+        )
+    if status == 404:
+        return NotFoundError(
+            f"{where} was not found ({detail}). Check project_id= and published_name= (the publish name, not the "
+            "iteration id) and that the iteration is published to this prediction resource",
+            **common,
+        )
+    if status == 429:
+        return ThrottledError(f"Custom Vision is rate limiting ({detail})", retry_after=retry_after, **common)
+    if status in (408, 504):
+        return DeadlineExceededError(f"Custom Vision timed out ({detail})", **common)
+    if status == 400 and code == "BadRequestImageSizeBytes":
+        return PayloadTooLargeError(
+            f"Custom Vision refused the image size ({detail}); lower max_image_bytes= (now {clf.max_image_bytes:,})"
+        )
+    if status == 503 and code == "ErrorPredictionModelNotCached":
+        return ModelNotReadyError(f"the iteration is still loading ({detail})", retry_after=retry_after, **common)
+    if status >= 500:
+        return ServiceError(f"Custom Vision failed ({detail})", retry_after=retry_after, **common)
+    return ServiceError(f"Custom Vision refused the request ({detail})", retryable=False, **common)
+
+
+def _error_fields(exc: Any) -> tuple[str, str]:
+    """``(code, message)`` from either error body shape, or the HTTP reason when the body is not JSON."""
+    error = getattr(exc, "error", None)
+    code = getattr(error, "code", None)
+    message = getattr(error, "message", None)
+    if code or message:
+        return str(code or ""), str(message or "")
+    gateway = (getattr(error, "additional_properties", None) or {}).get("error")
+    if isinstance(gateway, Mapping):
+        return str(gateway.get("code") or ""), str(gateway.get("message") or "")
+    return "", str(exc)
+
+
+def _header(response: Any, name: str) -> str | None:
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get(name)
+    return str(value) if value is not None else None
+
+
+def _region_from_endpoint(endpoint: str | None) -> str | None:
+    """``https://westeurope.api.cognitive.microsoft.com`` -> ``westeurope``; custom subdomains carry no region."""
+    host = urlsplit(endpoint or "").hostname or ""
+    suffix = ".api.cognitive.microsoft.com"
+    return host[: -len(suffix)] if host.endswith(suffix) and host.count(".") == 4 else None

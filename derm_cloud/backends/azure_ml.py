@@ -1,0 +1,643 @@
+"""``azure-ml``: an Azure Machine Learning managed online endpoint (AutoML for images or the derm-cloud adapter).
+
+The hot path is one HTTPS POST to the endpoint's scoring URI with a ``requests.Session`` (keep-alive), in the
+AutoML for Images contract (cloud-apis.md section 4.3)::
+
+    POST {scoring_uri}   Authorization: Bearer <key or token>   azureml-model-deployment: <name> (optional)
+    {"input_data": {"columns": ["image"], "data": ["<base64 image>", ...]}}  ->  [{"probs": [...], "labels": [...]}]
+
+Why not ``azure-ai-ml``'s ``online_endpoints.invoke``: it makes three HTTP calls per prediction (GET the
+endpoint, POST listKeys, POST score; ~3.3 ms of client time against ~0.6 ms here), its azure-core retry policy
+retries 429/5xx four times over ~4.8 s and even retries a 401 that carries ``Retry-After``, which we cannot
+switch off per call, and importing it takes ~1.4 s with dozens of marshmallow warnings (cloud-apis.md 4.4, 10).
+``azure-ai-ml`` is used once, optionally, by :meth:`AzureMlClassifier.from_workspace` to look up the scoring URI
+and the key.
+
+Several images can share one request (``images_per_request``), within ``max_request_bytes``. Keys and tokens
+are never logged and ``repr()`` does not show them; patient metadata is only sent when ``send_metadata=True``
+(the derm-cloud adapter reads ``age``/``sex``/``site`` columns; AutoML's scoring script accepts ``image`` only).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from derm_cloud.base import BackendInfo, Classifier, RawResult
+from derm_cloud.errors import (
+    AuthenticationError,
+    ConfigError,
+    DeadlineExceededError,
+    DermCloudError,
+    InvalidResponseError,
+    MissingDependencyError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceError,
+    ThrottledError,
+)
+from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
+from derm_cloud.retry import RetryPolicy
+from derm_cloud.taxonomy import LabelMap
+from derm_cloud.types import PatientMetadata
+
+__all__ = [
+    "AML_SCOPE",
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "AzureMlClassifier",
+    "HttpSession",
+    "TokenCredential",
+    "is_loopback",
+    "retry_after_seconds",
+]
+
+#: Entra ID scope of Azure ML endpoints (``aad_token`` auth mode).
+AML_SCOPE = "https://ml.azure.com/.default"
+#: Largest request body we send. The service's payload limit is not documented (cloud-apis.md 4.3); 4 MiB
+#: stays far below the 5 MBPS per-endpoint bandwidth cap and fits every derm-cloud adapter.
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+_KEY_ENV = "AZUREML_ENDPOINT_KEY"
+_URI_ENV = "AZUREML_SCORING_URI"
+_TOKEN_MARGIN_S = 300.0  # refresh Entra tokens five minutes before they expire
+_B64_RUN = re.compile(r"[A-Za-z0-9+/=]{64,}")
+
+
+class TokenCredential(Protocol):
+    """An azure-identity style credential: ``get_token(scope)`` returns an object with ``token``, ``expires_on``."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
+
+
+class HttpSession(Protocol):
+    """What the backend needs from ``requests.Session`` (inject one for proxies, mTLS or tests)."""
+
+    def post(self, url: str, *, data: bytes, headers: Mapping[str, str], timeout: float) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class AzureMlClassifier(Classifier):
+    """Classify with an Azure ML managed online endpoint that speaks the AutoML for Images contract.
+
+    Args:
+        scoring_uri: ``https://<endpoint>.<region>.inference.ml.azure.com/score`` (env ``AZUREML_SCORING_URI``).
+        key: the endpoint key (env ``AZUREML_ENDPOINT_KEY``; ``az ml online-endpoint get-credentials``).
+        token_provider: instead of a key, a callable returning a current ``aml_token``/``aad_token``.
+        credential: instead of a key, an azure-identity credential (or ``"default"`` for
+            ``DefaultAzureCredential``); tokens for ``https://ml.azure.com/.default`` are cached and renewed.
+        deployment: route every call to this deployment (``azureml-model-deployment`` header); default: the
+            endpoint's traffic split.
+        images_per_request: images sent together in one request by ``predict_batch``.
+        max_request_bytes: largest JSON body sent; images are re-encoded to fit and chunks split to stay under.
+        send_metadata: add ``age``, ``sex`` and ``site`` columns (for the derm-cloud adapter, not for AutoML).
+        labels: the model's labels to build the label map now; default: learnt from the first answer.
+        label_overrides: ``{label: canonical_code}`` for class names other than HAM10000 codes or names.
+        allow_unmapped: accept labels that are not the seven lesion classes (latency/cost baseline only).
+        timeout: seconds per HTTP call (the endpoint's own ``request_timeout_ms`` defaults to 5 s).
+        instance_type, instance_count: the deployment's SKU, for cost reports.
+        region, endpoint_name: for reports when the scoring URI does not show them.
+        retry: the shared retry policy (default: 4 attempts within 60 s).
+        session: a ``requests.Session``-like object (default: a new keep-alive session).
+
+    Example:
+        >>> clf = AzureMlClassifier("https://derm.westeurope.inference.ml.azure.com/score",  # doctest: +SKIP
+        ...                         key=key, instance_type="Standard_DS3_v2")
+        >>> clf.predict_batch(paths, batch_size=16)  # doctest: +SKIP
+    """
+
+    backend_name = "azure-ml"
+    #: managed deployments queue requests beyond max_concurrent_requests_per_instance (default 1) and then 429.
+    default_concurrency = 1
+
+    def __init__(
+        self,
+        scoring_uri: str | None = None,
+        *,
+        key: str | None = None,
+        token_provider: Callable[[], str] | None = None,
+        credential: TokenCredential | str | None = None,
+        deployment: str | None = None,
+        images_per_request: int = 1,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        send_metadata: bool = False,
+        labels: Sequence[str] | None = None,
+        label_overrides: Mapping[str, str] | None = None,
+        allow_unmapped: bool = False,
+        timeout: float = 60.0,
+        instance_type: str | None = None,
+        instance_count: int = 1,
+        region: str | None = None,
+        endpoint_name: str | None = None,
+        retry: RetryPolicy | None = None,
+        session: HttpSession | None = None,
+        image_limits: ImageLimits = DEFAULT_LIMITS,
+        concurrency: int | None = None,
+    ) -> None:
+        uri = scoring_uri or os.environ.get(_URI_ENV)
+        if not uri or urlsplit(uri).scheme not in ("http", "https"):
+            raise ConfigError(
+                f"scoring_uri is required: the endpoint's REST URI (https://<endpoint>.<region>.inference.ml.azure"
+                f".com/score, shown by `az ml online-endpoint show`); pass it or set {_URI_ENV}"
+            )
+        if images_per_request < 1:
+            raise ConfigError(f"images_per_request must be 1 or more, got {images_per_request}")
+        if max_request_bytes < 16 * 1024:
+            raise ConfigError(f"max_request_bytes must be at least 16 KiB, got {max_request_bytes}")
+        self._overrides = dict(label_overrides or {})
+        self._allow_unmapped = allow_unmapped
+        self._learn_labels = labels is None
+        label_map = (
+            LabelMap.canonical()
+            if labels is None
+            else LabelMap.for_labels(list(labels), overrides=self._overrides, allow_unmapped=allow_unmapped)
+        )
+        host = urlsplit(uri).hostname or ""
+        self.endpoint_name = endpoint_name or (host.split(".")[0] if host.endswith(".inference.ml.azure.com") else None)
+        super().__init__(
+            label_map=label_map,
+            model_id=f"azureml:{self.endpoint_name or host}" + (f"/{deployment}" if deployment else ""),
+            retry=retry if retry is not None else RetryPolicy(deadline=max(timeout * 2, 60.0)),
+            image_limits=image_limits,
+            concurrency=concurrency,
+        )
+        self.scoring_uri = uri
+        self.deployment = deployment
+        self.images_per_request = images_per_request
+        self.max_request_bytes = max_request_bytes
+        self.send_metadata = send_metadata
+        self.timeout = timeout
+        self.instance_type = instance_type
+        self.instance_count = instance_count
+        self.region = region or _region_from_uri(uri)
+        self._authorization = _auth(key, token_provider, credential)
+        self._map_lock = threading.Lock()
+        self._owns_session = session is None
+        self._session: HttpSession = session if session is not None else _new_session()
+
+    @classmethod
+    def from_workspace(
+        cls,
+        endpoint_name: str,
+        *,
+        ml_client: Any = None,
+        subscription_id: str | None = None,
+        resource_group: str | None = None,
+        workspace: str | None = None,
+        credential: TokenCredential | None = None,
+        **options: Any,
+    ) -> AzureMlClassifier:
+        """Look up an endpoint's scoring URI, auth and deployment SKU with ``azure-ai-ml``, then score directly.
+
+        Needs ``pip install 'derm-cloud[azure-ml-sdk]'`` (and azure-identity when no credential is given).
+
+        Example:
+            >>> clf = AzureMlClassifier.from_workspace(  # doctest: +SKIP
+            ...     "derm-triage", subscription_id="...", resource_group="rg", workspace="ws")
+        """
+        resolved = _resolve_endpoint(
+            endpoint_name,
+            ml_client=ml_client,
+            subscription_id=subscription_id,
+            resource_group=resource_group,
+            workspace=workspace,
+            credential=credential,
+            deployment=options.get("deployment"),
+        )
+        for name, value in resolved.items():
+            options.setdefault(name, value)
+        return cls(**options)
+
+    # --- the call ---------------------------------------------------------------------------------------------
+
+    def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult:
+        return self._post(self._encode([image], [metadata]), timeout)[0]
+
+    def _predict_many(
+        self, images: Sequence[PreparedImage], metadata: Sequence[PatientMetadata]
+    ) -> list[tuple[RawResult, int, float]]:
+        rows = self._encode(images, metadata)  # once, outside the retry loop
+        chunks = self._chunks(rows)
+
+        def send(chunk: list[Any]) -> list[tuple[RawResult, int, float]]:
+            start = time.perf_counter()
+            if self.retry is None:
+                raws, attempts = self._post(chunk, None), 1
+            else:
+                raws, attempts = self.retry.call(lambda t: self._post(chunk, t), backend=self.backend_name)
+            per_image_ms = (time.perf_counter() - start) * 1000 / len(chunk)
+            return [(raw, attempts, per_image_ms) for raw in raws]
+
+        if self.concurrency == 1 or len(chunks) == 1:
+            return [item for chunk in chunks for item in send(chunk)]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(chunks))) as pool:
+            return [item for done in pool.map(send, chunks) for item in done]
+
+    def _encode(self, images: Sequence[PreparedImage], metadata: Sequence[PatientMetadata]) -> list[Any]:
+        # base64 grows 4/3; keep room for the JSON envelope and metadata columns.
+        max_image = (self.max_request_bytes - 1024) * 3 // 4
+        rows: list[Any] = []
+        for image, meta in zip(images, metadata, strict=True):
+            data, _mime = image.upload_bytes(max_bytes=max_image, formats=("JPEG", "PNG"))
+            b64 = base64.b64encode(data).decode("ascii")
+            rows.append([b64, meta.age, meta.sex, meta.site] if self.send_metadata else b64)
+        return rows
+
+    def _chunks(self, rows: list[Any]) -> list[list[Any]]:
+        chunks: list[list[Any]] = []
+        size = 0
+        for row in rows:
+            row_bytes = len(json.dumps(row)) + 2
+            if (
+                chunks
+                and len(chunks[-1]) < self.images_per_request
+                and size + row_bytes <= self.max_request_bytes - 256
+            ):
+                chunks[-1].append(row)
+                size += row_bytes
+            else:
+                chunks.append([row])
+                size = row_bytes
+        return chunks
+
+    def _body(self, rows: list[Any]) -> bytes:
+        columns = ["image", "age", "sex", "site"] if self.send_metadata else ["image"]
+        return json.dumps({"input_data": {"columns": columns, "data": rows}}).encode()
+
+    def _post(self, rows: list[Any], timeout: float | None) -> list[RawResult]:
+        import requests
+
+        seconds = self.timeout if timeout is None else max(0.001, min(self.timeout, timeout))
+        try:
+            authorization = self._authorization()
+        except Exception as exc:  # azure-identity and user token providers raise their own types
+            raise AuthenticationError(
+                f"could not get a token for the endpoint ({type(exc).__name__}: {exc}); check the credential "
+                "(az login, managed identity) or pass key=",
+                backend=self.backend_name,
+            ) from exc
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "Authorization": authorization}
+        if self.deployment:
+            headers["azureml-model-deployment"] = self.deployment
+        try:
+            response = self._session.post(self.scoring_uri, data=self._body(rows), headers=headers, timeout=seconds)
+        except requests.RequestException as exc:
+            raise self._translate(exc) from exc
+        if response.status_code != 200:
+            raise self._translate(response)
+        request_id = response.headers.get("x-request-id") or response.headers.get("x-ms-request-id")
+        return self._parse(response, len(rows), request_id)
+
+    def _parse(self, response: Any, expected: int, request_id: str | None) -> list[RawResult]:
+        def bad(why: str) -> InvalidResponseError:
+            return InvalidResponseError(
+                f"the endpoint's answer is not the AutoML contract [{{'probs': [...], 'labels': [...]}}]: {why}",
+                backend=self.backend_name,
+                status=response.status_code,
+                request_id=request_id,
+            )
+
+        try:
+            payload = json.loads(response.content)
+            if isinstance(payload, str):  # score.py that returns json.dumps(...) gets encoded twice
+                payload = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            raise bad(f"not JSON ({_excerpt(response.content)!r})") from None
+        if not isinstance(payload, list) or len(payload) != expected:
+            got = f"{len(payload)} item(s)" if isinstance(payload, list) else type(payload).__name__
+            raise bad(f"expected a list of {expected} result(s), got {got}")
+        deployment = response.headers.get("azureml-model-deployment")
+        out = []
+        for item in payload:
+            probs = item.get("probs") if isinstance(item, dict) else None
+            labels = item.get("labels") if isinstance(item, dict) else None
+            if not isinstance(probs, list) or not isinstance(labels, list) or len(probs) != len(labels) or not probs:
+                raise bad("each result needs 'probs' and 'labels' lists of the same length")
+            if not all(isinstance(p, (int, float)) and math.isfinite(p) for p in probs):
+                raise bad("'probs' holds a value that is not a finite number")
+            self._learn_label_map([str(label) for label in labels])
+            extra: dict[str, Any] = {"deployment": deployment}
+            if expected > 1:
+                extra["batch_size"] = expected
+            scores = [(str(label), float(p)) for label, p in zip(labels, probs, strict=True)]
+            out.append(RawResult(scores=scores, request_id=request_id, extra=extra))
+        return out
+
+    def _learn_label_map(self, labels: list[str]) -> None:
+        if not self._learn_labels or labels == list(self.label_map.provider_labels):
+            return
+        with self._map_lock:
+            if labels != list(self.label_map.provider_labels):
+                self.label_map = LabelMap.for_labels(
+                    labels, overrides=self._overrides, allow_unmapped=self._allow_unmapped
+                )
+
+    def _translate(self, failure: Any) -> DermCloudError:
+        return translate_error(
+            failure,
+            uri=self.scoring_uri,
+            deployment=self.deployment,
+            timeout=self.timeout,
+            max_request_bytes=self.max_request_bytes,
+        )
+
+    # --- facts and lifecycle -------------------------------------------------------------------------------------
+
+    def describe(self) -> BackendInfo:
+        return BackendInfo(
+            backend=self.backend_name,
+            provider="azure",
+            service="Azure Machine Learning managed online endpoint",
+            model_id=self.model_id,
+            region=self.region,
+            endpoint=self.scoring_uri,
+            data_leaves_machine=True,
+            stores_images=False,  # online endpoints do not keep request bodies unless the scoring script does
+            emulated=is_loopback(self.scoring_uri),
+            labels_mapped=self.label_map.mapped,
+            billing={
+                "sku": f"azure.ml.online.{self.instance_type}" if self.instance_type else None,
+                "instance_type": self.instance_type,
+                "instances": self.instance_count,
+                "unit": "instance-hour",
+            },
+            model_facts={
+                "endpoint_name": self.endpoint_name,
+                "deployment": self.deployment,
+                "images_per_request": self.images_per_request,
+                "sends_metadata": self.send_metadata,
+            },
+        )
+
+    def _close(self) -> None:
+        if self._owns_session:
+            self._session.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(scoring_uri={self.scoring_uri!r}, deployment={self.deployment!r}, auth=<redacted>)"
+        )
+
+
+# --- error translation: the one place for this backend ------------------------------------------------------------
+
+
+def translate_error(
+    failure: Any,
+    *,
+    uri: str,
+    deployment: str | None = None,
+    timeout: float | None = None,
+    max_request_bytes: int | None = None,
+    management: bool = False,
+) -> DermCloudError:
+    """Turn a failed scoring call or workspace lookup (``management=True``) into a derm-cloud error.
+
+    ``failure`` is a ``requests`` exception, a non-200 ``requests.Response``, or an ``azure.core`` exception
+    raised by ``azure-ai-ml`` in :meth:`AzureMlClassifier.from_workspace`.
+    """
+    import requests
+
+    name = AzureMlClassifier.backend_name
+    if isinstance(failure, requests.Timeout):
+        return DeadlineExceededError(f"no answer from {uri} within {timeout or 0:g} s", backend=name)
+    if isinstance(failure, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+        return InvalidResponseError(f"the answer was cut off or undecodable ({type(failure).__name__})", backend=name)
+    if isinstance(failure, requests.ConnectionError):
+        return ServiceError(
+            f"cannot reach {uri} ({type(failure).__name__}); check the URI and the network",
+            backend=name,
+            retryable=True,
+        )
+    if isinstance(failure, BaseException):
+        response = getattr(failure, "response", None)
+        status = getattr(failure, "status_code", None)
+        if status is None:
+            kind = AuthenticationError if "Authentication" in type(failure).__name__ else ServiceError
+            return kind(f"{type(failure).__name__}: {failure}", backend=name, retryable=False)
+        headers: Mapping[str, str] = getattr(response, "headers", None) or {}
+        detail = _excerpt(getattr(failure, "message", None) or str(failure))
+    else:
+        status, headers, detail = failure.status_code, failure.headers, _excerpt(failure.content)
+    status = int(status)
+    common: dict[str, Any] = {
+        "backend": name,
+        "status": status,
+        "request_id": headers.get("x-request-id") or headers.get("x-ms-request-id"),
+    }
+    retry_after = retry_after_seconds(headers.get("Retry-After"))
+    if status in (401, 403) and management:
+        return AuthenticationError(
+            f"the workspace refused MLClient's credential ({detail}); run `az login` or give the identity a role "
+            "on the workspace (e.g. AzureML Data Scientist)",
+            **common,
+        )
+    if status in (401, 403):
+        return AuthenticationError(
+            f"the endpoint refused the credentials ({detail}). Check key= (or {_KEY_ENV}): the endpoint's primary "
+            "or secondary key from `az ml online-endpoint get-credentials -n <endpoint>`; with token auth, check "
+            "that the identity may score this endpoint",
+            **common,
+        )
+    if status == 404:
+        where = f"deployment {deployment!r} at " if deployment else ""
+        return NotFoundError(
+            f"{where}{uri} was not found ({detail}); check the endpoint and deployment names", **common
+        )
+    if status in (408, 504):
+        return DeadlineExceededError(
+            f"the endpoint timed out ({detail}); raise the deployment's request_timeout_ms or send fewer images per "
+            "request",
+            **common,
+        )
+    if status == 413:
+        return PayloadTooLargeError(
+            f"the endpoint refused the request size ({detail}); lower images_per_request= or max_request_bytes= "
+            f"(now {max_request_bytes or DEFAULT_MAX_REQUEST_BYTES:,})"
+        )
+    if status == 429:
+        return ThrottledError(f"the endpoint is rate limiting ({detail})", retry_after=retry_after, **common)
+    if status == 424:  # Azure ML's "model error": the scoring script raised
+        return ServiceError(f"the scoring script failed ({detail})", retryable=False, **common)
+    if status >= 500:
+        return ServiceError(f"the endpoint failed ({detail})", retry_after=retry_after, **common)
+    return ServiceError(f"the endpoint refused the request ({detail})", retryable=False, **common)
+
+
+# --- workspace lookup (azure-ai-ml, once, off the hot path) --------------------------------------------------------
+
+
+def _resolve_endpoint(
+    endpoint_name: str,
+    *,
+    ml_client: Any,
+    subscription_id: str | None,
+    resource_group: str | None,
+    workspace: str | None,
+    credential: TokenCredential | None,
+    deployment: str | None,
+) -> dict[str, Any]:
+    """Constructor options for an endpoint: scoring URI, auth, region and the deployment's SKU."""
+    try:
+        from azure.ai.ml import MLClient
+        from azure.core.exceptions import AzureError
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "AzureMlClassifier.from_workspace needs azure-ai-ml; run: pip install 'derm-cloud[azure-ml-sdk]' "
+            "(or pass scoring_uri= and key= directly)"
+        ) from exc
+    if ml_client is None:
+        if not (subscription_id and resource_group and workspace):
+            raise ConfigError("pass ml_client=, or subscription_id=, resource_group= and workspace=")
+        ml_client = MLClient(credential or _credential("default"), subscription_id, resource_group, workspace)
+    try:
+        endpoint = ml_client.online_endpoints.get(endpoint_name)
+        out: dict[str, Any] = {
+            "scoring_uri": endpoint.scoring_uri,
+            "endpoint_name": endpoint_name,
+            "region": endpoint.location,
+        }
+        mode = (endpoint.auth_mode or "key").lower()
+        if mode == "key":
+            out["key"] = ml_client.online_endpoints.get_keys(endpoint_name).primary_key
+        elif mode == "aml_token":
+            out["token_provider"] = _AmlToken(ml_client, endpoint_name)
+        else:  # aad_token: Entra tokens from the caller's credential (the one MLClient was built with)
+            out["credential"] = credential or getattr(ml_client, "_credential", None) or "default"
+        traffic = dict(endpoint.traffic or {})
+        name = deployment or (max(traffic, key=lambda k: traffic[k]) if traffic else None)
+        if name:
+            spec = ml_client.online_deployments.get(name=name, endpoint_name=endpoint_name)
+            out["instance_type"] = getattr(spec, "instance_type", None)
+            out["instance_count"] = int(getattr(spec, "instance_count", None) or 1)
+    except AzureError as exc:
+        where = f"online endpoint {endpoint_name!r}"
+        raise translate_error(exc, uri=where, deployment=deployment, management=True) from exc
+    return out
+
+
+class _AmlToken:
+    """``aml_token`` auth: short-lived tokens from ``get_keys``, fetched again after ``refresh_after_time_utc``."""
+
+    def __init__(self, ml_client: Any, endpoint_name: str) -> None:
+        self._ml_client = ml_client
+        self._endpoint_name = endpoint_name
+        self._lock = threading.Lock()
+        self._token = ""
+        self._refresh_after = 0.0
+
+    def __call__(self) -> str:
+        with self._lock:
+            if time.time() >= self._refresh_after:
+                token = self._ml_client.online_endpoints.get_keys(self._endpoint_name)
+                expiry = float(token.expiry_time_utc or 0)
+                self._token = str(token.access_token)
+                self._refresh_after = float(token.refresh_after_time_utc or 0) or expiry - _TOKEN_MARGIN_S
+            return self._token
+
+
+# --- helpers shared with the other Azure backend ----------------------------------------------------------------
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date; ``None`` when absent or invalid."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def is_loopback(url: str | None) -> bool:
+    """Whether ``url`` points at this machine (an emulator)."""
+    return (urlsplit(url or "").hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+def _region_from_uri(uri: str) -> str | None:
+    host = urlsplit(uri).hostname or ""
+    parts = host.split(".")
+    return parts[1] if host.endswith(".inference.ml.azure.com") and len(parts) == 6 else None
+
+
+def _excerpt(content: bytes | str | None) -> str:
+    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content or "")
+    # An echoing scoring script could return the image; never carry base64 payloads into messages or logs.
+    text = _B64_RUN.sub("<base64 elided>", " ".join(text.split()))
+    return text[:240] or "empty body"
+
+
+def _new_session() -> HttpSession:
+    try:
+        import requests
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the azure-ml backend needs requests; run: pip install 'derm-cloud[azure]'"
+        ) from exc
+    return requests.Session()  # type: ignore[no-any-return]
+
+
+def _auth(
+    key: str | None, token_provider: Callable[[], str] | None, credential: TokenCredential | str | None
+) -> Callable[[], str]:
+    """A function returning the ``Authorization`` header value; the secret lives only in its closure."""
+    key = key or (os.environ.get(_KEY_ENV) if token_provider is None and credential is None else None)
+    given = [name for name, v in (("key", key), ("token_provider", token_provider), ("credential", credential)) if v]
+    if len(given) != 1:
+        raise ConfigError(
+            f"pass exactly one of key= (or {_KEY_ENV}), token_provider= or credential= for the endpoint's auth "
+            f"mode; got {', '.join(given) or 'none'}"
+        )
+    if key:
+        header = f"Bearer {key}"
+        return lambda: header
+    if token_provider is not None:
+        provider = token_provider
+        return lambda: f"Bearer {provider()}"
+    return _CachedToken(_credential(credential)).header
+
+
+def _credential(credential: TokenCredential | str | None) -> TokenCredential:
+    if not isinstance(credential, str):
+        assert credential is not None
+        return credential
+    if credential != "default":
+        raise ConfigError(f"credential must be a credential object or 'default', got {credential!r}")
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "credential='default' needs azure-identity; run: pip install azure-identity"
+        ) from exc
+    return DefaultAzureCredential()  # type: ignore[no-any-return]
+
+
+class _CachedToken:
+    """Entra ID tokens for :data:`AML_SCOPE`, renewed five minutes before expiry (thread-safe)."""
+
+    def __init__(self, credential: TokenCredential) -> None:
+        self._credential = credential
+        self._lock = threading.Lock()
+        self._token = ""
+        self._expires_on = 0.0
+
+    def header(self) -> str:
+        with self._lock:
+            if time.time() > self._expires_on - _TOKEN_MARGIN_S:
+                access = self._credential.get_token(AML_SCOPE)
+                self._token, self._expires_on = str(access.token), float(access.expires_on)
+            return f"Bearer {self._token}"
