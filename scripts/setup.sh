@@ -18,5 +18,7 @@ python -m pip wheel -q --no-deps -w dist . 2>&1 | grep -v '^WARNING: Location' |
 WHEEL=$(ls dist/derm_cloud-*.whl)
 python -m pip install -q --force-reinstall --no-deps "$WHEEL" 2>&1 | grep -v '^WARNING: Location' || true
 python -m pip install -q "${WHEEL}[dev]" 2>&1 | grep -v '^WARNING: Location' || true
-# The real skin-lesion model: sklesion 0.2.2 from PyPI (sha256-pinned), converted to ONNX, parity-checked.
+# The real skin-lesion model: sklesion 0.2.2 from PyPI (sha256-pinned), converted to ONNX, parity-checked on real
+# dermoscopic images (the HAM10000 dev split beside the project when present). Skipped when already in the cache.
+export DERM_CLOUD_DATA=${DERM_CLOUD_DATA:-$(cd .. && pwd)/shared/data}
 derm-cloud models fetch sklesion

@@ -16,6 +16,7 @@ __all__ = ["KNOWN_MODELS", "cache_dir", "models_dir", "resolve_model_dir"]
 # Short names accepted wherever a model directory is expected, and how to get each.
 KNOWN_MODELS: dict[str, tuple[str, str]] = {
     "sklesion": ("sklesion-0.2.2", "derm-cloud models fetch sklesion"),
+    "mobilenet-v2": ("mobilenet-v2-imagenet", "derm-cloud models fetch mobilenet-v2"),
 }
 
 

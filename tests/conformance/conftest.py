@@ -128,6 +128,18 @@ def _azure_ml(request: pytest.FixtureRequest) -> Iterator[Subject]:
         yield Subject(clf, emu)
 
 
+@factory("local-hf[tiny-vit]")
+@contextmanager
+def _local_hf(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    import derm_cloud
+    from derm_cloud.testing.tiny_hf import ANWARKH1_LABELS, build_tiny_vit
+
+    tmp: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+    folder = build_tiny_vit(tmp.mktemp("vit") / "tiny-vit", labels=ANWARKH1_LABELS)
+    with derm_cloud.create("local-hf", model=str(folder)) as clf:
+        yield Subject(clf)
+
+
 @pytest.fixture(params=sorted(FACTORIES), scope="module")
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     with FACTORIES[request.param](request) as s:
