@@ -12,6 +12,8 @@ derm-cloud still handles it sensibly::
     |   +-- PayloadTooLargeError                  too big for the provider, even after re-encoding
     +-- MissingDependencyError (ImportError)      an optional extra is not installed
     +-- BackendNotFoundError (LookupError)        no backend registered under that name
+    +-- ChecksumMismatchError (ValueError)        a downloaded or extracted file lacks its pinned SHA-256
+    +-- ConversionError (RuntimeError)            fetching or converting a model failed, or the result differs
     +-- RemoteError                               a provider call failed (backend, status, request id)
         +-- AuthenticationError (PermissionError) 401/403: key, token or role is wrong
         +-- ThrottledError                        429: rate limit or quota; retryable
@@ -30,11 +32,18 @@ traceback is kept as the cause but callers only ever need to catch the classes a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 __all__ = [
     "AuthenticationError",
     "BackendNotFoundError",
+    "ChecksumMismatchError",
     "CircuitOpenError",
     "ConfigError",
+    "ConversionError",
     "DeadlineExceededError",
     "DermCloudDeprecationWarning",
     "DermCloudError",
@@ -90,6 +99,29 @@ class MissingDependencyError(DermCloudError, ImportError):
 
 class BackendNotFoundError(DermCloudError, LookupError):
     """No backend is registered under the requested name."""
+
+
+class ChecksumMismatchError(DermCloudError, ValueError):
+    """A downloaded or extracted file does not have its pinned SHA-256 digest.
+
+    Attributes:
+        path: the file that was checked.
+        expected: the pinned digest.
+        actual: the digest of the file on disk.
+    """
+
+    def __init__(self, path: Path, expected: str, actual: str) -> None:
+        super().__init__(
+            f"SHA-256 mismatch for {path}: expected {expected}, got {actual}. The file is corrupt or the "
+            f"upstream artefact changed; it was not used."
+        )
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+
+
+class ConversionError(DermCloudError, RuntimeError):
+    """Fetching or converting a model failed (download, export), or the result does not reproduce the original."""
 
 
 class RemoteError(DermCloudError):

@@ -267,8 +267,7 @@ def _from_bytes(data: bytes, limits: ImageLimits) -> PreparedImage:
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
         # Pillow reports a cut-off header as OSError/SyntaxError from inside open().
         raise InvalidImageError(
-            f"the image is truncated or corrupt ({type(exc).__name__}: {exc}); re-export or re-upload the "
-            "complete file"
+            f"the image is truncated or corrupt ({type(exc).__name__}: {exc}); re-export or re-upload the complete file"
         ) from None
     finally:
         Image.MAX_IMAGE_PIXELS = saved_max

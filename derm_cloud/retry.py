@@ -4,10 +4,12 @@ Each SDK has its own retry defaults (boto3 3 attempts, azure-core 4, msrest none
 same fault costs a different number of calls and seconds per provider and comparisons would measure SDK
 defaults. Backends switch SDK retries off and call :meth:`RetryPolicy.call` instead: exponential backoff with
 full jitter, ``Retry-After`` honoured, a total wall-clock deadline per call, and a circuit breaker per backend.
+Backends read the header with :func:`retry_after_seconds`, so every provider's ``Retry-After`` means the same.
 """
 
 from __future__ import annotations
 
+import email.utils
 import random
 import threading
 import time
@@ -17,7 +19,7 @@ from typing import TypeVar
 
 from derm_cloud.errors import CircuitOpenError, DeadlineExceededError, RemoteError
 
-__all__ = ["CircuitBreaker", "RetryPolicy"]
+__all__ = ["CircuitBreaker", "RetryPolicy", "retry_after_seconds"]
 
 T = TypeVar("T")
 
@@ -92,6 +94,17 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
 
+    @classmethod
+    def for_timeout(cls, timeout: float) -> RetryPolicy:
+        """The backends' default policy when one call may take ``timeout`` seconds: a deadline with room for
+        two full-length attempts, and never under a minute.
+
+        Example:
+            >>> RetryPolicy.for_timeout(45.0).deadline
+            90.0
+        """
+        return cls(deadline=max(timeout * 2, 60.0))
+
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before attempt ``attempt + 1``: full jitter, or the server's Retry-After."""
         if retry_after is not None:
@@ -143,3 +156,25 @@ class RetryPolicy:
                 continue
             self.breaker.record(ok=True)
             return result, attempt
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date; ``None`` when absent or invalid.
+
+    Negative values and dates in the past give 0 (retry now).
+
+    Example:
+        >>> retry_after_seconds("2.5"), retry_after_seconds(None), retry_after_seconds("soon")
+        (2.5, None, None)
+    """
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -4,6 +4,19 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck disable=SC1091
 . scripts/setup.sh
+# Test-only tools. Chromium and its driver come from Debian (the browser test drives /usr/bin/chromium through
+# Playwright; `playwright install` would download a browser, which this network does not allow).
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+# checkov validates infra/; it pins an older boto3, so it lives in a venv of its own.
+if [ ! -x .venv-checkov/bin/checkov ]; then
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/pip install -q checkov 2>&1 | grep -v '^WARNING: Location' || true
+fi
+export DERM_CLOUD_CHECKOV="$PWD/.venv-checkov/bin/checkov"
 # Run from the repo root with plain `pytest` (not `python -m pytest`) so `import derm_cloud` resolves to the
 # installed wheel, not the source tree.
 exec pytest -q -p no:cacheprovider "$@"

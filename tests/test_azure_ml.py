@@ -18,7 +18,7 @@ import pytest
 from tests_helpers import dev_rows
 
 import derm_cloud
-from derm_cloud.backends.azure_ml import AzureMlClassifier, retry_after_seconds
+from derm_cloud.backends.azure_ml import AzureMlClassifier
 from derm_cloud.errors import (
     AuthenticationError,
     ConfigError,
@@ -30,7 +30,7 @@ from derm_cloud.errors import (
     ThrottledError,
 )
 from derm_cloud.images import metadata_markers
-from derm_cloud.retry import RetryPolicy
+from derm_cloud.retry import RetryPolicy, retry_after_seconds
 from derm_cloud.testing.emulators.azure_custom_vision import CustomVisionEmulator, custom_vision_backend_for
 from derm_cloud.testing.emulators.azure_ml import (
     DEFAULT_ENDPOINT_KEY,

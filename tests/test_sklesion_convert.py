@@ -10,6 +10,7 @@ HAM10000 images (Tschandl et al. 2018, CC BY-NC 4.0) are read from ``../shared/d
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -21,7 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from derm_cloud.errors import ConfigError, DermCloudError, InvalidImageError
+from derm_cloud.errors import ChecksumMismatchError, ConfigError, ConversionError, DermCloudError, InvalidImageError
+from derm_cloud.models import pypi
 from derm_cloud.models import sklesion as sk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,7 +246,7 @@ def _fake_wheel(path: Path, payload: bytes = b"not the sklesion model") -> Path:
 
 def test_extract_rejects_a_model_with_the_wrong_digest(tmp_path: Path) -> None:
     wheel = _fake_wheel(tmp_path / sk.WHEEL_FILENAME)
-    with pytest.raises(sk.ChecksumMismatchError) as info:
+    with pytest.raises(ChecksumMismatchError) as info:
         sk.extract_keras_model(wheel, tmp_path / "out")
     assert info.value.expected == sk.KERAS_SHA256
     assert isinstance(info.value, DermCloudError)
@@ -256,8 +258,20 @@ def test_extract_rejects_a_zip_without_the_model(tmp_path: Path) -> None:
     wheel = tmp_path / "other.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("sklesion/__init__.py", "")
-    with pytest.raises(sk.ConversionError, match="model.keras"):
+    with pytest.raises(ConversionError, match="model.keras"):
         sk.extract_keras_model(wheel, tmp_path / "out")
+
+
+def test_download_reuses_a_verified_wheel_without_network(tmp_path: Path) -> None:
+    wheel = _fake_wheel(tmp_path / "demo-1.0-py3-none-any.whl")
+    digest = pypi.sha256_file(wheel)
+    # method="urllib" would fail at once without network; a present, verified wheel never gets that far.
+    found = pypi.download_wheel("demo", "1.0", wheel.name, digest, tmp_path, method="urllib", timeout=0.001)
+    assert found == wheel and wheel.is_file()
+    payload = b"not the sklesion model"  # what _fake_wheel stores
+    out = pypi.extract_member(wheel, sk.KERAS_MEMBER, hashlib.sha256(payload).hexdigest(), tmp_path / "x" / "m.keras")
+    assert out.read_bytes() == payload
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.keras"]  # no .partial left behind
 
 
 def test_failed_fetch_leaves_no_model_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -269,7 +283,7 @@ def test_failed_fetch_leaves_no_model_dir(tmp_path: Path, monkeypatch: pytest.Mo
     cache = tmp_path / "cache"
     image = tmp_path / "never-used.jpg"
     image.write_bytes(b"the fetch fails before the parity check reads this")
-    with pytest.raises(sk.ChecksumMismatchError):
+    with pytest.raises(ChecksumMismatchError):
         sk.fetch_sklesion(cache, verify_images=[image])
     assert list(cache.iterdir()) == []  # neither the model dir nor the temporary work dir
 

@@ -19,7 +19,8 @@ import json
 import os
 from typing import Any
 
-from derm_cloud.serving import ModelServer, error_response, find_model_dir
+from derm_cloud.serving import ModelServer, error_response
+from derm_cloud.serving_http import find_model_dir
 
 _server: ModelServer | None = None
 

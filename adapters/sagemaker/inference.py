@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, NoReturn
 
-from derm_cloud.serving import ModelServer, SageMakerRequest, ServingError, find_model_dir
+from derm_cloud.serving import ModelServer, SageMakerRequest, ServingError
+from derm_cloud.serving_http import find_model_dir
 
 
 class Prediction(NamedTuple):

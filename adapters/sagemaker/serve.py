@@ -19,7 +19,8 @@ import logging
 import os
 import sys
 
-from derm_cloud.serving import ModelServer, find_model_dir, make_http_server, sagemaker_routes, serve_forever
+from derm_cloud.serving import ModelServer
+from derm_cloud.serving_http import find_model_dir, make_http_server, sagemaker_routes, serve_forever
 
 
 def main(argv: list[str] | None = None) -> int:

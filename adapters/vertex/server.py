@@ -25,7 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from derm_cloud.serving import ModelServer, find_model_dir, make_http_server, serve_forever, vertex_routes
+from derm_cloud.serving import ModelServer
+from derm_cloud.serving_http import find_model_dir, make_http_server, serve_forever, vertex_routes
 
 
 def download_gcs(uri: str, target: Path) -> Path:

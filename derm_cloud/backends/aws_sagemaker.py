@@ -12,13 +12,13 @@ live in :mod:`derm_cloud.deploy.sagemaker_jumpstart`. botocore's own retries are
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Protocol
 
+from derm_cloud.backends._http import is_loopback
+from derm_cloud.backends._sagemaker_formats import RESPONSE_FORMATS, ResponseFormat, parse_response
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
@@ -26,7 +26,6 @@ from derm_cloud.errors import (
     DeadlineExceededError,
     DermCloudError,
     InvalidImageError,
-    InvalidResponseError,
     MissingDependencyError,
     ModelNotReadyError,
     NotFoundError,
@@ -36,7 +35,7 @@ from derm_cloud.errors import (
     UnmappableLabelsError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
-from derm_cloud.retry import RetryPolicy
+from derm_cloud.retry import RetryPolicy, retry_after_seconds
 from derm_cloud.taxonomy import CLASS_CODES, LabelMap
 from derm_cloud.types import PatientMetadata
 
@@ -55,8 +54,6 @@ SERVERLESS_MAX_BODY_BYTES = 4_000_000
 #: SageMaker's limit on ``CustomAttributes`` (visible ASCII).
 CUSTOM_ATTRIBUTES_MAX = 1024
 
-ResponseFormat = Literal["jumpstart", "hf", "builtin", "adapter", "auto"]
-_FORMATS = ("jumpstart", "hf", "builtin", "adapter", "auto")
 _AUTH_CODES = frozenset(
     {
         "AccessDeniedException",
@@ -76,14 +73,6 @@ _SERVER_CODES = frozenset(
 # A model answering one of these is overloaded or behind a failing proxy; another attempt may succeed. Other
 # statuses from the model (400 bad input, 500 crash on this image) would fail the same way again.
 _TRANSIENT_MODEL_STATUSES = frozenset({429, 502, 503, 504})
-# Response shapes each format accepts: the adapter's JSON is a superset of JumpStart's verbose shape.
-_ACCEPTED_SHAPES: dict[str, frozenset[str]] = {
-    "auto": frozenset({"jumpstart", "hf", "builtin", "adapter"}),
-    "adapter": frozenset({"adapter", "jumpstart"}),
-    "jumpstart": frozenset({"adapter", "jumpstart"}),
-    "hf": frozenset({"hf"}),
-    "builtin": frozenset({"builtin"}),
-}
 
 
 class SageMakerRuntimeClient(Protocol):
@@ -157,8 +146,8 @@ class AwsSagemakerClassifier(Classifier):
     ) -> None:
         if not endpoint_name:
             raise ConfigError("endpoint_name is required: the name given to create_endpoint")
-        if response_format not in _FORMATS:
-            raise ConfigError(f"response_format must be one of {', '.join(_FORMATS)}, got {response_format!r}")
+        if response_format not in RESPONSE_FORMATS:
+            raise ConfigError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}")
         if send_metadata is None:
             send_metadata = response_format == "adapter"
         if send_metadata and response_format != "adapter":
@@ -263,59 +252,19 @@ class AwsSagemakerClassifier(Classifier):
     def _parse(
         self, body: bytes, content_type: str, request_id: str | None
     ) -> tuple[list[tuple[str, float]], str, dict[str, Any]]:
-        def bad(why: str) -> InvalidResponseError:
-            preview = body[:120].decode("utf-8", "replace")
-            return InvalidResponseError(
-                f"endpoint {self.endpoint_name!r} answered {why} (content type {content_type!r}, starts "
-                f"{preview!r}); check response_format={self.response_format!r} matches the deployed container",
-                backend=self.backend_name,
-                request_id=request_id,
-            )
-
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise bad("with a body that is not JSON") from None
-        extra: dict[str, Any] = {}
-        try:
-            if isinstance(payload, list):
-                detected = "hf"
-                scores = [(str(item["label"]), float(item["score"])) for item in payload]
-            elif isinstance(payload, dict) and "prediction" in payload:
-                detected = "builtin"
-                scores = self._with_class_names([float(p) for p in payload["prediction"]])
-            elif isinstance(payload, dict) and "labels" in payload and "probabilities" in payload:
-                detected = "adapter" if "model_id" in payload else "jumpstart"
-                labels = [str(x) for x in payload["labels"]]
-                probs = [float(p) for p in payload["probabilities"]]
-                if len(labels) != len(probs):
-                    raise bad(f"{len(labels)} labels but {len(probs)} probabilities")
-                scores = list(zip(labels, probs, strict=True))
-                if "model_id" in payload:
-                    extra["endpoint_model_id"] = str(payload["model_id"])
-            elif isinstance(payload, dict) and "probabilities" in payload:
-                detected = "jumpstart"
-                scores = self._with_class_names([float(p) for p in payload["probabilities"]])
-            else:
-                raise bad("JSON of an unknown shape")
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, DermCloudError):
-                raise
-            raise bad(f"JSON missing or mistyping a field ({type(exc).__name__}: {exc})") from None
-        if detected not in _ACCEPTED_SHAPES[self.response_format]:
-            raise bad(f"in the {detected} shape")
+        scores, detected, extra = parse_response(
+            body,
+            content_type,
+            response_format=self.response_format,
+            class_names=self.class_names,
+            endpoint_name=self.endpoint_name,
+            backend=self.backend_name,
+            request_id=request_id,
+        )
         self._adopt_labels([label for label, _ in scores])
         if len(scores) < len(self.label_map.provider_labels):
             extra["partial_scores"] = True
         return scores, detected, extra
-
-    def _with_class_names(self, probs: list[float]) -> list[tuple[str, float]]:
-        if len(probs) != len(self.class_names):
-            raise ConfigError(
-                f"endpoint {self.endpoint_name!r} returned {len(probs)} probabilities without labels but "
-                f"class_names has {len(self.class_names)}; pass class_names=[...] in the model's output order"
-            )
-        return list(zip(self.class_names, probs, strict=True))
 
     def _adopt_labels(self, labels: list[str]) -> None:
         """Switch the label map to the endpoint's own labels the first time a full label list comes back."""
@@ -375,7 +324,7 @@ class AwsSagemakerClassifier(Classifier):
             "backend": self.backend_name,
             "status": status,
             "request_id": meta.get("RequestId"),
-            "retry_after": _seconds((meta.get("HTTPHeaders") or {}).get("retry-after")),
+            "retry_after": retry_after_seconds((meta.get("HTTPHeaders") or {}).get("retry-after")),
         }
         if code == "ModelNotReadyException":
             return ModelNotReadyError(
@@ -420,13 +369,7 @@ class AwsSagemakerClassifier(Classifier):
     @property
     def emulated(self) -> bool:
         """True when the runtime URL is a loopback address (a derm-cloud emulator or moto)."""
-        host = urlsplit(self.endpoint_url or "").hostname or ""
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.endpoint_url)
 
     def describe(self) -> BackendInfo:
         base = (self.endpoint_url or f"https://runtime.sagemaker.{self.region}.amazonaws.com").rstrip("/")
@@ -467,13 +410,6 @@ class AwsSagemakerClassifier(Classifier):
         close = getattr(self.client, "close", None)
         if self._owns_client and callable(close):
             close()
-
-
-def _seconds(value: Any) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None  # an HTTP-date Retry-After: let the policy's backoff decide
 
 
 def _build_client(

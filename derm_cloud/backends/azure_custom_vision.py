@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from derm_cloud.backends.azure_ml import is_loopback, retry_after_seconds
+from derm_cloud.backends._http import is_loopback, requests_failure
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
@@ -47,7 +47,7 @@ from derm_cloud.errors import (
     ThrottledError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
-from derm_cloud.retry import RetryPolicy
+from derm_cloud.retry import RetryPolicy, retry_after_seconds
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata
 
@@ -177,7 +177,7 @@ class AzureCustomVisionClassifier(Classifier):
         super().__init__(
             label_map=label_map,
             model_id=f"customvision:{project_id}/{published_name}",
-            retry=retry if retry is not None else RetryPolicy(deadline=max(timeout * 2, 60.0)),
+            retry=retry if retry is not None else RetryPolicy.for_timeout(timeout),
             image_limits=image_limits,
             concurrency=concurrency,
         )
@@ -324,7 +324,6 @@ def translate_error(exc: BaseException, clf: AzureCustomVisionClassifier) -> Der
 
     Returns ``None`` for exceptions that are not about the call (programming errors propagate unchanged).
     """
-    import requests
     from azure.cognitiveservices.vision.customvision.prediction.models import CustomVisionErrorException
     from azure.core.exceptions import DeserializationError  # what msrest raises for a malformed body
     from msrest.exceptions import ClientRequestError, ValidationError
@@ -339,16 +338,9 @@ def translate_error(exc: BaseException, clf: AzureCustomVisionClassifier) -> Der
     if isinstance(exc, ValidationError):
         return ConfigError(f"Custom Vision SDK refused a parameter: {exc}")
     cause = exc.inner_exception if isinstance(exc, ClientRequestError) else exc
-    if isinstance(cause, requests.Timeout):
-        return DeadlineExceededError(f"no answer from {clf.endpoint} within the timeout", backend=name)
-    if isinstance(cause, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
-        return InvalidResponseError(f"the answer was cut off or undecodable ({type(cause).__name__})", backend=name)
-    if isinstance(cause, requests.ConnectionError):
-        return ServiceError(
-            f"cannot reach {clf.endpoint} ({type(cause).__name__}); check endpoint= and the network",
-            backend=name,
-            retryable=True,
-        )
+    transport = requests_failure(cause, backend=name, target=clf.endpoint, check="endpoint=")
+    if transport is not None:
+        return transport
     if isinstance(exc, ClientRequestError):
         return ServiceError(f"the request failed: {exc}", backend=name, retryable=False)
     return None

@@ -21,7 +21,6 @@ are never logged and ``repr()`` does not show them; patient metadata is only sen
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
 import math
 import os
@@ -33,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from derm_cloud.backends._azure_workspace import AML_SCOPE, KEY_ENV, TokenCredential, authorization, resolve_endpoint
+from derm_cloud.backends._http import is_loopback, requests_failure
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
@@ -47,7 +48,7 @@ from derm_cloud.errors import (
     ThrottledError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
-from derm_cloud.retry import RetryPolicy
+from derm_cloud.retry import RetryPolicy, retry_after_seconds
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata
 
@@ -57,25 +58,13 @@ __all__ = [
     "AzureMlClassifier",
     "HttpSession",
     "TokenCredential",
-    "is_loopback",
-    "retry_after_seconds",
 ]
 
-#: Entra ID scope of Azure ML endpoints (``aad_token`` auth mode).
-AML_SCOPE = "https://ml.azure.com/.default"
 #: Largest request body we send. The service's payload limit is not documented (cloud-apis.md 4.3); 4 MiB
 #: stays far below the 5 MBPS per-endpoint bandwidth cap and fits every derm-cloud adapter.
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
-_KEY_ENV = "AZUREML_ENDPOINT_KEY"
 _URI_ENV = "AZUREML_SCORING_URI"
-_TOKEN_MARGIN_S = 300.0  # refresh Entra tokens five minutes before they expire
 _B64_RUN = re.compile(r"[A-Za-z0-9+/=]{64,}")
-
-
-class TokenCredential(Protocol):
-    """An azure-identity style credential: ``get_token(scope)`` returns an object with ``token``, ``expires_on``."""
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
 
 
 class HttpSession(Protocol):
@@ -166,7 +155,7 @@ class AzureMlClassifier(Classifier):
         super().__init__(
             label_map=label_map,
             model_id=f"azureml:{self.endpoint_name or host}" + (f"/{deployment}" if deployment else ""),
-            retry=retry if retry is not None else RetryPolicy(deadline=max(timeout * 2, 60.0)),
+            retry=retry if retry is not None else RetryPolicy.for_timeout(timeout),
             image_limits=image_limits,
             concurrency=concurrency,
         )
@@ -179,7 +168,7 @@ class AzureMlClassifier(Classifier):
         self.instance_type = instance_type
         self.instance_count = instance_count
         self.region = region or _region_from_uri(uri)
-        self._authorization = _auth(key, token_provider, credential)
+        self._authorization = authorization(key, token_provider, credential)
         self._map_lock = threading.Lock()
         self._owns_session = session is None
         self._session: HttpSession = session if session is not None else _new_session()
@@ -204,7 +193,7 @@ class AzureMlClassifier(Classifier):
             >>> clf = AzureMlClassifier.from_workspace(  # doctest: +SKIP
             ...     "derm-triage", subscription_id="...", resource_group="rg", workspace="ws")
         """
-        resolved = _resolve_endpoint(
+        resolved = resolve_endpoint(
             endpoint_name,
             ml_client=ml_client,
             subscription_id=subscription_id,
@@ -405,20 +394,11 @@ def translate_error(
     ``failure`` is a ``requests`` exception, a non-200 ``requests.Response``, or an ``azure.core`` exception
     raised by ``azure-ai-ml`` in :meth:`AzureMlClassifier.from_workspace`.
     """
-    import requests
-
     name = AzureMlClassifier.backend_name
-    if isinstance(failure, requests.Timeout):
-        return DeadlineExceededError(f"no answer from {uri} within {timeout or 0:g} s", backend=name)
-    if isinstance(failure, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
-        return InvalidResponseError(f"the answer was cut off or undecodable ({type(failure).__name__})", backend=name)
-    if isinstance(failure, requests.ConnectionError):
-        return ServiceError(
-            f"cannot reach {uri} ({type(failure).__name__}); check the URI and the network",
-            backend=name,
-            retryable=True,
-        )
     if isinstance(failure, BaseException):
+        transport = requests_failure(failure, backend=name, target=uri, check="the URI", timeout=timeout)
+        if transport is not None:
+            return transport
         response = getattr(failure, "response", None)
         status = getattr(failure, "status_code", None)
         if status is None:
@@ -443,7 +423,7 @@ def translate_error(
         )
     if status in (401, 403):
         return AuthenticationError(
-            f"the endpoint refused the credentials ({detail}). Check key= (or {_KEY_ENV}): the endpoint's primary "
+            f"the endpoint refused the credentials ({detail}). Check key= (or {KEY_ENV}): the endpoint's primary "
             "or secondary key from `az ml online-endpoint get-credentials -n <endpoint>`; with token auth, check "
             "that the identity may score this endpoint",
             **common,
@@ -473,101 +453,6 @@ def translate_error(
     return ServiceError(f"the endpoint refused the request ({detail})", retryable=False, **common)
 
 
-# --- workspace lookup (azure-ai-ml, once, off the hot path) --------------------------------------------------------
-
-
-def _resolve_endpoint(
-    endpoint_name: str,
-    *,
-    ml_client: Any,
-    subscription_id: str | None,
-    resource_group: str | None,
-    workspace: str | None,
-    credential: TokenCredential | None,
-    deployment: str | None,
-) -> dict[str, Any]:
-    """Constructor options for an endpoint: scoring URI, auth, region and the deployment's SKU."""
-    try:
-        from azure.ai.ml import MLClient
-        from azure.core.exceptions import AzureError
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "AzureMlClassifier.from_workspace needs azure-ai-ml; run: pip install 'derm-cloud[azure-ml-sdk]' "
-            "(or pass scoring_uri= and key= directly)"
-        ) from exc
-    if ml_client is None:
-        if not (subscription_id and resource_group and workspace):
-            raise ConfigError("pass ml_client=, or subscription_id=, resource_group= and workspace=")
-        ml_client = MLClient(credential or _credential("default"), subscription_id, resource_group, workspace)
-    try:
-        endpoint = ml_client.online_endpoints.get(endpoint_name)
-        out: dict[str, Any] = {
-            "scoring_uri": endpoint.scoring_uri,
-            "endpoint_name": endpoint_name,
-            "region": endpoint.location,
-        }
-        mode = (endpoint.auth_mode or "key").lower()
-        if mode == "key":
-            out["key"] = ml_client.online_endpoints.get_keys(endpoint_name).primary_key
-        elif mode == "aml_token":
-            out["token_provider"] = _AmlToken(ml_client, endpoint_name)
-        else:  # aad_token: Entra tokens from the caller's credential (the one MLClient was built with)
-            out["credential"] = credential or getattr(ml_client, "_credential", None) or "default"
-        traffic = dict(endpoint.traffic or {})
-        name = deployment or (max(traffic, key=lambda k: traffic[k]) if traffic else None)
-        if name:
-            spec = ml_client.online_deployments.get(name=name, endpoint_name=endpoint_name)
-            out["instance_type"] = getattr(spec, "instance_type", None)
-            out["instance_count"] = int(getattr(spec, "instance_count", None) or 1)
-    except AzureError as exc:
-        where = f"online endpoint {endpoint_name!r}"
-        raise translate_error(exc, uri=where, deployment=deployment, management=True) from exc
-    return out
-
-
-class _AmlToken:
-    """``aml_token`` auth: short-lived tokens from ``get_keys``, fetched again after ``refresh_after_time_utc``."""
-
-    def __init__(self, ml_client: Any, endpoint_name: str) -> None:
-        self._ml_client = ml_client
-        self._endpoint_name = endpoint_name
-        self._lock = threading.Lock()
-        self._token = ""
-        self._refresh_after = 0.0
-
-    def __call__(self) -> str:
-        with self._lock:
-            if time.time() >= self._refresh_after:
-                token = self._ml_client.online_endpoints.get_keys(self._endpoint_name)
-                expiry = float(token.expiry_time_utc or 0)
-                self._token = str(token.access_token)
-                self._refresh_after = float(token.refresh_after_time_utc or 0) or expiry - _TOKEN_MARGIN_S
-            return self._token
-
-
-# --- helpers shared with the other Azure backend ----------------------------------------------------------------
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date; ``None`` when absent or invalid."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def is_loopback(url: str | None) -> bool:
-    """Whether ``url`` points at this machine (an emulator)."""
-    return (urlsplit(url or "").hostname or "") in ("127.0.0.1", "localhost", "::1")
-
-
 def _region_from_uri(uri: str) -> str | None:
     host = urlsplit(uri).hostname or ""
     parts = host.split(".")
@@ -589,55 +474,3 @@ def _new_session() -> HttpSession:
             "the azure-ml backend needs requests; run: pip install 'derm-cloud[azure]'"
         ) from exc
     return requests.Session()  # type: ignore[no-any-return]
-
-
-def _auth(
-    key: str | None, token_provider: Callable[[], str] | None, credential: TokenCredential | str | None
-) -> Callable[[], str]:
-    """A function returning the ``Authorization`` header value; the secret lives only in its closure."""
-    key = key or (os.environ.get(_KEY_ENV) if token_provider is None and credential is None else None)
-    given = [name for name, v in (("key", key), ("token_provider", token_provider), ("credential", credential)) if v]
-    if len(given) != 1:
-        raise ConfigError(
-            f"pass exactly one of key= (or {_KEY_ENV}), token_provider= or credential= for the endpoint's auth "
-            f"mode; got {', '.join(given) or 'none'}"
-        )
-    if key:
-        header = f"Bearer {key}"
-        return lambda: header
-    if token_provider is not None:
-        provider = token_provider
-        return lambda: f"Bearer {provider()}"
-    return _CachedToken(_credential(credential)).header
-
-
-def _credential(credential: TokenCredential | str | None) -> TokenCredential:
-    if not isinstance(credential, str):
-        assert credential is not None
-        return credential
-    if credential != "default":
-        raise ConfigError(f"credential must be a credential object or 'default', got {credential!r}")
-    try:
-        from azure.identity import DefaultAzureCredential
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "credential='default' needs azure-identity; run: pip install azure-identity"
-        ) from exc
-    return DefaultAzureCredential()  # type: ignore[no-any-return]
-
-
-class _CachedToken:
-    """Entra ID tokens for :data:`AML_SCOPE`, renewed five minutes before expiry (thread-safe)."""
-
-    def __init__(self, credential: TokenCredential) -> None:
-        self._credential = credential
-        self._lock = threading.Lock()
-        self._token = ""
-        self._expires_on = 0.0
-
-    def header(self) -> str:
-        with self._lock:
-            if time.time() > self._expires_on - _TOKEN_MARGIN_S:
-                access = self._credential.get_token(AML_SCOPE)
-                self._token, self._expires_on = str(access.token), float(access.expires_on)
-            return f"Bearer {self._token}"

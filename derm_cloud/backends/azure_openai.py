@@ -18,8 +18,8 @@ import math
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
+from derm_cloud.backends._http import is_loopback
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
@@ -33,7 +33,7 @@ from derm_cloud.errors import (
     ThrottledError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
-from derm_cloud.retry import RetryPolicy
+from derm_cloud.retry import RetryPolicy, retry_after_seconds
 from derm_cloud.taxonomy import CLASS_CODES, CLASSES, LabelMap
 from derm_cloud.types import LabelScore, PatientMetadata, Prediction
 
@@ -138,7 +138,7 @@ class AzureOpenaiClassifier(Classifier):
         super().__init__(
             label_map=LabelMap.canonical(),
             model_id=deployment,
-            retry=retry if retry is not None else RetryPolicy(deadline=max(timeout * 2, 60.0)),
+            retry=retry if retry is not None else RetryPolicy.for_timeout(timeout),
             image_limits=image_limits,
             concurrency=concurrency,
         )
@@ -288,7 +288,6 @@ class AzureOpenaiClassifier(Classifier):
         )
 
     def describe(self) -> BackendInfo:
-        host = urlsplit(self.azure_endpoint or "").hostname or ""
         return BackendInfo(
             backend=self.backend_name,
             provider="azure",
@@ -299,7 +298,7 @@ class AzureOpenaiClassifier(Classifier):
             data_leaves_machine=True,
             # Abuse monitoring may keep prompts (images included) unless an exemption is approved: unknown here.
             stores_images=None,
-            emulated=host in ("127.0.0.1", "localhost", "::1"),
+            emulated=is_loopback(self.azure_endpoint),
             labels_mapped=True,
             billing={
                 "sku": f"azure.openai.{self.model_name}",
@@ -349,16 +348,16 @@ def _validated_scores(content: str | None, request_id: str | None) -> dict[str, 
 
 
 def _retry_after(headers: Any) -> float | None:
+    """Azure OpenAI's ``retry-after-ms`` when valid (finer than whole seconds), else ``Retry-After``."""
     if headers is None:
         return None
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return float(value) / scale
-            except ValueError:
-                continue  # an HTTP-date Retry-After: fall back to our own backoff
-    return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return float(milliseconds) / 1000.0
+        except ValueError:
+            pass
+    return retry_after_seconds(headers.get("retry-after"))
 
 
 def _translate(exc: Exception, deployment: str) -> RemoteError:

@@ -22,6 +22,7 @@ import base64
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from derm_cloud.backends._http import is_loopback
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
@@ -37,7 +38,7 @@ from derm_cloud.errors import (
     ThrottledError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
-from derm_cloud.retry import RetryPolicy
+from derm_cloud.retry import RetryPolicy, retry_after_seconds
 from derm_cloud.taxonomy import CLASS_CODES, LabelMap
 from derm_cloud.types import PatientMetadata
 
@@ -119,7 +120,7 @@ class GcpVertexClassifier(Classifier):
         super().__init__(
             label_map=label_map,
             model_id=self.endpoint,
-            retry=retry if retry is not None else RetryPolicy(deadline=max(timeout * 2, 60.0)),
+            retry=retry if retry is not None else RetryPolicy.for_timeout(timeout),
             image_limits=image_limits,
             concurrency=concurrency,
         )
@@ -250,9 +251,6 @@ class GcpVertexClassifier(Classifier):
         return RawResult(scores=pairs, extra=extra)
 
     def describe(self) -> BackendInfo:
-        from urllib.parse import urlsplit
-
-        host = urlsplit(self.api_endpoint if "//" in self.api_endpoint else f"//{self.api_endpoint}").hostname
         if self.schema == "automl":
             billing: dict[str, Any] = {
                 "sku": "vertex.automl.image_classification.online",
@@ -276,7 +274,7 @@ class GcpVertexClassifier(Classifier):
             endpoint="grpc channel (injected)" if self._injected_channel else self.api_endpoint,
             data_leaves_machine=True,
             stores_images=False,
-            emulated=self._injected_channel or host in ("127.0.0.1", "localhost", "::1"),
+            emulated=self._injected_channel or is_loopback(self.api_endpoint),
             labels_mapped=self.label_map.mapped,
             billing=billing,
             model_facts={"schema": self.schema, "transport": self.transport, "always_on": True},
@@ -304,12 +302,9 @@ def _retry_after(exc: Any) -> float | None:
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     if headers is not None:
-        value = headers.get("Retry-After")
-        if value:
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        seconds = retry_after_seconds(headers.get("Retry-After"))
+        if seconds is not None:
+            return seconds
     for detail in getattr(exc, "details", None) or ():
         if isinstance(detail, dict) and detail.get("@type", "").endswith("google.rpc.RetryInfo"):
             delay = str(detail.get("retryDelay", "")).rstrip("s")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from derm_cloud.backends._http import is_loopback
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import ConfigError, MissingDependencyError, RemoteError, ServiceError, ThrottledError
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
@@ -75,7 +76,7 @@ class GcpVisionClassifier(Classifier):
         super().__init__(
             label_map=LabelMap.for_labels([], allow_unmapped=True),
             model_id="cloud-vision-label-detection",
-            retry=retry if retry is not None else RetryPolicy(deadline=max(timeout * 2, 60.0)),
+            retry=retry if retry is not None else RetryPolicy.for_timeout(timeout),
             image_limits=image_limits,
             concurrency=concurrency,
         )
@@ -132,9 +133,6 @@ class GcpVisionClassifier(Classifier):
         return RawResult(scores=labels, extra=extra)
 
     def describe(self) -> BackendInfo:
-        from urllib.parse import urlsplit
-
-        host = urlsplit(self.api_endpoint if "//" in self.api_endpoint else f"//{self.api_endpoint}").hostname
         return BackendInfo(
             backend=self.backend_name,
             provider="gcp",
@@ -144,7 +142,7 @@ class GcpVisionClassifier(Classifier):
             endpoint=self.api_endpoint,
             data_leaves_machine=True,
             stores_images=None,  # retention of annotated images is not in our reference; check Google's terms
-            emulated=host in ("127.0.0.1", "localhost", "::1"),
+            emulated=is_loopback(self.api_endpoint),
             labels_mapped=False,
             billing={"sku": "gcp.vision.label_detection", "unit": "1000 units", "units_per_call": 1},
             model_facts={

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response
+from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response, header_value, retry_after_header
 
 if TYPE_CHECKING:
     import os
@@ -186,7 +186,7 @@ class CustomVisionEmulator(EmulatorServer):
     # --- the API ---------------------------------------------------------------------------------------------
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
-        key = _header(headers, "Prediction-Key")
+        key = header_value(headers, "Prediction-Key")
         if key is None:
             return _gateway(
                 401,
@@ -273,7 +273,7 @@ class CustomVisionEmulator(EmulatorServer):
     def fault_response(self, fault: Fault) -> Response:
         """Injected failures in the service's shapes (``{"code", "message"}`` bodies)."""
         if fault.kind == "throttle":
-            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+            headers = retry_after_header(fault.retry_after)
             return _error(429, "TooManyRequests", "Rate limit is exceeded. Try again later.", headers)
         if fault.kind == "error":
             code = "ErrorPredictionServiceUnavailable" if fault.status == 503 else "ErrorUnknown"
@@ -344,7 +344,7 @@ def custom_vision_backend_for(
 
 
 def _image_from_body(headers: Mapping[str, str], body: bytes) -> tuple[bytes | Response, str]:
-    content_type = _header(headers, "Content-Type") or ""
+    content_type = header_value(headers, "Content-Type") or ""
     if content_type.lower().startswith("multipart/form-data"):
         try:
             parts = parse_multipart(body, content_type)
@@ -360,13 +360,6 @@ def _image_from_body(headers: Mapping[str, str], body: bytes) -> tuple[bytes | R
     if not image:
         return _error(400, "BadRequestImageStream", "The image stream is empty"), via
     return image, via
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
 
 
 def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response
+from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response, header_value, retry_after_header
 
 if TYPE_CHECKING:
     import os
@@ -205,9 +205,9 @@ class AzureMLEmulator(EmulatorServer):
         return _arm_error(404, "NotFound", f"{method} {route} is not served by this emulator")
 
     def _score(self, headers: Mapping[str, str], body: bytes) -> Response:
-        if not self._authorized(_header(headers, "Authorization")):
+        if not self._authorized(header_value(headers, "Authorization")):
             return Response(401, b"key_auth_access_denied" if self.auth_mode == "key" else b"token_auth_access_denied")
-        wanted = _header(headers, "azureml-model-deployment")
+        wanted = header_value(headers, "azureml-model-deployment")
         if wanted:
             deployment = self._deployments.get(wanted)
             if deployment is None:
@@ -262,7 +262,7 @@ class AzureMLEmulator(EmulatorServer):
     # --- management plane ---------------------------------------------------------------------------------------
 
     def _management(self, method: str, match: re.Match[str], headers: Mapping[str, str]) -> Response:
-        if not (_header(headers, "Authorization") or "").lower().startswith("bearer "):
+        if not (header_value(headers, "Authorization") or "").lower().startswith("bearer "):
             return _arm_error(401, "AuthenticationFailed", "Authentication failed: the Authorization header is missing")
         same = (
             match["sub"] == self.subscription_id
@@ -337,7 +337,7 @@ class AzureMLEmulator(EmulatorServer):
 
     def fault_response(self, fault: Fault) -> Response:
         """Injected failures as the scoring router sends them."""
-        retry = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+        retry = retry_after_header(fault.retry_after)
         if fault.kind == "throttle":
             return Response.json({"message": "Too many requests: the endpoint's rate limit is exceeded"}, 429, retry)
         if fault.kind == "not_ready":
@@ -399,13 +399,6 @@ def ml_client_for(emulator: AzureMLEmulator, credential: Any = None) -> Any:
             del os.environ["AZUREML_DEV_URL_MFE"]
         else:
             os.environ["AZUREML_DEV_URL_MFE"] = saved
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
 
 
 def _arm_error(status: int, code: str, message: str) -> Response:

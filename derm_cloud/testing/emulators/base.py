@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-__all__ = ["EmulatorServer", "Fault", "RecordedRequest", "Response"]
+__all__ = ["EmulatorServer", "Fault", "RecordedRequest", "Response", "header_value", "retry_after_header"]
 
 FaultKind = Literal["throttle", "error", "slow", "timeout", "reset", "malformed", "truncated", "not_ready"]
 
@@ -95,10 +95,31 @@ class RecordedRequest:
         return json.loads(self.body)
 
     def header(self, name: str) -> str | None:
-        for k, v in self.headers.items():
-            if k.lower() == name.lower():
-                return v
-        return None
+        return header_value(self.headers, name)
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of header ``name`` (case-insensitive, as HTTP header names are), or ``None``.
+
+    Example:
+        >>> header_value({"content-type": "image/jpeg"}, "Content-Type")
+        'image/jpeg'
+    """
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def retry_after_header(seconds: float | None) -> dict[str, str]:
+    """``{"Retry-After": "<seconds>"}``, or no header when ``seconds`` is ``None`` (a fault without one).
+
+    Example:
+        >>> retry_after_header(0.25), retry_after_header(None)
+        ({'Retry-After': '0.25'}, {})
+    """
+    return {"Retry-After": f"{seconds:g}"} if seconds is not None else {}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -265,7 +286,7 @@ class EmulatorServer(ABC):
     def fault_response(self, fault: Fault) -> Response:
         """The cloud's own shape of an injected failure; subclasses refine it (error envelopes, headers)."""
         if fault.kind == "throttle":
-            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+            headers = retry_after_header(fault.retry_after)
             return Response.json({"error": {"code": "TooManyRequests", "message": "rate limit"}}, 429, headers)
         if fault.kind == "error":
             return Response.json({"error": {"code": "InternalError", "message": "injected failure"}}, fault.status)

@@ -123,7 +123,7 @@ class CloudVisionEmulator(EmulatorServer):
                 raise _GoogleError(400, f"Too many images per request: {len(requests)}; the limit is {_MAX_IMAGES}.")
             return Response.json({"responses": [self._annotate(r) for r in requests]})
         except _GoogleError as exc:
-            return Response.json(exc.envelope(), exc.http)
+            return exc.response()
 
     def _check_key(self, headers: Mapping[str, str], query_key: str | None) -> None:
         if self.api_key is None:
@@ -184,8 +184,7 @@ class CloudVisionEmulator(EmulatorServer):
             exc = _GoogleError(503, "The service is currently unavailable.")
         else:
             exc = _GoogleError(fault.status, "Injected failure.")
-        headers = {"Retry-After": f"{exc.retry_after:g}"} if exc.retry_after is not None else {}
-        return Response.json(exc.envelope(), exc.http, headers)
+        return exc.response()
 
 
 def cloud_vision_backend_for(emulator: CloudVisionEmulator, **options: Any) -> GcpVisionClassifier:

@@ -39,7 +39,7 @@ from urllib.parse import unquote, urlsplit
 from derm_cloud.backends.aws_sagemaker import REALTIME_MAX_BODY_BYTES, SERVERLESS_MAX_BODY_BYTES
 from derm_cloud.errors import ConfigError
 from derm_cloud.serving import ModelServer, SageMakerFormat, error_response
-from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response
+from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response, retry_after_header
 
 if TYPE_CHECKING:
     from derm_cloud.backends.aws_sagemaker import AwsSagemakerClassifier
@@ -279,8 +279,7 @@ class SageMakerRuntimeEmulator(EmulatorServer):
     def fault_response(self, fault: Fault) -> Response:
         """Injected faults in SageMaker's own error shapes (see the module docstring)."""
         if fault.kind == "throttle":
-            extra = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
-            return _aws_error(429, "ThrottlingException", "Rate exceeded", extra)
+            return _aws_error(429, "ThrottlingException", "Rate exceeded", retry_after_header(fault.retry_after))
         if fault.kind == "not_ready":
             return _not_ready("endpoint", "AllTraffic")
         if fault.kind == "malformed":

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response
+from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response, retry_after_header
 
 if TYPE_CHECKING:
     import grpc
@@ -87,6 +87,10 @@ class _GoogleError(Exception):
                 {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{self.retry_after:g}s"}
             ]
         return {"error": error}
+
+    def response(self) -> Response:
+        """The REST answer: the JSON envelope, with ``Retry-After`` when a retry delay is set."""
+        return Response.json(self.envelope(), self.http, retry_after_header(self.retry_after))
 
 
 class VertexEmulator(EmulatorServer):
@@ -300,7 +304,7 @@ class VertexEmulator(EmulatorServer):
             out = self._predict(project, location, endpoint_id, request, len(body))
             return Response(200, out, {"Content-Type": "application/json; charset=UTF-8"})
         except _GoogleError as exc:
-            return self._error_response(exc)
+            return exc.response()
 
     def _endpoint_resource(self, hosted: HostedEndpoint) -> dict[str, Any]:
         name = self.resource_name(hosted.endpoint_id)
@@ -319,15 +323,10 @@ class VertexEmulator(EmulatorServer):
             "createTime": "2026-01-01T00:00:00Z",
         }
 
-    @staticmethod
-    def _error_response(exc: _GoogleError) -> Response:
-        headers = {"Retry-After": f"{exc.retry_after:g}"} if exc.retry_after is not None else {}
-        return Response.json(exc.envelope(), exc.http, headers)
-
     def fault_response(self, fault: Fault) -> Response:
         if fault.kind in ("malformed", "truncated"):
             return super().fault_response(fault)  # a 200 whose body breaks the contract
-        return self._error_response(self._fault_error(fault))
+        return self._fault_error(fault).response()
 
     @staticmethod
     def _fault_error(fault: Fault) -> _GoogleError:
