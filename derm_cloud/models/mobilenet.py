@@ -215,7 +215,7 @@ def fetch_mobilenet_v2(
     """
     from derm_cloud.models.cache import models_dir
     from derm_cloud.models.export_hf import onnx_parity, require_export_deps, torch_to_onnx
-    from derm_cloud.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocess
+    from derm_cloud.models.spec import IMAGENET_EVAL_PREPROCESS, ModelSpec
 
     require_export_deps()
     parent = Path(cache_dir).expanduser() if cache_dir is not None else models_dir()
@@ -231,17 +231,7 @@ def fetch_mobilenet_v2(
         model = _load_weights(weights)
         stage = work / MODEL_ID
         stage.mkdir()
-        pre = Preprocess(
-            resize="shorter_side",
-            shorter=256,
-            height=256,
-            width=256,
-            interpolation="pil_bilinear",
-            crop=(224, 224),
-            scale=1 / 255,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-        )
+        pre = IMAGENET_EVAL_PREPROCESS
         export_s = torch_to_onnx(model, stage / "model.onnx", (3, 224, 224), opset=opset)
         parity = onnx_parity(model, stage / "model.onnx", (3, 224, 224), images=verify_images, preprocess=pre)
         if parity > atol:

@@ -33,6 +33,7 @@ from derm_cloud.errors import ModelSpecError
 
 __all__ = [
     "AUTOML_PREPROCESS",
+    "IMAGENET_EVAL_PREPROCESS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "SPEC_FORMAT",
@@ -119,9 +120,10 @@ class Preprocess:
         return d
 
 
-# Azure AutoML for Images ONNX export (how-to-inference-onnx-automl-image-models.md). Resize keeps the aspect
-# ratio like the torchvision pipeline used at training (Resize(256) then CenterCrop(224)).
-AUTOML_PREPROCESS = Preprocess(
+# torchvision's ImageNet evaluation transform: Resize(256) keeping the aspect ratio, CenterCrop(224), ImageNet
+# mean/std. Used by torchvision-trained models (MobileNetV2) and by Azure AutoML for Images ONNX exports
+# (how-to-inference-onnx-automl-image-models.md), whose training pipeline is torchvision's.
+IMAGENET_EVAL_PREPROCESS = Preprocess(
     resize="shorter_side",
     shorter=256,
     height=256,
@@ -132,6 +134,7 @@ AUTOML_PREPROCESS = Preprocess(
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
 )
+AUTOML_PREPROCESS = IMAGENET_EVAL_PREPROCESS
 
 
 @dataclass(frozen=True)
