@@ -173,6 +173,8 @@ class Classifier(ABC):
             InvalidImageError: naming the index of the first bad image.
         """
         self._check_open()
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         items = list(images)
         metas = [as_metadata(m) for m in metadata] if metadata is not None else [PatientMetadata()] * len(items)
         if len(metas) != len(items):
@@ -184,7 +186,7 @@ class Classifier(ABC):
             except InvalidImageError as exc:
                 raise InvalidImageError(f"image {i} of {len(items)}: {exc}") from None
         out: list[Prediction] = []
-        for lo in range(0, len(prepared), max(1, batch_size)):
+        for lo in range(0, len(prepared), batch_size):
             chunk = self._predict_many(prepared[lo : lo + batch_size], metas[lo : lo + batch_size])
             out.extend(self._to_prediction(raw, attempts, ms) for raw, attempts, ms in chunk)
         return out

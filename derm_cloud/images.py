@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,34 +228,32 @@ def _read_bytes(source: object, limits: ImageLimits) -> bytes:
 def _from_bytes(data: bytes, limits: ImageLimits) -> PreparedImage:
     from PIL import Image, UnidentifiedImageError
 
-    saved_max = Image.MAX_IMAGE_PIXELS
+    # No change to Pillow's process-wide MAX_IMAGE_PIXELS or warning filters: load_image runs in many threads at
+    # once (apredict, backend pools, the serving adapters). Pillow's own bomb check (about 89 MP warning, 179 MP
+    # error) still applies at open(); our stricter limit is checked on the header size before any pixel decodes.
     try:
-        # Our own limit replaces Pillow's global one for this call; both warning and error become errors.
-        Image.MAX_IMAGE_PIXELS = limits.max_pixels // 2
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            try:
-                img = Image.open(io.BytesIO(data))
-            except UnidentifiedImageError:
-                kind = _sniff(data)
-                raise InvalidImageError(
-                    f"not a readable image ({kind}); supported formats are JPEG, PNG, BMP, GIF, TIFF and WebP"
-                ) from None
-            fmt = (img.format or "").upper()
-            if fmt not in _FORMATS:
-                raise InvalidImageError(f"image format {fmt or 'unknown'} is not supported; convert it to JPEG or PNG")
-            _check_dimensions(img.size, limits)
-            frames = int(getattr(img, "n_frames", 1))
-            if frames > 1 and fmt != "MPO":
-                raise InvalidImageError(
-                    f"the {fmt} has {frames} frames (animated or multi-page); send a single still image"
-                )
-            try:
-                img.load()
-            except OSError as exc:
-                raise InvalidImageError(
-                    f"the {fmt} is truncated or corrupt ({exc}); re-export or re-upload the complete file"
-                ) from None
+        try:
+            img = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            kind = _sniff(data)
+            raise InvalidImageError(
+                f"not a readable image ({kind}); supported formats are JPEG, PNG, BMP, GIF, TIFF and WebP"
+            ) from None
+        fmt = (img.format or "").upper()
+        if fmt not in _FORMATS:
+            raise InvalidImageError(f"image format {fmt or 'unknown'} is not supported; convert it to JPEG or PNG")
+        _check_dimensions(img.size, limits)
+        frames = int(getattr(img, "n_frames", 1))
+        if frames > 1 and fmt != "MPO":
+            raise InvalidImageError(
+                f"the {fmt} has {frames} frames (animated or multi-page); send a single still image"
+            )
+        try:
+            img.load()
+        except OSError as exc:
+            raise InvalidImageError(
+                f"the {fmt} is truncated or corrupt ({exc}); re-export or re-upload the complete file"
+            ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImageError(
             f"image is too large to decode safely (possible decompression bomb: {exc}); downscale it below "
@@ -269,8 +266,6 @@ def _from_bytes(data: bytes, limits: ImageLimits) -> PreparedImage:
         raise InvalidImageError(
             f"the image is truncated or corrupt ({type(exc).__name__}: {exc}); re-export or re-upload the complete file"
         ) from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved_max
     markers = metadata_markers(data)
     orientation = _exif_orientation(img)
     encoded = data if fmt == "JPEG" and orientation in (None, 1) and img.mode in ("RGB", "L") else None

@@ -121,10 +121,16 @@ class _HttpHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         path = self.path.split("?")[0]
-        length = int(self.headers.get("Content-Length") or 0)
+        raw_length = self.headers.get("Content-Length") or "0"
+        length = int(raw_length) if raw_length.isdigit() else -1
         headers = {k.lower(): v for k, v in self.headers.items()}
         handler = self.server.routes.get((self.command, path))
-        if length > self.server.max_body_bytes:
+        if length < 0:
+            self.close_connection = True  # the body's end is unknown: never read it
+            bad = ServingError(f"Content-Length must be a non-negative whole number, got {raw_length[:40]!r}")
+            bad.status, bad.code = 400, "BadRequest"
+            status, out = bad.status, bad.response()
+        elif length > self.server.max_body_bytes:
             self.close_connection = True  # do not read a body we refuse
             status, out = error_response(RequestTooLargeError(f"request body of {length:,} bytes is too large"))
         elif handler is None:

@@ -52,10 +52,14 @@ class PatientMetadata:
             elif not 0 <= age <= 130:
                 raise ConfigError(f"age must be between 0 and 130 years, got {age}")
         object.__setattr__(self, "age", age)
+        if self.sex is not None and not isinstance(self.sex, str):
+            raise ConfigError(f"sex must be one of {', '.join(_SEXES)}, got {self.sex!r}")
         sex = (self.sex or "unknown").strip().lower()
         if sex not in _SEXES:
             raise ConfigError(f"sex must be one of {', '.join(_SEXES)}, got {self.sex!r}")
         object.__setattr__(self, "sex", sex)
+        if self.site is not None and not isinstance(self.site, str):
+            raise ConfigError(f"site must be an anatomical site name such as 'back', got {self.site!r}")
         site = self.site.strip().lower() if isinstance(self.site, str) and self.site.strip() else None
         object.__setattr__(self, "site", site)
         if self.fitzpatrick is not None and self.fitzpatrick not in range(1, 7):

@@ -51,3 +51,20 @@ def test_redact_removes_credentials_and_caps_length() -> None:
     assert "eyJhbGci" not in text and "AKIAABCDEFGHIJKLMNOP" not in text and "t0k" not in text
     assert len(redact("x" * 2000)) == 500
     assert redact("model not ready, retry later") == "model not ready, retry later"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        '{"api-key": "sekret-value-1"}',
+        "{'api-key': 'sekret-value-1'}",
+        "DefaultEndpointsProtocol=https;AccountKey=sekret-value-1;EndpointSuffix=core.windows.net",
+        "GET https://vision.googleapis.com/v1/images:annotate?key=sekret-value-1&alt=json",
+        "x-goog-api-key: sekret-value-1",
+    ],
+)
+def test_redact_removes_keys_in_the_forms_sdks_echo(message: str) -> None:
+    from derm_cloud.compare.store import redact
+
+    assert "sekret-value-1" not in redact(message)
+    assert redact("a monkey=banana") == "a monkey=banana"

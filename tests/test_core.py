@@ -188,3 +188,10 @@ def test_import_loads_no_heavy_dependency() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_metadata_of_the_wrong_type_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="sex must be one of"):
+        PatientMetadata(sex=1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="site must be an anatomical site"):
+        PatientMetadata(site=3)  # type: ignore[arg-type]

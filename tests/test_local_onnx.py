@@ -131,3 +131,9 @@ def test_cli_reports_typed_errors_without_traceback(capsys: pytest.CaptureFixtur
     assert main(["classify", "x.jpg", "-o", f"model_dir={tmp_path / 'none'}"]) == 1
     err = capsys.readouterr().err
     assert "ModelSpecError" in err and "Traceback" not in err
+
+
+def test_batch_size_must_be_positive(tiny_model_dir: Path, dev_images: list[Path]) -> None:
+    clf = derm_cloud.create("local-onnx", model_dir=tiny_model_dir)
+    with clf, pytest.raises(derm_cloud.ConfigError, match="batch_size must be at least 1"):
+        clf.predict_batch(dev_images[:2], batch_size=0)

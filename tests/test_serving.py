@@ -305,9 +305,12 @@ def test_http_helper_routes_and_statuses(http_server: int, jpeg: bytes) -> None:
     assert _call(http_server, "GET", "/nope")[0] == 404
     assert _call(http_server, "GET", "/invocations")[0] == 405
     assert _declare_oversized_body(http_server, "/invocations", 1_000_001) == 413
+    # A malformed or negative length is refused outright instead of hanging a worker on read(-1).
+    assert _declare_oversized_body(http_server, "/invocations", "abc") == 400
+    assert _declare_oversized_body(http_server, "/invocations", "-1") == 400
 
 
-def _declare_oversized_body(port: int, path: str, length: int) -> int:
+def _declare_oversized_body(port: int, path: str, length: int | str) -> int:
     """Status for a request that only announces an oversized body.
 
     The server answers 413 from Content-Length alone and closes without reading the body; a client still

@@ -186,7 +186,7 @@ class AwsSagemakerClassifier(Classifier):
         super().__init__(
             label_map=label_map,
             model_id=endpoint_name,
-            retry=retry or RetryPolicy(),
+            retry=retry or RetryPolicy.for_timeout(read_timeout),
             image_limits=image_limits,
             concurrency=concurrency,
         )

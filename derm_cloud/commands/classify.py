@@ -74,6 +74,7 @@ def run_classify(args: argparse.Namespace) -> int:
                 row = pred.to_dict()
                 row["image"] = path
                 row["top_k"] = row["top_k"][: args.top_k]
+                row["note"] = DISCLAIMER
                 print(json.dumps(row))
             else:
                 print(format_prediction(path, pred, args.top_k))

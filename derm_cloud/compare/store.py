@@ -82,7 +82,10 @@ _SECRET_PATTERNS = (
     re.compile(
         r"(?i)((?:api[-_]?key|access[-_]?key|token|sig|signature|secret|password|x-amz-security-token)[=:]\s*)[^\s&,;\"']+"
     ),
-    re.compile(r"(?i)(prediction-key|ocp-apim-subscription-key|authorization)(\"?\s*[:=]\s*\"?)[^\s,\"']+"),
+    re.compile(
+        r"(?i)\b(prediction-key|ocp-apim-subscription-key|authorization|api-key|x-goog-api-key|accountkey|"
+        r"sharedaccesskey|key)([\"']?\s*[:=]\s*[\"']?)[^\s,;&\"']+"
+    ),
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
 )
 

@@ -123,8 +123,18 @@ def _markdown(audits: list[DatasetAudit], comparison: AuditComparison | None, pl
             lines += ["", f"Duplicate groups ({a.duplicates['method']}), first 10:"]
             lines += [f"- {', '.join(g)}" for g in groups[:10]]
     lines += ["", "## Plots", "", *[f"![{f}]({f})" for f in plot_files]]
-    lines += ["", "## Skin tone caveat", "", ITA_CAVEAT, "", ATTRIBUTION, ""]
+    lines += ["", "## Skin tone caveat", "", ITA_CAVEAT, "", *_footer(audits), ""]
     return "\n".join(lines)
+
+
+def _footer(audits: list[DatasetAudit]) -> list[str]:
+    """The human-review statement, plus HAM10000's attribution only when HAM10000 data was audited."""
+    from derm_cloud.governance.referral import HUMAN_REVIEW
+
+    out = [HUMAN_REVIEW]
+    if any("ham10000" in f"{a.name} {a.source}".lower() for a in audits):
+        out.append(ATTRIBUTION)
+    return out
 
 
 def _html(audits: list[DatasetAudit], comparison: AuditComparison | None, plots: list[tuple[str, bytes]]) -> str:
@@ -154,7 +164,8 @@ def _html(audits: list[DatasetAudit], comparison: AuditComparison | None, plots:
     parts.append("<h2>Plots</h2>")
     for name, png in plots:
         parts.append(f'<p><img alt="{e(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>')
-    parts += [f"<p class=caveat>{e(ITA_CAVEAT)}</p>", f"<p><small>{e(ATTRIBUTION)}</small></p></body></html>"]
+    parts += [f"<p class=caveat>{e(ITA_CAVEAT)}</p>", *[f"<p><small>{e(t)}</small></p>" for t in _footer(audits)]]
+    parts.append("</body></html>")
     return "\n".join(parts)
 
 
