@@ -266,7 +266,7 @@ def _from_bytes(data: bytes, limits: ImageLimits) -> PreparedImage:
         raise InvalidImageError(
             f"the image is truncated or corrupt ({type(exc).__name__}: {exc}); re-export or re-upload the complete file"
         ) from None
-    markers = metadata_markers(data)
+    markers = _markers(img, data)
     orientation = _exif_orientation(img)
     encoded = data if fmt == "JPEG" and orientation in (None, 1) and img.mode in ("RGB", "L") else None
     if fmt == "JPEG" and encoded is not None and img.mode == "L":
@@ -416,26 +416,37 @@ def metadata_markers(data: bytes) -> frozenset[str]:
 
     Used by the emulators to assert that nothing identifying reached a provider; returns names only.
     """
-    found: set[str] = set()
-    if b"Exif\x00\x00" in data[:65536] or b"eXIf" in data:
-        found.add("exif")
     try:
         from PIL import Image
 
         with Image.open(io.BytesIO(data)) as img:
-            exif = img.getexif()
-            if len(exif):
-                found.add("exif")
-            if exif.get_ifd(0x8825):
-                found.add("gps")
-            if img.info.get("icc_profile"):
-                found.add("icc")
-            if "xmp" in img.info or "XML:com.adobe.xmp" in img.info:
-                found.add("xmp")
-            if img.info.get("comment"):
-                found.add("comment")
+            return _markers(img, data)
     except Exception:  # metadata_markers is best effort on arbitrary bytes
-        pass
+        return _markers(None, data)
+
+
+def _markers(img: PILImage.Image | None, data: bytes) -> frozenset[str]:
+    # Works on an image that is already open, so load_image does not decode the header twice.
+    found: set[str] = set()
+    # A PNG eXIf chunk sits before the image data; EXIF/XMP in JPEG live in the first APP segments.
+    if b"Exif\x00\x00" in data[:65536] or b"eXIf" in data[:65536]:
+        found.add("exif")
     if b"http://ns.adobe.com/xap/1.0/" in data[:65536]:
         found.add("xmp")
+    if img is None:
+        return frozenset(found)
+    try:
+        exif = img.getexif()
+        if len(exif):
+            found.add("exif")
+        if exif.get_ifd(0x8825):
+            found.add("gps")
+    except Exception:  # a broken EXIF block still counts as EXIF; it is stripped either way
+        found.add("exif")
+    if img.info.get("icc_profile"):
+        found.add("icc")
+    if "xmp" in img.info or "XML:com.adobe.xmp" in img.info:
+        found.add("xmp")
+    if img.info.get("comment"):
+        found.add("comment")
     return frozenset(found)

@@ -99,7 +99,7 @@ def test_closed_classifier_refuses_calls(tiny_model_dir: Path, dev_images: list[
         clf.predict(dev_images[0])
 
 
-async def test_apredict_runs_concurrently(tiny_model_dir: Path, dev_images: list[Path]) -> None:
+async def test_apredict_gathers_and_matches_predict(tiny_model_dir: Path, dev_images: list[Path]) -> None:
     import asyncio
 
     with derm_cloud.create("local-onnx", model_dir=tiny_model_dir) as clf:
