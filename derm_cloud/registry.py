@@ -157,7 +157,7 @@ def get_backend_class(name: str) -> type[Classifier]:
     """Import and return the class of backend ``name``.
 
     Raises:
-        BackendNotFoundError: no backend has that name.
+        BackendNotFoundError: no backend has that name, or its target names no Classifier subclass.
         MissingDependencyError: its optional dependencies are not installed.
     """
     entries = _entries()
@@ -178,7 +178,20 @@ def get_backend_class(name: str) -> type[Classifier]:
         raise MissingDependencyError(
             f"backend {name!r} could not import {exc.name or module_name}; run: {entry.install_hint}"
         ) from exc
-    cls: type[Classifier] = getattr(module, attr)
+    from derm_cloud.base import Classifier  # at run time only here: base is heavier than the registry
+
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Classifier)):
+        # A wrong entry point (a typo in a plugin's pyproject, a renamed class) names the target to fix.
+        problem = (
+            f"{module_name} has no attribute {attr!r}"
+            if cls is None
+            else f"{module_name}.{attr} is {cls!r}, not a Classifier subclass"
+        )
+        raise BackendNotFoundError(
+            f"backend {name!r} points at {entry.target!r}, but {problem}; fix the entry point (or register_backend) "
+            "target to 'package.module:ClassName'"
+        )
     return cls
 
 

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from derm_cloud.errors import CircuitOpenError, DeadlineExceededError, RemoteError
 
-__all__ = ["CircuitBreaker", "RetryPolicy", "retry_after_seconds"]
+__all__ = ["CircuitBreaker", "RetryPolicy", "call_timeout", "retry_after_seconds"]
 
 T = TypeVar("T")
 
@@ -156,6 +156,25 @@ class RetryPolicy:
                 continue
             self.breaker.record(ok=True)
             return result, attempt
+
+
+def call_timeout(configured: float, remaining: float | None) -> float:
+    """Seconds one SDK/HTTP call may take: the backend's ``timeout``, cut to what the retry deadline has left.
+
+    Every remote backend uses this, so a call never outlives the policy deadline and never gets a zero or
+    negative timeout (which some SDKs read as "no timeout" and others reject).
+
+    Args:
+        configured: the backend's per-call ``timeout`` option, in seconds.
+        remaining: seconds left before the :class:`RetryPolicy` deadline; ``None`` when there is no deadline.
+
+    Example:
+        >>> call_timeout(30.0, None), call_timeout(30.0, 2.5), call_timeout(30.0, -1.0)
+        (30.0, 2.5, 0.001)
+    """
+    if remaining is None:
+        return configured
+    return max(0.001, min(configured, remaining))
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -221,3 +221,22 @@ def test_created_by_registry_name(emu: AzureOpenAIEmulator, dev_images: list[Pat
         "azure-openai", deployment="gpt-4o-derm", azure_endpoint=emu.url, api_key="sekret-key"
     ) as clf:
         assert clf.predict(dev_images[0]).mapped
+
+
+def test_injected_client_stays_open_after_close(emu: AzureOpenAIEmulator, dev_images: list[Path]) -> None:
+    import openai
+
+    client = openai.AzureOpenAI(
+        azure_endpoint=emu.url, api_version="2024-10-21", api_key=emu.api_key, max_retries=0, timeout=10
+    )
+    try:
+        with azure_openai_backend_for(emu, client=client) as clf:
+            first = clf.predict(dev_images[0])
+        assert not client.is_closed()  # the caller's client is the caller's to close
+        with azure_openai_backend_for(emu, client=client) as again:
+            assert again.predict(dev_images[0]).probabilities == first.probabilities  # and still usable
+    finally:
+        client.close()
+    owned = azure_openai_backend_for(emu)
+    owned.close()
+    assert owned._client.is_closed()  # a client the classifier built is closed with it

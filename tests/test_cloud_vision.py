@@ -179,3 +179,45 @@ def _anonymous() -> object:
     from google.auth.credentials import AnonymousCredentials
 
     return AnonymousCredentials()
+
+
+def test_injected_client_stays_open_after_close(
+    emu: CloudVisionEmulator, dev_images: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.cloud import vision
+
+    client = vision.ImageAnnotatorClient(
+        transport="rest", credentials=_anonymous(), client_options={"api_endpoint": emu.url}
+    )
+    closes: list[str] = []
+    real_close = client.transport.close
+    # A closed requests session still reconnects, so count close() calls instead of relying on a failure.
+    monkeypatch.setattr(client.transport, "close", lambda: closes.append("closed"))
+    try:
+        with GcpVisionClassifier(client=client, api_endpoint=emu.url) as clf:
+            first = clf.predict(dev_images[0])
+        assert closes == []
+        with GcpVisionClassifier(client=client, api_endpoint=emu.url) as again:
+            assert again.predict(dev_images[0]).provider_scores == first.provider_scores
+        assert closes == []
+    finally:
+        real_close()
+    owned = cloud_vision_backend_for(emu)
+    owned_closes: list[str] = []
+    real_owned_close = owned._client.transport.close
+    monkeypatch.setattr(owned._client.transport, "close", lambda: (owned_closes.append("closed"), real_owned_close()))
+    owned.close()
+    assert owned_closes == ["closed"]  # a client the classifier built is closed with it
+
+
+def test_programming_errors_are_not_disguised_as_service_errors(
+    emu: CloudVisionEmulator, dev_images: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with cloud_vision_backend_for(emu, retry=no_retry()) as clf:
+
+        def broken(**_: object) -> None:
+            raise KeyError("a bug in our own code")
+
+        monkeypatch.setattr(clf._client, "label_detection", broken)
+        with pytest.raises(KeyError, match="a bug in our own code"):
+            clf.predict(dev_images[0])

@@ -86,6 +86,22 @@ def test_fingerprint_ignores_output_but_not_results_relevant_keys(tmp_path: Path
     assert a.fingerprint("sha256:x") != a.fingerprint("sha256:y")
 
 
+def test_fingerprint_hashes_the_redacted_config_not_secrets(tmp_path: Path) -> None:
+    def with_key(key: str) -> str:
+        return GOOD.replace(
+            'options = { instance_type = "ml.m5.large" }',
+            f'options = {{ instance_type = "ml.m5.large", api_key = "{key}" }}',
+        )
+
+    a = load_config(write(tmp_path, with_key("sk-first-secret"), "a.toml"))
+    b = load_config(write(tmp_path, with_key("sk-other-secret"), "b.toml"))
+    assert a.backends[1].options["api_key"] == "sk-first-secret"  # the secret itself is still used by the backend
+    assert a.fingerprint("sha256:x") == b.fingerprint("sha256:x")
+    # A non-secret option still changes it.
+    c = load_config(write(tmp_path, with_key("sk-first-secret").replace("ml.m5.large", "ml.c5.xlarge"), "c.toml"))
+    assert a.fingerprint("sha256:x") != c.fingerprint("sha256:x")
+
+
 def test_unknown_top_level_key_names_key_line_and_suggestion(tmp_path: Path) -> None:
     err = error_for(tmp_path, GOOD.replace("seed = 7", "sed = 7"))
     assert err.key == "sed" and err.line == 3

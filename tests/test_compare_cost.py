@@ -83,6 +83,19 @@ def test_always_on_scales_instances_with_measured_throughput(catalogue: PriceCat
     assert c["per_1k_at_throughput"] == pytest.approx(0.115 / 3600 * 1000)
 
 
+def test_emulated_backend_is_not_sized_from_this_machines_throughput(catalogue: PriceCatalogue) -> None:
+    # The same measurement that sized 3 instances above: for an emulated backend it is this machine's, so the
+    # configured count (default 1) is priced and the per-1k-at-throughput figure is withheld, with a warning.
+    billing = {"sku": "aws.sagemaker.realtime.ml.m5.large"}
+    c = cost(catalogue, billing, Measured(throughput_qps=1.0, emulated=True), volume=3_000_000, utilisation=0.5)
+    assert c["instances"] == 1
+    assert c["monthly"] == pytest.approx(83.95)
+    assert c["per_1k_at_throughput"] is None
+    assert any("throughput-based sizing skipped because the backend was emulated" in w for w in c["warnings"])
+    two = cost(catalogue, {**billing, "instances": 2}, Measured(throughput_qps=1.0, emulated=True), volume=3_000_000)
+    assert two["instances"] == 2 and two["monthly"] == pytest.approx(2 * 83.95)
+
+
 def test_serverless_and_per_token_formulas(catalogue: PriceCatalogue) -> None:
     # 11.2: 2 GB x 0.2 s = $0.000008 per inference -> $0.008 per 1k.
     s = cost(catalogue, {"sku": "sagemaker.serverless", "memory_gb": 2}, Measured(mean_latency_s=0.2), provider="aws")

@@ -46,6 +46,34 @@ def test_results_are_keyed_once_and_read_back(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_resume_retries_only_retryable_failures(tmp_path: Path) -> None:
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        run = store.create_run(fingerprint="f" * 64, config={}, dataset_fingerprint="sha256:d")
+        store.start_session(run)
+        store.add_result(run, backend="a", image_id="ok", scenario="quality", repeat=0, ok=True, probs=[1.0])
+        kinds = {
+            "throttled": "ThrottledError",
+            "cold": "ModelNotReadyError",
+            "deadline": "DeadlineExceededError",
+            "5xx": "ServiceError",
+            "breaker": "CircuitOpenError",
+            "timeout": "ClientTimeout",
+            "bad-image": "InvalidImageError",
+            "bad-key": "AuthenticationError",
+        }
+        for image_id, kind in kinds.items():
+            store.add_result(
+                run, backend="a", image_id=image_id, scenario="quality", repeat=0, ok=False, error_type=kind
+            )
+        assert store.drop_retryable_failures(run) == 6
+        # Successes and failures that would fail the same way again stay done; the rest run again on resume.
+        assert store.done_keys(run, "a", "quality") == {("ok", 0), ("bad-image", 0), ("bad-key", 0)}
+        assert store.add_result(
+            run, backend="a", image_id="throttled", scenario="quality", repeat=0, ok=True, probs=[1.0]
+        )
+        assert store.drop_retryable_failures(run) == 0
+
+
 def test_redact_removes_credentials_and_caps_length() -> None:
     text = redact("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload and key=AKIAABCDEFGHIJKLMNOP token=t0k")
     assert "eyJhbGci" not in text and "AKIAABCDEFGHIJKLMNOP" not in text and "t0k" not in text

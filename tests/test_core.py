@@ -20,7 +20,7 @@ from derm_cloud.errors import (
     UnmappableLabelsError,
 )
 from derm_cloud.registry import BackendEntry, available_backends, get_backend_class
-from derm_cloud.retry import CircuitBreaker, RetryPolicy
+from derm_cloud.retry import CircuitBreaker, RetryPolicy, call_timeout
 from derm_cloud.taxonomy import CLASS_CODES, MALIGNANT_CODES, LabelMap
 from derm_cloud.types import LabelScore, PatientMetadata, Prediction
 
@@ -136,6 +136,29 @@ def test_register_backend_at_runtime(tiny_model_dir: Path) -> None:
     derm_cloud.register_backend("my-onnx", "derm_cloud.backends.local_onnx:LocalOnnxClassifier")
     with derm_cloud.create("my-onnx", model_dir=tiny_model_dir) as clf:
         assert clf.predict_batch([]) == []
+
+
+def test_broken_entry_point_names_the_target() -> None:
+    derm_cloud.register_backend("broken", "derm_cloud.backends.local_onnx:Nope")
+    derm_cloud.register_backend("not-a-class", "derm_cloud.backends.local_onnx:__all__")
+    try:
+        with pytest.raises(BackendNotFoundError, match=r"'derm_cloud\.backends\.local_onnx:Nope'.*no attribute 'Nope'"):
+            get_backend_class("broken")
+        with pytest.raises(BackendNotFoundError, match="broken"):
+            derm_cloud.create("broken")
+        with pytest.raises(BackendNotFoundError, match="not a Classifier subclass"):
+            get_backend_class("not-a-class")
+    finally:
+        derm_cloud.registry._EXTRA.pop("broken")  # type: ignore[attr-defined]
+        derm_cloud.registry._EXTRA.pop("not-a-class")  # type: ignore[attr-defined]
+
+
+def test_call_timeout_is_the_configured_timeout_cut_to_the_deadline() -> None:
+    assert call_timeout(30.0, None) == 30.0
+    assert call_timeout(30.0, 2.5) == 2.5
+    assert call_timeout(1.0, 5.0) == 1.0
+    assert call_timeout(30.0, 0.0) == 0.001  # never 0 or negative: some SDKs read that as "no timeout"
+    assert call_timeout(30.0, -3.0) == 0.001
 
 
 def test_retry_honours_retry_after_and_counts_attempts() -> None:

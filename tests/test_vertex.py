@@ -356,3 +356,45 @@ def test_created_by_registry_name(emu: VertexEmulator, dev_images: list[Path]) -
     ) as clf:
         assert isinstance(clf, GcpVertexClassifier)
         assert clf.predict(dev_images[0]).backend == "vertex"
+
+
+def test_injected_client_stays_open_after_close(emu: VertexEmulator, dev_images: list[Path]) -> None:
+    import grpc
+    from google.cloud import aiplatform_v1
+    from google.cloud.aiplatform_v1.services.prediction_service.transports.grpc import PredictionServiceGrpcTransport
+
+    client = aiplatform_v1.PredictionServiceClient(
+        transport=PredictionServiceGrpcTransport(channel=grpc.insecure_channel(emu.grpc_target))
+    )
+    labels = tuple(emu.endpoints[emu.endpoint_id].server.labels)
+
+    def classifier() -> GcpVertexClassifier:
+        return GcpVertexClassifier(
+            emu.endpoint_id, project=emu.project, location=emu.location, transport="grpc", labels=labels, client=client
+        )
+
+    try:
+        with classifier() as clf:
+            first = clf.predict(dev_images[0])
+        # A closed gRPC channel refuses every call, so this fails if close() reached the caller's client.
+        with classifier() as again:
+            assert again.predict(dev_images[0]).probabilities == first.probabilities
+    finally:
+        client.transport.close()
+
+
+def test_programming_errors_are_not_disguised_as_service_errors(
+    emu: VertexEmulator, dev_images: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from derm_cloud.backends.gcp_vertex import translate_google_error
+
+    assert translate_google_error(KeyError("x"), backend="vertex", service="Vertex AI") is None
+    assert translate_google_error(AttributeError("x"), backend="vertex", service="Vertex AI") is None
+    with vertex_backend_for(emu, retry=no_retry()) as clf:
+
+        def broken(**_: object) -> None:
+            raise AttributeError("a bug in our own code")
+
+        monkeypatch.setattr(clf._client, "predict", broken)
+        with pytest.raises(AttributeError, match="a bug in our own code"):
+            clf.predict(dev_images[0])

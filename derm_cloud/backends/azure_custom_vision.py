@@ -47,7 +47,7 @@ from derm_cloud.errors import (
     ThrottledError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
-from derm_cloud.retry import RetryPolicy, retry_after_seconds
+from derm_cloud.retry import RetryPolicy, call_timeout, retry_after_seconds
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata
 
@@ -227,7 +227,7 @@ class AzureCustomVisionClassifier(Classifier):
         # Metadata is not sent: a Custom Vision classifier takes pixels only.
         data, _mime = image.upload_bytes(max_bytes=self.max_image_bytes, formats=("JPEG", "PNG"))
         call = self._client.classify_image if self.store_images else self._client.classify_image_with_no_store
-        seconds = self.timeout if timeout is None else max(0.001, min(self.timeout, timeout))
+        seconds = call_timeout(self.timeout, timeout)
         kwargs: dict[str, Any] = {"raw": True, "timeout": seconds}
         if self.application:
             kwargs["application"] = self.application

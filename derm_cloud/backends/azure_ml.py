@@ -48,7 +48,7 @@ from derm_cloud.errors import (
     ThrottledError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
-from derm_cloud.retry import RetryPolicy, retry_after_seconds
+from derm_cloud.retry import RetryPolicy, call_timeout, retry_after_seconds
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata
 
@@ -265,7 +265,7 @@ class AzureMlClassifier(Classifier):
     def _post(self, rows: list[Any], timeout: float | None) -> list[RawResult]:
         import requests
 
-        seconds = self.timeout if timeout is None else max(0.001, min(self.timeout, timeout))
+        seconds = call_timeout(self.timeout, timeout)
         try:
             authorization = self._authorization()
         except Exception as exc:  # azure-identity and user token providers raise their own types

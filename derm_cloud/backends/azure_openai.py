@@ -33,7 +33,7 @@ from derm_cloud.errors import (
     ThrottledError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
-from derm_cloud.retry import RetryPolicy, retry_after_seconds
+from derm_cloud.retry import RetryPolicy, call_timeout, retry_after_seconds
 from derm_cloud.taxonomy import CLASS_CODES, CLASSES, LabelMap
 from derm_cloud.types import LabelScore, PatientMetadata, Prediction
 
@@ -100,7 +100,8 @@ class AzureOpenaiClassifier(Classifier):
         max_tokens: completion token cap (the JSON answer needs about 60).
         model_name: the deployed model, for billing keys (``gpt-4o``, ``gpt-4o-mini``).
         region: the resource's Azure region, for reports.
-        client: an ``openai.AzureOpenAI`` built elsewhere (tests, custom ``http_client``).
+        client: an ``openai.AzureOpenAI`` built elsewhere (tests, custom ``http_client``); the caller keeps
+            ownership: :meth:`close` leaves it open.
 
     Example:
         >>> clf = AzureOpenaiClassifier("gpt-4o", azure_endpoint="https://res.openai.azure.com")  # doctest: +SKIP
@@ -153,6 +154,8 @@ class AzureOpenaiClassifier(Classifier):
         self.model_name = model_name
         self.region = region
         self.azure_endpoint = azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
+        # A caller's client stays the caller's to close (it may be shared with other code).
+        self._owns_client = client is None
         # Any: the SDK's overloads type messages as TypedDicts; ours are plain dicts checked by the emulator tests.
         self._client: Any = client if client is not None else self._build_client(api_key, azure_ad_token_provider)
 
@@ -213,7 +216,7 @@ class AzureOpenaiClassifier(Classifier):
 
     def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult:
         messages = self.messages(image, metadata)
-        call_timeout = self.timeout if timeout is None else max(0.001, min(self.timeout, timeout))
+        seconds = call_timeout(self.timeout, timeout)
         try:
             completion = self._client.chat.completions.create(
                 model=self.deployment,
@@ -221,7 +224,7 @@ class AzureOpenaiClassifier(Classifier):
                 response_format=response_format(),
                 temperature=0,
                 max_tokens=self.max_tokens,
-                timeout=call_timeout,
+                timeout=seconds,
             )
         except Exception as exc:
             raise _translate(exc, self.deployment) from exc
@@ -315,7 +318,8 @@ class AzureOpenaiClassifier(Classifier):
         )
 
     def _close(self) -> None:
-        self._client.close()
+        if self._owns_client:
+            self._client.close()
 
 
 def _validated_scores(content: str | None, request_id: str | None) -> dict[str, float]:

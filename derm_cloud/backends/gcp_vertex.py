@@ -38,7 +38,7 @@ from derm_cloud.errors import (
     ThrottledError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
-from derm_cloud.retry import RetryPolicy, retry_after_seconds
+from derm_cloud.retry import RetryPolicy, call_timeout, retry_after_seconds
 from derm_cloud.taxonomy import CLASS_CODES, LabelMap
 from derm_cloud.types import PatientMetadata
 
@@ -70,7 +70,9 @@ class GcpVertexClassifier(Classifier):
         credentials: google-auth credentials (default: Application Default Credentials);
             ``AnonymousCredentials()`` for emulators.
         channel: an already built gRPC channel (tests: ``grpc.insecure_channel``); only with ``transport="grpc"``.
-        client: a ``PredictionServiceClient`` built elsewhere.
+            It is handed over: :meth:`close` closes it (as the SDK's gRPC transport does).
+        client: a ``PredictionServiceClient`` built elsewhere; the caller keeps ownership: :meth:`close` leaves it
+            open.
         use_metadata: send age/sex/site to a ``custom`` endpoint (AutoML models take none).
         timeout: seconds per call (the retry deadline may shorten it).
         retry: the shared retry policy.
@@ -137,6 +139,9 @@ class GcpVertexClassifier(Classifier):
             else f"{self.location}-aiplatform.googleapis.com"
         )
         self._injected_channel = channel is not None
+        # Close only a client we built. An injected channel goes into a transport we build, and like the Google
+        # SDK's own transports, closing it closes the channel: the channel is handed over, a client is not.
+        self._owns_client = client is None
         self._client = client if client is not None else self._build_client(credentials, channel)
 
     def _build_client(self, credentials: Any, channel: grpc.Channel | None) -> Any:
@@ -160,7 +165,10 @@ class GcpVertexClassifier(Classifier):
                 client_options={"api_endpoint": self.api_endpoint},
             )
         except Exception as exc:
-            raise translate_google_error(exc, backend=self.backend_name, service="Vertex AI") from exc
+            translated = translate_google_error(exc, backend=self.backend_name, service="Vertex AI")
+            if translated is None:
+                raise
+            raise translated from exc
 
     # --- the call -------------------------------------------------------------------------------------------------
 
@@ -192,7 +200,7 @@ class GcpVertexClassifier(Classifier):
 
     def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult:
         instance = self.instance(image, metadata)
-        call_timeout = self.timeout if timeout is None else max(0.001, min(self.timeout, timeout))
+        seconds = call_timeout(self.timeout, timeout)
         kwargs: dict[str, Any] = {"endpoint": self.endpoint, "instances": [instance], "retry": None}
         params = self.parameters()
         if params is not None:
@@ -200,12 +208,15 @@ class GcpVertexClassifier(Classifier):
         try:
             from google.protobuf import json_format
 
-            response = self._client.predict(timeout=call_timeout, **kwargs)
+            response = self._client.predict(timeout=seconds, **kwargs)
             payload = json_format.MessageToDict(type(response).pb(response))
         except Exception as exc:
-            raise translate_google_error(
+            translated = translate_google_error(
                 exc, backend=self.backend_name, service="Vertex AI", transport=self.transport, what=self.endpoint
-            ) from exc
+            )
+            if translated is None:
+                raise  # not an SDK, transport or protobuf error: a bug, shown as itself
+            raise translated from exc
         return self._parse(payload)
 
     def _parse(self, payload: dict[str, Any]) -> RawResult:
@@ -282,7 +293,7 @@ class GcpVertexClassifier(Classifier):
 
     def _close(self) -> None:
         transport = getattr(self._client, "transport", None)
-        if transport is not None:
+        if self._owns_client and transport is not None:
             transport.close()
 
 
@@ -320,8 +331,11 @@ def _retry_after(exc: Any) -> float | None:
 
 def translate_google_error(
     exc: BaseException, *, backend: str, service: str, transport: str = "rest", what: str = ""
-) -> DermCloudError:
+) -> DermCloudError | None:
     """The one place where google-api-core, google-auth, requests and protobuf errors become derm-cloud errors.
+
+    Returns ``None`` for anything else (an ``AttributeError`` or ``KeyError`` from our own code, say): the caller
+    re-raises it unchanged, so a programming error is never disguised as a non-retryable service failure.
 
     Args:
         exc: what the SDK raised.
@@ -333,6 +347,7 @@ def translate_google_error(
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
     from google.protobuf import json_format
+    from google.protobuf import message as pb_message
 
     if isinstance(exc, RemoteError):
         return exc
@@ -347,8 +362,12 @@ def translate_google_error(
         return InvalidResponseError(
             f"{service} answered a body that is not its documented JSON: {exc}", backend=backend
         )
+    if isinstance(exc, pb_message.DecodeError):
+        return InvalidResponseError(f"{service} answered bytes that are not a valid response: {exc}", backend=backend)
     if isinstance(exc, gexc.GoogleAPICallError):
         return _from_api_call_error(exc, backend=backend, service=service, transport=transport, what=what)
+    if isinstance(exc, gexc.GoogleAPIError):  # RetryError, DuplicateCredentialArgs ...: SDK-side, not a status
+        return ServiceError(f"{service} call failed: {type(exc).__name__}: {exc}", backend=backend, retryable=False)
     try:
         import requests
     except ImportError:  # pragma: no cover - the REST transport depends on requests
@@ -370,7 +389,7 @@ def translate_google_error(
         return ServiceError(f"cannot reach {service} ({exc}); check api_endpoint and the network", backend=backend)
     if isinstance(exc, ValueError) and "api_endpoint" in str(exc):
         return ConfigError(f"{service} client options are invalid: {exc}")
-    return ServiceError(f"{service} call failed: {type(exc).__name__}: {exc}", backend=backend, retryable=False)
+    return None
 
 
 def _from_api_call_error(exc: Any, *, backend: str, service: str, transport: str, what: str) -> DermCloudError:

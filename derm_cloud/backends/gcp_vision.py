@@ -14,7 +14,7 @@ from derm_cloud.backends._http import is_loopback
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import ConfigError, MissingDependencyError, RemoteError, ServiceError, ThrottledError
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
-from derm_cloud.retry import RetryPolicy
+from derm_cloud.retry import RetryPolicy, call_timeout
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata
 
@@ -37,7 +37,8 @@ class GcpVisionClassifier(Classifier):
         api_endpoint: service host; plain-http emulators need the scheme (``http://127.0.0.1:PORT``).
         credentials: google-auth credentials (default: Application Default Credentials).
         api_key: an API key instead of credentials.
-        client: a ``vision.ImageAnnotatorClient`` built elsewhere.
+        client: a ``vision.ImageAnnotatorClient`` built elsewhere; the caller keeps ownership: :meth:`close`
+            leaves it open.
         timeout: seconds per call; retry: the shared retry policy (the helper makes no SDK retries with
             ``retry=None``).
         max_request_bytes: request size limit; images are re-encoded/downscaled to fit.
@@ -87,6 +88,7 @@ class GcpVisionClassifier(Classifier):
         self.api_endpoint = api_endpoint or (
             "https://vision.googleapis.com" if transport == "rest" else "vision.googleapis.com"
         )
+        self._owns_client = client is None  # a caller's client stays the caller's to close
         self._client = client if client is not None else self._build_client(credentials, api_key)
 
     def _build_client(self, credentials: Any, api_key: str | None) -> Any:
@@ -106,7 +108,10 @@ class GcpVisionClassifier(Classifier):
                 transport=self.transport, credentials=credentials, client_options=options
             )
         except Exception as exc:
-            raise translate_google_error(exc, backend=self.backend_name, service="Cloud Vision") from exc
+            translated = translate_google_error(exc, backend=self.backend_name, service="Cloud Vision")
+            if translated is None:
+                raise
+            raise translated from exc
 
     def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult:
         from google.cloud import vision
@@ -117,15 +122,18 @@ class GcpVisionClassifier(Classifier):
         if self.max_request_bytes is not None:
             max_bytes = min(max_bytes, max(1024, (self.max_request_bytes - _JSON_OVERHEAD) * 3 // 4))
         data, _mime = image.upload_bytes(max_bytes=max_bytes, formats=("JPEG", "PNG"))
-        call_timeout = self.timeout if timeout is None else max(0.001, min(self.timeout, timeout))
+        seconds = call_timeout(self.timeout, timeout)
         try:
             response = self._client.label_detection(
-                image=vision.Image(content=data), max_results=self.max_results, retry=None, timeout=call_timeout
+                image=vision.Image(content=data), max_results=self.max_results, retry=None, timeout=seconds
             )
         except Exception as exc:
-            raise translate_google_error(
+            translated = translate_google_error(
                 exc, backend=self.backend_name, service="Cloud Vision", transport=self.transport, what="images:annotate"
-            ) from exc
+            )
+            if translated is None:
+                raise  # not an SDK, transport or protobuf error: a bug, shown as itself
+            raise translated from exc
         if response.error.message:
             raise _image_error(response.error.code, response.error.message)
         labels = [(a.description, float(a.score)) for a in response.label_annotations]
@@ -154,7 +162,7 @@ class GcpVisionClassifier(Classifier):
 
     def _close(self) -> None:
         transport = getattr(self._client, "transport", None)
-        if transport is not None:
+        if self._owns_client and transport is not None:
             transport.close()
 
 

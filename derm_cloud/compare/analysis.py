@@ -30,7 +30,7 @@ from derm_cloud.taxonomy import CLASS_CODES, MALIGNANT_CODES
 if TYPE_CHECKING:
     from derm_cloud.compare.config import ComparisonConfig
     from derm_cloud.compare.store import ResultRow, RunStore
-    from derm_cloud.data import Dataset
+    from derm_cloud.data import Dataset, Sample
 
 __all__ = ["DISCLAIMER", "HAM10000_ATTRIBUTION", "HOW_TO_LABEL", "analyse", "pareto_front", "versions"]
 
@@ -89,9 +89,47 @@ def _error_text(rows: Sequence[ResultRow]) -> str:
     return ", ".join(f"{k} x{v}" for k, v in counts.most_common())
 
 
+def _answered(rows: Mapping[str, ResultRow], image_id: str) -> bool:
+    row = rows.get(image_id)
+    return row is not None and row.ok and bool(row.probs)
+
+
+def _common_set(
+    labelled: Sequence[Sample],
+    mapped: Sequence[str],
+    by_backend: Mapping[str, Mapping[str, ResultRow]],
+    warn: list[str],
+) -> list[Sample]:
+    """The labelled images every label-mapped backend answered: the one set all quality figures are computed on.
+
+    Scoring each backend on its own answers would reward a backend that fails on hard images and compare
+    backends on unlike sets. A backend that answered nothing is left out of the intersection (it would empty
+    it) and reported as skipped instead.
+    """
+    scored = [n for n in mapped if any(_answered(by_backend[n], s.image_id) for s in labelled)]
+    common = [s for s in labelled if all(_answered(by_backend[n], s.image_id) for n in scored)]
+    dropped = len(labelled) - len(common)
+    if scored and dropped:
+        why = []
+        for n in scored:
+            missed = [s.image_id for s in labelled if not _answered(by_backend[n], s.image_id)]
+            if missed:
+                rows = [by_backend[n][i] for i in missed if i in by_backend[n]]
+                reason = _error_text(rows) or "no answer"
+                if len(rows) < len(missed):
+                    reason += f"{', ' if rows else ''}{len(missed) - len(rows)} not attempted"
+                why.append(f"{n} failed on {len(missed)} ({reason})")
+        warn.append(
+            f"quality and fairness are computed on the {len(common)} labelled images every backend answered: "
+            f"{dropped} of {len(labelled)} dropped from the common set because {'; '.join(why)}; each backend's "
+            "own coverage is shown beside its figures"
+        )
+    return common
+
+
 def _quality(
     store: RunStore, run_id: str, config: ComparisonConfig, ds: Dataset, infos: Mapping[str, Any], warn: list[str]
-) -> tuple[dict[str, Any], dict[str, dict[str, ResultRow]]]:
+) -> tuple[dict[str, Any], dict[str, dict[str, ResultRow]], list[Sample]]:
     from derm_cloud.compare.metrics import quality_report
 
     by_backend = {name: {r.image_id: r for r in _rows(store, run_id, name, "quality")} for name in infos}
@@ -99,9 +137,12 @@ def _quality(
     out: dict[str, Any] = {"available": bool(labelled), "labelled_images": len(labelled), "backends": {}}
     if not labelled:
         out["how_to"] = HOW_TO_LABEL
-        return out, by_backend
+        return out, by_backend, []
     if len(labelled) < len(ds):
         warn.append(f"{len(ds) - len(labelled)} of {len(ds)} images have no label and are left out of quality")
+    mapped = [n for n, f in infos.items() if f.get("labels_mapped", True)]
+    common = _common_set(labelled, mapped, by_backend, warn)
+    out["common_set"] = len(common)
     for name, facts in infos.items():
         rows = by_backend[name]
         entry: dict[str, Any] = {"attempted": len(rows), "errors": sum(1 for r in rows.values() if not r.ok)}
@@ -109,15 +150,22 @@ def _quality(
             entry["skipped"] = "labels do not map onto the seven lesion classes (latency/cost baseline only)"
             out["backends"][name] = entry
             continue
-        answered = [s for s in labelled if s.image_id in rows and rows[s.image_id].ok and rows[s.image_id].probs]
+        own = sum(1 for s in labelled if _answered(rows, s.image_id))
+        tried = sum(1 for s in labelled if s.image_id in rows)
+        entry["answered_own"] = own
+        entry["coverage"] = own / tried if tried else None
         if entry["errors"]:
             warn.append(f"{name}: {entry['errors']} quality requests failed ({_error_text(list(rows.values()))})")
-        if not answered:
+        if not own:
             entry["skipped"] = "no successful answers"
             out["backends"][name] = entry
             continue
-        y = [str(s.label) for s in answered]
-        probs = np.asarray([rows[s.image_id].probs for s in answered], dtype=np.float64)
+        if not common:
+            entry["skipped"] = "no image was answered by every backend (no common set to compare on)"
+            out["backends"][name] = entry
+            continue
+        y = [str(s.label) for s in common]
+        probs = np.asarray([rows[s.image_id].probs for s in common], dtype=np.float64)
         report = quality_report(
             y,
             probs,
@@ -131,11 +179,11 @@ def _quality(
         report["melanoma_referral_definition"] = (
             "share of true melanomas whose top class is malignant (mel, bcc or akiec), i.e. referred"
         )
-        report["answered"] = len(answered)
+        report["answered"] = len(common)
         entry.update(report)
         out["backends"][name] = entry
         warn.extend(f"{name}: {w}" for w in report.get("warnings", []))
-    return out, by_backend
+    return out, by_backend, common
 
 
 def _agreement(
@@ -160,16 +208,20 @@ def _agreement(
 
 
 def _fairness(
-    config: ComparisonConfig, ds: Dataset, infos: Mapping[str, Any], by_backend: Mapping[str, Mapping[str, ResultRow]]
+    config: ComparisonConfig,
+    infos: Mapping[str, Any],
+    by_backend: Mapping[str, Mapping[str, ResultRow]],
+    common: Sequence[Sample],
 ) -> dict[str, Any]:
+    """Per-group figures of every label-mapped backend, on the common set (see :func:`_common_set`)."""
     try:
         from derm_cloud.compare import fairness
     except ImportError as exc:  # the module ships with derm-cloud; this only guards partial installs
         return {"available": False, "reason": f"fairness module unavailable: {exc}"}
 
-    labelled = [s for s in ds.samples if s.label is not None]
+    labelled = list(common)
     if not labelled:
-        return {"available": False, "how_to": HOW_TO_LABEL}
+        return {"available": False, "reason": "no labelled image was answered by every backend"}
     # Skin tone may need an ITA estimate per image: computed once for all backends.
     tone = config.fairness["skin_tone"]
     columns = fairness.group_columns(labelled, skin_tone=None if tone == "none" else tone)
@@ -180,7 +232,7 @@ def _fairness(
         if not facts.get("labels_mapped", True):
             continue
         rows = by_backend[name]
-        answered = [s for s in labelled if s.image_id in rows and rows[s.image_id].ok and rows[s.image_id].probs]
+        answered = [s for s in labelled if _answered(rows, s.image_id)]
         if not answered:
             continue
         idx = [position[s.image_id] for s in answered]
@@ -300,10 +352,10 @@ def analyse(
         overlap = dataset_overlap_warning(facts.get("model_facts") or {}, ds)
         if overlap and facts.get("labels_mapped", True):
             warn.append(f"{name}: {overlap}")
-    quality, by_backend = _quality(store, run_id, config, ds, infos, warn)
+    quality, by_backend, common = _quality(store, run_id, config, ds, infos, warn)
     agreement = _agreement(ds, infos, by_backend)
     fairness: dict[str, Any] = (
-        _fairness(config, ds, infos, by_backend) if quality["available"] else {"available": False}
+        _fairness(config, infos, by_backend, common) if quality["available"] else {"available": False}
     )
     if not quality["available"]:
         fairness["how_to"] = HOW_TO_LABEL
@@ -347,6 +399,7 @@ def analyse(
             input_tokens=tin,
             output_tokens=tout,
             melanoma_referral_sensitivity=qb.get("melanoma_referral_sensitivity"),
+            emulated=bool(facts.get("emulated")),
         )
         measured_list.append((name, _billing(facts), facts.get("provider"), measured))
     cost = cost_section(
@@ -414,8 +467,9 @@ def analyse(
             "cost": _COST_METHOD,
             "quality": "Metrics from derm_cloud.compare.metrics on the quality pass (each image once per "
             "backend); predicted class = argmax; 95% CIs by stratified percentile bootstrap "
-            f"({d['bootstrap']} resamples, seed {config.seed}). Backends that failed on an image are scored "
-            "on the images they answered (counts shown).",
+            f"({d['bootstrap']} resamples, seed {config.seed}). Every backend is scored on the same common set: "
+            "the labelled images that every label-mapped backend answered (a backend that answered none is "
+            "left out of it); each backend's own coverage (answered / attempted) is shown beside its figures.",
         },
         "attribution": attribution,
         "warnings": list(dict.fromkeys(warn)),
@@ -434,5 +488,6 @@ _COST_METHOD = (
     "measured throughput and the configured utilisation; per-request, serverless (GB-second x measured "
     "latency), per-token (measured token usage) and tiered per-1,000-unit prices scale with volume. Cost per "
     "correctly triaged melanoma = monthly cost / (volume x melanoma prevalence x share of melanomas referred). "
-    "Unknown prices stay unknown (blank), never 0. Throughput of emulated backends is this machine's."
+    "Unknown prices stay unknown (blank), never 0. Emulated backends' throughput is this machine's, so their "
+    "always-on cost uses the configured instance count (default 1), not throughput-based sizing."
 )

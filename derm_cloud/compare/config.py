@@ -323,7 +323,11 @@ class ComparisonConfig:
 
     def fingerprint(self, dataset_fingerprint: str) -> str:
         """Hash of what determines the results: everything but the output folder, title and executor."""
-        d = self.to_dict()
+        from derm_cloud.compare.runner import redact_config  # runner imports this module: import lazily
+
+        # Redacted so no raw secret (api_key, ...) is hashed into an id stored and shown in reports; rotating a
+        # key does not change what the results depend on.
+        d = redact_config(self.to_dict())
         for key in ("output", "title", "executor", "ray", "source_file", "backends_in_parallel"):
             d.pop(key, None)
         blob = json.dumps({"config": d, "dataset": dataset_fingerprint}, sort_keys=True)

@@ -163,6 +163,8 @@ class Measured:
     input_tokens: float | None = None
     output_tokens: float | None = None
     melanoma_referral_sensitivity: float | None = None
+    # An emulated backend's throughput is this machine's, not the cloud endpoint's: never size instances from it.
+    emulated: bool = False
 
 
 @dataclass
@@ -176,7 +178,7 @@ class _Model:
     def instances(self, volume: float) -> int:
         configured = int(self.billing.get("instances", 1))
         q = self.measured.throughput_qps
-        if not q:
+        if not q or self.measured.emulated:
             return configured
         capacity = q * self.utilisation * 3600 * HOURS_PER_MONTH
         return max(configured, math.ceil(volume / capacity)) if volume > 0 else configured
@@ -265,7 +267,13 @@ def backend_cost(
         out["idle_monthly"] = model.monthly(0)
         out["instances"] = model.instances(volume)
         q = measured.throughput_qps
-        if q:
+        if measured.emulated:
+            out["warnings"].append(
+                f"{name}: throughput-based sizing skipped because the backend was emulated (its throughput is "
+                f"this machine's, not the cloud's): {out['instances']} configured instance(s) priced and no cost "
+                "per 1,000 at throughput; set billing = { instances = N } for the real deployment"
+            )
+        elif q:
             out["per_1k_at_throughput"] = (entry.price or 0.0) / (q * 3600) * 1000
         else:
             out["warnings"].append(f"{name}: no throughput measured; instance count not checked against volume")

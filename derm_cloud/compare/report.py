@@ -121,6 +121,13 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _answered_cell(q: Mapping[str, Any]) -> str:
+    """``answered / attempted`` (the backend's own coverage) plus the common-set size when it differs."""
+    own = q.get("answered_own", q["answered"])
+    cell = f"{own} / {q['attempted']}"
+    return cell if own == q["answered"] else f"{cell} (scored on common {q['answered']})"
+
+
 def _sections(
     summary: Mapping[str, Any], table: Callable[[Sequence[str], Sequence[Sequence[Any]]], str]
 ) -> list[tuple[str, str, list[str]]]:
@@ -140,7 +147,7 @@ def _sections(
             rows.append(
                 [
                     name,
-                    f"{q['answered']} / {q['attempted']}",
+                    _answered_cell(q),
                     _ci(q["accuracy"], ci.get("accuracy"), "pct"),
                     _ci(q["balanced_accuracy"], ci.get("balanced_accuracy"), "pct"),
                     _ci(q["macro_auc"], ci.get("macro_auc")),

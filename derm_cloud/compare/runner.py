@@ -245,6 +245,12 @@ def run_comparison(
                 config=redact_config(config.to_dict()),
                 dataset_fingerprint=ds.fingerprint(),
             )
+        retried = store.drop_retryable_failures(run_id)
+        if retried:
+            warnings.append(
+                f"resumed run: {retried} results that had failed with a retryable error (throttling, model not "
+                "ready, deadline, service error, open circuit or client timeout) were deleted and run again"
+            )
         resumed = store.count(run_id) > 0
         store.start_session(run_id)
         show = sys.stderr.isatty() if progress is None else progress

@@ -27,7 +27,21 @@ from typing import Any
 
 from derm_cloud.errors import ConfigError
 
-__all__ = ["ResultRow", "RunInfo", "RunStore", "redact"]
+__all__ = ["RETRYABLE_ERROR_TYPES", "ResultRow", "RunInfo", "RunStore", "redact"]
+
+# Stored error classes that a later attempt may well not hit (rate limits, cold models, deadlines, 5xx, open
+# breakers, client-side timeouts): a resumed run deletes and re-runs these rows. Other failures (invalid image,
+# bad credentials, not found, ...) would fail the same way again, so they stay as results.
+RETRYABLE_ERROR_TYPES = frozenset(
+    {
+        "ThrottledError",
+        "ModelNotReadyError",
+        "DeadlineExceededError",
+        "ServiceError",
+        "CircuitOpenError",
+        "ClientTimeout",
+    }
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -268,6 +282,23 @@ class RunStore:
                 (run_id, backend, scenario),
             )
         return {(str(r[0]), int(r[1])) for r in rows}
+
+    def drop_retryable_failures(self, run_id: str) -> int:
+        """Delete the run's failed rows whose error is retryable, so a resume runs them again.
+
+        Rows whose ``error_type`` is in :data:`RETRYABLE_ERROR_TYPES` are removed in one transaction; successes
+        and non-retryable failures (``InvalidImageError``, ``AuthenticationError``, ...) stay done.
+
+        Returns:
+            How many rows were deleted.
+        """
+        kinds = sorted(RETRYABLE_ERROR_TYPES)
+        marks = ", ".join("?" for _ in kinds)
+        cur = self._db.execute(
+            f"DELETE FROM results WHERE run_id = ? AND ok = 0 AND error_type IN ({marks})",
+            (run_id, *kinds),
+        )
+        return int(cur.rowcount)
 
     def results(self, run_id: str, backend: str | None = None, scenario: str | None = None) -> Iterator[ResultRow]:
         """Stored results in a stable order (backend, scenario, repeat, image)."""

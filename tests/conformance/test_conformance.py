@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -76,20 +77,59 @@ def test_invalid_image_fails_before_any_request(subject: Subject) -> None:
         assert len(subject.emulator.requests) == before
 
 
-def test_no_exif_reaches_the_provider(subject: Subject, dev_images: list[Path]) -> None:
-    img = Image.open(dev_images[0])
+GPS = {1: "N", 2: (48.0, 12.0, 30.0), 3: "E", 4: (11.0, 34.0, 0.0)}
+SECRET_TEXT = "patient Jane Doe, 48.2N 11.6E"
+
+
+def _exif(orientation: int | None = None) -> Image.Exif:
     exif = Image.Exif()
-    exif[0x8825] = {1: "N", 2: (48.0, 12.0, 30.0)}
+    exif[0x010F] = "PhoneMaker"
+    exif[0x8825] = GPS
+    if orientation is not None:
+        exif[0x0112] = orientation
+    return exif
+
+
+def _upright_jpeg_with_gps(path: Path) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, "JPEG", exif=exif.tobytes())
-    subject.classifier.predict(buf.getvalue())
+    Image.open(path).convert("RGB").save(buf, "JPEG", quality=90, exif=_exif().tobytes())
+    return buf.getvalue()
+
+
+def _rotated_jpeg_with_gps(path: Path) -> bytes:
+    # Orientation 6 makes the client rotate the pixels, so the bytes are re-encoded rather than copied.
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").save(buf, "JPEG", quality=90, exif=_exif(orientation=6).tobytes())
+    return buf.getvalue()
+
+
+def _png_with_exif_and_text(path: Path) -> bytes:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("comment", SECRET_TEXT)
+    info.add_itxt("XML:com.adobe.xmp", f"<x:xmpmeta xmlns:x='adobe:ns:meta/'>{SECRET_TEXT}</x:xmpmeta>")
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").save(buf, "PNG", exif=_exif().tobytes(), pnginfo=info)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "make", [_upright_jpeg_with_gps, _rotated_jpeg_with_gps, _png_with_exif_and_text], ids=lambda f: f.__name__[1:]
+)
+def test_no_exif_reaches_the_provider(subject: Subject, dev_images: list[Path], make: Callable[[Path], bytes]) -> None:
+    data = make(dev_images[0])
+    assert {"exif", "gps"} <= metadata_markers(data)  # the input really carries what must not leave
+    subject.classifier.predict(data)
     if subject.emulator is None:
         return  # nothing leaves the machine for local backends
     last = subject.emulator.requests[-1]
-    assert b"Exif" not in last.body
-    decoded = getattr(subject.emulator, "last_image_bytes", None)
-    if decoded is not None:
-        assert metadata_markers(decoded) == frozenset()
+    assert b"Exif" not in last.body and SECRET_TEXT.encode() not in last.body
+    # Part of the emulator contract: every cloud emulator exposes the image bytes it received, decoded.
+    received = getattr(subject.emulator, "last_image_bytes", None)
+    assert received is not None, f"{type(subject.emulator).__name__} must expose last_image_bytes"
+    assert metadata_markers(received) == frozenset()
+    assert SECRET_TEXT.encode() not in received
 
 
 def test_describe(subject: Subject) -> None:

@@ -175,6 +175,27 @@ class SageMakerRuntimeEmulator(EmulatorServer):
         with self._endpoint_lock:
             self.endpoints.pop(name, None)
 
+    @property
+    def last_image_bytes(self) -> bytes | None:
+        """The image of the last invocation as received: the raw body, or the base64 ``inputs`` of a JSON body.
+
+        ``None`` before any invocation, or when the last JSON body carries no decodable image.
+        """
+        import base64
+        import binascii
+
+        with self._lock:
+            invocations = [r for r in self.requests if _INVOKE.match(r.path.split("?")[0])]
+        if not invocations:
+            return None
+        last = invocations[-1]
+        if not (last.header("Content-Type") or "").startswith("application/json"):
+            return last.body
+        try:
+            return base64.b64decode(last.json()["inputs"], validate=True)
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            return None
+
     def runtime_client(self, *, connect_timeout: float = 2.0, read_timeout: float = 10.0) -> Any:
         """A boto3 ``sagemaker-runtime`` client for this emulator: dummy keys, one attempt; cached per timeouts."""
         import boto3
