@@ -17,7 +17,7 @@ import io
 import os
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Union
 
@@ -79,6 +79,11 @@ class PreparedImage:
     source_format: str
     encoded: bytes | None = None
     had_metadata: frozenset[str] = frozenset()
+    # Encoded uploads by (max_bytes, formats, quality): a retried call, or one image sent to several backends
+    # with the same limits, is stripped and re-encoded once, not once per attempt.
+    _uploads: dict[tuple[int | None, tuple[str, ...], int], tuple[bytes, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def size(self) -> tuple[int, int]:
@@ -113,6 +118,12 @@ class PreparedImage:
             PayloadTooLargeError: it cannot be made to fit even at reduced quality and size.
         """
         formats = tuple(f.upper() for f in formats)
+        key = (max_bytes, formats, quality)
+        if key not in self._uploads:
+            self._uploads[key] = self._encode_upload(max_bytes, formats, quality)
+        return self._uploads[key]
+
+    def _encode_upload(self, max_bytes: int | None, formats: tuple[str, ...], quality: int) -> tuple[bytes, str]:
         if self.encoded is not None and "JPEG" in formats:
             stripped = strip_jpeg_metadata(self.encoded)
             if max_bytes is None or len(stripped) <= max_bytes:

@@ -180,3 +180,22 @@ def test_bad_input_corpus(tmp_path: Path) -> None:
         assert fragment in str(info.value), f"{name}: {info.value}"
         # Every message is also a ValueError, so generic callers handle it.
         assert isinstance(info.value, ValueError)
+
+
+def test_upload_bytes_encodes_once_per_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import derm_cloud.images as images
+
+    calls: list[str] = []
+    real = images._encode
+
+    def counting(img: Image.Image, fmt: str, quality: int) -> bytes:
+        calls.append(fmt)
+        return real(img, fmt, quality)
+
+    monkeypatch.setattr(images, "_encode", counting)
+    prepared = load_image(_jpeg_with_exif(_gradient(), orientation=6))  # rotated: must re-encode
+    first = prepared.upload_bytes(max_bytes=1_000_000)
+    assert prepared.upload_bytes(max_bytes=1_000_000) == first  # a retry reuses the bytes
+    assert calls == ["JPEG"]
+    prepared.upload_bytes(formats=("PNG",))  # other limits: encoded separately
+    assert calls == ["JPEG", "PNG"]
