@@ -1,7 +1,8 @@
 """pytest fixtures for your own CI: cloud emulators hosting a tiny model, and backends wired to them.
 
-This module is a registered pytest plugin (entry point ``pytest11``): installing derm-cloud with the
-``emulators`` extra makes the fixtures available in every pytest session, with no ``conftest.py`` line::
+This module is a registered pytest plugin (entry point ``pytest11``): installing derm-cloud makes the fixtures
+available in every pytest session, with no ``conftest.py`` line (the ``emulators`` extra and the cloud's own
+extra bring what the emulators and backends import when a test asks for them)::
 
     def test_my_app_survives_throttling(sagemaker_emulator, sagemaker_classifier):
         from derm_cloud.testing.emulators.base import Fault
