@@ -72,7 +72,7 @@ SAGEMAKER_FORMATS: tuple[str, ...] = ("adapter", "jumpstart", "hf", "builtin")
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 _JSON = "application/json"
 _VERBOSE = "application/json;verbose"
-# Image content types each impersonated SageMaker container accepts (cloud-apis.md section 2.2).
+# Image content types each impersonated SageMaker container accepts (docs/reference/cloud-apis.md section 2.2).
 _IMAGE_TYPES: dict[str, frozenset[str]] = {
     "adapter": frozenset({"application/x-image", "image/jpeg", "image/png", "image/bmp", "image/webp", "image/tiff"}),
     "jumpstart": frozenset({"application/x-image"}),

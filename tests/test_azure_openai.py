@@ -119,7 +119,8 @@ def test_token_usage_follows_image_detail(emu: AzureOpenAIEmulator, dev_images: 
 
 
 def test_image_token_rule() -> None:
-    # cloud-apis.md section 7: low = 85; high = 85 + 170 per 512-px tile after fitting and short side <= 768.
+    # docs/reference/cloud-apis.md section 7: low = 85; high = 85 + 170 per 512-px tile after fitting and short side
+    # <= 768.
     assert image_tokens(600, 450, "low") == 85
     assert image_tokens(600, 450, "high") == 85 + 170 * 2
     assert image_tokens(4000, 3000, "high") == 85 + 170 * 4  # -> 2048x1536 -> 1024x768

@@ -1,4 +1,5 @@
-"""The price catalogue and cost formulas, checked against the worked figures in cloud-apis.md section 11.2."""
+"""The price catalogue and cost formulas, checked against the worked figures in docs/reference/cloud-apis.md section
+11.2."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def test_unknown_price_is_unknown_with_a_warning_never_zero(catalogue: PriceCata
 
 
 def test_always_on_instance_cost_matches_reference(catalogue: PriceCatalogue) -> None:
-    # cloud-apis.md 11.2: ml.m5.large $83.95/month -> $0.84 per 1k at 100,000 predictions.
+    # docs/reference/cloud-apis.md 11.2: ml.m5.large $83.95/month -> $0.84 per 1k at 100,000 predictions.
     c = cost(catalogue, {"sku": "sagemaker.realtime.ml.m5.large", "instances": 1}, provider="aws")
     assert c["monthly"] == pytest.approx(0.115 * HOURS_PER_MONTH) == pytest.approx(83.95)
     assert round(c["per_1k_at_volume"], 2) == 0.84

@@ -17,7 +17,8 @@ from derm_cloud.errors import ConfigError, MissingDependencyError, ModelSpecErro
 from derm_cloud.taxonomy import CLASS_CODES
 from derm_cloud.testing.tiny_hf import ANWARKH1_LABELS, IMAGENET_STYLE_LABELS, build_tiny_vit
 
-# dermatology.md section 2: Anwarkh1 / marmal88 dx strings -> canonical codes, written out independently here.
+# docs/reference/dermatology.md section 2: Anwarkh1 / marmal88 dx strings -> canonical codes, written out
+# independently here.
 ANWARKH1_TO_CODE = {
     "benign_keratosis-like_lesions": "bkl",
     "basal_cell_carcinoma": "bcc",
@@ -53,7 +54,7 @@ def test_predict_and_batch_agree_on_canonical_labels(vit_codes: Path, dev_images
     # Different images give different outputs: the pipeline really ran on each.
     assert not np.allclose(singles[0].vector(), singles[1].vector())
     assert info.data_leaves_machine is False and info.provider == "local"
-    assert info.model_facts["parameters"] == 129_415  # local-models.md section 3
+    assert info.model_facts["parameters"] == 129_415  # docs/reference/local-models.md section 3
     assert info.model_facts["licence"] == "mit"  # read from the folder's model card
 
 
@@ -102,7 +103,8 @@ def test_preprocessor_quirk_uses_vit_defaults_explicitly(
 ) -> None:
     quirk = tmp_path / "quirk"
     shutil.copytree(vit_anwarkh1, quirk)
-    # As in the Anwarkh1 repo: preprocessor_config.json is a renamed copy of config.json (dermatology.md 3.1).
+    # As in the Anwarkh1 repo: preprocessor_config.json is a renamed copy of config.json
+    # (docs/reference/dermatology.md 3.1).
     shutil.copyfile(quirk / "config.json", quirk / "preprocessor_config.json")
     with derm_cloud.create("local-hf", model=quirk) as clf:
         quirky = clf.predict(dev_images[1])

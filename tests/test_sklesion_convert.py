@@ -163,7 +163,7 @@ def test_encode_metadata_all_unknown() -> None:
     assert vec.shape == (10,)
     expected = [0, 0, 1, 0, 0, 0, 0, 1, sk.AGE_MEAN / sk.AGE_MAX, 1]
     np.testing.assert_allclose(vec, expected, atol=1e-7)
-    # local-models.md rounds this to 0.5763 (from HAM10000's overall mean age 51.863); the author's
+    # docs/reference/local-models.md rounds this to 0.5763 (from HAM10000's overall mean age 51.863); the author's
     # model_props.pkl holds 51.9018 -> 0.5767. Both agree to 1e-3.
     assert abs(float(vec[8]) - 0.5763) < 1e-3
     assert vec[8] == pytest.approx(51.90180032733224 / 90.0)

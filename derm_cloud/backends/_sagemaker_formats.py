@@ -1,4 +1,5 @@
-"""The response shapes of the SageMaker containers people deploy for image classification (cloud-apis.md 2.2).
+"""The response shapes of the SageMaker containers people deploy for image classification
+(docs/reference/cloud-apis.md 2.2).
 
 * ``jumpstart``: JumpStart image classification, ``{"probabilities": [...]}`` or, with
   ``Accept: application/json;verbose``, ``{"labels": [...], "probabilities": [...], "predicted_label": ...}``;

@@ -1,6 +1,7 @@
 """``sagemaker``: an Amazon SageMaker real-time or serverless endpoint, called with boto3 ``invoke_endpoint``.
 
-Understands the response shapes of the containers people deploy for image classification (cloud-apis.md 2.2):
+Understands the response shapes of the containers people deploy for image classification
+(docs/reference/cloud-apis.md 2.2):
 JumpStart image classification (``application/json;verbose``), the Hugging Face DLC (``[{"label", "score"}]``),
 the built-in Image Classification algorithm (``{"prediction": [...]}``, labels from ``class_names``) and the
 derm-cloud adapter (``adapters/sagemaker``), which also reads patient metadata from custom attributes.

@@ -1,6 +1,7 @@
 """``azure-custom-vision``: a published Azure AI Custom Vision classification iteration.
 
-Custom Vision retires on 2028-09-25 (cloud-apis.md section 0); the backend warns once per process and names the
+Custom Vision retires on 2028-09-25 (docs/reference/cloud-apis.md section 0); the backend warns once per process and
+names the
 successor: train with Azure ML AutoML for images and call the endpoint with the ``azure-ml`` backend, or run
 its ONNX export on your own machine with ``local-onnx``.
 
@@ -11,7 +12,8 @@ Choices that matter for patient images:
   ``describe().stores_images`` says which one is in use.
 * **4 MB limit enforced before sending**: the EXIF-free upload bytes are re-encoded (JPEG quality, then size)
   to fit, so an oversized photo never costs a refused call.
-* **Our retries, not the SDK's.** The msrest-based SDK never retries a POST (cloud-apis.md section 3); its
+* **Our retries, not the SDK's.** The msrest-based SDK never retries a POST (docs/reference/cloud-apis.md section 3);
+its
   urllib3 retry policy is switched off and the shared :class:`~derm_cloud.retry.RetryPolicy` retries 429, 5xx
   and connection failures, honouring ``Retry-After``. 400, 401 and 404 are final.
 

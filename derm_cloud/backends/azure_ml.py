@@ -1,7 +1,7 @@
 """``azure-ml``: an Azure Machine Learning managed online endpoint (AutoML for images or the derm-cloud adapter).
 
 The hot path is one HTTPS POST to the endpoint's scoring URI with a ``requests.Session`` (keep-alive), in the
-AutoML for Images contract (cloud-apis.md section 4.3)::
+AutoML for Images contract (docs/reference/cloud-apis.md section 4.3)::
 
     POST {scoring_uri}   Authorization: Bearer <key or token>   azureml-model-deployment: <name> (optional)
     {"input_data": {"columns": ["image"], "data": ["<base64 image>", ...]}}  ->  [{"probs": [...], "labels": [...]}]
@@ -9,7 +9,8 @@ AutoML for Images contract (cloud-apis.md section 4.3)::
 Why not ``azure-ai-ml``'s ``online_endpoints.invoke``: it makes three HTTP calls per prediction (GET the
 endpoint, POST listKeys, POST score; ~3.3 ms of client time against ~0.6 ms here), its azure-core retry policy
 retries 429/5xx four times over ~4.8 s and even retries a 401 that carries ``Retry-After``, which we cannot
-switch off per call, and importing it takes ~1.4 s with dozens of marshmallow warnings (cloud-apis.md 4.4, 10).
+switch off per call, and importing it takes ~1.4 s with dozens of marshmallow warnings (docs/reference/cloud-apis.md
+4.4, 10).
 ``azure-ai-ml`` is used once, optionally, by :meth:`AzureMlClassifier.from_workspace` to look up the scoring URI
 and the key.
 
@@ -60,7 +61,7 @@ __all__ = [
     "TokenCredential",
 ]
 
-#: Largest request body we send. The service's payload limit is not documented (cloud-apis.md 4.3); 4 MiB
+#: Largest request body we send. The service's payload limit is not documented (docs/reference/cloud-apis.md 4.3); 4 MiB
 #: stays far below the 5 MBPS per-endpoint bandwidth cap and fits every derm-cloud adapter.
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 _URI_ENV = "AZUREML_SCORING_URI"

@@ -49,7 +49,8 @@ __all__ = ["GcpVertexClassifier", "translate_google_error"]
 
 Transport = Literal["rest", "grpc"]
 Schema = Literal["automl", "custom"]
-#: Request limit assumed for online prediction; 1.5 MB is unverified (cloud-apis.md §5.1), hence an option.
+#: Request limit assumed for online prediction; 1.5 MB is unverified (docs/reference/cloud-apis.md §5.1), hence an
+#: option.
 DEFAULT_MAX_REQUEST_BYTES = 1_500_000
 _JSON_OVERHEAD = 2048  # pretty-printed JSON framing, parameters and metadata around the base64 image
 

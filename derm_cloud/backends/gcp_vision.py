@@ -20,7 +20,7 @@ from derm_cloud.types import PatientMetadata
 
 __all__ = ["GcpVisionClassifier"]
 
-#: JSON request limit published for Product Search (cloud-apis.md §6); base64 adds ~37%.
+#: JSON request limit published for Product Search (docs/reference/cloud-apis.md §6); base64 adds ~37%.
 DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
 _IMAGE_LIMIT = 20 * 1024 * 1024
 _JSON_OVERHEAD = 1024

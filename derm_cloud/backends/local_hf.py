@@ -9,7 +9,7 @@ Images reach the pipeline as the RGB ``PIL.Image`` of :class:`PreparedImage` (EX
 nothing leaves the machine except hub downloads of the model files themselves.
 
 The Anwarkh1 model's ``preprocessor_config.json`` is a renamed model config without ``image_mean``/``size``
-(dermatology.md section 3.1). For such ViT folders this backend builds the ``ViTImageProcessor`` defaults
+(docs/reference/dermatology.md section 3.1). For such ViT folders this backend builds the ``ViTImageProcessor`` defaults
 explicitly (224x224 bilinear, x1/255, mean/std 0.5) and says so in ``describe().model_facts``.
 """
 

@@ -18,7 +18,8 @@ def register(sub: Any) -> None:
         help="run cloud API emulators on 127.0.0.1 hosting a model",
         description=(
             "Start derm-cloud's emulator of each named cloud API on 127.0.0.1, hosting a model directory, and "
-            "print how to point the real SDK (or derm-cloud backend) at it. Runs until interrupted. Emulators "
+            "print, per cloud, the environment variables, names and dummy credentials its SDK needs, and a "
+            "snippet for the real SDK and for the derm-cloud backend. Runs until interrupted. Emulators "
             "are for tests: no authentication beyond fixed test keys, no TLS."
         ),
     )
@@ -32,15 +33,20 @@ def register(sub: Any) -> None:
         metavar="KIND[:TIMES]",
         help="inject a fault into every emulator, e.g. throttle:3, error:1, not_ready:2 (repeatable)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON line per emulator (for scripts)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per line per emulator: URL, names, dummy keys, env, backend options, snippets",
+    )
     p.add_argument("--once", action="store_true", help="print the connection details and stop (smoke test)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from derm_cloud.compare.emulation import capture, start
+    from derm_cloud.compare.emulation import start
     from derm_cloud.errors import ConfigError
     from derm_cloud.models.cache import resolve_model_dir
+    from derm_cloud.testing.connect import connection, render_text
     from derm_cloud.testing.emulators.base import Fault
 
     kinds = list(_KINDS) if args.clouds in (["all"], []) else args.clouds
@@ -62,14 +68,12 @@ def run(args: argparse.Namespace) -> int:
             running.append(emu)
             for fault in faults:
                 emu.inject(fault)
-            view = capture(kind, emu)
-            if args.json:
-                print(json.dumps(view), flush=True)
-            else:
-                details = ", ".join(f"{k}={v}" for k, v in view.items() if v is not None and k not in ("kind", "url"))
-                print(f"{kind:<20} {view['url']}  {details}", flush=True)
+            info = connection(kind, emu)
+            print(json.dumps(info) if args.json else render_text(info) + "\n", flush=True)
         if not args.json:
-            print("Emulators hold test keys only; press Ctrl-C to stop.", flush=True)
+            print(
+                "Emulators hold test keys only. Save lesion.jpg beside a snippet to run it; Ctrl-C stops.", flush=True
+            )
         if not args.once:
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -482,7 +482,8 @@ _PARETO_AXES = {
     "quality": "balanced multiclass accuracy",
 }
 _COST_METHOD = (
-    "Prices from the shipped catalogue (cloud-apis.md section 11; each with source, as-of date and status) "
+    "Prices from the shipped catalogue (derm-cloud docs, reference/cloud-apis.md section 11; each with source, "
+    "as-of date and status) "
     "plus any [cost] prices files. Always-on endpoints (instance-hour, node-hour) cost rate x instances x 730 h "
     "per month whatever the traffic (idle cost), with instances raised to carry the monthly volume at the "
     "measured throughput and the configured utilisation; per-request, serverless (GB-second x measured "

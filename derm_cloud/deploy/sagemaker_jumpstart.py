@@ -51,7 +51,7 @@ _MEMORY_SIZES = (1024, 2048, 3072, 4096, 5120, 6144)
 
 @dataclass(frozen=True)
 class ServerlessSettings:
-    """A serverless endpoint's capacity (cloud-apis.md 2.5); defaults are the SDK's.
+    """A serverless endpoint's capacity (docs/reference/cloud-apis.md 2.5); defaults are the SDK's.
 
     Attributes:
         memory_mb: 1024-6144 in 1024 steps; also sets the vCPUs and the price per second.

@@ -275,7 +275,8 @@ def processor_config_problem(raw: dict[str, Any] | None) -> str | None:
     """Why a ``preprocessor_config.json`` cannot be trusted as an image-processor config, or ``None``.
 
     Anwarkh1/Skin_Cancer-Image_Classification ships a renamed copy of its model config there (no
-    ``image_mean``, ``image_std`` or ``size``; dermatology.md section 3.1), so the values must come from the
+    ``image_mean``, ``image_std`` or ``size``; docs/reference/dermatology.md section 3.1), so the values must come
+    from the
     processor class defaults, explicitly.
     """
     if not raw:

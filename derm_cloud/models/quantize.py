@@ -1,6 +1,6 @@
 """INT8 quantisation of an ONNX model directory, validated on the user's own images.
 
-Quantisation changes answers: on sklesion, INT8 flipped the top class on 1 of 3 inputs (local-models.md
+Quantisation changes answers: on sklesion, INT8 flipped the top class on 1 of 3 inputs (docs/reference/local-models.md
 section 2). So :func:`quantize` always writes a **new** model directory (the fp32 source is never touched) and
 measures, on the images given, how often the INT8 model's top class agrees with fp32 and the largest change in
 any probability. Those figures go into the new ``spec.json`` facts, where ``derm-cloud models info`` shows them.

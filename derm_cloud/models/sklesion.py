@@ -105,7 +105,7 @@ METADATA_LENGTH: Final = 10
 N_PARAMETERS: Final = 21_432_382
 
 # model_props["age_max"] and model_props["age_mean"], bit-exact from the wheel's model_props.pkl (float64
-# bytes 0x4049f36e3170b500). Note: local-models.md section 1.2 quotes 51.863 (the mean age of all of
+# bytes 0x4049f36e3170b500). Note: docs/reference/local-models.md section 1.2 quotes 51.863 (the mean age of all of
 # HAM10000) and hence 0.5763 for a missing age; the author's pipeline uses this value, giving 0.57669.
 AGE_MAX: Final = 90.0
 AGE_MEAN: Final = 51.90180032733224
@@ -115,7 +115,7 @@ _SEXES: Final[tuple[str, ...]] = ("female", "male", "unknown")
 LOCATION_GROUPS: Final[tuple[str, ...]] = ("arm", "head-or-neck", "leg-or-genital", "trunk", "unknown")
 
 # HAM10000 ``localization`` -> sklesion location group. sklesion takes the five groups directly and ships no
-# mapping, so this one is ours (the grouping suggested in local-models.md section 1.2). "acral" is not an
+# mapping, so this one is ours (the grouping suggested in docs/reference/local-models.md section 1.2). "acral" is not an
 # anatomical region of one group (palms and soles span arm and leg), so it goes to "unknown".
 SITE_TO_GROUP: Final[Mapping[str, str]] = {
     "upper extremity": "arm",

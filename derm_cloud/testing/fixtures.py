@@ -1,16 +1,25 @@
 """pytest fixtures for your own CI: cloud emulators hosting a tiny model, and backends wired to them.
 
-Enable them in your ``conftest.py``::
-
-    pytest_plugins = ["derm_cloud.testing.fixtures"]
+This module is a registered pytest plugin (entry point ``pytest11``): installing derm-cloud makes the fixtures
+available in every pytest session, with no ``conftest.py`` line (the ``emulators`` extra and the cloud's own
+extra bring what the emulators and backends import when a test asks for them)::
 
     def test_my_app_survives_throttling(sagemaker_emulator, sagemaker_classifier):
         from derm_cloud.testing.emulators.base import Fault
         sagemaker_emulator.inject(Fault("throttle", times=1, retry_after=0.1))
         assert sagemaker_classifier.predict("lesion.jpg").label is not None
 
+An existing ``pytest_plugins = ["derm_cloud.testing.fixtures"]`` line keeps working (the plugin is registered
+under that name, so it is not loaded twice); ``-p no:derm_cloud.testing.fixtures`` turns it off.
+
 Each emulator fixture hosts ``derm_model_dir`` (a tiny seeded ONNX classifier built at test time; override the
-fixture to host a real model) and is reset (recorded requests, pending faults) before each test.
+fixture to host a real model) and is reset (recorded requests, pending faults) before each test. Nothing starts
+until a test asks for a fixture.
+
+When pytest-asyncio is installed and your project does not set ``asyncio_default_fixture_loop_scope``, the
+plugin sets its default to ``"function"`` (the default pytest-asyncio announces), so that a project that merely
+installs derm-cloud's test tools does not get pytest-asyncio's configuration deprecation warning. A value you set
+in your own configuration always wins.
 """
 
 from __future__ import annotations
@@ -22,6 +31,33 @@ from typing import Any
 import pytest
 
 from derm_cloud.base import Classifier
+
+_LOOP_SCOPE_OPTION = "asyncio_default_fixture_loop_scope"
+# The parser of each running pytest session, kept from pytest_addoption until pytest_configure needs it.
+_parsers: dict[int, pytest.Parser] = {}
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """Remember the session's parser: :func:`pytest_configure` may give an ini option a default."""
+    _parsers[id(pluginmanager)] = parser
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Default pytest-asyncio's fixture loop scope to ``"function"`` when the project leaves it unset.
+
+    Runs before pytest-asyncio's own ``pytest_configure``, which warns (an error under ``-W error``) when the
+    option has no value. Registering the option again only changes its default; a configured value still wins.
+    """
+    parser = _parsers.pop(id(config.pluginmanager), None)
+    if parser is None or not config.pluginmanager.hasplugin("asyncio"):
+        return
+    parser.addini(
+        _LOOP_SCOPE_OPTION,
+        "default scope of the asyncio event loop used to execute async fixtures (derm-cloud default: function)",
+        type="string",
+        default="function",
+    )
 
 
 @pytest.fixture(scope="session")

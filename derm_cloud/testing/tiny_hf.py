@@ -23,7 +23,7 @@ from derm_cloud.taxonomy import CLASS_CODES
 __all__ = ["ANWARKH1_LABELS", "IMAGENET_STYLE_LABELS", "build_tiny_vit"]
 
 # id2label of Anwarkh1/Skin_Cancer-Image_Classification in its output order (the marmal88/skin_cancer ``dx``
-# strings; dermatology.md section 2), so tests exercise a non-canonical order and non-code names.
+# strings; docs/reference/dermatology.md section 2), so tests exercise a non-canonical order and non-code names.
 ANWARKH1_LABELS: tuple[str, ...] = (
     "benign_keratosis-like_lesions",
     "basal_cell_carcinoma",
@@ -47,7 +47,8 @@ def build_tiny_vit(
 ) -> Path:
     """Write a tiny random ``ViTForImageClassification`` folder (about 130k parameters, 0.5 MB).
 
-    Config as in local-models.md section 3: hidden size 64, 2 layers, 4 heads, intermediate 128, patch 16.
+    Config as in docs/reference/local-models.md section 3: hidden size 64, 2 layers, 4 heads, intermediate 128, patch
+    16.
     The image processor is a ``ViTImageProcessor`` with 224x224 bilinear resize, 1/255 and mean/std 0.5, the
     values the Anwarkh1 model is used with.
 

@@ -1,7 +1,7 @@
 """Azure AI Custom Vision prediction API on 127.0.0.1, hosting a real model directory.
 
 Speaks the v3.0/v3.1 classification routes the ``azure-cognitiveservices-vision-customvision`` SDK calls
-(cloud-apis.md section 3)::
+(docs/reference/cloud-apis.md section 3)::
 
     POST /customvision/v3.{0,1}/prediction/{projectId}/classify/iterations/{publishedName}/image[/nostore]
     POST /customvision/v3.{0,1}/prediction/{projectId}/classify/iterations/{publishedName}/url[/nostore]
@@ -14,7 +14,7 @@ Errors use the service's two body shapes: the API gateway's ``{"error": {"code":
 a wrong or missing ``Prediction-Key``, and ``{"code": ..., "message": ...}`` with a ``CustomVisionErrorCodes``
 value for everything else (``NotFoundProject``, ``NotFoundIteration``, ``BadRequestImageSizeBytes``,
 ``BadRequestImageFormat``, ``TooManyRequests`` with ``Retry-After``). The code names come from the SDK's enum;
-the exact codes the live service sends for 404 and 429 are not documented (cloud-apis.md section 3).
+the exact codes the live service sends for 404 and 429 are not documented (docs/reference/cloud-apis.md section 3).
 
 Every call is kept in :attr:`CustomVisionEmulator.calls` with whether the stored or the no-store route was
 used, so tests can prove that images are only kept on opt-in (:attr:`CustomVisionEmulator.stored_images`).

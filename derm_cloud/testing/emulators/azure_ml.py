@@ -1,6 +1,6 @@
 """An Azure Machine Learning managed online endpoint on 127.0.0.1: scoring plus the management routes the SDK uses.
 
-Scoring (cloud-apis.md section 4.3), what the ``azure-ml`` backend calls::
+Scoring (docs/reference/cloud-apis.md section 4.3), what the ``azure-ml`` backend calls::
 
     POST /score   Authorization: Bearer <key or token>   [azureml-model-deployment: <name>]
     {"input_data": {"columns": ["image"], "data": ["<base64>", ...]}}  ->  [{"probs": [...], "labels": [...]}]
@@ -11,12 +11,14 @@ requests follow the endpoint's traffic split (smooth weighted round robin: deter
 answers carry ``azureml-model-deployment`` and ``x-request-id`` like the service.
 
 Management plane, just enough for the real ``azure-ai-ml`` ``MLClient`` pointed here with
-``AZUREML_DEV_URL_MFE`` (cloud-apis.md section 4.4 b): ``GET onlineEndpoints/{ep}``, ``POST .../listKeys``,
+``AZUREML_DEV_URL_MFE`` (docs/reference/cloud-apis.md section 4.4 b): ``GET onlineEndpoints/{ep}``, ``POST
+.../listKeys``,
 ``POST .../token`` (``aml_token`` auth), ``GET .../deployments`` and ``GET .../deployments/{name}``, so that
 ``online_endpoints.get``, ``get_keys``, ``invoke`` and ``online_deployments.get`` work.
 
 Error bodies: the scoring router's 401 (``key_auth_access_denied``) and 404 are reported in community
-sources, not in vendor docs (cloud-apis.md 4.3: unverified); a non-200 answer from the model container reaches
+sources, not in vendor docs (docs/reference/cloud-apis.md 4.3: unverified); a non-200 answer from the model container
+reaches
 the client as 424 (Azure ML's "model error"), with the container's body; 429/503 carry ``Retry-After``.
 
 Example:

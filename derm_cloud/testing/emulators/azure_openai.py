@@ -12,7 +12,8 @@ It is a contract emulator, not a language model. When a model directory is hoste
 are that real model's probabilities, rounded the way an LLM writes them (2 decimals by default, so they need
 not sum to 1); without one they are a deterministic function of the image's colour statistics. It answers one
 JSON object with exactly the keys the request's schema requires. Token usage is estimated: text as characters/4
-plus a per-message overhead, images by the GPT-4o rule in cloud-apis.md §7 (``low`` = 85; ``high``/``auto`` =
+plus a per-message overhead, images by the GPT-4o rule in docs/reference/cloud-apis.md §7 (``low`` = 85;
+``high``/``auto`` =
 85 + 170 per 512-px tile after fitting 2048x2048 and scaling the short side down to 768; small images are not
 upscaled - whether the service upscales them is unverified).
 
@@ -55,7 +56,9 @@ _PATH = re.compile(r"^/openai/deployments/(?P<dep>[^/]+)/chat/completions$")
 
 
 def image_tokens(width: int, height: int, detail: str) -> int:
-    """GPT-4o image input tokens for one image (cloud-apis.md §7; a third-party rule, small images not upscaled).
+    """GPT-4o image input tokens for one image (a third-party rule; small images are not upscaled).
+
+    The rule is in docs/reference/cloud-apis.md §7.
 
     Example:
         >>> image_tokens(600, 450, "low"), image_tokens(600, 450, "high")

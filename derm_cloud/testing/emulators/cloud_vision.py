@@ -1,6 +1,7 @@
 """Google Cloud Vision ``images:annotate`` emulator (label detection) on 127.0.0.1.
 
-A contract emulator, not a model: it answers the wire format of ``POST /v1/images:annotate`` (cloud-apis.md §6)
+A contract emulator, not a model: it answers the wire format of ``POST /v1/images:annotate``
+(docs/reference/cloud-apis.md §6)
 with a few generic labels ("Skin", "Mole", "Brown", "Pink", "Close-up", "Pattern") whose scores are computed
 deterministically from simple image statistics (skin-colour pixel share, centre-versus-border darkness, hue
 shares, texture). The same image always gets the same labels; the numbers mean nothing medically, exactly like
@@ -39,7 +40,7 @@ __all__ = ["CloudVisionEmulator", "cloud_vision_backend_for", "label_scores"]
 
 _LABEL_DETECTION = ("LABEL_DETECTION", 4)
 _MAX_IMAGES = 16
-# Product Search's published limits (cloud-apis.md §6); the general Vision limits page was not available.
+# Product Search's published limits (docs/reference/cloud-apis.md §6); the general Vision limits page was not available.
 DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
 
 

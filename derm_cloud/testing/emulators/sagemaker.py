@@ -2,7 +2,7 @@
 
 Hosts endpoints by name, each backed by a real model (:class:`~derm_cloud.serving.ModelServer`, answering in the
 JumpStart, Hugging Face DLC, built-in algorithm or derm-cloud adapter shape) or by scripted container responses.
-It reproduces the service's wire behaviour that clients must handle (cloud-apis.md section 2):
+It reproduces the service's wire behaviour that clients must handle (docs/reference/cloud-apis.md section 2):
 
 * response headers ``x-Amzn-Invoked-Production-Variant`` and ``x-amzn-RequestId``; variants chosen round-robin
   or by ``TargetVariant``;

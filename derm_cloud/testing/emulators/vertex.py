@@ -1,6 +1,6 @@
 """Vertex AI online prediction emulator: REST and gRPC, hosting real models through :mod:`derm_cloud.serving`.
 
-Speaks what ``google-cloud-aiplatform`` sends (cloud-apis.md §5):
+Speaks what ``google-cloud-aiplatform`` sends (docs/reference/cloud-apis.md §5):
 
 * REST ``POST /v1/projects/{p}/locations/{l}/endpoints/{e}:predict`` -> ``{"predictions": [...], "deployedModelId",
   "model", "modelDisplayName", "modelVersionId"}``, and ``GET /v1/projects/{p}/locations/{l}/endpoints/{e}`` (the
@@ -19,7 +19,7 @@ strings, ``displayNames``, ``confidences``) or ``custom`` (the derm-cloud custom
 "metadata"}`` -> ``{"labels", "probabilities", ...}``).
 
 The request size limit defaults to 1.5 MB (``max_request_bytes``): that figure is stated in places but is
-unverified in our reference (cloud-apis.md §5.1), so it is an option, not a fact.
+unverified in our reference (docs/reference/cloud-apis.md §5.1), so it is an option, not a fact.
 
 Example:
     >>> with VertexEmulator(model_dir) as emu:  # doctest: +SKIP
