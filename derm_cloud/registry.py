@@ -118,6 +118,20 @@ _BUILTIN: tuple[BackendEntry, ...] = (
         ("openai",),
         "Azure OpenAI GPT-4o image input, zero-shot with a JSON schema (self-reported scores)",
     ),
+    BackendEntry(
+        "vertex-gemini",
+        "derm_cloud.backends.gcp_gemini:GcpGeminiClassifier",
+        "vertex",
+        ("google-genai",),
+        "Vertex AI Gemini image input, zero-shot with a JSON schema (self-reported scores)",
+    ),
+    BackendEntry(
+        "rekognition-custom-labels",
+        "derm_cloud.backends.aws_rekognition:AwsRekognitionClassifier",
+        "sagemaker",
+        ("boto3",),
+        "Amazon Rekognition Custom Labels image-classification model (billed per inference-unit hour while running)",
+    ),
 )
 
 

@@ -7,6 +7,7 @@ Sub-commands::
     derm-cloud models quantize MODEL_DIR OUT --images PATH ... [--method dynamic|static]
     derm-cloud models info MODEL ... [--markdown | --json] [--offline]
     derm-cloud models list [--cache DIR] [--json]
+    derm-cloud models import EXPORT|--custom-vision P I|--sagemaker-training-job NAME  (models/imports/command.py)
 
 Everything heavy (torch, keras, onnxruntime) is imported by the handlers, never at ``--help`` time.
 """
@@ -91,6 +92,10 @@ def register(sub: Any) -> None:
     ls.add_argument("--cache", type=Path, help="models folder (default: derm-cloud's cache)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=run_list)
+
+    from derm_cloud.models.imports.command import register_import
+
+    register_import(msub)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:

@@ -32,6 +32,8 @@ _MODULES = {
     "azure-openai": ("azure_openai", "AzureOpenAIEmulator", "azure_openai_backend_for"),
     "azure-ml": ("azure_ml", "AzureMLEmulator", "azure_ml_backend_for"),
     "google-vision": ("cloud_vision", "CloudVisionEmulator", "cloud_vision_backend_for"),
+    "vertex-gemini": ("gemini", "GeminiEmulator", "gemini_backend_for"),
+    "rekognition-custom-labels": ("rekognition", "RekognitionEmulator", "rekognition_backend_for"),
 }
 #: backend types that ``emulate = true`` supports.
 EMULATED_TYPES = frozenset(_MODULES)
@@ -107,6 +109,7 @@ def capture(kind: str, emulator: Any) -> dict[str, Any]:
         "key",
         "endpoint_name",
         "scoring_uri",
+        "project_version_arn",
     ):
         value = _get(emulator, name)
         if value is None or isinstance(value, (str, int, float)):
@@ -117,6 +120,8 @@ def capture(kind: str, emulator: Any) -> dict[str, Any]:
         view.update(endpoint_id=endpoint_id, schema=hosted.schema, labels=list(hosted.server.labels))
     if kind == "azure-openai":
         view["deployment"] = sorted(emulator.deployments)[0]
+    if kind == "vertex-gemini":
+        view["model"] = sorted(emulator.models)[0]
     return view
 
 
@@ -186,6 +191,29 @@ def build_remote(view: Mapping[str, Any], options: Mapping[str, Any]) -> Classif
         elif "api_key" not in opts:
             opts.setdefault("credentials", _anonymous())
         return GcpVisionClassifier(transport="rest", **opts)
+    if kind == "vertex-gemini":
+        from google.oauth2.credentials import Credentials
+
+        from derm_cloud.backends.gcp_gemini import GcpGeminiClassifier
+
+        opts.setdefault("model", view["model"])
+        opts.setdefault("credentials", Credentials(token="emulator-token"))  # type: ignore[no-untyped-call]
+        return GcpGeminiClassifier(project=view["project"], location=view["location"], api_endpoint=view["url"], **opts)
+    if kind == "rekognition-custom-labels":
+        import boto3
+        from botocore.config import Config
+
+        from derm_cloud.backends.aws_rekognition import AwsRekognitionClassifier
+
+        client = boto3.session.Session().client(
+            "rekognition",
+            region_name=view["region"],
+            endpoint_url=view["url"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"total_max_attempts": 1}, connect_timeout=2.0, read_timeout=60.0),
+        )
+        return AwsRekognitionClassifier(view["project_version_arn"], client=client, region=view["region"], **opts)
     raise ConfigError(f"no remote wiring for emulated backend type {kind!r}")
 
 

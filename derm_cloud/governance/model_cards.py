@@ -32,6 +32,7 @@ _ROWS = (
     ("licence", "licence"),
     ("intended_use", "intended use"),
     ("known_limitations", "known limitations"),
+    ("provenance", "provenance"),
     ("flags", "governance flags"),
     ("sources", "sources"),
 )
@@ -52,6 +53,7 @@ class ModelCard:
     licence: str | None = None
     intended_use: str | None = None
     known_limitations: str | None = None
+    provenance: str | None = None
     sources: tuple[str, ...] = ()
     flags: tuple[str, ...] = field(default=())
 
@@ -96,6 +98,7 @@ def model_card(model: Any, *, evaluation_dataset: str | None = None, offline: bo
         licence=_text(facts.get("licence") or facts.get("license")),
         intended_use=_text(facts.get("intended_use")),
         known_limitations=_text(facts.get("known_limitations")),
+        provenance=_provenance(facts),
         sources=tuple(u for u in urls if u),
     )
     return ModelCard(**{**asdict(card), "flags": tuple(model_card_flags(card, evaluation_dataset=evaluation_dataset))})
@@ -174,6 +177,16 @@ def _cell(card: ModelCard, key: str) -> str:
     if key in ("flags", "sources"):
         return "; ".join(value)
     return str(value)
+
+
+def _provenance(facts: Mapping[str, Any]) -> str | None:
+    """Where an imported model came from (service, project, iteration, flavor, dates), from its spec facts."""
+    extra = facts.get("extra")
+    raw = facts.get("provenance") or (extra.get("provenance") if isinstance(extra, Mapping) else None)
+    if not isinstance(raw, Mapping):
+        return None
+    keys = ("service", "project", "iteration", "training_job", "platform", "flavor", "exported", "imported")
+    return ", ".join(f"{k} {raw[k]}" for k in keys if raw.get(k)) or None
 
 
 def _text(value: Any) -> str | None:

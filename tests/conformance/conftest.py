@@ -87,6 +87,26 @@ def _azure_openai(request: pytest.FixtureRequest) -> Iterator[Subject]:
         yield Subject(clf, emu)
 
 
+@factory("vertex-gemini")
+@contextmanager
+def _vertex_gemini(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    from derm_cloud.testing.emulators.gemini import GeminiEmulator, gemini_backend_for
+
+    with GeminiEmulator(tiny_model(request)) as emu, gemini_backend_for(emu) as clf:
+        yield Subject(clf, emu)
+
+
+@factory("rekognition-custom-labels")
+@contextmanager
+def _rekognition(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    from derm_cloud.testing.emulators.rekognition import RekognitionEmulator, rekognition_backend_for
+
+    # Tags named as a person would at training; mapped onto the canonical codes by name.
+    names = {"mel": "Melanoma", "nv": "Nevus", "bcc": "Basal cell carcinoma"}
+    with RekognitionEmulator(tiny_model(request), label_names=names) as emu, rekognition_backend_for(emu) as clf:
+        yield Subject(clf, emu)
+
+
 @factory("sagemaker[adapter]")
 @contextmanager
 def _sagemaker_adapter(request: pytest.FixtureRequest) -> Iterator[Subject]:

@@ -1,0 +1,137 @@
+"""Bring a model trained inside a managed service home: its export becomes a derm-cloud model directory.
+
+``import_model(source)`` takes a folder, an archive or the download URL a service gives, recognises the layout,
+and writes a folder that ``local-onnx`` loads, with provenance (service, project, iteration, export flavor,
+dates, source, SHA-256) in ``spec.json`` facts, which ``derm-cloud models info`` and the model-card comparison
+show. Layouts understood:
+
+* ``azure-custom-vision-onnx``: Custom Vision compact-domain ONNX exports, float32 and ``OnnxFloat16``
+  (:mod:`.custom_vision`);
+* ``sagemaker-jumpstart-pytorch-ic``: JumpStart PyTorch image-classification ``model.tar.gz`` (:mod:`.jumpstart`).
+
+TensorFlow SavedModel and TFLite exports (Custom Vision's TensorFlow flavors, Vertex AI AutoML Edge) are
+recognised and refused with the reason: running or converting them needs TensorFlow, which derm-cloud does not
+install (docs/reversible.md says what was measured and what is missing).
+
+Example:
+    >>> result = import_model("customvision-export.zip", provenance={"project": "derm", "iteration": "It3"})
+    ... # doctest: +SKIP
+    >>> derm_cloud.create("local-onnx", model_dir=result.model_dir)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from derm_cloud.errors import ConfigError, ModelSpecError
+from derm_cloud.models.spec import ModelSpec
+
+__all__ = ["LAYOUTS", "ImportResult", "detect_layout", "import_model"]
+
+LAYOUTS = ("azure-custom-vision-onnx", "sagemaker-jumpstart-pytorch-ic")
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """A model directory written by :func:`import_model`."""
+
+    model_dir: Path
+    layout: str
+    spec: ModelSpec
+
+
+def detect_layout(folder: Path) -> str:
+    """Which service export ``folder`` holds.
+
+    Raises:
+        ModelSpecError: no known layout, or one this version cannot run (the message says which and why).
+    """
+    from derm_cloud.models.imports import custom_vision, jumpstart
+
+    if custom_vision.is_custom_vision_export(folder):
+        return "azure-custom-vision-onnx"
+    if jumpstart.is_jumpstart_ic_artefact(folder):
+        return "sagemaker-jumpstart-pytorch-ic"
+    names = sorted(p.name for p in folder.rglob("*") if p.is_file())[:12]
+    if any(n.endswith(".tflite") for n in names):
+        raise ModelSpecError(
+            "this is a TFLite export (Custom Vision TensorFlowLite or Vertex AI AutoML Edge): running it needs a "
+            "TFLite runtime and converting it TensorFlow, neither of which derm-cloud installs yet; export the "
+            "ONNX flavor where the service offers one"
+        )
+    if any(n == "saved_model.pb" for n in names):
+        raise ModelSpecError(
+            "this is a TensorFlow SavedModel export: converting it needs TensorFlow (tf2onnx), which derm-cloud "
+            "does not install; export the ONNX flavor where the service offers one"
+        )
+    raise ModelSpecError(
+        f"no known export layout in {folder} (files: {', '.join(names) or 'none'}). Understood: Custom Vision "
+        "ONNX (labels.txt + model.onnx), SageMaker JumpStart PyTorch IC (class_label_to_prediction_index.json + "
+        "model.pt)"
+    )
+
+
+def import_model(
+    source: str | Path,
+    out: str | Path | None = None,
+    *,
+    provenance: Mapping[str, Any] | None = None,
+    trust_pickle: bool = False,
+    overwrite: bool = False,
+) -> ImportResult:
+    """Import a service export into a derm-cloud model directory.
+
+    Args:
+        source: a folder, ``.zip``/``.tar.gz`` archive or ``https://`` download URL of the export.
+        out: the model directory to write (default: the model cache, named after the model id).
+        provenance: what the caller knows that the files do not say (``project``, ``iteration``, ``flavor``,
+            ``exported``, ``training_job`` ...).
+        trust_pickle: allow loading pickled PyTorch models (they run code while loading).
+        overwrite: replace ``out`` if it exists.
+    """
+    from derm_cloud.models.imports import custom_vision, jumpstart
+    from derm_cloud.models.imports.sources import unpack
+
+    unpacked = unpack(source)
+    try:
+        layout = detect_layout(unpacked.folder)
+        facts: dict[str, Any] = {k: v for k, v in dict(provenance or {}).items() if v is not None}
+        facts.update(
+            source=unpacked.source,
+            source_sha256=unpacked.sha256,
+            imported=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+        staging = Path(str(out) + ".importing") if out is not None else None
+        target = staging or _cache_target()
+        if target.exists():
+            shutil.rmtree(target)
+        if layout == "azure-custom-vision-onnx":
+            spec = custom_vision.write_model_dir(unpacked.folder, target, facts)
+        else:
+            spec = jumpstart.write_model_dir(unpacked.folder, target, facts, trust_pickle=trust_pickle)
+        final = Path(out) if out is not None else target.with_name(_slug(spec.model_id))
+        if final.exists():
+            if not overwrite:
+                shutil.rmtree(target)
+                raise ConfigError(f"{final} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+            shutil.rmtree(final)
+        target.replace(final)
+        return ImportResult(final, layout, spec)
+    finally:
+        unpacked.cleanup()
+
+
+def _cache_target() -> Path:
+    from derm_cloud.models.cache import models_dir
+
+    return models_dir() / f".import-{dt.datetime.now().strftime('%Y%m%d%H%M%S%f')}"
+
+
+def _slug(model_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model_id).strip("-") or "imported-model"

@@ -1,0 +1,97 @@
+"""``derm-cloud models import``: bring a model exported from a managed service home, as a local model folder.
+
+    derm-cloud models import EXPORT [--out DIR] [--project P] [--iteration I] [--flavor F] [--trust-pickle]
+    derm-cloud models import --custom-vision PROJECT_ID ITERATION_ID [--flavor OnnxFloat16] [--endpoint URL]
+    derm-cloud models import --sagemaker-training-job NAME [--region R]
+
+EXPORT is a folder, a ``.zip``/``.tar.gz`` archive or the download URL a service gave. With ``--custom-vision``
+the export is requested through the training API (key from ``$AZURE_CUSTOM_VISION_TRAINING_KEY``, endpoint from
+``--endpoint`` or ``$AZURE_CUSTOM_VISION_TRAINING_ENDPOINT``); with ``--sagemaker-training-job`` the job's
+``model.tar.gz`` is downloaded from S3. The folder written loads with ``local-onnx``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from derm_cloud.errors import ConfigError
+
+__all__ = ["register_import"]
+
+
+def register_import(msub: Any) -> None:
+    p = msub.add_parser(
+        "import",
+        help="import a model exported from Custom Vision or SageMaker JumpStart into a local model folder",
+        description="Import a managed service's export (folder, archive or download URL), or fetch it through the "
+        "service's API first, and write a model folder that local-onnx runs, with its provenance.",
+    )
+    p.add_argument("source", nargs="?", help="export folder, .zip/.tar.gz archive or download URL")
+    p.add_argument("--out", type=Path, help="model folder to write (default: the model cache)")
+    p.add_argument(
+        "--custom-vision", nargs=2, metavar=("PROJECT_ID", "ITERATION_ID"), help="export this iteration first"
+    )
+    p.add_argument("--endpoint", help="Custom Vision training endpoint ($AZURE_CUSTOM_VISION_TRAINING_ENDPOINT)")
+    p.add_argument("--sagemaker-training-job", metavar="NAME", help="download this training job's model.tar.gz")
+    p.add_argument("--region", help="AWS region of the training job")
+    p.add_argument("--project", help="provenance: project name or id")
+    p.add_argument("--iteration", help="provenance: iteration or model version")
+    p.add_argument("--flavor", help="export flavor (Custom Vision: OnnxFloat16; default float32)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow pickled PyTorch models (they run code)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_import)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from derm_cloud.models.imports import import_model
+
+    modes = sum(bool(x) for x in (args.source, args.custom_vision, args.sagemaker_training_job))
+    if modes != 1:
+        raise ConfigError(
+            "give exactly one of: an EXPORT path/URL, --custom-vision PROJECT ITERATION, or "
+            "--sagemaker-training-job NAME"
+        )
+    provenance: dict[str, Any] = {"project": args.project, "iteration": args.iteration, "flavor": args.flavor}
+    with tempfile.TemporaryDirectory(prefix="derm-cloud-fetch-") as tmp:
+        source: str = args.source or ""
+        if args.custom_vision:
+            from derm_cloud.models.imports.cloud import export_custom_vision
+
+            project_id, iteration_id = args.custom_vision
+            endpoint = args.endpoint or os.environ.get("AZURE_CUSTOM_VISION_TRAINING_ENDPOINT", "")
+            key = os.environ.get("AZURE_CUSTOM_VISION_TRAINING_KEY", "")
+            if not endpoint or not key:
+                raise ConfigError(
+                    "--custom-vision needs the training endpoint (--endpoint or $AZURE_CUSTOM_VISION_TRAINING_"
+                    "ENDPOINT) and $AZURE_CUSTOM_VISION_TRAINING_KEY (never passed on the command line)"
+                )
+            source = export_custom_vision(endpoint, key, project_id, iteration_id, flavor=args.flavor)
+            provenance.update(project=args.project or project_id, iteration=args.iteration or iteration_id)
+        elif args.sagemaker_training_job:
+            from derm_cloud.models.imports.cloud import sagemaker_model_artifacts
+
+            path, uri = sagemaker_model_artifacts(args.sagemaker_training_job, tmp, region=args.region)
+            source = str(path)
+            provenance.update(training_job=args.sagemaker_training_job, model_artifacts=uri)
+        result = import_model(
+            source, args.out, provenance=provenance, trust_pickle=args.trust_pickle, overwrite=args.overwrite
+        )
+    row = {
+        "model_dir": str(result.model_dir),
+        "layout": result.layout,
+        "model_id": result.spec.model_id,
+        "labels": list(result.spec.labels),
+        "provenance": result.spec.facts.get("provenance"),
+    }
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        print(f"{result.spec.model_id}: {result.model_dir} ({result.layout}, {len(result.spec.labels)} labels)")
+        print(f"  run it: derm-cloud classify IMAGE --backend local-onnx -o model_dir={result.model_dir}")
+    return 0
