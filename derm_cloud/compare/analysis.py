@@ -25,6 +25,7 @@ from derm_cloud.compare.scenarios import (
     offline_summary,
     server_summary,
 )
+from derm_cloud.compare.shared import redact_config
 from derm_cloud.taxonomy import CLASS_CODES, MALIGNANT_CODES
 
 if TYPE_CHECKING:
@@ -331,7 +332,6 @@ def analyse(
     default_run: bool = False,
 ) -> dict[str, Any]:
     """The report data of run ``run_id`` (a JSON-compatible dict)."""
-    from derm_cloud.compare.runner import redact_config
     from derm_cloud.data import dataset_overlap_warning, is_ham10000_id
 
     warn: list[str] = list(extra_warnings)

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from derm_cloud.compare.shared import redact_config
 from derm_cloud.errors import ConfigError
 
 __all__ = [
@@ -323,8 +324,6 @@ class ComparisonConfig:
 
     def fingerprint(self, dataset_fingerprint: str) -> str:
         """Hash of what determines the results: everything but the output folder, title and executor."""
-        from derm_cloud.compare.runner import redact_config  # runner imports this module: import lazily
-
         # Redacted so no raw secret (api_key, ...) is hashed into an id stored and shown in reports; rotating a
         # key does not change what the results depend on.
         d = redact_config(self.to_dict())

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from derm_cloud.compare.scenarios import TokenBucket, poisson_offsets, query_plan
+from derm_cloud.compare.shared import planned_units
 from derm_cloud.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -215,8 +216,6 @@ class LocalExecutor:
                 await self._backend(job, rt)
 
     async def _backend(self, job: Job, rt: BackendRuntime) -> None:
-        from derm_cloud.compare.runner import planned_units
-
         todo = planned_units(job.config, len(job.samples), rt.name) - len(job.store.done_keys(job.run_id, rt.name))
         tick = job.progress(rt.name, max(0, todo))
         sc = job.config.scenarios

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from derm_cloud.compare.config import ComparisonConfig, DatasetConfig, load_config, parse_config
+from derm_cloud.compare.shared import planned_units, redact_config
 from derm_cloud.errors import ConfigError, DermCloudError
 
 if TYPE_CHECKING:
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from derm_cloud.data import Dataset
 
 __all__ = ["ComparisonResult", "planned_units", "redact_config", "run_comparison"]
-
-_SECRET_KEY = re.compile(r"(?i)(key|secret|token|password|credential|sas|connection_string)")
 
 
 @dataclass(frozen=True)
@@ -58,30 +56,6 @@ class ComparisonResult:
     summary: dict[str, Any]
     resumed: bool
     warnings: list[str] = field(default_factory=list)
-
-
-def redact_config(value: Any) -> Any:
-    """The config with values of secret-looking keys (``api_key``, ``prediction_key``, ...) replaced."""
-    if isinstance(value, Mapping):
-        return {
-            k: ("<redacted>" if _SECRET_KEY.search(str(k)) and v is not None else redact_config(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact_config(v) for v in value]
-    return value
-
-
-def planned_units(config: ComparisonConfig, n_samples: int, backend: str) -> int:
-    """How many results a backend will store in a complete run (for progress bars)."""
-    sc = config.scenarios
-    total = n_samples if sc["quality"].enabled else 0
-    total += sc["single_stream"]["queries"] if sc["single_stream"].enabled else 0
-    total += sc["server"]["queries"] if sc["server"].enabled else 0
-    if sc["offline"].enabled:
-        total += sc["offline"]["queries"] * len(sc["offline"]["concurrency"])
-    total += sc["cold_start"]["trials"] if sc["cold_start"].enabled else 0
-    return total
 
 
 def _as_config(config_or_path: Any) -> ComparisonConfig:
