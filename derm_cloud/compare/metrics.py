@@ -22,8 +22,10 @@ from derm_cloud.taxonomy import CLASS_CODES, MALIGNANT_CODES
 
 __all__ = [
     "HAM10000_PREVALENCE",
+    "ISIC_THRESHOLD",
     "MALIGNANT_INDICES",
     "MEL",
+    "PER_CLASS_DEFINITIONS",
     "accuracy",
     "as_indices",
     "as_probs",
@@ -46,6 +48,14 @@ MALIGNANT_INDICES = np.array(sorted(CLASS_CODES.index(c) for c in MALIGNANT_CODE
 #: clinic than a curated split, but still not primary-care prevalence.
 HAM10000_PREVALENCE: dict[str, float] = {
     c: n / 10015 for c, n in zip(CLASS_CODES, (327, 514, 1099, 115, 1113, 6705, 142), strict=True)
+}
+#: The ISIC 2018 Task 3 per-category rule: a class is called when its probability exceeds 0.5.
+ISIC_THRESHOLD = 0.5
+PER_CLASS_DEFINITIONS = {
+    "argmax": "a class is called for an image when it has the highest probability (top-1); each image gets "
+    "exactly one class; balanced accuracy is the mean of these sensitivities",
+    "p_over_0_5": "a class is called when its own probability exceeds 0.5 (the ISIC 2018 leaderboard's "
+    "per-category rule); an image may be called for no class",
 }
 
 
@@ -224,6 +234,7 @@ def quality_report(
     seed: int = 0,
     n_bins: int = 15,
     dataset_note: str | None = None,
+    clusters: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
     """All quality figures of one backend on one labelled dataset, as a JSON-compatible dict.
 
@@ -238,6 +249,8 @@ def quality_report(
         seed: bootstrap seed.
         n_bins: calibration bins (equal width).
         dataset_note: a sentence about the evaluation set's class mix, printed with the prevalence section.
+        clusters: one lesion id per image (``None`` where unknown): the CIs then resample lesions (cluster
+            bootstrap) instead of images, since images of one lesion are not independent.
 
     Returns:
         Keys ``n``, ``accuracy``, ``balanced_accuracy``, ``per_class``, ``macro_auc``, ``melanoma``,
@@ -271,6 +284,8 @@ def quality_report(
     for k, code in enumerate(CLASS_CODES):
         entry = _binary_stats(y == k, pred == k)
         entry["auc"], entry["auc_undefined_reason"] = _auc_entry(y == k, p[:, k])
+        # The ISIC 2018 leaderboard's per-category figures call a class when its own probability exceeds 0.5.
+        entry["p_over_0_5"] = _binary_stats(y == k, p[:, k] > ISIC_THRESHOLD)
         per_class[code] = entry
     auc_classes = [c for c in CLASS_CODES if per_class[c]["auc"] is not None]
 
@@ -292,8 +307,15 @@ def quality_report(
         "score": "sum of p(mel), p(bcc), p(akiec); called malignant at argmax when the top class is one of them",
     }
 
+    if clusters is not None and len(clusters) != len(y):
+        raise ConfigError(f"clusters has {len(clusters)} lesion ids but y_true has {len(y)} labels")
+    use_clusters = clusters is not None and any(c is not None for c in clusters)
+    groups = list(clusters) if use_clusters and clusters is not None else None
+
     def ci(fn: Any) -> list[float | None]:
-        return list(bootstrap_ci(fn, y, p, n_boot=n_boot, seed=seed, stratified=True)) if n_boot else [None, None]
+        if not n_boot:
+            return [None, None]
+        return list(bootstrap_ci(fn, y, p, n_boot=n_boot, seed=seed, stratified=True, clusters=groups))
 
     mix = {c: float(np.mean(y == k)) for k, c in enumerate(CLASS_CODES)}
     prev = _prevalences(prevalence)
@@ -307,7 +329,9 @@ def quality_report(
                 "sensitivity": src["sensitivity"],
                 "specificity": src["specificity"],
             }
-    ci_method = f"percentile bootstrap, {n_boot} resamples stratified by true class, seed {seed}"
+    unit = "lesions (cluster bootstrap over lesion_id)" if groups is not None else "images"
+    n_units = len({("row", i) if c is None else c for i, c in enumerate(groups)}) if groups is not None else len(y)
+    ci_method = f"percentile bootstrap resampling {unit}, {n_boot} resamples stratified by true class, seed {seed}"
     return {
         "n": len(y),
         "classes": list(CLASS_CODES),
@@ -315,6 +339,7 @@ def quality_report(
         "balanced_accuracy": balanced_accuracy(y, p),
         "balanced_accuracy_definition": "mean per-class recall over the classes present (ISIC 2018 Task 3)",
         "per_class": per_class,
+        "per_class_definitions": PER_CLASS_DEFINITIONS,
         "macro_auc": macro_auc(y, p),
         "macro_auc_classes": auc_classes,
         "melanoma": melanoma,
@@ -337,6 +362,8 @@ def quality_report(
         "ci": {
             "level": 0.95,
             "method": ci_method,
+            "resampled": "lesions" if groups is not None else "images",
+            "resampled_units": n_units,
             "accuracy": ci(accuracy),
             "balanced_accuracy": ci(balanced_accuracy),
             "macro_auc": ci(macro_auc),
