@@ -133,6 +133,15 @@ class Classifier(ABC):
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(pairs))) as pool:
             return list(pool.map(one, pairs))
 
+    @property
+    def uses_metadata(self) -> bool:
+        """Whether patient metadata passed to :meth:`predict` reaches the model (``False``: image only).
+
+        A comparison runs every backend in one metadata mode (metadata-blind unless all of them use it), so a
+        difference between backends is never the effect of one of them seeing age, sex and site.
+        """
+        return False
+
     @abstractmethod
     def describe(self) -> BackendInfo:
         """Facts about this backend instance (provider, region, billing keys, data handling)."""

@@ -17,6 +17,13 @@ if [ ! -x .venv-checkov/bin/checkov ]; then
   .venv-checkov/bin/pip install -q checkov 2>&1 | grep -v '^WARNING: Location' || true
 fi
 export DERM_CLOUD_CHECKOV="$PWD/.venv-checkov/bin/checkov"
+# The official ISIC challenge scorer re-scores the per-image exports; it needs pandas < 3, so it lives in a venv
+# of its own too.
+if [ ! -x .venv-isic/bin/isic-challenge-scoring ]; then
+  python3 -m venv .venv-isic
+  .venv-isic/bin/pip install -q isic-challenge-scoring 'pandas<3' 2>&1 | grep -v '^WARNING: Location' || true
+fi
+export DERM_CLOUD_ISIC_SCORING="$PWD/.venv-isic/bin/isic-challenge-scoring"
 # Run from the repo root with plain `pytest` (not `python -m pytest`) so `import derm_cloud` resolves to the
 # installed wheel, not the source tree.
 exec pytest -q -p no:cacheprovider "$@"

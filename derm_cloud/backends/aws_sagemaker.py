@@ -372,6 +372,11 @@ class AwsSagemakerClassifier(Classifier):
         """True when the runtime URL is a loopback address (a derm-cloud emulator or moto)."""
         return is_loopback(self.endpoint_url)
 
+    @property
+    def uses_metadata(self) -> bool:
+        """Whether age, sex and site go to the endpoint (``send_metadata``, adapter format only)."""
+        return bool(self.send_metadata)
+
     def describe(self) -> BackendInfo:
         base = (self.endpoint_url or f"https://runtime.sagemaker.{self.region}.amazonaws.com").rstrip("/")
         if self.serverless:

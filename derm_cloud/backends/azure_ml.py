@@ -342,6 +342,11 @@ class AzureMlClassifier(Classifier):
 
     # --- facts and lifecycle -------------------------------------------------------------------------------------
 
+    @property
+    def uses_metadata(self) -> bool:
+        """Whether age, sex and site columns go to the endpoint (``send_metadata``)."""
+        return bool(self.send_metadata)
+
     def describe(self) -> BackendInfo:
         return BackendInfo(
             backend=self.backend_name,

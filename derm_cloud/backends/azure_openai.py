@@ -290,6 +290,11 @@ class AzureOpenaiClassifier(Classifier):
             prediction, provider_scores=tuple(LabelScore(float(v), k) for k, v in reported.items())
         )
 
+    @property
+    def uses_metadata(self) -> bool:
+        """Whether age, sex and site are added to the prompt (``use_metadata``)."""
+        return bool(self.use_metadata)
+
     def describe(self) -> BackendInfo:
         return BackendInfo(
             backend=self.backend_name,

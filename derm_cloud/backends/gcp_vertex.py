@@ -262,6 +262,11 @@ class GcpVertexClassifier(Classifier):
         extra["transport"] = self.transport
         return RawResult(scores=pairs, extra=extra)
 
+    @property
+    def uses_metadata(self) -> bool:
+        """Whether age, sex and site go to the endpoint (``use_metadata`` with the ``custom`` schema)."""
+        return bool(self.use_metadata) and self.schema == "custom"
+
     def describe(self) -> BackendInfo:
         if self.schema == "automl":
             billing: dict[str, Any] = {

@@ -166,6 +166,11 @@ class LocalOnnxClassifier(Classifier):
             extra["batch_size"] = batch
         return RawResult(scores=list(zip(self.spec.labels, probs.tolist(), strict=True)), extra=extra)
 
+    @property
+    def uses_metadata(self) -> bool:
+        """Whether the model takes a metadata input and ``use_metadata`` is on."""
+        return self.use_metadata and self.spec.metadata_encoding is not None
+
     def describe(self) -> BackendInfo:
         return BackendInfo(
             backend=self.backend_name,

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from derm_cloud.compare.context import evidence_line, overlap_in_context, stated_test_figures
 from derm_cloud.compare.cost import Measured, PriceCatalogue, cost_section
+from derm_cloud.compare.metadata_modes import metadata_summary
+from derm_cloud.compare.same_model import same_model_report
 from derm_cloud.compare.scenarios import (
     METHOD_TEXT,
     cold_start_summary,
@@ -25,6 +28,7 @@ from derm_cloud.compare.scenarios import (
     offline_summary,
     server_summary,
 )
+from derm_cloud.compare.shared import redact_config
 from derm_cloud.taxonomy import CLASS_CODES, MALIGNANT_CODES
 
 if TYPE_CHECKING:
@@ -172,6 +176,7 @@ def _quality(
             prevalence=config.melanoma_prevalence,
             n_boot=config.scenario_defaults["bootstrap"],
             seed=config.seed,
+            clusters=[s.lesion_id for s in common],
         )
         mel = [i for i, label in enumerate(y) if label == "mel"]
         referred = [CLASS_CODES[int(np.argmax(probs[i]))] in MALIGNANT_CODES for i in mel]
@@ -243,6 +248,7 @@ def _fairness(
             y,
             probs,
             groups,
+            clusters=[s.lesion_id for s in answered],
             min_group_size=config.fairness["min_group_size"],
             n_boot=min(500, config.scenario_defaults["bootstrap"]),
             seed=config.seed,
@@ -331,7 +337,6 @@ def analyse(
     default_run: bool = False,
 ) -> dict[str, Any]:
     """The report data of run ``run_id`` (a JSON-compatible dict)."""
-    from derm_cloud.compare.runner import redact_config
     from derm_cloud.data import dataset_overlap_warning, is_ham10000_id
 
     warn: list[str] = list(extra_warnings)
@@ -348,11 +353,20 @@ def analyse(
             f"EMULATED backends ({', '.join(emulated)}): a derm-cloud emulator on 127.0.0.1 hosting the model "
             "stood in for the cloud; their latency is this machine's plus the real SDK's, not the cloud's"
         )
+    meta_report, top_warnings = metadata_summary(infos)
+    quality, by_backend, common = _quality(store, run_id, config, ds, infos, warn)
     for name, facts in infos.items():
         overlap = dataset_overlap_warning(facts.get("model_facts") or {}, ds)
         if overlap and facts.get("labels_mapped", True):
-            warn.append(f"{name}: {overlap}")
-    quality, by_backend, common = _quality(store, run_id, config, ds, infos, warn)
+            model_facts = facts.get("model_facts") or {}
+            hosted = (facts.get("hosted_model") or {}).get("model_id")
+            stated = stated_test_figures(model_facts, hosted, facts.get("model_id"))
+            measured = quality.get("backends", {}).get(name, {})
+            warn.append(f"{name}: {overlap_in_context(overlap, stated, measured)}")
+    answers = {name: {i: r.probs for i, r in rows.items() if r.ok and r.probs} for name, rows in by_backend.items()}
+    same_model, mismatches = same_model_report(infos, answers)
+    top_warnings += mismatches
+    warn[:0] = top_warnings
     agreement = _agreement(ds, infos, by_backend)
     fairness: dict[str, Any] = (
         _fairness(config, infos, by_backend, common) if quality["available"] else {"available": False}
@@ -447,6 +461,10 @@ def analyse(
             "versions": versions(),
         },
         "dataset": {**ds.describe(), "fingerprint": ds.fingerprint()},
+        "evidence": evidence_line(common, len(ds)),
+        "metadata": meta_report,
+        "same_model": same_model,
+        "top_warnings": top_warnings,
         "backends": dict(infos),
         "emulated": emulated,
         "quality": quality,
@@ -465,15 +483,39 @@ def analyse(
                 min_samples=d["min_samples"],
             ),
             "cost": _COST_METHOD,
+            "timer": timer_text(),
             "quality": "Metrics from derm_cloud.compare.metrics on the quality pass (each image once per "
-            "backend); predicted class = argmax; 95% CIs by stratified percentile bootstrap "
-            f"({d['bootstrap']} resamples, seed {config.seed}). Every backend is scored on the same common set: "
+            "backend); predicted class = argmax (per-class figures also under the ISIC p > 0.5 rule, each "
+            "named); 95% CIs by stratified percentile bootstrap "
+            f"({d['bootstrap']} resamples, seed {config.seed}) resampling "
+            f"{'lesions (cluster bootstrap over lesion_id)' if any(s.lesion_id for s in common) else 'images'}. "
+            "Every backend is scored on the same common set: "
             "the labelled images that every label-mapped backend answered (a backend that answered none is "
             "left out of it); each backend's own coverage (answered / attempted) is shown beside its figures.",
         },
         "attribution": attribution,
         "warnings": list(dict.fromkeys(warn)),
     }
+
+
+def timer_text() -> str:
+    """What each latency figure measures (the report's Latency section states it)."""
+    from derm_cloud.compare import executors
+
+    prepared = bool(getattr(executors, "PREPARED_OUTSIDE_TIMER", False))
+    preparation = (
+        "Each image is read and prepared (validated, EXIF stripped, re-encoded only where needed) once, before "
+        "the timed call: preparation is outside the timer."
+        if prepared
+        else "Reading the image file is outside the timer; the library's image preparation (validation, EXIF "
+        "strip, any re-encode) happens inside predict() and is inside the timer."
+    )
+    return (
+        "The latency timer starts when the comparator calls the backend's predict() and stops when the "
+        "Prediction is returned (client-observed wall time): it covers the library's request building and "
+        "response parsing, the provider SDK, the network round trip and the service's own time (for an emulated "
+        "backend: the emulator and the model on this machine). " + preparation
+    )
 
 
 _PARETO_AXES = {

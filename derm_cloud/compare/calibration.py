@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from derm_cloud.compare.metrics import as_indices, as_probs
+from derm_cloud.compare.metric_inputs import as_indices, as_probs
 from derm_cloud.taxonomy import CLASS_CODES
 
 __all__ = ["bin_index", "brier", "classwise_ece", "ece", "log_loss", "reliability_bins"]

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from derm_cloud.compare.shared import redact_config
 from derm_cloud.errors import ConfigError
 
 __all__ = [
@@ -184,6 +185,11 @@ SCHEMA: dict[str, dict[str, tuple[Checker, Any]]] = {
         "skin_tone": (_choice("auto", "fitzpatrick", "ita", "none"), "auto"),
         "min_group_size": (_num(1, integer=True), 30),
     },
+    "metadata": {
+        # auto: every backend gets patient metadata only if all can use it; blind: none; each: each that can.
+        "mode": (_choice("auto", "blind", "each"), "auto"),
+        "variants": (_bool, False),
+    },
     "cost": {
         "prices": (_paths, ()),
         "utilisation": (_num(0.01, 1.0), 0.5),
@@ -233,7 +239,7 @@ SCHEMA: dict[str, dict[str, tuple[Checker, Any]]] = {
         "transport": (_opt(_str), None),
     },
 }
-_TOP_TABLES = ("dataset", "population", "fairness", "cost", "scenarios", "backends")
+_TOP_TABLES = ("dataset", "population", "fairness", "metadata", "cost", "scenarios", "backends")
 _SCENARIOS = ("quality", "single_stream", "server", "offline", "cold_start")
 
 
@@ -309,6 +315,8 @@ class ComparisonConfig:
     scenarios: dict[str, ScenarioConfig]
     backends: tuple[BackendConfig, ...]
     source_file: Path | None = None
+    #: ``mode`` (auto, blind, each) and ``variants``: see :mod:`derm_cloud.compare.metadata_modes`.
+    metadata: dict[str, Any] = field(default_factory=lambda: {"mode": "auto", "variants": False})
 
     def scenario(self, name: str) -> ScenarioConfig:
         return self.scenarios[name]
@@ -323,8 +331,6 @@ class ComparisonConfig:
 
     def fingerprint(self, dataset_fingerprint: str) -> str:
         """Hash of what determines the results: everything but the output folder, title and executor."""
-        from derm_cloud.compare.runner import redact_config  # runner imports this module: import lazily
-
         # Redacted so no raw secret (api_key, ...) is hashed into an id stored and shown in reports; rotating a
         # key does not change what the results depend on.
         d = redact_config(self.to_dict())
@@ -526,6 +532,7 @@ class _Validator:
         population = self.section(data.get("population", {}), "population", ("population",))
         cost = self.section(data.get("cost", {}), "cost", ("cost",))
         fairness = self.section(data.get("fairness", {}), "fairness", ("fairness",))
+        metadata = self.section(data.get("metadata", {}), "metadata", ("metadata",))
         raw_scen = data.get("scenarios", {})
         if not isinstance(raw_scen, Mapping):
             raise self.fail(("scenarios",), "must be a table")
@@ -556,6 +563,7 @@ class _Validator:
             },
             backends=backends,
             source_file=Path(self.file) if self.file else None,
+            metadata=metadata,
         )
 
     def backends(self, raw: Any) -> tuple[BackendConfig, ...]:

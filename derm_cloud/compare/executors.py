@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from derm_cloud.compare.scenarios import TokenBucket, poisson_offsets, query_plan
+from derm_cloud.compare.shared import planned_units
 from derm_cloud.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -49,12 +50,15 @@ class BackendRecipe:
         options: constructor keyword arguments.
         emulated: for ``emulate = true``: a picklable view of the running emulator the backend talks to
             (see :func:`derm_cloud.compare.emulation.capture`).
+        use_metadata: send each image's patient metadata (the comparison's metadata mode, see
+            :mod:`derm_cloud.compare.metadata_modes`); ``False`` sends none.
     """
 
     name: str
     type: str
     options: dict[str, Any] = field(default_factory=dict)
     emulated: dict[str, Any] | None = None
+    use_metadata: bool = True
 
     def create(self, emulator: Any | None = None) -> Classifier:
         """Build the backend: against the live ``emulator`` when given (this process), else from the view."""
@@ -96,6 +100,7 @@ class BackendRuntime:
     emulator: Any | None
     bucket: TokenBucket | None
     timeout_s: float
+    variant_of: str | None = None
 
     @property
     def name(self) -> str:
@@ -189,9 +194,10 @@ async def call(rt: BackendRuntime, sample: Sample, clf: Classifier | None = None
     """One timed request (client-observed wall time, image read excluded); errors become outcomes."""
     clf = clf or rt.classifier
     data = await asyncio.to_thread(sample.read_bytes)
+    metadata = sample.metadata if rt.recipe.use_metadata else None
     t_start, start = time.time(), time.perf_counter()
     try:
-        pred = await asyncio.wait_for(clf.apredict(data, sample.metadata), rt.timeout_s)
+        pred = await asyncio.wait_for(clf.apredict(data, metadata), rt.timeout_s)
     except Exception as exc:  # every failure is a result to count, not a reason to stop the run
         return _outcome_error(exc, (time.perf_counter() - start) * 1000, t_start, time.time())
     return _outcome_ok(pred, (time.perf_counter() - start) * 1000, t_start, time.time())
@@ -215,8 +221,6 @@ class LocalExecutor:
                 await self._backend(job, rt)
 
     async def _backend(self, job: Job, rt: BackendRuntime) -> None:
-        from derm_cloud.compare.runner import planned_units
-
         todo = planned_units(job.config, len(job.samples), rt.name) - len(job.store.done_keys(job.run_id, rt.name))
         tick = job.progress(rt.name, max(0, todo))
         sc = job.config.scenarios
@@ -391,6 +395,7 @@ class ShardWorker:
 
     def __init__(self, recipe: BackendRecipe, rate: float | None, timeout_s: float) -> None:
         self.classifier = recipe.create(None)
+        self.use_metadata = recipe.use_metadata
         self.gap = 1.0 / rate if rate else 0.0
         self.timeout_s = timeout_s
         self._next = 0.0
@@ -409,7 +414,7 @@ class ShardWorker:
                 continue
             t_start, start = time.time(), time.perf_counter()
             try:
-                pred = self.classifier.predict(data, sample.metadata)
+                pred = self.classifier.predict(data, sample.metadata if self.use_metadata else None)
             except Exception as exc:  # counted, not fatal
                 out.append(_outcome_error(exc, (time.perf_counter() - start) * 1000, t_start, time.time()))
                 continue

@@ -177,6 +177,7 @@ def group_report(
     n_boot: int = 500,
     seed: int = 0,
     descriptions: Mapping[str, str] | None = None,
+    clusters: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
     """Per-group quality with bootstrap CIs, small-group warnings and the largest gap per metric.
 
@@ -190,6 +191,7 @@ def group_report(
         n_boot: bootstrap resamples per group (stratified by true class within the group; 0 skips CIs).
         seed: bootstrap seed.
         descriptions: attribute -> how its groups were made (default: ``groups.descriptions`` if present).
+        clusters: one lesion id per image (``None`` where unknown): CIs resample lesions (cluster bootstrap).
 
     Returns:
         ``{"attributes": {attr: {"description", "groups": {group: {"n", "n_melanoma", "n_malignant",
@@ -205,6 +207,9 @@ def group_report(
     """
     y = as_indices(y_true)
     p, _ = as_probs(probs, len(y))
+    if clusters is not None and len(clusters) != len(y):
+        raise ConfigError(f"clusters has {len(clusters)} lesion ids for {len(y)} images")
+    lesions = np.array(list(clusters), dtype=object) if clusters and any(c for c in clusters) else None
     notes = dict(descriptions if descriptions is not None else getattr(groups, "descriptions", {}))
     out: dict[str, Any] = {}
     for attr, values in groups.items():
@@ -216,13 +221,18 @@ def group_report(
         for group in sorted(set(names.tolist()), key=_order):
             mask = names == group
             gy, gp = y[mask], p[mask]
+            gc = list(lesions[mask]) if lesions is not None else None
             small = int(mask.sum()) < min_group_size
             n_mel, n_mal = int(np.sum(gy == MEL)), int(np.sum(np.isin(gy, MALIGNANT_INDICES)))
             denominators = {"melanoma_sensitivity": n_mel, "malignant_sensitivity": n_mal}
             metrics = {}
             for metric, fn in METRICS.items():
                 value = fn(gy, gp)
-                ci = bootstrap_ci(fn, gy, gp, n_boot=n_boot, seed=seed) if n_boot and value is not None else None
+                ci = (
+                    bootstrap_ci(fn, gy, gp, n_boot=n_boot, seed=seed, clusters=gc)
+                    if n_boot and value is not None
+                    else None
+                )
                 denominator = denominators.get(metric, int(mask.sum()))
                 metrics[metric] = {
                     "value": value,
@@ -232,9 +242,11 @@ def group_report(
                 }
             per_group[group] = {
                 "n": int(mask.sum()),
+                "n_lesions": len(set(gc)) if gc is not None else int(mask.sum()),
                 "n_melanoma": n_mel,
                 "n_malignant": n_mal,
                 "small_group": small,
+                "few_melanomas": n_mel < min_group_size,
                 "metrics": metrics,
             }
             if small and group != UNKNOWN:
@@ -264,7 +276,9 @@ def group_report(
         "attributes": out,
         "metrics": list(METRICS),
         "min_group_size": min_group_size,
-        "method": f"point estimates at argmax; 95% percentile bootstrap CIs ({n_boot} resamples within each "
+        "resampled": "lesions" if lesions is not None else "images",
+        "method": f"point estimates at argmax; 95% percentile bootstrap CIs ({n_boot} resamples of "
+        f"{'lesions (cluster bootstrap)' if lesions is not None else 'images'} within each "
         f"group, stratified by true class, seed {seed}); gap = max - min over the groups whose metric has a "
         f"denominator of at least {min_group_size} (images, melanomas or malignant lesions). A percentile "
         "interval collapses to a point when every resample agrees (e.g. 100% sensitivity on a few cases): "

@@ -16,13 +16,16 @@ from typing import Any
 
 import numpy as np
 
+from derm_cloud.compare.metric_inputs import as_indices, as_probs
 from derm_cloud.errors import ConfigError
 from derm_cloud.taxonomy import CLASS_CODES, MALIGNANT_CODES
 
 __all__ = [
     "HAM10000_PREVALENCE",
+    "ISIC_THRESHOLD",
     "MALIGNANT_INDICES",
     "MEL",
+    "PER_CLASS_DEFINITIONS",
     "accuracy",
     "as_indices",
     "as_probs",
@@ -46,64 +49,14 @@ MALIGNANT_INDICES = np.array(sorted(CLASS_CODES.index(c) for c in MALIGNANT_CODE
 HAM10000_PREVALENCE: dict[str, float] = {
     c: n / 10015 for c, n in zip(CLASS_CODES, (327, 514, 1099, 115, 1113, 6705, 142), strict=True)
 }
-_INDEX = {c: i for i, c in enumerate(CLASS_CODES)}
-
-
-# --- input checks -----------------------------------------------------------------------------------------------
-
-
-def as_indices(y_true: Sequence[str | None] | np.ndarray) -> np.ndarray:
-    """Canonical codes -> class indices (an integer array passes through after a range check).
-
-    Raises:
-        ConfigError: a label is missing (``None``) or not a canonical code.
-    """
-    arr = np.asarray(y_true)
-    if arr.dtype.kind in "iu":
-        if arr.size and (arr.min() < 0 or arr.max() >= K):
-            raise ConfigError(f"class indices must be in 0..{K - 1}")
-        return arr.astype(np.int64)
-    out = np.empty(len(arr), dtype=np.int64)
-    for i, label in enumerate(arr):
-        if label is None:
-            raise ConfigError(f"y_true[{i}] is missing: quality metrics need a label for every image")
-        try:
-            out[i] = _INDEX[str(label)]
-        except KeyError:
-            raise ConfigError(
-                f"y_true[{i}] = {label!r} is not a canonical code; use {', '.join(CLASS_CODES)} "
-                "(derm_cloud.data.canonical_label maps other names)"
-            ) from None
-    return out
-
-
-def as_probs(probs: np.ndarray | Sequence[Sequence[float]], n: int | None = None) -> tuple[np.ndarray, int]:
-    """Validate an ``(n, 7)`` probability array; rows not summing to 1 are renormalised.
-
-    Returns:
-        ``(probs, n_renormalised)``: float64 array whose rows sum to 1, and how many rows had to be rescaled
-        (top-k responses leave out classes; those rows sum to less than 1).
-
-    Raises:
-        ConfigError: wrong shape, negative or non-finite values, or a row of zeros.
-    """
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != K:
-        raise ConfigError(f"probs must have shape (n, {K}) in CLASS_CODES order, got {p.shape}")
-    if n is not None and p.shape[0] != n:
-        raise ConfigError(f"probs has {p.shape[0]} rows but y_true has {n} labels")
-    if not np.all(np.isfinite(p)) or np.any(p < 0):
-        raise ConfigError("probs must be finite and non-negative")
-    sums = p.sum(axis=1)
-    if np.any(sums <= 0):
-        raise ConfigError(f"{int(np.sum(sums <= 0))} rows of probs are all zero (unmapped or failed predictions?)")
-    off = np.abs(sums - 1.0) > 1e-6
-    if off.any():
-        # Only rows visibly off are rescaled: dividing rows that already sum to 1 +- rounding would perturb
-        # exactly tied scores across rows and change tie-aware figures such as AUC.
-        p = p.copy()
-        p[off] /= sums[off, None]
-    return p, int(off.sum())
+#: The ISIC 2018 Task 3 per-category rule: a class is called when its probability exceeds 0.5.
+ISIC_THRESHOLD = 0.5
+PER_CLASS_DEFINITIONS = {
+    "argmax": "a class is called for an image when it has the highest probability (top-1); each image gets "
+    "exactly one class; balanced accuracy is the mean of these sensitivities",
+    "p_over_0_5": "a class is called when its own probability exceeds 0.5 (the ISIC 2018 leaderboard's "
+    "per-category rule); an image may be called for no class",
+}
 
 
 def _f(x: float | np.floating[Any] | None) -> float | None:
@@ -281,6 +234,7 @@ def quality_report(
     seed: int = 0,
     n_bins: int = 15,
     dataset_note: str | None = None,
+    clusters: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
     """All quality figures of one backend on one labelled dataset, as a JSON-compatible dict.
 
@@ -295,6 +249,8 @@ def quality_report(
         seed: bootstrap seed.
         n_bins: calibration bins (equal width).
         dataset_note: a sentence about the evaluation set's class mix, printed with the prevalence section.
+        clusters: one lesion id per image (``None`` where unknown): the CIs then resample lesions (cluster
+            bootstrap) instead of images, since images of one lesion are not independent.
 
     Returns:
         Keys ``n``, ``accuracy``, ``balanced_accuracy``, ``per_class``, ``macro_auc``, ``melanoma``,
@@ -328,6 +284,8 @@ def quality_report(
     for k, code in enumerate(CLASS_CODES):
         entry = _binary_stats(y == k, pred == k)
         entry["auc"], entry["auc_undefined_reason"] = _auc_entry(y == k, p[:, k])
+        # The ISIC 2018 leaderboard's per-category figures call a class when its own probability exceeds 0.5.
+        entry["p_over_0_5"] = _binary_stats(y == k, p[:, k] > ISIC_THRESHOLD)
         per_class[code] = entry
     auc_classes = [c for c in CLASS_CODES if per_class[c]["auc"] is not None]
 
@@ -349,8 +307,15 @@ def quality_report(
         "score": "sum of p(mel), p(bcc), p(akiec); called malignant at argmax when the top class is one of them",
     }
 
+    if clusters is not None and len(clusters) != len(y):
+        raise ConfigError(f"clusters has {len(clusters)} lesion ids but y_true has {len(y)} labels")
+    use_clusters = clusters is not None and any(c is not None for c in clusters)
+    groups = list(clusters) if use_clusters and clusters is not None else None
+
     def ci(fn: Any) -> list[float | None]:
-        return list(bootstrap_ci(fn, y, p, n_boot=n_boot, seed=seed, stratified=True)) if n_boot else [None, None]
+        if not n_boot:
+            return [None, None]
+        return list(bootstrap_ci(fn, y, p, n_boot=n_boot, seed=seed, stratified=True, clusters=groups))
 
     mix = {c: float(np.mean(y == k)) for k, c in enumerate(CLASS_CODES)}
     prev = _prevalences(prevalence)
@@ -364,7 +329,9 @@ def quality_report(
                 "sensitivity": src["sensitivity"],
                 "specificity": src["specificity"],
             }
-    ci_method = f"percentile bootstrap, {n_boot} resamples stratified by true class, seed {seed}"
+    unit = "lesions (cluster bootstrap over lesion_id)" if groups is not None else "images"
+    n_units = len({("row", i) if c is None else c for i, c in enumerate(groups)}) if groups is not None else len(y)
+    ci_method = f"percentile bootstrap resampling {unit}, {n_boot} resamples stratified by true class, seed {seed}"
     return {
         "n": len(y),
         "classes": list(CLASS_CODES),
@@ -372,6 +339,7 @@ def quality_report(
         "balanced_accuracy": balanced_accuracy(y, p),
         "balanced_accuracy_definition": "mean per-class recall over the classes present (ISIC 2018 Task 3)",
         "per_class": per_class,
+        "per_class_definitions": PER_CLASS_DEFINITIONS,
         "macro_auc": macro_auc(y, p),
         "macro_auc_classes": auc_classes,
         "melanoma": melanoma,
@@ -394,6 +362,8 @@ def quality_report(
         "ci": {
             "level": 0.95,
             "method": ci_method,
+            "resampled": "lesions" if groups is not None else "images",
+            "resampled_units": n_units,
             "accuracy": ci(accuracy),
             "balanced_accuracy": ci(balanced_accuracy),
             "macro_auc": ci(macro_auc),

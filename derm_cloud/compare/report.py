@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from derm_cloud.compare.report_parity import evidence_text, metadata_cell, parity_section, top_warnings
+
 __all__ = ["summary_table", "write_report"]
 
 _CSS = """
@@ -64,6 +66,7 @@ def summary_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]
     headers = [
         "backend",
         "service",
+        "metadata",
         "balanced acc. [95% CI]",
         "macro AUC",
         "mel. sens.",
@@ -91,6 +94,7 @@ def summary_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]
             [
                 name + (" [EMULATED]" if facts.get("emulated") else ""),
                 str(facts.get("service", "")),
+                metadata_cell(summary, name),
                 _ci(q.get("balanced_accuracy"), qci.get("balanced_accuracy"), "pct") if q.get("n") else "n/a",
                 _num(q.get("macro_auc")),
                 _num((q.get("melanoma") or {}).get("sensitivity"), "pct"),
@@ -134,6 +138,7 @@ def _sections(
     """(title, intro text, rendered tables) per section; shared by the HTML and Markdown writers."""
     out: list[tuple[str, str, list[str]]] = []
     quality = summary["quality"]
+    minimum = int(summary.get("run", {}).get("config", {}).get("fairness", {}).get("min_group_size", 30))
     if quality.get("available"):
         rows = []
         per_class = []
@@ -157,12 +162,16 @@ def _sections(
                 ]
             )
             for code, c in q["per_class"].items():
+                half = c.get("p_over_0_5") or {}
                 per_class.append(
                     [
                         f"{name}: {code}",
                         c["support"],
+                        f"yes (< {minimum})" if c["support"] < minimum else "",
                         _num(c["sensitivity"], "pct"),
                         _num(c["specificity"], "pct"),
+                        _num(half.get("sensitivity"), "pct"),
+                        _num(half.get("specificity"), "pct"),
                         _num(c["ppv"], "pct"),
                         _num(c["npv"], "pct"),
                         _num(c.get("auc")),
@@ -178,8 +187,25 @@ def _sections(
             "mel. sens. @ spec 0.90",
             "ECE",
         ]
-        pc_headers = ["backend: class", "n", "sensitivity", "specificity", "PPV", "NPV", "AUC (one-vs-rest)"]
-        intro = f"{quality['labelled_images']} labelled images; 95% CIs in brackets. " + summary["methods"]["quality"]
+        pc_headers = [
+            "backend: class",
+            "positives",
+            "few positives",
+            "sens. (argmax)",
+            "spec. (argmax)",
+            "sens. (p > 0.5)",
+            "spec. (p > 0.5)",
+            "PPV (argmax)",
+            "NPV (argmax)",
+            "AUC (one-vs-rest)",
+        ]
+        defs = next((q.get("per_class_definitions") for q in quality["backends"].values() if q.get("n")), None)
+        definitions = " ".join(f"Per class, {k.replace('_', ' ')}: {v}." for k, v in (defs or {}).items())
+        intro = (
+            f"{quality['labelled_images']} labelled images; 95% CIs in brackets. "
+            + summary["methods"]["quality"]
+            + f" {definitions} Classes with fewer than {minimum} positives are flagged (fairness.min_group_size)."
+        )
         out.append(("Quality", intro, [table(headers, rows), table(pc_headers, per_class)]))
         prev = []
         for name, q in quality["backends"].items():
@@ -199,6 +225,8 @@ def _sections(
             )
     else:
         out.append(("Quality", quality.get("how_to", ""), []))
+    if "metadata" in summary:
+        out.append(parity_section(summary, table))
     agreement = summary.get("agreement", {})
     if agreement.get("available"):
         pairs = [
@@ -227,19 +255,22 @@ def _sections(
                             attr,
                             group,
                             g["n"],
+                            g.get("n_lesions", ""),
+                            g["n_melanoma"],
                             "yes" if g["small_group"] else "",
+                            "yes" if g["n_melanoma"] < minimum else "",
                             _ci(m["balanced_accuracy"]["value"], m["balanced_accuracy"]["ci"], "pct"),
                             _ci(m["melanoma_sensitivity"]["value"], m["melanoma_sensitivity"]["ci"], "pct"),
                         ]
                     )
         desc = " ".join(f"{k}: {v.rstrip('.')}." for k, v in fairness.get("descriptions", {}).items())
-        out.append(
-            (
-                "Fairness by group",
-                desc,
-                [table(["backend", "attribute", "group", "n", "small", "balanced acc.", "mel. sensitivity"], rows)],
-            )
+        desc += (
+            f" A group is flagged small below {minimum} images, and its melanoma sensitivity is flagged below "
+            f"{minimum} melanomas (fairness.min_group_size): such figures are barely measured."
         )
+        headers = ["backend", "attribute", "group", "images", "lesions", "melanomas", "small (images)"]
+        headers += ["few melanomas", "balanced acc.", "mel. sensitivity"]
+        out.append(("Fairness by group", desc, [table(headers, rows)]))
     else:
         out.append(("Fairness by group", fairness.get("how_to") or fairness.get("reason", ""), []))
     lat_rows, srv_rows, off_rows, cold_rows = [], [], [], []
@@ -303,7 +334,7 @@ def _sections(
         tables.append(
             table(["cold start", "trials", "create ms", "first request ms", "warm ms", "penalty ms"], cold_rows)
         )
-    out.append(("Latency", summary["methods"]["latency"], tables))
+    out.append(("Latency", summary["methods"]["latency"] + " " + summary["methods"].get("timer", ""), tables))
     cost = summary["cost"]
     rows = []
     for name, c in cost["backends"].items():
@@ -385,6 +416,10 @@ def _facts_tables(
         ["config + dataset fingerprint", run["fingerprint"]],
         *[[f"time: {k}", f"{v:.1f} s"] for k, v in run.get("timings_s", {}).items()],
     ]
+    exports = summary.get("exports") or {}
+    if exports:
+        subs = ", ".join(exports.get("isic_submissions", {}).values())
+        facts.append(["per-image exports", f"predictions.csv, predictions.jsonl; ISIC 2018 Task 3: {subs}"])
     return [
         table(["fact", "value"], facts),
         table(
@@ -467,8 +502,9 @@ def _html(summary: Mapping[str, Any], figures: Sequence[Any]) -> str:
             + ": these backends talked to a derm-cloud emulator on 127.0.0.1 through the real SDK, hosting "
             "the same model; they show the client path, not the cloud's own latency.</p>"
         )
+    parts += [f"<p class='banner'><strong>{esc(w)}</strong></p>" for w in top_warnings(summary)]
     headers, rows = summary_table(summary)
-    parts += ["<h2>Summary</h2>", _html_table(headers, rows)]
+    parts += ["<h2>Summary</h2>", f"<p>{esc(evidence_text(summary))}</p>", _html_table(headers, rows)]
     if summary["warnings"]:
         parts.append(
             "<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{esc(w)}</li>" for w in summary["warnings"]) + "</ul>"
@@ -511,8 +547,10 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             "hosting the same model, driven through the real SDK).",
             "",
         ]
+    for w in top_warnings(summary):
+        lines += [f"> **{w}**", ""]
     headers, rows = summary_table(summary)
-    lines += ["## Summary", "", _md_table(headers, rows), ""]
+    lines += ["## Summary", "", evidence_text(summary), "", _md_table(headers, rows), ""]
     if summary["warnings"]:
         lines += ["## Warnings", ""] + [f"- {w}" for w in summary["warnings"]] + [""]
     for title, intro, tables in _sections(summary, _md_table):

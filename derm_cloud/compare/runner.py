@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from derm_cloud.compare.config import ComparisonConfig, DatasetConfig, load_config, parse_config
+from derm_cloud.compare.shared import planned_units, redact_config
 from derm_cloud.errors import ConfigError, DermCloudError
 
 if TYPE_CHECKING:
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from derm_cloud.data import Dataset
 
 __all__ = ["ComparisonResult", "planned_units", "redact_config", "run_comparison"]
-
-_SECRET_KEY = re.compile(r"(?i)(key|secret|token|password|credential|sas|connection_string)")
 
 
 @dataclass(frozen=True)
@@ -58,30 +56,6 @@ class ComparisonResult:
     summary: dict[str, Any]
     resumed: bool
     warnings: list[str] = field(default_factory=list)
-
-
-def redact_config(value: Any) -> Any:
-    """The config with values of secret-looking keys (``api_key``, ``prediction_key``, ...) replaced."""
-    if isinstance(value, Mapping):
-        return {
-            k: ("<redacted>" if _SECRET_KEY.search(str(k)) and v is not None else redact_config(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact_config(v) for v in value]
-    return value
-
-
-def planned_units(config: ComparisonConfig, n_samples: int, backend: str) -> int:
-    """How many results a backend will store in a complete run (for progress bars)."""
-    sc = config.scenarios
-    total = n_samples if sc["quality"].enabled else 0
-    total += sc["single_stream"]["queries"] if sc["single_stream"].enabled else 0
-    total += sc["server"]["queries"] if sc["server"].enabled else 0
-    if sc["offline"].enabled:
-        total += sc["offline"]["queries"] * len(sc["offline"]["concurrency"])
-    total += sc["cold_start"]["trials"] if sc["cold_start"].enabled else 0
-    return total
 
 
 def _as_config(config_or_path: Any) -> ComparisonConfig:
@@ -141,9 +115,18 @@ class _Progress:
 
 def _open_runtimes(config: ComparisonConfig, skip_unavailable: bool, warnings: list[str]) -> list[BackendRuntime]:
     from derm_cloud.compare.executors import prepare
+    from derm_cloud.compare.metadata_modes import apply_metadata_plan
 
     runtimes: list[BackendRuntime] = []
     timeout = config.scenario_defaults["request_timeout_s"]
+    opened: list[BackendRuntime] = []  # every runtime opened, variants included: closed if a later one fails
+
+    def open_variant(original: BackendRuntime, name: str) -> BackendRuntime:
+        variant = prepare(replace(original.cfg, name=name), timeout)
+        variant.variant_of = original.name
+        opened.append(variant)
+        return variant
+
     try:
         for b in config.backends:
             try:
@@ -152,8 +135,11 @@ def _open_runtimes(config: ComparisonConfig, skip_unavailable: bool, warnings: l
                 if not skip_unavailable:
                     raise
                 warnings.append(f"backend {b.name!r} skipped: {type(exc).__name__}: {exc}")
+        opened.extend(runtimes)
+        meta = config.metadata
+        runtimes = apply_metadata_plan(runtimes, meta["mode"], meta["variants"], open_variant)
     except BaseException:
-        for rt in runtimes:
+        for rt in {id(r): r for r in [*runtimes, *opened]}.values():
             rt.close()
         raise
     if not runtimes:
@@ -273,6 +259,9 @@ def run_comparison(
             progress_bars.close()
         store.finish_run(run_id)
         summary = analyse(store, run_id, config, ds, infos, extra_warnings=warnings, default_run=is_default)
+        from derm_cloud.compare.exports import write_exports
+
+        summary["exports"] = write_exports(store, run_id, ds, infos, Path(config.output))
         clock.append(time.perf_counter())
         summary["run"]["timings_s"] = {
             "setup (emulators, backends)": clock[1] - clock[0],
@@ -306,6 +295,9 @@ def _backend_facts(rt: BackendRuntime) -> dict[str, Any]:
     facts["billing"] = {**facts.get("billing", {}), **rt.cfg.billing}
     facts["rate_limit"] = rt.cfg.rate_limit
     facts["options"] = redact_config(rt.cfg.options)
+    facts["uses_metadata"] = rt.classifier.uses_metadata
+    facts["metadata_used"] = rt.recipe.use_metadata and rt.classifier.uses_metadata
+    facts["variant_of"] = rt.variant_of
     if rt.cfg.emulate and rt.cfg.model_dir:
         from derm_cloud.models.cache import resolve_model_dir
         from derm_cloud.models.spec import ModelSpec
@@ -314,4 +306,11 @@ def _backend_facts(rt: BackendRuntime) -> dict[str, Any]:
         spec = ModelSpec.load(model_dir)
         facts["hosted_model"] = {"model_id": spec.model_id, "model_dir": str(model_dir), **spec.facts}
         facts["model_facts"] = {**spec.facts, **facts.get("model_facts", {})}
+    from derm_cloud.compare.same_model import model_fingerprint
+
+    # The model file a backend serves (emulators: the hosted one; local-onnx: its own) for the same-model check.
+    served = (facts.get("hosted_model") or {}).get("model_dir") or getattr(
+        getattr(rt.classifier, "model", None), "directory", None
+    )
+    facts["model_fingerprint"] = model_fingerprint(served)
     return facts

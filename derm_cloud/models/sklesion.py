@@ -455,7 +455,10 @@ def build_spec_dict(conversion: ConversionInfo, parity: ParityReport) -> dict[st
             "author_test_metrics": {
                 "note": "author's own split (n=1511), split method undocumented: treat as optimistic",
                 "accuracy": 0.825,
+                "balanced_accuracy": 0.723,
+                "melanoma_recall": 0.579,
                 "macro_f1": 0.732,
+                "n": 1511,
             },
             "converted_with": {
                 "route": conversion.route,

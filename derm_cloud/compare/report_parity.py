@@ -1,0 +1,88 @@
+"""Report pieces that show whether the comparison was fair: the first line, the top warnings, input parity.
+
+Kept apart from :mod:`derm_cloud.compare.report` (layout and the other sections) so each stays small. The
+HTML and Markdown writers both render these through the same ``table`` callable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from derm_cloud.compare.metadata_modes import metadata_label
+
+__all__ = ["evidence_text", "metadata_cell", "parity_section", "top_warnings"]
+
+Table = Callable[[Sequence[str], Sequence[Sequence[Any]]], str]
+
+
+def evidence_text(summary: Mapping[str, Any]) -> str:
+    """The summary's first line: how many images, lesions and labels the figures rest on."""
+    evidence = summary.get("evidence") or {}
+    text = str(evidence.get("text", ""))
+    mode = (summary.get("metadata") or {}).get("mode")
+    return f"{text} Patient metadata: {mode}." if mode else text
+
+
+def top_warnings(summary: Mapping[str, Any]) -> list[str]:
+    """Warnings shown above the summary table (mixed metadata modes, same-model mismatches)."""
+    return [str(w) for w in summary.get("top_warnings") or []]
+
+
+def metadata_cell(summary: Mapping[str, Any], name: str) -> str:
+    """The summary table's ``metadata`` cell of one backend."""
+    return metadata_label(((summary.get("metadata") or {}).get("backends") or {}).get(name))
+
+
+def _gap(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.2e}"
+
+
+def parity_section(summary: Mapping[str, Any], table: Table) -> tuple[str, str, list[str]]:
+    """(title, intro, tables) of the input-parity section: metadata modes and the same-model check."""
+    meta = summary.get("metadata") or {}
+    meta_rows = [
+        [
+            name,
+            "yes" if row["can_use"] else "no",
+            "yes" if row["sent"] else "no",
+            row.get("variant_of") or "",
+        ]
+        for name, row in (meta.get("backends") or {}).items()
+    ]
+    same = summary.get("same_model") or {}
+    tol = same.get("tolerance", 1e-4)
+    pair_rows = []
+    for group in same.get("groups", []):
+        for pair in group["pairs"]:
+            flag = {True: f"MISMATCH (> {tol:g}): input or preprocessing", False: "same answers", None: "n/a"}
+            pair_rows.append(
+                [
+                    f"{pair['backend']} vs {pair['reference']}",
+                    group["fingerprint"][:12],
+                    "yes" if group["metadata_used"] else "no",
+                    pair["images"],
+                    _gap(pair.get("max_abs_gap")),
+                    f"{pair.get('class', '')} on {pair.get('image_id', '')}" if pair.get("image_id") else "",
+                    flag[pair.get("mismatch")],
+                ]
+            )
+    intro = (
+        f"Metadata mode: {meta.get('mode', 'n/a')}. By default every backend answers in one mode: with patient "
+        "metadata (age, sex, site) only when every backend can use it, metadata-blind otherwise; [metadata] "
+        "variants = true adds rows in the other mode so the gain from metadata is measured on its own. "
+        "Same-model check: backends serving the same model file (SHA-256 of spec.json and the model) in the same "
+        f"metadata mode should give the same probabilities; a largest gap above {tol:g} is an input or "
+        "preprocessing mismatch, not a provider difference."
+    )
+    tables = [table(["backend", "can use metadata", "metadata sent", "variant of"], meta_rows)]
+    if pair_rows:
+        tables.append(
+            table(
+                ["same model", "model fingerprint", "metadata", "images", "largest |p gap|", "where", "verdict"],
+                pair_rows,
+            )
+        )
+    else:
+        tables.append(table(["same model"], [["no two backends serve the same model file in the same mode"]]))
+    return "Input parity: metadata and same-model check", intro, tables
