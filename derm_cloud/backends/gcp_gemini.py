@@ -268,6 +268,11 @@ class GcpGeminiClassifier(Classifier):
             prediction, provider_scores=tuple(LabelScore(float(v), k) for k, v in reported.items())
         )
 
+    @property
+    def uses_metadata(self) -> bool:
+        """Whether age, sex and site are added to the prompt (``use_metadata``)."""
+        return bool(self.use_metadata)
+
     def describe(self) -> BackendInfo:
         endpoint = self.api_endpoint or f"https://{self.location}-aiplatform.googleapis.com"
         return BackendInfo(
