@@ -73,7 +73,8 @@ def accepted_inputs(jpeg: bytes) -> dict[str, bytes]:
 def _scan_start(data: bytes) -> int:
     """Offset of the first entropy-coded byte (after the first SOS header)."""
     sos = data.index(b"\xff\xda")
-    return sos + 2 + struct.unpack_from(">H", data, sos + 2)[0]
+    length: int = struct.unpack_from(">H", data, sos + 2)[0]
+    return sos + 2 + length
 
 
 def damaged_jpegs(jpeg: bytes, seed: int, flips: int = 20) -> Iterator[tuple[str, bytes]]:
