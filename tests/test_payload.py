@@ -205,3 +205,33 @@ def test_the_same_payload_object_reaches_every_backend_as_the_same_bytes(
         cv.predict(payload)
     assert sagemaker.last_image_bytes == custom_vision.last_image_bytes == payload.data
     assert Image.open(io.BytesIO(payload.data)).size == (450, 600)  # rotated once, for both
+
+
+def test_a_comparison_prepares_each_image_once_for_all_backends(
+    tmp_path: Path, tiny_model_dir: Path, tiny_meta_model_dir: Path
+) -> None:
+    from tests_helpers import DEV_CSV
+
+    from derm_cloud.compare import run_comparison
+    from derm_cloud.compare.executors import PAYLOADS
+
+    quality_only = {"warmup": 0, "single_stream": {"enabled": False}, "server": {"enabled": False}}
+    quality_only |= {"offline": {"enabled": False}, "cold_start": {"enabled": False}}
+    backends = [
+        {"name": "a", "type": "local-onnx", "options": {"model_dir": str(tiny_model_dir)}},
+        {"name": "b", "type": "local-onnx", "options": {"model_dir": str(tiny_meta_model_dir)}},
+        {"name": "c", "type": "sagemaker", "emulate": True, "model_dir": str(tiny_model_dir)},
+    ]
+    before = PAYLOADS.prepared
+    result = run_comparison(
+        {
+            "title": "payload sharing",
+            "output": str(tmp_path / "out"),
+            "dataset": {"source": str(DEV_CSV), "limit": 5},
+            "scenarios": quality_only,
+            "fairness": {"skin_tone": "none"},
+            "backends": backends,
+        }
+    )
+    assert PAYLOADS.prepared - before == 5  # five images, three backends: five preparations
+    assert result.summary["backends"].keys() >= {"a", "b", "c"}
