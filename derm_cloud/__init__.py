@@ -36,8 +36,9 @@ from derm_cloud.errors import (
     ThrottledError,
     UnmappableLabelsError,
 )
-from derm_cloud.images import ImageLimits, PreparedImage, load_image
+from derm_cloud.images import ImageLimits, PreparedImage, load_image, prepare_payload
 from derm_cloud.models.spec import ModelSpec, Preprocess
+from derm_cloud.payload import Payload
 from derm_cloud.registry import available_backends, create, get_backend_class, register_backend
 from derm_cloud.retry import CircuitBreaker, RetryPolicy
 from derm_cloud.taxonomy import CLASS_CODES, CLASSES, MALIGNANT_CODES, LabelMap, LesionClass
@@ -73,6 +74,7 @@ __all__ = [
     "ModelSpecError",
     "NotFoundError",
     "PatientMetadata",
+    "Payload",
     "PayloadTooLargeError",
     "Prediction",
     "PreparedImage",
@@ -88,5 +90,6 @@ __all__ = [
     "create",
     "get_backend_class",
     "load_image",
+    "prepare_payload",
     "register_backend",
 ]

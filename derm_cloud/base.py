@@ -13,16 +13,15 @@ subclasses; the base retries those.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from derm_cloud.errors import ConfigError, InvalidImageError
-from derm_cloud.images import DEFAULT_LIMITS, ImageInput, ImageLimits, PreparedImage, load_image
+from derm_cloud.images import DEFAULT_LIMITS, ImageInput, ImageLimits, PreparedImage, prepare_payload
+from derm_cloud.payload import Payload, collect_reencodes
 from derm_cloud.retry import RetryPolicy
 from derm_cloud.taxonomy import CLASS_CODES, LabelMap
 from derm_cloud.types import LabelScore, PatientMetadata, Prediction
@@ -130,8 +129,14 @@ class Classifier(ABC):
         pairs = list(zip(images, metadata, strict=True))
         if self.concurrency == 1 or len(pairs) == 1:
             return [one(p) for p in pairs]
+        from concurrent.futures import ThreadPoolExecutor  # imported when used: import derm_cloud stays light
+        from contextvars import copy_context
+
+        # Each task runs in a copy of this thread's context, so re-encodes made in the pool are still recorded
+        # for the Prediction (a context cannot be entered by two threads at once: one copy per task).
+        tasks = [(copy_context(), pair) for pair in pairs]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(pairs))) as pool:
-            return list(pool.map(one, pairs))
+            return list(pool.map(lambda task: task[0].run(one, task[1]), tasks))
 
     @property
     def uses_metadata(self) -> bool:
@@ -155,7 +160,9 @@ class Classifier(ABC):
         """Classify one image.
 
         Args:
-            image: a path, bytes, binary file object, ``PIL.Image`` or numpy ``uint8`` array.
+            image: a :class:`~derm_cloud.payload.Payload` from :func:`derm_cloud.prepare_payload` (prepared
+                once, shared by every backend), or a path, bytes, binary file object, ``PIL.Image`` or numpy
+                ``uint8`` array, prepared here.
             metadata: optional :class:`PatientMetadata` or a dict with ``age``, ``sex``, ``site``.
 
         Raises:
@@ -163,11 +170,13 @@ class Classifier(ABC):
             RemoteError: the provider failed after the retry policy gave up.
         """
         self._check_open()
-        prepared = load_image(image, limits=self.image_limits)
+        payload = prepare_payload(image, limits=self.image_limits)
         meta = as_metadata(metadata)
         start = time.perf_counter()
-        raw, attempts = self._call(prepared, meta)
-        return self._to_prediction(raw, attempts, (time.perf_counter() - start) * 1000)
+        with collect_reencodes() as reencodes:
+            raw, attempts = self._call(payload, meta)
+        latency_ms = (time.perf_counter() - start) * 1000
+        return self._to_prediction(raw, attempts, latency_ms, payload, [note for _, note in reencodes])
 
     def predict_batch(
         self,
@@ -191,17 +200,23 @@ class Classifier(ABC):
         prepared: list[PreparedImage] = []
         for i, item in enumerate(items):
             try:
-                prepared.append(load_image(item, limits=self.image_limits))
+                prepared.append(prepare_payload(item, limits=self.image_limits))
             except InvalidImageError as exc:
                 raise InvalidImageError(f"image {i} of {len(items)}: {exc}") from None
         out: list[Prediction] = []
         for lo in range(0, len(prepared), batch_size):
-            chunk = self._predict_many(prepared[lo : lo + batch_size], metas[lo : lo + batch_size])
-            out.extend(self._to_prediction(raw, attempts, ms) for raw, attempts, ms in chunk)
+            payloads = prepared[lo : lo + batch_size]
+            with collect_reencodes() as reencodes:
+                chunk = self._predict_many(payloads, metas[lo : lo + batch_size])
+            for payload, (raw, attempts, ms) in zip(payloads, chunk, strict=True):
+                notes = [note for owner, note in reencodes if owner == id(payload)]
+                out.append(self._to_prediction(raw, attempts, ms, payload, notes))
         return out
 
     async def apredict(self, image: ImageInput, metadata: MetadataInput = None) -> Prediction:
         """Async :meth:`predict`: runs in a worker thread so many backends can be awaited concurrently."""
+        import asyncio  # imported when used: import derm_cloud stays light
+
         return await asyncio.to_thread(self.predict, image, metadata)
 
     def close(self) -> None:
@@ -230,7 +245,14 @@ class Classifier(ABC):
             return self._predict_one(image, meta, None), 1
         return self.retry.call(lambda timeout: self._predict_one(image, meta, timeout), backend=self.backend_name)
 
-    def _to_prediction(self, raw: RawResult, attempts: int, latency_ms: float) -> Prediction:
+    def _to_prediction(
+        self,
+        raw: RawResult,
+        attempts: int,
+        latency_ms: float,
+        payload: Payload | None = None,
+        reencodes: Sequence[str] = (),
+    ) -> Prediction:
         labels = [label for label, _ in raw.scores]
         scores = [float(score) for _, score in raw.scores]
         provider_scores = tuple(LabelScore(s, lab) for lab, s in zip(labels, scores, strict=True))
@@ -250,8 +272,18 @@ class Classifier(ABC):
             request_id=raw.request_id,
             mapped=self.label_map.mapped,
             attempts=attempts,
-            extra=dict(raw.extra),
+            extra=_with_payload_facts(dict(raw.extra), payload, reencodes),
         )
+
+
+def _with_payload_facts(extra: dict[str, Any], payload: Payload | None, reencodes: Sequence[str]) -> dict[str, Any]:
+    """Say in the prediction what this backend got that the others did not, and what damage was tolerated."""
+    if reencodes:
+        # Thread pools inside a backend may send a payload more than once (retries): one note is enough.
+        extra["payload_reencoded"] = reencodes[-1]
+    if payload is not None and payload.warnings:
+        extra["input_warnings"] = list(payload.warnings)
+    return extra
 
 
 def as_metadata(metadata: MetadataInput) -> PatientMetadata:

@@ -183,19 +183,21 @@ def test_bad_input_corpus(tmp_path: Path) -> None:
 
 
 def test_upload_bytes_encodes_once_per_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    import derm_cloud.images as images
+    import derm_cloud.payload as payload_module
 
     calls: list[str] = []
-    real = images._encode
+    real = payload_module._encode
 
     def counting(img: Image.Image, fmt: str, quality: int) -> bytes:
         calls.append(fmt)
         return real(img, fmt, quality)
 
-    monkeypatch.setattr(images, "_encode", counting)
+    monkeypatch.setattr(payload_module, "_encode", counting)
     prepared = load_image(_jpeg_with_exif(_gradient(), orientation=6))  # rotated: must re-encode
     first = prepared.upload_bytes(max_bytes=1_000_000)
     assert prepared.upload_bytes(max_bytes=1_000_000) == first  # a retry reuses the bytes
+    assert prepared.upload_bytes() == first  # another backend gets the same shared payload
     assert calls == ["JPEG"]
-    prepared.upload_bytes(formats=("PNG",))  # other limits: encoded separately
+    prepared.upload_bytes(formats=("PNG",))  # a provider without JPEG: encoded separately, once
+    prepared.upload_bytes(formats=("PNG",))
     assert calls == ["JPEG", "PNG"]

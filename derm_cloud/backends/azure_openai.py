@@ -1,9 +1,9 @@
 """``azure-openai``: a GPT-4o-family deployment on Azure OpenAI asked for the seven class scores (zero-shot).
 
-The image goes as an EXIF-stripped JPEG data URI with a text prompt, and structured output (``response_format``
-``json_schema``, ``strict``) makes the model answer one JSON object with a number per HAM10000 class. The
-numbers are validated (all seven keys, finite, within 0..1) and renormalised to sum to 1; the raw self-reported
-values stay in ``Prediction.provider_scores`` and ``extra["self_reported"]``.
+The image goes as the shared EXIF-free payload (JPEG or PNG) in a data URI with a text prompt, and structured
+output (``response_format`` ``json_schema``, ``strict``) makes the model answer one JSON object with a number
+per HAM10000 class. The numbers are validated (all seven keys, finite, within 0..1) and renormalised to sum to
+1; the raw self-reported values stay in ``Prediction.provider_scores`` and ``extra["self_reported"]``.
 
 Caveat: a general-purpose LLM is not a calibrated classifier. Its "probabilities" are self-reported text, not
 the output of a softmax trained on lesion images; compare them with calibration metrics before trusting any
@@ -16,7 +16,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from derm_cloud.backends._http import is_loopback
@@ -189,10 +189,10 @@ class AzureOpenaiClassifier(Classifier):
     # --- the call ---------------------------------------------------------------------------------------------
 
     def messages(self, image: PreparedImage, metadata: PatientMetadata) -> list[dict[str, Any]]:
-        """The chat messages for one image: the prompt and an EXIF-free JPEG data URI."""
+        """The chat messages for one image: the prompt and the shared EXIF-free payload as a data URI."""
         import base64
 
-        data, mime = image.upload_bytes(max_bytes=self.max_image_bytes, formats=("JPEG",))
+        data, mime = image.upload_bytes(max_bytes=self.max_image_bytes, formats=("JPEG", "PNG"))
         text = self.prompt
         if self.use_metadata and not metadata.is_empty:
             facts = []
@@ -282,8 +282,15 @@ class AzureOpenaiClassifier(Classifier):
         scores = [(code, reported[code] / total) for code in CLASS_CODES]
         return RawResult(scores=scores, request_id=request_id, extra=extra)
 
-    def _to_prediction(self, raw: RawResult, attempts: int, latency_ms: float) -> Prediction:
-        prediction = super()._to_prediction(raw, attempts, latency_ms)
+    def _to_prediction(
+        self,
+        raw: RawResult,
+        attempts: int,
+        latency_ms: float,
+        payload: PreparedImage | None = None,
+        reencodes: Sequence[str] = (),
+    ) -> Prediction:
+        prediction = super()._to_prediction(raw, attempts, latency_ms, payload, reencodes)
         # provider_scores keep what the model wrote, before renormalisation, so the calibration gap stays visible.
         reported = raw.extra.get("self_reported") or {}
         return dataclasses.replace(

@@ -20,9 +20,11 @@ import asyncio
 import importlib
 import json
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,8 +38,18 @@ if TYPE_CHECKING:
     from derm_cloud.compare.config import BackendConfig, ComparisonConfig
     from derm_cloud.compare.store import RunStore
     from derm_cloud.data import Sample
+    from derm_cloud.payload import Payload
 
-__all__ = ["BackendRecipe", "BackendRuntime", "Job", "LocalExecutor", "RayExecutor", "prepare"]
+__all__ = [
+    "PAYLOADS",
+    "BackendRecipe",
+    "BackendRuntime",
+    "Job",
+    "LocalExecutor",
+    "PayloadCache",
+    "RayExecutor",
+    "prepare",
+]
 
 
 @dataclass(frozen=True)
@@ -190,14 +202,62 @@ def _outcome_error(exc: BaseException, latency_ms: float, t_start: float, t_end:
     }
 
 
+class PayloadCache:
+    """One payload per image, shared by every backend of a run (see :func:`derm_cloud.prepare_payload`).
+
+    Bounded, most recently used kept: backends running side by side ask for the same images at about the same
+    time. An image that fell out is prepared again, deterministically, into the same bytes. Concurrent requests
+    for one image wait for a single preparation; a bad image's error is shared the same way.
+    """
+
+    def __init__(self, maxsize: int = 64) -> None:
+        self.maxsize = maxsize
+        self.prepared = 0  # how many preparations ran (tests check that it is one per image)
+        self._items: OrderedDict[tuple[str, str], Future[Payload]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, sample: Sample) -> Payload:
+        """The payload of ``sample``, prepared on first request."""
+        key = (sample.image_id, str(sample.source))
+        with self._lock:
+            future = self._items.get(key)
+            owner = future is None
+            if future is None:
+                future = self._items[key] = Future()
+                self.prepared += 1
+                while len(self._items) > self.maxsize:
+                    self._items.popitem(last=False)
+            else:
+                self._items.move_to_end(key)
+        if owner:
+            from derm_cloud.images import prepare_payload
+
+            try:
+                future.set_result(prepare_payload(sample.read_bytes()))
+            except Exception as exc:  # handed to every backend that asks for this image
+                future.set_exception(exc)
+        return future.result()
+
+
+#: Shared by every backend of the runs in this process.
+PAYLOADS = PayloadCache()
+
+
 async def call(rt: BackendRuntime, sample: Sample, clf: Classifier | None = None) -> dict[str, Any]:
-    """One timed request (client-observed wall time, image read excluded); errors become outcomes."""
+    """One timed request; the image is prepared (once for all backends) before the timer starts.
+
+    Errors, a bad image included, become outcomes.
+    """
     clf = clf or rt.classifier
-    data = await asyncio.to_thread(sample.read_bytes)
     metadata = sample.metadata if rt.recipe.use_metadata else None
+    try:
+        payload = await asyncio.to_thread(PAYLOADS.get, sample)
+    except Exception as exc:  # a bad image is a result to count, like a failed request
+        now = time.time()
+        return _outcome_error(exc, 0.0, now, now)
     t_start, start = time.time(), time.perf_counter()
     try:
-        pred = await asyncio.wait_for(clf.apredict(data, metadata), rt.timeout_s)
+        pred = await asyncio.wait_for(clf.apredict(payload, metadata), rt.timeout_s)
     except Exception as exc:  # every failure is a result to count, not a reason to stop the run
         return _outcome_error(exc, (time.perf_counter() - start) * 1000, t_start, time.time())
     return _outcome_ok(pred, (time.perf_counter() - start) * 1000, t_start, time.time())
@@ -408,13 +468,13 @@ class ShardWorker:
                 time.sleep(max(0.0, self._next - time.monotonic()))
                 self._next = time.monotonic() + self.gap
             try:
-                data = sample.read_bytes()
+                payload = PAYLOADS.get(sample)  # prepared before the timer, as in the local executor
             except Exception as exc:
                 out.append(_outcome_error(exc, 0.0, time.time(), time.time()))
                 continue
             t_start, start = time.time(), time.perf_counter()
             try:
-                pred = self.classifier.predict(data, sample.metadata if self.use_metadata else None)
+                pred = self.classifier.predict(payload, sample.metadata if self.use_metadata else None)
             except Exception as exc:  # counted, not fatal
                 out.append(_outcome_error(exc, (time.perf_counter() - start) * 1000, t_start, time.time()))
                 continue
