@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from derm_cloud.backends._http import is_loopback
@@ -260,8 +261,15 @@ class GcpGeminiClassifier(Classifier):
         scores = [(code, reported[code] / total) for code in CLASS_CODES]
         return RawResult(scores=scores, request_id=request_id, extra=extra)
 
-    def _to_prediction(self, raw: RawResult, attempts: int, latency_ms: float) -> Prediction:
-        prediction = super()._to_prediction(raw, attempts, latency_ms)
+    def _to_prediction(
+        self,
+        raw: RawResult,
+        attempts: int,
+        latency_ms: float,
+        payload: PreparedImage | None = None,
+        reencodes: Sequence[str] = (),
+    ) -> Prediction:
+        prediction = super()._to_prediction(raw, attempts, latency_ms, payload, reencodes)
         # provider_scores keep what the model wrote, before renormalisation, so the calibration gap stays visible.
         reported = raw.extra.get("self_reported") or {}
         return dataclasses.replace(
