@@ -26,6 +26,8 @@ def _cloud_backends(model: Path, stack: ExitStack) -> dict[str, Classifier]:
     from derm_cloud.testing.emulators.azure_custom_vision import CustomVisionEmulator, custom_vision_backend_for
     from derm_cloud.testing.emulators.azure_ml import AzureMLEmulator, azure_ml_backend_for
     from derm_cloud.testing.emulators.azure_openai import AzureOpenAIEmulator, azure_openai_backend_for
+    from derm_cloud.testing.emulators.gemini import GeminiEmulator, gemini_backend_for
+    from derm_cloud.testing.emulators.rekognition import RekognitionEmulator, rekognition_backend_for
     from derm_cloud.testing.emulators.sagemaker import SageMakerRuntimeEmulator, sagemaker_backend_for
     from derm_cloud.testing.emulators.vertex import VertexEmulator, vertex_backend_for
 
@@ -37,6 +39,8 @@ def _cloud_backends(model: Path, stack: ExitStack) -> dict[str, Classifier]:
     azure_ml = stack.enter_context(AzureMLEmulator(model))
     # Ten decimals: the emulated LLM writes its scores as text, and two decimals would be the gap measured.
     openai = stack.enter_context(AzureOpenAIEmulator(model, decimals=10))
+    gemini = stack.enter_context(GeminiEmulator(model, decimals=10))
+    rekognition = stack.enter_context(RekognitionEmulator(model))
     makers: dict[str, Callable[[], Classifier]] = {
         "sagemaker": lambda: sagemaker_backend_for(sagemaker, "derm"),
         "vertex-rest": lambda: vertex_backend_for(vertex_rest),
@@ -44,6 +48,8 @@ def _cloud_backends(model: Path, stack: ExitStack) -> dict[str, Classifier]:
         "azure-custom-vision": lambda: custom_vision_backend_for(custom_vision),
         "azure-ml": lambda: azure_ml_backend_for(azure_ml),
         "azure-openai": lambda: azure_openai_backend_for(openai),
+        "vertex-gemini": lambda: gemini_backend_for(gemini),
+        "rekognition-custom-labels": lambda: rekognition_backend_for(rekognition),
     }
     return {name: stack.enter_context(make()) for name, make in makers.items()}
 
