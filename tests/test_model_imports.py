@@ -240,3 +240,42 @@ def test_cli_imports_an_export_and_the_model_card_shows_provenance(tmp_path: Pat
 
     table = compare_model_cards([tmp_path / "home"])
     assert "provenance" in table and "azure-custom-vision" in table and "OnnxFloat16" in table
+
+
+def test_compare_pairs_a_cloud_endpoint_with_the_local_run_of_its_export(tmp_path: Path) -> None:
+    from tests_helpers import DEV_CSV
+
+    from derm_cloud.compare import run_comparison
+
+    f32 = import_model(build_custom_vision_export(tmp_path / "cv"), tmp_path / "home-f32").model_dir
+    f16 = import_model(build_custom_vision_export(tmp_path / "cv16", flavor="OnnxFloat16"), tmp_path / "home-f16")
+    off = {"enabled": False}
+    cfg = {
+        "title": "cloud vs home",
+        "output": str(tmp_path / "report"),
+        "dataset": {"source": str(DEV_CSV), "limit": 12},
+        "fairness": {"skin_tone": "none"},
+        "scenarios": {"bootstrap": 20, **{s: off for s in ("single_stream", "server", "offline", "cold_start")}},
+        "backends": [
+            {"name": "custom-vision", "type": "azure-custom-vision", "emulate": True, "model_dir": str(f32)},
+            {"name": "cv@home", "type": "local-onnx", "options": {"model_dir": str(f32)}, "export_of": "custom-vision"},
+            {
+                "name": "cv-fp16@home",
+                "type": "local-onnx",
+                "options": {"model_dir": str(f16.model_dir)},
+                "export_of": "custom-vision",
+            },
+        ],
+    }
+    result = run_comparison(cfg, progress=False)
+    pairs = {p["home"]: p for p in result.summary["export_parity"]["pairs"]}
+    same = pairs["cv@home"]
+    assert same["images"] == 12 and same["max_abs_gap"] < 1e-5 and same["differs"] is False
+    assert same["top1_agreement"] == 1.0
+    half = pairs["cv-fp16@home"]
+    assert half["max_abs_gap"] > 0 and any("float16" in e for e in half["explanations"])
+    assert any("not published" in e for e in half["explanations"])
+    md = result.markdown.read_text()
+    assert "cloud vs home (export_of)" in md and "cv-fp16@home vs custom-vision" in md
+    with pytest.raises(ConfigError, match="export_of must name another backend"):
+        run_comparison({**cfg, "backends": [{**cfg["backends"][1], "export_of": "nowhere"}]}, progress=False)

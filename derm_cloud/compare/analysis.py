@@ -19,6 +19,7 @@ import numpy as np
 
 from derm_cloud.compare.context import evidence_line, overlap_in_context, stated_test_figures
 from derm_cloud.compare.cost import Measured, PriceCatalogue, cost_section
+from derm_cloud.compare.export_parity import export_parity_report
 from derm_cloud.compare.metadata_modes import metadata_summary
 from derm_cloud.compare.same_model import same_model_report
 from derm_cloud.compare.scenarios import (
@@ -366,6 +367,8 @@ def analyse(
     answers = {name: {i: r.probs for i, r in rows.items() if r.ok and r.probs} for name, rows in by_backend.items()}
     same_model, mismatches = same_model_report(infos, answers)
     top_warnings += mismatches
+    export_parity, export_gaps = export_parity_report(infos, answers)
+    top_warnings += export_gaps
     warn[:0] = top_warnings
     agreement = _agreement(ds, infos, by_backend)
     fairness: dict[str, Any] = (
@@ -464,6 +467,7 @@ def analyse(
         "evidence": evidence_line(common, len(ds)),
         "metadata": meta_report,
         "same_model": same_model,
+        "export_parity": export_parity,
         "top_warnings": top_warnings,
         "backends": dict(infos),
         "emulated": emulated,

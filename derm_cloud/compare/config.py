@@ -233,6 +233,7 @@ SCHEMA: dict[str, dict[str, tuple[Checker, Any]]] = {
         "max_concurrency": (_num(1, integer=True), 8),
         "timeout_s": (_opt(_num(0.001)), None),
         "billing": (_table, {}),
+        "export_of": (_opt(_str), None),
     },
     "backends.emulator": {
         "delay_ms": (_num(0.0), 0.0),
@@ -271,6 +272,8 @@ class BackendConfig:
         max_concurrency: requests in flight during the quality pass.
         timeout_s: client-side timeout per request (defaults to ``scenarios.request_timeout_s``).
         billing: price-catalogue keys that override ``describe().billing`` (``sku``, ``instances`` ...).
+        export_of: the name of the cloud backend this one runs the export of (``derm-cloud models import``):
+            the report shows the pair's agreement (see :mod:`derm_cloud.compare.export_parity`).
     """
 
     name: str
@@ -284,6 +287,7 @@ class BackendConfig:
     max_concurrency: int = 8
     timeout_s: float | None = None
     billing: dict[str, Any] = field(default_factory=dict)
+    export_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -592,6 +596,14 @@ class _Validator:
                     ("backends", i, "model_dir"), "model_dir is only for emulate = true; put it in options instead"
                 )
             out.append(BackendConfig(**b))
+        for i, backend in enumerate(out):
+            target = backend.export_of
+            if target is not None and (target not in names or target == backend.name):
+                raise self.fail(
+                    ("backends", i, "export_of"),
+                    f"export_of must name another backend of this config (the cloud endpoint this one runs the "
+                    f"export of), got {target!r}",
+                )
         return tuple(out)
 
     def check_type(self, name: str, path: tuple[str | int, ...]) -> None:

@@ -38,6 +38,20 @@ def _gap(value: Any) -> str:
     return "n/a" if value is None else f"{float(value):.2e}"
 
 
+def _export_row(pair: Mapping[str, Any]) -> list[Any]:
+    agree, kappa = pair.get("top1_agreement"), pair.get("kappa")
+    return [
+        f"{pair['home']} vs {pair['cloud']}",
+        pair["images"],
+        _gap(pair.get("max_abs_gap")),
+        _gap(pair.get("mean_abs_gap")),
+        "n/a" if agree is None else f"{agree:.1%}",
+        "n/a" if kappa is None else f"{kappa:.3f}",
+        pair.get("melanoma_call_disagreements", "n/a"),
+        "; ".join(pair.get("explanations") or []) or "-",
+    ]
+
+
 def parity_section(summary: Mapping[str, Any], table: Table) -> tuple[str, str, list[str]]:
     """(title, intro, tables) of the input-parity section: metadata modes and the same-model check."""
     meta = summary.get("metadata") or {}
@@ -85,4 +99,21 @@ def parity_section(summary: Mapping[str, Any], table: Table) -> tuple[str, str, 
         )
     else:
         tables.append(table(["same model"], [["no two backends serve the same model file in the same mode"]]))
+    exports = (summary.get("export_parity") or {}).get("pairs") or []
+    if exports:
+        tables.append(
+            table(
+                [
+                    "cloud vs home (export_of)",
+                    "images",
+                    "largest |p gap|",
+                    "mean |p gap|",
+                    "top-1 agree",
+                    "kappa",
+                    "melanoma calls differ",
+                    "what can explain a gap",
+                ],
+                [_export_row(p) for p in exports],
+            )
+        )
     return "Input parity: metadata and same-model check", intro, tables

@@ -298,6 +298,7 @@ def _backend_facts(rt: BackendRuntime) -> dict[str, Any]:
     facts["uses_metadata"] = rt.classifier.uses_metadata
     facts["metadata_used"] = rt.recipe.use_metadata and rt.classifier.uses_metadata
     facts["variant_of"] = rt.variant_of
+    facts["export_of"] = rt.cfg.export_of
     if rt.cfg.emulate and rt.cfg.model_dir:
         from derm_cloud.models.cache import resolve_model_dir
         from derm_cloud.models.spec import ModelSpec
