@@ -235,3 +235,15 @@ def test_a_comparison_prepares_each_image_once_for_all_backends(
     )
     assert PAYLOADS.prepared - before == 5  # five images, three backends: five preparations
     assert result.summary["backends"].keys() >= {"a", "b", "c"}
+
+
+def test_import_pulls_no_codec_and_no_async_machinery() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nimport derm_cloud\n"
+        "print(','.join(m for m in ('asyncio', 'concurrent.futures', 'simplejpeg', 'PIL.Image') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd())
+    assert out.stdout.strip() == ""
