@@ -15,7 +15,11 @@ Reported per row: median and p95 in ms, the median ratio to bare and the added m
 <= 1.05 or <= 0.3 ms added. The emulators run in this process (hosting a tiny ONNX model), so their own work
 is in both sides of every ratio.
 
+Before the backends it measures the client-side preparation of each JPEG: header parse and lossless strip,
+the libjpeg entropy check added to it (the damage check), and a full Pillow decode, side by side.
+
     python benchmarks/backend_overhead.py [--calls 150] [--phone-calls 30] [--warmup 10] [--out table.md]
+    python benchmarks/backend_overhead.py --backends ""   # the preparation costs only
 
 Real images: HAM10000, Tschandl et al. 2018, CC BY-NC 4.0 (read in place, never copied).
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import io
 import statistics
 import sys
 import tempfile
@@ -174,6 +179,37 @@ def _measure(contenders: dict[str, Callable[[], Any]], calls: int, warmup: int) 
     return times
 
 
+def _decode_costs(images: dict[str, Path], calls: int) -> list[str]:
+    """Client-side preparation per JPEG, side by side: what the damage check costs against a full decode."""
+    from derm_cloud.images import ImageLimits
+
+    structure_only = ImageLimits(jpeg_entropy_check=False)
+    lines = [
+        "| image | header + strip (structure check) ms | + libjpeg entropy check ms | Pillow full decode ms |",
+        "|---|---|---|---|",
+    ]
+    for label, path in images.items():
+        if not label.endswith("JPEG"):
+            continue
+        data = path.read_bytes()
+
+        def full_decode(data: bytes = data) -> None:
+            Image.open(io.BytesIO(data)).load()
+
+        t = _measure(
+            {
+                "structure": lambda data=data: derm_cloud.prepare_payload(data, limits=structure_only),
+                "entropy": lambda data=data: derm_cloud.prepare_payload(data),
+                "decode": full_decode,
+            },
+            calls if "phone" not in label else max(3, calls // 10),
+            2,
+        )
+        s, e, d = (statistics.median(t[k]) for k in ("structure", "entropy", "decode"))
+        lines.append(f"| {label} | {s:.2f} | {e:.2f} | {d:.2f} |")
+    return lines
+
+
 def _p95(values: list[float]) -> float:
     return float(np.percentile(values, 95))
 
@@ -196,8 +232,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         model = build_tiny_onnx_model(Path(tmp) / "tiny", with_metadata=True, layout="NHWC")
         images = _images(Path(tmp))
-        backends = _backends(model, stack)
-        for name in args.backends.split(","):
+        costs = _decode_costs(images, args.calls)
+        print("\n".join(costs), flush=True)
+        backends = _backends(model, stack) if args.backends else {}
+        for name in filter(None, args.backends.split(",")):
             clf = backends[name]
             for label, path in images.items():
                 payload = derm_cloud.prepare_payload(path)
@@ -231,7 +269,7 @@ def main() -> None:
                     f"| {p - b:+.2f} | {note} |"
                 )
                 print(lines[-1], flush=True)
-    table = "\n".join(lines)
+    table = "\n".join([*costs, "", *lines])
     print()
     print(table)
     if args.out:

@@ -208,9 +208,13 @@ class Classifier(ABC):
             payloads = prepared[lo : lo + batch_size]
             with collect_reencodes() as reencodes:
                 chunk = self._predict_many(payloads, metas[lo : lo + batch_size])
-            for payload, (raw, attempts, ms) in zip(payloads, chunk, strict=True):
+            for payload, item, (raw, attempts, ms) in zip(payloads, items[lo : lo + batch_size], chunk, strict=True):
                 notes = [note for owner, note in reencodes if owner == id(payload)]
                 out.append(self._to_prediction(raw, attempts, ms, payload, notes))
+                if payload is not item:
+                    # Ours, not the caller's: a JPEG payload keeps only its bytes (about 1/20 of its pixels)
+                    # once its chunk is done, so a batch does not hold every decoded image at once.
+                    payload.release_pixels()
         return out
 
     async def apredict(self, image: ImageInput, metadata: MetadataInput = None) -> Prediction:

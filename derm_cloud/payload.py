@@ -124,6 +124,12 @@ class Payload:
                     self._image = _decode_rgb(data)
         return self._image
 
+    def release_pixels(self) -> None:
+        """Forget the decoded pixels when the bytes can give them back (a batch keeps memory per chunk)."""
+        with self._lock:
+            if self._data is not None and self._image is not None and self.format == "JPEG":
+                self._image = None
+
     def array(self) -> np.ndarray:
         """The pixels as a ``uint8`` array of shape (height, width, 3)."""
         import numpy as np

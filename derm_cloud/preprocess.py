@@ -6,6 +6,7 @@ emulators, so a model gives the same answer wherever it is hosted.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,10 @@ __all__ = [
 ]
 
 
+@functools.lru_cache(maxsize=64)
 def _half_pixel_axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Cached: a dataset has a handful of image sizes, and the sample positions depend on the sizes only (the
+    # arrays returned are never written to).
     # Mirrors TensorFlow's compute_interpolation_weights with HalfPixelScaler, in float32 like TF, so the
     # sample positions (and hence the result) match TF bit for bit in most pixels.
     scale = np.float32(in_size) / np.float32(out_size)
@@ -119,7 +123,8 @@ def image_tensor(img: PILImage.Image, pre: Preprocess, layout: str = "NCHW") -> 
         top = round((h - ch) / 2.0)
         left = round((w - cw) / 2.0)
         arr = arr[top : top + ch, left : left + cw]
-    arr = arr * np.float32(pre.scale)
+    if pre.scale != 1.0:  # a multiply by 1.0 is a full-image pass for nothing
+        arr = arr * np.float32(pre.scale)
     if pre.mean != (0.0, 0.0, 0.0) or pre.std != (1.0, 1.0, 1.0):
         arr = (arr - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
     arr = arr.astype(np.float32, copy=False)

@@ -235,3 +235,41 @@ def test_a_comparison_prepares_each_image_once_for_all_backends(
     )
     assert PAYLOADS.prepared - before == 5  # five images, three backends: five preparations
     assert result.summary["backends"].keys() >= {"a", "b", "c"}
+
+
+def test_import_pulls_no_codec_and_no_async_machinery() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nimport derm_cloud\n"
+        "print(','.join(m for m in ('asyncio', 'concurrent.futures', 'simplejpeg', 'PIL.Image') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd())
+    assert out.stdout.strip() == ""
+
+
+def test_predict_batch_drops_the_pixels_of_each_finished_chunk(
+    monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, dev_images: list[Path]
+) -> None:
+    import derm_cloud.base as base
+
+    made: list[derm_cloud.Payload] = []
+    real = base.prepare_payload
+
+    def recording(image: Any, **kwargs: Any) -> derm_cloud.Payload:
+        payload = real(image, **kwargs)
+        made.append(payload)
+        return payload
+
+    monkeypatch.setattr(base, "prepare_payload", recording)
+    mine = real(dev_images[0])
+    with derm_cloud.create("local-onnx", model_dir=tiny_model_dir) as clf:
+        batch = clf.predict_batch([mine, *dev_images[1:6]], batch_size=2)
+        of_the_batch = list(made)
+        singles = [clf.predict(p) for p in dev_images[1:6]]
+    # The batch's own payloads keep only their bytes; the caller's payload keeps what it decoded.
+    assert len(of_the_batch) == 6 and all(p._image is None for p in of_the_batch if p is not mine)
+    assert mine._image is not None
+    for got, want in zip(batch[1:], singles, strict=True):
+        assert got.vector() == pytest.approx(want.vector(), abs=1e-6)
