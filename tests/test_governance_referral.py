@@ -381,7 +381,7 @@ def test_cli_out_of_sample_headline_policy_and_overlap(
     printed = capsys.readouterr().out
     data = json.loads((out / "referral.json").read_text())
     held = data["out_of_sample"]["points"]["mel"]
-    assert "Out of sample (4-fold cross-fitting, lesion-disjoint" in printed
+    assert "Out of sample, target sensitivity 0.95: 4-fold cross-fitting, lesion-disjoint" in printed
     assert f"melanoma sensitivity {held['sensitivity']:.3f} (95% CI {held['sensitivity_ci'][0]:.3f}" in printed
     assert printed.index("Out of sample") < printed.index("In sample")
     assert "**Out of sample**" in (out / "referral.md").read_text()

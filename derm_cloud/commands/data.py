@@ -58,9 +58,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from derm_cloud.data.fetch import _lookup, fetch_dataset
+    from derm_cloud.data.fetch import fetch_dataset, lookup_source
 
-    source = _lookup(args.name)
+    source = lookup_source(args.name)
     if source.manual:
         print(f"{source.title}\nLicence: {source.licence}\n\n{source.manual_steps}")
         return 2

@@ -112,7 +112,7 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 def run_referral(args: argparse.Namespace) -> int:
     from derm_cloud.data import dataset_overlap_warning, load_dataset
-    from derm_cloud.governance.referral_io import SavedPolicy, fitting_overlap, read_predictions
+    from derm_cloud.governance.referral_io import SavedPolicy, read_predictions
 
     if not 0 < args.target_sensitivity <= 1:
         raise ConfigError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
@@ -138,7 +138,7 @@ def run_referral(args: argparse.Namespace) -> int:
     overlap = dataset_overlap_warning(facts, ds)
     labels = [str(s.label) for s in samples]
     if saved is not None:
-        return _saved_policy_run(args, saved, ds, samples, preds, facts, overlap, backend_note, fitting_overlap)
+        return _saved_policy_run(args, saved, ds, samples, preds, facts, overlap, backend_note)
     ev, held, fit_samples = _fit_and_hold_out(args, samples, preds, labels)
     if overlap:
         ev.notes.insert(0, f"Training-data overlap: {overlap}")
@@ -153,7 +153,7 @@ def run_referral(args: argparse.Namespace) -> int:
         f"model {ev.model_id}"
     )
     print(f"Rule: refer when {ev.rule}" + (f", or {ev.base_rules}" if ev.base_rules else ""))
-    print(f"Out of sample ({held.description}), target sensitivity {args.target_sensitivity:.2f}:")
+    print(f"Out of sample, target sensitivity {args.target_sensitivity:.2f}: {held.description}")
     for target in held.points:
         print(f"  {held.headline(target)}")
     print("In sample (threshold fitted on all the images above, measured on the same images):")
@@ -239,10 +239,9 @@ def _saved_policy_run(
     facts: dict[str, Any],
     overlap: str | None,
     backend_note: str,
-    fitting_overlap: Any,
 ) -> int:
     from derm_cloud.governance.referral_holdout import evaluate_saved_policy
-    from derm_cloud.governance.referral_io import write_predictions
+    from derm_cloud.governance.referral_io import fitting_overlap, write_predictions
 
     held = evaluate_saved_policy(saved.policy, preds, [str(s.label) for s in samples])
     held.notes[:0] = fitting_overlap(

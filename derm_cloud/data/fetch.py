@@ -34,7 +34,16 @@ from typing import Any
 from derm_cloud.data.download import download, file_digest, requests_module
 from derm_cloud.errors import ConfigError, DownloadError, MissingDependencyError
 
-__all__ = ["CATALOGUE_PATH", "DatasetSource", "FetchResult", "catalogue", "datasets_dir", "fetch_dataset", "mirror_url"]
+__all__ = [
+    "CATALOGUE_PATH",
+    "DatasetSource",
+    "FetchResult",
+    "catalogue",
+    "datasets_dir",
+    "fetch_dataset",
+    "lookup_source",
+    "mirror_url",
+]
 
 CATALOGUE_PATH = Path(__file__).with_name("catalogue.toml")
 MIRROR_ENV = "DERM_CLOUD_DATA_MIRROR"
@@ -170,7 +179,7 @@ def fetch_dataset(
         DownloadError: a download failed after its retries; rerunning resumes.
         ChecksumMismatchError: a file does not have its pinned or published digest.
     """
-    source = name if isinstance(name, DatasetSource) else _lookup(name)
+    source = name if isinstance(name, DatasetSource) else lookup_source(name)
     if source.manual:
         raise ConfigError(f"{source.key} cannot be downloaded by a script.\n{source.manual_steps}")
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
@@ -217,7 +226,12 @@ def _already_there(target: Path, seen: Mapping[str, Any] | None, pinned: str | N
     return {"size": target.stat().st_size, "sha256": digest, "pinned": bool(pinned)}
 
 
-def _lookup(name: str) -> DatasetSource:
+def lookup_source(name: str) -> DatasetSource:
+    """The catalogue entry called ``name`` (case-insensitive).
+
+    Raises:
+        ConfigError: no such dataset; the message lists the catalogue.
+    """
     entries = catalogue()
     key = name.strip().lower()
     if key not in entries:

@@ -20,7 +20,7 @@ def referral_markdown(
     lines = [f"# {title or f'Referral trade-off: {e.backend} / {e.model_id}'}", ""]
     if held is not None:
         lines += [
-            f"**Out of sample** ({held.description}), target sensitivity {e.target_sensitivity:.2f}:",
+            f"**Out of sample**, target sensitivity {e.target_sensitivity:.2f}: {held.description}.",
             "",
             *[f"- {held.headline(target)}" for target in held.points],
             "",
