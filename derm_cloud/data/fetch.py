@@ -294,7 +294,7 @@ def _resolve_hf(
         )
     except Exception as exc:  # the hub client raises its own tree of errors; one message for all of them
         raise DownloadError(f"cannot list {repo} on {endpoint}: {exc}; rerun to retry") from exc
-    out = []
+    out: list[tuple[str, str, str | None, str | None]] = []
     for item in tree:
         path = getattr(item, "path", "")
         if getattr(item, "size", None) is None or not fnmatch.fnmatch(Path(path).name, entry.pattern):
