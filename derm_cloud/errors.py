@@ -14,6 +14,7 @@ derm-cloud still handles it sensibly::
     +-- BackendNotFoundError (LookupError)        no backend registered under that name
     +-- ChecksumMismatchError (ValueError)        a downloaded or extracted file lacks its pinned SHA-256
     +-- ConversionError (RuntimeError)            fetching or converting a model failed, or the result differs
+    +-- DownloadError (ConnectionError)           a dataset download failed (host, status); rerun to resume
     +-- RemoteError                               a provider call failed (backend, status, request id)
         +-- AuthenticationError (PermissionError) 401/403: key, token or role is wrong
         +-- ThrottledError                        429: rate limit or quota; retryable
@@ -47,6 +48,7 @@ __all__ = [
     "DeadlineExceededError",
     "DermCloudDeprecationWarning",
     "DermCloudError",
+    "DownloadError",
     "InvalidImageError",
     "InvalidResponseError",
     "MissingDependencyError",
@@ -205,6 +207,13 @@ class InvalidResponseError(RemoteError, ValueError):
 
 class CircuitOpenError(RemoteError):
     """Calls to this backend are short-circuited after repeated failures; try again later."""
+
+
+class DownloadError(DermCloudError, ConnectionError):
+    """A dataset download failed (unreachable host, HTTP error, cut connection).
+
+    What was downloaded is kept as a ``.part`` file: running the same command again resumes from it.
+    """
 
 
 class DermCloudDeprecationWarning(FutureWarning):

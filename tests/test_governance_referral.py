@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
 import json
 import math
@@ -22,6 +23,12 @@ from derm_cloud.governance.referral_eval import (
     plot_referral,
     referral_markdown,
     wilson_interval,
+)
+from derm_cloud.governance.referral_holdout import (
+    calibration_split_referral,
+    cross_fit_referral,
+    evaluate_saved_policy,
+    lesion_folds,
 )
 from derm_cloud.taxonomy import CLASS_CODES
 from derm_cloud.types import Prediction
@@ -236,7 +243,7 @@ def test_cli_referral_with_tiny_model(tiny_model_dir: Path, tmp_path: Path, caps
     t = data["points"]["mel"]["threshold"]
     assert f"melanoma sensitivity >= 0.95: threshold t = {t:.4f}" in printed
     assert f"referral rate {data['points']['mel']['referral_rate']:.3f}" in printed
-    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()[1:]]
     assert len(rows) == 40 == data["n"]
     preds = [Prediction.from_dict(r["prediction"]) for r in rows]
     sens, rate = independent_rate(preds, [r["label"] for r in rows], t, ("mel",))
@@ -259,3 +266,165 @@ def test_sklesion_dev_subset_referral(sklesion_model_dir: Path, tmp_path: Path) 
     mel = data["points"]["mel"]
     assert mel["sensitivity"] >= 0.95 and 0 < mel["threshold"] < 1 and mel["referral_rate"] < 1
     assert data["model_id"] == "sklesion-0.2.2"
+
+
+# --- out of sample --------------------------------------------------------------------------------------------------
+
+
+def synthetic_lesions(n: int = 600, seed: int = 0) -> tuple[list[Prediction], list[str], list[str]]:
+    """Synthetic predictions where some lesions have two images (same label), as in HAM10000."""
+    preds, labels = synthetic(n, seed)
+    lesions, current = [], 0
+    for i in range(n):
+        if i and labels[i] == labels[i - 1] and i % 3 == 0:
+            lesions.append(lesions[-1])  # a second image of the previous lesion
+        else:
+            current += 1
+            lesions.append(f"L{current}")
+    return preds, labels, lesions
+
+
+def test_lesion_folds_are_disjoint_even_and_stratified() -> None:
+    _, labels, lesions = synthetic_lesions(900, seed=3)
+    folds = lesion_folds(labels, lesions, folds=5, seed=0)
+    by_lesion: dict[str, set[int]] = {}
+    for lid, f in zip(lesions, folds, strict=True):
+        by_lesion.setdefault(lid, set()).add(int(f))
+    assert all(len(fs) == 1 for fs in by_lesion.values())  # no lesion straddles two folds
+    mel_lesions = [sum(1 for lid, f in by_lesion.items() if f == {k} and labels[lesions.index(lid)] == "mel")
+                   for k in range(5)]  # fmt: skip
+    assert max(mel_lesions) - min(mel_lesions) <= 1  # stratified: melanoma lesions dealt evenly
+    assert np.array_equal(folds, lesion_folds(labels, lesions, folds=5, seed=0))  # seeded
+    assert not np.array_equal(folds, lesion_folds(labels, lesions, folds=5, seed=1))
+    with pytest.raises(ConfigError, match="folds"):
+        lesion_folds(labels[:3], lesions[:3], folds=5)
+
+
+def test_cross_fitting_matches_an_independent_fold_by_fold_computation() -> None:
+    preds, labels, lesions = synthetic_lesions(700, seed=4)
+    held = cross_fit_referral(preds, labels, lesions, target_sensitivity=0.95, folds=4, seed=2)
+    folds = lesion_folds(labels, lesions, folds=4, seed=2)
+    for key, classes in (("mel", ("mel",)), ("malignant", ("akiec", "bcc", "mel"))):
+        detected = positives = referred = 0
+        for f in range(4):
+            train = [i for i in range(len(labels)) if folds[i] != f]
+            test = [i for i in range(len(labels)) if folds[i] == f]
+            t = evaluate_referral([preds[i] for i in train], [labels[i] for i in train]).points[key].threshold
+            assert held.points[key].thresholds[f] == pytest.approx(t)
+            sub_p, sub_y = [preds[i] for i in test], [labels[i] for i in test]
+            sens, rate = independent_rate(sub_p, sub_y, t, classes)
+            n_pos = sum(1 for y in sub_y if y in classes)
+            detected += round(sens * n_pos)
+            positives += n_pos
+            referred += round(rate * len(test))
+        point = held.points[key]
+        assert (point.detected, point.positives, point.referred) == (detected, positives, referred)
+        assert point.sensitivity == pytest.approx(detected / positives)
+        assert point.sensitivity_ci == pytest.approx(wilson_interval(detected, positives))
+        assert point.referral_rate_ci == pytest.approx(wilson_interval(referred, len(labels)))
+        in_sample = evaluate_referral(preds, labels).points[key]
+        assert point.in_sample_sensitivity == pytest.approx(in_sample.sensitivity)
+        assert point.in_sample_referral_rate == pytest.approx(in_sample.referral_rate)
+    assert "lesion-disjoint" in held.description and "4-fold" in held.description
+    line = held.headline("mel")
+    assert f"{held.points['mel'].sensitivity:.3f} (95% CI" in line and "in-sample" in line
+
+
+def test_calibration_split_fits_on_one_part_and_reports_the_other() -> None:
+    preds, labels, lesions = synthetic_lesions(600, seed=5)
+    calibrate = [i % 2 == 0 for i in range(len(labels))]
+    held = calibration_split_referral(preds, labels, calibrate, lesions, split_name="cal")
+    fit = [i for i, c in enumerate(calibrate) if c]
+    rest = [i for i, c in enumerate(calibrate) if not c]
+    t = evaluate_referral([preds[i] for i in fit], [labels[i] for i in fit]).points["mel"].threshold
+    sens, rate = independent_rate([preds[i] for i in rest], [labels[i] for i in rest], t, ("mel",))
+    point = held.points["mel"]
+    assert point.thresholds == [pytest.approx(t)] and point.n == len(rest) == held.n_evaluated
+    assert point.sensitivity == pytest.approx(sens) and point.referral_rate == pytest.approx(rate)
+    assert point.in_sample_sensitivity >= 0.95
+    shared = {lesions[i] for i in fit} & {lesions[i] for i in rest}
+    assert shared and f"{len(shared)} lesions have images on both sides" in held.notes[0]
+    with pytest.raises(ConfigError, match="calibration split 'cal' holds 0"):
+        calibration_split_referral(preds, labels, [False] * len(labels), split_name="cal")
+
+
+def test_saved_policy_is_applied_unchanged() -> None:
+    preds, labels = synthetic(400, seed=6)
+    policy = ReferralPolicy(malignant_threshold=0.2, min_confidence=0.4, refer_on_disagreement=False)
+    held = evaluate_saved_policy(policy, preds, labels)
+    referred = [policy.evaluate(p).refer for p in preds]
+    mel = [r for r, y in zip(referred, labels, strict=True) if y == "mel"]
+    assert held.points["mel"].referred == sum(referred) and held.points["mel"].detected == sum(mel)
+    assert held.points["mel"].sensitivity == pytest.approx(np.mean(mel))
+    assert held.points["mel"].in_sample_sensitivity is None and "in-sample" not in held.headline()
+
+
+def _manifest(tmp_path: Path, name: str, rows: list[dict[str, str]], split: str | None = None) -> Path:
+    path = tmp_path / name
+    fields = ["image_id", "lesion_id", "dx", "age", "sex", "localization", "file"] + (["split"] if split else [])
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fields, extrasaction="ignore")
+        writer.writeheader()
+        for i, r in enumerate(rows):
+            writer.writerow({**r, "file": str(dev_image(r)), "split": (split if i % 2 == 0 else "test")})
+    return path
+
+
+def test_cli_out_of_sample_headline_policy_and_overlap(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = dev_rows(160)
+    fit_csv, new_csv = _manifest(tmp_path, "fit.csv", rows[:100]), _manifest(tmp_path, "new.csv", rows[100:])
+    out = tmp_path / "ref"
+    backend = ["governance", "referral", "-o", f"model_dir={tiny_model_dir}", "--skin-tone", "none"]
+    assert main([*backend, "--dataset", str(fit_csv), "--folds", "4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / "referral.json").read_text())
+    held = data["out_of_sample"]["points"]["mel"]
+    assert "Out of sample, target sensitivity 0.95: 4-fold cross-fitting, lesion-disjoint" in printed
+    assert f"melanoma sensitivity {held['sensitivity']:.3f} (95% CI {held['sensitivity_ci'][0]:.3f}" in printed
+    assert printed.index("Out of sample") < printed.index("In sample")
+    assert "**Out of sample**" in (out / "referral.md").read_text()
+    saved = json.loads((out / "policy.json").read_text())
+    assert saved["fitted_on"]["image_ids"] == [r["image_id"] for r in rows[:100]]
+    assert saved["expected"]["mel"]["sensitivity"] == held["sensitivity"]
+    # The saved policy on new data: its own figures, checked against an independent application of the rules.
+    assert main([*backend, "--dataset", str(new_csv), "--policy", str(out / "policy.json"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    policy = ReferralPolicy.load(out / "policy.json")
+    with derm_cloud.create("local-onnx", model_dir=str(tiny_model_dir)) as clf:
+        new_preds = [clf.predict(dev_image(r), {"age": r["age"] or None, "sex": r["sex"], "site": r["localization"]})
+                     for r in rows[100:]]  # fmt: skip
+    mel = [policy.evaluate(p).refer for p, r in zip(new_preds, rows[100:], strict=True) if r["dx"] == "mel"]
+    point = report["evaluation"]["points"]["mel"]
+    assert point["detected"] == sum(mel) and point["positives"] == len(mel)
+    shared = {r["lesion_id"] for r in rows[:100]} & {r["lesion_id"] for r in rows[100:]}
+    notes = " ".join(report["evaluation"]["notes"])
+    assert ("Not out of sample" in notes) == bool(shared)
+    # Evaluating on the fitting data itself is flagged.
+    assert main([*backend, "--dataset", str(fit_csv), "--policy", str(out / "policy.json")]) == 0
+    assert "Not out of sample: 100 of 100 images" in capsys.readouterr().out
+
+
+def test_cli_calibration_split_and_overlap_note_survives_predictions(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = _manifest(tmp_path, "split.csv", dev_rows(80), split="cal")
+    out = tmp_path / "cal"
+    backend = ["governance", "referral", "-o", f"model_dir={tiny_model_dir}", "--skin-tone", "none"]
+    assert main([*backend, "--dataset", str(manifest), "--calibration-split", "cal", "--out", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["out_of_sample"]["n_fit"] == 40 == data["out_of_sample"]["n_evaluated"] == data["n"]
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["model_id"] == "tiny-onnx" and len(lines) == 81  # header + every image, not only the split
+    # Stored predictions whose header says the model was trained on HAM10000: the overlap note survives.
+    header["model_facts"] = {"training_data": "HAM10000 (ISIC 2018 task 3)"}
+    (out / "predictions.jsonl").write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    args = [*backend, "--dataset", str(manifest), "--predictions", str(out / "predictions.jsonl")]
+    assert main(args) == 0
+    assert "note: Training-data overlap: Possible train/test overlap" in capsys.readouterr().out
+    # Without a header (another tool's file), the HAM10000 image ids alone still raise it.
+    (out / "predictions.jsonl").write_text("\n".join(lines[1:]) + "\n")
+    assert main(args) == 0
+    assert "note: Training-data overlap: The model declares no training data" in capsys.readouterr().out

@@ -48,6 +48,23 @@ def register(sub: Any) -> None:
         help="skin-tone groups (auto: Fitzpatrick when recorded, else ITA estimated from the images)",
     )
     r.add_argument("--predictions", help="reuse a predictions.jsonl written by an earlier --out instead of running")
+    held = r.add_mutually_exclusive_group()
+    held.add_argument(
+        "--folds",
+        type=int,
+        default=5,
+        help="lesion-disjoint folds for the out-of-sample (cross-fitted) headline (default 5)",
+    )
+    held.add_argument(
+        "--calibration-split",
+        metavar="NAME",
+        help="fit on the rows whose 'split' column is NAME and report on all other rows (instead of --folds)",
+    )
+    held.add_argument(
+        "--policy",
+        metavar="POLICY_JSON",
+        help="evaluate a saved policy.json unchanged on --dataset (no fitting): sensitivity and referral rate",
+    )
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--out", help="folder for referral.json, referral.md, referral.png, policy.json, predictions.jsonl")
     r.add_argument("--json", action="store_true", help="print the evaluation as JSON")
@@ -94,21 +111,20 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def run_referral(args: argparse.Namespace) -> int:
-    from derm_cloud.data import load_dataset
-    from derm_cloud.governance.referral import ReferralPolicy
-    from derm_cloud.governance.referral_eval import evaluate_referral, parse_prevalence
+    from derm_cloud.data import dataset_overlap_warning, load_dataset
+    from derm_cloud.governance.referral_io import SavedPolicy, read_predictions
 
     if not 0 < args.target_sensitivity <= 1:
         raise ConfigError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
+    saved = SavedPolicy.load(args.policy) if args.policy else None
     ds = load_dataset(args.dataset)
     if args.limit:
         ds = ds.subset(args.limit, seed=args.seed)
     samples = [s for s in ds if s.label is not None]
     if not samples:
         raise ConfigError(f"{ds.name} has no labels; the referral evaluation needs a labelled dataset")
-    overlap = None
     if args.predictions:
-        by_id = _read_predictions(args.predictions)
+        by_id, facts = read_predictions(args.predictions)
         missing = [s.image_id for s in samples if s.image_id not in by_id]
         if missing:
             raise ConfigError(f"{args.predictions} has no prediction for {len(missing)} images (e.g. {missing[0]})")
@@ -117,29 +133,19 @@ def run_referral(args: argparse.Namespace) -> int:
     else:
         preds, facts = _run_backend(args, samples)
         backend_note = f"backend {args.backend}"
-        from derm_cloud.data import dataset_overlap_warning
-
-        overlap = dataset_overlap_warning(facts, ds)
-    groups = _groups(samples, args.skin_tone)
-    base = ReferralPolicy(malignant_threshold=None, min_confidence=args.min_confidence, refer_on_disagreement=False)
-    ev = evaluate_referral(
-        preds,
-        [str(s.label) for s in samples],
-        target_sensitivity=args.target_sensitivity,
-        groups=groups,
-        base_policy=base if args.min_confidence is not None else None,
-        prevalence=parse_prevalence(args.prevalence),
-    )
+    # Checked for stored predictions too: the facts travel in the predictions file's header, and without them
+    # the image ids alone still reveal HAM10000 images.
+    overlap = dataset_overlap_warning(facts, ds)
+    labels = [str(s.label) for s in samples]
+    if saved is not None:
+        return _saved_policy_run(args, saved, ds, samples, preds, facts, overlap, backend_note)
+    ev, held, fit_samples = _fit_and_hold_out(args, samples, preds, labels)
     if overlap:
         ev.notes.insert(0, f"Training-data overlap: {overlap}")
-    if "skin_tone_ita" in groups:
-        from derm_cloud.governance.skin_tone import ITA_CAVEAT
-
-        ev.notes.append(f"skin_tone_ita groups: {ITA_CAVEAT}")
     if args.out:
-        _write_outputs(Path(args.out), ev, samples, preds, ds, args)
+        _write_outputs(Path(args.out), ev, held, samples, preds, ds, args, facts, fit_samples)
     if args.json:
-        print(json.dumps(ev.to_dict(), indent=2, default=str))
+        print(json.dumps({**ev.to_dict(), "out_of_sample": held.to_dict()}, indent=2, default=str))
         return 0
     print(
         f"Referral on {ds.name}: {ev.n} images ({ev.class_counts['mel']} melanoma, "
@@ -147,6 +153,10 @@ def run_referral(args: argparse.Namespace) -> int:
         f"model {ev.model_id}"
     )
     print(f"Rule: refer when {ev.rule}" + (f", or {ev.base_rules}" if ev.base_rules else ""))
+    print(f"Out of sample, target sensitivity {args.target_sensitivity:.2f}: {held.description}")
+    for target in held.points:
+        print(f"  {held.headline(target)}")
+    print("In sample (threshold fitted on all the images above, measured on the same images):")
     for line in ev.summary_lines():
         print(f"  {line}")
     if ev.groups:
@@ -158,10 +168,117 @@ def run_referral(args: argparse.Namespace) -> int:
                 f"  {g.attribute:<14} {g.group:<18} n={g.n:<5} mel={g.positives:<4} sens={sens} "
                 f"rate={g.referral_rate:.3f}{flag}"
             )
-    for note in ev.notes:
+    for note in held.notes[:-1] + ev.notes:
         print(f"note: {note}")
     if args.out:
         print(f"wrote {Path(args.out) / 'referral.json'} (cite it with `derm-cloud governance notes RUN --referral`)")
+    return 0
+
+
+def _fit_and_hold_out(
+    args: argparse.Namespace, samples: list[Any], preds: list[Any], labels: list[str]
+) -> tuple[Any, Any, list[Any]]:
+    """The in-sample evaluation (curve, groups) and the out-of-sample headline (cross-fitting or a split)."""
+    from derm_cloud.governance.referral import ReferralPolicy
+    from derm_cloud.governance.referral_eval import evaluate_referral, parse_prevalence
+    from derm_cloud.governance.referral_holdout import calibration_split_referral, cross_fit_referral
+
+    base = ReferralPolicy(malignant_threshold=None, min_confidence=args.min_confidence, refer_on_disagreement=False)
+    base_policy = base if args.min_confidence is not None else None
+    lesions = [s.lesion_id for s in samples]
+    if args.calibration_split:
+        calibrate = [str(s.extra.get("split", "")) == args.calibration_split for s in samples]
+        held = calibration_split_referral(
+            preds,
+            labels,
+            calibrate,
+            lesions,
+            target_sensitivity=args.target_sensitivity,
+            base_policy=base_policy,
+            split_name=args.calibration_split,
+        )
+        # The shipped policy is the calibration split's; the in-sample view (curve, groups) is that split's too.
+        fit = [i for i, c in enumerate(calibrate) if c]
+        samples, preds, labels = [samples[i] for i in fit], [preds[i] for i in fit], [labels[i] for i in fit]
+    else:
+        held = cross_fit_referral(
+            preds,
+            labels,
+            lesions,
+            target_sensitivity=args.target_sensitivity,
+            folds=args.folds,
+            seed=args.seed,
+            base_policy=base_policy,
+        )
+    groups = _groups(samples, args.skin_tone)
+    ev = evaluate_referral(
+        preds,
+        labels,
+        target_sensitivity=args.target_sensitivity,
+        groups=groups,
+        base_policy=base_policy,
+        prevalence=parse_prevalence(args.prevalence),
+    )
+    ev.notes[0] = (
+        "In-sample figures are fitted on the images they are reported on; the out-of-sample figures "
+        f"({held.method}) are what to expect on new lesions."
+    )
+    if "skin_tone_ita" in groups:
+        from derm_cloud.governance.skin_tone import ITA_CAVEAT
+
+        ev.notes.append(f"skin_tone_ita groups: {ITA_CAVEAT}")
+    return ev, held, samples
+
+
+def _saved_policy_run(
+    args: argparse.Namespace,
+    saved: Any,
+    ds: Any,
+    samples: list[Any],
+    preds: list[Any],
+    facts: dict[str, Any],
+    overlap: str | None,
+    backend_note: str,
+) -> int:
+    from derm_cloud.governance.referral_holdout import evaluate_saved_policy
+    from derm_cloud.governance.referral_io import fitting_overlap, write_predictions
+
+    held = evaluate_saved_policy(saved.policy, preds, [str(s.label) for s in samples])
+    held.notes[:0] = fitting_overlap(
+        saved, [s.image_id for s in samples], [s.lesion_id for s in samples], preds[0].model_id
+    )
+    if overlap:
+        held.notes.insert(0, f"Training-data overlap: {overlap}")
+    payload = {
+        "dataset": {"name": ds.name, "n": len(samples), "source": str(args.dataset)},
+        "policy_file": str(args.policy),
+        "policy": saved.policy.to_dict(),
+        "fitted_on": {k: v for k, v in saved.fitted_on.items() if k not in ("image_ids", "lesion_ids")},
+        "expected": saved.expected,
+        "evaluation": held.to_dict(),
+    }
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_predictions(
+            out / "predictions.jsonl", ((s.image_id, s.label, p) for s, p in zip(samples, preds, strict=True)),
+            model_facts=facts,
+        )  # fmt: skip
+        (out / "policy-evaluation.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", "utf-8")
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+        return 0
+    print(f"Saved policy {args.policy} on {ds.name}: {len(samples)} images, {backend_note}, model {preds[0].model_id}")
+    print(f"Policy: {saved.policy.describe()}")
+    for target in held.points:
+        print(f"  {held.headline(target)}")
+    mel_expected = (saved.expected.get("mel") or {}).get("sensitivity")
+    if mel_expected is not None:
+        print(f"  expected when fitted (out of sample): melanoma sensitivity {float(mel_expected):.3f}")
+    for note in held.notes:
+        print(f"note: {note}")
+    if args.out:
+        print(f"wrote {Path(args.out) / 'policy-evaluation.json'}")
     return 0
 
 
@@ -204,44 +321,57 @@ def _groups(samples: list[Any], skin_tone: str) -> dict[str, list[str]]:
     return groups
 
 
-def _read_predictions(path: str) -> dict[str, Any]:
-    from derm_cloud.types import Prediction
-
-    out = {}
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                out[str(row["image_id"])] = Prediction.from_dict(row["prediction"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ConfigError(f"{path}:{line_no}: not a predictions.jsonl line ({exc})") from exc
-    return out
-
-
-def _write_outputs(out: Path, ev: Any, samples: list[Any], preds: list[Any], ds: Any, args: argparse.Namespace) -> None:
+def _write_outputs(
+    out: Path,
+    ev: Any,
+    held: Any,
+    samples: list[Any],
+    preds: list[Any],
+    ds: Any,
+    args: argparse.Namespace,
+    facts: dict[str, Any],
+    fit_samples: list[Any],
+) -> None:
     from derm_cloud.governance.referral_eval import plot_referral, referral_markdown
+    from derm_cloud.governance.referral_io import save_policy, write_predictions
 
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "predictions.jsonl").open("w", encoding="utf-8") as fh:
-        for s, p in zip(samples, preds, strict=True):
-            fh.write(json.dumps({"image_id": s.image_id, "label": s.label, "prediction": p.to_dict()}) + "\n")
+    rows = ((s.image_id, s.label, p) for s, p in zip(samples, preds, strict=True))
+    write_predictions(out / "predictions.jsonl", rows, model_facts=facts)
     payload = ev.to_dict()
+    payload["out_of_sample"] = held.to_dict()
     payload["dataset"] = {"name": ds.name, "n": len(samples), "source": str(args.dataset), "limit": args.limit}
     payload["command"] = " ".join(
         ["derm-cloud governance referral", f"--backend {args.backend}"]
         + [f"-o {o}" for o in args.option]
         + [f"--dataset {args.dataset}", f"--target-sensitivity {args.target_sensitivity}"]
         + ([f"--limit {args.limit} --seed {args.seed}"] if args.limit else [])
+        + ([f"--calibration-split {args.calibration_split}"] if args.calibration_split else [f"--folds {args.folds}"])
         + (["--no-metadata"] if args.no_metadata else [])
         + ([f"--min-confidence {args.min_confidence}"] if args.min_confidence is not None else [])
     )
     if ev.points["mel"].threshold is not None:
-        payload["policy"] = ev.policy("mel").to_dict()
-        ev.policy("mel").save(out / "policy.json")
+        policy = ev.policy("mel")
+        payload["policy"] = policy.to_dict()
+        fitted_on = {
+            "dataset": ds.name,
+            "source": str(args.dataset),
+            "backend": ev.backend,
+            "model_id": ev.model_id,
+            "target": "mel",
+            "target_sensitivity": args.target_sensitivity,
+            "n": len(fit_samples),
+            "image_ids": [s.image_id for s in fit_samples],
+            "lesion_ids": sorted({s.lesion_id for s in fit_samples if s.lesion_id}),
+        }
+        expected: dict[str, Any] = {
+            t: {"sensitivity": p.sensitivity, "sensitivity_ci": p.sensitivity_ci, "referral_rate": p.referral_rate}
+            for t, p in held.points.items()
+        }
+        expected["method"] = held.description
+        save_policy(out / "policy.json", policy, fitted_on=fitted_on, expected=expected)
     (out / "referral.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    (out / "referral.md").write_text(referral_markdown(ev), encoding="utf-8")
+    (out / "referral.md").write_text(referral_markdown(ev, held=held), encoding="utf-8")
     (out / "referral.png").write_bytes(plot_referral([ev]))
 
 

@@ -7,16 +7,27 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from derm_cloud.governance.referral_eval import ReferralEvaluation
+    from derm_cloud.governance.referral_holdout import HoldoutEvaluation
 
 __all__ = ["plot_referral", "referral_markdown"]
 
 
-def referral_markdown(evaluation: ReferralEvaluation, *, title: str | None = None) -> str:
-    """The evaluation as Markdown: operating points, per-group table and the caveats."""
+def referral_markdown(
+    evaluation: ReferralEvaluation, *, title: str | None = None, held: HoldoutEvaluation | None = None
+) -> str:
+    """The evaluation as Markdown: out-of-sample headline (when given), operating points, groups, caveats."""
     e = evaluation
-    lines = [
-        f"# {title or f'Referral trade-off: {e.backend} / {e.model_id}'}",
-        "",
+    lines = [f"# {title or f'Referral trade-off: {e.backend} / {e.model_id}'}", ""]
+    if held is not None:
+        lines += [
+            f"**Out of sample**, target sensitivity {e.target_sensitivity:.2f}: {held.description}.",
+            "",
+            *[f"- {held.headline(target)}" for target in held.points],
+            "",
+            "**In sample** (fitted and measured on the same images; optimistic):",
+            "",
+        ]
+    lines += [
         f"{e.n} images ({', '.join(f'{c} {n}' for c, n in e.class_counts.items())}). Rule swept: refer when "
         f"{e.rule}" + (f", plus fixed rule: {e.base_rules}" if e.base_rules else "") + ".",
         "",
@@ -41,7 +52,8 @@ def referral_markdown(evaluation: ReferralEvaluation, *, title: str | None = Non
                 f"| {note} |"
             )
         lines.append("")
-    lines += ["## Caveats", "", *[f"- {n}" for n in e.notes], ""]
+    notes = [*(held.notes[:-1] if held is not None else []), *e.notes]  # held's last note is the human-review one
+    lines += ["## Caveats", "", *[f"- {n}" for n in notes], ""]
     return "\n".join(lines)
 
 
