@@ -40,8 +40,9 @@ from derm_cloud.images import ImageLimits, PreparedImage, load_image
 from derm_cloud.models.spec import ModelSpec, Preprocess
 from derm_cloud.registry import available_backends, create, get_backend_class, register_backend
 from derm_cloud.retry import CircuitBreaker, RetryPolicy
+from derm_cloud.router import Deployment, HedgePolicy, Router, RouterPolicy, ShadowComparison
 from derm_cloud.taxonomy import CLASS_CODES, CLASSES, MALIGNANT_CODES, LabelMap, LesionClass
-from derm_cloud.types import LabelScore, PatientMetadata, Prediction
+from derm_cloud.types import LabelScore, PatientMetadata, Prediction, Route, SkippedDeployment
 
 __version__ = "0.1.0"
 
@@ -59,8 +60,10 @@ __all__ = [
     "ConfigError",
     "ConversionError",
     "DeadlineExceededError",
+    "Deployment",
     "DermCloudDeprecationWarning",
     "DermCloudError",
+    "HedgePolicy",
     "ImageLimits",
     "InvalidImageError",
     "InvalidResponseError",
@@ -80,7 +83,12 @@ __all__ = [
     "RawResult",
     "RemoteError",
     "RetryPolicy",
+    "Route",
+    "Router",
+    "RouterPolicy",
     "ServiceError",
+    "ShadowComparison",
+    "SkippedDeployment",
     "ThrottledError",
     "UnmappableLabelsError",
     "__version__",
