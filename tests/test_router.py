@@ -300,3 +300,17 @@ options = {{ model_dir = "{tiny_model_dir}" }}
     bad.write_text('[[backends]]\nname = "x"\ntype = "local-onnx"\noptionz = {}\n')
     with pytest.raises(derm_cloud.ConfigError, match="bad.toml:4: backends\\[0\\].optionz"):
         Router.from_config(bad)
+
+
+def test_a_primary_cut_for_slowness_stays_a_failure_when_it_answers_late(
+    emulator: SageMakerRuntimeEmulator, tiny_model_dir: Path, image: Path
+) -> None:
+    emulator.inject(Fault("slow", times=2, delay=1.2))
+    with _router(emulator, tiny_model_dir, deadline_s=1.0, share=0.4, cooldown_failures=2, cooldown_s=30) as router:
+        for _ in range(2):
+            pred = router.predict(image, META)
+            assert pred.route is not None and pred.route.skipped[0].reason == "deadline"
+        time.sleep(1.5)  # both abandoned calls have answered by now, successfully
+        pred = router.predict(image, META)
+    assert pred.route is not None and pred.route.skipped[0].reason == "cooldown"
+    assert len(emulator.requests_to("/invocations")) == 2
