@@ -21,6 +21,7 @@ Each deployment is called through its single-attempt primitive inside the router
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -53,15 +54,27 @@ _NEVER_OPENS = 2**31
 
 
 class _Attempt:
-    """What one deployment call produced (run in a worker thread)."""
+    """What one deployment call produced (run in a worker thread).
 
-    __slots__ = ("calls", "error", "latency_s", "prediction")
+    Either the worker (call finished) or the router (share of the deadline spent) records the outcome in the
+    breaker and metrics, never both: a call abandoned as too slow stays a failure even if it answers later.
+    """
+
+    __slots__ = ("_lock", "_settled", "calls", "error", "latency_s", "prediction")
 
     def __init__(self) -> None:
         self.calls = 0
         self.prediction: Prediction | None = None
         self.error: BaseException | None = None
         self.latency_s = 0.0
+        self._settled = False
+        self._lock = threading.Lock()
+
+    def claim(self) -> bool:
+        """True for the first caller only: that one records the outcome."""
+        with self._lock:
+            first, self._settled = not self._settled, True
+            return first
 
 
 class Router(Classifier):
@@ -246,6 +259,7 @@ class Router(Classifier):
         skipped: list[SkippedDeployment] = []
         failures: list[BaseException] = []
         pending: dict[Future[_Attempt], tuple[DeploymentState, float, float]] = {}  # -> (state, launched, ends)
+        handles: dict[Future[_Attempt], _Attempt] = {}
         winner: tuple[DeploymentState, _Attempt] | None = None
         calls = 0
         hedged = False
@@ -269,7 +283,9 @@ class Router(Classifier):
                         return False
                     budget = left if not any(_can_launch(q) for q in queue) else left * self.policy.share
                     st.started()
-                    fut = self._pool.submit(self._attempt, st, prepared, meta, budget, parent)
+                    handle = _Attempt()
+                    fut = self._pool.submit(self._attempt, st, prepared, meta, budget, parent, handle)
+                    handles[fut] = handle
                     fut.add_done_callback(_finished_callback(st))
                     pending[fut] = (st, now, now + budget)
                     return True
@@ -298,7 +314,7 @@ class Router(Classifier):
                     break
                 now = time.monotonic()
                 for fut, (st, launched, end) in list(pending.items()):
-                    if now >= end or now >= deadline_at:
+                    if (now >= end or now >= deadline_at) and handles[fut].claim():
                         del pending[fut]  # abandoned: the worker finishes on its own, its result is ignored
                         st.breaker.record(ok=False)
                         self.telemetry.metrics.observe(st.name, "deadline", now - launched, error_class="Deadline")
@@ -358,10 +374,15 @@ class Router(Classifier):
         return launched + st.hedge_delay(self.hedge)
 
     def _attempt(
-        self, st: DeploymentState, prepared: PreparedImage, meta: PatientMetadata, budget: float, parent: Any
+        self,
+        st: DeploymentState,
+        prepared: PreparedImage,
+        meta: PatientMetadata,
+        budget: float,
+        parent: Any,
+        out: _Attempt,
     ) -> _Attempt:
         """One deployment, its share of the deadline, the router's retry loop; never raises a RemoteError."""
-        out = _Attempt()
         clf = st.deployment.classifier
         policy = RetryPolicy(
             max_attempts=self.policy.attempts_per_deployment,
@@ -394,6 +415,8 @@ class Router(Classifier):
             span.set_attribute("derm_cloud.attempts", out.calls)
             span.set_attribute("derm_cloud.outcome", "ok" if out.error is None else "error")
             span.set_attribute("derm_cloud.latency_ms", out.latency_s * 1000)
+        if not out.claim():
+            return out  # the router gave up on this call already and counted it as a failure
         if out.error is None:
             st.breaker.record(ok=True)
             st.observe(out.latency_s)
