@@ -32,13 +32,13 @@ from derm_cloud.base import BackendInfo, Classifier, MetadataInput, RawResult, a
 from derm_cloud.errors import (
     CircuitOpenError,
     ConfigError,
-    DeadlineExceededError,
     InvalidImageError,
     RemoteError,
 )
-from derm_cloud.images import ImageInput, ImageLimits, PreparedImage, load_image
+from derm_cloud.images import ImageInput, PreparedImage, load_image
 from derm_cloud.observability import Telemetry
 from derm_cloud.retry import CircuitBreaker, RetryPolicy
+from derm_cloud.router.outcomes import default_name, describe_error, give_up, strictest
 from derm_cloud.router.policy import Balancer, Deployment, DeploymentState, HedgePolicy, RouterPolicy
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata, Prediction, Route, SkippedDeployment
@@ -117,7 +117,7 @@ class Router(Classifier):
         owns: Iterable[Any] = (),
     ) -> None:
         self.policy = policy or RouterPolicy()
-        deps = [d if isinstance(d, Deployment) else Deployment(_default_name(d), d) for d in deployments]
+        deps = [d if isinstance(d, Deployment) else Deployment(default_name(d), d) for d in deployments]
         if not deps:
             raise ConfigError("a Router needs at least one deployment")
         names = [d.name for d in deps]
@@ -143,7 +143,7 @@ class Router(Classifier):
             label_map=LabelMap.canonical(),
             model_id=name,
             retry=None,
-            image_limits=_strictest([d.classifier.image_limits for d in deps]),
+            image_limits=strictest([d.classifier.image_limits for d in deps]),
         )
 
     # --- construction from the comparator's config ---------------------------------------------------------
@@ -273,7 +273,7 @@ class Router(Classifier):
                     try:
                         st.breaker.before_call(st.name)
                     except CircuitOpenError as exc:
-                        skipped.append(SkippedDeployment(st.name, "cooldown", _detail(exc)))
+                        skipped.append(SkippedDeployment(st.name, "cooldown", describe_error(exc)))
                         self.telemetry.metrics.observe(st.name, "cooldown", 0.0)
                         continue
                     now = time.monotonic()
@@ -307,7 +307,7 @@ class Router(Classifier):
                         winner = (st, attempt)
                     elif attempt.error is not None:
                         failures.append(attempt.error)
-                        skipped.append(SkippedDeployment(st.name, "error", _detail(attempt.error)))
+                        skipped.append(SkippedDeployment(st.name, "error", describe_error(attempt.error)))
                     else:  # a second good answer in the same instant: the first one won
                         skipped.append(SkippedDeployment(st.name, "hedge_lost", "answered after the winner"))
                 if winner is not None:
@@ -334,7 +334,7 @@ class Router(Classifier):
             span.set_attribute("derm_cloud.hedged", hedged)
             span.set_attribute("derm_cloud.latency_ms", latency_ms)
             if winner is None:
-                error = self._give_up(skipped, failures, deadline_at)
+                error = give_up(self.name, self.policy.deadline_s, skipped, failures, deadline_at)
                 span.set_attribute("derm_cloud.outcome", "error")
                 span.set_error(error)
                 self.telemetry.log_request(
@@ -427,28 +427,6 @@ class Router(Classifier):
             self.telemetry.metrics.observe(st.name, "error", out.latency_s, error_class=type(out.error).__name__)
         return out
 
-    def _give_up(
-        self, skipped: list[SkippedDeployment], failures: list[BaseException], deadline_at: float
-    ) -> BaseException:
-        summary = "; ".join(f"{s.deployment}: {s.reason} ({s.detail})" for s in skipped) or "no deployment tried"
-        if skipped and all(s.reason == "cooldown" for s in skipped):
-            return CircuitOpenError(f"every deployment is cooling down: {summary}", backend=self.name)
-        if time.monotonic() >= deadline_at or not failures:
-            return DeadlineExceededError(
-                f"no deployment answered within the {self.policy.deadline_s:.2f} s deadline: {summary}",
-                backend=self.name,
-            )
-        last = failures[-1]
-        if isinstance(last, RemoteError):
-            return type(last)(
-                f"every deployment failed: {summary}",
-                backend=self.name,
-                status=last.status,
-                request_id=last.request_id,
-                retry_after=last.retry_after,
-            )
-        return InvalidImageError(f"no deployment could take this image: {summary}")
-
 
 def _finished_callback(st: DeploymentState) -> Callable[[Future[_Attempt]], None]:
     return lambda _future: st.finished()
@@ -456,22 +434,3 @@ def _finished_callback(st: DeploymentState) -> Callable[[Future[_Attempt]], None
 
 def _can_launch(st: DeploymentState) -> bool:
     return st.breaker.cooldown_remaining() <= 0
-
-
-def _detail(exc: BaseException) -> str:
-    # Error messages name backends, statuses and request ids; they never carry image bytes or patient fields.
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _default_name(clf: Classifier) -> str:
-    return clf.backend_name or type(clf).__name__
-
-
-def _strictest(limits: Sequence[ImageLimits]) -> ImageLimits:
-    """Limits no deployment would refuse: every deployment gets the same prepared image."""
-    return ImageLimits(
-        max_bytes=min(lim.max_bytes for lim in limits),
-        max_pixels=min(lim.max_pixels for lim in limits),
-        min_side=max(lim.min_side for lim in limits),
-        max_side=min(lim.max_side for lim in limits),
-    )
