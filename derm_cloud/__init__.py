@@ -41,8 +41,9 @@ from derm_cloud.models.spec import ModelSpec, Preprocess
 from derm_cloud.payload import Payload
 from derm_cloud.registry import available_backends, create, get_backend_class, register_backend
 from derm_cloud.retry import CircuitBreaker, RetryPolicy
+from derm_cloud.router import Deployment, HedgePolicy, Router, RouterPolicy, ShadowComparison
 from derm_cloud.taxonomy import CLASS_CODES, CLASSES, MALIGNANT_CODES, LabelMap, LesionClass
-from derm_cloud.types import LabelScore, PatientMetadata, Prediction
+from derm_cloud.types import LabelScore, PatientMetadata, Prediction, Route, SkippedDeployment
 
 __version__ = "0.1.0"
 
@@ -60,8 +61,10 @@ __all__ = [
     "ConfigError",
     "ConversionError",
     "DeadlineExceededError",
+    "Deployment",
     "DermCloudDeprecationWarning",
     "DermCloudError",
+    "HedgePolicy",
     "ImageLimits",
     "InvalidImageError",
     "InvalidResponseError",
@@ -82,7 +85,12 @@ __all__ = [
     "RawResult",
     "RemoteError",
     "RetryPolicy",
+    "Route",
+    "Router",
+    "RouterPolicy",
     "ServiceError",
+    "ShadowComparison",
+    "SkippedDeployment",
     "ThrottledError",
     "UnmappableLabelsError",
     "__version__",

@@ -64,6 +64,21 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return self._opened_at is not None
 
+    def cooldown_remaining(self) -> float:
+        """Seconds before this breaker lets a call through; 0.0 when closed or due for its half-open probe.
+
+        Reads the state without changing it (unlike :meth:`before_call`, which turns a due breaker half-open),
+        so a router can pass over a cooling-down deployment without spending its probe.
+
+        Example:
+            >>> CircuitBreaker().cooldown_remaining()
+            0.0
+        """
+        with self._lock:
+            if self._opened_at is None:
+                return 0.0
+            return max(0.0, self.reset_after - (time.monotonic() - self._opened_at))
+
 
 @dataclass
 class RetryPolicy:

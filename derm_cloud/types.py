@@ -13,7 +13,7 @@ from typing import Any
 from derm_cloud.errors import ConfigError
 from derm_cloud.taxonomy import CLASS_CODES, CLASSES, MALIGNANT_CODES, class_info
 
-__all__ = ["LabelScore", "PatientMetadata", "Prediction", "Sex"]
+__all__ = ["LabelScore", "PatientMetadata", "Prediction", "Route", "Sex", "SkippedDeployment"]
 
 Sex = str  # "male" | "female" | "unknown"; kept as str so CSV values pass through unchanged
 
@@ -83,6 +83,64 @@ class LabelScore:
 
 
 @dataclass(frozen=True)
+class SkippedDeployment:
+    """A deployment a :class:`~derm_cloud.router.Router` did not take its answer from, and why.
+
+    Attributes:
+        deployment: the deployment's name in the router.
+        reason: ``"cooldown"`` (its circuit is open), ``"error"`` (it failed), ``"deadline"`` (no answer within
+            its share of the deadline) or ``"hedge_lost"`` (a hedged request answered first).
+        detail: the error class and message, or the cooldown time left; never image bytes or patient fields.
+    """
+
+    deployment: str
+    reason: str
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"deployment": self.deployment, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a :class:`~derm_cloud.router.Router` produced a prediction.
+
+    Attributes:
+        router: the router's name.
+        deployment: the deployment that answered.
+        skipped: the deployments tried or passed over before (or beside) it, in order, with the reason.
+        hedged: whether a hedged second request was sent.
+        attempts: calls made across every deployment for this request.
+    """
+
+    router: str
+    deployment: str
+    skipped: tuple[SkippedDeployment, ...] = ()
+    hedged: bool = False
+    attempts: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "router": self.router,
+            "deployment": self.deployment,
+            "skipped": [s.to_dict() for s in self.skipped],
+            "hedged": self.hedged,
+            "attempts": self.attempts,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Route:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            router=str(data["router"]),
+            deployment=str(data["deployment"]),
+            skipped=tuple(SkippedDeployment(**s) for s in data.get("skipped", ())),
+            hedged=bool(data.get("hedged", False)),
+            attempts=int(data.get("attempts", 1)),
+        )
+
+
+@dataclass(frozen=True)
 class Prediction:
     """One classification result, identical in shape for every backend.
 
@@ -97,6 +155,8 @@ class Prediction:
         mapped: ``False`` for generic baselines whose labels are not lesion classes.
         attempts: how many attempts the retry policy made.
         extra: provider facts worth keeping (variant, deployed model id, token usage ...), JSON-compatible.
+        route: set when a :class:`~derm_cloud.router.Router` answered: which deployment, and why others were
+            skipped; ``None`` for a direct backend call.
 
     A prediction supports triage and research; it is never a diagnosis. A clinician reviews every result.
     """
@@ -110,6 +170,7 @@ class Prediction:
     mapped: bool = True
     attempts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    route: Route | None = None
 
     def __post_init__(self) -> None:
         if self.mapped:
@@ -155,6 +216,7 @@ class Prediction:
         """A JSON-compatible dict (used by the CLI ``--json`` and the run store)."""
         d = asdict(self)
         d["provider_scores"] = [s.to_dict() for s in self.provider_scores]
+        d["route"] = self.route.to_dict() if self.route is not None else None
         d["top_k"] = [
             {"label": s.label, "name": class_info(s.label).name, "score": s.score}
             for s in (self.top_k if self.mapped else ())
@@ -174,4 +236,5 @@ class Prediction:
             mapped=bool(data.get("mapped", True)),
             attempts=int(data.get("attempts", 1)),
             extra=dict(data.get("extra", {})),
+            route=Route.from_dict(data["route"]) if data.get("route") else None,
         )

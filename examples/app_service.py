@@ -1,10 +1,13 @@
 """For the app engineer: a small triage web service (FastAPI) over derm-cloud.
 
-* a **primary** backend (here a SageMaker endpoint) and a **fallback** (the same model on this machine): when
-  the primary fails (throttled, down, malformed answer) or runs out of its share of the time, the fallback
-  answers and the response says so;
+* a :class:`derm_cloud.Router` over a **primary** backend (here a SageMaker endpoint) and a **fallback** (the
+  same model on this machine): when the primary fails (throttled, down, malformed answer), is cooling down after
+  repeated failures, or runs out of its share of the time, the fallback answers and the response says so;
 * a **deadline** for the whole request: the primary gets ``primary_share`` of it (its retries included), the
-  fallback what is left; past the deadline the service answers 504 instead of hanging;
+  fallback what is left; past the deadline the service answers 504 instead of hanging. The router's policy is
+  the only retry loop (the backends' own retries are not used inside it);
+* optional **shadow** comparison of a second provider on a sampled share of live traffic (``GET /v1/router``
+  shows its running agreement, the deployments' cooldowns and the call metrics);
 * the **referral policy**: every answer carries a decision with reasons, and the statement that a clinician
   reviews every result.
 
@@ -32,6 +35,7 @@ from typing import Any
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 
 import derm_cloud
+from derm_cloud import Deployment, HedgePolicy, Router, RouterPolicy, ShadowComparison
 from derm_cloud.governance.referral import HUMAN_REVIEW, ReferralPolicy
 from derm_cloud.images import ImageLimits, load_image
 
@@ -42,7 +46,11 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 @dataclass
 class Triage:
-    """The service's dependencies: two backends, the time budget and the referral rules."""
+    """The service's dependencies: two backends, the time budget, the routing rules and the referral rules.
+
+    ``attempts`` is how often the router calls the primary (retryable errors, within its share) before the
+    fallback; ``hedge`` (off by default: it can double cost) and ``shadow`` go to the router as they are.
+    """
 
     primary: derm_cloud.Classifier
     fallback: derm_cloud.Classifier | None
@@ -50,16 +58,47 @@ class Triage:
     primary_share: float = 0.6
     policy: ReferralPolicy = field(default_factory=ReferralPolicy)
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    attempts: int = 3
+    cooldown_failures: int = 5
+    cooldown_s: float = 30.0
+    hedge: HedgePolicy | None = None
+    shadow: ShadowComparison | None = None
+
+    def router(self) -> Router:
+        """The router the service classifies through: ``primary`` first, then ``fallback``."""
+        deployments = [Deployment("primary", self.primary)]
+        if self.fallback is not None:
+            deployments.append(Deployment("fallback", self.fallback))
+        rules = RouterPolicy(
+            deadline_s=self.deadline_s,
+            share=self.primary_share,
+            attempts_per_deployment=self.attempts,
+            base_delay=0.1,
+            cooldown_failures=self.cooldown_failures,
+            cooldown_s=self.cooldown_s,
+        )
+        return Router(deployments, name="triage", policy=rules, hedge=self.hedge, shadow=self.shadow)
 
 
 def create_app(triage: Triage) -> Any:
-    """The FastAPI application (``POST /v1/classify``, ``GET /healthz``)."""
+    """The FastAPI application (``POST /v1/classify``, ``GET /healthz``, ``GET /v1/router``)."""
     app = FastAPI(title="derm-cloud triage service", description=HUMAN_REVIEW)
+    router = triage.router()
+    app.state.router = router  # closed by the caller with the app (it closes both backends too)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         backends = [triage.primary, *([triage.fallback] if triage.fallback else [])]
         return {"status": "ok", "backends": [b.describe().backend for b in backends]}
+
+    @app.get("/v1/router")
+    def router_state() -> dict[str, Any]:
+        # Names, counts and timings only: no image bytes and no patient fields are ever kept by the router.
+        return {
+            "deployments": router.status(),
+            "metrics": router.telemetry.metrics.snapshot(),
+            "shadow": triage.shadow.report() if triage.shadow is not None else None,
+        }
 
     @app.post("/v1/classify")
     async def classify(
@@ -80,24 +119,20 @@ def create_app(triage: Triage) -> Any:
         except derm_cloud.ConfigError as exc:
             raise HTTPException(422, str(exc)) from None
 
-        served_by, reason = "primary", None
-        budget = triage.deadline_s * triage.primary_share
         try:
-            prediction = await asyncio.wait_for(asyncio.to_thread(triage.primary.predict, data, meta), budget)
-        except (derm_cloud.RemoteError, TimeoutError) as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else f"primary exceeded its {budget:.1f} s share"
-            logger.warning("primary failed (%s); bytes=%d", type(exc).__name__, len(data))
+            prediction = await asyncio.to_thread(router.predict, data, meta)
+        except derm_cloud.RemoteError as exc:
+            logger.warning("no backend answered (%s); bytes=%d", type(exc).__name__, len(data))
+            status = 504 if isinstance(exc, TimeoutError) else 503
             if triage.fallback is None:
-                raise HTTPException(503, f"the primary backend failed and there is no fallback: {reason}") from None
-            remaining = triage.deadline_s - (time.monotonic() - started)
-            if remaining <= 0:
-                raise HTTPException(504, f"deadline of {triage.deadline_s:.1f} s passed") from None
-            served_by = "fallback"
-            try:
-                prediction = await asyncio.wait_for(asyncio.to_thread(triage.fallback.predict, data, meta), remaining)
-            except (derm_cloud.RemoteError, TimeoutError) as exc2:
-                status = 504 if isinstance(exc2, TimeoutError) else 503
-                raise HTTPException(status, f"both backends failed: primary {reason}; fallback {exc2!r}") from None
+                raise HTTPException(status, f"the primary backend failed and there is no fallback: {exc}") from None
+            raise HTTPException(status, f"both backends failed: {exc}") from None
+        except derm_cloud.InvalidImageError as exc:  # e.g. over every provider's request size limit
+            raise HTTPException(400, f"no backend can take this image: {exc}") from None
+        route = prediction.route
+        assert route is not None  # a router's answer always says how it was produced
+        served_by = route.deployment
+        reason = "; ".join(f"{s.deployment} {s.reason}: {s.detail}" for s in route.skipped) or None
         decision = triage.policy.evaluate(prediction)
         elapsed_ms = (time.monotonic() - started) * 1000
         logger.info(
@@ -115,6 +150,7 @@ def create_app(triage: Triage) -> Any:
             },
             "served_by": served_by,
             "fallback_reason": reason,
+            "route": route.to_dict(),
             "referral": {"refer": decision.refer, "reasons": decision.reasons, "rules": list(decision.rules)},
             "policy": triage.policy.describe(),
             "note": HUMAN_REVIEW,
@@ -132,9 +168,8 @@ def emulated_triage(model_dir: str, *, deadline_s: float = 5.0) -> tuple[Triage,
     emulator = SageMakerRuntimeEmulator()
     emulator.add_endpoint("derm-triage", model_dir)
     emulator.start()
-    # The primary's own retries must fit in its share of the deadline; the service enforces it too.
-    retry = derm_cloud.RetryPolicy(max_attempts=3, base_delay=0.1, max_delay=1.0, deadline=deadline_s * 0.6)
-    primary = sagemaker_backend_for(emulator, "derm-triage", retry=retry, read_timeout=deadline_s)
+    # No RetryPolicy here: inside the router only the router's policy retries (Triage.attempts).
+    primary = sagemaker_backend_for(emulator, "derm-triage", read_timeout=deadline_s)
     fallback = derm_cloud.create("local-onnx", model_dir=model_dir)
     return Triage(primary, fallback, deadline_s=deadline_s), emulator
 
@@ -150,12 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     triage, emulator = emulated_triage(args.model_dir, deadline_s=args.deadline)
+    app = create_app(triage)
     try:
-        uvicorn.run(create_app(triage), host=args.host, port=args.port)
+        uvicorn.run(app, host=args.host, port=args.port)
     finally:
-        triage.primary.close()
-        if triage.fallback is not None:
-            triage.fallback.close()
+        app.state.router.close()
         emulator.stop()
     return 0
 
