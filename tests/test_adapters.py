@@ -387,3 +387,13 @@ def test_azureml_score_under_inference_server(tmp_path: Path, tiny_model_dir: Pa
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_runtime_requirements_carry_the_http_server_where_it_runs() -> None:
+    from derm_cloud.deploy.package import runtime_requirements
+
+    def names(requirements: list[str]) -> set[str]:
+        return {r.split("=")[0].split(">")[0] for r in requirements}
+
+    assert {"onnxruntime", "starlette", "uvicorn"} <= names(runtime_requirements(http_server=True))
+    assert not {"starlette", "uvicorn"} & names(runtime_requirements())  # Azure ML brings its own server
