@@ -7,14 +7,14 @@ The decode budget is checked from the image header before a single pixel is deco
 
 Pillow's ``Image.open`` only reads the header, so the decoded size (width x height x bands x bytes per band) is
 known before :func:`derm_cloud.images.load_image` allocates anything. A 194 KB PNG of 7071x7071 RGBA decodes to
-200 MB and needs about 1.15 GB of working memory while it is composited on white and converted to RGB; the
+200 MB and needs about 1.2 GB of working memory while it is composited on white and converted to RGB; the
 :class:`DecodeBudget` refuses such a request when the server's budget is spent (503, retry later) or when it
 could never fit (413), instead of letting a few of them exhaust the container's memory.
 
-Working-set factors (peak RSS / decoded size) were measured with ``python benchmarks/adapter_load.py --measure-decode``:
-5.7x for images with transparency (RGBA decode + white background + composite + RGB copy, Pillow keeping 4
-bytes per pixel for RGB) and 2.9x for opaque ones. The estimate rounds them up to 6x and 3x of
-``max(decoded size, width x height x 4)``.
+Working-set factors were measured with ``python benchmarks/adapter_load.py --measure-decode``: the peak RSS of
+``load_image`` is 6.0x ``width x height x 4`` for images with transparency (RGBA decode + white background +
+composite + RGB copy; Pillow keeps RGB at 4 bytes per pixel) and 3.0x for opaque ones. The estimate takes 6.5x
+and 3.5x of ``max(decoded size, width x height x 4)``, so it stays an upper bound.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ __all__ = [
 ]
 
 #: Default working memory for all concurrent decodes of one server process: one 50 MP RGBA image fits
-#: (about 1.2 GB), so the largest image the 50 MP limit allows can still be classified, one at a time.
+#: (estimated 1.3 GB), so the largest image the 50 MP limit allows can still be classified, one at a time.
 DEFAULT_DECODE_BUDGET_BYTES = 1_500_000_000
 #: Largest request body accepted by default: SageMaker real-time's 6 MiB plus room for base64 JSON framing.
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
-_ALPHA_FACTOR = 6
-_OPAQUE_FACTOR = 3
+_ALPHA_FACTOR = 6.5
+_OPAQUE_FACTOR = 3.5
 # Pillow keeps every 3- or 4-band 8-bit image at 4 bytes per pixel, whatever the bands.
 _PILLOW_RGB_BYTES = 4
 
@@ -68,7 +68,7 @@ class DecodeEstimate:
     working_bytes: int
 
     def describe(self) -> str:
-        """``7071x7071 RGBA (200 MB decoded, about 1,200 MB to prepare)`` for error messages."""
+        """``7071x7071 RGBA (200 MB decoded, about 1,300 MB to prepare)`` for error messages."""
         return (
             f"{self.width}x{self.height} {self.mode} ({self.decoded_bytes / 1e6:,.0f} MB decoded, about "
             f"{self.working_bytes / 1e6:,.0f} MB to prepare)"
@@ -101,7 +101,7 @@ def estimate_decode(data: bytes) -> DecodeEstimate | None:
     decoded = width * height * bands * bytes_per_band
     has_alpha = "A" in mode or "a" in mode or transparent
     factor = _ALPHA_FACTOR if has_alpha else _OPAQUE_FACTOR
-    working = max(decoded, width * height * _PILLOW_RGB_BYTES) * factor
+    working = int(max(decoded, width * height * _PILLOW_RGB_BYTES) * factor)
     return DecodeEstimate(width, height, mode, decoded, working)
 
 

@@ -379,7 +379,7 @@ def test_azureml_score_under_inference_server(tmp_path: Path, tiny_model_dir: Pa
         assert status == 400 and headers["content-type"] == "application/json"
         assert isinstance(out, dict) and out["error"]["code"] == "BadRequest"
         big = io.BytesIO()
-        Image.new("RGBA", (2000, 2000), (9, 9, 9, 255)).save(big, "PNG")  # ~96 MB to prepare > 50 MB budget
+        Image.new("RGBA", (2000, 2000), (9, 9, 9, 255)).save(big, "PNG")  # ~104 MB to prepare > 50 MB budget
         status, _, out = score(
             {"input_data": {"columns": ["image"], "data": [base64.b64encode(big.getvalue()).decode()]}}
         )
