@@ -381,10 +381,14 @@ def main() -> None:
     bomb = make_bomb()
     clouds = ["sagemaker", "vertex"] if args.adapter == "all" else [args.adapter]
     results = [run_adapter(cloud, args, images, bomb) for cloud in clouds]
+    mix = (
+        f"{args.stalled} stalled connections, 4 x {len(bomb) // 1000} KB 7071x7071 RGBA PNG bursts, chunked and "
+        "stalled-body clients"
+        if args.hostile
+        else "none"
+    )
     print(
-        f"source: {Path(args.source).resolve()}  clients: {args.clients}  duration: {args.duration:g} s  "
-        f"hostile: {args.hostile} ({args.stalled} stalled connections, 4 x {len(bomb) // 1000} KB 7071x7071 RGBA "
-        "PNG bursts, chunked and stalled-body clients)"
+        f"source: {Path(args.source).resolve()}  clients: {args.clients}  duration: {args.duration:g} s  hostile: {mix}"
     )
     print("| adapter | req/s | p50 ms | p99 ms | valid errors | RSS start / warm / peak / end MB | growth |")
     print("|---|---|---|---|---|---|---|")
