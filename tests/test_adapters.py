@@ -295,7 +295,7 @@ def test_sigterm_drains_in_flight_request(tiny_model_dir: Path, dev_images: list
             sock.sendall(head.encode() + b"\r\n\r\n" + image[:1000])  # in flight: half its body is still to come
             time.sleep(0.3)
             proc.proc.send_signal(signal.SIGTERM)
-            time.sleep(0.5)
+            time.sleep(1.0)
             with pytest.raises(OSError):  # draining: no new connections
                 socket.create_connection(("127.0.0.1", proc.port), timeout=2).close()
             sock.sendall(image[1000:])
