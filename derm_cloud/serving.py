@@ -32,18 +32,32 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
 from urllib.parse import quote, unquote
 
 from derm_cloud.base import as_metadata
-from derm_cloud.errors import ConfigError, DermCloudError, InvalidImageError
+from derm_cloud.errors import ConfigError, InvalidImageError
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage, load_image
+from derm_cloud.serving_errors import (
+    BadRequestError,
+    NotAcceptableError,
+    RequestTooLargeError,
+    Served,
+    ServerBusyError,
+    ServingError,
+    UnsupportedMediaTypeError,
+    error_response,
+)
+from derm_cloud.serving_limits import DEFAULT_MAX_BODY_BYTES, DecodeBudget, estimate_decode
 from derm_cloud.types import PatientMetadata
 
 if TYPE_CHECKING:
@@ -57,6 +71,7 @@ __all__ = [
     "RequestTooLargeError",
     "SageMakerFormat",
     "Served",
+    "ServerBusyError",
     "ServingError",
     "UnsupportedMediaTypeError",
     "custom_attributes_for",
@@ -68,8 +83,6 @@ logger = logging.getLogger("derm_cloud.serving")
 
 SageMakerFormat = Literal["adapter", "jumpstart", "hf", "builtin"]
 SAGEMAKER_FORMATS: tuple[str, ...] = ("adapter", "jumpstart", "hf", "builtin")
-#: Largest request body accepted by default: SageMaker real-time's 6 MiB plus room for base64 JSON framing.
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 _JSON = "application/json"
 _VERBOSE = "application/json;verbose"
 # Image content types each impersonated SageMaker container accepts (docs/reference/cloud-apis.md section 2.2).
@@ -82,67 +95,6 @@ _IMAGE_TYPES: dict[str, frozenset[str]] = {
     "builtin": frozenset({"application/x-image", "image/jpeg", "image/png"}),
 }
 _META_PREFIX = "derm."
-
-
-class Served(NamedTuple):
-    """A response body and its content type."""
-
-    body: bytes
-    content_type: str
-
-
-# --- errors ----------------------------------------------------------------------------------------------------
-
-
-class ServingError(DermCloudError):
-    """A request the server cannot answer; ``status`` is the HTTP status the adapter sends.
-
-    Server-side only: a backend calling a hosted model sees the cloud's error instead (e.g. SageMaker ModelError).
-    """
-
-    status = 500
-    code = "InternalError"
-
-    def response(self) -> Served:
-        """The JSON error body: ``{"error": {"code": ..., "message": ...}}``."""
-        return Served(json.dumps({"error": {"code": self.code, "message": str(self)}}).encode(), _JSON)
-
-
-class BadRequestError(ServingError):
-    """The body is not a valid request (bad JSON, missing field, not an image): HTTP 400."""
-
-    status = 400
-    code = "BadRequest"
-
-
-class RequestTooLargeError(ServingError):
-    """The body exceeds the server's limit: HTTP 413."""
-
-    status = 413
-    code = "PayloadTooLarge"
-
-
-class UnsupportedMediaTypeError(ServingError):
-    """The request content type is not one this format accepts: HTTP 415."""
-
-    status = 415
-    code = "UnsupportedMediaType"
-
-
-class NotAcceptableError(ServingError):
-    """The ``Accept`` header asks for a type the server cannot produce: HTTP 406."""
-
-    status = 406
-    code = "NotAcceptable"
-
-
-def error_response(exc: BaseException) -> tuple[int, Served]:
-    """Status and body for any exception; unexpected ones become a 500 that reveals no internals."""
-    if isinstance(exc, ServingError):
-        return exc.status, exc.response()
-    logger.error("unhandled %s while serving a request", type(exc).__name__, exc_info=exc)
-    internal = ServingError(f"internal error ({type(exc).__name__}); see the server log")
-    return 500, internal.response()
 
 
 # --- metadata in SageMaker custom attributes ---------------------------------------------------------------------
@@ -190,6 +142,23 @@ def _metadata(value: Any, where: str) -> PatientMetadata:
         raise BadRequestError(f"{where}: {exc}") from None
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _in_decode_scope(
+    method: Callable[Concatenate[ModelServer, _P], _R],
+) -> Callable[Concatenate[ModelServer, _P], _R]:
+    """Run a request method inside :meth:`ModelServer.decode_scope`: its images' budget is held until it returns."""
+
+    @functools.wraps(method)
+    def scoped(self: ModelServer, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self.decode_scope():
+            return method(self, *args, **kwargs)
+
+    return scoped
+
+
 # --- the model server ----------------------------------------------------------------------------------------------
 
 
@@ -215,6 +184,9 @@ class ModelServer:
         hf_top_k: labels returned by the ``hf`` format when the request does not say (the pipeline default, 5).
         image_limits: decode limits for each image.
         intra_op_threads: onnxruntime threads (default: onnxruntime's choice).
+        decode_budget: working memory shared by concurrent decodes, checked from each image's header before it
+            is decoded (:mod:`derm_cloud.serving_limits`); ``None`` gives a budget of
+            ``DEFAULT_DECODE_BUDGET_BYTES`` for this server.
 
     Example:
         >>> server = ModelServer(model_dir)  # doctest: +SKIP
@@ -231,6 +203,7 @@ class ModelServer:
         hf_top_k: int = 5,
         image_limits: ImageLimits = DEFAULT_LIMITS,
         intra_op_threads: int | None = None,
+        decode_budget: DecodeBudget | None = None,
     ) -> None:
         from derm_cloud.backends.local_onnx import OnnxModel
 
@@ -244,6 +217,8 @@ class ModelServer:
         self.max_instances = max_instances
         self.hf_top_k = hf_top_k
         self.image_limits = image_limits
+        self.decode_budget = decode_budget or DecodeBudget()
+        self._scope = threading.local()  # reservations of the request this thread is answering
 
     def health(self) -> Served:
         """Readiness answer for ``/ping`` and health routes (the model is loaded by construction)."""
@@ -258,6 +233,7 @@ class ModelServer:
 
     # --- SageMaker -----------------------------------------------------------------------------------------
 
+    @_in_decode_scope
     def sagemaker_invocations(
         self,
         body: bytes,
@@ -348,6 +324,7 @@ class ModelServer:
         self._check_size(raw)
         return Served(json.dumps(self.azureml_predictions(_json(raw))).encode(), _JSON)
 
+    @_in_decode_scope
     def azureml_predictions(self, payload: Any) -> list[dict[str, Any]]:
         """``{"input_data": {"columns": [...], "data": [...]}}`` -> ``[{"probs": [...], "labels": [...]}]``."""
         table = payload.get("input_data") if isinstance(payload, dict) else None
@@ -374,6 +351,7 @@ class ModelServer:
 
     # --- Vertex AI -------------------------------------------------------------------------------------------
 
+    @_in_decode_scope
     def vertex_automl_predict(self, body: bytes | str) -> Served:
         """Answer a Vertex AutoML image classification request (``ids`` / ``displayNames`` / ``confidences``)."""
         payload = self._vertex_payload(body)
@@ -399,6 +377,7 @@ class ModelServer:
             )
         return Served(json.dumps({"predictions": predictions}).encode(), _JSON)
 
+    @_in_decode_scope
     def vertex_custom_predict(self, body: bytes | str) -> Served:
         """Answer the derm-cloud Vertex custom container request (``{"instances": [{"b64", "metadata"}]}``)."""
         payload = self._vertex_payload(body)
@@ -444,11 +423,51 @@ class ModelServer:
             metas.append(_metadata(item.get("metadata"), f"{where}.metadata"))
         return images, metas
 
-    def _decode(self, data: bytes, where: str) -> PreparedImage:
+    @contextmanager
+    def decode_scope(self) -> Iterator[None]:
+        """Hold the decode-budget reservations of every image decoded inside until the block ends.
+
+        Wrap the whole life of a request's decoded images (decode, predict, output) in one scope; the public
+        request methods of this class do it themselves. Scopes nest (the outermost one releases).
+        """
+        held: list[int] | None = getattr(self._scope, "held", None)
+        if held is not None:
+            yield
+            return
+        held = self._scope.held = []
         try:
-            return load_image(data, limits=self.image_limits)
-        except InvalidImageError as exc:
-            raise BadRequestError(f"{where}: {exc}") from None
+            yield
+        finally:
+            self._scope.held = None
+            self.decode_budget.release(sum(held))
+
+    def _decode(self, data: bytes, where: str) -> PreparedImage:
+        with self.decode_scope():
+            self._reserve_decode(data, where)
+            try:
+                return load_image(data, limits=self.image_limits)
+            except InvalidImageError as exc:
+                raise BadRequestError(f"{where}: {exc}") from None
+
+    def _reserve_decode(self, data: bytes, where: str) -> None:
+        """Reserve the image's decode cost from its header, before any pixel is decoded (413 or 503 if not)."""
+        estimate = estimate_decode(data)
+        if estimate is None:
+            return  # not a readable image header: load_image names the problem
+        budget = self.decode_budget
+        if estimate.working_bytes > budget.total_bytes:
+            raise RequestTooLargeError(
+                f"{where}: the image is {estimate.describe()}, more than this server's decode budget of "
+                f"{budget.total_bytes / 1e6:,.0f} MB; downscale it (a classifier input is 224-450 px wide) or "
+                "raise DERM_CLOUD_DECODE_BUDGET_MB"
+            )
+        if not budget.try_reserve(estimate.working_bytes):
+            raise ServerBusyError(
+                f"{where}: the server is decoding other images and has no room for {estimate.describe()} right "
+                "now; retry after the Retry-After delay",
+                retry_after=2,
+            )
+        self._scope.held.append(estimate.working_bytes)
 
 
 def _json(raw: bytes) -> Any:

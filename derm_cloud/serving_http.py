@@ -1,9 +1,20 @@
-"""Serve a :class:`~derm_cloud.serving.ModelServer` over HTTP with each cloud's container routes.
+"""Serve a :class:`~derm_cloud.serving.ModelServer` over HTTP with each cloud's container routes (Starlette + uvicorn).
 
 The adapters in ``adapters/`` run this: SageMaker's container contract (``GET /ping``, ``POST /invocations``,
 ``GET /execution-parameters``) and Vertex AI's custom-container contract (health and predict on the ``AIP_*``
-routes). It is a small threaded HTTP/1.1 server from the standard library, stopped by SIGTERM as both clouds
-stop containers; the request handling itself is all in :mod:`derm_cloud.serving`.
+routes). The request handling itself is all in :mod:`derm_cloud.serving`; this module adds what a production
+server needs in front of it, each limit in :class:`~derm_cloud.serving_limits.ServerLimits`:
+
+* a bounded number of requests decoded and classified at once (worker threads, so onnxruntime and Pillow run
+  outside the event loop) and a bounded queue; beyond it, 503 with ``Retry-After`` at once;
+* header, body and keep-alive timeouts (a slowloris connection gets 408 and is closed), and a cap on open
+  connections;
+* request framing checked: ``Content-Length`` and chunked bodies both read (h11), a duplicate
+  ``Content-Length`` or one alongside ``Transfer-Encoding`` refused with 400 (request smuggling);
+* SIGTERM (how SageMaker and Vertex stop containers) stops accepting, finishes the requests in flight within
+  ``drain_timeout`` and exits 0.
+
+GET routes (health checks) bypass the queue, so a busy server still answers its health probe.
 
 Example:
     >>> server = ModelServer(find_model_dir("/opt/ml/model"))  # doctest: +SKIP
@@ -13,29 +24,27 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
 import signal
+import socket
+import sys
 import threading
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 from derm_cloud.errors import ModelSpecError
-from derm_cloud.serving import (
-    DEFAULT_MAX_BODY_BYTES,
-    ModelServer,
-    RequestTooLargeError,
-    Served,
-    ServingError,
-    error_response,
-)
+from derm_cloud.serving import ModelServer, Served
+from derm_cloud.serving_limits import ServerLimits
 
 __all__ = [
+    "AdapterServer",
     "Handler",
     "Routes",
+    "ServerLimits",
     "find_model_dir",
     "make_http_server",
     "sagemaker_routes",
@@ -111,81 +120,113 @@ def vertex_routes(
     }
 
 
-class _HttpHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # TCP_NODELAY; otherwise Nagle + delayed ACK add ~44 ms per response
-    server: _HttpServer
+class AdapterServer:
+    """An adapter's HTTP server: ``routes`` behind uvicorn with :class:`ServerLimits`, bound at construction.
 
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.command, self.path.split("?")[0])
+    Run it with :meth:`run` (blocking, SIGTERM drains; what the adapter scripts do) or :meth:`start` /
+    :meth:`stop` in a background thread (tests, notebooks).
 
-    def _dispatch(self) -> None:
-        path = self.path.split("?")[0]
-        raw_length = self.headers.get("Content-Length") or "0"
-        length = int(raw_length) if raw_length.isdigit() else -1
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        handler = self.server.routes.get((self.command, path))
-        if length < 0:
-            self.close_connection = True  # the body's end is unknown: never read it
-            bad = ServingError(f"Content-Length must be a non-negative whole number, got {raw_length[:40]!r}")
-            bad.status, bad.code = 400, "BadRequest"
-            status, out = bad.status, bad.response()
-        elif length > self.server.max_body_bytes:
-            self.close_connection = True  # do not read a body we refuse
-            status, out = error_response(RequestTooLargeError(f"request body of {length:,} bytes is too large"))
-        elif handler is None:
-            self.rfile.read(length)
-            known = any(p == path for _, p in self.server.routes)
-            err = ServingError(f"{self.command} {path} is not served here")
-            err.status, err.code = (405, "MethodNotAllowed") if known else (404, "NotFound")
-            status, out = err.status, err.response()
-        else:
-            body = self.rfile.read(length)
-            try:
-                status, out = 200, handler(headers, body)
-            except Exception as exc:
-                status, out = error_response(exc)
-        self.send_response(status)
-        self.send_header("Content-Type", out.content_type)
-        self.send_header("Content-Length", str(len(out.body)))
-        self.end_headers()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self.wfile.write(out.body)
+    Args:
+        routes: ``(method, path) -> handler`` (:func:`sagemaker_routes`, :func:`vertex_routes`).
+        host: interface to listen on (containers: ``0.0.0.0``).
+        port: port; 0 picks a free one (read it from :attr:`port`).
+        limits: concurrency, timeouts and sizes (default: :meth:`ServerLimits.from_env`).
 
-    do_GET = do_POST = do_PUT = do_DELETE = _dispatch
+    Example:
+        >>> with make_http_server(sagemaker_routes(ModelServer(model_dir))).start() as httpd:  # doctest: +SKIP
+        ...     print(httpd.port)
+    """
 
+    def __init__(
+        self, routes: Routes, *, host: str = "127.0.0.1", port: int = 0, limits: ServerLimits | None = None
+    ) -> None:
+        import uvicorn
 
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    routes: Routes
-    max_body_bytes: int
+        from derm_cloud.serving_asgi import create_app, guarded_protocol
+
+        self.limits = limits or ServerLimits.from_env()
+        self.host = host
+        self._socket = socket.create_server((host, port), backlog=2048)
+        self.port: int = self._socket.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(routes, self.limits),
+            http=guarded_protocol(self.limits),
+            ws="none",
+            lifespan="off",
+            loop="asyncio",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_keep_alive=self.limits.keepalive_timeout,  # type: ignore[arg-type]  # float works
+            timeout_graceful_shutdown=self.limits.drain_timeout,  # type: ignore[arg-type]
+        )
+        self._uvicorn = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        """Serve until SIGTERM or Ctrl-C, then drain in-flight requests (at most ``drain_timeout`` seconds)."""
+        if threading.current_thread() is threading.main_thread():
+            # uvicorn re-raises the signal it drained on once it is done; a no-op handler makes that a clean exit 0.
+            signal.signal(signal.SIGTERM, lambda *_: None)
+        _release_freed_memory_eagerly()
+        logger.info("serving on %s:%s", self.host, self.port)
+        try:
+            self._uvicorn.run(sockets=[self._socket])
+        finally:
+            self._socket.close()
+
+    def start(self) -> AdapterServer:
+        """Serve from a daemon thread; returns once the server accepts connections."""
+        self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._socket]}, daemon=True)
+        self._thread.start()
+        while not self._uvicorn.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the adapter server stopped while starting; see the log")
+            threading.Event().wait(0.01)
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Drain and stop a server started with :meth:`start`."""
+        self._uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout if timeout is not None else self.limits.drain_timeout + 5)
+        self._socket.close()
+
+    def __enter__(self) -> AdapterServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def make_http_server(
-    routes: Routes, *, host: str = "127.0.0.1", port: int = 0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-) -> ThreadingHTTPServer:
-    """A threaded HTTP/1.1 server for ``routes`` (not started); port 0 picks a free port.
+    routes: Routes, *, host: str = "127.0.0.1", port: int = 0, limits: ServerLimits | None = None
+) -> AdapterServer:
+    """An :class:`AdapterServer` for ``routes`` (bound, not started); port 0 picks a free port.
 
     Example:
         >>> httpd = make_http_server(sagemaker_routes(ModelServer(model_dir)), port=8080)  # doctest: +SKIP
-        >>> httpd.serve_forever()  # doctest: +SKIP
+        >>> serve_forever(httpd)  # doctest: +SKIP
     """
-    httpd = _HttpServer((host, port), _HttpHandler)
-    httpd.routes = dict(routes)
-    httpd.max_body_bytes = max_body_bytes
-    return httpd
+    return AdapterServer(routes, host=host, port=port, limits=limits)
 
 
-def serve_forever(httpd: ThreadingHTTPServer) -> None:
-    """Serve until SIGTERM or Ctrl-C (SageMaker and Vertex stop containers with SIGTERM)."""
-    host, port = httpd.server_address[:2]
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown, daemon=True).start())
-    logger.info("serving on %s:%s", host, port)
-    try:
-        httpd.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        httpd.server_close()
+def serve_forever(server: AdapterServer) -> None:
+    """Serve until SIGTERM or Ctrl-C (SageMaker and Vertex stop containers with SIGTERM), draining on the way out."""
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+
+
+def _release_freed_memory_eagerly() -> None:
+    """Make glibc return large freed buffers to the OS at once (decoded images are tens to hundreds of MB).
+
+    glibc raises its mmap threshold up to 32 MB after a large buffer is freed, so the next decodes come from the
+    heap and stay in the process (RSS) after they are freed. A fixed threshold keeps big buffers on mmap.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    path = ctypes.util.find_library("c")
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(path)
+        m_mmap_threshold = -3
+        libc.mallopt(m_mmap_threshold, 1024 * 1024)

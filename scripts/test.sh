@@ -24,6 +24,14 @@ if [ ! -x .venv-isic/bin/isic-challenge-scoring ]; then
   .venv-isic/bin/pip install -q isic-challenge-scoring 'pandas<3' 2>&1 | grep -v '^WARNING: Location' || true
 fi
 export DERM_CLOUD_ISIC_SCORING="$PWD/.venv-isic/bin/isic-challenge-scoring"
+# azureml-inference-server-http (the server Azure ML runs score.py in) pins pydantic 2.12 and opentelemetry 1.33,
+# so it too gets a venv of its own; the test puts this checkout on its PYTHONPATH for derm_cloud.
+if [ ! -x .venv-azureml/bin/azmlinfsrv ]; then
+  python3 -m venv .venv-azureml
+  .venv-azureml/bin/pip install -q azureml-inference-server-http onnxruntime numpy pillow simplejpeg 2>&1 \
+    | grep -v '^WARNING: Location' || true
+fi
+export DERM_CLOUD_AZUREML_SERVER="$PWD/.venv-azureml/bin/azmlinfsrv"
 # Run from the repo root with plain `pytest` (not `python -m pytest`) so `import derm_cloud` resolves to the
 # installed wheel, not the source tree.
 exec pytest -q -p no:cacheprovider "$@"

@@ -10,10 +10,15 @@ from __future__ import annotations
 import base64
 import http.client
 import importlib.util
+import io
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +27,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from derm_cloud.backends.local_onnx import LocalOnnxClassifier
 from derm_cloud.serving import ServingError, custom_attributes_for
@@ -274,3 +280,120 @@ def test_vertex_downloads_gcs_artifacts(tiny_model_dir: Path, tmp_path: Path, mo
         assert (model_dir / "model.onnx").read_bytes() == (tiny_model_dir / "model.onnx").read_bytes()
         with pytest.raises(FileNotFoundError, match="no objects"):
             server.download_gcs("gs://artefacts/elsewhere", tmp_path / "x")
+
+
+# --- graceful drain on SIGTERM --------------------------------------------------------------------------------------
+
+
+def test_sigterm_drains_in_flight_request(tiny_model_dir: Path, dev_images: list[Path]) -> None:
+    env = {"SM_MODEL_DIR": str(tiny_model_dir), "DERM_CLOUD_DRAIN_TIMEOUT": "10"}
+    proc = AdapterProcess(ADAPTERS / "sagemaker" / "serve.py", ["serve", "--host", "127.0.0.1", "--port", "0"], env)
+    image = dev_images[5].read_bytes()
+    try:
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+            head = f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {len(image)}"
+            sock.sendall(head.encode() + b"\r\n\r\n" + image[:1000])  # in flight: half its body is still to come
+            time.sleep(0.3)
+            proc.proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            with pytest.raises(OSError):  # draining: no new connections
+                socket.create_connection(("127.0.0.1", proc.port), timeout=2).close()
+            sock.sendall(image[1000:])
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200")
+        payload = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+        np.testing.assert_allclose(payload["probabilities"], local_probs(tiny_model_dir, image), atol=1e-6)
+        assert proc.proc.wait(timeout=10) == 0  # drained, then a clean exit
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait()
+
+
+# --- Azure ML score.py under azureml-inference-server-http ----------------------------------------------------------
+
+
+def azureml_server_command() -> str:
+    """``azmlinfsrv`` from its own virtualenv (it pins pydantic 2.12 and opentelemetry 1.33; see scripts/test.sh)."""
+    found = os.environ.get("DERM_CLOUD_AZUREML_SERVER") or shutil.which("azmlinfsrv")
+    if not found or not Path(found).exists():
+        pytest.fail(
+            "azmlinfsrv not found: set DERM_CLOUD_AZUREML_SERVER to its path (scripts/test.sh builds "
+            ".venv-azureml: python -m venv .venv-azureml && .venv-azureml/bin/pip install "
+            "azureml-inference-server-http onnxruntime numpy pillow)"
+        )
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_azureml_score_under_inference_server(tmp_path: Path, tiny_model_dir: Path, dev_images: list[Path]) -> None:
+    registered = tmp_path / "azureml-models" / "derm" / "1"
+    shutil.copytree(tiny_model_dir, registered / "tiny-onnx")
+    port = free_port()
+    env = {
+        **os.environ,
+        "AZUREML_MODEL_DIR": str(tmp_path / "azureml-models" / "derm" / "1"),
+        # The server's venv gets derm_cloud from this checkout (its own deps would clash with ours).
+        "PYTHONPATH": str(ADAPTERS.parent),
+        "DERM_CLOUD_DECODE_BUDGET_MB": "50",
+    }
+    command = [azureml_server_command(), "--entry_script", str(ADAPTERS / "azureml" / "score.py"), "--port", str(port)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"azmlinfsrv did not start: {proc.stderr.read() if proc.stderr else ''}")
+            time.sleep(0.3)
+
+        def score(payload: Any) -> tuple[int, dict[str, str], Any]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("POST", "/score", json.dumps(payload), {"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            body = json.loads(reply.read())
+            conn.close()
+            return reply.status, {k.lower(): v for k, v in reply.getheaders()}, body
+
+        images = [p.read_bytes() for p in dev_images[:2]]
+        data = [base64.b64encode(i).decode() for i in images]
+        status, _, out = score({"input_data": {"columns": ["image"], "data": data}})
+        assert status == 200
+        for entry, image in zip(out, images, strict=True):
+            np.testing.assert_allclose(entry["probs"], local_probs(tiny_model_dir, image), atol=1e-5)
+        # Errors keep their status and come back as one JSON object, not a JSON string holding one.
+        status, headers, out = score({"input_data": {"columns": ["image"], "data": ["bm9wZQ=="]}})
+        assert status == 400 and headers["content-type"] == "application/json"
+        assert isinstance(out, dict) and out["error"]["code"] == "BadRequest"
+        big = io.BytesIO()
+        Image.new("RGBA", (2000, 2000), (9, 9, 9, 255)).save(big, "PNG")  # ~104 MB to prepare > 50 MB budget
+        status, _, out = score(
+            {"input_data": {"columns": ["image"], "data": [base64.b64encode(big.getvalue()).decode()]}}
+        )
+        assert status == 413 and "decode budget of 50 MB" in out["error"]["message"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_runtime_requirements_carry_the_http_server_where_it_runs() -> None:
+    from derm_cloud.deploy.package import runtime_requirements
+
+    def names(requirements: list[str]) -> set[str]:
+        return {r.split("=")[0].split(">")[0] for r in requirements}
+
+    assert {"onnxruntime", "starlette", "uvicorn"} <= names(runtime_requirements(http_server=True))
+    assert not {"starlette", "uvicorn"} & names(runtime_requirements())  # Azure ML brings its own server

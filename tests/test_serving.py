@@ -9,7 +9,6 @@ import base64
 import http.client
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from derm_cloud.serving import (
     metadata_from_custom_attributes,
 )
 from derm_cloud.serving_http import find_model_dir, make_http_server, sagemaker_routes
+from derm_cloud.serving_limits import ServerLimits
 from derm_cloud.types import PatientMetadata
 
 META = {"age": 62, "sex": "female", "site": "lower extremity"}
@@ -278,12 +278,8 @@ def test_find_model_dir_nested_and_ambiguous(tmp_path: Path, tiny_model_dir: Pat
 
 @pytest.fixture
 def http_server(server: ModelServer) -> Iterator[int]:
-    httpd = make_http_server(sagemaker_routes(server), max_body_bytes=1_000_000)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield int(httpd.server_address[1])
-    httpd.shutdown()
-    httpd.server_close()
+    with make_http_server(sagemaker_routes(server), limits=ServerLimits(max_body_bytes=1_000_000)).start() as httpd:
+        yield httpd.port
 
 
 def _call(port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:

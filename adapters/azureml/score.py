@@ -9,8 +9,11 @@ schema, so clients written for AutoML endpoints work unchanged::
     -> [{"probs": [...], "labels": [...]}, ...]
 
 Extra columns ``age``, ``sex``, ``site`` pass patient metadata to models that use it. All logic lives in
-``derm_cloud.serving.ModelServer``; errors keep their HTTP status (400 bad image, 413 too large) when the
-Azure ML inference server is present.
+``derm_cloud.serving.ModelServer``; errors keep their HTTP status (400 bad image, 413 too large, 503 with
+``Retry-After`` when the decode budget is spent) and their JSON body ``{"error": {"code", "message"}}`` when
+the Azure ML inference server (``azureml-inference-server-http``) is present. ``DERM_CLOUD_DECODE_BUDGET_MB``
+and ``DERM_CLOUD_MAX_BODY_MB`` set the decode memory budget and body limit of each worker
+(``derm_cloud.serving_limits.ServerLimits``); the server's own worker count and timeouts stay Azure ML's.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import json
 import os
 from typing import Any
 
-from derm_cloud.serving import ModelServer, error_response
+from derm_cloud.serving import ModelServer, ServerBusyError, error_response
 from derm_cloud.serving_http import find_model_dir
+from derm_cloud.serving_limits import DecodeBudget, ServerLimits
 
 _server: ModelServer | None = None
 
@@ -31,7 +35,12 @@ def init() -> None:
     root = os.environ.get("AZUREML_MODEL_DIR")
     if not root:
         raise RuntimeError("AZUREML_MODEL_DIR is not set; Azure ML sets it to the registered model's folder")
-    _server = ModelServer(find_model_dir(root))
+    limits = ServerLimits.from_env()
+    _server = ModelServer(
+        find_model_dir(root),
+        max_body_bytes=limits.max_body_bytes,
+        decode_budget=DecodeBudget(limits.decode_budget_bytes),
+    )
 
 
 def run(raw_data: str | bytes) -> Any:
@@ -41,15 +50,20 @@ def run(raw_data: str | bytes) -> Any:
     try:
         body, _ = _server.azureml_score(raw_data)
     except Exception as exc:
-        status, served = error_response(exc)
-        return _error(status, served.body.decode(), exc)
+        return _error(exc)
     return json.loads(body)
 
 
-def _error(status: int, body: str, exc: Exception) -> Any:
-    """An ``AMLResponse`` keeps the status on the Azure ML inference server; elsewhere re-raise with ``status``."""
+def _error(exc: Exception) -> Any:
+    """An ``AMLResponse`` keeps the status on the Azure ML inference server; elsewhere re-raise with ``status``.
+
+    The body is handed over as the parsed object with ``json_str=True`` (AMLResponse serialises it once); a
+    string there would be encoded a second time (``"{\\"error\\": ...}"``).
+    """
     try:
         from azureml.contrib.services.aml_response import AMLResponse  # type: ignore[import-not-found]
     except ImportError:
         raise exc from None
-    return AMLResponse(body, status, json_str=True)
+    status, served = error_response(exc)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ServerBusyError) else {}
+    return AMLResponse(json.loads(served.body), status, response_headers=headers, json_str=True)

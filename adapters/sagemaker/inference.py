@@ -38,8 +38,10 @@ def input_fn(input_data: bytes | str, content_type: str, context: Any = None) ->
 def predict_fn(data: tuple[bytes | str, str, str | None], model: ModelServer, context: Any = None) -> Prediction:
     body, content_type, attributes = data
     try:
-        request = model.sagemaker_input(body, content_type, custom_attributes=attributes)
-        return Prediction(model, request, model.predict(request.images, request.metadata))
+        # The decode budget covers the decoded images until the probabilities are out (503 if spent, 413 if never).
+        with model.decode_scope():
+            request = model.sagemaker_input(body, content_type, custom_attributes=attributes)
+            return Prediction(model, request, model.predict(request.images, request.metadata))
     except ServingError as exc:
         _reraise(exc)
 

@@ -8,6 +8,8 @@ Environment:
     SM_MODEL_DIR: model directory (default ``/opt/ml/model``); a single model folder below it is found too.
     SAGEMAKER_BIND_TO_PORT: port (default 8080; SageMaker sets it for multi-container endpoints).
     DERM_CLOUD_SAGEMAKER_FORMAT: response shape ``adapter`` (default), ``jumpstart``, ``hf`` or ``builtin``.
+    DERM_CLOUD_MAX_CONCURRENCY, DERM_CLOUD_DECODE_BUDGET_MB, DERM_CLOUD_HEADER_TIMEOUT ...: server limits, see
+        ``derm_cloud.serving_limits.ServerLimits`` (uvicorn + Starlette, SIGTERM drains in-flight requests).
 
 Run locally: ``python adapters/sagemaker/serve.py --model-dir ~/.cache/derm-cloud/models/sklesion-0.2.2``.
 """
@@ -21,6 +23,7 @@ import sys
 
 from derm_cloud.serving import ModelServer
 from derm_cloud.serving_http import find_model_dir, make_http_server, sagemaker_routes, serve_forever
+from derm_cloud.serving_limits import DecodeBudget, ServerLimits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,10 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default=os.environ.get("DERM_CLOUD_SAGEMAKER_FORMAT", "adapter"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = ModelServer(find_model_dir(args.model_dir), sagemaker_format=args.format)
-    httpd = make_http_server(sagemaker_routes(server), host=args.host, port=args.port)
+    limits = ServerLimits.from_env()
+    server = ModelServer(
+        find_model_dir(args.model_dir),
+        sagemaker_format=args.format,
+        max_body_bytes=limits.max_body_bytes,
+        decode_budget=DecodeBudget(limits.decode_budget_bytes),
+    )
+    httpd = make_http_server(sagemaker_routes(server), host=args.host, port=args.port, limits=limits)
     # The first stdout line names the bound port, so tests and scripts can start it on port 0.
-    print(f"derm-cloud sagemaker adapter listening on {args.host}:{httpd.server_address[1]}", flush=True)
+    print(f"derm-cloud sagemaker adapter listening on {args.host}:{httpd.port}", flush=True)
     serve_forever(httpd)
     return 0
 

@@ -14,6 +14,8 @@ start-up). Requests are answered by ``derm_cloud.serving.ModelServer``::
 Environment:
     AIP_STORAGE_URI: ``gs://bucket/prefix`` or a local folder holding the model.
     DERM_CLOUD_MODEL_DIR: a model folder baked into the image (used when AIP_STORAGE_URI is unset).
+    DERM_CLOUD_MAX_CONCURRENCY, DERM_CLOUD_DECODE_BUDGET_MB, DERM_CLOUD_HEADER_TIMEOUT ...: server limits, see
+        ``derm_cloud.serving_limits.ServerLimits`` (uvicorn + Starlette, SIGTERM drains in-flight requests).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from derm_cloud.serving import ModelServer
 from derm_cloud.serving_http import find_model_dir, make_http_server, serve_forever, vertex_routes
+from derm_cloud.serving_limits import DecodeBudget, ServerLimits
 
 
 def download_gcs(uri: str, target: Path) -> Path:
@@ -69,16 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=["custom", "automl"], default=os.environ.get("DERM_CLOUD_VERTEX_FORMAT"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = ModelServer(resolve_model_dir(args.model_dir))
+    limits = ServerLimits.from_env()
+    server = ModelServer(
+        resolve_model_dir(args.model_dir),
+        max_body_bytes=limits.max_body_bytes,
+        decode_budget=DecodeBudget(limits.decode_budget_bytes),
+    )
     routes = vertex_routes(
         server,
         health_route=os.environ.get("AIP_HEALTH_ROUTE", "/health"),
         predict_route=os.environ.get("AIP_PREDICT_ROUTE", "/predict"),
         automl=args.format == "automl",
     )
-    httpd = make_http_server(routes, host=args.host, port=args.port)
+    httpd = make_http_server(routes, host=args.host, port=args.port, limits=limits)
     # The first stdout line names the bound port, so tests and scripts can start it on port 0.
-    print(f"derm-cloud vertex adapter listening on {args.host}:{httpd.server_address[1]}", flush=True)
+    print(f"derm-cloud vertex adapter listening on {args.host}:{httpd.port}", flush=True)
     serve_forever(httpd)
     return 0
 

@@ -114,10 +114,23 @@ def find_adapters_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     )
 
 
-def runtime_requirements(extra: Iterable[str] = ()) -> list[str]:
-    """The adapters' runtime requirements, pinned to the versions installed here when they are installed."""
+#: What the HTTP adapters (SageMaker ``serve.py``, Vertex ``server.py``) need on top of the model runtime.
+HTTP_SERVER_REQUIREMENTS: tuple[tuple[str, str], ...] = (("starlette", "0.37"), ("uvicorn", "0.30"))
+
+
+def runtime_requirements(extra: Iterable[str] = (), *, http_server: bool = False) -> list[str]:
+    """The adapters' runtime requirements, pinned to the versions installed here when they are installed.
+
+    Args:
+        extra: more distributions to add (pinned the same way).
+        http_server: add the HTTP server the SageMaker and Vertex adapters run on (Starlette + uvicorn); Azure
+            ML runs ``score.py`` in its own server and needs neither.
+    """
+    wanted = [("onnxruntime", "1.18"), ("numpy", "1.26"), ("pillow", "10.0")]
+    wanted += list(HTTP_SERVER_REQUIREMENTS) if http_server else []
+    wanted += [(e, "") for e in extra]
     out = []
-    for name, minimum in (("onnxruntime", "1.18"), ("numpy", "1.26"), ("pillow", "10.0"), *((e, "") for e in extra)):
+    for name, minimum in wanted:
         try:
             out.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
@@ -364,7 +377,7 @@ def package_model(
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     extra = ("google-cloud-storage",) if cloud == "vertex" else ()
-    requirements = runtime_requirements(extra)
+    requirements = runtime_requirements(extra, http_server=cloud != "azureml")
     if cloud == "sagemaker":
         steps = _sagemaker(files, model_root, out, adapters, requirements)
         artefacts = [out / "model.tar.gz", out / "container"]
