@@ -16,7 +16,16 @@ from derm_cloud.cli import main
 from derm_cloud.compare.emulation import start
 from derm_cloud.testing.connect import connection, render_text
 
-KINDS = ["sagemaker", "azure-ml", "azure-custom-vision", "vertex", "google-vision", "azure-openai"]
+KINDS = [
+    "sagemaker",
+    "azure-ml",
+    "azure-custom-vision",
+    "vertex",
+    "google-vision",
+    "azure-openai",
+    "vertex-gemini",
+    "rekognition-custom-labels",
+]
 
 
 def _nulls(value: Any, path: str = "") -> list[str]:

@@ -9,7 +9,16 @@ import signal
 import threading
 from typing import Any
 
-_KINDS = ("sagemaker", "azure-custom-vision", "azure-ml", "vertex", "google-vision", "azure-openai")
+_KINDS = (
+    "sagemaker",
+    "azure-custom-vision",
+    "azure-ml",
+    "vertex",
+    "google-vision",
+    "azure-openai",
+    "vertex-gemini",
+    "rekognition-custom-labels",
+)
 
 
 def register(sub: Any) -> None:

@@ -30,7 +30,7 @@ def connection(kind: str, emulator: Any) -> dict[str, Any]:
 
     Args:
         kind: one of ``sagemaker``, ``azure-ml``, ``azure-custom-vision``, ``vertex``, ``google-vision``,
-            ``azure-openai``.
+            ``azure-openai``, ``vertex-gemini``, ``rekognition-custom-labels``.
         emulator: the running emulator (from :func:`derm_cloud.compare.emulation.start` or its own class).
 
     Returns:
@@ -48,6 +48,8 @@ def connection(kind: str, emulator: Any) -> dict[str, Any]:
         "vertex": _vertex,
         "google-vision": _cloud_vision,
         "azure-openai": _azure_openai,
+        "vertex-gemini": _gemini,
+        "rekognition-custom-labels": _rekognition,
     }
     if kind not in builders:
         raise ValueError(f"no emulator connection details for {kind!r}; choose from {', '.join(builders)}")
@@ -310,6 +312,89 @@ def _azure_openai(emu: Any) -> dict[str, Any]:
     }
 
 
+def _gemini(emu: Any) -> dict[str, Any]:
+    model = sorted(emu.models)[0]
+    return {
+        "sdk": "google-genai (Vertex AI mode)",
+        "api_endpoint": emu.url,
+        "project": emu.project,
+        "location": emu.location,
+        "model": model,
+        "env": {"GOOGLE_CLOUD_PROJECT": emu.project, "GOOGLE_CLOUD_LOCATION": emu.location},
+        "backend": {
+            "type": "vertex-gemini",
+            "options": {"model": model, "project": emu.project, "location": emu.location, "api_endpoint": emu.url},
+        },
+        "python_sdk": (
+            "from google import genai\n"
+            "from google.genai import types\n"
+            "from google.oauth2.credentials import Credentials\n\n"
+            "from derm_cloud.backends.azure_openai import DEFAULT_PROMPT\n"
+            "from derm_cloud.backends.gcp_gemini import response_json_schema\n\n"
+            "client = genai.Client(\n"
+            f"    vertexai=True, project={emu.project!r}, location={emu.location!r},\n"
+            "    # a static test token: the emulator wants a Bearer header and checks nothing else\n"
+            "    credentials=Credentials(token='emulator-token'),\n"
+            f"    http_options=types.HttpOptions(base_url={emu.url!r}),\n"
+            ")\n"
+            f"with open({_IMAGE!r}, 'rb') as f:\n"
+            "    image = types.Part.from_bytes(data=f.read(), mime_type='image/jpeg')\n"
+            "answer = client.models.generate_content(\n"
+            f"    model={model!r},\n"
+            "    contents=[image, DEFAULT_PROMPT],\n"
+            "    config=types.GenerateContentConfig(\n"
+            "        response_mime_type='application/json', response_json_schema=response_json_schema()\n"
+            "    ),\n"
+            ")\n"
+            "print(answer.text)\n"
+        ),
+        "notes": [
+            "google-genai reads no endpoint variable: pass http_options=HttpOptions(base_url=...)",
+            "the emulator's numbers are the hosted model's, rounded as an LLM writes them (self-reported)",
+        ],
+    }
+
+
+def _rekognition(emu: Any) -> dict[str, Any]:
+    url, region, arn = emu.url, emu.region, emu.project_version_arn
+    return {
+        "sdk": "boto3 (rekognition)",
+        "region": region,
+        "project_version_arn": arn,
+        "aws_access_key_id": DUMMY_AWS_KEY,
+        "aws_secret_access_key": DUMMY_AWS_KEY,
+        "env": {
+            "AWS_ENDPOINT_URL_REKOGNITION": url,
+            "AWS_ACCESS_KEY_ID": DUMMY_AWS_KEY,
+            "AWS_SECRET_ACCESS_KEY": DUMMY_AWS_KEY,
+            "AWS_DEFAULT_REGION": region,
+        },
+        "backend": {
+            "type": "rekognition-custom-labels",
+            "options": {"project_version_arn": arn, "region": region, "endpoint_url": url},
+        },
+        "python_sdk": (
+            "import boto3\n\n"
+            "client = boto3.client(\n"
+            '    "rekognition",\n'
+            f"    endpoint_url={url!r},\n"
+            f"    region_name={region!r},\n"
+            "    # dummy keys: boto3 will not send an unsigned request; the emulator checks no signature\n"
+            f"    aws_access_key_id={DUMMY_AWS_KEY!r},\n"
+            f"    aws_secret_access_key={DUMMY_AWS_KEY!r},\n"
+            ")\n"
+            f"with open({_IMAGE!r}, 'rb') as f:\n"
+            f"    answer = client.detect_custom_labels(ProjectVersionArn={arn!r}, Image={{'Bytes': f.read()}}, "
+            "MinConfidence=0)\n"
+            "print([(label['Name'], round(label['Confidence'], 2)) for label in answer['CustomLabels']])\n"
+        ),
+        "notes": [
+            "the model version starts RUNNING; stop_project_version / start_project_version work as in the service",
+            "Confidence is 0-100; MinConfidence=0 returns every label",
+        ],
+    }
+
+
 def _derm_cloud_snippet(info: dict[str, Any]) -> str:
     """``derm_cloud.create`` with the emulator's options (secrets come from ``env`` where the backend reads it)."""
     backend = info["backend"]
@@ -323,7 +408,10 @@ def _derm_cloud_snippet(info: dict[str, Any]) -> str:
         else:
             lines.insert(0, "from google.auth.credentials import AnonymousCredentials")
             extra = "    credentials=AnonymousCredentials(),\n"
-    if backend["type"] == "sagemaker":
+    if backend["type"] == "vertex-gemini":
+        lines.insert(0, "from google.oauth2.credentials import Credentials")
+        extra = "    credentials=Credentials(token='emulator-token'),\n"
+    if backend["type"] in ("sagemaker", "rekognition-custom-labels"):
         lines.insert(0, "# with the environment variables above set (the dummy AWS keys and the endpoint URL)")
         options["endpoint_url"] = info["url"]
     if backend["type"] == "azure-openai":
