@@ -14,6 +14,7 @@ derm-cloud still handles it sensibly::
     +-- BackendNotFoundError (LookupError)        no backend registered under that name
     +-- ChecksumMismatchError (ValueError)        a downloaded or extracted file lacks its pinned SHA-256
     +-- ConversionError (RuntimeError)            fetching or converting a model failed, or the result differs
+    +-- RunStoreDamagedError (RuntimeError)       the comparison's run store is damaged; ``--repair`` salvages it
     +-- RemoteError                               a provider call failed (backend, status, request id)
         +-- AuthenticationError (PermissionError) 401/403: key, token or role is wrong
         +-- ThrottledError                        429: rate limit or quota; retryable
@@ -55,6 +56,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "RemoteError",
+    "RunStoreDamagedError",
     "ServiceError",
     "ThrottledError",
     "UnmappableLabelsError",
@@ -122,6 +124,14 @@ class ChecksumMismatchError(DermCloudError, ValueError):
 
 class ConversionError(DermCloudError, RuntimeError):
     """Fetching or converting a model failed (download, export), or the result does not reproduce the original."""
+
+
+class RunStoreDamagedError(DermCloudError, RuntimeError):
+    """The run store (``runs.sqlite``) is damaged: a truncated file, a broken page or a row that does not decode.
+
+    ``derm-cloud compare --repair`` (:func:`derm_cloud.compare.store_repair.repair_store`) salvages every intact
+    row into a fresh store, keeps the damaged file beside it and reports what it dropped.
+    """
 
 
 class RemoteError(DermCloudError):
