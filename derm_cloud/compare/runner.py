@@ -61,13 +61,21 @@ class ComparisonResult:
 
 
 def redact_config(value: Any) -> Any:
-    """The config with values of secret-looking keys (``api_key``, ``prediction_key``, ...) replaced."""
+    """The config with values of secret-looking keys (``api_key``, ``prediction_key``, ...) replaced.
+
+    Other strings lose the secrets they carry inside them (a ``scoring_uri`` with ``?code=...``, a URL with a
+    password) by :func:`derm_cloud.redaction.redact`.
+    """
+    if isinstance(value, str):
+        from derm_cloud.redaction import redact
+
+        return redact(value, limit=None)
     if isinstance(value, Mapping):
         return {
             k: ("<redacted>" if _SECRET_KEY.search(str(k)) and v is not None else redact_config(v))
             for k, v in value.items()
         }
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [redact_config(v) for v in value]
     return value
 
@@ -151,7 +159,9 @@ def _open_runtimes(config: ComparisonConfig, skip_unavailable: bool, warnings: l
             except (DermCloudError, ImportError) as exc:
                 if not skip_unavailable:
                     raise
-                warnings.append(f"backend {b.name!r} skipped: {type(exc).__name__}: {exc}")
+                from derm_cloud.redaction import redact
+
+                warnings.append(redact(f"backend {b.name!r} skipped: {type(exc).__name__}: {exc}", limit=None))
     except BaseException:
         for rt in runtimes:
             rt.close()
@@ -314,4 +324,5 @@ def _backend_facts(rt: BackendRuntime) -> dict[str, Any]:
         spec = ModelSpec.load(model_dir)
         facts["hosted_model"] = {"model_id": spec.model_id, "model_dir": str(model_dir), **spec.facts}
         facts["model_facts"] = {**spec.facts, **facts.get("model_facts", {})}
-    return facts
+    # describe() may name the endpoint by a URL that carries its key (an Azure Functions ``?code=``).
+    return dict(redact_config(facts))

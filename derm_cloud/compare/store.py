@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 import uuid
@@ -26,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from derm_cloud.errors import ConfigError, RunStoreDamagedError
+from derm_cloud.redaction import redact, redact_url
 
-__all__ = ["RETRYABLE_ERROR_TYPES", "ResultRow", "RunInfo", "RunStore", "damaged_store_error", "redact"]
+__all__ = ["RETRYABLE_ERROR_TYPES", "ResultRow", "RunInfo", "RunStore", "damaged_store_error", "redact", "redact_url"]
 
 # Stored error classes that a later attempt may well not hit (rate limits, cold models, deadlines, 5xx, open
 # breakers, client-side timeouts): a resumed run deletes and re-runs these rows. Other failures (invalid image,
@@ -89,33 +89,6 @@ CREATE TABLE IF NOT EXISTS facts (
     PRIMARY KEY (run_id, backend, key)
 );
 """
-
-# Credentials that SDK error messages sometimes echo (URLs with SAS signatures, keys, bearer tokens).
-_SECRET_PATTERNS = (
-    re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(
-        r"(?i)((?:api[-_]?key|access[-_]?key|token|sig|signature|secret|password|x-amz-security-token)[=:]\s*)[^\s&,;\"']+"
-    ),
-    re.compile(
-        r"(?i)\b(prediction-key|ocp-apim-subscription-key|authorization|api-key|x-goog-api-key|accountkey|"
-        r"sharedaccesskey|key)([\"']?\s*[:=]\s*[\"']?)[^\s,;&\"']+"
-    ),
-    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
-)
-
-
-def redact(message: str, limit: int = 500) -> str:
-    """Strip anything that looks like a credential from an error message and cap its length."""
-    out = message
-    for pattern in _SECRET_PATTERNS:
-        if pattern.groups >= 2:
-            out = pattern.sub(lambda m: m.group(1) + m.group(2) + "<redacted>", out)
-        elif pattern.groups == 1:
-            out = pattern.sub(lambda m: m.group(1) + "<redacted>", out)
-        else:
-            out = pattern.sub("<redacted>", out)
-    return out if len(out) <= limit else out[: limit - 3] + "..."
-
 
 # Rows whose columns no longer have their types or whose JSON no longer parses: what a cut or overwritten page
 # leaves behind even when SQLite's own structure check passes (a short last page reads as zero bytes).
