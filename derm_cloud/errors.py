@@ -214,7 +214,13 @@ class InvalidResponseError(RemoteError, ValueError):
 
 
 class CircuitOpenError(RemoteError):
-    """Calls to this backend are short-circuited after repeated failures; try again later."""
+    """Calls to this backend are short-circuited after repeated failures; try again later.
+
+    Attributes:
+        first_cause: ``"ErrorType: message"`` of the failure that started the streak which opened the circuit.
+    """
+
+    first_cause: str | None = None
 
 
 class DermCloudDeprecationWarning(FutureWarning):
