@@ -8,7 +8,7 @@ the real service's generic labels for a lesion photo. ``mid`` values are emulato
 
 Honoured: ``features[].type`` ``LABEL_DETECTION`` (as a name or the enum number 4 that the REST transport sends),
 ``maxResults`` (default 10), up to 16 images per request, per-image errors in ``responses[i].error`` (``Bad
-image data.``), a request size limit (10 MB = 10,000,000 bytes, as published for Product Search; an option), an API key check
+image data.``), a request size limit (10 MB, decimal, as published for Product Search; an option), an API key check
 (``x-goog-api-key`` header or ``?key=``) when ``api_key`` is set, and injected :class:`Fault` s in Google's error
 envelope. Other feature types are ignored (their annotations are simply absent).
 
