@@ -15,6 +15,7 @@ derm-cloud still handles it sensibly::
     +-- ChecksumMismatchError (ValueError)        a downloaded or extracted file lacks its pinned SHA-256
     +-- ConversionError (RuntimeError)            fetching or converting a model failed, or the result differs
     +-- DownloadError (ConnectionError)           a dataset download failed (host, status); rerun to resume
+    +-- RunStoreDamagedError (RuntimeError)       the comparison's run store is damaged; ``--repair`` salvages it
     +-- RemoteError                               a provider call failed (backend, status, request id)
         +-- AuthenticationError (PermissionError) 401/403: key, token or role is wrong
         +-- ThrottledError                        429: rate limit or quota; retryable
@@ -57,6 +58,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "RemoteError",
+    "RunStoreDamagedError",
     "ServiceError",
     "ThrottledError",
     "UnmappableLabelsError",
@@ -124,6 +126,14 @@ class ChecksumMismatchError(DermCloudError, ValueError):
 
 class ConversionError(DermCloudError, RuntimeError):
     """Fetching or converting a model failed (download, export), or the result does not reproduce the original."""
+
+
+class RunStoreDamagedError(DermCloudError, RuntimeError):
+    """The run store (``runs.sqlite``) is damaged: a truncated file, a broken page or a row that does not decode.
+
+    ``derm-cloud compare --repair`` (:func:`derm_cloud.compare.store_repair.repair_store`) salvages every intact
+    row into a fresh store, keeps the damaged file beside it and reports what it dropped.
+    """
 
 
 class RemoteError(DermCloudError):
@@ -206,7 +216,13 @@ class InvalidResponseError(RemoteError, ValueError):
 
 
 class CircuitOpenError(RemoteError):
-    """Calls to this backend are short-circuited after repeated failures; try again later."""
+    """Calls to this backend are short-circuited after repeated failures; try again later.
+
+    Attributes:
+        first_cause: ``"ErrorType: message"`` of the failure that started the streak which opened the circuit.
+    """
+
+    first_cause: str | None = None
 
 
 class DownloadError(DermCloudError, ConnectionError):

@@ -221,4 +221,7 @@ def create(name: str, **options: Any) -> Classifier:
         inspect.signature(cls).bind(**options)
     except TypeError as exc:
         raise ConfigError(f"backend {name!r}: {exc}; see help({cls.__module__}.{cls.__name__})") from None
+    from derm_cloud.options import check_option_types
+
+    check_option_types(name, cls, options)
     return cls(**options)

@@ -5,10 +5,20 @@ same fault costs a different number of calls and seconds per provider and compar
 defaults. Backends switch SDK retries off and call :meth:`RetryPolicy.call` instead: exponential backoff with
 full jitter, ``Retry-After`` honoured, a total wall-clock deadline per call, and a circuit breaker per backend.
 Backends read the header with :func:`retry_after_seconds`, so every provider's ``Retry-After`` means the same.
+
+The rules, the same for every backend whatever its SDK does:
+
+- **Deadline**: a call returns within ``deadline`` (plus a grace of 2 %, at most 1 s). Each attempt gets the
+  seconds left as its socket timeout, and runs on a worker thread that is abandoned at the deadline, because not
+  every SDK has a per-call timeout (boto3 only has its read timeout, 70 s by default).
+- **Retry-After**: the server's delay is honoured even beyond ``max_delay`` (which caps our own backoff) as long
+  as the deadline leaves room for it; otherwise the call fails at once with :class:`ThrottledError` saying how
+  long the service asked to wait.
 """
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import random
 import threading
@@ -17,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from derm_cloud.errors import CircuitOpenError, DeadlineExceededError, RemoteError
+from derm_cloud.errors import CircuitOpenError, DeadlineExceededError, RemoteError, ThrottledError
 
 __all__ = ["CircuitBreaker", "RetryPolicy", "call_timeout", "retry_after_seconds"]
 
@@ -34,7 +44,13 @@ class CircuitBreaker:
     reset_after: float = 30.0
     _failures: int = 0
     _opened_at: float | None = None
+    _first_cause: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def first_cause(self) -> str | None:
+        """``"ErrorType: message"`` of the first failure of the current streak (what opened the circuit)."""
+        return self._first_cause
 
     def before_call(self, backend: str) -> None:
         with self._lock:
@@ -42,20 +58,28 @@ class CircuitBreaker:
                 return
             waited = time.monotonic() - self._opened_at
             if waited < self.reset_after:
-                raise CircuitOpenError(
+                cause = f"; first failure: {self._first_cause}" if self._first_cause else ""
+                error = CircuitOpenError(
                     f"{self._failures} consecutive failures; calls paused for another "
-                    f"{self.reset_after - waited:.1f} s to let the service recover",
+                    f"{self.reset_after - waited:.1f} s to let the service recover{cause}",
                     backend=backend,
                     retryable=False,
                 )
+                error.first_cause = self._first_cause
+                raise error
             self._opened_at = time.monotonic()  # half-open: this call is the probe; others still wait
 
-    def record(self, ok: bool) -> None:
+    def record(self, ok: bool, error: BaseException | None = None) -> None:
+        """Count a call's outcome; ``error`` (the failure, when not ``ok``) is kept if it starts a streak."""
         with self._lock:
             if ok:
                 self._failures = 0
                 self._opened_at = None
+                self._first_cause = None
             else:
+                if self._failures == 0 and error is not None:
+                    # Only the streak's first failure says why the service went wrong; later ones echo it.
+                    self._first_cause = f"{type(error).__name__}: {error}"
                 self._failures += 1
                 if self._failures >= self.failure_threshold:
                     self._opened_at = time.monotonic()
@@ -87,7 +111,8 @@ class RetryPolicy:
     Attributes:
         max_attempts: attempts in total (1 = no retry).
         base_delay: first backoff in seconds; doubles each attempt up to ``max_delay``.
-        max_delay: cap of one backoff (and of a ``Retry-After`` we are willing to honour).
+        max_delay: cap of one backoff of our own; a server's ``Retry-After`` beyond it is honoured while the
+            deadline allows.
         deadline: total seconds for one call including all retries; ``None`` = no deadline.
         breaker: circuit breaker shared by all calls of one backend instance.
         sleep: injectable for tests.
@@ -121,9 +146,9 @@ class RetryPolicy:
         return cls(deadline=max(timeout * 2, 60.0))
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before attempt ``attempt + 1``: full jitter, or the server's Retry-After."""
+        """Seconds to wait before attempt ``attempt + 1``: full jitter, or the server's Retry-After (uncapped)."""
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay)
+            return max(retry_after, 0.0)
         cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
         return self._rng.uniform(0, cap)
 
@@ -149,16 +174,25 @@ class RetryPolicy:
                     backend=backend,
                 )
             try:
-                result = fn(remaining)
+                result = self._attempt(fn, remaining, backend)
             except RemoteError as exc:
                 if not exc.backend:
                     exc.backend = backend
-                self.breaker.record(ok=not exc.retryable)
+                self.breaker.record(ok=not exc.retryable, error=exc)
                 if not exc.retryable or attempt >= self.max_attempts:
                     raise
                 delay = self.backoff(attempt, exc.retry_after)
                 if self.deadline is not None:
                     left = self.deadline - (time.monotonic() - start)
+                    if delay >= left and exc.retry_after is not None:
+                        raise ThrottledError(
+                            f"the service asked to wait {exc.retry_after:g} s before retrying, more than the "
+                            f"{max(left, 0.0):.1f} s left of the {self.deadline:g} s deadline; last error: {exc}",
+                            backend=backend,
+                            status=exc.status,
+                            request_id=exc.request_id,
+                            retry_after=exc.retry_after,
+                        ) from exc
                     if delay >= left:
                         raise DeadlineExceededError(
                             f"gave up: the next retry (in {delay:.2f} s) would pass the {self.deadline:.1f} s "
@@ -171,6 +205,37 @@ class RetryPolicy:
                 continue
             self.breaker.record(ok=True)
             return result, attempt
+
+    def _attempt(self, fn: Callable[[float | None], T], remaining: float | None, backend: str) -> T:
+        """One attempt, abandoned when the deadline passes even if the SDK under ``fn`` keeps waiting.
+
+        The SDK gets ``remaining`` as its own timeout and normally stops first with its own (translated) error;
+        the watchdog only fires for SDKs without a per-call timeout. The abandoned thread ends when its SDK's
+        own timeout does; its result is dropped.
+        """
+        if remaining is None or self.deadline is None:
+            return fn(remaining)
+        outcome: list[T] = []
+        failure: list[BaseException] = []
+        done = threading.Event()
+        context = contextvars.copy_context()
+
+        def run() -> None:
+            try:
+                outcome.append(context.run(fn, remaining))
+            except BaseException as exc:  # handed to the caller's thread below
+                failure.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"derm-cloud-call-{backend}", daemon=True).start()
+        if not done.wait(remaining + min(1.0, 0.02 * self.deadline)):
+            raise DeadlineExceededError(
+                f"no answer within the {self.deadline:g} s deadline; the call was abandoned", backend=backend
+            )
+        if failure:
+            raise failure[0]
+        return outcome[0]
 
 
 def call_timeout(configured: float, remaining: float | None) -> float:

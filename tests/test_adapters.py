@@ -130,7 +130,7 @@ def test_sagemaker_errors_map_to_http(sagemaker_adapter: AdapterProcess) -> None
         "POST", "/invocations", b"\xff\xd8\xff\xe0garbage", {"Content-Type": "image/jpeg"}
     )
     assert status == 400
-    assert "image" in json.loads(body)["error"]["message"]
+    assert "JPEG is truncated or corrupt" in json.loads(body)["error"]["message"]
     status, _, body = sagemaker_adapter.call("GET", "/execution-parameters")
     assert status == 200 and json.loads(body)["BatchStrategy"] == "SINGLE_RECORD"
 

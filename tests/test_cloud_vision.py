@@ -124,7 +124,7 @@ def test_throttling_is_retried(emu: CloudVisionEmulator, dev_images: list[Path])
         (Fault("error", status=503), ServiceError),
         (Fault("throttle"), ThrottledError),
         (Fault("malformed"), InvalidResponseError),
-        (Fault("truncated"), InvalidResponseError),
+        (Fault("truncated"), ServiceError),  # cut off in transit: retryable, like every backend
     ],
 )
 def test_faults_are_translated(

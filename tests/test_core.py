@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,14 +177,50 @@ def test_retry_honours_retry_after_and_counts_attempts() -> None:
     assert sleeps[0] == 2.5 and 0 <= sleeps[1] <= 0.4
 
 
+def test_retry_after_beyond_max_delay_is_honoured() -> None:
+    sleeps: list[float] = []
+    policy = RetryPolicy(max_attempts=3, max_delay=10, deadline=30, sleep=sleeps.append)
+    calls = iter([ThrottledError("slow down", retry_after=12), "ok"])
+
+    def fn(timeout: float | None) -> str:
+        item = next(calls)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    assert policy.call(fn, backend="t") == ("ok", 2)
+    assert sleeps == [12]  # not cut to max_delay: the server said 12 s
+
+
+def test_attempt_is_abandoned_at_the_deadline_whatever_the_sdk_does() -> None:
+    policy = RetryPolicy(max_attempts=3, deadline=0.5)
+
+    def ignores_its_timeout(timeout: float | None) -> str:
+        time.sleep(3)  # like boto3: no per-call timeout
+        return "late"
+
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceededError, match="0.5 s deadline"):
+        policy.call(ignores_its_timeout, backend="t")
+    assert time.monotonic() - start <= 0.5 * 1.05
+
+
 def test_retry_stops_at_deadline_and_breaker_opens() -> None:
     policy = RetryPolicy(max_attempts=10, deadline=1.0, sleep=lambda s: None)
 
     def always_throttled(timeout: float | None) -> str:
         raise ThrottledError("quota", retry_after=5)
 
-    with pytest.raises(DeadlineExceededError, match="would pass the 1.0 s deadline"):
+    # The service asked for more than the deadline leaves: fail at once, saying how long it asked to wait.
+    with pytest.raises(ThrottledError, match="asked to wait 5 s before retrying, more than the 1.0 s left"):
         policy.call(always_throttled, backend="t")
+
+    def always_failing(timeout: float | None) -> str:
+        raise ServiceError("boom")
+
+    policy = RetryPolicy(max_attempts=10, deadline=0.05, base_delay=1.0, seed=1, sleep=time.sleep)
+    with pytest.raises(DeadlineExceededError, match=r"would pass the 0\.1 s deadline"):
+        policy.call(always_failing, backend="t")
     breaker = CircuitBreaker(failure_threshold=2, reset_after=60)
     policy = RetryPolicy(max_attempts=1, breaker=breaker)
     for _ in range(2):

@@ -10,6 +10,7 @@ answer, and check that bad uploads show a clear error and that no upload is left
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -67,7 +68,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iter
     cmd += ["--samples", str(samples), "--port", str(port), "--max-upload-mb", "1"]
     for name in BACKENDS:
         cmd += ["--backend", name]
-    env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONWARNINGS": "ignore"}
+    # PYTHONPATH: the subprocess runs from another folder, so it must import this checkout, not an installed copy.
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONWARNINGS": "ignore", "PYTHONPATH": repo}
     log = (root / "demo.log").open("w+")
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     assert proc.stdout is not None
@@ -187,6 +190,35 @@ def test_bad_uploads_show_a_clear_error(page: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.browser
+def test_upload_never_processed_is_removed_within_seconds(demo: dict[str, Any]) -> None:
+    # An upload posted straight to gradio's upload route, with no event to read it (a client that goes away).
+    import urllib.request
+
+    photo = _exif_jpeg(dev_image(dev_rows(1)[0]))
+    boundary = "dcboundary7d1f"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="phone.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + photo
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"{demo['url'].rstrip('/')}/gradio_api/upload",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        stored = [Path(p) for p in json.loads(answer.read())]
+    assert stored and demo["upload_dirs"][0] in stored[0].parents
+    start = time.monotonic()
+    while any(p.exists() for p in stored) and time.monotonic() - start < 30:
+        time.sleep(0.5)
+    # Gradio's own sweep would leave it for 60-90 s, EXIF included; the reaper removes it after 10 s unread.
+    assert not any(p.exists() for p in stored), f"still on disk after {time.monotonic() - start:.0f} s"
+
+
 def test_nothing_uploaded_is_kept_and_the_upload_folder_is_removed(page: Any, demo: dict[str, Any]) -> None:
     upload_dirs = demo["upload_dirs"]
     assert len(upload_dirs) == 1 and oct(upload_dirs[0].stat().st_mode & 0o777) == "0o700"

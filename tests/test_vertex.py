@@ -259,11 +259,9 @@ def test_timeout_is_deadline_exceeded(emu: VertexEmulator, dev_images: list[Path
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-@pytest.mark.parametrize("kind", ["malformed", "truncated"])
-def test_broken_answers_are_invalid_response(
-    emu: VertexEmulator, dev_images: list[Path], transport: str, kind: str
-) -> None:
-    emu.inject(Fault(kind))  # type: ignore[arg-type]
+def test_broken_answers_are_invalid_response(emu: VertexEmulator, dev_images: list[Path], transport: str) -> None:
+    # A cut-off body is a retryable ServiceError like in every backend (tests/conformance/test_remote_faults.py).
+    emu.inject(Fault("malformed"))
     with vertex_backend_for(emu, transport=transport, retry=no_retry()) as clf, pytest.raises(InvalidResponseError):
         clf.predict(dev_images[0])
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from derm_cloud.backends._http import is_loopback
+from derm_cloud.backends._http import cut_off_error, is_cut_off, is_loopback
 from derm_cloud.backends._sagemaker_formats import RESPONSE_FORMATS, ResponseFormat, parse_response
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
@@ -306,6 +306,8 @@ class AwsSagemakerClassifier(Classifier):
             )
         if isinstance(exc, bx.ParamValidationError):
             return ConfigError(f"invalid invoke_endpoint parameters for {where}: {exc}")
+        if is_cut_off(exc):
+            return cut_off_error(where, exc, backend=name)
         if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError)):
             return ServiceError(f"connection to {where} failed ({type(exc).__name__}: {exc})", backend=name)
         if type(exc).__module__.startswith("urllib3"):  # a body cut short while reading

@@ -62,8 +62,9 @@ __all__ = [
 ]
 
 RETIREMENT_DATE = "2028-09-25"
-#: Prediction image limit ("4 MB" in the service docs and the SDK docstring).
-MAX_IMAGE_BYTES = 4 * 1024 * 1024
+#: Prediction image limit: "4 MB" in the service docs and the SDK docstring, enforced as decimal megabytes
+#: (4,000,000 bytes): reading it as MiB would let 4.0-4.19 MB images through that the service may refuse.
+MAX_IMAGE_BYTES = 4_000_000
 _KEY_ENV = "VISION_PREDICTION_KEY"  # the names Microsoft's Custom Vision quickstarts use
 _ENDPOINT_ENV = "VISION_PREDICTION_ENDPOINT"
 _SUCCESSOR = (

@@ -49,6 +49,7 @@ from derm_cloud.errors import (
     ThrottledError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
+from derm_cloud.redaction import redact_url
 from derm_cloud.retry import RetryPolicy, call_timeout, retry_after_seconds
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata
@@ -379,7 +380,8 @@ class AzureMlClassifier(Classifier):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(scoring_uri={self.scoring_uri!r}, deployment={self.deployment!r}, auth=<redacted>)"
+            f"{type(self).__name__}(scoring_uri={redact_url(self.scoring_uri)!r}, deployment={self.deployment!r}, "
+            "auth=<redacted>)"
         )
 
 

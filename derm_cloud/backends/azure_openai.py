@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from derm_cloud.backends._http import is_loopback
+from derm_cloud.backends._http import cut_off_error, is_cut_off, is_loopback
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
@@ -383,6 +383,8 @@ def _translate(exc: Exception, deployment: str) -> RemoteError:
     backend = AzureOpenaiClassifier.backend_name
     if isinstance(exc, openai.APITimeoutError):
         return DeadlineExceededError(f"Azure OpenAI did not answer in time: {exc}", backend=backend)
+    if isinstance(exc, openai.APIConnectionError) and is_cut_off(exc):
+        return cut_off_error("Azure OpenAI", exc, backend=backend)
     if isinstance(exc, openai.APIConnectionError):
         return ServiceError(f"cannot reach Azure OpenAI ({exc}); check azure_endpoint and the network", backend=backend)
     if not isinstance(exc, openai.APIStatusError):

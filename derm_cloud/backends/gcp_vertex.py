@@ -22,7 +22,7 @@ import base64
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from derm_cloud.backends._http import is_loopback
+from derm_cloud.backends._http import cut_off_error, is_loopback
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
@@ -369,7 +369,7 @@ def translate_google_error(
             f"{service} answered a body that is not its documented JSON: {exc}", backend=backend
         )
     if isinstance(exc, pb_message.DecodeError):
-        return InvalidResponseError(f"{service} answered bytes that are not a valid response: {exc}", backend=backend)
+        return cut_off_error(service, exc, backend=backend)
     if isinstance(exc, gexc.GoogleAPICallError):
         return _from_api_call_error(exc, backend=backend, service=service, transport=transport, what=what)
     if isinstance(exc, gexc.GoogleAPIError):  # RetryError, DuplicateCredentialArgs ...: SDK-side, not a status
@@ -388,10 +388,8 @@ def translate_google_error(
                 backend=backend,
                 retryable=False,
             )
-        if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-            return InvalidResponseError(
-                f"{service} answer was cut off mid-body ({exc})", backend=backend, retryable=True
-            )
+        if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+            return cut_off_error(service, exc, backend=backend)
         return ServiceError(f"cannot reach {service} ({exc}); check api_endpoint and the network", backend=backend)
     if isinstance(exc, ValueError) and "api_endpoint" in str(exc):
         return ConfigError(f"{service} client options are invalid: {exc}")
@@ -436,7 +434,8 @@ def _from_api_call_error(exc: Any, *, backend: str, service: str, transport: str
             f"{service} rejected the request (invalid argument): {message}. {hint}", retryable=False, **common
         )
     if isinstance(exc, gexc.InternalServerError) and "deserializ" in message.lower():
-        return InvalidResponseError(f"{service} answered bytes that are not a valid response: {message}", **common)
+        # gRPC delivered a message whose bytes do not decode: the same rule as a cut-off HTTP body.
+        return cut_off_error(service, exc, **common)
     if isinstance(exc, (gexc.ServerError, gexc.Aborted, gexc.Cancelled)):
         return ServiceError(f"{service} failed on its side: {message}", **common)
     return ServiceError(f"{service} error {status}: {message}", retryable=False, **common)

@@ -21,8 +21,9 @@ from derm_cloud.types import PatientMetadata
 __all__ = ["GcpVisionClassifier"]
 
 #: JSON request limit published for Product Search (docs/reference/cloud-apis.md §6); base64 adds ~37%.
-DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
-_IMAGE_LIMIT = 20 * 1024 * 1024
+#: Both are published as decimal MB ("10 MB", "20 MB"), so they are enforced as decimal bytes.
+DEFAULT_MAX_REQUEST_BYTES = 10_000_000
+_IMAGE_LIMIT = 20_000_000
 _JSON_OVERHEAD = 1024
 
 

@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="backend option, repeatable (e.g. -o model_dir=sklesion -o endpoint_name=derm); "
-        "values are parsed as JSON when they can be",
+        "each value is read as the type the backend declares for it (JSON for lists and mappings)",
     )
     p.add_argument("--age", type=float, help="patient age in years (models that use metadata)")
     p.add_argument("--sex", choices=["female", "male", "unknown"], default="unknown")
@@ -41,18 +41,24 @@ def register(sub: Any) -> None:
     b.set_defaults(handler=run_backends)
 
 
-def parse_options(pairs: list[str]) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``; values are JSON when they parse as JSON."""
-    out: dict[str, Any] = {}
+def parse_options(pairs: list[str], backend: str | None = None) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> options typed by backend ``backend``'s declared parameter types.
+
+    A ``str`` option stays a string however numeric it looks (``endpoint_id=1234567890``); an ``int`` option
+    that does not parse raises a ConfigError naming it. Without ``backend`` the values stay strings.
+    """
+    raw: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--option {pair!r} must look like KEY=VALUE")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+        raw[key] = value
+    if backend is None:
+        return dict(raw)
+    from derm_cloud.options import options_from_strings
+    from derm_cloud.registry import get_backend_class
+
+    return options_from_strings(get_backend_class(backend), raw)
 
 
 def run_classify(args: argparse.Namespace) -> int:
@@ -62,7 +68,7 @@ def run_classify(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k must be between 1 and 7, got {args.top_k}")
     meta = derm_cloud.PatientMetadata(age=args.age, sex=args.sex, site=args.site)
     failures = 0
-    with derm_cloud.create(args.backend, **parse_options(args.option)) as clf:
+    with derm_cloud.create(args.backend, **parse_options(args.option, args.backend)) as clf:
         for path in args.images:
             try:
                 pred = clf.predict(path, meta)

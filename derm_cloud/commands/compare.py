@@ -29,6 +29,11 @@ def register(sub: Any) -> None:
     p.add_argument("--executor", choices=["local", "ray"], help="override the executor")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.add_argument("--check", action="store_true", help="validate the config and exit")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="salvage a damaged run store first: keep every intact row, report what was dropped, then resume",
+    )
     p.set_defaults(handler=run_compare)
 
 
@@ -49,6 +54,8 @@ def run_compare(args: argparse.Namespace) -> int:
         return 0
     from derm_cloud.compare.runner import run_comparison
 
+    if args.repair:
+        _repair(args)
     try:
         result = _run(args, run_comparison)
     except KeyboardInterrupt:
@@ -77,6 +84,30 @@ def _run(args: argparse.Namespace, run_comparison: Any) -> Any:
         executor=args.executor,
         progress=False if args.quiet else None,
     )
+
+
+def _repair(args: argparse.Namespace) -> None:
+    """Salvage the store in the run's output folder (if there is one) before the run resumes it."""
+    from pathlib import Path
+
+    from derm_cloud.compare.store_repair import repair_store
+
+    if args.output is not None:
+        output = Path(args.output)
+    elif args.config:
+        from derm_cloud.compare.config import load_config
+
+        output = Path(load_config(args.config).output)
+    else:
+        from derm_cloud.compare.defaults import default_config
+
+        output = Path(default_config().output)
+    store = output / "runs.sqlite"
+    if not store.is_file():
+        print(f"no run store at {store}; nothing to repair")
+        return
+    for line in repair_store(store).summary():
+        print(line)
 
 
 def _headline(summary: dict[str, Any]) -> list[str]:

@@ -289,7 +289,7 @@ def _run_backend(args: argparse.Namespace, samples: list[Any]) -> tuple[list[Any
 
     preds = []
     step = max(1, args.batch_size)
-    with derm_cloud.create(args.backend, **parse_options(args.option)) as clf:
+    with derm_cloud.create(args.backend, **parse_options(args.option, args.backend)) as clf:
         facts = dict(clf.describe().model_facts)
         # Chunks keep memory flat: predict_batch decodes every image it is given before it starts.
         for lo in range(0, len(samples), step):

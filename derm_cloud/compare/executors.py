@@ -199,6 +199,8 @@ def _outcome_error(exc: BaseException, latency_ms: float, t_start: float, t_end:
         "t_end": t_end,
         "error_type": "ClientTimeout" if timeout else type(exc).__name__,
         "error_message": "no answer within the client timeout" if timeout else str(exc),
+        # An open circuit's rows keep the failure that opened it, so the report can say why (issue 11, fault 9).
+        "extra": {"circuit_first_cause": cause} if (cause := getattr(exc, "first_cause", None)) else {},
     }
 
 

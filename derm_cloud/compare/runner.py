@@ -134,7 +134,9 @@ def _open_runtimes(config: ComparisonConfig, skip_unavailable: bool, warnings: l
             except (DermCloudError, ImportError) as exc:
                 if not skip_unavailable:
                     raise
-                warnings.append(f"backend {b.name!r} skipped: {type(exc).__name__}: {exc}")
+                from derm_cloud.redaction import redact
+
+                warnings.append(redact(f"backend {b.name!r} skipped: {type(exc).__name__}: {exc}", limit=None))
         opened.extend(runtimes)
         meta = config.metadata
         runtimes = apply_metadata_plan(runtimes, meta["mode"], meta["variants"], open_variant)
@@ -314,4 +316,5 @@ def _backend_facts(rt: BackendRuntime) -> dict[str, Any]:
         getattr(rt.classifier, "model", None), "directory", None
     )
     facts["model_fingerprint"] = model_fingerprint(served)
-    return facts
+    # describe() may name the endpoint by a URL that carries its key (an Azure Functions ``?code=``).
+    return dict(redact_config(facts))

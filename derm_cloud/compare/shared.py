@@ -21,13 +21,21 @@ _SECRET_KEY = re.compile(r"(?i)(key|secret|token|password|credential|sas|connect
 
 
 def redact_config(value: Any) -> Any:
-    """The config with values of secret-looking keys (``api_key``, ``prediction_key``, ...) replaced."""
+    """The config with values of secret-looking keys (``api_key``, ``prediction_key``, ...) replaced.
+
+    Other strings lose the secrets they carry inside them (a ``scoring_uri`` with ``?code=...``, a URL with a
+    password) by :func:`derm_cloud.redaction.redact`.
+    """
+    if isinstance(value, str):
+        from derm_cloud.redaction import redact
+
+        return redact(value, limit=None)
     if isinstance(value, Mapping):
         return {
             k: ("<redacted>" if _SECRET_KEY.search(str(k)) and v is not None else redact_config(v))
             for k, v in value.items()
         }
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [redact_config(v) for v in value]
     return value
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 import uuid
@@ -25,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from derm_cloud.errors import ConfigError
+from derm_cloud.errors import ConfigError, RunStoreDamagedError
+from derm_cloud.redaction import redact, redact_url
 
-__all__ = ["RETRYABLE_ERROR_TYPES", "ResultRow", "RunInfo", "RunStore", "redact"]
+__all__ = ["RETRYABLE_ERROR_TYPES", "ResultRow", "RunInfo", "RunStore", "damaged_store_error", "redact", "redact_url"]
 
 # Stored error classes that a later attempt may well not hit (rate limits, cold models, deadlines, 5xx, open
 # breakers, client-side timeouts): a resumed run deletes and re-runs these rows. Other failures (invalid image,
@@ -90,31 +90,47 @@ CREATE TABLE IF NOT EXISTS facts (
 );
 """
 
-# Credentials that SDK error messages sometimes echo (URLs with SAS signatures, keys, bearer tokens).
-_SECRET_PATTERNS = (
-    re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(
-        r"(?i)((?:api[-_]?key|access[-_]?key|token|sig|signature|secret|password|x-amz-security-token)[=:]\s*)[^\s&,;\"']+"
+# Rows whose columns no longer have their types or whose JSON no longer parses: what a cut or overwritten page
+# leaves behind even when SQLite's own structure check passes (a short last page reads as zero bytes).
+ROW_CHECKS = {
+    "runs": "typeof(run_id) != 'text' OR typeof(fingerprint) != 'text' OR NOT json_valid(config_json)",
+    "sessions": "typeof(run_id) != 'text' OR typeof(session) != 'integer'",
+    "results": (
+        "typeof(run_id) != 'text' OR typeof(backend) != 'text' OR typeof(image_id) != 'text' "
+        "OR typeof(scenario) != 'text' OR typeof(repeat) != 'integer' OR typeof(ok) != 'integer' "
+        "OR typeof(session) != 'integer' "
+        "OR (probs_json IS NOT NULL AND NOT json_valid(probs_json)) "
+        "OR (extra_json IS NOT NULL AND NOT json_valid(extra_json))"
     ),
-    re.compile(
-        r"(?i)\b(prediction-key|ocp-apim-subscription-key|authorization|api-key|x-goog-api-key|accountkey|"
-        r"sharedaccesskey|key)([\"']?\s*[:=]\s*[\"']?)[^\s,;&\"']+"
-    ),
-    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
-)
+    "facts": "typeof(run_id) != 'text' OR typeof(key) != 'text' OR NOT json_valid(value_json)",
+}
 
 
-def redact(message: str, limit: int = 500) -> str:
-    """Strip anything that looks like a credential from an error message and cap its length."""
-    out = message
-    for pattern in _SECRET_PATTERNS:
-        if pattern.groups >= 2:
-            out = pattern.sub(lambda m: m.group(1) + m.group(2) + "<redacted>", out)
-        elif pattern.groups == 1:
-            out = pattern.sub(lambda m: m.group(1) + "<redacted>", out)
-        else:
-            out = pattern.sub("<redacted>", out)
-    return out if len(out) <= limit else out[: limit - 3] + "..."
+def damaged_store_error(path: Path, problem: str) -> RunStoreDamagedError:
+    """The one-line error for a damaged store, naming the way out."""
+    return RunStoreDamagedError(
+        f"run store {path} is damaged ({problem}); run `derm-cloud compare --repair` with the same config to "
+        "salvage every intact row (the damaged file is kept beside it), or move the file away to start over"
+    )
+
+
+def _first_problem(db: sqlite3.Connection) -> str | None:
+    """None if the store is sound, else what is wrong with it (structure first, then rows)."""
+    check = db.execute("PRAGMA quick_check(1)").fetchone()
+    if check is None or check[0] != "ok":
+        return f"integrity check: {check[0] if check else 'no answer'}"
+    for table, bad in ROW_CHECKS.items():
+        row = db.execute(f"SELECT rowid FROM {table} WHERE {bad} LIMIT 1").fetchone()
+        if row is not None:
+            return f"row {row[0]} of table {table} does not decode"
+    return None
+
+
+def _decode(text: str, path: Path) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise damaged_store_error(path, f"a stored value does not decode: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -168,10 +184,18 @@ class RunStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves so each result is exactly one transaction.
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a killed process (only power loss can drop the last commits).
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process (only power loss can drop the last commits).
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            # A damaged file must stop the run here, in one line, not after hours of resumed requests.
+            problem = _first_problem(self._db)
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+        if problem is not None:
+            self._db.close()
+            raise damaged_store_error(self.path, problem)
         self.session = 0
 
     # --- runs -----------------------------------------------------------------------------------------------
@@ -194,11 +218,11 @@ class RunStore:
                 f"no run {run_id!r} in {self.path}; recent runs: {', '.join(known) or 'none'} "
                 "(pass the same output folder as the run you want to resume)"
             )
-        return RunInfo(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6])
+        return RunInfo(row[0], row[1], row[2], _decode(row[3], self.path), row[4], row[5], row[6])
 
     def runs(self) -> list[RunInfo]:
         rows = self._db.execute("SELECT * FROM runs ORDER BY created").fetchall()
-        return [RunInfo(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6]) for r in rows]
+        return [RunInfo(r[0], r[1], r[2], _decode(r[3], self.path), r[4], r[5], r[6]) for r in rows]
 
     def latest_incomplete(self, fingerprint: str) -> str | None:
         """The newest unfinished run with this fingerprint (what an identical rerun resumes)."""
@@ -322,13 +346,13 @@ class RunStore:
                 latency_ms=r[7],
                 t_start=r[8],
                 t_end=r[9],
-                probs=tuple(json.loads(r[10])) if r[10] else None,
+                probs=tuple(_decode(r[10], self.path)) if r[10] else None,
                 label=r[11],
                 attempts=r[12],
                 request_id=r[13],
                 error_type=r[14],
                 error_message=r[15],
-                extra=json.loads(r[16]) if r[16] else {},
+                extra=_decode(r[16], self.path) if r[16] else {},
             )
 
     def count(self, run_id: str) -> int:
@@ -343,7 +367,7 @@ class RunStore:
 
     def facts(self, run_id: str, backend: str) -> dict[str, Any]:
         rows = self._db.execute("SELECT key, value_json FROM facts WHERE run_id = ? AND backend = ?", (run_id, backend))
-        return {str(k): json.loads(v) for k, v in rows}
+        return {str(k): _decode(v, self.path) for k, v in rows}
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ Data handling (what a person uploading a photo needs to know, and what the tests
 
 * Gradio writes every upload to its upload folder before any handler runs. The demo points that folder
   (``GRADIO_TEMP_DIR``) at a private directory made for this process (mode 0700), deletes each upload as soon
-  as it has been read, sweeps the folder every minute (``delete_cache``) and removes it on exit.
+  as it has been read, deletes within seconds any upload that no handler reads (refused, abandoned, or an empty
+  temp file: :class:`~derm_cloud.demo.reaper.UploadReaper`) and removes the folder on exit.
 * The image is decoded and its EXIF, GPS, XMP, ICC and comment data dropped (``PreparedImage.upload_bytes``)
   before anything else happens, so no backend, local or remote, ever sees them. The stripped bytes live only in
   the browser session's server-side state (dropped when the tab closes, or after 15 minutes).
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from derm_cloud.demo.reaper import UploadReaper
 from derm_cloud.demo.render import DISCLAIMER, BackendResult, render_error, render_results, render_status
 from derm_cloud.errors import ConfigError, DermCloudError, InvalidImageError
 from derm_cloud.images import ImageLimits, load_image
@@ -281,9 +283,10 @@ def build_demo(session: DemoSession) -> Any:
         image_state = gr.State(None, time_to_live=_SESSION_TTL_S)
         with gr.Row():
             with gr.Column():
+                # No file_types: gradio would refuse other files itself, before our handler, and leave them on
+                # disk; accept_upload refuses them with a message and deletes them at once.
                 upload = gr.File(
                     label=f"Lesion photo (JPEG or PNG, up to {limit_mb:g} MB)",
-                    file_types=list(ALLOWED_SUFFIXES),
                     type="filepath",
                     elem_id="dc-upload",
                 )
@@ -346,6 +349,7 @@ def run_demo(
         ready: called with the local URL once the server answers (used by the CLI to print it).
     """
     demo = build_demo(session)
+    reaper = UploadReaper(upload_dir).start() if upload_dir is not None else None
     try:
         demo.launch(
             server_name=host,
@@ -365,6 +369,8 @@ def run_demo(
             signal.signal(signal.SIGTERM, _interrupt)
         demo.block_thread()
     finally:
+        if reaper is not None:
+            reaper.stop()
         with contextlib.suppress(Exception):
             demo.close()
         session.backends.close()

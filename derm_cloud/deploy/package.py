@@ -36,10 +36,10 @@ import os
 import re
 import shutil
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from derm_cloud.errors import ConfigError, ModelSpecError
 
@@ -138,20 +138,47 @@ def runtime_requirements(extra: Iterable[str] = (), *, http_server: bool = False
     return out
 
 
-def _model_files(model_dir: Path) -> tuple[list[Path], str]:
-    """The files of a model directory and its model id; checks it is one derm-cloud can serve."""
+def _model_files(model_dir: Path) -> tuple[list[Path], str, list[str]]:
+    """The files the serving code loads from a model directory, its model id, and what is left out.
+
+    Serving reads the spec (``spec.json``, or an AutoML ``labels.json``), the ONNX file it names and that file's
+    external-data files; anything else in the folder (sklesion's 86 MB ``model.keras``, notes, caches) would
+    only make the package bigger, so it stays behind and ``MANIFEST.json`` lists it under ``left_out``.
+    """
+    from derm_cloud.models.spec import ModelSpec
     from derm_cloud.serving_http import find_model_dir
 
     if not model_dir.is_dir():
         raise ModelSpecError(f"model directory {str(model_dir)!r} does not exist; pass a folder with spec.json")
     found = find_model_dir(model_dir, max_depth=0)
-    model_id = found.name
-    if (found / "spec.json").is_file():
-        from derm_cloud.models.spec import ModelSpec
+    spec = ModelSpec.load(found)
+    model_id = spec.model_id if (found / "spec.json").is_file() else found.name
+    spec_file = "spec.json" if (found / "spec.json").is_file() else "labels.json"
+    wanted = {spec_file, spec.model_file, *_external_data(found / spec.model_file)}
+    every = sorted(p for p in found.rglob("*") if p.is_file() and not (_SKIP & set(p.relative_to(found).parts)))
+    files = [p for p in every if p.relative_to(found).as_posix() in wanted]
+    missing = sorted(wanted - {p.relative_to(found).as_posix() for p in files})
+    if missing:
+        raise ModelSpecError(f"{str(found)!r} lacks {', '.join(missing)}, which the model needs")
+    left_out = [p.relative_to(found).as_posix() for p in every if p not in files]
+    return files, model_id, left_out
 
-        model_id = ModelSpec.load(found).model_id
-    files = sorted(p for p in found.rglob("*") if p.is_file() and not (_SKIP & set(p.relative_to(found).parts)))
-    return files, model_id
+
+def _external_data(model_file: Path) -> list[str]:
+    """Relative paths of the external-data files an ONNX model references (weights stored beside it)."""
+    try:
+        import onnx
+    except ImportError:  # without onnx, keep the conventional names beside the model
+        return [p.name for p in model_file.parent.glob(f"{model_file.name}.data")]
+    model = onnx.load(str(model_file), load_external_data=False)
+    locations: set[str] = set()
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        tensors += [a.t for a in node.attribute if a.HasField("t")]
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            locations.update(e.value for e in tensor.external_data if e.key == "location")
+    return sorted(locations)
 
 
 def _copy_model(files: list[Path], src: Path, dest: Path) -> None:
@@ -174,6 +201,13 @@ def _vendor(dest: Path) -> None:
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def _write_yaml(path: Path, data: Mapping[str, Any]) -> None:
+    """YAML written by PyYAML: every value is quoted or escaped as needed, so no value can add keys."""
+    import yaml
+
+    _write(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True))
 
 
 def _tar_gz(src: Path, archive: Path) -> None:
@@ -242,40 +276,39 @@ def _azureml(
     (out / "code").mkdir()
     shutil.copy2(adapters / "azureml" / "score.py", out / "code" / "score.py")
     _vendor(out / "code")
-    pip = "\n".join(f"      - {r}" for r in ["azureml-inference-server-http", *requirements])
-    _write(
-        out / "environment" / "conda.yaml",
-        "name: derm-cloud-onnx\nchannels:\n  - conda-forge\ndependencies:\n  - python=3.11\n  - pip\n"
-        f"  - pip:\n{pip}\n",
-    )
+    conda = {
+        "name": "derm-cloud-onnx",
+        "channels": ["conda-forge"],
+        "dependencies": ["python=3.11", "pip", {"pip": ["azureml-inference-server-http", *requirements]}],
+    }
+    _write_yaml(out / "environment" / "conda.yaml", conda)
     endpoint = opts["endpoint_name"]
-    _write(
+    _write_yaml(
         out / "endpoint.yml",
-        "$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json\n"
-        f"name: {endpoint}\n"
-        "auth_mode: key\n"
-        "description: derm-cloud adapter (triage support, not a diagnosis; a clinician reviews every result)\n",
+        {
+            "$schema": "https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json",
+            "name": endpoint,
+            "auth_mode": "key",
+            "description": "derm-cloud adapter (triage support, not a diagnosis; a clinician reviews every result)",
+        },
     )
-    _write(
+    _write_yaml(
         out / "deployment.yml",
-        "$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json\n"
-        "name: blue\n"
-        f"endpoint_name: {endpoint}\n"
-        "model:\n"
-        f"  name: {_slug(model_id)}\n"
-        "  path: ./model\n"
-        "code_configuration:\n"
-        "  code: ./code\n"
-        "  scoring_script: score.py\n"
-        "environment:\n"
-        "  name: derm-cloud-onnx\n"
-        "  image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest\n"
-        "  conda_file: ./environment/conda.yaml\n"
-        f"instance_type: {opts['instance_type']}\n"
-        f"instance_count: {opts['instance_count']}\n"
-        "request_settings:\n"
-        "  request_timeout_ms: 5000\n"
-        "  max_concurrent_requests_per_instance: 1\n",
+        {
+            "$schema": "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json",
+            "name": "blue",
+            "endpoint_name": endpoint,
+            "model": {"name": _slug(model_id), "path": "./model"},
+            "code_configuration": {"code": "./code", "scoring_script": "score.py"},
+            "environment": {
+                "name": "derm-cloud-onnx",
+                "image": "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest",
+                "conda_file": "./environment/conda.yaml",
+            },
+            "instance_type": opts["instance_type"],
+            "instance_count": int(opts["instance_count"]),
+            "request_settings": {"request_timeout_ms": 5000, "max_concurrent_requests_per_instance": 1},
+        },
     )
     return [
         "az ml online-endpoint create -f endpoint.yml -g <resource-group> -w <workspace>",
@@ -311,7 +344,9 @@ def _vertex(files: list[Path], model_root: Path, out: Path, adapters: Path, requ
     ]
 
 
-def _manifest(out: Path, cloud: str, model_id: str, requirements: list[str], steps: list[str]) -> Path:
+def _manifest(
+    out: Path, cloud: str, model_id: str, requirements: list[str], steps: list[str], left_out: list[str]
+) -> Path:
     import derm_cloud
 
     entries = []
@@ -325,6 +360,7 @@ def _manifest(out: Path, cloud: str, model_id: str, requirements: list[str], ste
         "derm_cloud_version": derm_cloud.__version__,
         "requirements": requirements,
         "files": entries,
+        "left_out": left_out,
         "next_steps": steps,
     }
     manifest.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -332,6 +368,28 @@ def _manifest(out: Path, cloud: str, model_id: str, requirements: list[str], ste
     readme += ["", "Triage support only, not a diagnosis: a clinician reviews every result."]
     _write(out / "README.txt", "\n".join(readme) + "\n")
     return manifest
+
+
+def _check_out_dir(out: Path, model_root: Path, adapters: Path, overwrite: bool) -> None:
+    """Refuse an output folder whose replacement would delete the model, the adapters or unrelated files."""
+    for what, path in (("the model directory", model_root), ("the adapters folder", adapters)):
+        if out == path or path in out.parents:
+            raise ConfigError(f"--out {str(out)!r} is inside {what}; write the package somewhere else")
+        if out in path.parents:
+            # --overwrite empties --out first: that would delete the model (or adapters) it is about to package.
+            raise ConfigError(
+                f"--out {str(out)!r} contains {what} {str(path)!r}; --overwrite would delete it. Write the "
+                "package to a folder outside it"
+            )
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ConfigError(f"--out {str(out)!r} is not empty; choose a new folder or pass --overwrite")
+    if not (out / "MANIFEST.json").is_file():
+        raise ConfigError(
+            f"--out {str(out)!r} is not a derm-cloud package (no MANIFEST.json); --overwrite only replaces an "
+            "earlier package. Choose a new or empty folder"
+        )
 
 
 def package_model(
@@ -365,15 +423,16 @@ def package_model(
         raise ConfigError(f"unknown cloud {cloud!r}; choose one of {', '.join(CLOUDS)}")
     if instance_count < 1:
         raise ConfigError(f"instance_count must be at least 1, got {instance_count}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", instance_type):
+        raise ConfigError(
+            f"instance_type {instance_type!r} is not an Azure VM size; use a name such as Standard_DS3_v2"
+        )
     model_root = resolve_model_dir(os.fspath(model_dir)).resolve()
-    files, model_id = _model_files(model_root)
+    files, model_id, left_out = _model_files(model_root)
     adapters = find_adapters_dir(adapters_dir)
     out = Path(out_dir).expanduser().resolve()
-    if out == model_root or model_root in out.parents:
-        raise ConfigError(f"--out {str(out)!r} is inside the model directory; write the package somewhere else")
+    _check_out_dir(out, model_root, adapters.resolve(), overwrite)
     if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"--out {str(out)!r} is not empty; choose a new folder or pass --overwrite")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     extra = ("google-cloud-storage",) if cloud == "vertex" else ()
@@ -397,5 +456,5 @@ def package_model(
     else:
         steps = _vertex(files, model_root, out, adapters, requirements)
         artefacts = [out / "container", out / "model"]
-    manifest = _manifest(out, cloud, model_id, requirements, steps)
+    manifest = _manifest(out, cloud, model_id, requirements, steps, left_out)
     return PackageResult(cloud, out, artefacts, manifest, steps)

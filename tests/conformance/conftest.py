@@ -164,3 +164,13 @@ def _local_hf(request: pytest.FixtureRequest) -> Iterator[Subject]:
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     with FACTORIES[request.param](request) as s:
         yield s
+
+
+REMOTE = sorted(name for name in FACTORIES if not name.startswith("local-"))
+
+
+@pytest.fixture(params=REMOTE, scope="module")
+def remote(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    """Every cloud backend with its emulator (for the fault rules that every remote backend must follow)."""
+    with FACTORIES[request.param](request) as s:
+        yield s

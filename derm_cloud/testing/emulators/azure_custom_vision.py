@@ -58,8 +58,9 @@ __all__ = [
 DEFAULT_PROJECT_ID = "0f3c1a52-6d2e-4c55-9a7b-3e8d2b1f4a10"
 DEFAULT_PUBLISHED_NAME = "Iteration1"
 DEFAULT_PREDICTION_KEY = "emulator-prediction-key"
-#: The service's prediction image limit ("4 MB"), read as MiB as the SDK docstring's "4MB" suggests.
-MAX_IMAGE_BYTES = 4 * 1024 * 1024
+#: The service's prediction image limit ("4 MB"), as decimal bytes: the same figure the backend enforces, so CI
+#: catches an image between 4,000,000 and 4,194,304 bytes that the real service may refuse.
+MAX_IMAGE_BYTES = 4_000_000
 
 _ROUTE = re.compile(
     r"^/customvision/v3\.[01]/prediction/(?P<project>[^/]+)/classify/iterations/(?P<name>[^/]+)"

@@ -9,7 +9,7 @@ the real service's generic labels for a lesion photo. ``mid`` values are emulato
 
 Honoured: ``features[].type`` ``LABEL_DETECTION`` (as a name or the enum number 4 that the REST transport sends),
 ``maxResults`` (default 10), up to 16 images per request, per-image errors in ``responses[i].error`` (``Bad
-image data.``), a request size limit (10 MiB, as published for Product Search; an option), an API key check
+image data.``), a request size limit (10 MB, decimal, as published for Product Search; an option), an API key check
 (``x-goog-api-key`` header or ``?key=``) when ``api_key`` is set, and injected :class:`Fault` s in Google's error
 envelope. Other feature types are ignored (their annotations are simply absent).
 
@@ -41,7 +41,7 @@ __all__ = ["CloudVisionEmulator", "cloud_vision_backend_for", "label_scores"]
 _LABEL_DETECTION = ("LABEL_DETECTION", 4)
 _MAX_IMAGES = 16
 # Product Search's published limits (docs/reference/cloud-apis.md §6); the general Vision limits page was not available.
-DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_REQUEST_BYTES = 10_000_000  # "10 MB" as published: decimal bytes, as the backend enforces it
 
 
 def label_scores(pixels: np.ndarray) -> dict[str, float]:
