@@ -24,7 +24,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from derm_cloud.backends._http import is_loopback
+from derm_cloud.backends._http import cut_off_error, is_cut_off, is_loopback
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
@@ -153,6 +153,9 @@ class AwsRekognitionClassifier(Classifier):
             max(10, concurrency or self.default_concurrency),
         )
         meta = getattr(self.client, "meta", None)
+        events = getattr(meta, "events", None)
+        if events is not None:
+            events.register("before-parse.rekognition.DetectCustomLabels", _refuse_cut_off_body, unique_id=_CHECK_ID)
         self.region = region or arn_parts["region"] or getattr(meta, "region_name", None)
         self.endpoint_url = endpoint_url or getattr(meta, "endpoint_url", None)
         super().__init__(
@@ -244,6 +247,8 @@ class AwsRekognitionClassifier(Classifier):
             return None
         name = self.backend_name
         where = f"Rekognition model {self.model_id!r}"
+        if is_cut_off(exc):
+            return cut_off_error(where, exc, backend=name)
         if isinstance(exc, bx.ClientError):
             return self._translate_client_error(exc.response, where)
         if isinstance(exc, (bx.ReadTimeoutError, bx.ConnectTimeoutError)):
@@ -336,6 +341,23 @@ class AwsRekognitionClassifier(Classifier):
         close = getattr(self.client, "close", None)
         if self._owns_client and callable(close):
             close()
+
+
+_CHECK_ID = "derm-cloud-cut-off-body"
+
+
+def _refuse_cut_off_body(response_dict: Mapping[str, Any], **_: Any) -> None:
+    """Raise before botocore parses a JSON body shorter than its ``Content-Length``.
+
+    botocore reads JSON-protocol answers whole and parses a cut one as an empty answer; the one rule for
+    truncated bodies (a retryable "cut off in transit") needs the cut seen as such.
+    """
+    from botocore.exceptions import IncompleteReadError
+
+    declared = (response_dict.get("headers") or {}).get("content-length")
+    body = response_dict.get("body") or b""
+    if declared is not None and str(declared).isdigit() and len(body) < int(declared):
+        raise IncompleteReadError(actual_bytes=len(body), expected_bytes=int(declared))
 
 
 def project_version_status(client: RekognitionClient, project_version_arn: str) -> str:

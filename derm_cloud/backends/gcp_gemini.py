@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from derm_cloud.backends._http import is_loopback
+from derm_cloud.backends._http import cut_off_error, is_cut_off, is_loopback
 from derm_cloud.backends.azure_openai import DEFAULT_PROMPT, _validated_scores
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
@@ -323,6 +323,8 @@ def _translate(exc: Exception, model: str) -> RemoteError:
     from google.genai import errors as genai_errors
 
     backend = GcpGeminiClassifier.backend_name
+    if is_cut_off(exc):
+        return cut_off_error("Vertex AI Gemini", exc, backend=backend)
     if isinstance(exc, httpx.TimeoutException):
         return DeadlineExceededError(f"Vertex AI Gemini did not answer in time: {exc}", backend=backend)
     if isinstance(exc, httpx.TransportError):

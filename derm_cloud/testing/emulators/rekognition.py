@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response, header_value
+from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response, header_value, retry_after_header
 
 if TYPE_CHECKING:
     from derm_cloud.backends.aws_rekognition import AwsRekognitionClassifier
@@ -235,17 +235,20 @@ class RekognitionEmulator(EmulatorServer):
 
     def fault_response(self, fault: Fault) -> Response:
         if fault.kind == "throttle":
+            # Whether the service sends Retry-After here is not documented; the fault's value tests clients that
+            # honour it when present.
             return _error(
                 400,
                 "ProvisionedThroughputExceededException",
                 "The number of requests exceeded your throughput limit.",
+                retry_after_header(fault.retry_after),
             )
         if fault.kind == "error":
             return _error(fault.status, "InternalServerError", "Amazon Rekognition experienced a service issue.")
         if fault.kind == "not_ready":
             return _error(400, "ResourceNotReadyException", "ProjectVersion is in STARTING state")
-        if fault.kind == "truncated":
-            return Response(200, b'{"CustomLabels": [{"Name": "mel", "Confid', {"Content-Type": _CONTENT_TYPE})
+        if fault.kind == "truncated":  # the base server cuts this answer half-way under its full Content-Length
+            return _ok({"CustomLabels": [{"Name": "mel", "Confidence": 50.0}, {"Name": "nv", "Confidence": 50.0}]})
         return super().fault_response(fault)
 
     def runtime_client(self, *, connect_timeout: float = 2.0, read_timeout: float = 10.0) -> Any:
@@ -287,9 +290,11 @@ def _ok(payload: dict[str, Any]) -> Response:
     )
 
 
-def _error(status: int, code: str, message: str) -> Response:
+def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
     body = json.dumps({"__type": code, "Message": message}).encode()
-    return Response(status, body, {"Content-Type": _CONTENT_TYPE, "x-amzn-RequestId": str(uuid.uuid4())})
+    return Response(
+        status, body, {"Content-Type": _CONTENT_TYPE, "x-amzn-RequestId": str(uuid.uuid4()), **(headers or {})}
+    )
 
 
 def rekognition_backend_for(emulator: RekognitionEmulator, **options: Any) -> AwsRekognitionClassifier:
