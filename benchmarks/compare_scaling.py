@@ -178,6 +178,8 @@ def _bucket(module: str) -> str:
         return "our code (derm_cloud)"
     if any(f"/site-packages/{p}/" in path or f"/site-packages/{p}." in path for p in _SDK_PACKAGES):
         return "cloud SDKs and HTTP/gRPC clients"
+    if "/matplotlib/" in path or "/fontTools/" in path:
+        return "report figures (matplotlib)"
     if "/PIL/" in path or "/numpy/" in path:
         return "images and arrays (Pillow, numpy)"
     return "other (asyncio, threads, sockets, stdlib)"
