@@ -7,10 +7,16 @@
 2. Peak memory of a quality pass over 500 and 5,000 images (dev images repeated under new ids), each size in
    a fresh process: Python heap peak (tracemalloc) and peak resident set size (ru_maxrss). Goal: flat, since
    images are read one request at a time and results go straight to the run store.
+3. Where the CPU time of a comparison goes (local-onnx plus three emulated clouds, all hosting sklesion when it
+   is cached, else the tiny model): yappi CPU clock over every thread, each function's own time (C calls
+   included in their Python caller) grouped by module into our code (``derm_cloud``), the cloud SDKs, the
+   model (onnxruntime), image and array libraries, the emulators standing in for the cloud service, and the
+   rest (asyncio, threads, sockets, stdlib). Goal: our code's share is small beside the SDK and model time.
 
 Images: HAM10000 dev images (Tschandl et al. 2018, CC BY-NC 4.0), read in place from ``../shared/data``.
 
 Run:  python benchmarks/compare_scaling.py [--images 40] [--delays 40,60,80,100] [--sizes 500,5000]
+      python benchmarks/compare_scaling.py --cpu-share-only [--images 40]
 """
 
 from __future__ import annotations
@@ -140,11 +146,133 @@ def measure_memory(model_dir: Path, work: Path, n: int) -> dict[str, Any]:
     }
 
 
+_SDK_PACKAGES = (
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "google",
+    "grpc",
+    "proto",
+    "azure",
+    "msrest",
+    "openai",
+    "requests",
+    "urllib3",
+    "httpx",
+    "httpcore",
+    "h11",
+    "certifi",
+    "charset_normalizer",
+    "pydantic",
+)
+
+
+def _bucket(module: str) -> str:
+    """The group a function's file belongs to (see the module docstring, part 3)."""
+    path = module.replace("\\", "/")
+    if "/onnxruntime/" in path:
+        return "model (onnxruntime)"
+    if "/derm_cloud/testing/" in path or path.endswith(("/derm_cloud/serving.py", "/derm_cloud/serving_http.py")):
+        return "emulated cloud service (derm_cloud.testing, serving)"
+    if "/derm_cloud/" in path:
+        return "our code (derm_cloud)"
+    if any(f"/site-packages/{p}/" in path or f"/site-packages/{p}." in path for p in _SDK_PACKAGES):
+        return "cloud SDKs and HTTP/gRPC clients"
+    if "/matplotlib/" in path or "/fontTools/" in path:
+        return "report figures (matplotlib)"
+    if "/PIL/" in path or "/numpy/" in path:
+        return "images and arrays (Pillow, numpy)"
+    return "other (asyncio, threads, sockets, stdlib)"
+
+
+def cpu_share(work: Path, images: int) -> dict[str, Any]:
+    """CPU seconds per group over every thread of one comparison (yappi, CPU clock)."""
+    import yappi
+
+    from derm_cloud.compare import run_comparison
+    from derm_cloud.models.cache import resolve_model_dir
+    from derm_cloud.testing.tiny_models import build_tiny_onnx_model
+
+    try:
+        model = resolve_model_dir("sklesion")
+        if not (model / "spec.json").is_file():
+            raise FileNotFoundError(model)
+    except Exception:
+        model = build_tiny_onnx_model(work / "tiny-cpu")
+    backends: list[dict[str, Any]] = [
+        {"name": "local-onnx", "type": "local-onnx", "options": {"model_dir": str(model)}}
+    ]
+    backends += [
+        {"name": c, "type": c, "emulate": True, "model_dir": str(model)} for c in ("sagemaker", "vertex", "azure-ml")
+    ]
+    base = {"dataset": {"source": str(DEV_CSV)}, "backends": backends, "fairness": {"skin_tone": "none"}}
+    base["backends_in_parallel"] = False
+    run_comparison(
+        base
+        | {
+            "output": str(work / "cpu-warm"),
+            "dataset": {"source": str(DEV_CSV), "limit": 2},
+            "scenarios": scenarios(True),
+        },
+        fresh=True,
+        progress=False,
+    )
+    cfg = base | {"output": str(work / "cpu"), "dataset": {"source": str(DEV_CSV), "limit": images}}
+    cfg["scenarios"] = scenarios(quality_only=False)
+    yappi.set_clock_type("cpu")
+    cpu0 = time.process_time()
+    yappi.start(builtins=False, profile_threads=True)
+    t0 = time.perf_counter()
+    try:
+        run_comparison(cfg, fresh=True, progress=False)
+    finally:
+        yappi.stop()
+    wall = time.perf_counter() - t0
+    process_cpu = time.process_time() - cpu0
+    groups: dict[str, float] = {}
+    other: dict[str, float] = {}
+    for stat in yappi.get_func_stats():
+        bucket = _bucket(str(stat.module))
+        groups[bucket] = groups.get(bucket, 0.0) + float(stat.tsub)
+        if bucket.startswith("other"):
+            other[str(stat.module)] = other.get(str(stat.module), 0.0) + float(stat.tsub)
+    yappi.clear_stats()
+    # Threads Python does not run (onnxruntime's intra-op pool, gRPC's C core) are invisible to yappi: their CPU
+    # time is the process's CPU time minus what yappi saw, and most of it is model time.
+    groups["native threads (onnxruntime pool, gRPC core): process CPU - profiled"] = max(
+        0.0, process_cpu - sum(groups.values())
+    )
+    total = sum(groups.values())
+    return {
+        "model": str(model),
+        "images": images,
+        "wall_s": wall,
+        "cpu_s": total,
+        "process_cpu_s": process_cpu,
+        "groups_s": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
+        "other_top_modules_s": dict(sorted(other.items(), key=lambda kv: -kv[1])[:6]),
+        "shares": {k: v / total for k, v in groups.items()} if total else {},
+    }
+
+
+def print_cpu_share(share: dict[str, Any]) -> None:
+    print(
+        f"\n3. CPU time of one comparison ({share['images']} images; local-onnx + 3 emulated clouds hosting "
+        f"{Path(share['model']).name}; yappi CPU clock, all threads): {share['cpu_s']:.1f} CPU s in "
+        f"{share['wall_s']:.1f} s"
+    )
+    print(f"   {'group':<72}{'CPU s':>8}{'share':>8}")
+    for name, secs in share["groups_s"].items():
+        print(f"   {name[:70]:<72}{secs:>8.2f}{100 * share['shares'][name]:>7.1f}%")
+    print("   largest 'other' modules: " + ", ".join(f"{m} {s:.2f} s" for m, s in share["other_top_modules_s"].items()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=40, help="images per backend in the parallel test")
     parser.add_argument("--delays", default="40,60,80,100", help="injected service delay per cloud (ms)")
     parser.add_argument("--sizes", default="500,5000", help="dataset sizes for the memory test")
+    parser.add_argument("--cpu-share-only", action="store_true", help="only part 3: where the CPU time goes")
     parser.add_argument("--measure-memory", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
@@ -156,6 +284,11 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="derm-scaling-") as tmp:
         work = Path(tmp)
+        if args.cpu_share_only:
+            share = cpu_share(work, args.images)
+            print_cpu_share(share)
+            print(json.dumps({"cpu_share": share}, default=str), file=sys.stderr)
+            return 0
         model = build_tiny_onnx_model(work / "tiny")
         delays = [float(x) for x in args.delays.split(",")]
         par = parallel_vs_sequential(model, work, args.images, delays)
@@ -194,7 +327,9 @@ def main() -> int:
             heap = b["tracemalloc_peak_mb"] / a["tracemalloc_peak_mb"]
             rss = b["peak_rss_mb"] / a["peak_rss_mb"]
             print(f"   {b['images'] / a['images']:.0f}x the images: heap peak x{heap:.2f}, RSS x{rss:.2f}")
-        print(json.dumps({"parallel": par, "memory": rows}, default=str), file=sys.stderr)
+        share = cpu_share(work, args.images)
+        print_cpu_share(share)
+        print(json.dumps({"parallel": par, "memory": rows, "cpu_share": share}, default=str), file=sys.stderr)
     return 0
 
 

@@ -157,7 +157,12 @@ def test_overlap_warning_puts_stated_figures_beside_measured() -> None:
 
 
 def _isic_scorer() -> str:
-    found = os.environ.get("DERM_CLOUD_ISIC_SCORING") or shutil.which("isic-challenge-scoring")
+    local = Path(__file__).resolve().parents[1] / ".venv-isic" / "bin" / "isic-challenge-scoring"
+    found = (
+        os.environ.get("DERM_CLOUD_ISIC_SCORING")
+        or shutil.which("isic-challenge-scoring")
+        or (str(local) if local.exists() else None)
+    )
     if not found or not Path(found).exists():
         pytest.fail(
             "isic-challenge-scoring not found: set DERM_CLOUD_ISIC_SCORING to its path (scripts/test.sh installs "

@@ -356,6 +356,7 @@ def analyse(
         )
     meta_report, top_warnings = metadata_summary(infos)
     quality, by_backend, common = _quality(store, run_id, config, ds, infos, warn)
+    overlaps: dict[str, list[str]] = {}
     for name, facts in infos.items():
         overlap = dataset_overlap_warning(facts.get("model_facts") or {}, ds)
         if overlap and facts.get("labels_mapped", True):
@@ -363,7 +364,9 @@ def analyse(
             hosted = (facts.get("hosted_model") or {}).get("model_id")
             stated = stated_test_figures(model_facts, hosted, facts.get("model_id"))
             measured = quality.get("backends", {}).get(name, {})
-            warn.append(f"{name}: {overlap_in_context(overlap, stated, measured)}")
+            overlaps.setdefault(overlap_in_context(overlap, stated, measured), []).append(name)
+    # Backends hosting one model on one dataset share the warning: said once, naming all of them.
+    warn.extend(f"{', '.join(names)}: {text}" for text, names in overlaps.items())
     answers = {name: {i: r.probs for i, r in rows.items() if r.ok and r.probs} for name, rows in by_backend.items()}
     same_model, mismatches = same_model_report(infos, answers)
     top_warnings += mismatches

@@ -242,7 +242,7 @@ def group_report(
                 }
             per_group[group] = {
                 "n": int(mask.sum()),
-                "n_lesions": len(set(gc)) if gc is not None else int(mask.sum()),
+                "n_lesions": _lesion_count(gc) if gc is not None else int(mask.sum()),
                 "n_melanoma": n_mel,
                 "n_malignant": n_mal,
                 "small_group": small,
@@ -284,6 +284,11 @@ def group_report(
         "interval collapses to a point when every resample agrees (e.g. 100% sensitivity on a few cases): "
         "read such groups as barely measured, not as perfect",
     }
+
+
+def _lesion_count(lesions: Sequence[str | None]) -> int:
+    """Distinct lesions; an image without a lesion id counts as a lesion of its own."""
+    return len({c for c in lesions if c}) + sum(1 for c in lesions if not c)
 
 
 def _gap(per_group: Mapping[str, Any], metric: str) -> dict[str, Any]:

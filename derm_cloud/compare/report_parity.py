@@ -69,7 +69,11 @@ def parity_section(summary: Mapping[str, Any], table: Table) -> tuple[str, str, 
     pair_rows = []
     for group in same.get("groups", []):
         for pair in group["pairs"]:
-            flag = {True: f"MISMATCH (> {tol:g}): input or preprocessing", False: "same answers", None: "n/a"}
+            flag = {
+                True: f"MISMATCH (> {tol:g}): input, preprocessing or output precision",
+                False: "same answers",
+                None: "n/a",
+            }
             pair_rows.append(
                 [
                     f"{pair['backend']} vs {pair['reference']}",
@@ -77,7 +81,7 @@ def parity_section(summary: Mapping[str, Any], table: Table) -> tuple[str, str, 
                     "yes" if group["metadata_used"] else "no",
                     pair["images"],
                     _gap(pair.get("max_abs_gap")),
-                    f"{pair.get('class', '')} on {pair.get('image_id', '')}" if pair.get("image_id") else "",
+                    f"{pair.get('class', '')} on {pair.get('image_id', '')}" if pair.get("max_abs_gap") else "",
                     flag[pair.get("mismatch")],
                 ]
             )
@@ -87,7 +91,8 @@ def parity_section(summary: Mapping[str, Any], table: Table) -> tuple[str, str, 
         "variants = true adds rows in the other mode so the gain from metadata is measured on its own. "
         "Same-model check: backends serving the same model file (SHA-256 of spec.json and the model) in the same "
         f"metadata mode should give the same probabilities; a largest gap above {tol:g} is an input or "
-        "preprocessing mismatch, not a provider difference."
+        "preprocessing mismatch (or a provider path that loses precision, such as an LLM writing rounded "
+        "probabilities), not a difference between the providers' models."
     )
     tables = [table(["backend", "can use metadata", "metadata sent", "variant of"], meta_rows)]
     if pair_rows:

@@ -104,7 +104,9 @@ def same_model_report(
                         f"SAME MODEL, DIFFERENT ANSWERS: {other} and {ref} serve the same model (fingerprint "
                         f"{fp[:12]}) but their probabilities differ by up to {gap:.4g} ({pair['class']} on "
                         f"{pair['image_id']}; {pair['images_over_tolerance']} of {len(shared)} images above "
-                        f"{tolerance:g}): an input or preprocessing mismatch, not a provider difference"
+                        f"{tolerance:g}): an input or preprocessing mismatch (or an answer format that loses "
+                        "precision, such as rounded probabilities written by an LLM), not a difference between "
+                        "the models"
                     )
             else:
                 pair.update(max_abs_gap=None, mismatch=None)
