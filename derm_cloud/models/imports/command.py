@@ -7,7 +7,8 @@
 EXPORT is a folder, a ``.zip``/``.tar.gz`` archive or the download URL a service gave. With ``--custom-vision``
 the export is requested through the training API (key from ``$AZURE_CUSTOM_VISION_TRAINING_KEY``, endpoint from
 ``--endpoint`` or ``$AZURE_CUSTOM_VISION_TRAINING_ENDPOINT``); with ``--sagemaker-training-job`` the job's
-``model.tar.gz`` is downloaded from S3. The folder written loads with ``local-onnx``.
+``model.tar.gz`` is downloaded from S3. The folder written loads with ``local-onnx`` (``local-tflite`` for
+TFLite exports).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ __all__ = ["register_import"]
 def register_import(msub: Any) -> None:
     p = msub.add_parser(
         "import",
-        help="import a model exported from Custom Vision or SageMaker JumpStart into a local model folder",
+        help="import a model exported from Custom Vision, SageMaker JumpStart or Vertex AI Edge into a local folder",
         description="Import a managed service's export (folder, archive or download URL), or fetch it through the "
-        "service's API first, and write a model folder that local-onnx runs, with its provenance.",
+        "service's API first, and write a model folder that local-onnx (or local-tflite, for TFLite exports) "
+        "runs, with its provenance.",
     )
     p.add_argument("source", nargs="?", help="export folder, .zip/.tar.gz archive or download URL")
     p.add_argument("--out", type=Path, help="model folder to write (default: the model cache)")
@@ -93,5 +95,6 @@ def run_import(args: argparse.Namespace) -> int:
         print(json.dumps(row, indent=2))
     else:
         print(f"{result.spec.model_id}: {result.model_dir} ({result.layout}, {len(result.spec.labels)} labels)")
-        print(f"  run it: derm-cloud classify IMAGE --backend local-onnx -o model_dir={result.model_dir}")
+        backend = "local-tflite" if result.spec.model_file.endswith(".tflite") else "local-onnx"
+        print(f"  run it: derm-cloud classify IMAGE --backend {backend} -o model_dir={result.model_dir}")
     return 0
