@@ -230,3 +230,22 @@ def test_cli_imports_a_vertex_edge_export_and_names_the_backend(tmp_path: Path, 
     )
     assert classify.returncode == 0, classify.stderr
     assert "[local-tflite / vertex-edge:edge" in classify.stdout and "not a diagnosis" in classify.stdout
+
+
+def test_cli_fetches_the_tflite_flavor_through_the_training_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from derm_cloud.cli import main
+
+    builders = {
+        ("TensorFlow", "TensorFlowLite"): lambda: folder_zip(build_custom_vision_tflite_export(tmp_path / "cv")),
+    }
+    with CustomVisionTrainingEmulator(builders, polls_until_done=0) as training:
+        monkeypatch.setenv("AZURE_CUSTOM_VISION_TRAINING_KEY", training.training_key)
+        argv = ["models", "import", "--custom-vision", training.project_id, training.iteration_id]
+        argv += ["--endpoint", training.url, "--flavor", "TensorFlowLite", "--out", str(tmp_path / "home"), "--json"]
+        assert main(argv) == 0
+        exports = [r.path for r in training.requests if r.method == "POST" and "/export" in r.path]
+    row = json.loads(capsys.readouterr().out)
+    assert row["layout"] == "azure-custom-vision-tflite" and row["provenance"]["flavor"] == "TensorFlowLite"
+    assert exports and all("platform=TensorFlow" in p and "flavor=TensorFlowLite" in p for p in exports)

@@ -43,7 +43,9 @@ def register_import(msub: Any) -> None:
     p.add_argument("--region", help="AWS region of the training job")
     p.add_argument("--project", help="provenance: project name or id")
     p.add_argument("--iteration", help="provenance: iteration or model version")
-    p.add_argument("--flavor", help="export flavor (Custom Vision: OnnxFloat16; default float32)")
+    p.add_argument(
+        "--flavor", help="export flavor (Custom Vision: OnnxFloat16 or TensorFlowLite; default ONNX float32)"
+    )
     p.add_argument("--trust-pickle", action="store_true", help="allow pickled PyTorch models (they run code)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--json", action="store_true")
@@ -73,7 +75,11 @@ def run_import(args: argparse.Namespace) -> int:
                     "--custom-vision needs the training endpoint (--endpoint or $AZURE_CUSTOM_VISION_TRAINING_"
                     "ENDPOINT) and $AZURE_CUSTOM_VISION_TRAINING_KEY (never passed on the command line)"
                 )
-            source = export_custom_vision(endpoint, key, project_id, iteration_id, flavor=args.flavor)
+            # The TFLite flavor belongs to the TensorFlow platform; every other flavor derm-cloud runs is ONNX.
+            platform = "TensorFlow" if args.flavor == "TensorFlowLite" else "ONNX"
+            source = export_custom_vision(
+                endpoint, key, project_id, iteration_id, platform=platform, flavor=args.flavor
+            )
             provenance.update(project=args.project or project_id, iteration=args.iteration or iteration_id)
         elif args.sagemaker_training_job:
             from derm_cloud.models.imports.cloud import sagemaker_model_artifacts
