@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -230,6 +231,15 @@ def test_cli_imports_a_vertex_edge_export_and_names_the_backend(tmp_path: Path, 
     )
     assert classify.returncode == 0, classify.stderr
     assert "[local-tflite / vertex-edge:edge" in classify.stdout and "not a diagnosis" in classify.stdout
+    info = subprocess.run(
+        [sys.executable, "-m", "derm_cloud.cli", "models", "info", str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert info.returncode == 0, info.stderr
+    assert re.search(r"kind +tflite", info.stdout) and "zero point 128" in info.stdout
 
 
 def test_cli_fetches_the_tflite_flavor_through_the_training_api(
