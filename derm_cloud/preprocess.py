@@ -123,6 +123,8 @@ def image_tensor(img: PILImage.Image, pre: Preprocess, layout: str = "NCHW") -> 
         top = round((h - ch) / 2.0)
         left = round((w - cw) / 2.0)
         arr = arr[top : top + ch, left : left + cw]
+    if pre.channel_order == "BGR":
+        arr = arr[..., ::-1]
     if pre.scale != 1.0:  # a multiply by 1.0 is a full-image pass for nothing
         arr = arr * np.float32(pre.scale)
     if pre.mean != (0.0, 0.0, 0.0) or pre.std != (1.0, 1.0, 1.0):

@@ -70,6 +70,13 @@ _BUILTIN: tuple[BackendEntry, ...] = (
         "ONNX model directory on this machine (onnxruntime); sklesion, AutoML exports, exported HF models",
     ),
     BackendEntry(
+        "local-tflite",
+        "derm_cloud.backends.local_tflite:LocalTfliteClassifier",
+        "tflite",
+        ("ai-edge-litert",),
+        "TFLite model directory on this machine (LiteRT, no TensorFlow); Custom Vision / Vertex AI Edge exports",
+    ),
+    BackendEntry(
         "local-hf",
         "derm_cloud.backends.local_hf:LocalHfClassifier",
         "hf",

@@ -61,7 +61,7 @@ from derm_cloud.serving_limits import DEFAULT_MAX_BODY_BYTES, DecodeBudget, esti
 from derm_cloud.types import PatientMetadata
 
 if TYPE_CHECKING:
-    from derm_cloud.backends.local_onnx import OnnxModel
+    from derm_cloud.backends._runner import ModelRunner
 
 __all__ = [
     "SAGEMAKER_FORMATS",
@@ -205,11 +205,12 @@ class ModelServer:
         intra_op_threads: int | None = None,
         decode_budget: DecodeBudget | None = None,
     ) -> None:
-        from derm_cloud.backends.local_onnx import OnnxModel
+        from derm_cloud.backends._runner import load_model
 
         if sagemaker_format not in SAGEMAKER_FORMATS:
             raise ConfigError(f"sagemaker_format must be one of {', '.join(SAGEMAKER_FORMATS)}")
-        self.model: OnnxModel = OnnxModel(model_dir, intra_op_threads=intra_op_threads)
+        # ONNX or TFLite, by the spec's model_file: an imported edge export can be hosted like any model.
+        self.model: ModelRunner = load_model(model_dir, intra_op_threads=intra_op_threads)
         self.labels: list[str] = list(self.model.spec.labels)
         self.model_id = self.model.spec.model_id
         self.sagemaker_format: SageMakerFormat = sagemaker_format

@@ -188,8 +188,11 @@ def test_layouts_it_cannot_run_are_refused_with_the_reason(tmp_path: Path) -> No
     tflite.mkdir()
     (tflite / "model.tflite").write_bytes(b"TFL3")
     (tflite / "dict.txt").write_text("mel\nnv\n")
-    with pytest.raises(ModelSpecError, match="TFLite"):
-        detect_layout(tflite)
+    # Recognised now (local-tflite runs it); a file that is not a TFLite model is refused when imported.
+    assert detect_layout(tflite) == "vertex-automl-edge-tflite"
+    with pytest.raises(ModelSpecError, match="not a TFLite model"):
+        import_model(tflite, tmp_path / "bogus")
+    assert not (tmp_path / "bogus").exists()
     saved = tmp_path / "saved"
     (saved / "variables").mkdir(parents=True)
     (saved / "saved_model.pb").write_bytes(b"\x08\x01")

@@ -14,19 +14,19 @@ from typing import Any
 
 import numpy as np
 
+from derm_cloud.backends._runner import ModelRunner
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import MissingDependencyError, ModelSpecError
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
 from derm_cloud.models.cache import resolve_model_dir
 from derm_cloud.models.spec import ModelSpec
-from derm_cloud.preprocess import encode_metadata, image_tensor, softmax
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata
 
 __all__ = ["LocalOnnxClassifier", "OnnxModel"]
 
 
-class OnnxModel:
+class OnnxModel(ModelRunner):
     """A loaded model directory: spec + onnxruntime session; turns prepared images into probabilities.
 
     Shared by the ``local-onnx`` backend and by ``derm_cloud.serving`` (the core of every cloud adapter), so a
@@ -47,8 +47,8 @@ class OnnxModel:
             raise MissingDependencyError(
                 "the local-onnx backend needs onnxruntime; run: pip install 'derm-cloud[onnx]'"
             ) from exc
-        self.directory = resolve_model_dir(model_dir)
-        self.spec = ModelSpec.load(self.directory)
+        self.directory: Path = resolve_model_dir(model_dir)
+        self.spec: ModelSpec = ModelSpec.load(self.directory)
         options = ort.SessionOptions()
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
@@ -81,27 +81,15 @@ class OnnxModel:
         # A fixed batch axis of 1 (Keras-on-torch exports) means we must loop; spec.max_batch can say so too.
         self.max_batch = 1 if batch_dim == 1 else self.spec.max_batch
 
-    def tensors(self, images: Sequence[PreparedImage]) -> np.ndarray:
-        """Preprocess images into one input batch."""
-        return np.stack([image_tensor(im.image, self.spec.preprocess, self.spec.layout) for im in images])
+    def _run_batch(self, pixels: np.ndarray, meta: np.ndarray | None) -> np.ndarray:
+        feeds: dict[str, np.ndarray] = {self.image_input: pixels}
+        if self.metadata_input is not None and meta is not None:
+            feeds[self.metadata_input] = meta
+        out: np.ndarray = self.session.run(None, feeds)[0]
+        return out
 
-    def run(self, images: Sequence[PreparedImage], metadata: Sequence[PatientMetadata]) -> np.ndarray:
-        """Probabilities (n, n_labels) in the model's label order."""
-        pixels = self.tensors(images)
-        meta = encode_metadata(self.spec, metadata)
-        return self.run_tensors(pixels, meta)
-
-    def run_tensors(self, pixels: np.ndarray, meta: np.ndarray | None) -> np.ndarray:
-        """Run already preprocessed inputs, honouring a fixed batch size."""
-        step = self.max_batch or len(pixels)
-        outs = []
-        for lo in range(0, len(pixels), step):
-            feeds: dict[str, np.ndarray] = {self.image_input: pixels[lo : lo + step]}
-            if self.metadata_input is not None and meta is not None:
-                feeds[self.metadata_input] = meta[lo : lo + step]
-            outs.append(self.session.run(None, feeds)[0])
-        out = np.concatenate(outs).astype(np.float64)
-        return softmax(out) if self.spec.output == "logits" else out
+    def close(self) -> None:
+        del self.session
 
 
 class LocalOnnxClassifier(Classifier):
@@ -134,11 +122,17 @@ class LocalOnnxClassifier(Classifier):
         allow_unmapped: bool = False,
         image_limits: ImageLimits = DEFAULT_LIMITS,
     ) -> None:
-        self.model = OnnxModel(model_dir, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
+        self.model = self._load_model(model_dir, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
         spec = self.model.spec
         label_map = LabelMap.for_labels(spec.labels, overrides=label_overrides, allow_unmapped=allow_unmapped)
         super().__init__(label_map=label_map, model_id=spec.model_id, image_limits=image_limits)
         self.use_metadata = use_metadata
+
+    def _load_model(
+        self, model_dir: str | os.PathLike[str], *, intra_op_threads: int | None, inter_op_threads: int | None
+    ) -> ModelRunner:
+        """The runtime this backend runs the directory with (subclasses swap it; the rest is shared)."""
+        return OnnxModel(model_dir, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
 
     @property
     def spec(self) -> ModelSpec:
@@ -186,4 +180,4 @@ class LocalOnnxClassifier(Classifier):
         )
 
     def _close(self) -> None:
-        del self.model.session
+        self.model.close()

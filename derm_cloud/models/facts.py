@@ -43,7 +43,7 @@ __all__ = [
     "safetensors_parameters",
 ]
 
-Kind = Literal["onnx", "hf-folder", "hf-hub", "reference"]
+Kind = Literal["onnx", "tflite", "hf-folder", "hf-hub", "reference"]
 _TEXT_FACTS = ("architecture", "licence", "training_data", "intended_use", "known_limitations")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -300,6 +300,8 @@ def describe_preprocess(pre: Preprocess) -> str:
     steps.append("x1/255" if abs(pre.scale - 1 / 255) < 1e-9 else f"x{pre.scale:g}")
     if pre.mean != (0.0, 0.0, 0.0) or pre.std != (1.0, 1.0, 1.0):
         steps.append(f"mean {[round(m, 3) for m in pre.mean]} std {[round(s, 3) for s in pre.std]}")
+    if pre.channel_order != "RGB":
+        steps.append(f"channels {pre.channel_order}")
     return ", ".join(steps)
 
 
@@ -328,6 +330,43 @@ def _onnx_dir_facts(path: Path, name: str) -> ModelFacts:
     extra = {k: v for k, v in spec.facts.items() if k not in (*_TEXT_FACTS, "license", "parameters")}
     for key, value in _spec_text_facts(spec.facts).items():
         values[key], sources[key] = value, "spec.json"
+    kind: Kind = "onnx"
+    if spec.model_file.endswith(".tflite"):
+        kind = "tflite"
+        values["inputs"], tflite_note = _tflite_inputs(model_file)
+        sources["inputs"] = "LiteRT interpreter"
+        notes.extend(tflite_note)
+    else:
+        _read_onnx_graph(model_file, spec, values, sources, notes, extra)
+    values["file_size_bytes"] = model_file.stat().st_size
+    facts = ModelFacts(model=name, kind=kind, sources=sources, notes=tuple(notes), extra=extra, **values)
+    facts = replace(facts, maps_to_ham10000=labels_map(facts.labels))
+    return _with_known(facts, known_facts(spec.model_id, spec.facts.get("source_model"), path.name))
+
+
+def _tflite_inputs(model_file: Path) -> tuple[tuple[tuple[str, tuple[Any, ...]], ...] | None, list[str]]:
+    """Input names and shapes of a TFLite file, and notes giving each input's dtype and quantization."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None, ["ai-edge-litert is not installed: TFLite inputs not read (pip install 'derm-cloud[tflite]')"]
+    details = Interpreter(model_path=str(model_file)).get_input_details()
+    notes = []
+    for d in details:
+        scale, zero_point = d["quantization"]
+        quant = f", quantization scale {scale:g} zero point {zero_point}" if scale else ""
+        notes.append(f"TFLite input {d['name']}: {d['dtype'].__name__}{quant}")
+    return tuple((d["name"], tuple(int(x) for x in d["shape"])) for d in details), notes
+
+
+def _read_onnx_graph(
+    model_file: Path,
+    spec: ModelSpec,
+    values: dict[str, Any],
+    sources: dict[str, str],
+    notes: list[str],
+    extra: dict[str, Any],
+) -> None:
     try:
         import onnx
     except ImportError:
@@ -350,10 +389,6 @@ def _onnx_dir_facts(path: Path, name: str) -> ModelFacts:
             for i in graph_model.graph.input
             if i.name not in initializers
         )
-    values["file_size_bytes"] = model_file.stat().st_size
-    facts = ModelFacts(model=name, kind="onnx", sources=sources, notes=tuple(notes), extra=extra, **values)
-    facts = replace(facts, maps_to_ham10000=labels_map(facts.labels))
-    return _with_known(facts, known_facts(spec.model_id, spec.facts.get("source_model"), path.name))
 
 
 def _hf_facts(

@@ -10,9 +10,11 @@ A model directory holds ``model.onnx`` plus ``spec.json``::
       "image_input": {"index": 0, "layout": "NHWC"},                   # inputs bound by position, not name
       "preprocess": {"resize": "squash", "height": 254, "width": 254,
                      "interpolation": "bilinear_half_pixel", "crop": null,
-                     "scale": 1.0, "mean": [0, 0, 0], "std": [1, 1, 1]},
+                     "scale": 1.0, "mean": [0, 0, 0], "std": [1, 1, 1],
+                     "channel_order": "RGB"},                        # optional; "BGR" reverses channels
       "metadata_input": {"index": 1, "encoding": "sklesion-v1"},      # or null
       "max_batch": null,                                               # 1 for fixed-batch exports
+      "model_file": "model.onnx",                                      # or model.tflite (local-tflite, LiteRT)
       "facts": {"architecture": "...", "licence": "...", ...}          # for `derm-cloud models info`
     }
 
@@ -46,6 +48,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Resize = Literal["squash", "shorter_side", "none"]
+ChannelOrder = Literal["RGB", "BGR"]
 Interpolation = Literal["bilinear_half_pixel", "pil_bilinear", "pil_bicubic", "nearest"]
 
 
@@ -64,7 +67,9 @@ class Preprocess:
         crop: centre crop ``[height, width]`` after resizing, or ``None``.
         scale: multiply pixel values (0..255) by this (``1/255`` for most models; 1.0 when the model
             normalises itself).
-        mean, std: per-channel normalisation applied after ``scale``.
+        mean, std: per-channel normalisation applied after ``scale``, in the model's channel order.
+        channel_order: ``RGB``, or ``BGR`` for models that take their channels reversed (Custom Vision's
+            TensorFlow/TFLite exports; ONNX exports fold the flip into the graph instead).
     """
 
     resize: Resize = "squash"
@@ -76,6 +81,7 @@ class Preprocess:
     scale: float = 1 / 255
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    channel_order: ChannelOrder = "RGB"
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -107,6 +113,8 @@ class Preprocess:
             raise ModelSpecError(f"{where}.resize must be squash, shorter_side or none, got {pre.resize!r}")
         if pre.interpolation not in ("bilinear_half_pixel", "pil_bilinear", "pil_bicubic", "nearest"):
             raise ModelSpecError(f"{where}.interpolation {pre.interpolation!r} is not supported")
+        if pre.channel_order not in ("RGB", "BGR"):
+            raise ModelSpecError(f"{where}.channel_order must be RGB or BGR, got {pre.channel_order!r}")
         if pre.resize == "shorter_side" and not pre.shorter:
             raise ModelSpecError(f"{where}: resize 'shorter_side' needs 'shorter' (e.g. 256)")
         if any(s == 0 for s in pre.std):
@@ -117,6 +125,8 @@ class Preprocess:
         d = asdict(self)
         d["crop"] = list(self.crop) if self.crop else None
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if self.channel_order == "RGB":
+            del d["channel_order"]  # the default; specs written before the key existed stay byte-identical
         return d
 
 

@@ -12,6 +12,14 @@ sources:
   (its field names follow exports seen in the wild, not a published schema).
 * SageMaker JumpStart PyTorch IC ``model.tar.gz``: the network (TorchScript here) and
   ``class_label_to_prediction_index.json``.
+* Custom Vision ``TensorFlowLite`` (same sample repo, ``samples/python/tensorflow_lite/classification``):
+  ``model.tflite`` taking float32 ``[1, 224, 224, 3]`` BGR 0..255, ``labels.txt``; the manifest says platform
+  ``TensorFlow``, flavor ``TensorFlowLite``. The network is the ONNX stand-in's, weight for weight, so the two
+  exports of one iteration can be compared.
+* Vertex AI AutoML Edge TFLite: ``model.tflite`` + ``dict.txt`` (Google's documented export files); the uint8
+  input ``[1, 224, 224, 3]`` with quantization (here scale 1/128, zero point 128: the model reads pixels as
+  -1..1) and uint8 scores (scale 1/256) are the quantized edge models' interface. The TFLite files are written
+  from the flatbuffers schema (:mod:`derm_cloud.testing.tflite_writer`), no TensorFlow involved.
 
 Example:
     >>> folder = build_custom_vision_export(tmp_path / "cv", flavor="OnnxFloat16")  # doctest: +SKIP
@@ -31,9 +39,13 @@ import numpy as np
 __all__ = [
     "CUSTOM_VISION_TAGS",
     "JUMPSTART_LABELS",
+    "VERTEX_EDGE_LABELS",
     "build_custom_vision_export",
+    "build_custom_vision_tflite_export",
     "build_jumpstart_artifact",
+    "build_vertex_edge_export",
     "custom_vision_export_zip",
+    "folder_zip",
 ]
 
 #: tags named the way a person names them when training in the portal (mapped onto the codes by name).
@@ -47,6 +59,16 @@ CUSTOM_VISION_TAGS = (
     "Vascular lesion",
 )
 JUMPSTART_LABELS = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+#: AutoML dataset labels are identifiers (letters, digits, underscores), so a person writes codes or snake_case.
+VERTEX_EDGE_LABELS = (
+    "actinic_keratosis",
+    "basal_cell_carcinoma",
+    "benign_keratosis",
+    "dermatofibroma",
+    "melanoma",
+    "melanocytic_nevus",
+    "vascular_lesion",
+)
 
 
 def _weights(seed: int, n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -178,3 +200,80 @@ def build_jumpstart_artifact(target: Path, labels: Sequence[str] = JUMPSTART_LAB
             tf.add(model_path, "model.pt")
             tf.add(label_path, label_path.name)
     return target
+
+
+def folder_zip(folder: Path) -> bytes:
+    """The files of ``folder`` as the zip a service's download link serves."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.iterdir()):
+            zf.write(path, path.name)
+    return buf.getvalue()
+
+
+def _tflite_weights(seed: int, n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    conv, dense, bias = _weights(seed, n_labels)
+    return np.ascontiguousarray(conv.transpose(0, 2, 3, 1)), np.ascontiguousarray(dense.T), bias  # OHWI, [out, in]
+
+
+def build_custom_vision_tflite_export(
+    folder: Path,
+    tags: Sequence[str] = CUSTOM_VISION_TAGS,
+    *,
+    iteration_id: str = "b7d2c1e0-3f4a-4c2b-9e1d-0a1b2c3d4e5f",
+    seed: int = 0,
+) -> Path:
+    """Write a Custom Vision ``TensorFlowLite`` classification export into ``folder`` and return it."""
+    from derm_cloud.testing.tflite_writer import tiny_classifier_tflite
+
+    conv, dense, bias = _tflite_weights(seed, len(tags))
+    # The ONNX stand-in scales 0..255 to 0..1 before its bias-free convolution; folding 1/255 into the filter
+    # keeps the input 0..255 as the TFLite export's is, and the function the same.
+    data = tiny_classifier_tflite(conv / 255, dense, bias, description="customvision-standin TensorFlowLite")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.tflite").write_bytes(data)
+    (folder / "labels.txt").write_text("\n".join(tags) + "\n", encoding="utf-8")
+    manifest = {
+        "DomainType": "Classification",
+        "Platform": "TensorFlow",
+        "Flavor": "TensorFlowLite",
+        "ExporterVersion": "2.0",
+        "ExportedDate": "2026-11-30T12:00:00Z",
+        "IterationId": iteration_id,
+        "ModelFileName": "model.tflite",
+        "LabelFileName": "labels.txt",
+    }
+    (folder / "cvexport.manifest").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return folder
+
+
+def build_vertex_edge_export(
+    folder: Path, labels: Sequence[str] = VERTEX_EDGE_LABELS, *, quantized: bool = True, seed: int = 0
+) -> Path:
+    """Write a Vertex AI AutoML Edge image-classification TFLite export into ``folder`` and return it.
+
+    Args:
+        folder: where to write ``model.tflite`` and ``dict.txt``.
+        labels: the dataset's labels, in output order.
+        quantized: uint8 input and output with quantization parameters (the default edge export); ``False``
+            writes a float32 model.
+        seed: weights seed.
+    """
+    from derm_cloud.testing.tflite_writer import Quantization, tiny_classifier_tflite
+
+    conv, dense, bias = _tflite_weights(seed, len(labels))
+    if quantized:
+        data = tiny_classifier_tflite(
+            conv,
+            dense,
+            bias,
+            input_quant=Quantization(1 / 128, 128),
+            output_quant=Quantization(1 / 256, 0),
+            description="vertex-edge-standin uint8",
+        )
+    else:
+        data = tiny_classifier_tflite(conv, dense, bias, description="vertex-edge-standin float32")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.tflite").write_bytes(data)
+    (folder / "dict.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+    return folder

@@ -51,6 +51,21 @@ def _local_onnx_sklesion(request: pytest.FixtureRequest) -> Iterator[Subject]:
         yield Subject(clf)
 
 
+@factory("local-tflite[vertex-edge-uint8]")
+@contextmanager
+def _local_tflite_vertex_edge(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    import derm_cloud
+    from derm_cloud.models.imports import import_model
+    from derm_cloud.testing.service_exports import build_vertex_edge_export
+
+    tmp: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+    root = tmp.mktemp("tflite")
+    model_dir = import_model(build_vertex_edge_export(root / "export"), root / "home").model_dir
+    with derm_cloud.create("local-tflite", model_dir=model_dir) as clf:
+        # uint8 scores dequantized in steps of 1/256: they sum to 1 only within a few steps.
+        yield Subject(clf, sums_to_one=False)
+
+
 @factory("vertex[rest,custom]")
 @contextmanager
 def _vertex_rest(request: pytest.FixtureRequest) -> Iterator[Subject]:

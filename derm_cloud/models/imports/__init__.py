@@ -1,17 +1,18 @@
 """Bring a model trained inside a managed service home: its export becomes a derm-cloud model directory.
 
 ``import_model(source)`` takes a folder, an archive or the download URL a service gives, recognises the layout,
-and writes a folder that ``local-onnx`` loads, with provenance (service, project, iteration, export flavor,
-dates, source, SHA-256) in ``spec.json`` facts, which ``derm-cloud models info`` and the model-card comparison
-show. Layouts understood:
+and writes a folder that ``local-onnx`` (ONNX) or ``local-tflite`` (TFLite) loads, with provenance (service,
+project, iteration, export flavor, dates, source, SHA-256) in ``spec.json`` facts, which ``derm-cloud models
+info`` and the model-card comparison show. Layouts understood:
 
 * ``azure-custom-vision-onnx``: Custom Vision compact-domain ONNX exports, float32 and ``OnnxFloat16``
   (:mod:`.custom_vision`);
-* ``sagemaker-jumpstart-pytorch-ic``: JumpStart PyTorch image-classification ``model.tar.gz`` (:mod:`.jumpstart`).
+* ``sagemaker-jumpstart-pytorch-ic``: JumpStart PyTorch image-classification ``model.tar.gz`` (:mod:`.jumpstart`);
+* ``azure-custom-vision-tflite``: Custom Vision ``TensorFlowLite`` exports (:mod:`.tflite_exports`);
+* ``vertex-automl-edge-tflite``: Vertex AI AutoML Edge image classification TFLite exports (:mod:`.tflite_exports`).
 
-TensorFlow SavedModel and TFLite exports (Custom Vision's TensorFlow flavors, Vertex AI AutoML Edge) are
-recognised and refused with the reason: running or converting them needs TensorFlow, which derm-cloud does not
-install (docs/reversible.md says what was measured and what is missing).
+TensorFlow SavedModel exports (Custom Vision's other TensorFlow flavors) are recognised and refused with the
+reason: converting them needs TensorFlow, which derm-cloud does not install (docs/reversible.md).
 
 Example:
     >>> result = import_model("customvision-export.zip", provenance={"project": "derm", "iteration": "It3"})
@@ -34,7 +35,12 @@ from derm_cloud.models.spec import ModelSpec
 
 __all__ = ["LAYOUTS", "ImportResult", "detect_layout", "import_model"]
 
-LAYOUTS = ("azure-custom-vision-onnx", "sagemaker-jumpstart-pytorch-ic")
+LAYOUTS = (
+    "azure-custom-vision-onnx",
+    "sagemaker-jumpstart-pytorch-ic",
+    "azure-custom-vision-tflite",
+    "vertex-automl-edge-tflite",
+)
 
 
 @dataclass(frozen=True)
@@ -52,18 +58,21 @@ def detect_layout(folder: Path) -> str:
     Raises:
         ModelSpecError: no known layout, or one this version cannot run (the message says which and why).
     """
-    from derm_cloud.models.imports import custom_vision, jumpstart
+    from derm_cloud.models.imports import custom_vision, jumpstart, tflite_exports
 
     if custom_vision.is_custom_vision_export(folder):
         return "azure-custom-vision-onnx"
     if jumpstart.is_jumpstart_ic_artefact(folder):
         return "sagemaker-jumpstart-pytorch-ic"
+    if tflite_exports.is_custom_vision_tflite(folder):
+        return "azure-custom-vision-tflite"
+    if tflite_exports.is_vertex_edge_tflite(folder):
+        return "vertex-automl-edge-tflite"
     names = sorted(p.name for p in folder.rglob("*") if p.is_file())[:12]
     if any(n.endswith(".tflite") for n in names):
         raise ModelSpecError(
-            "this is a TFLite export (Custom Vision TensorFlowLite or Vertex AI AutoML Edge): running it needs a "
-            "TFLite runtime and converting it TensorFlow, neither of which derm-cloud installs yet; export the "
-            "ONNX flavor where the service offers one"
+            f"a TFLite model without its label file in {folder} (files: {', '.join(names)}); a Custom Vision "
+            "TensorFlowLite export has labels.txt beside model.tflite, a Vertex AI AutoML Edge export dict.txt"
         )
     if any(n == "saved_model.pb" for n in names):
         raise ModelSpecError(
@@ -73,7 +82,7 @@ def detect_layout(folder: Path) -> str:
     raise ModelSpecError(
         f"no known export layout in {folder} (files: {', '.join(names) or 'none'}). Understood: Custom Vision "
         "ONNX (labels.txt + model.onnx), SageMaker JumpStart PyTorch IC (class_label_to_prediction_index.json + "
-        "model.pt)"
+        "model.pt), Custom Vision TFLite (labels.txt + model.tflite), Vertex AI AutoML Edge (dict.txt + model.tflite)"
     )
 
 
@@ -95,7 +104,7 @@ def import_model(
         trust_pickle: allow loading pickled PyTorch models (they run code while loading).
         overwrite: replace ``out`` if it exists.
     """
-    from derm_cloud.models.imports import custom_vision, jumpstart
+    from derm_cloud.models.imports import custom_vision, jumpstart, tflite_exports
     from derm_cloud.models.imports.sources import unpack
 
     unpacked = unpack(source)
@@ -113,6 +122,10 @@ def import_model(
             shutil.rmtree(target)
         if layout == "azure-custom-vision-onnx":
             spec = custom_vision.write_model_dir(unpacked.folder, target, facts)
+        elif layout == "azure-custom-vision-tflite":
+            spec = tflite_exports.write_custom_vision_tflite(unpacked.folder, target, facts)
+        elif layout == "vertex-automl-edge-tflite":
+            spec = tflite_exports.write_vertex_edge_tflite(unpacked.folder, target, facts)
         else:
             spec = jumpstart.write_model_dir(unpacked.folder, target, facts, trust_pickle=trust_pickle)
         final = Path(out) if out is not None else target.with_name(_slug(spec.model_id))

@@ -6,8 +6,8 @@
 * SageMaker: ``describe_training_job`` gives ``ModelArtifacts.S3ModelArtifacts`` (``s3://.../output/model.tar.gz``),
   downloaded with the S3 client.
 
-Vertex AI's ``Model.export_model`` is not wired here: AutoML image models export TFLite, TF SavedModel, TF.js or
-Core ML only, none of which derm-cloud can run without TensorFlow (docs/reversible.md).
+Vertex AI's ``Model.export_model`` is not wired here: its AutoML Edge TFLite export lands in a Cloud Storage
+folder (``model.tflite`` + ``dict.txt``) that ``import_model`` takes once downloaded (``local-tflite`` runs it).
 
 Keys are handed to the SDK only; they are not logged or stored, and the signed download link's query (its SAS
 credential) is dropped from the provenance that lands in ``spec.json``.
@@ -42,7 +42,8 @@ def export_custom_vision(
         endpoint: the *training* resource endpoint (``https://<resource>.cognitiveservices.azure.com``).
         training_key: the training resource's key (not the prediction key).
         project_id, iteration_id: what to export (Custom Vision portal > Performance).
-        platform: ``ONNX`` (the flavors derm-cloud runs: ``None`` for float32, ``OnnxFloat16``).
+        platform: ``ONNX`` (flavors ``None`` for float32, ``OnnxFloat16``) or ``TensorFlow`` with flavor
+            ``TensorFlowLite`` (runs under ``local-tflite``).
         flavor: the export flavor.
         poll_seconds: wait between status checks.
         timeout: give up after this many seconds.

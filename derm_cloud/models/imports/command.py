@@ -7,7 +7,8 @@
 EXPORT is a folder, a ``.zip``/``.tar.gz`` archive or the download URL a service gave. With ``--custom-vision``
 the export is requested through the training API (key from ``$AZURE_CUSTOM_VISION_TRAINING_KEY``, endpoint from
 ``--endpoint`` or ``$AZURE_CUSTOM_VISION_TRAINING_ENDPOINT``); with ``--sagemaker-training-job`` the job's
-``model.tar.gz`` is downloaded from S3. The folder written loads with ``local-onnx``.
+``model.tar.gz`` is downloaded from S3. The folder written loads with ``local-onnx`` (``local-tflite`` for
+TFLite exports).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ __all__ = ["register_import"]
 def register_import(msub: Any) -> None:
     p = msub.add_parser(
         "import",
-        help="import a model exported from Custom Vision or SageMaker JumpStart into a local model folder",
+        help="import a model exported from Custom Vision, SageMaker JumpStart or Vertex AI Edge into a local folder",
         description="Import a managed service's export (folder, archive or download URL), or fetch it through the "
-        "service's API first, and write a model folder that local-onnx runs, with its provenance.",
+        "service's API first, and write a model folder that local-onnx (or local-tflite, for TFLite exports) "
+        "runs, with its provenance.",
     )
     p.add_argument("source", nargs="?", help="export folder, .zip/.tar.gz archive or download URL")
     p.add_argument("--out", type=Path, help="model folder to write (default: the model cache)")
@@ -41,7 +43,9 @@ def register_import(msub: Any) -> None:
     p.add_argument("--region", help="AWS region of the training job")
     p.add_argument("--project", help="provenance: project name or id")
     p.add_argument("--iteration", help="provenance: iteration or model version")
-    p.add_argument("--flavor", help="export flavor (Custom Vision: OnnxFloat16; default float32)")
+    p.add_argument(
+        "--flavor", help="export flavor (Custom Vision: OnnxFloat16 or TensorFlowLite; default ONNX float32)"
+    )
     p.add_argument("--trust-pickle", action="store_true", help="allow pickled PyTorch models (they run code)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--json", action="store_true")
@@ -71,7 +75,11 @@ def run_import(args: argparse.Namespace) -> int:
                     "--custom-vision needs the training endpoint (--endpoint or $AZURE_CUSTOM_VISION_TRAINING_"
                     "ENDPOINT) and $AZURE_CUSTOM_VISION_TRAINING_KEY (never passed on the command line)"
                 )
-            source = export_custom_vision(endpoint, key, project_id, iteration_id, flavor=args.flavor)
+            # The TFLite flavor belongs to the TensorFlow platform; every other flavor derm-cloud runs is ONNX.
+            platform = "TensorFlow" if args.flavor == "TensorFlowLite" else "ONNX"
+            source = export_custom_vision(
+                endpoint, key, project_id, iteration_id, platform=platform, flavor=args.flavor
+            )
             provenance.update(project=args.project or project_id, iteration=args.iteration or iteration_id)
         elif args.sagemaker_training_job:
             from derm_cloud.models.imports.cloud import sagemaker_model_artifacts
@@ -93,5 +101,6 @@ def run_import(args: argparse.Namespace) -> int:
         print(json.dumps(row, indent=2))
     else:
         print(f"{result.spec.model_id}: {result.model_dir} ({result.layout}, {len(result.spec.labels)} labels)")
-        print(f"  run it: derm-cloud classify IMAGE --backend local-onnx -o model_dir={result.model_dir}")
+        backend = "local-tflite" if result.spec.model_file.endswith(".tflite") else "local-onnx"
+        print(f"  run it: derm-cloud classify IMAGE --backend {backend} -o model_dir={result.model_dir}")
     return 0
