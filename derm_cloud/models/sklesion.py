@@ -35,7 +35,8 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -512,6 +513,7 @@ def fetch_sklesion(
     keep_keras: bool = True,
     force: bool = False,
     opset: int = DEFAULT_OPSET,
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Download, verify, convert and parity-check sklesion; install it as ``<cache_dir>/sklesion-0.2.2/``.
 
@@ -529,6 +531,7 @@ def fetch_sklesion(
             re-checked later without the network.
         force: rebuild even if a complete directory exists (it is replaced only once the new one is ready).
         opset: ONNX opset to target.
+        progress: called with one line per stage as it starts (and with what the previous stage took).
 
     Returns:
         The model directory containing ``model.onnx``, ``spec.json`` and (if kept) ``model.keras``.
@@ -551,11 +554,15 @@ def fetch_sklesion(
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Same parent as the final directory, so the closing rename is atomic (same file system).
     work = Path(tempfile.mkdtemp(prefix=f".{MODEL_ID}.", suffix=".partial", dir=cache_dir))
+    step = _StageReporter(progress)
     try:
         stage = work / MODEL_ID
+        step("1/3 download the sklesion 0.2.2 wheel from PyPI and check its SHA-256")
         wheel = download_wheel(work / "download")
         keras_path = extract_keras_model(wheel, work / "keras")
+        step("2/3 convert Keras -> ONNX with a dynamic batch")
         conversion = convert_to_onnx(keras_path, stage / "model.onnx", opset=opset)
+        step(f"3/3 parity check Keras vs onnxruntime on {len(verify_images)} images")
         parity = parity_check(keras_path, stage / "model.onnx", list(verify_images), atol, metadata=verify_metadata)
         if not parity.passed or parity.top1_agreement < min_top1_agreement:
             raise ConversionError(
@@ -563,6 +570,7 @@ def fetch_sklesion(
                 f"(allowed {atol}), top-1 agreement {parity.top1_agreement:.3f} "
                 f"(required {min_top1_agreement})"
             )
+        step(None)
         spec = build_spec_dict(conversion, parity)
         (stage / "spec.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
         if keep_keras:
@@ -582,3 +590,19 @@ def fetch_sklesion(
         return final
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+class _StageReporter:
+    """Reports each stage as it starts, with the time the previous one took (silent without a callback)."""
+
+    def __init__(self, callback: Callable[[str], None] | None) -> None:
+        self._callback = callback
+        self._started: float | None = None
+
+    def __call__(self, line: str | None) -> None:
+        now = time.perf_counter()
+        if self._callback is not None and self._started is not None:
+            self._callback(f"   done in {now - self._started:.1f} s")
+        self._started = now
+        if self._callback is not None and line is not None:
+            self._callback(line)
