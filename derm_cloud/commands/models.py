@@ -173,7 +173,12 @@ def run_fetch(args: argparse.Namespace) -> int:
             paths, metas, described = _sklesion_verify_set(args, Path(scratch))
             say(f"verifying with {described}")
             model_dir = sklesion.fetch_sklesion(
-                cache, verify_images=paths, verify_metadata=metas, force=args.force, progress=say
+                cache,
+                verify_images=paths,
+                verify_metadata=metas,
+                force=args.force,
+                progress=say,
+                verify_description=described.split(":", 1)[0],
             )
     else:
         from derm_cloud.models.mobilenet import fetch_mobilenet_v2

@@ -468,7 +468,10 @@ def _html(summary: Mapping[str, Any], figures: Sequence[Any]) -> str:
             "the same model; they show the client path, not the cloud's own latency.</p>"
         )
     headers, rows = summary_table(summary)
-    parts += ["<h2>Summary</h2>", _html_table(headers, rows)]
+    parts.append("<h2>Summary</h2>")
+    if summary.get("headline"):
+        parts.append(f"<p class='banner'><strong>{esc(summary['headline'])}</strong></p>")
+    parts.append(_html_table(headers, rows))
     if summary["warnings"]:
         parts.append(
             "<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{esc(w)}</li>" for w in summary["warnings"]) + "</ul>"
@@ -512,7 +515,10 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             "",
         ]
     headers, rows = summary_table(summary)
-    lines += ["## Summary", "", _md_table(headers, rows), ""]
+    lines += ["## Summary", ""]
+    if summary.get("headline"):
+        lines += [f"**{summary['headline']}**", ""]
+    lines += [_md_table(headers, rows), ""]
     if summary["warnings"]:
         lines += ["## Warnings", ""] + [f"- {w}" for w in summary["warnings"]] + [""]
     for title, intro, tables in _sections(summary, _md_table):

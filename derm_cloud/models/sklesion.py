@@ -514,6 +514,7 @@ def fetch_sklesion(
     force: bool = False,
     opset: int = DEFAULT_OPSET,
     progress: Callable[[str], None] | None = None,
+    verify_description: str | None = None,
 ) -> Path:
     """Download, verify, convert and parity-check sklesion; install it as ``<cache_dir>/sklesion-0.2.2/``.
 
@@ -532,6 +533,8 @@ def fetch_sklesion(
         force: rebuild even if a complete directory exists (it is replaced only once the new one is ready).
         opset: ONNX opset to target.
         progress: called with one line per stage as it starts (and with what the previous stage took).
+        verify_description: what the verification images are, recorded in ``spec.json`` beside the parity
+            figures (real dermoscopy or the generated fallback set).
 
     Returns:
         The model directory containing ``model.onnx``, ``spec.json`` and (if kept) ``model.keras``.
@@ -572,6 +575,8 @@ def fetch_sklesion(
             )
         step(None)
         spec = build_spec_dict(conversion, parity)
+        if verify_description:
+            spec["facts"]["parity"]["images"] = verify_description
         (stage / "spec.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
         if keep_keras:
             keras_path.replace(stage / "model.keras")
