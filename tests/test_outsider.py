@@ -270,3 +270,31 @@ def test_without_the_data_folder_tests_skip_naming_the_fix_or_fail_under_ci(ci: 
         assert proc.returncode != 0 and "CI=true" in output and "1 skipped" not in output
     else:
         assert proc.returncode == 0 and "1 skipped" in output
+
+
+# --- set-up scripts -----------------------------------------------------------------------------------------------
+
+
+def test_setup_stages_print_one_line_each_and_show_the_log_only_on_failure(tmp_path: Path) -> None:
+    script = (
+        f". {ROOT / 'scripts' / '_stage.sh'}\n"
+        "stage 'quiet step' sh -c 'echo chatter; echo more chatter >&2'\n"
+        "skip 'create .venv' 'it exists'\n"
+        "stage 'broken step' sh -c 'echo pip says why; exit 3'\n"
+        "echo not reached\n"
+    )
+    proc = subprocess.run(
+        ["bash", "-e", "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "STAGE_LOG_DIR": str(tmp_path)},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 3 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("[set-up] quiet step ... done in ") and lines[0].endswith(" s")
+    assert lines[1] == "[set-up] create .venv ... skipped (it exists)"
+    assert lines[2].startswith("[set-up] broken step ... FAILED after ") and "(exit 3)" in lines[2]
+    assert lines[3:] == ["    pip says why"] and "chatter" not in proc.stderr
+    assert (tmp_path / "quiet-step.log").read_text() == "chatter\nmore chatter\n"

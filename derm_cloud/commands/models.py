@@ -163,6 +163,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     say = _Say(args.quiet)
     if args.name == "sklesion":
         from derm_cloud.models import sklesion
+        from derm_cloud.progress import Progress, mode_for
 
         ready = cache / sklesion.MODEL_ID
         if not args.force and sklesion.is_complete_model_dir(ready):
@@ -179,6 +180,7 @@ def run_fetch(args: argparse.Namespace) -> int:
                 force=args.force,
                 progress=say,
                 verify_description=described.split(":", 1)[0],
+                parity_progress=Progress(mode_for(args.quiet), prefix="derm-cloud: models fetch", unit="images"),
             )
     else:
         from derm_cloud.models.mobilenet import fetch_mobilenet_v2

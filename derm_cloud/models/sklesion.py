@@ -393,6 +393,7 @@ def parity_check(
     *,
     metadata: Sequence[NDArray[np.float32]] | None = None,
     batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
 ) -> ParityReport:
     """Compare Keras (torch backend) and onnxruntime outputs on real images with the author's preprocessing.
 
@@ -405,7 +406,7 @@ def parity_check(
         True
     """
     return keras_parity.parity_check(
-        keras_path, onnx_path, images, MODEL_INPUTS, atol, metadata=metadata, batch_size=batch_size
+        keras_path, onnx_path, images, MODEL_INPUTS, atol, metadata=metadata, batch_size=batch_size, progress=progress
     )
 
 
@@ -515,6 +516,7 @@ def fetch_sklesion(
     opset: int = DEFAULT_OPSET,
     progress: Callable[[str], None] | None = None,
     verify_description: str | None = None,
+    parity_progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> Path:
     """Download, verify, convert and parity-check sklesion; install it as ``<cache_dir>/sklesion-0.2.2/``.
 
@@ -535,6 +537,8 @@ def fetch_sklesion(
         progress: called with one line per stage as it starts (and with what the previous stage took).
         verify_description: what the verification images are, recorded in ``spec.json`` beside the parity
             figures (real dermoscopy or the generated fallback set).
+        parity_progress: ``parity_progress(task, total)`` returns a counter of images compared (a
+            :class:`derm_cloud.progress.Progress`: a bar with an ETA in a terminal, plain lines elsewhere).
 
     Returns:
         The model directory containing ``model.onnx``, ``spec.json`` and (if kept) ``model.keras``.
@@ -566,7 +570,10 @@ def fetch_sklesion(
         step("2/3 convert Keras -> ONNX with a dynamic batch")
         conversion = convert_to_onnx(keras_path, stage / "model.onnx", opset=opset)
         step(f"3/3 parity check Keras vs onnxruntime on {len(verify_images)} images")
-        parity = parity_check(keras_path, stage / "model.onnx", list(verify_images), atol, metadata=verify_metadata)
+        tick = parity_progress("parity", len(verify_images)) if parity_progress is not None else None
+        parity = parity_check(
+            keras_path, stage / "model.onnx", list(verify_images), atol, metadata=verify_metadata, progress=tick
+        )
         if not parity.passed or parity.top1_agreement < min_top1_agreement:
             raise ConversionError(
                 f"parity check failed on {parity.n_images} images: max |dp| = {parity.max_abs_diff:.3g} "
