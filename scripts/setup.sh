@@ -23,7 +23,9 @@ rm -rf dist
 stage "build the derm-cloud wheel" python -m pip wheel -q --no-deps -w dist .
 WHEEL=$(ls dist/derm_cloud-*.whl)
 stage "install $(basename "$WHEEL")" python -m pip install -q --force-reinstall --no-deps "$WHEEL"
-stage "install its dependencies and every extra ([dev])" python -m pip install -q "${WHEEL}[dev]"
+# The constraints only spare the resolver a long backtrack (see the file); they change nothing it would pick.
+stage "install its dependencies and every extra ([dev])" \
+  python -m pip install -q -c scripts/constraints.txt "${WHEEL}[dev]"
 # The real skin-lesion model: sklesion 0.2.2 from PyPI (sha256-pinned), converted to ONNX and parity-checked:
 # on the HAM10000 dev split beside the project when present, else on the dermapred example photo and generated
 # images. A verified model already in the cache makes this a no-op.
