@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,6 @@ def _sklesion_verify_set(args: argparse.Namespace, scratch: Path) -> tuple[list[
 
 def run_fetch(args: argparse.Namespace) -> int:
     import tempfile
-    import time
 
     cache = _cache(args)
     start = time.perf_counter()
@@ -194,14 +194,10 @@ class _Say:
     """Progress lines on stderr, each stamped with the time since the command started; silent under -q."""
 
     def __init__(self, quiet: bool) -> None:
-        import time
-
         self._quiet = quiet
         self._start = time.perf_counter()
 
     def __call__(self, line: str) -> None:
-        import time
-
         if not self._quiet:
             print(f"derm-cloud: [{time.perf_counter() - self._start:5.1f} s] {line}", file=sys.stderr, flush=True)
 
