@@ -30,7 +30,7 @@ else
   stage "install checkov (infra checks) into .venv-checkov" install_checkov
 fi
 export DERM_CLOUD_CHECKOV="$PWD/.venv-checkov/bin/checkov"
-printf '[test] pytest (the whole suite; tens of minutes on 2 cores)\n' >&2
+printf '[test] pytest, the whole suite (tests needing the HAM10000 images skip without them; CI=true fails instead)\n' >&2
 # Run from the repo root with plain `pytest` (not `python -m pytest`) so `import derm_cloud` resolves to the
 # installed wheel, not the source tree.
 exec pytest -q -p no:cacheprovider "$@"
