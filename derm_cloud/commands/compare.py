@@ -61,6 +61,8 @@ def run_compare(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("derm-cloud: interrupted; results so far are stored: rerun the same command to resume", file=sys.stderr)
         raise
+    if result.summary.get("headline"):
+        print(result.summary["headline"])
     print(f"run {result.run_id}{' (resumed)' if result.resumed else ''}")
     for line in _headline(result.summary):
         print(line)

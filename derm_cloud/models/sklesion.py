@@ -35,7 +35,8 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -392,6 +393,7 @@ def parity_check(
     *,
     metadata: Sequence[NDArray[np.float32]] | None = None,
     batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
 ) -> ParityReport:
     """Compare Keras (torch backend) and onnxruntime outputs on real images with the author's preprocessing.
 
@@ -404,7 +406,7 @@ def parity_check(
         True
     """
     return keras_parity.parity_check(
-        keras_path, onnx_path, images, MODEL_INPUTS, atol, metadata=metadata, batch_size=batch_size
+        keras_path, onnx_path, images, MODEL_INPUTS, atol, metadata=metadata, batch_size=batch_size, progress=progress
     )
 
 
@@ -515,6 +517,9 @@ def fetch_sklesion(
     keep_keras: bool = True,
     force: bool = False,
     opset: int = DEFAULT_OPSET,
+    progress: Callable[[str], None] | None = None,
+    verify_description: str | None = None,
+    parity_progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> Path:
     """Download, verify, convert and parity-check sklesion; install it as ``<cache_dir>/sklesion-0.2.2/``.
 
@@ -532,6 +537,11 @@ def fetch_sklesion(
             re-checked later without the network.
         force: rebuild even if a complete directory exists (it is replaced only once the new one is ready).
         opset: ONNX opset to target.
+        progress: called with one line per stage as it starts (and with what the previous stage took).
+        verify_description: what the verification images are, recorded in ``spec.json`` beside the parity
+            figures (real dermoscopy or the generated fallback set).
+        parity_progress: ``parity_progress(task, total)`` returns a counter of images compared (a
+            :class:`derm_cloud.progress.Progress`: a bar with an ETA in a terminal, plain lines elsewhere).
 
     Returns:
         The model directory containing ``model.onnx``, ``spec.json`` and (if kept) ``model.keras``.
@@ -554,19 +564,29 @@ def fetch_sklesion(
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Same parent as the final directory, so the closing rename is atomic (same file system).
     work = Path(tempfile.mkdtemp(prefix=f".{MODEL_ID}.", suffix=".partial", dir=cache_dir))
+    step = _StageReporter(progress)
     try:
         stage = work / MODEL_ID
+        step("1/3 download the sklesion 0.2.2 wheel from PyPI and check its SHA-256")
         wheel = download_wheel(work / "download")
         keras_path = extract_keras_model(wheel, work / "keras")
+        step("2/3 convert Keras -> ONNX with a dynamic batch")
         conversion = convert_to_onnx(keras_path, stage / "model.onnx", opset=opset)
-        parity = parity_check(keras_path, stage / "model.onnx", list(verify_images), atol, metadata=verify_metadata)
+        step(f"3/3 parity check Keras vs onnxruntime on {len(verify_images)} images")
+        tick = parity_progress("parity", len(verify_images)) if parity_progress is not None else None
+        parity = parity_check(
+            keras_path, stage / "model.onnx", list(verify_images), atol, metadata=verify_metadata, progress=tick
+        )
         if not parity.passed or parity.top1_agreement < min_top1_agreement:
             raise ConversionError(
                 f"parity check failed on {parity.n_images} images: max |dp| = {parity.max_abs_diff:.3g} "
                 f"(allowed {atol}), top-1 agreement {parity.top1_agreement:.3f} "
                 f"(required {min_top1_agreement})"
             )
+        step(None)
         spec = build_spec_dict(conversion, parity)
+        if verify_description:
+            spec["facts"]["parity"]["images"] = verify_description
         (stage / "spec.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
         if keep_keras:
             keras_path.replace(stage / "model.keras")
@@ -585,3 +605,19 @@ def fetch_sklesion(
         return final
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+class _StageReporter:
+    """Reports each stage as it starts, with the time the previous one took (silent without a callback)."""
+
+    def __init__(self, callback: Callable[[str], None] | None) -> None:
+        self._callback = callback
+        self._started: float | None = None
+
+    def __call__(self, line: str | None) -> None:
+        now = time.perf_counter()
+        if self._callback is not None and self._started is not None:
+            self._callback(f"   done in {now - self._started:.1f} s")
+        self._started = now
+        if self._callback is not None and line is not None:
+            self._callback(line)
