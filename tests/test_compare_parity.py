@@ -212,6 +212,11 @@ def test_comparison_runs_one_mode_checks_same_model_and_exports_scoreable_files(
     blind = groups[("meta-a", "meta-b")]["pairs"][0]
     assert blind["max_abs_gap"] == 0.0 and blind["mismatch"] is False
     assert s["evidence"]["images"] == 30 and s["evidence"]["lesions"] <= 30
+    from derm_cloud.commands.compare import _headline
+
+    terminal = _headline(s)  # the CLI's table keeps quality, latency and cost columns, chosen by name
+    assert all(h in terminal[0] for h in ("backend", "metadata", "balanced acc. [95% CI]", "p50 / p90 / p99 ms"))
+    assert len(terminal) == 1 + len(meta)
     md = result.markdown.read_text()
     assert md.split("## Summary", 1)[1].lstrip().startswith("Quality figures rest on 30 labelled images")
     assert "| metadata |" in md and "blind (can use)" in md and "sens. (p > 0.5)" in md

@@ -61,8 +61,12 @@ def run_compare(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("derm-cloud: interrupted; results so far are stored: rerun the same command to resume", file=sys.stderr)
         raise
+    from derm_cloud.compare.report_parity import evidence_text
+
     if result.summary.get("headline"):
         print(result.summary["headline"])
+    elif evidence_text(result.summary):
+        print(evidence_text(result.summary))
     print(f"run {result.run_id}{' (resumed)' if result.resumed else ''}")
     for line in _headline(result.summary):
         print(line)
@@ -116,7 +120,9 @@ def _headline(summary: dict[str, Any]) -> list[str]:
     from derm_cloud.compare.report import summary_table
 
     headers, rows = summary_table(summary)
-    keep = [0, 2, 6, 8, 10]
+    # Columns by name: the report's table grows, the terminal line keeps what a reader compares first.
+    wanted = ("backend", "metadata", "balanced acc. [95% CI]", "p50 / p90 / p99 ms", "best QPS", "USD / month")
+    keep = [headers.index(h) for h in wanted if h in headers]
     widths = [max(len(headers[i]), *(len(r[i]) for r in rows)) for i in keep]
     out = ["  ".join(headers[i].ljust(w) for i, w in zip(keep, widths, strict=True))]
     out += ["  ".join(r[i].ljust(w) for i, w in zip(keep, widths, strict=True)) for r in rows]

@@ -149,6 +149,19 @@ model_dir = "sklesion"
 options = { model_name = "gpt-4o" }
 
 [[backends]]
+name = "vertex-gemini"
+type = "vertex-gemini"
+emulate = true
+model_dir = "sklesion"
+options = { model = "gemini-2.5-flash" }
+
+[[backends]]
+name = "rekognition"
+type = "rekognition-custom-labels"
+emulate = true
+model_dir = "sklesion"
+
+[[backends]]
 name = "google-vision"
 type = "google-vision"
 emulate = true
