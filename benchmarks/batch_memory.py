@@ -72,7 +72,9 @@ def main() -> None:
     first, last = results[0]["peak_rss_mib"], results[-1]["peak_rss_mib"]
     ratio = last / first
     verdict = "meets" if ratio <= 1.10 else "MISSES"
-    print(f"peak at {results[-1]['images']} / peak at {results[0]['images']} = {ratio:.3f} ({verdict} the <= 1.10 goal)")
+    print(
+        f"peak at {results[-1]['images']} / peak at {results[0]['images']} = {ratio:.3f} ({verdict} the <= 1.10 goal)"
+    )
 
 
 if __name__ == "__main__":
