@@ -5,7 +5,11 @@ process). The child loads the model, classifies one warm-up chunk (onnxruntime's
 allocated), records its RSS, then runs ``predict_batch`` over N HAM10000 dev images (the 1,321 of dev.csv,
 cycled) given as paths, and reports its peak RSS. Goal: the peak at 2,000 within 10% of the peak at 200.
 
-    python benchmarks/batch_memory.py [--sizes 200,2000] [--model-dir sklesion] [--batch-size 16]
+    PYTHONPATH=. python benchmarks/batch_memory.py [--sizes 200,2000] [--model-dir sklesion|tiny] [--batch-size 16]
+
+``--model-dir tiny`` builds the test suite's tiny ONNX model: with almost no model memory, any image kept for
+the whole batch shows in the peak. The library measured is the first ``derm_cloud`` on the path (the line
+"library:" says which file).
 
 Real images: HAM10000, Tschandl et al. 2018, CC BY-NC 4.0 (read in place, never copied).
 """
@@ -34,6 +38,12 @@ def child(size: int, model_dir: str, batch_size: int) -> None:
     """Run one size in this process and print a JSON line."""
     import derm_cloud
 
+    if model_dir == "tiny":
+        import tempfile
+
+        from derm_cloud.testing.tiny_models import build_tiny_onnx_model
+
+        model_dir = str(build_tiny_onnx_model(Path(tempfile.mkdtemp(prefix="derm-batch-mem-")) / "tiny"))
     with DEV_CSV.open() as fh:
         rows = list(csv.DictReader(fh))
     paths = [DEV_CSV.parent / rows[i % len(rows)]["file"] for i in range(size)]
@@ -44,7 +54,17 @@ def child(size: int, model_dir: str, batch_size: int) -> None:
         predictions = clf.predict_batch(paths, batch_size=batch_size)
         seconds = time.perf_counter() - start
     assert len(predictions) == size
-    print(json.dumps({"images": size, "warm_rss_mib": warm, "peak_rss_mib": _rss_mib(), "seconds": seconds}))
+    print(
+        json.dumps(
+            {
+                "library": derm_cloud.__file__,
+                "images": size,
+                "warm_rss_mib": warm,
+                "peak_rss_mib": _rss_mib(),
+                "seconds": seconds,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -64,6 +84,7 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"predict_batch, local-onnx {args.model_dir}, batch {args.batch_size}, paths, one process per size")
+    print(f"library: {results[0]['library']}")
     print(f"{'images':>7} {'RSS after warm-up MiB':>22} {'peak RSS MiB':>13} {'growth MiB':>11} {'images/s':>9}")
     for r in results:
         growth = r["peak_rss_mib"] - r["warm_rss_mib"]

@@ -17,7 +17,7 @@
 
 Images: HAM10000 dev images (Tschandl et al. 2018, CC BY-NC 4.0), read in place from ``../shared/data``.
 
-Run:  python benchmarks/compare_scaling.py [--images 40] [--delays 40,60,80,100] [--sizes 500,5000]
+Run:  PYTHONPATH=. python benchmarks/compare_scaling.py [--images 40] [--delays 40,60,80,100] [--sizes 500,5000]
           [--profile-sizes 100,400] [--only 1,2,3]
 """
 
