@@ -4,19 +4,21 @@
    hosting the same tiny model and answering with a fixed injected service delay (``emulator.delay_ms``) so the
    waiting is measurable, run with ``backends_in_parallel = true`` and then ``false``. Goal: the parallel run
    takes about as long as the slowest backend alone, not the sum of all four.
-2. Peak memory of a quality pass over 500 and 5,000 images (dev images repeated under new ids), each size in
-   a fresh process: Python heap peak (tracemalloc) and peak resident set size (ru_maxrss). Goal: flat, since
-   images are read one request at a time and results go straight to the run store.
-3. Where the CPU time of a comparison goes (local-onnx plus three emulated clouds, all hosting sklesion when it
-   is cached, else the tiny model): yappi CPU clock over every thread, each function's own time (C calls
-   included in their Python caller) grouped by module into our code (``derm_cloud``), the cloud SDKs, the
-   model (onnxruntime), image and array libraries, the emulators standing in for the cloud service, and the
-   rest (asyncio, threads, sockets, stdlib). Goal: our code's share is small beside the SDK and model time.
+2. Peak memory and wall time of a quality pass over 500 and 5,000 images (dev images repeated under new ids),
+   each size in a fresh process: Python heap peak (tracemalloc) and peak resident set size (ru_maxrss). Goal:
+   flat memory, since images are read one request at a time and results go straight to the run store.
+3. Where the CPU time goes, and linear time with real work: one comparison of the real sklesion model
+   (local-onnx), a CPU-bound backend (defined here: decodes every pixel and computes colour statistics in numpy,
+   about as much CPU per image as a small model) and two emulated clouds, with skin tone on (ITA estimated from
+   each image), profiled with yappi (CPU clock, every thread). Each function's own CPU time is grouped by module:
+   derm-cloud, cloud SDKs, emulators (the providers' side, in-process here), the model (onnxruntime), image
+   codecs and numpy, the CPU-bound backend, the rest. Run at two sizes in fresh processes: time per image and
+   peak RSS should stay flat where image work, a real model and skin-tone estimation could make them grow.
 
 Images: HAM10000 dev images (Tschandl et al. 2018, CC BY-NC 4.0), read in place from ``../shared/data``.
 
-Run:  python benchmarks/compare_scaling.py [--images 40] [--delays 40,60,80,100] [--sizes 500,5000]
-      python benchmarks/compare_scaling.py --cpu-share-only [--images 40]
+Run:  PYTHONPATH=. python benchmarks/compare_scaling.py [--images 40] [--delays 40,60,80,100] [--sizes 500,5000]
+          [--profile-sizes 100,400] [--only 1,2,3]
 """
 
 from __future__ import annotations
@@ -146,125 +148,80 @@ def measure_memory(model_dir: Path, work: Path, n: int) -> dict[str, Any]:
     }
 
 
-_SDK_PACKAGES = (
-    "boto3",
-    "botocore",
-    "s3transfer",
-    "google",
-    "grpc",
-    "proto",
-    "azure",
-    "msrest",
-    "openai",
-    "requests",
-    "urllib3",
-    "httpx",
-    "httpcore",
-    "h11",
-    "certifi",
-    "charset_normalizer",
-    "pydantic",
-)
+def profile_run(model_dir: Path, work: Path, n: int) -> dict[str, Any]:
+    """Run in a fresh process: one comparison of sklesion, the CPU-bound backend and two clouds under yappi."""
+    import resource
 
-
-def _bucket(module: str) -> str:
-    """The group a function's file belongs to (see the module docstring, part 3)."""
-    path = module.replace("\\", "/")
-    if "/onnxruntime/" in path:
-        return "model (onnxruntime)"
-    if "/derm_cloud/testing/" in path or path.endswith(("/derm_cloud/serving.py", "/derm_cloud/serving_http.py")):
-        return "emulated cloud service (derm_cloud.testing, serving)"
-    if "/derm_cloud/" in path:
-        return "our code (derm_cloud)"
-    if any(f"/site-packages/{p}/" in path or f"/site-packages/{p}." in path for p in _SDK_PACKAGES):
-        return "cloud SDKs and HTTP/gRPC clients"
-    if "/matplotlib/" in path or "/fontTools/" in path:
-        return "report figures (matplotlib)"
-    if "/PIL/" in path or "/numpy/" in path:
-        return "images and arrays (Pillow, numpy)"
-    return "other (asyncio, threads, sockets, stdlib)"
-
-
-def cpu_share(work: Path, images: int) -> dict[str, Any]:
-    """CPU seconds per group over every thread of one comparison (yappi, CPU clock)."""
     import yappi
+    from cpu_share import cpu_by_group
 
+    import derm_cloud
     from derm_cloud.compare import run_comparison
-    from derm_cloud.models.cache import resolve_model_dir
-    from derm_cloud.testing.tiny_models import build_tiny_onnx_model
 
-    try:
-        model = resolve_model_dir("sklesion")
-        if not (model / "spec.json").is_file():
-            raise FileNotFoundError(model)
-    except Exception:
-        model = build_tiny_onnx_model(work / "tiny-cpu")
-    backends: list[dict[str, Any]] = [
-        {"name": "local-onnx", "type": "local-onnx", "options": {"model_dir": str(model)}}
+    derm_cloud.register_backend("cpu-bound", "cpu_share:CpuBoundClassifier")
+    manifest = work / f"profile-manifest-{n}.csv"
+    write_manifest(manifest, n)
+    clouds = [
+        {"name": c, "type": c, "emulate": True, "model_dir": str(model_dir), "emulator": {"delay_ms": 0}}
+        for c in ("sagemaker", "vertex")
     ]
-    backends += [
-        {"name": c, "type": c, "emulate": True, "model_dir": str(model)} for c in ("sagemaker", "vertex", "azure-ml")
-    ]
-    base = {"dataset": {"source": str(DEV_CSV)}, "backends": backends, "fairness": {"skin_tone": "none"}}
-    base["backends_in_parallel"] = False
-    run_comparison(
-        base
-        | {
-            "output": str(work / "cpu-warm"),
-            "dataset": {"source": str(DEV_CSV), "limit": 2},
-            "scenarios": scenarios(True),
-        },
-        fresh=True,
-        progress=False,
-    )
-    cfg = base | {"output": str(work / "cpu"), "dataset": {"source": str(DEV_CSV), "limit": images}}
-    cfg["scenarios"] = scenarios(quality_only=False)
+    cfg = {
+        "output": str(work / f"profile-{n}"),
+        "dataset": {"source": str(manifest)},
+        "fairness": {"skin_tone": "ita"},  # estimated from every image's pixels: the costly setting
+        "scenarios": scenarios(quality_only=True),
+        "backends": [
+            {"name": "sklesion", "type": "local-onnx", "options": {"model_dir": "sklesion", "intra_op_threads": 1}},
+            {"name": "cpu-bound", "type": "cpu-bound", "options": {"rounds": 3}},
+            *clouds,
+        ],
+    }
+    # A first small run loads the SDKs, emulator code and model sessions' code: imports are not what we measure.
+    warm = cfg | {"output": str(work / f"profile-warm-{n}"), "dataset": {"source": str(manifest), "limit": 2}}
+    run_comparison(warm, fresh=True, progress=False)
     yappi.set_clock_type("cpu")
-    cpu0 = time.process_time()
-    yappi.start(builtins=False, profile_threads=True)
-    t0 = time.perf_counter()
-    try:
-        run_comparison(cfg, fresh=True, progress=False)
-    finally:
-        yappi.stop()
-    wall = time.perf_counter() - t0
-    process_cpu = time.process_time() - cpu0
-    groups: dict[str, float] = {}
-    other: dict[str, float] = {}
-    for stat in yappi.get_func_stats():
-        bucket = _bucket(str(stat.module))
-        groups[bucket] = groups.get(bucket, 0.0) + float(stat.tsub)
-        if bucket.startswith("other"):
-            other[str(stat.module)] = other.get(str(stat.module), 0.0) + float(stat.tsub)
-    yappi.clear_stats()
-    # Threads Python does not run (onnxruntime's intra-op pool, gRPC's C core) are invisible to yappi: their CPU
-    # time is the process's CPU time minus what yappi saw, and most of it is model time.
-    groups["native threads (onnxruntime pool, gRPC core): process CPU - profiled"] = max(
-        0.0, process_cpu - sum(groups.values())
-    )
-    total = sum(groups.values())
+    yappi.start(builtins=True, profile_threads=True)
+    start = time.perf_counter()
+    result = run_comparison(cfg, fresh=True, progress=False)
+    wall = time.perf_counter() - start
+    yappi.stop()
+    groups, other = cpu_by_group(yappi.get_func_stats())
+    answered = {b: v["answered"] for b, v in result.summary["quality"]["backends"].items()}
     return {
-        "model": str(model),
-        "images": images,
+        "images": n,
+        "answered": answered,
         "wall_s": wall,
-        "cpu_s": total,
-        "process_cpu_s": process_cpu,
-        "groups_s": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
-        "other_top_modules_s": dict(sorted(other.items(), key=lambda kv: -kv[1])[:6]),
-        "shares": {k: v / total for k, v in groups.items()} if total else {},
+        "cpu_s": groups,
+        "other_top": other,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
-def print_cpu_share(share: dict[str, Any]) -> None:
-    print(
-        f"\n3. CPU time of one comparison ({share['images']} images; local-onnx + 3 emulated clouds hosting "
-        f"{Path(share['model']).name}; yappi CPU clock, all threads): {share['cpu_s']:.1f} CPU s in "
-        f"{share['wall_s']:.1f} s"
-    )
-    print(f"   {'group':<72}{'CPU s':>8}{'share':>8}")
-    for name, secs in share["groups_s"].items():
-        print(f"   {name[:70]:<72}{secs:>8.2f}{100 * share['shares'][name]:>7.1f}%")
-    print("   largest 'other' modules: " + ", ".join(f"{m} {s:.2f} s" for m, s in share["other_top_modules_s"].items()))
+def print_profiles(rows: list[dict[str, Any]]) -> None:
+    from cpu_share import NOTE
+
+    print("\n3. sklesion + CPU-bound backend + 2 emulated clouds, skin tone (ITA) on; yappi CPU time by module")
+    print(f"   {'images':>7}{'wall s':>8}{'ms/img':>8}{'RSS MB':>8}{'CPU s':>8}")
+    for r in rows:
+        print(
+            f"   {r['images']:>7}{r['wall_s']:>8.1f}{1000 * r['wall_s'] / r['images']:>8.1f}"
+            f"{r['peak_rss_mb']:>8.0f}{sum(r['cpu_s'].values()):>8.1f}"
+        )
+    print(f"   CPU time by group (own time of each function; C work is counted where Python called it): {NOTE}")
+    print(f"   {'group':<20}" + "".join(f"{r['images']:>12} img  share" for r in rows))
+    for group in rows[0]["cpu_s"]:
+        cells = ""
+        for r in rows:
+            v = r["cpu_s"][group]
+            cells += f"{v:>14.2f}s {100 * v / sum(r['cpu_s'].values()):>5.1f}%"
+        print(f"   {group:<20}{cells}")
+    if len(rows) >= 2:
+        a, b = rows[0], rows[-1]
+        per_image = (b["wall_s"] / b["images"]) / (a["wall_s"] / a["images"])
+        print(
+            f"   {b['images'] / a['images']:.0f}x the images: time per image x{per_image:.2f}, "
+            f"peak RSS x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f}"
+        )
 
 
 def main() -> int:
@@ -272,25 +229,36 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=40, help="images per backend in the parallel test")
     parser.add_argument("--delays", default="40,60,80,100", help="injected service delay per cloud (ms)")
     parser.add_argument("--sizes", default="500,5000", help="dataset sizes for the memory test")
-    parser.add_argument("--cpu-share-only", action="store_true", help="only part 3: where the CPU time goes")
+    parser.add_argument("--profile-sizes", default="100,400", help="dataset sizes for the CPU-share test")
+    parser.add_argument("--only", default="1,2,3", help="sections to run")
     parser.add_argument("--measure-memory", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_memory:
         print(json.dumps(measure_memory(args.model, args.work, args.measure_memory)))
         return 0
+    if args.profile:
+        print(json.dumps(profile_run(args.model, args.work, args.profile)))
+        return 0
+    sections = {int(x) for x in args.only.split(",")}
     from derm_cloud.testing.tiny_models import build_tiny_onnx_model
 
     with tempfile.TemporaryDirectory(prefix="derm-scaling-") as tmp:
         work = Path(tmp)
-        if args.cpu_share_only:
-            share = cpu_share(work, args.images)
-            print_cpu_share(share)
-            print(json.dumps({"cpu_share": share}, default=str), file=sys.stderr)
-            return 0
         model = build_tiny_onnx_model(work / "tiny")
         delays = [float(x) for x in args.delays.split(",")]
+        if 3 in sections:
+            profiles = []
+            for n in (int(x) for x in args.profile_sizes.split(",")):
+                cmd = [sys.executable, __file__, "--profile", str(n), "--work", str(work), "--model", str(model)]
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                profiles.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print_profiles(profiles)
+            print(json.dumps({"profiles": profiles}, default=str), file=sys.stderr)
+        if 1 not in sections and 2 not in sections:
+            return 0
         par = parallel_vs_sequential(model, work, args.images, delays)
         print("\n1. Four emulated clouds, one comparison (each request waits its cloud's injected delay)")
         print(f"   {'backend':<14}{'delay ms':>9}{'requests':>10}{'alone s':>10}{'in parallel run s':>19}")
@@ -327,9 +295,7 @@ def main() -> int:
             heap = b["tracemalloc_peak_mb"] / a["tracemalloc_peak_mb"]
             rss = b["peak_rss_mb"] / a["peak_rss_mb"]
             print(f"   {b['images'] / a['images']:.0f}x the images: heap peak x{heap:.2f}, RSS x{rss:.2f}")
-        share = cpu_share(work, args.images)
-        print_cpu_share(share)
-        print(json.dumps({"parallel": par, "memory": rows, "cpu_share": share}, default=str), file=sys.stderr)
+        print(json.dumps({"parallel": par, "memory": rows}, default=str), file=sys.stderr)
     return 0
 
 

@@ -12,6 +12,7 @@ Rounds alternate the contenders (the order rotates every round) over the same fe
 figure is the median images/s with the min-max spread over rounds. Goal: >= 0.99x the baseline.
 
     PYTHONPATH=. python benchmarks/local_throughput.py [--images 200] [--rounds 3] [--model-dir sklesion]
+        [--batches 1,16]
 
 Real images: HAM10000, Tschandl et al. 2018, CC BY-NC 4.0 (read in place, never copied).
 """
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batches", default="1,16", help="batch sizes to measure, e.g. 16")
     args = parser.parse_args()
     import onnxruntime as ort
 
@@ -102,7 +104,7 @@ def main() -> None:
     print(f"model {spec['model_id']}, {len(paths)} images, {args.threads} threads; max |p - p_baseline| = {gap:.2e}")
     assert gap < 1e-4, "the baseline does not compute what the library computes"
 
-    for batch in (1, 16):
+    for batch in (int(b) for b in args.batches.split(",")):
         contenders: dict[str, Callable[[], object]] = {"baseline": lambda b=batch: baseline(b)}
         if batch == 1:
             contenders["predict"] = lambda: [clf.predict(p) for p in paths]

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from derm_cloud.errors import ConfigError, InvalidImageError
-from derm_cloud.images import DEFAULT_LIMITS, ImageInput, ImageLimits, PreparedImage, prepare_payload
+from derm_cloud.images import (
+    DEFAULT_LIMITS,
+    ImageInput,
+    ImageLimits,
+    PreparedImage,
+    check_input,
+    prepare_payload,
+)
 from derm_cloud.payload import Payload, collect_reencodes
 from derm_cloud.retry import RetryPolicy
 from derm_cloud.taxonomy import CLASS_CODES, LabelMap
@@ -90,6 +97,9 @@ class Classifier(ABC):
     backend_name: ClassVar[str] = ""
     #: threads used by ``predict_batch`` for backends without native batching.
     default_concurrency: ClassVar[int] = 1
+    #: the backend decodes every pixel of every image it prepares itself (a local model): its full decode
+    #: verifies a JPEG's entropy data, so preparation skips the separate 1/8-scale check (see prepare_payload).
+    decodes_every_pixel: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -170,7 +180,7 @@ class Classifier(ABC):
             RemoteError: the provider failed after the retry policy gave up.
         """
         self._check_open()
-        payload = prepare_payload(image, limits=self.image_limits)
+        payload = self._prepare(image)
         meta = as_metadata(metadata)
         start = time.perf_counter()
         with collect_reencodes() as reencodes:
@@ -197,25 +207,46 @@ class Classifier(ABC):
         metas = [as_metadata(m) for m in metadata] if metadata is not None else [PatientMetadata()] * len(items)
         if len(metas) != len(items):
             raise ValueError(f"got {len(items)} images but {len(metas)} metadata entries; pass one per image")
-        prepared: list[PreparedImage] = []
-        for i, item in enumerate(items):
-            try:
-                prepared.append(prepare_payload(item, limits=self.image_limits))
-            except InvalidImageError as exc:
-                raise InvalidImageError(f"image {i} of {len(items)}: {exc}") from None
+        # Pass 1, cheap: every input's header, so a bad image is refused before anything is sent. Only the
+        # inputs are kept (a path stays a path), never pixels, so memory is flat in the number of images.
+        checked = [self._checked(i, item, len(items)) for i, item in enumerate(items)]
         out: list[Prediction] = []
-        for lo in range(0, len(prepared), batch_size):
-            payloads = prepared[lo : lo + batch_size]
+        for lo in range(0, len(checked), batch_size):
+            # Pass 2, per chunk: prepare (read, verify, decode on demand), classify, then drop the chunk's
+            # payloads: at most this chunk's and the next one's images are alive at once.
+            payloads = [
+                self._prepared(lo + i, item, len(items)) for i, item in enumerate(checked[lo : lo + batch_size])
+            ]
             with collect_reencodes() as reencodes:
                 chunk = self._predict_many(payloads, metas[lo : lo + batch_size])
-            for payload, item, (raw, attempts, ms) in zip(payloads, items[lo : lo + batch_size], chunk, strict=True):
+            for payload, (raw, attempts, ms) in zip(payloads, chunk, strict=True):
                 notes = [note for owner, note in reencodes if owner == id(payload)]
                 out.append(self._to_prediction(raw, attempts, ms, payload, notes))
-                if payload is not item:
-                    # Ours, not the caller's: a JPEG payload keeps only its bytes (about 1/20 of its pixels)
-                    # once its chunk is done, so a batch does not hold every decoded image at once.
-                    payload.release_pixels()
+            del payloads, chunk
         return out
+
+    def _checked(self, index: int, item: ImageInput, total: int) -> ImageInput:
+        try:
+            return check_input(item, limits=self.image_limits)
+        except InvalidImageError as exc:
+            raise InvalidImageError(f"image {index} of {total}: {exc}") from None
+
+    def _prepared(self, index: int, item: ImageInput, total: int) -> Payload:
+        try:
+            return self._prepare(item)
+        except InvalidImageError as exc:
+            raise InvalidImageError(f"image {index} of {total}: {exc}") from None
+
+    def _prepare(self, image: ImageInput) -> Payload:
+        """Prepare one input for this backend (a local backend defers the JPEG check to its own decode)."""
+        if not self.decodes_every_pixel:
+            return prepare_payload(image, limits=self.image_limits)
+        payload = prepare_payload(image, limits=self.image_limits, verify_by_decoding=True)
+        if payload.verify_on_decode:
+            # Decode now, not inside the model call: a damaged JPEG is refused with its index and before the
+            # timer, as the separate check would have refused it.
+            payload.image  # noqa: B018
+        return payload
 
     async def apredict(self, image: ImageInput, metadata: MetadataInput = None) -> Prediction:
         """Async :meth:`predict`: runs in a worker thread so many backends can be awaited concurrently."""

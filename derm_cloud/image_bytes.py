@@ -39,7 +39,8 @@ _BETWEEN_SCANS = frozenset({0xC4, 0xCC, 0xDA, 0xDB, 0xDD, 0xFE}) | frozenset(ran
 _ENTROPY_MARKER = re.compile(rb"\xff[^\x00]")
 
 
-def _corrupt(what: str) -> InvalidImageError:
+def corrupt_jpeg_error(what: str) -> InvalidImageError:
+    """The error for a damaged JPEG, quoting what the parser or libjpeg found."""
     return InvalidImageError(f"the JPEG is truncated or corrupt ({what}); re-export or re-upload the complete file")
 
 
@@ -109,34 +110,34 @@ def parse_jpeg(data: bytes, check_size: SizeCheck | None = None) -> JpegInfo:
     restart_interval = 0
     while True:
         if i >= n:
-            raise _corrupt("it ends inside the header")
+            raise corrupt_jpeg_error("it ends inside the header")
         if data[i] != 0xFF:
-            raise _corrupt(f"expected a marker at byte {i}")
+            raise corrupt_jpeg_error(f"expected a marker at byte {i}")
         while i < n and data[i] == 0xFF:  # fill bytes
             i += 1
         if i >= n:
-            raise _corrupt("it ends inside the header")
+            raise corrupt_jpeg_error("it ends inside the header")
         marker = data[i]
         i += 1
         if marker in (0xD8, 0xD9) or 0xD0 <= marker <= 0xD7:
-            raise _corrupt(f"unexpected marker 0xFF{marker:02X} before the image data")
+            raise corrupt_jpeg_error(f"unexpected marker 0xFF{marker:02X} before the image data")
         if marker == 0x01:
             continue
         if i + 2 > n:
-            raise _corrupt("a segment length is missing")
+            raise corrupt_jpeg_error("a segment length is missing")
         length = struct.unpack_from(">H", data, i)[0]
         if length < 2 or i + length > n:
-            raise _corrupt(f"segment 0xFF{marker:02X} claims {length} bytes past the end of the file")
+            raise corrupt_jpeg_error(f"segment 0xFF{marker:02X} claims {length} bytes past the end of the file")
         body = data[i + 2 : i + length]
         i += length
         if marker in _SOF_MARKERS:
             if len(body) < 6:
-                raise _corrupt("the frame header is too short")
+                raise corrupt_jpeg_error("the frame header is too short")
             precision, height, width, ncomp = struct.unpack_from(">BHHB", body)
             if width == 0 or height == 0 or ncomp not in (1, 3, 4) or len(body) != 6 + 3 * ncomp:
-                raise _corrupt(f"the frame header is invalid ({width}x{height}, {ncomp} components)")
+                raise corrupt_jpeg_error(f"the frame header is invalid ({width}x{height}, {ncomp} components)")
             if frame is not None:
-                raise _corrupt("it has two frame headers")
+                raise corrupt_jpeg_error("it has two frame headers")
             frame = (width, height, ncomp, precision)
             if check_size is not None:
                 check_size((width, height))
@@ -157,7 +158,7 @@ def parse_jpeg(data: bytes, check_size: SizeCheck | None = None) -> JpegInfo:
             markers.add("comment")
         elif marker == 0xDA:
             if frame is None:
-                raise _corrupt("image data starts before the frame header")
+                raise corrupt_jpeg_error("image data starts before the frame header")
             _check_scan_header(body, frame[2])
             end = _scan_entropy(data, i, restart_interval)
             width, height, ncomp, precision = frame
@@ -166,7 +167,7 @@ def parse_jpeg(data: bytes, check_size: SizeCheck | None = None) -> JpegInfo:
 
 def _check_scan_header(body: bytes, frame_components: int) -> None:
     if not body or body[0] < 1 or body[0] > frame_components or len(body) != 1 + 2 * body[0] + 3:
-        raise _corrupt("a scan header is invalid")
+        raise corrupt_jpeg_error("a scan header is invalid")
 
 
 def _scan_entropy(data: bytes, pos: int, restart_interval: int) -> int:
@@ -176,30 +177,30 @@ def _scan_entropy(data: bytes, pos: int, restart_interval: int) -> int:
     while True:
         match = _ENTROPY_MARKER.search(data, pos)
         if match is None:
-            raise _corrupt("it ends before the end-of-image marker (the file is cut short)")
+            raise corrupt_jpeg_error("it ends before the end-of-image marker (the file is cut short)")
         pos = match.start() + 1
         while pos < n and data[pos] == 0xFF:  # fill bytes before a marker
             pos += 1
         if pos >= n:
-            raise _corrupt("it ends before the end-of-image marker (the file is cut short)")
+            raise corrupt_jpeg_error("it ends before the end-of-image marker (the file is cut short)")
         marker = data[pos]
         pos += 1
         if marker == 0x00:  # fill bytes before a stuffed zero
             continue
         if 0xD0 <= marker <= 0xD7:
             if not restart_interval or marker - 0xD0 != expected_rst:
-                raise _corrupt(f"restart marker 0xFF{marker:02X} out of sequence")
+                raise corrupt_jpeg_error(f"restart marker 0xFF{marker:02X} out of sequence")
             expected_rst = (expected_rst + 1) % 8
             continue
         if marker == 0xD9:
             return pos
         if marker not in _BETWEEN_SCANS:
-            raise _corrupt(f"unexpected marker 0xFF{marker:02X} inside the image data")
+            raise corrupt_jpeg_error(f"unexpected marker 0xFF{marker:02X} inside the image data")
         if pos + 2 > n:
-            raise _corrupt("it ends inside a segment between scans")
+            raise corrupt_jpeg_error("it ends inside a segment between scans")
         length = struct.unpack_from(">H", data, pos)[0]
         if length < 2 or pos + length > n:
-            raise _corrupt(f"segment 0xFF{marker:02X} between scans runs past the end of the file")
+            raise corrupt_jpeg_error(f"segment 0xFF{marker:02X} between scans runs past the end of the file")
         if marker == 0xDD and length >= 4:
             restart_interval = struct.unpack_from(">H", data, pos + 2)[0]
         if marker == 0xDA:
@@ -241,7 +242,7 @@ def strip_jpeg_metadata(data: bytes, end: int | None = None) -> bytes:
         if marker in _STRIP_MARKERS and not keep_adobe:
             continue
         out += segment
-    raise _corrupt("no image data")
+    raise corrupt_jpeg_error("no image data")
 
 
 def verify_jpeg_entropy(data: bytes, components: int) -> None:
@@ -263,7 +264,7 @@ def verify_jpeg_entropy(data: bytes, components: int) -> None:
     try:
         simplejpeg.decode_jpeg(data, colorspace=colourspace, min_factor=8, strict=True)
     except ValueError as exc:
-        raise _corrupt(str(exc)) from None
+        raise corrupt_jpeg_error(str(exc)) from None
 
 
 # --- PNG ---------------------------------------------------------------------------------------------------
@@ -325,20 +326,20 @@ def parse_png(data: bytes, check_size: SizeCheck | None = None) -> PngInfo:
     markers: set[str] = set()
     while True:
         if pos + 12 > n:
-            raise _png_corrupt("it ends before the IEND chunk (the file is cut short)")
+            raise _pngcorrupt_jpeg_error("it ends before the IEND chunk (the file is cut short)")
         length, kind = struct.unpack_from(">I4s", data, pos)
         end = pos + 12 + length
         if end > n:
-            raise _png_corrupt(f"chunk {kind!r} runs past the end of the file")
+            raise _pngcorrupt_jpeg_error(f"chunk {kind!r} runs past the end of the file")
         body = data[pos + 8 : pos + 8 + length]
         if zlib.crc32(kind + body) != struct.unpack_from(">I", data, end - 4)[0]:
-            raise _png_corrupt(f"chunk {kind.decode('latin-1')!r} fails its CRC check")
+            raise _pngcorrupt_jpeg_error(f"chunk {kind.decode('latin-1')!r} fails its CRC check")
         if not seen and kind != b"IHDR":
-            raise _png_corrupt("the first chunk is not IHDR")
+            raise _pngcorrupt_jpeg_error("the first chunk is not IHDR")
         seen.add(kind)
         if kind == b"IHDR":
             if length != 13:
-                raise _png_corrupt("the IHDR chunk has the wrong length")
+                raise _pngcorrupt_jpeg_error("the IHDR chunk has the wrong length")
             ihdr = struct.unpack_from(">IIBB", body)
             if check_size is not None:
                 check_size((ihdr[0], ihdr[1]))
@@ -357,7 +358,7 @@ def parse_png(data: bytes, check_size: SizeCheck | None = None) -> PngInfo:
         if kind == b"IEND":
             break
     if ihdr is None or b"IDAT" not in seen:
-        raise _png_corrupt("it has no image data")
+        raise _pngcorrupt_jpeg_error("it has no image data")
     width, height, bit_depth, colour_type = ihdr
     return PngInfo(
         width,
@@ -372,5 +373,5 @@ def parse_png(data: bytes, check_size: SizeCheck | None = None) -> PngInfo:
     )
 
 
-def _png_corrupt(what: str) -> InvalidImageError:
+def _pngcorrupt_jpeg_error(what: str) -> InvalidImageError:
     return InvalidImageError(f"the PNG is truncated or corrupt ({what}); re-export or re-upload the complete file")

@@ -38,6 +38,7 @@ __all__ = [
     "ImageLimits",
     "Payload",
     "PreparedImage",
+    "check_input",
     "load_image",
     "metadata_markers",
     "prepare_payload",
@@ -80,13 +81,22 @@ class ImageLimits:
 DEFAULT_LIMITS = ImageLimits()
 
 
-def prepare_payload(source: ImageInput, *, limits: ImageLimits = DEFAULT_LIMITS) -> Payload:
+def prepare_payload(
+    source: ImageInput, *, limits: ImageLimits = DEFAULT_LIMITS, verify_by_decoding: bool = False
+) -> Payload:
     """Prepare one image for every backend: validate, orient, strip metadata, choose the bytes to send.
 
     Accepts a path (``str`` or ``PathLike``), ``bytes``, a binary file object, a ``PIL.Image``, a numpy
     ``uint8`` array (HxW, HxWx3 or HxWx4, RGB order) or an existing :class:`Payload` (checked against
     ``limits`` and returned as is). Pass the result to any backend's ``predict``/``predict_batch``: every
     backend then receives the same bytes and a local backend classifies the pixels those bytes decode to.
+
+    Args:
+        source: the image.
+        limits: size limits and whether JPEG entropy data is verified.
+        verify_by_decoding: for a caller that decodes every pixel anyway (a local model): leave the JPEG
+            entropy check to that full decode (``Payload.image`` then refuses a damaged JPEG), instead of
+            Huffman-decoding the file twice. Never for a payload that goes to a cloud undecoded.
 
     Raises:
         InvalidImageError: empty, truncated or corrupt, not an image, unsupported mode or format, too large, a
@@ -105,11 +115,65 @@ def prepare_payload(source: ImageInput, *, limits: ImageLimits = DEFAULT_LIMITS)
     if _is_ndarray(source):
         return _from_array(source, limits)
     data = _read_bytes(source, limits)
-    return _from_bytes(data, limits)
+    return _from_bytes(data, limits, verify_by_decoding)
 
 
 #: The name :func:`prepare_payload` had before payloads were shared between backends.
 load_image = prepare_payload
+
+
+def check_input(source: ImageInput, *, limits: ImageLimits = DEFAULT_LIMITS) -> ImageInput:
+    """Cheap first pass of a batch: refuse an unusable input without decoding or keeping its pixels.
+
+    Paths are read and their structure checked (JPEG markers, PNG chunks and CRCs, other formats' headers), then
+    their bytes are dropped; :func:`prepare_payload` reads them again when their chunk is classified, so a batch
+    of paths never holds every image's bytes. A file object can only be read once: its bytes are returned and
+    held until its chunk. In-memory images (``PIL.Image``, arrays, payloads) are checked on their size only.
+    Damage that only a decode sees (a corrupt JPEG entropy stream) is found when the chunk is prepared.
+
+    Returns:
+        What to pass to :func:`prepare_payload` later: ``source`` itself, or the bytes read from a file object.
+
+    Raises:
+        InvalidImageError: as :func:`prepare_payload` would for the same header problem.
+    """
+    if isinstance(source, Payload):
+        check_payload(source, limits)
+        return source
+    in_memory: Any = source
+    if _is_pil(in_memory):
+        _check_dimensions(in_memory.size, limits)
+        return source
+    if _is_ndarray(in_memory):
+        if in_memory.ndim >= 2:
+            _check_dimensions((in_memory.shape[1], in_memory.shape[0]), limits)
+        return source
+    data = _read_bytes(source, limits)
+    if data.startswith(b"\xff\xd8"):
+        parse_jpeg(data, lambda size: _check_dimensions(size, limits))
+    elif data.startswith(b"\x89PNG\r\n\x1a\n"):
+        parse_png(data, lambda size: _check_dimensions(size, limits))
+    else:
+        _check_other_header(data, limits)
+    keep = isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview))
+    return source if keep else data
+
+
+def _check_other_header(data: bytes, limits: ImageLimits) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            size = img.size
+    except UnidentifiedImageError:
+        raise InvalidImageError(
+            f"not a readable image ({_sniff(data)}); supported formats are JPEG, PNG, BMP, GIF, TIFF and WebP"
+        ) from None
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
+        raise InvalidImageError(
+            f"the image is truncated or corrupt ({type(exc).__name__}: {exc}); re-export or re-upload the complete file"
+        ) from None
+    _check_dimensions(size, limits)
 
 
 def check_payload(payload: Payload, limits: ImageLimits) -> None:
@@ -176,9 +240,9 @@ def _read_bytes(source: object, limits: ImageLimits) -> bytes:
     return data
 
 
-def _from_bytes(data: bytes, limits: ImageLimits) -> Payload:
+def _from_bytes(data: bytes, limits: ImageLimits, verify_by_decoding: bool = False) -> Payload:
     if data.startswith(b"\xff\xd8"):
-        return _from_jpeg(data, limits)
+        return _from_jpeg(data, limits, verify_by_decoding)
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         png = parse_png(data, lambda size: _check_dimensions(size, limits))
         if png.animated:
@@ -199,9 +263,13 @@ def _from_bytes(data: bytes, limits: ImageLimits) -> Payload:
     return _decode_with_pillow(data, limits, lossy_source=False)
 
 
-def _from_jpeg(data: bytes, limits: ImageLimits) -> Payload:
+def _from_jpeg(data: bytes, limits: ImageLimits, verify_by_decoding: bool = False) -> Payload:
     info = parse_jpeg(data, lambda size: _check_dimensions(size, limits))
-    if limits.jpeg_entropy_check:
+    orientation = _orientation(info.exif)
+    # Only the clean path keeps the input's entropy data for the decode to verify; every other path decodes
+    # with Pillow (which tolerates damage) and re-encodes, so it is checked here.
+    deferred = verify_by_decoding and info.plain_colour and orientation in (None, 1)
+    if limits.jpeg_entropy_check and not deferred:
         verify_jpeg_entropy(data[: info.end], info.components)
     warnings: tuple[str, ...] = ()
     trailer = data[info.end :].rstrip(b"\x00\r\n ")
@@ -210,11 +278,10 @@ def _from_jpeg(data: bytes, limits: ImageLimits) -> Payload:
         warnings = (f"{len(trailer):,} bytes after the JPEG's end-of-image marker were dropped",)
     source_format = "MPO" if info.is_mpo else "JPEG"
     markers = _with_gps(info.markers | ({"mpf"} if info.is_mpo else set()), info.exif)
-    orientation = _orientation(info.exif)
     if info.plain_colour and orientation in (None, 1):
         stripped = strip_jpeg_metadata(data, info.end)
         conversions = ("primary image of the MPO kept, other images dropped",) if info.is_mpo else ()
-        return Payload(
+        payload = Payload(
             format="JPEG",
             size=(info.width, info.height),
             source_format=source_format,
@@ -223,6 +290,8 @@ def _from_jpeg(data: bytes, limits: ImageLimits) -> Payload:
             conversions=conversions,
             warnings=warnings,
         )
+        payload.verify_on_decode = deferred and limits.jpeg_entropy_check
+        return payload
     payload = _decode_with_pillow(data[: info.end], limits, lossy_source=True, jpeg=info)
     payload.warnings = warnings
     payload.had_metadata = markers

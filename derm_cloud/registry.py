@@ -23,7 +23,14 @@ from derm_cloud.errors import BackendNotFoundError, ConfigError, MissingDependen
 if TYPE_CHECKING:
     from derm_cloud.base import Classifier
 
-__all__ = ["BackendEntry", "available_backends", "create", "get_backend_class", "register_backend"]
+__all__ = [
+    "BackendEntry",
+    "available_backends",
+    "create",
+    "get_backend_class",
+    "refresh_backends",
+    "register_backend",
+]
 
 ENTRY_POINT_GROUP = "derm_cloud.backends"
 
@@ -143,6 +150,9 @@ _BUILTIN: tuple[BackendEntry, ...] = (
 
 
 _EXTRA: dict[str, BackendEntry] = {}
+# Entry points of every installed distribution, scanned once per process: importlib.metadata reads each
+# distribution's metadata files on every call, which cost milliseconds per create(). refresh_backends() rescans.
+_SCANNED: dict[str, BackendEntry] | None = None
 
 
 def register_backend(name: str, target: str, *, extra: str | None = None, summary: str = "") -> None:
@@ -152,7 +162,23 @@ def register_backend(name: str, target: str, *, extra: str | None = None, summar
     _EXTRA[name] = BackendEntry(name, target, extra, (), summary or target, third_party=True)
 
 
-def _entries() -> dict[str, BackendEntry]:
+def refresh_backends() -> None:
+    """Forget the cached entry-point scan, so a package installed after the first lookup is seen.
+
+    ``register_backend`` needs no refresh: run-time registrations are read on every lookup.
+    """
+    global _SCANNED
+    _SCANNED = None
+
+
+def _scanned() -> dict[str, BackendEntry]:
+    global _SCANNED
+    if _SCANNED is None:
+        _SCANNED = _scan_entry_points()
+    return _SCANNED
+
+
+def _scan_entry_points() -> dict[str, BackendEntry]:
     entries = {e.name: e for e in _BUILTIN}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in entries:
@@ -165,8 +191,11 @@ def _entries() -> dict[str, BackendEntry]:
                 f"third-party backend from {dist or ep.value}",
                 third_party=True,
             )
-    entries.update(_EXTRA)
     return entries
+
+
+def _entries() -> dict[str, BackendEntry]:
+    return _scanned() | _EXTRA
 
 
 def available_backends() -> list[BackendEntry]:

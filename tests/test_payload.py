@@ -249,7 +249,7 @@ def test_import_pulls_no_codec_and_no_async_machinery() -> None:
     assert out.stdout.strip() == ""
 
 
-def test_predict_batch_drops_the_pixels_of_each_finished_chunk(
+def test_predict_batch_prepares_its_own_payloads_and_keeps_the_callers(
     monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, dev_images: list[Path]
 ) -> None:
     import derm_cloud.base as base
@@ -268,8 +268,8 @@ def test_predict_batch_drops_the_pixels_of_each_finished_chunk(
         batch = clf.predict_batch([mine, *dev_images[1:6]], batch_size=2)
         of_the_batch = list(made)
         singles = [clf.predict(p) for p in dev_images[1:6]]
-    # The batch's own payloads keep only their bytes; the caller's payload keeps what it decoded.
-    assert len(of_the_batch) == 6 and all(p._image is None for p in of_the_batch if p is not mine)
+    # The batch's own payloads are dropped with their chunk (nothing keeps them); the caller's keeps its pixels.
+    assert len(of_the_batch) == 6 and of_the_batch[0] is mine and mine not in of_the_batch[1:]
     assert mine._image is not None
     for got, want in zip(batch[1:], singles, strict=True):
         assert got.vector() == pytest.approx(want.vector(), abs=1e-6)

@@ -232,6 +232,7 @@ class LocalHfClassifier(Classifier):
     """
 
     backend_name = "local-hf"
+    decodes_every_pixel = True
 
     def __init__(
         self,

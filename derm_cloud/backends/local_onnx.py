@@ -110,6 +110,7 @@ class LocalOnnxClassifier(Classifier):
     """
 
     backend_name = "local-onnx"
+    decodes_every_pixel = True
 
     def __init__(
         self,
