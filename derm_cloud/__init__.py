@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
@@ -42,11 +44,29 @@ from derm_cloud.models.spec import ModelSpec, Preprocess
 from derm_cloud.payload import Payload
 from derm_cloud.registry import available_backends, create, get_backend_class, register_backend
 from derm_cloud.retry import CircuitBreaker, RetryPolicy
-from derm_cloud.router import Deployment, HedgePolicy, Router, RouterPolicy, ShadowComparison
 from derm_cloud.taxonomy import CLASS_CODES, CLASSES, MALIGNANT_CODES, LabelMap, LesionClass
 from derm_cloud.types import LabelScore, PatientMetadata, Prediction, Route, SkippedDeployment
 
+if TYPE_CHECKING:
+    from derm_cloud.router import Deployment, HedgePolicy, Router, RouterPolicy, ShadowComparison
+
 __version__ = "0.1.0"
+
+# The router pulls in thread pools; an app that never routes should not pay for them at import time.
+_LAZY = {
+    name: "derm_cloud.router" for name in ("Deployment", "HedgePolicy", "Router", "RouterPolicy", "ShadowComparison")
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'derm_cloud' has no attribute {name!r}")
+
 
 __all__ = [
     "CLASSES",
