@@ -240,8 +240,13 @@ class PayloadCache:
                 future.set_exception(exc)
         return future.result()
 
+    def clear(self) -> None:
+        """Forget every payload: a new run reads its images afresh (a file may have changed since)."""
+        with self._lock:
+            self._items.clear()
 
-#: Shared by every backend of the runs in this process.
+
+#: Shared by every backend of the runs in this process; cleared when a run starts.
 PAYLOADS = PayloadCache()
 #: The report's timer text reads this: every call gets its payload from PAYLOADS before the clock starts.
 PREPARED_OUTSIDE_TIMER = True

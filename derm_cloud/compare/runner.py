@@ -209,6 +209,9 @@ def run_comparison(
                 config=redact_config(config.to_dict()),
                 dataset_fingerprint=ds.fingerprint(),
             )
+        from derm_cloud.compare.executors import PAYLOADS
+
+        PAYLOADS.clear()  # payloads are shared within a run, never carried over from an earlier one
         retried = store.drop_retryable_failures(run_id)
         if retried:
             warnings.append(

@@ -223,22 +223,24 @@ def _training(ctx: Context) -> Iterator[RiskEntry]:
     warnings = ctx.report.get("warnings") or []
     backends = ctx.report.get("backends") or {}
     for i, text in enumerate(warnings):
-        low = str(text).lower()
-        name = next((n for n in backends if str(text).startswith(f"{n}:")), None)
-        if name is None or "train" not in low:
+        prefix, sep, finding = str(text).partition(":")
+        # The comparator names every backend a warning concerns before the colon ("local-onnx, sagemaker: ...").
+        names = [n.strip() for n in prefix.split(",") if n.strip() in backends] if sep else []
+        if not names or "train" not in finding.lower():
             continue
-        training = (backends[name].get("model_facts") or {}).get("training_data")
-        yield ctx.entry(
-            "training data",
-            name,
-            "medium",
-            f"{name}: training data overlaps the evaluation data",
-            str(text).split(":", 1)[1].strip(),
-            "Report these figures as optimistic; evaluate on lesions the model cannot have seen (another clinic, "
-            "ISIC 2018 test images) before any deployment decision.",
-            [ctx.ev(f"warnings[{i}]", text)]
-            + ([ctx.ev(f"backends.{name}.model_facts.training_data", training)] if training else []),
-        )
+        for name in names:
+            training = (backends[name].get("model_facts") or {}).get("training_data")
+            yield ctx.entry(
+                "training data",
+                name,
+                "medium",
+                f"{name}: training data overlaps the evaluation data",
+                finding.strip(),
+                "Report these figures as optimistic; evaluate on lesions the model cannot have seen (another "
+                "clinic, ISIC 2018 test images) before any deployment decision.",
+                [ctx.ev(f"warnings[{i}]", text)]
+                + ([ctx.ev(f"backends.{name}.model_facts.training_data", training)] if training else []),
+            )
 
 
 def _model_card(ctx: Context) -> Iterator[RiskEntry]:
