@@ -141,7 +141,7 @@ def _model_client(location: str, credentials: Any, api_endpoint: str | None) -> 
     except ImportError as exc:
         raise MissingDependencyError(
             "exporting a Vertex AI model needs google-cloud-aiplatform and google-cloud-storage; run: "
-            "pip install 'derm-cloud[gcp]'"
+            "pip install 'derm-cloud[vertex]'"
         ) from exc
     endpoint = api_endpoint or f"{location}-aiplatform.googleapis.com"
     try:
@@ -158,7 +158,7 @@ def _storage_client(project: str, credentials: Any) -> Any:
         from google.cloud import storage
     except ImportError as exc:
         raise MissingDependencyError(
-            "downloading a Vertex export needs google-cloud-storage; run: pip install 'derm-cloud[gcp]'"
+            "downloading a Vertex export needs google-cloud-storage; run: pip install 'derm-cloud[vertex]'"
         ) from exc
     try:
         return storage.Client(project=project, credentials=credentials)
