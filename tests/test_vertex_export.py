@@ -21,6 +21,7 @@ import derm_cloud
 from derm_cloud.errors import AuthenticationError, ConfigError, DeadlineExceededError, NotFoundError, ServiceError
 from derm_cloud.models.imports import import_model
 from derm_cloud.models.imports.cloud import export_vertex_model
+from derm_cloud.testing.emulators.base import Fault
 from derm_cloud.testing.emulators.vertex import VertexEmulator, vertex_backend_for
 from derm_cloud.testing.emulators.vertex_model_service import VertexModelServiceEmulator
 from derm_cloud.testing.service_exports import build_vertex_edge_export
@@ -113,6 +114,14 @@ def test_failed_slow_and_unauthorised_exports_give_typed_errors(tmp_path: Path) 
         assert info.value.status == 403 and "a-wrong-token" not in str(info.value)
     with VertexModelServiceEmulator() as emu, pytest.raises(ConfigError, match="gs://BUCKET/PREFIX"):
         _export(emu, tmp_path / "dest", destination="s3://not-gcs")
+
+
+def test_a_bucket_the_caller_may_not_read_is_an_authentication_error(tmp_path: Path) -> None:
+    with VertexModelServiceEmulator() as emu:
+        emu.inject(Fault("error", status=403, path_contains="/storage/v1/b/derm-exports/o?"))
+        with pytest.raises(AuthenticationError, match="Cloud Storage refused reading gs://derm-exports/.*objectViewer"):
+            _export(emu, tmp_path / "download")
+        assert len(emu.operations) == 1 and not list((tmp_path / "download").iterdir())
 
 
 def test_cli_exports_downloads_and_imports_a_vertex_model(tmp_path: Path) -> None:

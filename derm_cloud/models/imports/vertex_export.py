@@ -77,6 +77,7 @@ def export_vertex_model(
         from google.cloud.aiplatform_v1 import ExportModelRequest
     except ImportError as exc:  # pragma: no cover - _model_client imported the same package
         raise MissingDependencyError(str(exc)) from exc
+    operation: Any = None
     try:
         offered = [f.id for f in client.get_model(name=name).supported_export_formats]
         if export_format_id not in offered:
@@ -98,6 +99,12 @@ def export_vertex_model(
                 )
             time.sleep(poll_seconds)
     except gexc.GoogleAPICallError as exc:
+        if operation is not None and isinstance(exc, gexc.NotFound):  # the model was there: its operation is not
+            raise ServiceError(
+                f"Vertex AI lost track of the export operation of {name} ({exc.message}); request the export again",
+                backend=_BACKEND,
+                status=404,
+            ) from None
         raise _translate(exc, name, export_format_id) from None
     except auth_exceptions.GoogleAuthError as exc:  # e.g. a RefreshError from expired credentials
         raise AuthenticationError(_NO_CREDENTIALS + f" ({exc})", backend=_BACKEND) from None
@@ -192,6 +199,12 @@ def _download_folder(storage: Any, artifact_uri: str, out_dir: Path) -> Path:
         ) from None
     except gexc.NotFound as exc:
         raise NotFoundError(f"Cloud Storage has no bucket {bucket!r} ({exc.message})", backend=_BACKEND) from None
+    except gexc.GoogleAPICallError as exc:
+        raise ServiceError(
+            f"downloading {artifact_uri} failed ({exc.message}); the export is still there: run again to retry",
+            backend=_BACKEND,
+            status=exc.code,
+        ) from None
     if count == 0:
         raise NotFoundError(f"the export finished but {artifact_uri} holds no files", backend=_BACKEND)
     return out_dir
