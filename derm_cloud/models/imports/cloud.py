@@ -6,8 +6,10 @@
 * SageMaker: ``describe_training_job`` gives ``ModelArtifacts.S3ModelArtifacts`` (``s3://.../output/model.tar.gz``),
   downloaded with the S3 client.
 
-Vertex AI's ``Model.export_model`` is not wired here: its AutoML Edge TFLite export lands in a Cloud Storage
-folder (``model.tflite`` + ``dict.txt``) that ``import_model`` takes once downloaded (``local-tflite`` runs it).
+* Vertex AI: ``ModelService.ExportModel`` (the API behind ``aiplatform.Model.export_model``), a long-running
+  operation that writes the AutoML Edge export (``tflite``: ``model.tflite`` + ``dict.txt``) to Cloud Storage; the
+  folder is then downloaded with ``google-cloud-storage``. See :func:`export_vertex_model` (in
+  :mod:`derm_cloud.models.imports.vertex_export`).
 
 Keys are handed to the SDK only; they are not logged or stored, and the signed download link's query (its SAS
 credential) is dropped from the provenance that lands in ``spec.json``.
@@ -20,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from derm_cloud.errors import AuthenticationError, ConfigError, MissingDependencyError, NotFoundError, ServiceError
+from derm_cloud.models.imports.vertex_export import export_vertex_model
 
-__all__ = ["export_custom_vision", "sagemaker_model_artifacts"]
+__all__ = ["export_custom_vision", "export_vertex_model", "sagemaker_model_artifacts"]
 
 
 def export_custom_vision(
