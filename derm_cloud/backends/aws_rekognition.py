@@ -24,6 +24,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from derm_cloud.backends._boto import build_boto_client
 from derm_cloud.backends._http import cut_off_error, is_cut_off, is_loopback
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
@@ -33,7 +34,6 @@ from derm_cloud.errors import (
     DermCloudError,
     InvalidImageError,
     InvalidResponseError,
-    MissingDependencyError,
     ModelNotReadyError,
     NotFoundError,
     PayloadTooLargeError,
@@ -145,12 +145,14 @@ class AwsRekognitionClassifier(Classifier):
             else LabelMap.for_labels(list(tags), overrides=self._overrides, allow_unmapped=allow_unmapped)
         )
         self._owns_client = client is None
-        self.client: RekognitionClient = client or _build_client(
-            region or arn_parts["region"],
-            endpoint_url,
-            connect_timeout,
-            read_timeout,
-            max(10, concurrency or self.default_concurrency),
+        self.client: RekognitionClient = client or build_boto_client(
+            "rekognition",
+            backend=self.backend_name,
+            region=region or arn_parts["region"],
+            endpoint_url=endpoint_url,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            pool=max(10, concurrency or self.default_concurrency),
         )
         meta = getattr(self.client, "meta", None)
         events = getattr(meta, "events", None)
@@ -400,30 +402,3 @@ def _parse_arn(arn: str) -> dict[str, str]:
             "project > model > 'Use model')"
         )
     return {"region": parts[3], "account": parts[4], "project": path[1], "version": path[3], "created": path[4]}
-
-
-def _build_client(
-    region: str | None, endpoint_url: str | None, connect_timeout: float, read_timeout: float, pool: int
-) -> RekognitionClient:
-    try:
-        import boto3
-        from botocore.config import Config
-        from botocore.exceptions import NoRegionError
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "the rekognition-custom-labels backend needs boto3; run: pip install 'derm-cloud[sagemaker]'"
-        ) from exc
-    config = Config(
-        retries={"total_max_attempts": 1},  # one attempt: derm-cloud's RetryPolicy owns retries
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        max_pool_connections=pool,
-        user_agent_extra="derm-cloud",
-    )
-    try:
-        client: RekognitionClient = boto3.session.Session().client(
-            "rekognition", region_name=region, endpoint_url=endpoint_url, config=config
-        )
-    except NoRegionError:
-        raise ConfigError("no AWS region configured: pass region='us-east-1' or set AWS_DEFAULT_REGION") from None
-    return client

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from derm_cloud.backends._boto import build_boto_client
 from derm_cloud.backends._http import cut_off_error, is_cut_off, is_loopback
 from derm_cloud.backends._sagemaker_formats import RESPONSE_FORMATS, ResponseFormat, parse_response
 from derm_cloud.base import BackendInfo, Classifier, RawResult
@@ -27,7 +28,6 @@ from derm_cloud.errors import (
     DeadlineExceededError,
     DermCloudError,
     InvalidImageError,
-    MissingDependencyError,
     ModelNotReadyError,
     NotFoundError,
     PayloadTooLargeError,
@@ -176,8 +176,14 @@ class AwsSagemakerClassifier(Classifier):
         self.data_capture = data_capture
         self.max_body_bytes = SERVERLESS_MAX_BODY_BYTES if serverless else REALTIME_MAX_BODY_BYTES
         self._owns_client = client is None
-        self.client: SageMakerRuntimeClient = client or _build_client(
-            region, endpoint_url, connect_timeout, read_timeout, max(10, concurrency or self.default_concurrency)
+        self.client: SageMakerRuntimeClient = client or build_boto_client(
+            "sagemaker-runtime",
+            backend=self.backend_name,
+            region=region,
+            endpoint_url=endpoint_url,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            pool=max(10, concurrency or self.default_concurrency),
         )
         meta = getattr(self.client, "meta", None)
         self.region = region or getattr(meta, "region_name", None)
@@ -418,30 +424,3 @@ class AwsSagemakerClassifier(Classifier):
         close = getattr(self.client, "close", None)
         if self._owns_client and callable(close):
             close()
-
-
-def _build_client(
-    region: str | None, endpoint_url: str | None, connect_timeout: float, read_timeout: float, pool: int
-) -> SageMakerRuntimeClient:
-    try:
-        import boto3
-        from botocore.config import Config
-        from botocore.exceptions import NoRegionError
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "the sagemaker backend needs boto3; run: pip install 'derm-cloud[sagemaker]'"
-        ) from exc
-    config = Config(
-        retries={"total_max_attempts": 1},  # one attempt: derm-cloud's RetryPolicy owns retries
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        max_pool_connections=pool,
-        user_agent_extra="derm-cloud",
-    )
-    try:
-        client: SageMakerRuntimeClient = boto3.session.Session().client(
-            "sagemaker-runtime", region_name=region, endpoint_url=endpoint_url, config=config
-        )
-    except NoRegionError:
-        raise ConfigError("no AWS region configured: pass region='eu-west-1' or set AWS_DEFAULT_REGION") from None
-    return client

@@ -12,14 +12,12 @@ threshold. The prompt frames the task as research triage support, never a diagno
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from derm_cloud.backends._http import cut_off_error, is_cut_off, is_loopback
+from derm_cloud.backends._zero_shot import SelfReportedScores, prompt_with_context, validated_scores
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
@@ -35,7 +33,7 @@ from derm_cloud.errors import (
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
 from derm_cloud.retry import RetryPolicy, call_timeout, retry_after_seconds
 from derm_cloud.taxonomy import CLASS_CODES, CLASSES, LabelMap
-from derm_cloud.types import LabelScore, PatientMetadata, Prediction
+from derm_cloud.types import PatientMetadata
 
 if TYPE_CHECKING:
     import openai
@@ -81,7 +79,7 @@ def response_format() -> dict[str, Any]:
     }
 
 
-class AzureOpenaiClassifier(Classifier):
+class AzureOpenaiClassifier(SelfReportedScores, Classifier):
     """Zero-shot lesion scores from an Azure OpenAI chat deployment with image input.
 
     Self-reported probabilities from a general LLM are not calibrated; use this backend to measure what a
@@ -193,16 +191,7 @@ class AzureOpenaiClassifier(Classifier):
         import base64
 
         data, mime = image.upload_bytes(max_bytes=self.max_image_bytes, formats=("JPEG", "PNG"))
-        text = self.prompt
-        if self.use_metadata and not metadata.is_empty:
-            facts = []
-            if metadata.age is not None:
-                facts.append(f"age {metadata.age:g} years")
-            if metadata.sex != "unknown":
-                facts.append(f"sex {metadata.sex}")
-            if metadata.site:
-                facts.append(f"site {metadata.site}")
-            text += " Patient context: " + ", ".join(facts) + "."
+        text = prompt_with_context(self.prompt, metadata if self.use_metadata else None)
         url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
         return [
             {
@@ -263,7 +252,7 @@ class AzureOpenaiClassifier(Classifier):
             raise InvalidResponseError(
                 f"the answer was cut at max_tokens={self.max_tokens}; raise max_tokens", request_id=request_id
             )
-        reported = _validated_scores(message.content, request_id)
+        reported = validated_scores(message.content, request_id)
         total = sum(reported.values())
         usage = completion.usage
         extra: dict[str, Any] = {
@@ -281,26 +270,6 @@ class AzureOpenaiClassifier(Classifier):
             )
         scores = [(code, reported[code] / total) for code in CLASS_CODES]
         return RawResult(scores=scores, request_id=request_id, extra=extra)
-
-    def _to_prediction(
-        self,
-        raw: RawResult,
-        attempts: int,
-        latency_ms: float,
-        payload: PreparedImage | None = None,
-        reencodes: Sequence[str] = (),
-    ) -> Prediction:
-        prediction = super()._to_prediction(raw, attempts, latency_ms, payload, reencodes)
-        # provider_scores keep what the model wrote, before renormalisation, so the calibration gap stays visible.
-        reported = raw.extra.get("self_reported") or {}
-        return dataclasses.replace(
-            prediction, provider_scores=tuple(LabelScore(float(v), k) for k, v in reported.items())
-        )
-
-    @property
-    def uses_metadata(self) -> bool:
-        """Whether age, sex and site are added to the prompt (``use_metadata``)."""
-        return bool(self.use_metadata)
 
     def describe(self) -> BackendInfo:
         return BackendInfo(
@@ -332,35 +301,6 @@ class AzureOpenaiClassifier(Classifier):
     def _close(self) -> None:
         if self._owns_client:
             self._client.close()
-
-
-def _validated_scores(content: str | None, request_id: str | None) -> dict[str, float]:
-    if not content:
-        raise InvalidResponseError("the model answered an empty message", request_id=request_id)
-    try:
-        data = json.loads(content)
-    except ValueError:
-        raise InvalidResponseError(
-            f"the model's answer is not JSON ({content[:80]!r}); the deployment's api-version must support "
-            "response_format json_schema (structured outputs)",
-            request_id=request_id,
-        ) from None
-    if not isinstance(data, dict) or set(data) != set(CLASS_CODES):
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise InvalidResponseError(
-            f"the answer must have exactly the keys {list(CLASS_CODES)}, got {keys}", request_id=request_id
-        )
-    out: dict[str, float] = {}
-    for code in CLASS_CODES:
-        value = data[code]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise InvalidResponseError(f"score for {code!r} is not a number: {value!r}", request_id=request_id)
-        if not 0.0 <= value <= 1.0:
-            raise InvalidResponseError(f"score for {code!r} is outside 0..1: {value!r}", request_id=request_id)
-        out[code] = float(value)
-    if sum(out.values()) <= 0:
-        raise InvalidResponseError("every score is 0; nothing to renormalise", request_id=request_id)
-    return out
 
 
 def _retry_after(headers: Any) -> float | None:

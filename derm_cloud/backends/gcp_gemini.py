@@ -17,13 +17,12 @@ self-reported text. Measure it as a baseline, never use it to triage without cal
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from derm_cloud.backends._http import cut_off_error, is_cut_off, is_loopback
-from derm_cloud.backends.azure_openai import DEFAULT_PROMPT, _validated_scores
+from derm_cloud.backends._zero_shot import SelfReportedScores, prompt_with_context, validated_scores
+from derm_cloud.backends.azure_openai import DEFAULT_PROMPT
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
@@ -39,7 +38,7 @@ from derm_cloud.errors import (
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
 from derm_cloud.retry import RetryPolicy, call_timeout, retry_after_seconds
 from derm_cloud.taxonomy import CLASS_CODES, CLASSES
-from derm_cloud.types import LabelScore, PatientMetadata, Prediction
+from derm_cloud.types import PatientMetadata
 
 if TYPE_CHECKING:
     from google import genai
@@ -63,7 +62,7 @@ def response_json_schema() -> dict[str, Any]:
     }
 
 
-class GcpGeminiClassifier(Classifier):
+class GcpGeminiClassifier(SelfReportedScores, Classifier):
     """Zero-shot lesion scores from a Gemini model on Vertex AI (self-reported, not calibrated).
 
     Args:
@@ -171,16 +170,7 @@ class GcpGeminiClassifier(Classifier):
 
     def request_text(self, metadata: PatientMetadata) -> str:
         """The prompt for one image, with patient context only when ``use_metadata`` is on."""
-        if not self.use_metadata or metadata.is_empty:
-            return self.prompt
-        facts = []
-        if metadata.age is not None:
-            facts.append(f"age {metadata.age:g} years")
-        if metadata.sex != "unknown":
-            facts.append(f"sex {metadata.sex}")
-        if metadata.site:
-            facts.append(f"site {metadata.site}")
-        return self.prompt + " Patient context: " + ", ".join(facts) + "."
+        return prompt_with_context(self.prompt, metadata if self.use_metadata else None)
 
     def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult:
         from google.genai import types
@@ -243,7 +233,7 @@ class GcpGeminiClassifier(Classifier):
                 backend=self.backend_name,
                 request_id=request_id,
             )
-        reported = _validated_scores(response.text, request_id)
+        reported = validated_scores(response.text, request_id)
         total = sum(reported.values())
         extra: dict[str, Any] = {
             "self_reported": reported,
@@ -260,26 +250,6 @@ class GcpGeminiClassifier(Classifier):
             )
         scores = [(code, reported[code] / total) for code in CLASS_CODES]
         return RawResult(scores=scores, request_id=request_id, extra=extra)
-
-    def _to_prediction(
-        self,
-        raw: RawResult,
-        attempts: int,
-        latency_ms: float,
-        payload: PreparedImage | None = None,
-        reencodes: Sequence[str] = (),
-    ) -> Prediction:
-        prediction = super()._to_prediction(raw, attempts, latency_ms, payload, reencodes)
-        # provider_scores keep what the model wrote, before renormalisation, so the calibration gap stays visible.
-        reported = raw.extra.get("self_reported") or {}
-        return dataclasses.replace(
-            prediction, provider_scores=tuple(LabelScore(float(v), k) for k, v in reported.items())
-        )
-
-    @property
-    def uses_metadata(self) -> bool:
-        """Whether age, sex and site are added to the prompt (``use_metadata``)."""
-        return bool(self.use_metadata)
 
     def describe(self) -> BackendInfo:
         endpoint = self.api_endpoint or f"https://{self.location}-aiplatform.googleapis.com"
