@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
@@ -47,7 +47,7 @@ from derm_cloud.retry import CircuitBreaker, RetryPolicy
 from derm_cloud.taxonomy import CLASS_CODES, CLASSES, MALIGNANT_CODES, LabelMap, LesionClass
 from derm_cloud.types import LabelScore, PatientMetadata, Prediction, Route, SkippedDeployment
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from derm_cloud.router import Deployment, HedgePolicy, Router, RouterPolicy, ShadowComparison
 
 __version__ = "0.1.0"
@@ -58,7 +58,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name in _LAZY:
         import importlib
 
