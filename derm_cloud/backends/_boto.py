@@ -1,5 +1,8 @@
-"""The one way derm-cloud builds a boto3 client: one attempt per call (the shared RetryPolicy retries), bounded
-timeouts and pool, and errors that name the fix when boto3 or a region is missing.
+"""The one way derm-cloud builds a boto3 client and reads its transport failures.
+
+Clients make one attempt per call (the shared RetryPolicy retries) with bounded timeouts and pool; a missing
+boto3 or region is an error that names the fix; botocore's own failures (timeouts, credentials, cut-off bodies,
+connections) become the same derm-cloud errors in every AWS backend.
 
 Internal to :mod:`derm_cloud.backends`; boto3 is imported only when a client is built.
 """
@@ -8,9 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from derm_cloud.errors import ConfigError, MissingDependencyError
+from derm_cloud.backends._http import cut_off_error, is_cut_off
+from derm_cloud.errors import (
+    AuthenticationError,
+    ConfigError,
+    DeadlineExceededError,
+    DermCloudError,
+    MissingDependencyError,
+    ServiceError,
+)
 
-__all__ = ["build_boto_client"]
+__all__ = ["build_boto_client", "client_error_class", "translate_botocore"]
 
 
 def build_boto_client(
@@ -43,3 +54,43 @@ def build_boto_client(
         return boto3.session.Session().client(service, region_name=region, endpoint_url=endpoint_url, config=config)
     except NoRegionError:
         raise ConfigError("no AWS region configured: pass region='eu-west-1' or set AWS_DEFAULT_REGION") from None
+
+
+def client_error_class() -> type[Exception] | None:
+    """botocore's ``ClientError`` (a service answered with an error), or ``None`` when botocore is absent."""
+    try:
+        from botocore.exceptions import ClientError
+    except ImportError:
+        return None
+    error_class: type[Exception] = ClientError
+    return error_class
+
+
+def translate_botocore(exc: BaseException, *, backend: str, where: str, operation: str) -> DermCloudError | None:
+    """The derm-cloud error for a botocore failure that is not a service answer (``ClientError`` is the caller's).
+
+    Returns ``None`` for exceptions that are not botocore's (an injected client's own, or our own bugs).
+    """
+    try:
+        from botocore import exceptions as bx
+    except ImportError:  # an injected non-boto client: leave its exceptions alone
+        return None
+    if is_cut_off(exc):
+        return cut_off_error(where, exc, backend=backend)
+    if isinstance(exc, (bx.ReadTimeoutError, bx.ConnectTimeoutError)):
+        return DeadlineExceededError(f"{where} did not answer in time ({exc})", backend=backend)
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
+        return AuthenticationError(
+            f"no usable AWS credentials ({exc}); configure a profile, environment keys or an IAM role",
+            backend=backend,
+            retryable=False,
+        )
+    if isinstance(exc, bx.ParamValidationError):
+        return ConfigError(f"invalid {operation} parameters for {where}: {exc}")
+    if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError)):
+        return ServiceError(f"connection to {where} failed ({type(exc).__name__}: {exc})", backend=backend)
+    if type(exc).__module__.startswith("urllib3"):  # a body cut short while reading
+        return ServiceError(f"reading the answer of {where} failed ({type(exc).__name__})", backend=backend)
+    if isinstance(exc, bx.BotoCoreError):
+        return ServiceError(f"{where}: {exc}", backend=backend, retryable=False)
+    return None

@@ -24,13 +24,12 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from derm_cloud.backends._boto import build_boto_client
-from derm_cloud.backends._http import cut_off_error, is_cut_off, is_loopback
+from derm_cloud.backends._boto import build_boto_client, client_error_class, translate_botocore
+from derm_cloud.backends._http import is_cut_off, is_loopback
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
     ConfigError,
-    DeadlineExceededError,
     DermCloudError,
     InvalidImageError,
     InvalidResponseError,
@@ -243,31 +242,12 @@ class AwsRekognitionClassifier(Classifier):
     # --- errors: the one place botocore exceptions are translated ---------------------------------------------------
 
     def _translate(self, exc: Exception) -> DermCloudError | None:
-        try:
-            from botocore import exceptions as bx
-        except ImportError:  # an injected non-boto client: leave its exceptions alone
-            return None
-        name = self.backend_name
         where = f"Rekognition model {self.model_id!r}"
-        if is_cut_off(exc):
-            return cut_off_error(where, exc, backend=name)
-        if isinstance(exc, bx.ClientError):
-            return self._translate_client_error(exc.response, where)
-        if isinstance(exc, (bx.ReadTimeoutError, bx.ConnectTimeoutError)):
-            return DeadlineExceededError(f"{where} did not answer in time ({exc})", backend=name)
-        if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
-            return AuthenticationError(
-                f"no usable AWS credentials ({exc}); configure a profile, environment keys or an IAM role",
-                backend=name,
-                retryable=False,
-            )
-        if isinstance(exc, bx.ParamValidationError):
-            return ConfigError(f"invalid detect_custom_labels parameters for {where}: {exc}")
-        if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError)):
-            return ServiceError(f"connection to {where} failed ({type(exc).__name__}: {exc})", backend=name)
-        if isinstance(exc, bx.BotoCoreError):
-            return ServiceError(f"{where}: {exc}", backend=name, retryable=False)
-        return None
+        client_error = client_error_class()
+        # A cut-off body is checked first: botocore may wrap it in a ClientError-shaped parse failure.
+        if client_error is not None and isinstance(exc, client_error) and not is_cut_off(exc):
+            return self._translate_client_error(getattr(exc, "response", {}), where)
+        return translate_botocore(exc, backend=self.backend_name, where=where, operation="detect_custom_labels")
 
     def _translate_client_error(self, response: Mapping[str, Any], where: str) -> DermCloudError:
         error = response.get("Error") or {}

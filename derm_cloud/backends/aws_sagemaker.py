@@ -18,14 +18,13 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from derm_cloud.backends._boto import build_boto_client
-from derm_cloud.backends._http import cut_off_error, is_cut_off, is_loopback
+from derm_cloud.backends._boto import build_boto_client, client_error_class, translate_botocore
+from derm_cloud.backends._http import is_loopback
 from derm_cloud.backends._sagemaker_formats import RESPONSE_FORMATS, ResponseFormat, parse_response
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
     ConfigError,
-    DeadlineExceededError,
     DermCloudError,
     InvalidImageError,
     ModelNotReadyError,
@@ -294,33 +293,11 @@ class AwsSagemakerClassifier(Classifier):
     # --- errors: the one place botocore exceptions are translated ---------------------------------------------------
 
     def _translate(self, exc: Exception) -> DermCloudError | None:
-        try:
-            from botocore import exceptions as bx
-        except ImportError:  # an injected non-boto client: leave its exceptions alone
-            return None
         where = f"SageMaker endpoint {self.endpoint_name!r}"
-        name = self.backend_name
-        if isinstance(exc, bx.ClientError):
+        client_error = client_error_class()
+        if client_error is not None and isinstance(exc, client_error):
             return self._translate_client_error(exc, where)
-        if isinstance(exc, (bx.ReadTimeoutError, bx.ConnectTimeoutError)):
-            return DeadlineExceededError(f"{where} did not answer in time ({exc})", backend=name)
-        if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
-            return AuthenticationError(
-                f"no usable AWS credentials ({exc}); configure a profile, environment keys or an IAM role",
-                backend=name,
-                retryable=False,
-            )
-        if isinstance(exc, bx.ParamValidationError):
-            return ConfigError(f"invalid invoke_endpoint parameters for {where}: {exc}")
-        if is_cut_off(exc):
-            return cut_off_error(where, exc, backend=name)
-        if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError)):
-            return ServiceError(f"connection to {where} failed ({type(exc).__name__}: {exc})", backend=name)
-        if type(exc).__module__.startswith("urllib3"):  # a body cut short while reading
-            return ServiceError(f"reading the answer of {where} failed ({type(exc).__name__})", backend=name)
-        if isinstance(exc, bx.BotoCoreError):
-            return ServiceError(f"{where}: {exc}", backend=name, retryable=False)
-        return None
+        return translate_botocore(exc, backend=self.backend_name, where=where, operation="invoke_endpoint")
 
     def _translate_client_error(self, exc: Any, where: str) -> DermCloudError:
         response = exc.response
