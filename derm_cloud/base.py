@@ -100,6 +100,9 @@ class Classifier(ABC):
     #: the backend decodes every pixel of every image it prepares itself (a local model): its full decode
     #: verifies a JPEG's entropy data, so preparation skips the separate 1/8-scale check (see prepare_payload).
     decodes_every_pixel: ClassVar[bool] = False
+    #: the SDK enforces its per-call timeout as a deadline on the whole call (gRPC), so the retry policy needs
+    #: no watchdog thread to keep its deadline (an HTTP client's timeout bounds each socket read only).
+    sdk_deadline: bool = False
 
     def __init__(
         self,
@@ -278,7 +281,11 @@ class Classifier(ABC):
     def _call(self, image: PreparedImage, meta: PatientMetadata) -> tuple[RawResult, int]:
         if self.retry is None:
             return self._predict_one(image, meta, None), 1
-        return self.retry.call(lambda timeout: self._predict_one(image, meta, timeout), backend=self.backend_name)
+        return self.retry.call(
+            lambda timeout: self._predict_one(image, meta, timeout),
+            backend=self.backend_name,
+            sdk_deadline=self.sdk_deadline,
+        )
 
     def _to_prediction(
         self,

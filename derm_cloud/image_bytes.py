@@ -324,6 +324,7 @@ def parse_png(data: bytes, check_size: SizeCheck | None = None) -> PngInfo:
     seen: set[bytes] = set()
     exif: bytes | None = None
     markers: set[str] = set()
+    view = memoryview(data)
     while True:
         if pos + 12 > n:
             raise _pngcorrupt_jpeg_error("it ends before the IEND chunk (the file is cut short)")
@@ -331,8 +332,8 @@ def parse_png(data: bytes, check_size: SizeCheck | None = None) -> PngInfo:
         end = pos + 12 + length
         if end > n:
             raise _pngcorrupt_jpeg_error(f"chunk {kind!r} runs past the end of the file")
-        body = data[pos + 8 : pos + 8 + length]
-        if zlib.crc32(kind + body) != struct.unpack_from(">I", data, end - 4)[0]:
+        # CRC over a view: the image data is not copied to be checked.
+        if zlib.crc32(view[pos + 8 : pos + 8 + length], zlib.crc32(kind)) != struct.unpack_from(">I", data, end - 4)[0]:
             raise _pngcorrupt_jpeg_error(f"chunk {kind.decode('latin-1')!r} fails its CRC check")
         if not seen and kind != b"IHDR":
             raise _pngcorrupt_jpeg_error("the first chunk is not IHDR")
@@ -340,15 +341,15 @@ def parse_png(data: bytes, check_size: SizeCheck | None = None) -> PngInfo:
         if kind == b"IHDR":
             if length != 13:
                 raise _pngcorrupt_jpeg_error("the IHDR chunk has the wrong length")
-            ihdr = struct.unpack_from(">IIBB", body)
+            ihdr = struct.unpack_from(">IIBB", data, pos + 8)
             if check_size is not None:
                 check_size((ihdr[0], ihdr[1]))
         elif kind == b"eXIf":
-            exif = body
+            exif = data[pos + 8 : pos + 8 + length]
             markers.add("exif")
         elif kind == b"iCCP":
             markers.add("icc")
-        elif kind == b"iTXt" and body.startswith(b"XML:com.adobe.xmp"):
+        elif kind == b"iTXt" and data.startswith(b"XML:com.adobe.xmp", pos + 8, end - 4):
             markers.add("xmp")
         elif kind in (b"tEXt", b"zTXt", b"iTXt"):
             markers.add("comment")

@@ -93,6 +93,7 @@ class Payload:
         self.verify_on_decode = False
         self._lock = threading.Lock()
         self._uploads: dict[tuple[int | None, tuple[str, ...], int], tuple[bytes, str]] = {}
+        self._base64: dict[int, tuple[bytes, str]] = {}  # id(sent bytes) -> (those bytes, their base64 text)
 
     def __repr__(self) -> str:
         w, h = self.size
@@ -186,6 +187,34 @@ class Payload:
                 )
             )
         return cached
+
+    def upload_base64(
+        self,
+        *,
+        max_bytes: int | None = None,
+        formats: Iterable[str] = ("JPEG", "PNG"),
+        quality: int = 95,
+    ) -> tuple[str, str]:
+        """:meth:`upload_bytes` as base64 text, for JSON APIs; encoded once per payload and kept.
+
+        A comparison sends one payload to several JSON APIs (Azure ML, Vertex, Azure OpenAI ...): each would
+        otherwise spend about 0.05 ms per 100 kB encoding the same bytes again. ``max_bytes`` limits the decoded
+        image, as in :meth:`upload_bytes`.
+
+        Returns:
+            ``(base64_text, mime_type)``.
+        """
+        import base64
+
+        data, mime = self.upload_bytes(max_bytes=max_bytes, formats=formats, quality=quality)
+        with self._lock:
+            cached = self._base64.get(id(data))
+        # Keyed by identity: the bytes are held by this payload for its lifetime, so an id is never reused here.
+        if cached is None or cached[0] is not data:
+            cached = (data, base64.b64encode(data).decode("ascii"))
+            with self._lock:
+                self._base64[id(data)] = cached
+        return cached[1], mime
 
     def _reencode(self, max_bytes: int | None, formats: tuple[str, ...], quality: int) -> tuple[bytes, str]:
         first = formats[0] if formats else "JPEG"

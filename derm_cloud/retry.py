@@ -9,8 +9,9 @@ Backends read the header with :func:`retry_after_seconds`, so every provider's `
 The rules, the same for every backend whatever its SDK does:
 
 - **Deadline**: a call returns within ``deadline`` (plus a grace of 2 %, at most 1 s). Each attempt gets the
-  seconds left as its socket timeout, and runs on a worker thread that is abandoned at the deadline, because not
-  every SDK has a per-call timeout (boto3 only has its read timeout, 70 s by default).
+  seconds left as its socket timeout, and runs on a worker thread (parked between calls, see
+  :mod:`derm_cloud.call_threads`) that is abandoned at the deadline, because not every SDK has a per-call
+  timeout (boto3 only has its read timeout, 70 s by default).
 - **Retry-After**: the server's delay is honoured even beyond ``max_delay`` (which caps our own backoff) as long
   as the deadline leaves room for it; otherwise the call fails at once with :class:`ThrottledError` saying how
   long the service asked to wait.
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from derm_cloud.call_threads import run_in_worker
 from derm_cloud.errors import CircuitOpenError, DeadlineExceededError, RemoteError, ThrottledError
 
 __all__ = ["CircuitBreaker", "RetryPolicy", "call_timeout", "retry_after_seconds"]
@@ -152,10 +154,13 @@ class RetryPolicy:
         cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
         return self._rng.uniform(0, cap)
 
-    def call(self, fn: Callable[[float | None], T], *, backend: str) -> tuple[T, int]:
+    def call(self, fn: Callable[[float | None], T], *, backend: str, sdk_deadline: bool = False) -> tuple[T, int]:
         """Run ``fn(remaining_seconds)`` with retries; returns ``(result, attempts)``.
 
         ``fn`` receives the seconds left before the deadline (or ``None``) so it can set its socket timeout.
+        ``sdk_deadline=True`` says that the SDK enforces that timeout as a deadline on the whole call (gRPC
+        does; HTTP clients' timeouts bound each socket read only): the attempt then runs on the caller's
+        thread, without the watchdog.
 
         Raises:
             RemoteError: the last error when it is not retryable or attempts run out.
@@ -174,7 +179,7 @@ class RetryPolicy:
                     backend=backend,
                 )
             try:
-                result = self._attempt(fn, remaining, backend)
+                result = fn(remaining) if sdk_deadline else self._attempt(fn, remaining, backend)
             except RemoteError as exc:
                 if not exc.backend:
                     exc.backend = backend
@@ -215,27 +220,15 @@ class RetryPolicy:
         """
         if remaining is None or self.deadline is None:
             return fn(remaining)
-        outcome: list[T] = []
-        failure: list[BaseException] = []
-        done = threading.Event()
-        context = contextvars.copy_context()
-
-        def run() -> None:
-            try:
-                outcome.append(context.run(fn, remaining))
-            except BaseException as exc:  # handed to the caller's thread below
-                failure.append(exc)
-            finally:
-                done.set()
-
-        threading.Thread(target=run, name=f"derm-cloud-call-{backend}", daemon=True).start()
-        if not done.wait(remaining + min(1.0, 0.02 * self.deadline)):
+        context = contextvars.copy_context()  # re-encode notes made by the SDK call reach the caller's Prediction
+        job = run_in_worker(lambda: context.run(fn, remaining))
+        if not job.wait(remaining + min(1.0, 0.02 * self.deadline)):
             raise DeadlineExceededError(
                 f"no answer within the {self.deadline:g} s deadline; the call was abandoned", backend=backend
             )
-        if failure:
-            raise failure[0]
-        return outcome[0]
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
 
 
 def call_timeout(configured: float, remaining: float | None) -> float:

@@ -6,6 +6,7 @@ Images: HAM10000 (Tschandl et al. 2018, CC BY-NC 4.0), read from shared/data.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ import pytest
 from tests_helpers import dev_rows
 
 import derm_cloud
-from derm_cloud.backends.azure_ml import AzureMlClassifier
+from derm_cloud.backends.azure_ml import AzureMlClassifier, _row_json
 from derm_cloud.errors import (
     AuthenticationError,
     ConfigError,
@@ -40,6 +41,7 @@ from derm_cloud.testing.emulators.azure_ml import (
 )
 from derm_cloud.testing.emulators.base import Fault, Response
 from derm_cloud.testing.tiny_models import build_tiny_automl_export
+from derm_cloud.types import PatientMetadata
 
 # azure-ai-ml's import emits hundreds of marshmallow 4 deprecation warnings from its schema modules (harmless).
 pytestmark = pytest.mark.filterwarnings("ignore::marshmallow.warnings.Marshmallow4Warning")
@@ -140,6 +142,27 @@ def test_metadata_columns_reach_a_model_that_uses_them(tiny_meta_model_dir: Path
     with local(tiny_meta_model_dir) as on_machine:
         assert np.allclose(hosted.vector(), on_machine.predict(dev_images[0], meta).vector(), atol=1e-6)
         assert not np.allclose(hosted.vector(), on_machine.predict(dev_images[0]).vector(), atol=1e-3)
+
+
+@pytest.mark.parametrize("send_metadata", [False, True])
+def test_request_body_is_byte_for_byte_what_json_dumps_writes(
+    emu: AzureMLEmulator, dev_images: list[Path], send_metadata: bool
+) -> None:
+    # The body is spliced together for speed (json.dumps would rescan every base64 character): it must stay the
+    # exact JSON json.dumps writes, whatever the metadata holds (missing age, non-ASCII site).
+    payloads = [derm_cloud.prepare_payload(path) for path in dev_images[:2]]
+    metadata = [PatientMetadata(age=None, sex="female", site="t\u00eate"), PatientMetadata(age=45, sex="male")]
+    with azure_ml_backend_for(emu, send_metadata=send_metadata) as clf:
+        rows = clf._encode(payloads, metadata)
+        expected_rows: list[Any] = [
+            [base64.b64encode(p.data).decode(), m.age, m.sex, m.site]
+            if send_metadata
+            else base64.b64encode(p.data).decode()
+            for p, m in zip(payloads, metadata, strict=True)
+        ]
+        columns = ["image", "age", "sex", "site"] if send_metadata else ["image"]
+        assert clf._body(rows) == json.dumps({"input_data": {"columns": columns, "data": expected_rows}}).encode()
+        assert [len(json.dumps(row)) for row in expected_rows] == [len(r) for r in map(_row_json, rows)]
 
 
 def test_images_per_request_batches_and_respects_the_payload_limit(

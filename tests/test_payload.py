@@ -18,6 +18,7 @@ from PIL import Image, ImageFile
 import derm_cloud
 from derm_cloud.errors import InvalidImageError
 from derm_cloud.images import ImageLimits, metadata_markers
+from derm_cloud.payload import collect_reencodes as payload_reencodes
 from derm_cloud.testing.image_corpus import accepted_inputs, damaged_jpegs
 
 
@@ -190,6 +191,21 @@ def test_size_limit_reencode_is_visible_in_the_prediction(custom_vision: Any, de
     assert "over this provider's limit of 40,000 bytes" in note and "pixels differ" in note
     assert len(custom_vision.last_image_bytes) <= 40_000
     assert all("payload_reencoded" in p.extra for p in batch)
+
+
+def test_base64_for_json_apis_is_encoded_once_and_follows_a_reencode(dev_images: list[Path]) -> None:
+    import base64
+
+    payload = derm_cloud.prepare_payload(dev_images[0])
+    text, mime = payload.upload_base64()
+    assert base64.b64decode(text) == payload.data and mime == "image/jpeg"
+    assert payload.upload_base64()[0] is text  # kept: the next JSON backend does not encode it again
+    notes: list[tuple[int, str]]
+    with payload_reencodes() as notes:
+        small, _ = payload.upload_base64(max_bytes=40_000)
+    assert base64.b64decode(small) == payload.upload_bytes(max_bytes=40_000)[0] != payload.data
+    assert len(base64.b64decode(small)) <= 40_000 and len(notes) == 1  # the re-encode is still recorded
+    assert payload.upload_base64()[0] is text
 
 
 def test_the_same_payload_object_reaches_every_backend_as_the_same_bytes(

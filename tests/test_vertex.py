@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -256,6 +257,22 @@ def test_timeout_is_deadline_exceeded(emu: VertexEmulator, dev_images: list[Path
     clf = vertex_backend_for(emu, transport=transport, timeout=0.3, retry=no_retry())
     with clf, pytest.raises(DeadlineExceededError):
         clf.predict(dev_images[0])
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_grpc_keeps_the_deadline_itself_and_rest_needs_the_watchdog(
+    emu: VertexEmulator, dev_images: list[Path], transport: str
+) -> None:
+    # gRPC's timeout is a deadline on the whole call, so no watchdog thread is spent on it; a REST read timeout
+    # restarts with every byte, so an answer dripping in must still be cut by the watchdog.
+    with vertex_backend_for(emu, transport=transport, retry=RetryPolicy(max_attempts=1, deadline=1.0)) as clf:
+        assert clf.sdk_deadline is (transport == "grpc")
+        clf.predict(dev_images[0])  # warm: the SDK's first-call set-up is not what the deadline bounds
+        emu.inject(Fault("slow" if transport == "grpc" else "drip", delay=3.0))
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            clf.predict(dev_images[0])
+        assert time.monotonic() - start <= 1.0 * 1.05
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -21,7 +21,6 @@ are never logged and ``repr()`` does not show them; patient metadata is only sen
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
@@ -238,8 +237,7 @@ class AzureMlClassifier(Classifier):
         max_image = (self.max_request_bytes - 1024) * 3 // 4
         rows: list[Any] = []
         for image, meta in zip(images, metadata, strict=True):
-            data, _mime = image.upload_bytes(max_bytes=max_image, formats=("JPEG", "PNG"))
-            b64 = base64.b64encode(data).decode("ascii")
+            b64, _mime = image.upload_base64(max_bytes=max_image, formats=("JPEG", "PNG"))
             rows.append([b64, meta.age, meta.sex, meta.site] if self.send_metadata else b64)
         return rows
 
@@ -247,7 +245,7 @@ class AzureMlClassifier(Classifier):
         chunks: list[list[Any]] = []
         size = 0
         for row in rows:
-            row_bytes = len(json.dumps(row)) + 2
+            row_bytes = len(_row_json(row)) + 2
             if (
                 chunks
                 and len(chunks[-1]) < self.images_per_request
@@ -261,8 +259,15 @@ class AzureMlClassifier(Classifier):
         return chunks
 
     def _body(self, rows: list[Any]) -> bytes:
+        """``json.dumps({"input_data": {"columns": [...], "data": rows}})``, built without rescanning the images.
+
+        json.dumps scans every character of a 100 kB base64 string for escapes (0.2 ms an image, most of what
+        this backend adds to a call); base64 text never needs escaping, so each row is spliced in as is.
+        """
         columns = ["image", "age", "sex", "site"] if self.send_metadata else ["image"]
-        return json.dumps({"input_data": {"columns": columns, "data": rows}}).encode()
+        envelope = json.dumps({"input_data": {"columns": columns, "data": []}})
+        head, tail = envelope[: -len("]}}")], "]}}"
+        return (head + ", ".join(_row_json(row) for row in rows) + tail).encode("ascii")
 
     def _post(self, rows: list[Any], timeout: float | None) -> list[RawResult]:
         import requests
@@ -482,3 +487,11 @@ def _new_session() -> HttpSession:
             "the azure-ml backend needs requests; run: pip install 'derm-cloud[azure]'"
         ) from exc
     return requests.Session()  # type: ignore[no-any-return]
+
+
+def _row_json(row: Any) -> str:
+    """One ``data`` row as json.dumps writes it: the base64 image (never escaped) spliced in, then the rest."""
+    if isinstance(row, str):
+        return '"' + row + '"'
+    image: str = row[0]
+    return '["' + image + '", ' + json.dumps(row[1:], ensure_ascii=True)[1:]

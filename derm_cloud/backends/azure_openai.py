@@ -188,11 +188,9 @@ class AzureOpenaiClassifier(SelfReportedScores, Classifier):
 
     def messages(self, image: PreparedImage, metadata: PatientMetadata) -> list[dict[str, Any]]:
         """The chat messages for one image: the prompt and the shared EXIF-free payload as a data URI."""
-        import base64
-
-        data, mime = image.upload_bytes(max_bytes=self.max_image_bytes, formats=("JPEG", "PNG"))
+        encoded, mime = image.upload_base64(max_bytes=self.max_image_bytes, formats=("JPEG", "PNG"))
         text = prompt_with_context(self.prompt, metadata if self.use_metadata else None)
-        url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+        url = f"data:{mime};base64,{encoded}"
         return [
             {
                 "role": "user",

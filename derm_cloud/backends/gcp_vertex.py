@@ -18,7 +18,6 @@ google.auth, requests and protobuf parsing errors are translated in one place, :
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -144,6 +143,7 @@ class GcpVertexClassifier(Classifier):
         # SDK's own transports, closing it closes the channel: the channel is handed over, a client is not.
         self._owns_client = client is None
         self._client = client if client is not None else self._build_client(credentials, channel)
+        self.sdk_deadline = talks_grpc(self._client)
 
     def _build_client(self, credentials: Any, channel: grpc.Channel | None) -> Any:
         try:
@@ -179,8 +179,7 @@ class GcpVertexClassifier(Classifier):
         if self.max_request_bytes is not None:
             # base64 grows bytes by 4/3; keep room for the JSON around it.
             max_bytes = max(1024, (self.max_request_bytes - _JSON_OVERHEAD) * 3 // 4)
-        data, _mime = image.upload_bytes(max_bytes=max_bytes, formats=("JPEG", "PNG"))
-        encoded = base64.b64encode(data).decode("ascii")
+        encoded, _mime = image.upload_base64(max_bytes=max_bytes, formats=("JPEG", "PNG"))
         if self.schema == "automl":
             return {"content": encoded}
         instance: dict[str, Any] = {"b64": encoded}
@@ -333,6 +332,16 @@ def _retry_after(exc: Any) -> float | None:
         if delay_pb is not None:
             return float(delay_pb.seconds) + float(delay_pb.nanos) / 1e9
     return None
+
+
+def talks_grpc(client: Any) -> bool:
+    """Whether a Google API client uses its gRPC transport.
+
+    gRPC turns the per-call ``timeout`` into a deadline on the whole call, so the retry policy can run the
+    call on the caller's thread; the REST transport's timeout (requests) bounds each socket read only.
+    """
+    transport = getattr(client, "transport", None)
+    return type(transport).__module__.rsplit(".", 1)[-1] == "grpc"
 
 
 def translate_google_error(

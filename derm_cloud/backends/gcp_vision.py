@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from derm_cloud.backends._http import is_loopback
+from derm_cloud.backends.gcp_vertex import talks_grpc
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import ConfigError, MissingDependencyError, RemoteError, ServiceError, ThrottledError
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
@@ -91,6 +92,7 @@ class GcpVisionClassifier(Classifier):
         )
         self._owns_client = client is None  # a caller's client stays the caller's to close
         self._client = client if client is not None else self._build_client(credentials, api_key)
+        self.sdk_deadline = talks_grpc(self._client)
 
     def _build_client(self, credentials: Any, api_key: str | None) -> Any:
         try:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 __all__ = ["EmulatorServer", "Fault", "RecordedRequest", "Response", "header_value", "retry_after_header"]
 
-FaultKind = Literal["throttle", "error", "slow", "timeout", "reset", "malformed", "truncated", "not_ready"]
+FaultKind = Literal["throttle", "error", "slow", "drip", "timeout", "reset", "malformed", "truncated", "not_ready"]
 
 # Header names whose values are secrets: recorded only as a length, so test logs never hold keys.
 _SECRET_HEADERS = frozenset(
@@ -63,13 +63,14 @@ class Fault:
 
     Attributes:
         kind: ``throttle`` (429 + Retry-After), ``error`` (status, default 500), ``slow`` (answer after
-            ``delay`` s), ``timeout`` (hold the connection ``delay`` s, then close without answering), ``reset``
-            (close the socket at once), ``malformed`` (200 with a body that is not the contract),
+            ``delay`` s), ``drip`` (the answer's body a byte every 50 ms for ``delay`` s, then the rest: a socket
+            read timeout never fires), ``timeout`` (hold the connection ``delay`` s, then close without
+            answering), ``reset`` (close the socket at once), ``malformed`` (200 with a body that is not the contract),
             ``truncated`` (200 whose body stops half-way), ``not_ready`` (the cloud's cold-start answer).
         times: how many requests it applies to.
         status: HTTP status for ``error``.
         retry_after: seconds sent in ``Retry-After`` for ``throttle``.
-        delay: seconds for ``slow`` and ``timeout``.
+        delay: seconds for ``slow``, ``drip`` and ``timeout``.
         path_contains: apply only to requests whose path contains this.
     """
 
@@ -146,8 +147,10 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
-        if fault is not None and fault.kind == "slow":
-            time.sleep(fault.delay)
+        drip = fault if fault is not None and fault.kind == "drip" else None
+        if fault is not None and fault.kind in ("slow", "drip"):  # the real answer, late
+            if fault.kind == "slow":
+                time.sleep(fault.delay)
             fault = None
         try:
             if fault is None:
@@ -167,7 +170,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(declared))
         self.end_headers()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            if drip is not None:
+                out = self._drip(out, drip.delay)
             self.wfile.write(out)
+
+    def _drip(self, body: bytes, seconds: float) -> bytes:
+        """Write ``body`` a byte at a time for ``seconds``; return what is left to write."""
+        until = time.monotonic() + seconds
+        while body and time.monotonic() < until:
+            self.wfile.write(body[:1])
+            self.wfile.flush()
+            body = body[1:]
+            time.sleep(0.05)
+        return body
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
 
