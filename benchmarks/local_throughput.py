@@ -8,11 +8,14 @@ library's (within 1e-4) before anything is timed, so both do the same work. Cont
 * predict - ``clf.predict(path)`` one image at a time (batch 1 only);
 * predict_batch - ``clf.predict_batch(paths, batch_size=B)``.
 
-Rounds alternate the contenders (the order rotates every round) over the same few hundred dev images; each
-figure is the median images/s with the min-max spread over rounds. Goal: >= 0.99x the baseline.
+Each round takes the next chunk of images (``--chunk``, 32 by default) and runs every contender on that same
+chunk, back to back, in an order that rotates from round to round; ``--passes`` goes over all the images that
+many times. A round's ratio is contender / baseline images/s within that round, so the machine's drift (this
+machine is shared) hits both sides of a ratio: each figure is the median ratio over rounds with its 95 %
+bootstrap interval, beside the median images/s and its min-max spread. Goal: >= 0.99x the baseline.
 
-    PYTHONPATH=. python benchmarks/local_throughput.py [--images 200] [--rounds 3] [--model-dir sklesion]
-        [--batches 1,16]
+    PYTHONPATH=. python benchmarks/local_throughput.py [--images 192] [--chunk 32] [--passes 3]
+        [--model-dir sklesion] [--batches 1,16]
 
 Real images: HAM10000, Tschandl et al. 2018, CC BY-NC 4.0 (read in place, never copied).
 """
@@ -53,11 +56,20 @@ def _baseline_tensor(path: Path, height: int, width: int) -> np.ndarray:
     return out
 
 
+def _interval(ratios: np.ndarray) -> tuple[float, float]:
+    """95 % bootstrap interval of the median of per-round ratios."""
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(ratios, size=(2000, ratios.size)), axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default="sklesion")
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--images", type=int, default=192, help="distinct dev images, cycled if more are asked")
+    parser.add_argument("--chunk", type=int, default=32, help="images per round")
+    parser.add_argument("--passes", type=int, default=3, help="times every chunk is measured")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", default="1,16", help="batch sizes to measure, e.g. 16")
     args = parser.parse_args()
@@ -104,23 +116,29 @@ def main() -> None:
     print(f"model {spec['model_id']}, {len(paths)} images, {args.threads} threads; max |p - p_baseline| = {gap:.2e}")
     assert gap < 1e-4, "the baseline does not compute what the library computes"
 
+    chunks = [paths[lo : lo + args.chunk] for lo in range(0, len(paths), args.chunk)]
     for batch in (int(b) for b in args.batches.split(",")):
-        contenders: dict[str, Callable[[], object]] = {"baseline": lambda b=batch: baseline(b)}
+        contenders: dict[str, Callable[[list[Path]], object]] = {"baseline": lambda chunk, b=batch: baseline(b, chunk)}
         if batch == 1:
-            contenders["predict"] = lambda: [clf.predict(p) for p in paths]
-        contenders["predict_batch"] = lambda b=batch: clf.predict_batch(paths, batch_size=b)
-        times: dict[str, list[float]] = {k: [] for k in contenders}
+            contenders["predict"] = lambda chunk: [clf.predict(p) for p in chunk]
+        contenders["predict_batch"] = lambda chunk, b=batch: clf.predict_batch(chunk, batch_size=b)
+        rates: dict[str, list[float]] = {k: [] for k in contenders}
         names = list(contenders)
-        for r in range(args.rounds):
+        for r in range(args.passes * len(chunks)):
+            chunk = chunks[r % len(chunks)]
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 start = time.perf_counter()
-                contenders[name]()
-                times[name].append(len(paths) / (time.perf_counter() - start))
-        base = statistics.median(times["baseline"])
-        print(f"\nbatch {batch}: images/s, median [min-max] of {args.rounds} rounds")
-        for name, rates in times.items():
-            ratio = statistics.median(rates) / base
-            print(f"  {name:<14} {statistics.median(rates):7.2f} [{min(rates):.2f}-{max(rates):.2f}]  {ratio:.3f}x")
+                contenders[name](chunk)
+                rates[name].append(len(chunk) / (time.perf_counter() - start))
+        print(f"\nbatch {batch}: {len(rates['baseline'])} rounds of {args.chunk} images")
+        print("  contender      images/s median [min-max]   ratio to baseline, median of rounds [95% interval]")
+        for name, values in rates.items():
+            ratios = np.asarray(values) / np.asarray(rates["baseline"])
+            low, high = _interval(ratios)
+            print(
+                f"  {name:<14} {statistics.median(values):7.2f} [{min(values):.2f}-{max(values):.2f}]"
+                f"        {float(np.median(ratios)):.3f}x [{low:.3f}-{high:.3f}]"
+            )
     clf.close()
 
 

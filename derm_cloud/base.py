@@ -248,7 +248,7 @@ class Classifier(ABC):
         if payload.verify_on_decode:
             # Decode now, not inside the model call: a damaged JPEG is refused with its index and before the
             # timer, as the separate check would have refused it.
-            payload.image  # noqa: B018
+            payload.array()
         return payload
 
     async def apredict(self, image: ImageInput, metadata: MetadataInput = None) -> Prediction:

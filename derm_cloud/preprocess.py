@@ -93,25 +93,37 @@ def resize_bilinear_half_pixel(arr: np.ndarray, height: int, width: int) -> np.n
 _PIL_FILTERS = {"pil_bilinear": 2, "pil_bicubic": 3, "nearest": 0}  # PIL.Image.Resampling values
 
 
-def _resize(img: PILImage.Image, size_hw: tuple[int, int], interpolation: str) -> np.ndarray:
+def _resize(img: PILImage.Image | np.ndarray, size_hw: tuple[int, int], interpolation: str) -> np.ndarray:
     h, w = size_hw
     if interpolation == "bilinear_half_pixel":
         return resize_bilinear_half_pixel(np.asarray(img), h, w)
-    if (img.height, img.width) == (h, w):
+    if _height_width(img) == (h, w):
         return np.asarray(img, dtype=np.float32)
+    if isinstance(img, np.ndarray):
+        from PIL import Image
+
+        img = Image.fromarray(img, mode="RGB")
     return np.asarray(img.resize((w, h), resample=_PIL_FILTERS[interpolation]), dtype=np.float32)
 
 
-def image_tensor(img: PILImage.Image, pre: Preprocess, layout: str = "NCHW") -> np.ndarray:
-    """One RGB image to a float32 tensor of shape (3, H, W) or (H, W, 3), without the batch axis."""
+def _height_width(img: PILImage.Image | np.ndarray) -> tuple[int, int]:
+    return (img.shape[0], img.shape[1]) if isinstance(img, np.ndarray) else (img.height, img.width)
+
+
+def image_tensor(img: PILImage.Image | np.ndarray, pre: Preprocess, layout: str = "NCHW") -> np.ndarray:
+    """One RGB image (``PIL.Image`` or HxWx3 ``uint8`` array) to a float32 tensor of shape (3, H, W) or (H, W, 3).
+
+    No batch axis. An array is used as it is; a ``PIL.Image`` is converted (a copy of every pixel).
+    """
     if pre.resize == "squash":
         arr = _resize(img, (pre.height, pre.width), pre.interpolation)
     elif pre.resize == "shorter_side":
         shorter = int(pre.shorter or 0)
-        if img.width <= img.height:
-            size = (round(img.height * shorter / img.width), shorter)
+        height, width = _height_width(img)
+        if width <= height:
+            size = (round(height * shorter / width), shorter)
         else:
-            size = (shorter, round(img.width * shorter / img.height))
+            size = (shorter, round(width * shorter / height))
         arr = _resize(img, size, pre.interpolation)
     else:
         arr = np.asarray(img, dtype=np.float32)

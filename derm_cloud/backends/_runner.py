@@ -39,7 +39,7 @@ class ModelRunner(ABC):
 
     def tensors(self, images: Sequence[PreparedImage]) -> np.ndarray:
         """Preprocess images into one float32 input batch."""
-        return np.stack([image_tensor(im.image, self.spec.preprocess, self.spec.layout) for im in images])
+        return np.stack([image_tensor(im.array(), self.spec.preprocess, self.spec.layout) for im in images])
 
     def run(self, images: Sequence[PreparedImage], metadata: Sequence[PatientMetadata]) -> np.ndarray:
         """Probabilities (n, n_labels) in the model's label order."""
