@@ -10,8 +10,9 @@ every round, warm-up calls excluded):
   the bytes already in memory;
 * ours(payload) - ``clf.predict(payload)`` with ``derm_cloud.prepare_payload(path)`` done once, as a
   comparison run does for every backend: what the library adds to the provider call. Compared with bare;
-* bare(file) - ``path.read_bytes()``, then the bare call: a hand-written call must read the file too (it
-  does not base64- or JSON-encode it again, so for JSON APIs it is a lower bound of hand-written work);
+* bare(file) - the bare call with the file read anew each time and its bytes put into the request (base64
+  where the API takes base64), as hand-written code does per image; it does not rebuild the JSON around them,
+  so for JSON APIs it is a lower bound of hand-written work;
 * ours(file) - ``clf.predict(path)``: read, check, strip metadata and run the JPEG damage check on every call.
   Compared with bare(file);
 * ours(file, no entropy check) - the same with ``ImageLimits(jpeg_entropy_check=False)``: what ours(file)
@@ -43,6 +44,7 @@ import argparse
 import base64
 import csv
 import dataclasses
+import functools
 import io
 import statistics
 import sys
@@ -181,18 +183,47 @@ def _images(folder: Path) -> dict[str, Path]:
     return {"dermoscopy 600x450 JPEG": dermoscopy, "phone 4000x3000 JPEG": phone, "dermoscopy 600x450 PNG": png}
 
 
-def _swap(value: Any, ours: bytes, raw: bytes) -> Any:
-    """``value`` with our payload bytes (raw or base64, also inside JSON bodies) replaced by the raw file's."""
-    ours64, raw64 = base64.b64encode(ours), base64.b64encode(raw)
-    if isinstance(value, bytes):
-        return raw if value == ours else value.replace(ours64, raw64)
-    if isinstance(value, str):
-        return value.replace(ours64.decode(), raw64.decode())
-    if isinstance(value, dict):
-        return {k: _swap(v, ours, raw) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_swap(v, ours, raw) for v in value)
-    return value
+@functools.lru_cache(maxsize=8)
+def _ascii(data: bytes) -> str:
+    return data.decode("ascii")  # the recorded request's base64 as text, decoded once
+
+
+def _swap(value: Any, ours: bytes, raw: bytes, ours64: bytes | None = None) -> Any:
+    """``value`` with ``ours`` (raw or base64, also inside JSON bodies) replaced by ``raw``.
+
+    ``raw`` is base64-encoded once, and only where the request holds text, as hand-written code for that API
+    would encode it; ``ours64`` is ``ours`` already encoded (the recorded request's, not per-call work).
+    Messages of an SDK's own types (Cloud Vision's ``Image``) are kept as recorded.
+    """
+    encoded: dict[str, tuple[bytes, bytes]] = {}
+    texts: dict[str, tuple[str, str]] = {}
+
+    def b64() -> tuple[bytes, bytes]:
+        if not encoded:
+            encoded["pair"] = (ours64 or base64.b64encode(ours), base64.b64encode(raw))
+        return encoded["pair"]
+
+    def b64_text() -> tuple[str, str]:
+        if not texts:
+            old, new = b64()
+            texts["pair"] = (_ascii(old), new.decode("ascii"))
+        return texts["pair"]
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, bytes):
+            return raw if item == ours else item.replace(*b64())
+        if isinstance(item, str):
+            old, new = b64_text()
+            if item.endswith(old):  # a Vertex instance's "b64", a data URL: what hand-written code concatenates
+                return item[: len(item) - len(old)] + new
+            return item.replace(old, new)
+        if isinstance(item, dict):
+            return {k: walk(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return type(item)(walk(v) for v in item)
+        return item
+
+    return walk(value)
 
 
 @contextmanager
@@ -217,7 +248,12 @@ def _recorded(holder: Any, name: str) -> Iterator[list[tuple[tuple[Any, ...], di
             delattr(holder, name)
 
 
-def _bare_call(name: str, clf: Classifier, path: Path) -> Callable[[], Any]:
+def _bare_calls(name: str, clf: Classifier, path: Path) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """(bare, bare_file): the recorded SDK call with the file's bytes in memory, and with the file read anew.
+
+    bare_file reads the file on every call and puts those fresh bytes into the request, base64-encoded where
+    the API takes base64: what hand-written code does per image (it does not rebuild the JSON around them).
+    """
     holder, method = SDK_METHODS[name](clf)
     payload = derm_cloud.prepare_payload(path)
     with _recorded(holder, method) as calls:
@@ -228,13 +264,19 @@ def _bare_call(name: str, clf: Classifier, path: Path) -> Callable[[], Any]:
     args, kwargs = _swap(args, sent, raw), _swap(kwargs, sent, raw)
     original = getattr(holder, method)
 
-    def bare() -> Any:
-        result = original(*args, **kwargs)
+    def call(call_args: Any, call_kwargs: Any) -> Any:
+        result = original(*call_args, **call_kwargs)
         if isinstance(result, dict) and hasattr(result.get("Body"), "read"):
             result["Body"].read()  # boto3 streams the answer: reading it is part of the call
         return result
 
-    return bare
+    raw64 = base64.b64encode(raw)
+
+    def bare_file() -> Any:
+        fresh = path.read_bytes()
+        return call(_swap(args, raw, fresh, raw64), _swap(kwargs, raw, fresh, raw64))
+
+    return (lambda: call(args, kwargs)), bare_file
 
 
 def _measure(contenders: dict[str, Callable[[], Any]], calls: int, warmup: int) -> dict[str, list[float]]:
@@ -356,7 +398,7 @@ def main() -> None:
                 payload = derm_cloud.prepare_payload(path)
                 note = ""
                 try:
-                    bare = _bare_call(name, clf, path)
+                    bare, bare_file = _bare_calls(name, clf, path)
                     bare()
                 except Exception as exc:  # the raw file is over a limit our backend re-encodes to fit
                     lines.append(
@@ -372,7 +414,7 @@ def main() -> None:
                     {
                         "bare": bare,
                         "payload": lambda clf=clf, payload=payload: clf.predict(payload),
-                        "bare_file": lambda bare=bare, path=path: (path.read_bytes(), bare()),
+                        "bare_file": bare_file,
                         "file": lambda clf=clf, path=path: clf.predict(path),
                         "structure": lambda clf=clf, path=path: _without_entropy_check(clf, path),
                     },
@@ -384,7 +426,8 @@ def main() -> None:
                 f_ratio, f_added, _ = _added(t["file"], t["bare_file"])
                 s_ratio, s_added, s_ok = _added(t["structure"], t["bare_file"])
                 verdicts["ours(payload)"].append(p_ok)
-                verdicts["ours(file, no entropy check)"].append(s_ok)
+                if not reencoded:  # else no bare call sends the file: the provider's limit forces a re-encode
+                    verdicts["ours(file, no entropy check)"].append(s_ok)
                 lines.append(
                     f"| {name} | {label} | {b:.2f} / {_p95(t['bare']):.2f} | {p:.2f} / {_p95(t['payload']):.2f} "
                     f"| {p_ratio} | {p_added} | {bf:.2f} | {f:.2f} / {_p95(t['file']):.2f} | {f_ratio} | {f_added} "
@@ -395,6 +438,10 @@ def main() -> None:
         f"{who} meets the goal (ratio <= 1.05 or <= 0.3 ms added) on {sum(oks)} of {len(oks)} rows"
         for who, oks in verdicts.items()
     ]
+    summary.append(
+        "(file rows whose payload is re-encoded to fit the provider are not counted: the raw file is over its "
+        "limit, so a working hand-written call must re-encode it too)"
+    )
     table = "\n".join([*costs, "", *lines, "", *summary])
     print()
     print(table)
