@@ -24,6 +24,17 @@ def test_emulate_rejects_unknown_cloud(tiny_model_dir: Path, capsys: pytest.Capt
     assert "unknown cloud" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("spec", "message"), [("bogus:1", "unknown fault 'bogus'"), ("slow:x", "whole number")])
+def test_emulate_rejects_a_bad_fault_naming_the_choices(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], spec: str, message: str
+) -> None:
+    assert main(["emulate", "sagemaker", "--model-dir", str(tiny_model_dir), "--fault", spec, "--once"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    if spec.startswith("bogus"):
+        assert "throttle" in err and "drip" in err  # the choices, so the fix is on screen
+
+
 USER_TEST = """
 import io
 from PIL import Image

@@ -7,7 +7,7 @@ import contextlib
 import json
 import signal
 import threading
-from typing import Any
+from typing import Any, get_args
 
 _KINDS = (
     "sagemaker",
@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
         action="append",
         default=[],
         metavar="KIND[:TIMES]",
-        help="inject a fault into every emulator, e.g. throttle:3, error:1, not_ready:2 (repeatable)",
+        help="inject a fault into every emulator, e.g. throttle:3, error:1, not_ready:2, drip:1 (repeatable)",
     )
     p.add_argument(
         "--json",
@@ -56,15 +56,18 @@ def run(args: argparse.Namespace) -> int:
     from derm_cloud.errors import ConfigError
     from derm_cloud.models.cache import resolve_model_dir
     from derm_cloud.testing.connect import connection, render_text
-    from derm_cloud.testing.emulators.base import Fault
+    from derm_cloud.testing.emulators.base import Fault, FaultKind
 
     kinds = list(_KINDS) if args.clouds in (["all"], []) else args.clouds
     unknown = [k for k in kinds if k not in _KINDS]
     if unknown:
         raise ConfigError(f"unknown cloud(s) {unknown}; choose from {', '.join(_KINDS)} or all")
     faults = []
+    known = get_args(FaultKind)
     for spec in args.fault:
         kind, _, times = spec.partition(":")
+        if kind not in known:
+            raise ConfigError(f"--fault {spec!r}: unknown fault {kind!r}; choose from {', '.join(known)}")
         try:
             faults.append(Fault(kind, times=int(times or 1)))  # type: ignore[arg-type]
         except ValueError:
