@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import socket
 import threading
@@ -30,9 +31,20 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["EmulatorServer", "Fault", "RecordedRequest", "Response", "header_value", "retry_after_header"]
+if TYPE_CHECKING:
+    from derm_cloud.serving import ModelServer
+
+__all__ = [
+    "EmulatorServer",
+    "Fault",
+    "OneModelEmulator",
+    "RecordedRequest",
+    "Response",
+    "header_value",
+    "retry_after_header",
+]
 
 FaultKind = Literal["throttle", "error", "slow", "drip", "timeout", "reset", "malformed", "truncated", "not_ready"]
 
@@ -312,3 +324,29 @@ class EmulatorServer(ABC):
         if fault.kind == "truncated":
             return Response.json({"predictions": [[0.1, 0.2, 0.3, 0.4]], "padding": "x" * 64})
         raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+
+class OneModelEmulator(EmulatorServer):
+    """An emulator that serves one model directory through ``ModelServer`` (Gemini, Rekognition).
+
+    The model is loaded once, at :meth:`start`, so the first request's latency is not the load time; a request
+    that arrives first (a test calling :meth:`handle` directly) loads it under the lock.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host=host, port=port)
+        self.model_dir = model_dir
+        self._hosted_server: ModelServer | None = None
+        self._hosting_lock = threading.Lock()
+
+    def start(self) -> EmulatorServer:
+        self._hosted()
+        return super().start()
+
+    def _hosted(self) -> ModelServer:
+        with self._hosting_lock:
+            if self._hosted_server is None:
+                from derm_cloud.serving import ModelServer
+
+                self._hosted_server = ModelServer(self.model_dir)
+            return self._hosted_server

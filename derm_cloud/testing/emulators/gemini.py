@@ -32,17 +32,15 @@ import json
 import math
 import os
 import re
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response, header_value, retry_after_header
+from derm_cloud.testing.emulators.base import Fault, OneModelEmulator, Response, header_value, retry_after_header
 
 if TYPE_CHECKING:
     from derm_cloud.backends.gcp_gemini import GcpGeminiClassifier
     from derm_cloud.images import PreparedImage
-    from derm_cloud.serving import ModelServer
 
 __all__ = ["GeminiEmulator", "gemini_backend_for", "gemini_image_tokens"]
 
@@ -64,7 +62,7 @@ def gemini_image_tokens(width: int, height: int) -> int:
     return 258 * math.ceil(width / 768) * math.ceil(height / 768)
 
 
-class GeminiEmulator(EmulatorServer):
+class GeminiEmulator(OneModelEmulator):
     """Vertex AI's Gemini ``generateContent`` for one project and location.
 
     Args:
@@ -88,8 +86,7 @@ class GeminiEmulator(EmulatorServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        super().__init__(host=host, port=port)
-        self.model_dir = model_dir
+        super().__init__(model_dir, host=host, port=port)
         self.project = project
         self.location = location
         self.models = set(models)
@@ -100,21 +97,6 @@ class GeminiEmulator(EmulatorServer):
         self.scripted_text: str | None = None
         #: the image bytes of the last request (to assert no EXIF arrived).
         self.last_image_bytes: bytes | None = None
-        self._model: ModelServer | None = None
-        self._model_lock = threading.Lock()
-
-    def start(self) -> GeminiEmulator:
-        self._hosted()  # load the model before the first request, so its latency is not the load time
-        super().start()
-        return self
-
-    def _hosted(self) -> ModelServer:
-        from derm_cloud.serving import ModelServer
-
-        with self._model_lock:
-            if self._model is None:
-                self._model = ModelServer(self.model_dir)
-            return self._model
 
     # --- the route ------------------------------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ import base64
 import binascii
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -38,11 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response, header_value, retry_after_header
+from derm_cloud.testing.emulators.base import Fault, OneModelEmulator, Response, header_value, retry_after_header
 
 if TYPE_CHECKING:
     from derm_cloud.backends.aws_rekognition import AwsRekognitionClassifier
-    from derm_cloud.serving import ModelServer
 
 __all__ = ["ProjectVersion", "RekognitionEmulator", "rekognition_backend_for"]
 
@@ -71,7 +69,7 @@ class ProjectVersion:
         return self.status
 
 
-class RekognitionEmulator(EmulatorServer):
+class RekognitionEmulator(OneModelEmulator):
     """A Rekognition Custom Labels project with one image-classification model version.
 
     Args:
@@ -101,8 +99,7 @@ class RekognitionEmulator(EmulatorServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        super().__init__(host=host, port=port)
-        self.model_dir = model_dir
+        super().__init__(model_dir, host=host, port=port)
         self.region = region
         self.label_names = dict(label_names or {})
         self.assumed_threshold = assumed_threshold
@@ -112,25 +109,10 @@ class RekognitionEmulator(EmulatorServer):
         self.version = ProjectVersion(arn, project_arn, version, "RUNNING" if running else "TRAINING_COMPLETED")
         #: the image bytes of the last DetectCustomLabels call (to assert no EXIF arrived).
         self.last_image_bytes: bytes | None = None
-        self._model: ModelServer | None = None
-        self._model_lock = threading.Lock()
 
     @property
     def project_version_arn(self) -> str:
         return self.version.arn
-
-    def start(self) -> RekognitionEmulator:
-        self._hosted()  # load the model before the first request, so its latency is not the load time
-        super().start()
-        return self
-
-    def _hosted(self) -> ModelServer:
-        from derm_cloud.serving import ModelServer
-
-        with self._model_lock:
-            if self._model is None:
-                self._model = ModelServer(self.model_dir)
-            return self._model
 
     # --- the wire contract -------------------------------------------------------------------------------------
 
