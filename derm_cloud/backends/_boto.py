@@ -9,6 +9,8 @@ Internal to :mod:`derm_cloud.backends`; boto3 is imported only when a client is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from derm_cloud.backends._http import cut_off_error, is_cut_off
@@ -20,8 +22,9 @@ from derm_cloud.errors import (
     MissingDependencyError,
     ServiceError,
 )
+from derm_cloud.retry import retry_after_seconds
 
-__all__ = ["build_boto_client", "client_error_class", "translate_botocore"]
+__all__ = ["ClientErrorFacts", "build_boto_client", "client_error_class", "client_error_facts", "translate_botocore"]
 
 
 def build_boto_client(
@@ -64,6 +67,35 @@ def client_error_class() -> type[Exception] | None:
         return None
     error_class: type[Exception] = ClientError
     return error_class
+
+
+@dataclass(frozen=True)
+class ClientErrorFacts:
+    """What a botocore ``ClientError.response`` says: the AWS error code and message, and the keyword arguments
+    (backend, status, request id, Retry-After) every derm-cloud error built from it carries."""
+
+    code: str
+    message: str
+    status: int | None
+    common: dict[str, Any]
+
+
+def client_error_facts(response: Mapping[str, Any], *, backend: str) -> ClientErrorFacts:
+    """Read a ``ClientError.response`` once, the same way for every AWS backend."""
+    error = response.get("Error") or {}
+    meta = response.get("ResponseMetadata") or {}
+    status = meta.get("HTTPStatusCode")
+    return ClientErrorFacts(
+        code=str(error.get("Code") or ""),
+        message=str(error.get("Message") or ""),
+        status=status,
+        common={
+            "backend": backend,
+            "status": status,
+            "request_id": meta.get("RequestId"),
+            "retry_after": retry_after_seconds((meta.get("HTTPHeaders") or {}).get("retry-after")),
+        },
+    )
 
 
 def translate_botocore(exc: BaseException, *, backend: str, where: str, operation: str) -> DermCloudError | None:

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from derm_cloud.backends._boto import build_boto_client, client_error_class, translate_botocore
+from derm_cloud.backends._boto import build_boto_client, client_error_class, client_error_facts, translate_botocore
 from derm_cloud.backends._http import is_cut_off, is_loopback
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
@@ -40,7 +40,7 @@ from derm_cloud.errors import (
     ThrottledError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
-from derm_cloud.retry import RetryPolicy, retry_after_seconds
+from derm_cloud.retry import RetryPolicy
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata
 
@@ -250,17 +250,8 @@ class AwsRekognitionClassifier(Classifier):
         return translate_botocore(exc, backend=self.backend_name, where=where, operation="detect_custom_labels")
 
     def _translate_client_error(self, response: Mapping[str, Any], where: str) -> DermCloudError:
-        error = response.get("Error") or {}
-        code = str(error.get("Code") or "")
-        message = str(error.get("Message") or "")
-        meta = response.get("ResponseMetadata") or {}
-        status = meta.get("HTTPStatusCode")
-        common: dict[str, Any] = {
-            "backend": self.backend_name,
-            "status": status,
-            "request_id": meta.get("RequestId"),
-            "retry_after": retry_after_seconds((meta.get("HTTPHeaders") or {}).get("retry-after")),
-        }
+        facts = client_error_facts(response, backend=self.backend_name)
+        code, message, status, common = facts.code, facts.message, facts.status, facts.common
         if code == "ResourceNotReadyException":
             # Stopped or still starting: another attempt seconds later will not help, and starting costs money.
             return ModelNotReadyError(

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from derm_cloud.backends._boto import build_boto_client, client_error_class, translate_botocore
+from derm_cloud.backends._boto import build_boto_client, client_error_class, client_error_facts, translate_botocore
 from derm_cloud.backends._http import is_loopback
 from derm_cloud.backends._sagemaker_formats import RESPONSE_FORMATS, ResponseFormat, parse_response
 from derm_cloud.base import BackendInfo, Classifier, RawResult
@@ -35,7 +35,7 @@ from derm_cloud.errors import (
     UnmappableLabelsError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
-from derm_cloud.retry import RetryPolicy, retry_after_seconds
+from derm_cloud.retry import RetryPolicy
 from derm_cloud.taxonomy import CLASS_CODES, LabelMap
 from derm_cloud.types import PatientMetadata
 
@@ -301,17 +301,8 @@ class AwsSagemakerClassifier(Classifier):
 
     def _translate_client_error(self, exc: Any, where: str) -> DermCloudError:
         response = exc.response
-        error = response.get("Error") or {}
-        code = str(error.get("Code") or "")
-        message = str(error.get("Message") or "")
-        meta = response.get("ResponseMetadata") or {}
-        status = meta.get("HTTPStatusCode")
-        common: dict[str, Any] = {
-            "backend": self.backend_name,
-            "status": status,
-            "request_id": meta.get("RequestId"),
-            "retry_after": retry_after_seconds((meta.get("HTTPHeaders") or {}).get("retry-after")),
-        }
+        facts = client_error_facts(response, backend=self.backend_name)
+        code, message, status, common = facts.code, facts.message, facts.status, facts.common
         if code == "ModelNotReadyException":
             return ModelNotReadyError(
                 f"{where} is not ready yet (serverless cold start or model loading): {message}", **common
