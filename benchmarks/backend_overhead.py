@@ -78,35 +78,7 @@ SDK_METHODS: dict[str, Callable[[Any], tuple[Any, str]]] = {
 }
 
 
-def _backends(model: Path, stack: ExitStack) -> dict[str, Classifier]:
-    from derm_cloud.testing.emulators.azure_custom_vision import CustomVisionEmulator, custom_vision_backend_for
-    from derm_cloud.testing.emulators.azure_ml import AzureMLEmulator, azure_ml_backend_for
-    from derm_cloud.testing.emulators.azure_openai import AzureOpenAIEmulator, azure_openai_backend_for
-    from derm_cloud.testing.emulators.cloud_vision import CloudVisionEmulator, cloud_vision_backend_for
-    from derm_cloud.testing.emulators.sagemaker import SageMakerRuntimeEmulator, sagemaker_backend_for
-    from derm_cloud.testing.emulators.vertex import VertexEmulator, vertex_backend_for
-
-    sagemaker = stack.enter_context(SageMakerRuntimeEmulator())
-    sagemaker.add_endpoint("derm", model, response_format="adapter")
-    vertex_rest = stack.enter_context(VertexEmulator(model, schema="custom"))
-    vertex_grpc = stack.enter_context(VertexEmulator(model))
-    custom_vision = stack.enter_context(CustomVisionEmulator(model))
-    azure_ml = stack.enter_context(AzureMLEmulator(model))
-    vision = stack.enter_context(CloudVisionEmulator())
-    openai = stack.enter_context(AzureOpenAIEmulator(model, decimals=6))
-    makers: dict[str, Callable[[], Classifier]] = {
-        "sagemaker": lambda: sagemaker_backend_for(sagemaker, "derm"),
-        "azure-custom-vision": lambda: custom_vision_backend_for(custom_vision),
-        "azure-ml": lambda: azure_ml_backend_for(azure_ml),
-        "vertex-rest": lambda: vertex_backend_for(vertex_rest),
-        "vertex-grpc": lambda: vertex_backend_for(vertex_grpc, transport="grpc"),
-        "cloud-vision": lambda: cloud_vision_backend_for(vision),
-        "azure-openai": lambda: azure_openai_backend_for(openai),
-    }
-    return {name: stack.enter_context(make()) for name, make in makers.items()}
-
-
-# Each benchmark row's emulator in `derm-cloud emulate --json` output: (process, kind).
+# Each benchmark row's emulator in `derm-cloud emulate --json` output: (transport, kind).
 EMULATED_AS: dict[str, tuple[str, str]] = {
     "sagemaker": ("rest", "sagemaker"),
     "azure-custom-vision": ("rest", "azure-custom-vision"),
@@ -118,11 +90,13 @@ EMULATED_AS: dict[str, tuple[str, str]] = {
 }
 
 
-def _emulated_backends(model: Path, stack: ExitStack, names: list[str]) -> dict[str, Classifier]:
-    """Backends connected to emulators in child processes, as a user's CI would run them."""
-    import json
+def _emulated_backends(model: Path, stack: ExitStack, names: list[str], *, in_process: bool) -> dict[str, Classifier]:
+    """Backends connected to the emulators, in child processes (as a user's CI runs them) or in this one.
+
+    Both ways start the emulators as ``derm-cloud emulate`` does and connect from the connection details it
+    prints, so the two modes differ only in where the emulators run.
+    """
     import os
-    import subprocess
     import warnings
 
     wanted: dict[str, set[str]] = {}
@@ -130,19 +104,10 @@ def _emulated_backends(model: Path, stack: ExitStack, names: list[str]) -> dict[
         process, kind = EMULATED_AS[name]
         wanted.setdefault(process, set()).add(kind)
     infos: dict[tuple[str, str], dict[str, Any]] = {}
-    for process, kinds in wanted.items():
-        command = [sys.executable, "-m", "derm_cloud.cli", "emulate", *sorted(kinds), "--model-dir", str(model)]
-        command += ["--json", "--transport", process if process == "grpc" else "rest"]
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        stack.callback(child.wait, 30)
-        stack.callback(child.terminate)
-        assert child.stdout is not None
-        for _ in kinds:
-            line = child.stdout.readline()
-            if not line:
-                raise SystemExit(f"derm-cloud emulate stopped before it was ready: {' '.join(command)}")
-            info = json.loads(line)
-            infos[(process, info["kind"])] = info
+    for transport, kinds in wanted.items():
+        started = _in_this_process if in_process else _in_a_child_process
+        for info in started(model, stack, sorted(kinds), transport):
+            infos[(transport, info["kind"])] = info
             os.environ.update(info["env"])  # boto3 reads its endpoint and dummy keys from the environment
     backends: dict[str, Classifier] = {}
     for name in names:
@@ -162,6 +127,37 @@ def _emulated_backends(model: Path, stack: ExitStack, names: list[str]) -> dict[
             warnings.simplefilter("ignore")  # Custom Vision's retirement notice: known, not a benchmark result
             backends[name] = stack.enter_context(derm_cloud.create(info["backend"]["type"], **options))
     return backends
+
+
+def _in_a_child_process(model: Path, stack: ExitStack, kinds: list[str], transport: str) -> list[dict[str, Any]]:
+    import json
+    import subprocess
+
+    command = [sys.executable, "-m", "derm_cloud.cli", "emulate", *kinds, "--model-dir", str(model)]
+    command += ["--json", "--transport", transport]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    stack.callback(child.wait, 30)
+    stack.callback(child.terminate)
+    assert child.stdout is not None
+    infos = []
+    for _ in kinds:
+        line = child.stdout.readline()
+        if not line:
+            raise SystemExit(f"derm-cloud emulate stopped before it was ready: {' '.join(command)}")
+        infos.append(json.loads(line))
+    return infos
+
+
+def _in_this_process(model: Path, stack: ExitStack, kinds: list[str], transport: str) -> list[dict[str, Any]]:
+    from derm_cloud.compare.emulation import start
+    from derm_cloud.testing.connect import connection
+
+    infos = []
+    for kind in kinds:
+        emulator = start(kind, None if kind == "google-vision" else model, options={}, transport=transport)
+        stack.callback(emulator.stop)
+        infos.append(connection(kind, emulator))
+    return infos
 
 
 def _images(folder: Path) -> dict[str, Path]:
@@ -386,10 +382,7 @@ def main() -> None:
         costs = _decode_costs(images, args.calls)
         print("\n".join(costs), flush=True)
         names = list(filter(None, args.backends.split(",")))
-        if args.emulators == "process":
-            backends = _emulated_backends(model, stack, names) if names else {}
-        else:
-            backends = _backends(model, stack) if names else {}
+        backends = _emulated_backends(model, stack, names, in_process=args.emulators == "thread")
         print(f"emulators: {args.emulators}", flush=True)
         verdicts: dict[str, list[bool]] = {"ours(payload)": [], "ours(file, no entropy check)": []}
         for name in names:
