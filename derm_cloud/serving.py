@@ -36,6 +36,7 @@ import functools
 import json
 import logging
 import os
+import reprlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -139,7 +140,20 @@ def _metadata(value: Any, where: str) -> PatientMetadata:
     try:
         return as_metadata(value)
     except ConfigError as exc:
-        raise BadRequestError(f"{where}: {exc}") from None
+        raise BadRequestError(f"{where}: {_clip(str(exc))}") from None
+
+
+_MESSAGE_LIMIT = 300
+
+
+def _clip(text: str) -> str:
+    """A message that may quote request values, cut to a length fit for an error body and a log line."""
+    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
+
+
+def _brief(value: Any) -> str:
+    """``repr`` of a request value, shortened (long lists, strings, deep nesting) for an error message."""
+    return reprlib.repr(value)
 
 
 _P = ParamSpec("_P")
@@ -277,7 +291,7 @@ class ModelServer:
                     raise BadRequestError('JSON requests must look like {"inputs": "<base64 image>", "parameters": {}}')
                 top_k = (payload.get("parameters") or {}).get("top_k")
                 if top_k is not None and not (isinstance(top_k, int) and top_k > 0):
-                    raise BadRequestError(f"parameters.top_k must be a positive integer, got {top_k!r}")
+                    raise BadRequestError(f"parameters.top_k must be a positive integer, got {_brief(top_k)}")
                 image = self._decode(_b64(payload["inputs"], "inputs"), "inputs")
                 return SageMakerRequest([image], [meta], "hf", top_k=top_k)
             if isinstance(payload, dict) and "instances" in payload:
@@ -332,11 +346,13 @@ class ModelServer:
         if not isinstance(table, dict) or not isinstance(table.get("data"), list):
             raise BadRequestError('expected {"input_data": {"columns": ["image"], "data": ["<base64 image>", ...]}}')
         columns = table.get("columns") or ["image"]
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise BadRequestError(f"input_data.columns must be a list of column names, got {_brief(columns)}")
         if "image" not in columns:
-            raise BadRequestError(f"input_data.columns must include 'image', got {columns}")
+            raise BadRequestError(f"input_data.columns must include 'image', got {_brief(columns)}")
         unknown = sorted(set(columns) - {"image", "age", "sex", "site"})
         if unknown:
-            raise BadRequestError(f"unknown input_data column(s) {unknown}; allowed: image, age, sex, site")
+            raise BadRequestError(f"unknown input_data column(s) {_brief(unknown)}; allowed: image, age, sex, site")
         instances = []
         for i, row in enumerate(table["data"]):
             values = row if isinstance(row, list) else [row]
@@ -476,6 +492,11 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequestError(f"request body is not valid JSON ({exc}); send a JSON object") from None
+    except RecursionError:  # the C parser stops cleanly at Python's recursion limit (~1,000 levels)
+        raise BadRequestError(
+            "request body has JSON arrays or objects nested deeper than this server parses (about 1,000 levels); "
+            "a valid request nests 4 levels at most: send the documented request shape"
+        ) from None
 
 
 def _b64(text: str, where: str) -> bytes:

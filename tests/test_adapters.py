@@ -35,6 +35,7 @@ from derm_cloud.testing.emulators.base import EmulatorServer, Response
 from derm_cloud.types import PatientMetadata
 
 ADAPTERS = Path(__file__).resolve().parents[1] / "adapters"
+DEEP_JSON = b"[" * 200_000  # nested deeper than Python's JSON parser can go
 META = {"age": 62, "sex": "female", "site": "lower extremity"}
 
 
@@ -133,6 +134,9 @@ def test_sagemaker_errors_map_to_http(sagemaker_adapter: AdapterProcess) -> None
     assert "JPEG is truncated or corrupt" in json.loads(body)["error"]["message"]
     status, _, body = sagemaker_adapter.call("GET", "/execution-parameters")
     assert status == 200 and json.loads(body)["BatchStrategy"] == "SINGLE_RECORD"
+    # 200 KB of nested arrays: the JSON parser's RecursionError must not become a 500
+    status, _, body = sagemaker_adapter.call("POST", "/invocations", DEEP_JSON, {"Content-Type": "application/json"})
+    assert status == 400 and "nested deeper than" in json.loads(body)["error"]["message"]
 
 
 class ToolkitContext:
@@ -170,6 +174,9 @@ def test_inference_toolkit_handlers(tiny_meta_model_dir: Path, dev_images: list[
     with pytest.raises(ServingError) as info:
         handlers.predict_fn(handlers.input_fn(b"not an image", "image/jpeg"), model)
     assert info.value.status == 400
+    with pytest.raises(ServingError, match="nested deeper than") as info:
+        handlers.predict_fn(handlers.input_fn(DEEP_JSON.decode(), "application/json"), model)
+    assert info.value.status == 400
 
 
 # --- Azure ML score.py ----------------------------------------------------------------------------------------
@@ -197,6 +204,9 @@ def test_azureml_score_init_and_run(
     bad = {"input_data": {"columns": ["image"], "data": [base64.b64encode(b"nope").decode()]}}
     with pytest.raises(ServingError) as info:  # no Azure ML inference server here: the status rides on the error
         score.run(json.dumps(bad))
+    assert info.value.status == 400
+    with pytest.raises(ServingError, match="nested deeper than") as info:
+        score.run(DEEP_JSON.decode())
     assert info.value.status == 400
 
 
@@ -236,6 +246,8 @@ def test_vertex_custom_container_contract(tiny_meta_model_dir: Path, dev_images:
         assert proc.call("POST", "/predict", json.dumps(request).encode())[0] == 404  # only the AIP route serves
         status, _, body = proc.call("POST", VERTEX_PREDICT, b'{"instances": [{"b64": "bm9wZQ=="}]}')
         assert status == 400
+        status, _, body = proc.call("POST", VERTEX_PREDICT, DEEP_JSON, {"Content-Type": "application/json"})
+        assert status == 400 and "nested deeper than" in json.loads(body)["error"]["message"]
     finally:
         proc.stop()
 
@@ -378,6 +390,11 @@ def test_azureml_score_under_inference_server(tmp_path: Path, tiny_model_dir: Pa
         status, headers, out = score({"input_data": {"columns": ["image"], "data": ["bm9wZQ=="]}})
         assert status == 400 and headers["content-type"] == "application/json"
         assert isinstance(out, dict) and out["error"]["code"] == "BadRequest"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # score.py parses the body, not the server
+        conn.request("POST", "/score", DEEP_JSON, {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        assert reply.status == 400 and "nested deeper than" in json.loads(reply.read())["error"]["message"]
+        conn.close()
         big = io.BytesIO()
         Image.new("RGBA", (2000, 2000), (9, 9, 9, 255)).save(big, "PNG")  # ~104 MB to prepare > 50 MB budget
         status, _, out = score(
