@@ -7,6 +7,7 @@ read in place, plus synthetic PNGs.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import json
@@ -24,7 +25,7 @@ from PIL import Image
 from derm_cloud.backends.local_onnx import LocalOnnxClassifier
 from derm_cloud.errors import ConfigError
 from derm_cloud.serving import ModelServer, RequestTooLargeError, Served, ServerBusyError
-from derm_cloud.serving_http import AdapterServer, make_http_server, sagemaker_routes
+from derm_cloud.serving_http import AdapterServer, make_http_server, sagemaker_routes, vertex_routes
 from derm_cloud.serving_limits import DecodeBudget, ServerLimits, estimate_decode
 
 
@@ -98,6 +99,70 @@ def test_budget_in_use_answers_503_with_retry_after(tiny_model_dir: Path, rgba_p
         assert conn.getresponse().status == 200
         conn.close()
     assert budget.used_bytes == 200_000_000  # every request released what it reserved
+
+
+def _jpeg_of(width: int, height: int) -> bytes:
+    """A plain opaque JPEG: a few KB on the wire, width x height x 4 x 3.5 bytes to prepare."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (180, 110, 90)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _vertex_request(*images: bytes) -> bytes:
+    return json.dumps({"instances": [{"b64": base64.b64encode(i).decode()} for i in images]}).encode()
+
+
+def test_request_that_can_never_fit_gets_413_not_503(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each 3000x2000 JPEG needs 84 MB to prepare and fits a 200 MB budget alone; three together (252 MB) never do.
+    budget = DecodeBudget(200_000_000)
+    server = ModelServer(tiny_model_dir, decode_budget=budget)
+    request = _vertex_request(*[_jpeg_of(3000, 2000)] * 3)
+
+    def must_not_decode(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an image was decoded for a request that can never fit the decode budget")
+
+    monkeypatch.setattr("derm_cloud.serving.load_image", must_not_decode)
+    for _ in range(3):  # the same answer on every try: a retry can never succeed
+        with pytest.raises(RequestTooLargeError) as info:
+            server.vertex_custom_predict(request)
+        message = str(info.value)
+        assert info.value.status == 413
+        assert "3 images" in message and "decode budget of 200 MB" in message
+        assert "at most 2 images like instances[0]" in message and "DERM_CLOUD_DECODE_BUDGET_MB" in message
+        assert budget.used_bytes == 0
+
+
+def test_two_bombs_in_one_request_get_413_at_once_on_an_idle_server(tiny_model_dir: Path, rgba_png: bytes) -> None:
+    # Each 3000x3000 RGBA PNG (234 MB to prepare) fits a 300 MB budget alone, never both at once.
+    server = ModelServer(tiny_model_dir, decode_budget=DecodeBudget(300_000_000))
+    routes = vertex_routes(server, health_route="/health", predict_route="/predict")
+    with make_http_server(routes, limits=ServerLimits()).start() as httpd:
+        for _ in range(2):
+            conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=10)
+            start = time.monotonic()
+            conn.request("POST", "/predict", _vertex_request(rgba_png, rgba_png), {"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            body = json.loads(reply.read())
+            conn.close()
+            assert (reply.status, reply.getheader("Retry-After")) == (413, None)
+            assert body["error"]["code"] == "PayloadTooLarge" and "send fewer" in body["error"]["message"]
+            assert time.monotonic() - start < 1.0  # from the headers: decoding one of them takes seconds
+    assert server.decode_budget.used_bytes == 0
+
+
+def test_request_that_fits_an_idle_budget_gets_503_while_it_is_busy(tiny_model_dir: Path) -> None:
+    budget = DecodeBudget(200_000_000)
+    server = ModelServer(tiny_model_dir, decode_budget=budget)
+    request = _vertex_request(*[_jpeg_of(3000, 2000)] * 2)  # 168 MB together: fits the budget when it is free
+    assert budget.try_reserve(100_000_000)  # another request's images are being decoded
+    with pytest.raises(ServerBusyError) as info:
+        server.vertex_custom_predict(request)
+    assert (info.value.status, info.value.retry_after) == (503, 2)
+    assert budget.used_bytes == 100_000_000  # all or nothing: no part of the request stays reserved
+    budget.release(100_000_000)
+    predictions = json.loads(server.vertex_custom_predict(request).body)["predictions"]
+    assert len(predictions) == 2
+    assert budget.used_bytes == 0
 
 
 # --- admission: bounded concurrency and queue -----------------------------------------------------------------
