@@ -228,6 +228,78 @@ def test_concurrency_limit_answers_503_with_retry_after(gated: tuple[AdapterServ
     assert first_out[0][0] == 200 and json.loads(first_out[0][2]) == {"bytes": 10}
 
 
+def _stall_upload(port: int, path: str, sent: bytes = b"x" * 100, declared: int = 50_000) -> socket.socket:
+    """A client that sends its headers and the first bytes of its body, then nothing."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n".encode() + sent)
+    return sock
+
+
+def _read_reply(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_stalled_uploads_do_not_lock_out_valid_requests() -> None:
+    # One slot and a queue of one: before, two stalled uploads held both and every valid request got 503.
+    routes = {("POST", "/echo"): lambda h, b: Served(json.dumps({"bytes": len(b)}).encode(), "application/json")}
+    limits = ServerLimits(max_concurrency=1, max_queue=1, body_timeout=2.0)
+    with make_http_server(routes, limits=limits).start() as httpd:
+        stalled = [_stall_upload(httpd.port, "/echo") for _ in range(6)]
+        try:
+            time.sleep(0.3)  # every stalled body is being read
+            for _ in range(3):
+                conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=5)
+                conn.request("POST", "/echo", b"y" * 5000)
+                reply = conn.getresponse()
+                assert (reply.status, json.loads(reply.read())) == (200, {"bytes": 5000})
+                conn.close()
+            start = time.monotonic()
+            replies = [_read_reply(sock) for sock in stalled]  # slow bodies are still cut off: 408 and close
+            assert [status_of(r) for r in replies] == [408] * 6
+            assert time.monotonic() - start < 3.0
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+def test_bodies_being_read_are_bounded_in_memory() -> None:
+    routes = {("POST", "/echo"): lambda h, b: Served(json.dumps({"bytes": len(b)}).encode(), "application/json")}
+    limits = ServerLimits(max_body_bytes=100_000, body_buffer_bytes=250_000, body_timeout=3.0, retry_after=4)
+    with make_http_server(routes, limits=limits).start() as httpd:
+        # Two uploads that stall after 90 KB each hold 180 KB of the 250 KB of body buffer...
+        stalled = [_stall_upload(httpd.port, "/echo", b"z" * 90_000, 100_000) for _ in range(2)]
+        try:
+            time.sleep(0.5)
+            # ...so a third 90 KB body does not fit now: 503 with Retry-After, not an unbounded buffer.
+            conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=5)
+            conn.request("POST", "/echo", b"w" * 90_000)
+            reply = conn.getresponse()
+            body = json.loads(reply.read())
+            conn.close()
+            assert (reply.status, reply.getheader("Retry-After")) == (503, "4")
+            assert "DERM_CLOUD_BODY_BUFFER_MB" in body["error"]["message"]
+            conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=5)
+            conn.request("POST", "/echo", b"v" * 50_000)  # a smaller one still fits next to them
+            assert conn.getresponse().status == 200
+            conn.close()
+        finally:
+            for sock in stalled:
+                sock.close()
+        time.sleep(0.3)  # their reads ended when they closed: the whole buffer is free again
+        conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=5)
+        conn.request("POST", "/echo", b"u" * 100_000)
+        assert conn.getresponse().status == 200
+        conn.close()
+
+
+def test_body_buffer_must_hold_one_largest_body() -> None:
+    with pytest.raises(ConfigError, match="body_buffer_bytes .* at least max_body_bytes"):
+        ServerLimits(max_body_bytes=10_000_000, body_buffer_bytes=5_000_000)
+
+
 # --- timeouts ------------------------------------------------------------------------------------------------------
 
 
