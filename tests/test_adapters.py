@@ -13,6 +13,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -322,6 +323,75 @@ def test_sigterm_drains_in_flight_request(tiny_model_dir: Path, dev_images: list
         if proc.proc.poll() is None:
             proc.proc.kill()
             proc.proc.wait()
+
+
+# --- at the open-file limit -----------------------------------------------------------------------------------------
+
+# The SageMaker adapter with a 1 s interval between accept-failure log lines (10 s in production), so the test can
+# see a summary line; everything else is the adapter as a container runs it.
+_ADAPTER_WITH_SHORT_LOG_INTERVAL = """
+import runpy, sys
+import derm_cloud.serving_loop as serving_loop
+serving_loop.RESOURCE_LOG_INTERVAL = 1.0
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_accept_at_the_fd_limit_logs_one_line_per_interval(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import resource
+
+    soft_limit = 64
+
+    def low_fd_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft_limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    script = ADAPTERS / "sagemaker" / "serve.py"
+    args = ["serve", "--model-dir", str(tiny_model_dir), "--host", "127.0.0.1", "--port", "0"]
+    log = tmp_path / "stderr.log"  # a file, not a pipe: a flood of log lines must not block the server on a full pipe
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _ADAPTER_WITH_SHORT_LOG_INTERVAL, str(script), *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            preexec_fn=low_fd_limit,
+        )
+    held: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().rsplit(":", 1)[1])
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(soft_limit + 20)]
+        time.sleep(3.5)  # the server's fd table is full: accept() fails with EMFILE over and over
+        for sock in held:
+            sock.close()
+        held = []
+        deadline = time.monotonic() + 10
+        while True:  # it serves again once connections close (asyncio retries accepting every second)
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/ping")
+                assert conn.getresponse().status == 200
+                conn.close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the adapter did not recover after the connections closed"
+                time.sleep(0.2)
+    finally:
+        for sock in held:
+            sock.close()
+        proc.terminate()
+        proc.communicate(timeout=15)
+    stderr = log.read_text()
+    lines = stderr.splitlines()
+    accept_lines = [line for line in lines if "accept" in line]
+    assert "Traceback" not in stderr and len(lines) < 30, stderr[-3000:]
+    assert "open-file limit" in stderr  # warned at start: max_connections (1000) cannot be reached under 64 fds
+    # One line at the first failure, then one per interval with the count of those not logged; asyncio retries
+    # once a second, so each interval holds a handful, not thousands (accept() would spin through its backlog).
+    assert "Too many open files" in accept_lines[0] and "ulimit -n" in accept_lines[0]
+    repeats = [int(n) for line in accept_lines[1:] for n in re.findall(r"(\d+) more time", line)]
+    assert 1 <= len(accept_lines) <= 6 and repeats and max(repeats) <= 5, accept_lines
 
 
 # --- Azure ML score.py under azureml-inference-server-http ----------------------------------------------------------
