@@ -29,6 +29,7 @@ from derm_cloud.images import (
     prepare_payload,
 )
 from derm_cloud.payload import Payload, collect_reencodes
+from derm_cloud.redaction import redact_url
 from derm_cloud.retry import RetryPolicy
 from derm_cloud.taxonomy import CLASS_CODES, LabelMap
 from derm_cloud.types import LabelScore, PatientMetadata, Prediction
@@ -57,7 +58,8 @@ class BackendInfo:
         service: the managed service (``SageMaker real-time endpoint``, ``onnxruntime`` ...).
         model_id: model or endpoint id.
         region: cloud region, ``None`` for local.
-        endpoint: URL the backend calls (emulators show 127.0.0.1), ``None`` for local.
+        endpoint: URL the backend calls (emulators show 127.0.0.1), ``None`` for local; its userinfo and query
+            values are redacted (``?code=<redacted>``), as these facts go into reports and notes.
         data_leaves_machine: whether images are sent to a provider. For an emulated backend this describes the
             real service it stands for; ``emulated`` says that this run kept them on 127.0.0.1.
         stores_images: whether the provider keeps the image (``None`` if unknown).
@@ -79,6 +81,10 @@ class BackendInfo:
     labels_mapped: bool = True
     billing: dict[str, Any] = field(default_factory=dict)
     model_facts: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.endpoint is not None:
+            object.__setattr__(self, "endpoint", redact_url(self.endpoint))
 
 
 class Classifier(ABC):
