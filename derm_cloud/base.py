@@ -109,6 +109,9 @@ class Classifier(ABC):
     #: the SDK enforces its per-call timeout as a deadline on the whole call (gRPC), so the retry policy needs
     #: no watchdog thread to keep its deadline (an HTTP client's timeout bounds each socket read only).
     sdk_deadline: bool = False
+    #: seconds one attempt may take, kept by the retry policy's watchdog where the SDK cannot keep it (an
+    #: injected client with its own timeout, an answer trickling in); ``None``: only the policy's deadline.
+    attempt_timeout: float | None = None
 
     def __init__(
         self,
@@ -291,6 +294,7 @@ class Classifier(ABC):
             lambda timeout: self._predict_one(image, meta, timeout),
             backend=self.backend_name,
             sdk_deadline=self.sdk_deadline,
+            attempt_timeout=self.attempt_timeout,
         )
 
     def _to_prediction(
