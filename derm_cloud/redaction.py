@@ -73,7 +73,9 @@ _BARE_QUERY = re.compile(rf"\?({_PAIR}(?:&{_PAIR})*)|(?<![\w.~%+=&-])({_PAIR}(?:
 _BARE_USERINFO = re.compile(r"(?<![\w/@.:-])[\w.%+-]+:[^\s/@\"'<>()]+@(?=[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::\d+)?\b)")
 # Query parameters that never carry a credential; every other value in a URL's query or fragment is redacted
 # (Azure Functions' ``code=``, SAS ``sig=``, ``key=``, ``access_token=`` and whatever a provider adds next).
-_HARMLESS_QUERY = frozenset({"api-version", "api_version", "alt", "format", "timeout", "comp", "restype", "verbose"})
+_HARMLESS_QUERY = frozenset(
+    {"api-version", "api_version", "alt", "format", "timeout", "comp", "restype", "verbose", "persistentid"}
+)
 
 
 def _redact_pairs(text: str) -> str:

@@ -74,6 +74,7 @@ def test_harmless_parts_of_a_url_stay_readable() -> None:
         "no answer from http://127.0.0.1:8080/score?api-version=2024-01-01 within 2 s",
         "unknown key(s) ['colour'] in spec.json",
         "a static test token: the emulator wants a Bearer header",
+        "HTTP 503 from https://dataverse.harvard.edu/api/access/datafile/:persistentId?persistentId=doi:10.7910/DVN/X",
     ],
 )
 def test_advice_and_facts_stay_readable(message: str) -> None:
