@@ -64,13 +64,18 @@ _SHAPES = (
 )
 # Provider texts that quote the key they refused ("Incorrect API key provided: sk-...").
 _QUOTED_KEY = re.compile(r"(?i)(key provided:?\s*[\"']?)[^\s,;\"']+")
-_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>\\]+")
+_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{0,30}://[^\s\"'<>\\]+")
 # The query of a URL printed without scheme and host (urllib3: "Max retries exceeded with url: /p?sig=..."), or
 # on its own as two or more ``name=value`` pairs joined by ``&`` (botocore's canonical request: "code=...&sig=...").
-_PAIR = r"[\w.~%+-]+=[^\s&\"'<>#;,()]*"
-_BARE_QUERY = re.compile(rf"\?({_PAIR}(?:&{_PAIR})*)|(?<![\w.~%+=&-])({_PAIR}(?:&{_PAIR})+)")
+# Possessive quantifiers, and no ``=`` inside a bare pair's value, keep every pattern linear on any text: an
+# error message can quote a whole response body.
+_PAIR = r"[\w.~%+-]++=[^\s&\"'<>#;,()]*+"
+_BARE_PAIR = r"[\w.~%+-]++=[^\s&\"'<>#;,()=]*+"
+_BARE_QUERY = re.compile(rf"\?({_PAIR}(?:&{_PAIR})*+)|(?<![\w.~%+=&-])({_BARE_PAIR}(?:&{_BARE_PAIR})++)")
 # ``user:password@host`` printed without a scheme.
-_BARE_USERINFO = re.compile(r"(?<![\w/@.:-])[\w.%+-]+:[^\s/@\"'<>()]+@(?=[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::\d+)?\b)")
+_BARE_USERINFO = re.compile(
+    r"(?<![\w/@.:%+-])[\w.%+-]{1,256}+:[^\s/@\"'<>()]{1,1024}+@(?=[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::\d+)?\b)"
+)
 # Query parameters that never carry a credential; every other value in a URL's query or fragment is redacted
 # (Azure Functions' ``code=``, SAS ``sig=``, ``key=``, ``access_token=`` and whatever a provider adds next).
 _HARMLESS_QUERY = frozenset(

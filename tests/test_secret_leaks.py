@@ -245,7 +245,10 @@ def test_classify_command_prints_no_secret_in_a_subprocess(tiny_model_dir: Path)
 
 
 def _every_error_type() -> list[type[DermCloudError]]:
-    import derm_cloud.serving_errors  # noqa: F401  (its errors are DermCloudErrors too)
+    # Every module that defines a DermCloudError of its own, so the list does not depend on what ran before.
+    import derm_cloud.compare.config
+    import derm_cloud.compare.defaults
+    import derm_cloud.serving_errors  # noqa: F401
 
     found: list[type[DermCloudError]] = []
     todo: list[type[DermCloudError]] = [DermCloudError]
@@ -271,8 +274,12 @@ PLANTED_TEXT = (
 
 @pytest.mark.parametrize("cls", _every_error_type(), ids=lambda c: c.__name__)
 def test_no_error_type_carries_a_planted_secret(cls: type[DermCloudError]) -> None:
+    from derm_cloud.compare.config import ConfigFileError
+
     if cls is ChecksumMismatchError:
         error: DermCloudError = cls(PLANTED_TEXT, "0" * 64, "1" * 64)  # type: ignore[call-arg, arg-type]
+    elif cls is ConfigFileError:
+        error = cls(PLANTED_TEXT, key="backends[0].options.scoring_uri", line=3, file="compare.toml")
     elif issubclass(cls, RemoteError):
         error = cls(PLANTED_TEXT, backend="azure-ml", status=503, request_id="req-1")
     else:
