@@ -49,6 +49,7 @@ from derm_cloud.errors import (
     ThrottledError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
+from derm_cloud.redaction import redact_url
 from derm_cloud.retry import RetryPolicy, call_timeout, retry_after_seconds
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata
@@ -316,8 +317,9 @@ class AzureCustomVisionClassifier(Classifier):
             close()
 
     def __repr__(self) -> str:
+        endpoint = redact_url(self.endpoint) if self.endpoint else None
         return (
-            f"{type(self).__name__}(endpoint={self.endpoint!r}, project_id={self.project_id!r}, "
+            f"{type(self).__name__}(endpoint={endpoint!r}, project_id={self.project_id!r}, "
             f"published_name={self.published_name!r}, store_images={self.store_images}, prediction_key=<redacted>)"
         )
 
