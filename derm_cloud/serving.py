@@ -205,7 +205,7 @@ class ModelServer:
         intra_op_threads: int | None = None,
         decode_budget: DecodeBudget | None = None,
     ) -> None:
-        from derm_cloud.backends._runner import load_model
+        from derm_cloud.backends._local_model import load_model
 
         if sagemaker_format not in SAGEMAKER_FORMATS:
             raise ConfigError(f"sagemaker_format must be one of {', '.join(SAGEMAKER_FORMATS)}")
