@@ -10,8 +10,9 @@ Exempting them would make ``if TYPE_CHECKING:`` the usual way to hide a circle.
 Not counted: modules found by name at run time through ``importlib`` (the registry's backend strings, the
 discovery of ``derm_cloud.commands``, the lazy names of ``derm_cloud`` and ``derm_cloud.compare``, whose
 targets are also imported under ``TYPE_CHECKING`` and so are counted there). Importing ``a.b.c`` runs the
-``__init__`` of ``a`` and ``a.b`` too; that is not an edge here, so a package's ``__init__`` must only hand on
-names of its own modules, and those modules import each other, never their package's ``__init__``.
+``__init__`` of ``a.b`` first, so that is an edge too (except from a module inside ``a.b``, whose ``__init__`` is
+already running): a package's ``__init__`` that hands on names of its modules ties whoever imports any of them
+to all of them.
 
 The layers, from the top (a module may import its own layer and the layers below it, never one above):
 see ``LAYERS``; ``docs/design.md`` draws the same list.
@@ -151,11 +152,24 @@ def imports_of(name: str, path: Path, modules: dict[str, Path], root: Path) -> l
                 found.append(target)
         return found
 
+    def with_packages(found: list[str]) -> dict[str, str]:
+        # Importing a.b.c first runs the __init__ of a.b (and of a): an edge too, unless this module is inside
+        # that package already (then its __init__ is running or has run).
+        out: dict[str, str] = {}
+        for target in found:
+            out.setdefault(target, "")
+            parts = target.split(".")
+            for i in range(len(parts) - 1, 0, -1):
+                package = ".".join(parts[:i])
+                if package in modules and not (name == package or name.startswith(package + ".")):
+                    out.setdefault(package, f", runs the __init__ of {package} on the way to {target}")
+        return out
+
     def visit(node: ast.AST, how: str) -> None:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            for target in dict.fromkeys(targets(node)):  # one edge per statement and module imported
+            for target, via in with_packages(targets(node)).items():  # one edge per statement and module
                 if target != name:
-                    edges.append(Edge(name, target, str(path.relative_to(root)), node.lineno, how))
+                    edges.append(Edge(name, target, str(path.relative_to(root)), node.lineno, how + via))
         for child in ast.iter_child_nodes(node):
             if isinstance(node, ast.If) and _is_type_checking(node) and child in node.body:
                 visit(child, "for type checking")
@@ -282,12 +296,36 @@ def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
         ("demo_pkg.low", "demo_pkg.high", "inside a function"),
         ("demo_pkg.high", "demo_pkg.low", "module level"),
         ("demo_pkg.high", "demo_pkg.sub.leaf", "for type checking"),
+        (
+            "demo_pkg.high",
+            "demo_pkg.sub",
+            "for type checking, runs the __init__ of demo_pkg.sub on the way to demo_pkg.sub.leaf",
+        ),
         ("demo_pkg.sub.leaf", "demo_pkg.high", "module level"),
     }
     groups = [{e.source for e in c} for c in circles(modules, edges)]
     assert groups == [{"demo_pkg.low", "demo_pkg.high", "demo_pkg.sub.leaf"}]
     layers = (("top", ("demo_pkg.high", "demo_pkg.sub")), ("bottom", ("demo_pkg.low",)))
     assert [u.split(" (")[0] for u in upward(edges, layers)] == ["demo_pkg.low -> demo_pkg.high"]
+
+
+def test_a_package_init_ties_whoever_imports_one_of_its_modules(tmp_path: Path) -> None:
+    """``tool`` never names ``leaf``; importing ``sub.other`` runs ``sub/__init__.py``, which imports ``leaf``."""
+    pkg = tmp_path / "demo_pkg"
+    (pkg / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "",
+        "tool.py": "def later():\n    from demo_pkg.sub.other import OTHER\n    return OTHER\n",
+        "sub/__init__.py": "from demo_pkg.sub.leaf import LEAF\n",
+        "sub/leaf.py": "from demo_pkg import tool\nLEAF = 1\n",
+        "sub/other.py": "OTHER = 2\n",
+    }
+    for name, text in files.items():
+        (pkg / name).write_text(text, encoding="utf-8")
+    modules, edges = import_graph(pkg)
+    assert [sorted({e.source for e in c}) for c in circles(modules, edges)] == [
+        ["demo_pkg.sub", "demo_pkg.sub.leaf", "demo_pkg.tool"]
+    ]
 
 
 @pytest.mark.parametrize(
