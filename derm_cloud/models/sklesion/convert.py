@@ -13,7 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from derm_cloud.models import keras_convert, keras_parity
-from derm_cloud.models.keras_convert import DEFAULT_OPSET, ConversionInfo, ImageMetadataInputs
+from derm_cloud.models.keras_convert import DEFAULT_OPSET, ConversionInfo
+from derm_cloud.models.keras_inputs import ImageMetadataInputs
 from derm_cloud.models.keras_parity import ParityReport
 from derm_cloud.models.sklesion.images import preprocess_image
 from derm_cloud.models.sklesion.release import IMAGE_SIZE
