@@ -38,7 +38,8 @@ from derm_cloud.errors import (
 from derm_cloud.images import metadata_markers
 from derm_cloud.retry import RetryPolicy
 from derm_cloud.testing.emulators.base import Fault
-from derm_cloud.testing.emulators.sagemaker import ContainerResponse, SageMakerRuntimeEmulator, sagemaker_backend_for
+from derm_cloud.testing.emulators.sagemaker import SageMakerRuntimeEmulator, sagemaker_backend_for
+from derm_cloud.testing.emulators.sagemaker_endpoints import ContainerResponse
 
 ADAPTERS = Path(__file__).resolve().parents[1] / "adapters"
 META = {"age": 62, "sex": "female", "site": "lower extremity"}

@@ -436,7 +436,7 @@ def test_injected_client_stays_open_after_close(emu: VertexEmulator, dev_images:
 def test_programming_errors_are_not_disguised_as_service_errors(
     emu: VertexEmulator, dev_images: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from derm_cloud.backends.gcp_vertex import translate_google_error
+    from derm_cloud.backends._google import translate_google_error
 
     assert translate_google_error(KeyError("x"), backend="vertex", service="Vertex AI") is None
     assert translate_google_error(AttributeError("x"), backend="vertex", service="Vertex AI") is None

@@ -20,7 +20,12 @@ from typing import Any, Protocol
 
 from derm_cloud.backends._boto import build_boto_client, client_error_class, client_error_facts, translate_botocore
 from derm_cloud.backends._http import is_loopback
-from derm_cloud.backends._sagemaker_formats import RESPONSE_FORMATS, ResponseFormat, parse_response
+from derm_cloud.backends._sagemaker_formats import (
+    RESPONSE_FORMATS,
+    ResponseFormat,
+    custom_attributes_for,
+    parse_response,
+)
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
@@ -251,8 +256,6 @@ class AwsSagemakerClassifier(Classifier):
     def _metadata_attributes(self, metadata: PatientMetadata) -> str:
         if not self.send_metadata or metadata.is_empty:
             return ""
-        from derm_cloud.serving import custom_attributes_for
-
         return custom_attributes_for(metadata)
 
     # --- responses -----------------------------------------------------------------------------------------------

@@ -202,6 +202,7 @@ class AzureMlClassifier(Classifier):
             workspace=workspace,
             credential=credential,
             deployment=options.get("deployment"),
+            translate_error=translate_error,
         )
         for name, value in resolved.items():
             options.setdefault(name, value)
