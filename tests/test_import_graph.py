@@ -60,6 +60,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "derm_cloud.serving_http",
             "derm_cloud.serving_errors",
             "derm_cloud.serving_limits",
+            "derm_cloud.serving_loop",
             "derm_cloud.testing",
         ),
     ),
@@ -81,10 +82,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "derm_cloud.observability",
             "derm_cloud.options",
             "derm_cloud.progress",
-            "derm_cloud.redaction",
         ),
     ),
-    ("vocabulary", ("derm_cloud.types", "derm_cloud.taxonomy", "derm_cloud.errors")),
+    # Redaction stands with the errors: every error text is redacted where it is made (errors.py imports it).
+    ("vocabulary", ("derm_cloud.types", "derm_cloud.taxonomy", "derm_cloud.errors", "derm_cloud.redaction")),
 )
 
 
