@@ -46,7 +46,7 @@ PROBE_SIDE = 64
 
 def _fix_for(exc: BaseException) -> str:
     if isinstance(exc, AuthenticationError):
-        return "check its credentials, role and permission to call the model (they are read where the SDK reads them)"
+        return "check its credentials, role and permission to call the model"
     return "check its endpoint, model or deployment name, project and region"
 
 
@@ -151,7 +151,7 @@ def check_deployments(router: Router, *, timeout_s: float, strict: bool) -> list
             failures[result.deployment] = result.error
     if failures:
         lines = "; ".join(f"{name}: {error}" for name, error in failures.items())
-        kind = "failed the start-up check" if strict else "cannot authenticate or was not found"
+        kind = "failed the start-up check" if strict else "misconfigured (cannot authenticate, or not found)"
         raise DeploymentCheckError(
             f"router {router.name}: {len(failures)} of {len(targets)} deployment(s) {kind}: {lines}. "
             "Fix the configuration (credentials, role, endpoint or model name, region) and start again.",
