@@ -92,7 +92,7 @@ def test_a_call_cut_at_its_share_is_billed_too(payload: derm_cloud.Payload) -> N
 
 def test_hedging_with_a_fifth_of_calls_slow_cuts_p99_and_keeps_doing_so(payload: derm_cloud.Payload) -> None:
     def run(requests: int, hedge: HedgePolicy | None) -> tuple[list[float], Router, Scripted, Scripted]:
-        primary = Scripted("primary", fast_s=0.005, slow_s=0.25, slow_every=5)  # exactly 20 % slow: every 5th call
+        primary = Scripted("primary", fast_s=0.005, slow_s=0.5, slow_every=5)  # exactly 20 % slow: every 5th call
         backup = Scripted("backup", fast_s=0.005)
         router = Router(
             [Deployment("primary", primary), Deployment("backup", backup)],
@@ -108,15 +108,16 @@ def test_hedging_with_a_fifth_of_calls_slow_cuts_p99_and_keeps_doing_so(payload:
 
     plain, plain_router, _, _ = run(50, None)
     hedge = HedgePolicy(percentile=90, min_samples=20, initial_delay_s=0.1)
-    # Long enough for the slow calls that lost their races to have answered (0.25 s later) many times over:
-    # counted as answers, they would drag the p90 delay up to 0.25 s and the tail back with it.
+    # Long enough for the slow calls that lost their races to have answered (0.5 s later) many times over:
+    # counted as answers, they would drag the p90 delay up to 0.5 s and the tail back with it. The bounds leave
+    # a quarter of a second for a busy machine's scheduling.
     hedged, router, primary, backup = run(150, hedge)
     with plain_router, router:
         delay = router._states[0].hedge_delay(hedge)
     steady = hedged[75:]
-    assert _p99(plain) >= 0.25
+    assert _p99(plain) >= 0.5
     assert _p99(steady) < 0.5 * _p99(plain), f"p99 {_p99(steady):.3f} s hedged vs {_p99(plain):.3f} s"
-    assert delay < 0.1, f"the hedge delay tuned itself up to {delay:.3f} s"
+    assert delay < 0.25, f"the hedge delay tuned itself up to {delay:.3f} s"
     # What it costs: one extra call per slow primary call (30 of 150), and few others.
     assert primary.calls == 150 and backup.calls <= 45
 
