@@ -39,7 +39,14 @@ from derm_cloud.observability import Telemetry
 from derm_cloud.retry import CircuitBreaker
 from derm_cloud.router.calls import Call, run_call
 from derm_cloud.router.health import ConfigFaults, DeploymentCheck, check_deployments
-from derm_cloud.router.outcomes import default_name, describe_error, give_up, keeps_own_deadline, strictest
+from derm_cloud.router.outcomes import (
+    default_name,
+    describe_error,
+    failure_reason,
+    give_up,
+    keeps_own_deadline,
+    strictest,
+)
 from derm_cloud.router.policy import Balancer, Deployment, DeploymentState, HedgePolicy, RouterPolicy
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata, Prediction, Route, SkippedDeployment
@@ -338,7 +345,9 @@ class Router(Classifier):
                         winner = (st, attempt)
                     elif attempt.error is not None:
                         failures.append(attempt.error)
-                        skipped.append(SkippedDeployment(st.name, "error", describe_error(attempt.error)))
+                        skipped.append(
+                            SkippedDeployment(st.name, failure_reason(attempt.error), describe_error(attempt.error))
+                        )
                     else:  # a second good answer in the same instant: the first one won
                         skipped.append(SkippedDeployment(st.name, "hedge_lost", "answered after the winner"))
                 if winner is not None:

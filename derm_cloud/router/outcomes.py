@@ -15,7 +15,7 @@ from derm_cloud.errors import CircuitOpenError, DeadlineExceededError, InvalidIm
 from derm_cloud.images import ImageLimits
 from derm_cloud.types import SkippedDeployment
 
-__all__ = ["default_name", "describe_error", "give_up", "keeps_own_deadline", "strictest"]
+__all__ = ["default_name", "describe_error", "failure_reason", "give_up", "keeps_own_deadline", "strictest"]
 
 
 def give_up(
@@ -49,6 +49,13 @@ def give_up(
             retry_after=last.retry_after,
         )
     return InvalidImageError(f"no deployment could take this image: {summary}")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """How a failed call is listed in ``Route.skipped``: a call that ran out of its share of the deadline is a
+    ``deadline`` whichever clock noticed first (the router's wait loop, or the call's own watchdog, which under
+    load can fire a moment earlier); anything else is an ``error``."""
+    return "deadline" if isinstance(exc, DeadlineExceededError) else "error"
 
 
 def describe_error(exc: BaseException) -> str:
