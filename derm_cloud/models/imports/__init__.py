@@ -5,8 +5,9 @@ and writes a folder that ``local-onnx`` (ONNX) or ``local-tflite`` (TFLite) load
 project, iteration, export flavor, dates, source, SHA-256) in ``spec.json`` facts, which ``derm-cloud models
 info`` and the model-card comparison show. Layouts understood:
 
-* ``azure-custom-vision-onnx``: Custom Vision compact-domain ONNX exports, float32 and ``OnnxFloat16``
-  (:mod:`.custom_vision`);
+* ``azure-custom-vision-onnx``: Custom Vision compact-domain ONNX exports of every generation: the 2018
+  single-file ``.onnx`` (WinMLTools, opset 1, upgraded by :mod:`.onnx_legacy`), "ONNX1.2" (opset 7) and the
+  current zip, float32 and ``OnnxFloat16`` (:mod:`.custom_vision`);
 * ``sagemaker-jumpstart-pytorch-ic``: JumpStart PyTorch image-classification ``model.tar.gz`` (:mod:`.jumpstart`);
 * ``azure-custom-vision-tflite``: Custom Vision ``TensorFlowLite`` exports (:mod:`.tflite_exports`);
 * ``vertex-automl-edge-tflite``: Vertex AI AutoML Edge image classification TFLite exports (:mod:`.tflite_exports`).
@@ -81,7 +82,8 @@ def detect_layout(folder: Path) -> str:
         )
     raise ModelSpecError(
         f"no known export layout in {folder} (files: {', '.join(names) or 'none'}). Understood: Custom Vision "
-        "ONNX (labels.txt + model.onnx), SageMaker JumpStart PyTorch IC (class_label_to_prediction_index.json + "
+        "ONNX (labels.txt + model.onnx, or one .onnx naming its tags in a ZipMap), SageMaker JumpStart PyTorch "
+        "IC (class_label_to_prediction_index.json + "
         "model.pt), Custom Vision TFLite (labels.txt + model.tflite), Vertex AI AutoML Edge (dict.txt + model.tflite)"
     )
 
@@ -97,7 +99,8 @@ def import_model(
     """Import a service export into a derm-cloud model directory.
 
     Args:
-        source: a folder, ``.zip``/``.tar.gz`` archive or ``https://`` download URL of the export.
+        source: a folder, ``.zip``/``.tar.gz`` archive, lone ``.onnx`` file or ``https://`` download URL of the
+            export.
         out: the model directory to write (default: the model cache, named after the model id).
         provenance: what the caller knows that the files do not say (``project``, ``iteration``, ``flavor``,
             ``exported``, ``training_job`` ...).
