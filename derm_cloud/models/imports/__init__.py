@@ -131,6 +131,7 @@ def import_model(
             spec = tflite_exports.write_vertex_edge_tflite(unpacked.folder, target, facts)
         else:
             spec = jumpstart.write_model_dir(unpacked.folder, target, facts, trust_pickle=trust_pickle)
+        spec = _with_label_space(spec, target)
         final = Path(out) if out is not None else target.with_name(_slug(spec.model_id))
         if final.exists():
             if not overwrite:
@@ -141,6 +142,17 @@ def import_model(
         return ImportResult(final, layout, spec)
     finally:
         unpacked.cleanup()
+
+
+def _with_label_space(spec: ModelSpec, folder: Path) -> ModelSpec:
+    """Record whether the export's labels are the HAM10000 classes or a label space of its own (plankton, food):
+    such a model imports all the same, and classify shows its own labels (``allow_unmapped``), never lesion ones."""
+    from derm_cloud.taxonomy import LabelMap
+
+    mapped = LabelMap.for_labels(spec.labels, allow_unmapped=True).mapped
+    spec = spec.with_facts(label_space="ham10000" if mapped else "own")
+    spec.save(folder)
+    return spec
 
 
 def _cache_target() -> Path:

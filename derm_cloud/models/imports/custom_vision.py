@@ -28,8 +28,7 @@ The 2018 generation does not load in onnxruntime as published; :mod:`.onnx_legac
 The BGR flip, float16 casts and ZipMap are folded into the graph (:mod:`.onnx_adapt`) so the folder runs under
 ``local-onnx`` like any model; the folder is loaded in onnxruntime before it is written, so an export that
 cannot run is refused at import with onnxruntime's own reason. An optional ``cvexport.manifest`` (JSON) is read
-for provenance. Tags need not be lesion classes: ``facts.label_space`` is ``own`` when they are not, and the
-model is then classified with ``allow_unmapped=True`` (its own labels, never mapped onto the HAM10000 classes).
+for provenance. Tags need not be lesion classes (``import_model`` records ``facts.label_space``).
 
 Microsoft notes that the sample's preprocessing "differs slightly" from the prediction API's; the API's own
 resize is not published, so an imported export is compared with its cloud endpoint by measurement, never
@@ -66,7 +65,6 @@ def write_model_dir(folder: Path, out: Path, provenance: dict[str, Any]) -> Mode
 
     from derm_cloud.models.imports.onnx_adapt import adapt_classifier_graph
     from derm_cloud.models.imports.onnx_legacy import default_opset, upgrade_for_onnxruntime
-    from derm_cloud.taxonomy import LabelMap
 
     model_path = next(folder.glob("*.onnx"))
     model = _load(model_path)
@@ -115,7 +113,6 @@ def write_model_dir(folder: Path, out: Path, provenance: dict[str, Any]) -> Mode
             "(bicubic) to the input size; Microsoft notes the prediction API's preprocessing differs slightly"
         )
     conventions["dtype"] = "float16 (casts folded into the graph)" if adapted.float16 else "float32"
-    own = not LabelMap.for_labels(labels, allow_unmapped=True).mapped
     spec = ModelSpec(
         model_id=_model_id(provenance, model_path),
         labels=tuple(labels),
@@ -138,7 +135,6 @@ def write_model_dir(folder: Path, out: Path, provenance: dict[str, Any]) -> Mode
             "input_conventions": conventions,
             "assumptions": assumptions,
             "scores": _score_kind(adapted.model),
-            "label_space": "own" if own else "ham10000",
             "preprocessing_source": source,
             "manifest": manifest or None,
         },
