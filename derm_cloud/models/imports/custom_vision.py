@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from derm_cloud.errors import MissingDependencyError, ModelSpecError
-from derm_cloud.models.spec import ModelSpec, Preprocess
+from derm_cloud.models.spec import Interpolation, ModelSpec, Preprocess, Resize
 
 __all__ = ["is_custom_vision_export", "write_model_dir"]
 
@@ -97,6 +97,8 @@ def write_model_dir(folder: Path, out: Path, provenance: dict[str, Any]) -> Mode
         **{k: v for k, v in provenance.items() if v is not None},
     }
     height, width = adapted.input_hw
+    resize: Resize
+    interpolation: Interpolation
     if windows_ml:
         resize, interpolation = "crop_to_aspect", "pil_bilinear"
         conventions["resize"] = "centre region with the input's aspect ratio, scaled to the input size"
@@ -117,10 +119,10 @@ def write_model_dir(folder: Path, out: Path, provenance: dict[str, Any]) -> Mode
         model_id=_model_id(provenance, model_path),
         labels=tuple(labels),
         preprocess=Preprocess(
-            resize=resize,  # type: ignore[arg-type]
+            resize=resize,
             height=height,
             width=width,
-            interpolation=interpolation,  # type: ignore[arg-type]
+            interpolation=interpolation,
             scale=scale,
             mean=mean,
         ),
