@@ -1,5 +1,6 @@
 """The 2018 WinMLTools export generation in miniature: every quirk of the real files, on a graph small enough to
-build here, so the upgrade is checked on every machine (the real exports are in check_customvision_real_exports, run by hand until the exports are in the shared data folder).
+build here, so the upgrade is checked on every machine (the real exports are in
+check_customvision_real_exports, run by hand until the exports are in the shared data folder).
 
 The graph has what Custom Vision's opset-1 exports have (nodes out of order, initializers not declared as inputs,
 BatchNormalization without consumed_inputs, MaxPool with dilations, a legacy per-channel broadcast, ImageScaler,
