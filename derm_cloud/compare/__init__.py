@@ -1,18 +1,16 @@
 """The comparator: quality, agreement, fairness, latency and cost of several backends in one reproducible run.
 
-Run it from the command line (`derm-cloud compare CONFIG`) or from Python:
+Run it from the command line (``derm-cloud compare CONFIG``) or from Python::
 
-```python
-from derm_cloud.compare import run_comparison
+    from derm_cloud.compare import run_comparison
 
-result = run_comparison("compare.toml")        # or a dict, or None for the embedded default
-print(result.html, result.summary["cost"]["backends"]["sagemaker"]["monthly"])
-```
+    result = run_comparison("compare.toml")        # or a dict, or None for the embedded default
+    print(result.html, result.summary["cost"]["backends"]["sagemaker"]["monthly"])
 
-Results are stored as they arrive (`<output>/runs.sqlite`), so an interrupted run resumes where it stopped.
+Results are stored as they arrive (``<output>/runs.sqlite``), so an interrupted run resumes where it stopped.
 The report supports triage and research; it is not a diagnosis, and a clinician reviews every result.
 
-Names are imported lazily so that `import derm_cloud.compare.metrics` stays light.
+Names are imported lazily so that ``import derm_cloud.compare.metrics`` stays light.
 """
 
 from __future__ import annotations

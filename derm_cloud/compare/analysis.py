@@ -2,7 +2,7 @@
 
 Everything is computed from the run store, never from memory of the run, so a resumed run and an uninterrupted
 one give the same figures from the same stored predictions. The result is one JSON-compatible dict that
-[`derm_cloud.compare.report`][derm_cloud.compare.report] renders (HTML, Markdown, JSON, CSV).
+:mod:`derm_cloud.compare.report` renders (HTML, Markdown, JSON, CSV).
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def _fairness(
     by_backend: Mapping[str, Mapping[str, ResultRow]],
     common: Sequence[Sample],
 ) -> dict[str, Any]:
-    """Per-group figures of every label-mapped backend, on the common set (see `_common_set`)."""
+    """Per-group figures of every label-mapped backend, on the common set (see :func:`_common_set`)."""
     try:
         from derm_cloud.compare import fairness
     except ImportError as exc:  # the module ships with derm-cloud; this only guards partial installs
@@ -337,7 +337,7 @@ def analyse(
     extra_warnings: Sequence[str] = (),
     default_run: bool = False,
 ) -> dict[str, Any]:
-    """The report data of run `run_id` (a JSON-compatible dict)."""
+    """The report data of run ``run_id`` (a JSON-compatible dict)."""
     from derm_cloud.data import dataset_overlap_warning, is_ham10000_id
 
     warn: list[str] = list(extra_warnings)

@@ -1,40 +1,38 @@
 """The comparison config file: TOML or YAML, validated with errors that name the bad key and its line.
 
 A config says which backends to compare (with their options), on which dataset, with which latency scenarios,
-at which monthly volume and prevalence, and where to write the report:
+at which monthly volume and prevalence, and where to write the report::
 
-```toml
-title = "sklesion: local vs SageMaker"
-output = "reports/sklesion"        # relative paths are relative to the config file
-seed = 0
+    title = "sklesion: local vs SageMaker"
+    output = "reports/sklesion"        # relative paths are relative to the config file
+    seed = 0
 
-[dataset]
-source = "../shared/data/ham10000/dev.csv"
-limit = 200                        # a seeded subset; omit for every image
+    [dataset]
+    source = "../shared/data/ham10000/dev.csv"
+    limit = 200                        # a seeded subset; omit for every image
 
-[population]
-monthly_volume = 100000
-melanoma_prevalence = 0.02
+    [population]
+    monthly_volume = 100000
+    melanoma_prevalence = 0.02
 
-[scenarios.single_stream]
-queries = 200
+    [scenarios.single_stream]
+    queries = 200
 
-[[backends]]
-name = "local"
-type = "local-onnx"
-options = { model_dir = "sklesion" }
+    [[backends]]
+    name = "local"
+    type = "local-onnx"
+    options = { model_dir = "sklesion" }
 
-[[backends]]
-name = "sagemaker"
-type = "sagemaker"
-emulate = true                     # start the SageMaker emulator hosting model_dir and point at it
-model_dir = "sklesion"
-rate_limit = 20                    # requests per second (token bucket)
-```
+    [[backends]]
+    name = "sagemaker"
+    type = "sagemaker"
+    emulate = true                     # start the SageMaker emulator hosting model_dir and point at it
+    model_dir = "sklesion"
+    rate_limit = 20                    # requests per second (token bucket)
 
 Every key is checked: a typo fails before anything runs, e.g.
-`config.toml:23: backends[1].rate_limt: unknown key (did you mean 'rate_limit'?)`.
-The schema lives in `SCHEMA` below; `docs/readme/compare.md` lists every key.
+``config.toml:23: backends[1].rate_limt: unknown key (did you mean 'rate_limit'?)``.
+The schema lives in :data:`SCHEMA` below; ``docs/readme/compare.md`` lists every key.
 """
 
 from __future__ import annotations
@@ -64,7 +62,7 @@ __all__ = [
 
 
 class ConfigFileError(ConfigError):
-    """A config value is wrong; `key` is the dotted path and `line` the 1-based line (when known)."""
+    """A config value is wrong; ``key`` is the dotted path and ``line`` the 1-based line (when known)."""
 
     def __init__(self, message: str, *, key: str, line: int | None = None, file: str | None = None) -> None:
         where = f"{file or '<config>'}" + (f":{line}" if line else "")
@@ -248,7 +246,7 @@ _SCENARIOS = ("quality", "single_stream", "server", "offline", "cold_start")
 
 @dataclass(frozen=True)
 class ScenarioConfig:
-    """Settings of one scenario (`enabled` plus the scenario's own keys)."""
+    """Settings of one scenario (``enabled`` plus the scenario's own keys)."""
 
     name: str
     enabled: bool
@@ -264,18 +262,18 @@ class BackendConfig:
 
     Attributes:
         name: unique label in the report.
-        type: registry name (`local-onnx`, `sagemaker` ...) or `package.module:Class`.
+        type: registry name (``local-onnx``, ``sagemaker`` ...) or ``package.module:Class``.
         options: keyword arguments for the backend's constructor.
-        emulate: start the matching derm-cloud emulator hosting `model_dir` and point the backend at it.
-        model_dir: the model an emulator hosts (`"sklesion"` or a directory).
-        emulator: emulator settings: `delay_ms` (fixed extra service time) and `transport`.
-        rate_limit: requests per second allowed to this backend (token bucket), `None` for no limit.
+        emulate: start the matching derm-cloud emulator hosting ``model_dir`` and point the backend at it.
+        model_dir: the model an emulator hosts (``"sklesion"`` or a directory).
+        emulator: emulator settings: ``delay_ms`` (fixed extra service time) and ``transport``.
+        rate_limit: requests per second allowed to this backend (token bucket), ``None`` for no limit.
         burst: token-bucket capacity.
         max_concurrency: requests in flight during the quality pass.
-        timeout_s: client-side timeout per request (defaults to `scenarios.request_timeout_s`).
-        billing: price-catalogue keys that override `describe().billing` (`sku`, `instances` ...).
-        export_of: the name of the cloud backend this one runs the export of (`derm-cloud models import`):
-            the report shows the pair's agreement (see `derm_cloud.compare.export_parity`).
+        timeout_s: client-side timeout per request (defaults to ``scenarios.request_timeout_s``).
+        billing: price-catalogue keys that override ``describe().billing`` (``sku``, ``instances`` ...).
+        export_of: the name of the cloud backend this one runs the export of (``derm-cloud models import``):
+            the report shows the pair's agreement (see :mod:`derm_cloud.compare.export_parity`).
     """
 
     name: str
@@ -294,7 +292,7 @@ class BackendConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """Where the images come from: `source=None` means the embedded default image set."""
+    """Where the images come from: ``source=None`` means the embedded default image set."""
 
     source: str | None = None
     limit: int | None = None
@@ -303,7 +301,7 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class ComparisonConfig:
-    """A validated comparison config; build it with `load_config` or `parse_config`."""
+    """A validated comparison config; build it with :func:`load_config` or :func:`parse_config`."""
 
     title: str
     output: Path
@@ -355,7 +353,7 @@ class ComparisonConfig:
 
 
 def load_config(path: str | os.PathLike[str]) -> ComparisonConfig:
-    """Read and validate a `.toml`, `.yaml` or `.yml` config file.
+    """Read and validate a ``.toml``, ``.yaml`` or ``.yml`` config file.
 
     Raises:
         ConfigFileError: a key is unknown or a value is wrong; the message names the key and its line.
@@ -382,7 +380,7 @@ def parse_config(
 ) -> ComparisonConfig:
     """Validate a config given as TOML/YAML text or as an already parsed dict.
 
-    Relative paths (`output`, `dataset.source`, `cost.prices`) resolve against `base_dir`
+    Relative paths (``output``, ``dataset.source``, ``cost.prices``) resolve against ``base_dir``
     (default: the current directory).
     """
     locate: Callable[[tuple[str | int, ...]], int | None]
@@ -447,9 +445,9 @@ def _parse_yaml(text: str, file: str | None) -> tuple[Any, Callable[[tuple[str |
 def toml_line(text: str, path: tuple[str | int, ...]) -> int | None:
     """Best-effort 1-based line of a key in TOML source (tomllib keeps no positions).
 
-    Splits the source into table blocks, gives each block its full key path (`[[backends]]` blocks get their
-    array index; `[backends.emulator]` belongs to the latest `[[backends]]`), picks the block that is the
-    longest prefix of `path` and scans it for `key =` (also inside inline tables and dotted keys).
+    Splits the source into table blocks, gives each block its full key path (``[[backends]]`` blocks get their
+    array index; ``[backends.emulator]`` belongs to the latest ``[[backends]]``), picks the block that is the
+    longest prefix of ``path`` and scans it for ``key =`` (also inside inline tables and dotted keys).
     """
     lines = text.splitlines()
     header_re = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")

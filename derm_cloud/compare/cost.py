@@ -1,23 +1,23 @@
 """Cost per backend from a shipped price catalogue: per 1,000 predictions, per month, break-even volumes.
 
-The catalogue (`prices.json` beside this module) holds one entry per priced service with its billing basis,
+The catalogue (``prices.json`` beside this module) holds one entry per priced service with its billing basis,
 unit, currency, region, source URL, as-of date and status (vendor, 3rd-party, unverified). Users extend or
-override it with their own JSON or TOML file of the same shape (`[cost] prices = ["my-prices.toml"]`); an
-entry with the same `id` replaces the shipped one.
+override it with their own JSON or TOML file of the same shape (``[cost] prices = ["my-prices.toml"]``); an
+entry with the same ``id`` replaces the shipped one.
 
-A backend names its price through `describe().billing["sku"]` (or the config's `billing` table). A sku
-without a catalogue entry is **unknown**: every figure is `None` and a warning says how to add it. Nothing
+A backend names its price through ``describe().billing["sku"]`` (or the config's ``billing`` table). A sku
+without a catalogue entry is **unknown**: every figure is ``None`` and a warning says how to add it. Nothing
 is ever priced at 0 by default.
 
 Formulas (V = predictions per month, H = 730 hours, t = seconds per prediction, q = measured throughput):
 
-* `instance_hour` / `node_hour` (always on): `monthly = rate x instances x H` whatever the traffic, with
-  `instances = max(configured, ceil(V / (q x utilisation x 3600 x H)))`; idle cost = the same at V = 0.
-* `serverless_gb_second`: `per prediction = t x memory_GB x price (+ per-request price)`.
-* `per_request`: `price` per prediction.
-* `per_token`: `input_tokens x in_price + output_tokens x out_price` per prediction (measured token usage
-  when the backend reports it, else the billing keys `input_tokens` / `output_tokens`).
-* `per_1000_units`: tiered price per 1,000 units (image x feature), free tier included.
+* ``instance_hour`` / ``node_hour`` (always on): ``monthly = rate x instances x H`` whatever the traffic, with
+  ``instances = max(configured, ceil(V / (q x utilisation x 3600 x H)))``; idle cost = the same at V = 0.
+* ``serverless_gb_second``: ``per prediction = t x memory_GB x price (+ per-request price)``.
+* ``per_request``: ``price`` per prediction.
+* ``per_token``: ``input_tokens x in_price + output_tokens x out_price`` per prediction (measured token usage
+  when the backend reports it, else the billing keys ``input_tokens`` / ``output_tokens``).
+* ``per_1000_units``: tiered price per 1,000 units (image x feature), free tier included.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class PriceEntry:
 
 
 class PriceCatalogue:
-    """The shipped prices plus user files (later files override earlier ones by `id`).
+    """The shipped prices plus user files (later files override earlier ones by ``id``).
 
     Example:
         >>> cat = PriceCatalogue.load()
@@ -139,7 +139,7 @@ class PriceCatalogue:
         return cls(entries)
 
     def lookup(self, sku: str | None, provider: str | None = None) -> PriceEntry | None:
-        """The entry for `sku`, also trying `<provider>.<sku>` (backends may omit the provider prefix)."""
+        """The entry for ``sku``, also trying ``<provider>.<sku>`` (backends may omit the provider prefix)."""
         if not sku:
             return None
         for key in (sku, f"{provider}.{sku}" if provider else None):
@@ -156,7 +156,7 @@ def _parse(data: Any, origin: str) -> list[PriceEntry]:
 
 @dataclass
 class Measured:
-    """What the run measured for one backend (`None` when not measured)."""
+    """What the run measured for one backend (``None`` when not measured)."""
 
     throughput_qps: float | None = None
     mean_latency_s: float | None = None
@@ -239,7 +239,7 @@ def backend_cost(
     melanoma_prevalence: float | None,
     utilisation: float = 0.5,
 ) -> dict[str, Any]:
-    """Cost figures for one backend; every figure is `None` (with a warning) when the price is unknown."""
+    """Cost figures for one backend; every figure is ``None`` (with a warning) when the price is unknown."""
     sku = billing.get("sku")
     entry = catalogue.lookup(sku, provider)
     out: dict[str, Any] = {"backend": name, "sku": sku, "billing": dict(billing), "known": False, "warnings": []}
@@ -300,7 +300,7 @@ def break_even_volumes(
 ) -> list[dict[str, Any]]:
     """Volumes where the monthly costs of two backends with different billing bases cross.
 
-    A log grid from `lo` to `hi` is scanned and each sign change refined by bisection. Only the first
+    A log grid from ``lo`` to ``hi`` is scanned and each sign change refined by bisection. Only the first
     crossing is returned per pair (always-on prices step up with the instance count, which can add more; the
     count is given). Pairs on the same billing basis are skipped: their order does not change with volume
     except through instance steps.

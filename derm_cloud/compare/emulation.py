@@ -1,11 +1,10 @@
-"""`emulate = true`: start the derm-cloud emulator of a backend's cloud, hosting a model, and wire the backend.
+"""``emulate = true``: start the derm-cloud emulator of a backend's cloud, hosting a model, and wire the backend.
 
-In this process the backend is built with the emulator's own `*_backend_for` helper (the supported wiring).
-For Ray workers, which cannot reach the emulator object, [`capture`][derm_cloud.compare.emulation.capture] takes a
-picklable view of it (URL, project and endpoint names, the emulator's dummy keys) and
-[`build_remote`][derm_cloud.compare.emulation.build_remote] builds the backend from that view through the backend's
-public constructor and the real SDK client, pointed at the same 127.0.0.1 port. Emulator keys are fixed test values;
-they go to the workers, never into the run store or the report.
+In this process the backend is built with the emulator's own ``*_backend_for`` helper (the supported wiring).
+For Ray workers, which cannot reach the emulator object, :func:`capture` takes a picklable view of it (URL,
+project and endpoint names, the emulator's dummy keys) and :func:`build_remote` builds the backend from that
+view through the backend's public constructor and the real SDK client, pointed at the same 127.0.0.1 port.
+Emulator keys are fixed test values; they go to the workers, never into the run store or the report.
 
 Example:
     >>> emu = start("sagemaker", model_dir, options={}, delay=0.0)  # doctest: +SKIP
@@ -49,7 +48,7 @@ def _module(kind: str) -> Any:
 
 
 def start(kind: str, model_dir: Path | None, *, options: Mapping[str, Any], transport: str | None) -> Any:
-    """Start the emulator for `kind` hosting `model_dir` (Cloud Vision hosts no model: generic labels)."""
+    """Start the emulator for ``kind`` hosting ``model_dir`` (Cloud Vision hosts no model: generic labels)."""
     if kind not in _MODULES:
         raise ConfigError(
             f"no derm-cloud emulator for backend type {kind!r}; emulate = true works for {', '.join(sorted(_MODULES))}"
@@ -127,7 +126,7 @@ def capture(kind: str, emulator: Any) -> dict[str, Any]:
 
 
 def build_remote(view: Mapping[str, Any], options: Mapping[str, Any]) -> Classifier:
-    """Build the backend from a `capture` view (in a Ray worker), through its public constructor."""
+    """Build the backend from a :func:`capture` view (in a Ray worker), through its public constructor."""
     kind, opts = view["kind"], dict(options)
     if kind == "sagemaker":
         import boto3

@@ -1,15 +1,14 @@
 """Where a comparison's requests run: this process (asyncio + threads, the default) or a Ray cluster.
 
-Backends are described by a picklable `BackendRecipe` (type + options, or the address of an emulator)
+Backends are described by a picklable :class:`BackendRecipe` (type + options, or the address of an emulator)
 and built where they are used, so a Ray worker creates its own backend and no open session or socket is ever
-pickled. `emulate = true` starts the matching derm-cloud emulator in this process, hosting the configured
+pickled. ``emulate = true`` starts the matching derm-cloud emulator in this process, hosting the configured
 model, and points the backend at it through the real SDK.
 
 The local executor runs every backend concurrently (one asyncio task per backend; each request in a worker
-thread through [`Classifier.apredict`][derm_cloud.base.Classifier.apredict]), each backend's phases one after another:
-quality pass, then the latency scenarios (see [`derm_cloud.compare.scenarios`][derm_cloud.compare.scenarios]). Every
-result is written to the run store as it arrives and keys already stored are skipped, which is what makes a killed run
-resumable.
+thread through :meth:`Classifier.apredict`), each backend's phases one after another: quality pass, then the
+latency scenarios (see :mod:`derm_cloud.compare.scenarios`). Every result is written to the run store as it
+arrives and keys already stored are skipped, which is what makes a killed run resumable.
 
 The Ray executor distributes the quality pass (the part that grows with the dataset) over Ray actors in
 shards; latency scenarios stay in the driver so that latency is measured from one place.
@@ -59,12 +58,12 @@ class BackendRecipe:
 
     Attributes:
         name: the backend's label in the report.
-        type: registry name or `package.module:Class`.
+        type: registry name or ``package.module:Class``.
         options: constructor keyword arguments.
-        emulated: for `emulate = true`: a picklable view of the running emulator the backend talks to
-            (see [`derm_cloud.compare.emulation.capture`][derm_cloud.compare.emulation.capture]).
+        emulated: for ``emulate = true``: a picklable view of the running emulator the backend talks to
+            (see :func:`derm_cloud.compare.emulation.capture`).
         use_metadata: send each image's patient metadata (the comparison's metadata mode, see
-            `derm_cloud.compare.metadata_modes`); `False` sends none.
+            :mod:`derm_cloud.compare.metadata_modes`); ``False`` sends none.
     """
 
     name: str
@@ -74,7 +73,7 @@ class BackendRecipe:
     use_metadata: bool = True
 
     def create(self, emulator: Any | None = None) -> Classifier:
-        """Build the backend: against the live `emulator` when given (this process), else from the view."""
+        """Build the backend: against the live ``emulator`` when given (this process), else from the view."""
         if self.emulated is not None:
             from derm_cloud.compare import emulation
 
@@ -94,7 +93,7 @@ class BackendRecipe:
 
 
 def _resolve_model(model_dir: str) -> Path:
-    """The model directory an emulator hosts (`"sklesion"` resolves to the cache)."""
+    """The model directory an emulator hosts (``"sklesion"`` resolves to the cache)."""
     from derm_cloud.models.cache import resolve_model_dir
 
     path = resolve_model_dir(model_dir)
@@ -206,7 +205,7 @@ def _outcome_error(exc: BaseException, latency_ms: float, t_start: float, t_end:
 
 
 class PayloadCache:
-    """One payload per image, shared by every backend of a run (see `derm_cloud.prepare_payload`).
+    """One payload per image, shared by every backend of a run (see :func:`derm_cloud.prepare_payload`).
 
     Bounded, most recently used kept: backends running side by side ask for the same images at about the same
     time. An image that fell out is prepared again, deterministically, into the same bytes. Concurrent requests
@@ -220,7 +219,7 @@ class PayloadCache:
         self._lock = threading.Lock()
 
     def get(self, sample: Sample) -> Payload:
-        """The payload of `sample`, prepared on first request."""
+        """The payload of ``sample``, prepared on first request."""
         key = (sample.image_id, str(sample.source))
         with self._lock:
             future = self._items.get(key)
@@ -499,10 +498,10 @@ class RayExecutor(LocalExecutor):
     """Distribute the quality pass over Ray actors; each actor builds its own backend from the recipe.
 
     Args:
-        address: Ray cluster address (`None`: start or join a local instance).
+        address: Ray cluster address (``None``: start or join a local instance).
         actors: actors per backend.
         shard_size: images per task; results are stored per finished shard.
-        init: extra `ray.init` keyword arguments (`num_cpus` ...).
+        init: extra ``ray.init`` keyword arguments (``num_cpus`` ...).
     """
 
     def __init__(

@@ -1,16 +1,14 @@
 """Per-image exports of a comparison, so anyone can re-score a run with another tool.
 
-Written beside the report:
+Written beside the report::
 
-```text
-predictions.csv     one row per image and backend: truth, lesion, metadata mode, label, 7 probabilities
-predictions.jsonl   the same rows as JSON lines
-isic/<backend>.csv  an ISIC 2018 Task 3 submission per label-mapped backend (image,MEL,NV,BCC,AKIEC,BKL,DF,VASC)
-isic/ground_truth.csv  the labelled images in the same format (one-hot), for the official scorer
-```
+    predictions.csv     one row per image and backend: truth, lesion, metadata mode, label, 7 probabilities
+    predictions.jsonl   the same rows as JSON lines
+    isic/<backend>.csv  an ISIC 2018 Task 3 submission per label-mapped backend (image,MEL,NV,BCC,AKIEC,BKL,DF,VASC)
+    isic/ground_truth.csv  the labelled images in the same format (one-hot), for the official scorer
 
 Everything comes from the run store (the quality pass), never from memory of the run. No image bytes and no
-secrets are written; probabilities are in the canonical order of `CLASS_CODES`.
+secrets are written; probabilities are in the canonical order of :data:`~derm_cloud.taxonomy.CLASS_CODES`.
 """
 
 from __future__ import annotations
@@ -55,7 +53,7 @@ _FIELDS = [
 
 
 def isic_file_name(backend: str) -> str:
-    """The submission file name of a backend (`local-onnx +metadata` -> `local-onnx_metadata.csv`)."""
+    """The submission file name of a backend (``local-onnx +metadata`` -> ``local-onnx_metadata.csv``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", backend).strip("_") + ".csv"
 
 
@@ -72,7 +70,7 @@ def write_exports(
         store: the run store.
         run_id: the run.
         ds: the dataset (image order, labels, lesion ids).
-        infos: backend name -> facts (`metadata_used`, `labels_mapped`).
+        infos: backend name -> facts (``metadata_used``, ``labels_mapped``).
         output_dir: the report folder.
     """
     output_dir.mkdir(parents=True, exist_ok=True)

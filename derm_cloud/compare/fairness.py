@@ -1,10 +1,10 @@
 """Subgroup performance: is a model as good for every skin tone, sex, age band and body site?
 
-[`group_report`][derm_cloud.compare.fairness.group_report] computes, per attribute and group, accuracy, balanced
-accuracy, melanoma sensitivity and malignant sensitivity with bootstrap confidence intervals, flags groups too small to
-compare, and gives the largest gap between groups per metric (`max - min` over the comparable groups, as fairlearn's
-`MetricFrame.difference(method="between_groups")`). [`group_columns`][derm_cloud.compare.fairness.group_columns] builds
-the groups from [`Sample`][derm_cloud.data.Sample] metadata.
+:func:`group_report` computes, per attribute and group, accuracy, balanced accuracy, melanoma sensitivity and
+malignant sensitivity with bootstrap confidence intervals, flags groups too small to compare, and gives the
+largest gap between groups per metric (``max - min`` over the comparable groups, as fairlearn's
+``MetricFrame.difference(method="between_groups")``). :func:`group_columns` builds the groups from
+:class:`~derm_cloud.data.Sample` metadata.
 
 Skin tone: a Fitzpatrick type recorded in the metadata is used where present; otherwise the Individual
 Typology Angle (ITA) estimated from the image, labelled "ITA estimate (not Fitzpatrick)". HAM10000 records no
@@ -55,7 +55,7 @@ _ROMAN = ("I", "II", "III", "IV", "V", "VI")
 
 
 def age_band(age: float | None) -> str | None:
-    """The age band of an age in years (`"<30"`, `"30-44"`, `"45-59"`, `"60-74"`, `"75+"`), or `None`.
+    """The age band of an age in years (``"<30"``, ``"30-44"``, ``"45-59"``, ``"60-74"``, ``"75+"``), or ``None``.
 
     Example:
         >>> age_band(29.9), age_band(45), age_band(75.0), age_band(None)
@@ -70,7 +70,7 @@ def age_band(age: float | None) -> str | None:
 
 
 class GroupColumns(dict[str, list[str | None]]):
-    """Attribute -> group per sample, plus `descriptions` (attribute -> how the groups were made)."""
+    """Attribute -> group per sample, plus ``descriptions`` (attribute -> how the groups were made)."""
 
     def __init__(self, columns: Mapping[str, list[str | None]], descriptions: Mapping[str, str]) -> None:
         super().__init__(columns)
@@ -90,20 +90,18 @@ def group_columns(
     skin_tone: str | None = "auto",
     skin_tone_fn: Callable[[bytes], object] | None = None,
 ) -> GroupColumns:
-    """Group columns `skin_tone`, `sex`, `age_band` and `site` from sample metadata.
+    """Group columns ``skin_tone``, ``sex``, ``age_band`` and ``site`` from sample metadata.
 
     Args:
-        samples: the dataset's samples (a [`Dataset`][derm_cloud.data.Dataset] works).
-        skin_tone: `"auto"` (Fitzpatrick type where recorded, ITA estimate otherwise), `"fitzpatrick"`
-            (recorded types only), `"ita"` (ITA estimate for every image) or `None` (no skin-tone column).
-        skin_tone_fn: called with an image's bytes, returns an ITA category (`"light"`...) or an object with
-            `.category` (default
-            [`derm_cloud.governance.skin_tone.estimate_ita`][derm_cloud.governance.skin_tone.estimate_ita]); `None` =
-            unknown.
+        samples: the dataset's samples (a :class:`~derm_cloud.data.Dataset` works).
+        skin_tone: ``"auto"`` (Fitzpatrick type where recorded, ITA estimate otherwise), ``"fitzpatrick"``
+            (recorded types only), ``"ita"`` (ITA estimate for every image) or ``None`` (no skin-tone column).
+        skin_tone_fn: called with an image's bytes, returns an ITA category (``"light"``...) or an object with
+            ``.category`` (default :func:`derm_cloud.governance.skin_tone.estimate_ita`); ``None`` = unknown.
 
     Returns:
-        A [`GroupColumns`][derm_cloud.compare.fairness.GroupColumns]; unknown values are `None`. Skin-tone groups are
-        `"FST III"` for recorded types and `"ITA light"` for estimates.
+        A :class:`GroupColumns`; unknown values are ``None``. Skin-tone groups are ``"FST III"`` for recorded
+        types and ``"ITA light"`` for estimates.
 
     Example:
         >>> from pathlib import Path
@@ -185,22 +183,21 @@ def group_report(
 
     Args:
         y_true: canonical codes, one per image.
-        probs: `(n, 7)` probabilities in `CLASS_CODES` order.
-        groups: attribute -> group value per image (`None` = unknown); e.g. from
-            [`group_columns`][derm_cloud.compare.fairness.group_columns].
+        probs: ``(n, 7)`` probabilities in ``CLASS_CODES`` order.
+        groups: attribute -> group value per image (``None`` = unknown); e.g. from :func:`group_columns`.
         min_group_size: a group's metric is compared only when its denominator (images for accuracy and
             balanced accuracy, melanomas or malignant lesions for the sensitivities) reaches this; smaller groups
             are flagged and left out of that metric's gap.
         n_boot: bootstrap resamples per group (stratified by true class within the group; 0 skips CIs).
         seed: bootstrap seed.
-        descriptions: attribute -> how its groups were made (default: `groups.descriptions` if present).
-        clusters: one lesion id per image (`None` where unknown): CIs resample lesions (cluster bootstrap).
+        descriptions: attribute -> how its groups were made (default: ``groups.descriptions`` if present).
+        clusters: one lesion id per image (``None`` where unknown): CIs resample lesions (cluster bootstrap).
 
     Returns:
-        `{"attributes": {attr: {"description", "groups": {group: {"n", "n_melanoma", "n_malignant",
+        ``{"attributes": {attr: {"description", "groups": {group: {"n", "n_melanoma", "n_malignant",
         "small_group", "metrics": {metric: {"value", "ci", "denominator", "comparable"}}}},
         "gaps": {metric: {...}}, "warnings": [...]}},
-        "metrics", "min_group_size", "method"}`. The `unknown` group is reported but never compared.
+        "metrics", "min_group_size", "method"}``. The ``unknown`` group is reported but never compared.
 
     Example:
         >>> y = ["mel", "nv", "mel", "nv"]; p = np.eye(7)[[4, 5, 5, 5]]

@@ -4,13 +4,13 @@ A model that sees age, sex and site can score differently from the same model se
 moves a histology-confirmed melanoma from nv 0.709 to mel 0.816). If only some backends received metadata, the
 report would show the effect of metadata as a difference between providers. So, by default:
 
-* `mode = "auto"`: every backend gets patient metadata when *all* of them can use it, none gets it otherwise
+* ``mode = "auto"``: every backend gets patient metadata when *all* of them can use it, none gets it otherwise
   (metadata-blind);
-* `mode = "blind"`: no backend gets metadata;
-* `mode = "each"`: each backend gets metadata if it can use it (mixed modes: the report warns at its top).
+* ``mode = "blind"``: no backend gets metadata;
+* ``mode = "each"``: each backend gets metadata if it can use it (mixed modes: the report warns at its top).
 
-`variants = true` adds, for every backend that can use metadata, a row of its own in the other mode
-(`local-onnx +metadata` beside a blind `local-onnx`), so the gain from metadata is a measured row.
+``variants = true`` adds, for every backend that can use metadata, a row of its own in the other mode
+(``local-onnx +metadata`` beside a blind ``local-onnx``), so the gain from metadata is a measured row.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class MetadataPlan:
 
     Attributes:
         use: backend name -> whether it is sent patient metadata.
-        variants: `(variant name, backend it copies, sends metadata)` for each extra row.
+        variants: ``(variant name, backend it copies, sends metadata)`` for each extra row.
     """
 
     use: dict[str, bool]
@@ -53,12 +53,12 @@ def plan_metadata(capable: Mapping[str, bool], mode: str = "auto", variants: boo
     """Decide each backend's metadata mode from what each one can use.
 
     Args:
-        capable: backend name -> whether it can use patient metadata (`Classifier.uses_metadata`).
-        mode: `auto`, `blind` or `each` (see the module docstring).
+        capable: backend name -> whether it can use patient metadata (``Classifier.uses_metadata``).
+        mode: ``auto``, ``blind`` or ``each`` (see the module docstring).
         variants: add an other-mode row for every backend that can use metadata.
 
     Returns:
-        The `MetadataPlan`.
+        The :class:`MetadataPlan`.
 
     Raises:
         ValueError: an unknown mode (the config validates it first).
@@ -91,8 +91,8 @@ def apply_metadata_plan(
 
     Args:
         runtimes: the opened backends.
-        mode: the config's `[metadata] mode`.
-        variants: the config's `[metadata] variants`.
+        mode: the config's ``[metadata] mode``.
+        variants: the config's ``[metadata] variants``.
         open_variant: opens a second runtime of a backend under a new name (its own emulator and client).
     """
     capable = {rt.name: rt.classifier.uses_metadata for rt in runtimes}
@@ -139,7 +139,7 @@ def metadata_summary(infos: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, 
 
 
 def metadata_label(row: Mapping[str, Any] | None) -> str:
-    """The summary table's `metadata` cell of one backend."""
+    """The summary table's ``metadata`` cell of one backend."""
     if not row:
         return "n/a"
     if row["sent"]:

@@ -1,14 +1,12 @@
 """Write a comparison's report: self-contained HTML, a Markdown summary, the full JSON, and JSON + CSV per figure.
 
-Layout of the output folder:
+Layout of the output folder::
 
-```text
-report.html          one file, figures embedded as base64 PNG (opens offline, mails as one attachment)
-report.md            the headline tables and every warning
-report.json          everything the report shows (derm-cloud-comparison/1)
-figures/<name>.png   each figure, with <name>.json and <name>.csv holding the data it draws
-runs.sqlite          the run store (results as they arrived)
-```
+    report.html          one file, figures embedded as base64 PNG (opens offline, mails as one attachment)
+    report.md            the headline tables and every warning
+    report.json          everything the report shows (``derm-cloud-comparison/1``)
+    figures/<name>.png   each figure, with <name>.json and <name>.csv holding the data it draws
+    runs.sqlite          the run store (results as they arrived)
 
 Every report states that the comparison supports triage and research, that a clinician reviews every result,
 which backends were emulated, the versions, config, dataset fingerprint and the as-of date of each price.
@@ -128,7 +126,7 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _answered_cell(q: Mapping[str, Any]) -> str:
-    """`answered / attempted` (the backend's own coverage) plus the common-set size when it differs."""
+    """``answered / attempted`` (the backend's own coverage) plus the common-set size when it differs."""
     own = q.get("answered_own", q["answered"])
     cell = f"{own} / {q['attempted']}"
     return cell if own == q["answered"] else f"{cell} (scored on common {q['answered']})"
@@ -443,7 +441,7 @@ def _facts_tables(
 
 
 def write_report(summary: dict[str, Any], output_dir: Path) -> dict[str, Path]:
-    """Write report.html, report.md, report.json and figures/ into `output_dir`; returns their paths."""
+    """Write report.html, report.md, report.json and figures/ into ``output_dir``; returns their paths."""
     from derm_cloud.compare.plots import make_figures
 
     output_dir.mkdir(parents=True, exist_ok=True)

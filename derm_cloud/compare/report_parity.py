@@ -1,7 +1,7 @@
 """Report pieces that show whether the comparison was fair: the first line, the top warnings, input parity.
 
-Kept apart from [`derm_cloud.compare.report`][derm_cloud.compare.report] (layout and the other sections) so each stays
-small. The HTML and Markdown writers both render these through the same `table` callable.
+Kept apart from :mod:`derm_cloud.compare.report` (layout and the other sections) so each stays small. The
+HTML and Markdown writers both render these through the same ``table`` callable.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def top_warnings(summary: Mapping[str, Any]) -> list[str]:
 
 
 def metadata_cell(summary: Mapping[str, Any], name: str) -> str:
-    """The summary table's `metadata` cell of one backend."""
+    """The summary table's ``metadata`` cell of one backend."""
     return metadata_label(((summary.get("metadata") or {}).get("backends") or {}).get(name))
 
 

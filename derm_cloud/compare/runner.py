@@ -1,8 +1,8 @@
 """Run a comparison end to end: config -> dataset -> backends (and emulators) -> run store -> report.
 
-[`run_comparison`][derm_cloud.compare.runner.run_comparison] is what `derm-cloud compare` calls. A run is identified by
-the fingerprint of its config and dataset: rerunning the same config on the same images resumes the newest unfinished
-run with that fingerprint (`fresh=True` starts over), and `resume=RUN_ID` resumes a given one; results already in the
+:func:`run_comparison` is what ``derm-cloud compare`` calls. A run is identified by the fingerprint of its
+config and dataset: rerunning the same config on the same images resumes the newest unfinished run with that
+fingerprint (``fresh=True`` starts over), and ``resume=RUN_ID`` resumes a given one; results already in the
 store are never requested again.
 
 Example:
@@ -37,11 +37,11 @@ class ComparisonResult:
     """What a finished comparison produced.
 
     Attributes:
-        run_id: the run's id in the store (pass it to `--resume` to rebuild the report).
+        run_id: the run's id in the store (pass it to ``--resume`` to rebuild the report).
         output_dir: the folder holding the report and the run store.
         html, markdown, json: the report files.
         figures_dir: JSON and CSV data of every figure.
-        summary: the full report data (what `json` holds).
+        summary: the full report data (what ``json`` holds).
         resumed: whether results of an earlier, interrupted session were reused.
         warnings: everything the report warns about.
     """
@@ -72,7 +72,7 @@ def _as_config(config_or_path: Any) -> ComparisonConfig:
 
 
 def load_comparison_dataset(cfg: DatasetConfig, seed: int) -> Dataset:
-    """The dataset a config names (the embedded example image when it names none), subset to `limit`."""
+    """The dataset a config names (the embedded example image when it names none), subset to ``limit``."""
     from derm_cloud.data import load_dataset
 
     if cfg.source in (None, "default", "dermapred-example"):
@@ -152,20 +152,19 @@ def run_comparison(
     """Run (or resume) a comparison and write its report.
 
     Args:
-        config_or_path: a config file, a dict in the config schema, a
-            [`ComparisonConfig`][derm_cloud.compare.config.ComparisonConfig], or `None` for the embedded default
-            (sklesion locally and on every cloud emulator, on the example image).
-        dataset: override `[dataset] source` (a folder, CSV manifest, HAM10000 layout or parquet).
-        limit: override `[dataset] limit` (a seeded, class-stratified subset).
+        config_or_path: a config file, a dict in the config schema, a :class:`ComparisonConfig`, or ``None``
+            for the embedded default (sklesion locally and on every cloud emulator, on the example image).
+        dataset: override ``[dataset] source`` (a folder, CSV manifest, HAM10000 layout or parquet).
+        limit: override ``[dataset] limit`` (a seeded, class-stratified subset).
         output: override the output folder.
         resume: a run id to resume (it must have the same config and dataset fingerprint).
         fresh: start a new run even if an unfinished one with the same fingerprint exists.
-        executor: override the executor (`"local"` or `"ray"`).
-        progress: `True` progress bars, `False` none, `None` (default) bars when stderr is a terminal and
+        executor: override the executor (``"local"`` or ``"ray"``).
+        progress: ``True`` progress bars, ``False`` none, ``None`` (default) bars when stderr is a terminal and
             periodic plain lines (count, elapsed, ETA) when it is not.
 
     Returns:
-        A [`ComparisonResult`][derm_cloud.compare.runner.ComparisonResult] with the report paths and data.
+        A :class:`ComparisonResult` with the report paths and data.
 
     Raises:
         ConfigError: a bad config, dataset or resume id; the message names the fix.
@@ -272,7 +271,7 @@ def run_comparison(
 
 
 def _backend_facts(rt: BackendRuntime) -> dict[str, Any]:
-    """`describe()` as a dict plus what the report needs: emulation, the hosted model's facts."""
+    """``describe()`` as a dict plus what the report needs: emulation, the hosted model's facts."""
     from dataclasses import asdict
 
     facts = asdict(rt.classifier.describe())

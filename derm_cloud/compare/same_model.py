@@ -1,12 +1,12 @@
 """The same-model check: backends serving the very same model must give the same probabilities.
 
 Two backends that host one model file (local onnxruntime and an emulated SageMaker endpoint serving the same
-`model.onnx`, say) differ only in the path an image takes to the model. Any gap between their probabilities
+``model.onnx``, say) differ only in the path an image takes to the model. Any gap between their probabilities
 is then an input or preprocessing mismatch (re-encoded pixels, metadata sent to one and not the other, a
 different resize), not a difference between providers, and the report must say so.
 
-A model is identified by its fingerprint: the SHA-256 of its `spec.json` and model file. Backends are
-compared only when they also answer in the same metadata mode (a `+metadata` variant row is expected to differ),
+A model is identified by its fingerprint: the SHA-256 of its ``spec.json`` and model file. Backends are
+compared only when they also answer in the same metadata mode (a ``+metadata`` variant row is expected to differ),
 and never for zero-shot LLM backends (their emulators write the hosted model's scores as rounded text).
 """
 
@@ -30,7 +30,7 @@ _CACHE: dict[tuple[str, int, float], str] = {}
 
 
 def model_fingerprint(model_dir: str | Path | None) -> str | None:
-    """SHA-256 of a model directory's `spec.json` and model file(s), or `None` when it has none.
+    """SHA-256 of a model directory's ``spec.json`` and model file(s), or ``None`` when it has none.
 
     Cached per file size and modification time: a comparison fingerprints the same 80 MB model once.
     """
@@ -63,14 +63,14 @@ def same_model_report(
     """Largest probability gap between every backend and the first backend serving the same model.
 
     Args:
-        infos: backend name -> facts (`model_fingerprint`, `metadata_used`).
+        infos: backend name -> facts (``model_fingerprint``, ``metadata_used``).
         probs: backend name -> image id -> probabilities (the quality pass's successful answers).
         tolerance: a gap above this is flagged as an input or preprocessing mismatch.
 
     Returns:
-        `(report, warnings)`: `report["groups"]` holds one entry per model and metadata mode with its pairs
-        (`reference`, `backend`, `images`, `max_abs_gap`, `image_id` where it occurs, `class`,
-        `mismatch`); `warnings` name every mismatch.
+        ``(report, warnings)``: ``report["groups"]`` holds one entry per model and metadata mode with its pairs
+        (``reference``, ``backend``, ``images``, ``max_abs_gap``, ``image_id`` where it occurs, ``class``,
+        ``mismatch``); ``warnings`` name every mismatch.
     """
     groups: dict[tuple[str, bool], list[str]] = {}
     for name, facts in infos.items():

@@ -3,17 +3,17 @@
 Four scenarios, each with a fixed seed so two runs send the same images in the same order:
 
 * **single_stream**: one query at a time; latency percentiles p50/p90/p99.
-* **server**: queries arrive as a Poisson process at `target_qps` (open loop: a query is sent at its arrival
+* **server**: queries arrive as a Poisson process at ``target_qps`` (open loop: a query is sent at its arrival
   time whether or not earlier ones have answered); latency counts from the arrival time, so queueing shows;
-  p99 is compared with `latency_bound_ms`; achieved QPS is reported.
-* **offline**: all queries available at once, sent with `c` in flight for each `c` of a concurrency sweep;
+  p99 is compared with ``latency_bound_ms``; achieved QPS is reported.
+* **offline**: all queries available at once, sent with ``c`` in flight for each ``c`` of a concurrency sweep;
   throughput = successful answers / wall time.
 * **cold_start**: a fresh backend instance is created and its first request timed against warm requests; an
   emulated backend gets the cloud's "model not ready" answer for its first calls, as a cold endpoint gives.
 
 Warm-up queries run at the start of every latency scenario in every process and are not recorded. Percentiles
-use `numpy.percentile` with the configured method (`linear` = Hyndman & Fan type 7, numpy's default;
-`inverted_cdf` = nearest rank); confidence intervals are 95 % percentile-bootstrap intervals (seeded).
+use :func:`numpy.percentile` with the configured method (``linear`` = Hyndman & Fan type 7, numpy's default;
+``inverted_cdf`` = nearest rank); confidence intervals are 95 % percentile-bootstrap intervals (seeded).
 Errors and client-side timeouts are counted, and excluded from the latency percentiles.
 """
 
@@ -60,9 +60,9 @@ METHOD_TEXT = (
 
 
 def query_plan(n_images: int, n_queries: int, seed: int, stream: str) -> list[int]:
-    """Image indexes for `n_queries` queries: a seeded permutation, repeated when there are fewer images.
+    """Image indexes for ``n_queries`` queries: a seeded permutation, repeated when there are fewer images.
 
-    The same `(seed, stream)` gives the same plan for every backend, so backends answer the same images.
+    The same ``(seed, stream)`` gives the same plan for every backend, so backends answer the same images.
     """
     if n_images <= 0:
         return []
@@ -86,7 +86,7 @@ def _stream_id(stream: str) -> int:
 
 
 class TokenBucket:
-    """Async token bucket: at most `rate` requests per second on average, bursts up to `burst`.
+    """Async token bucket: at most ``rate`` requests per second on average, bursts up to ``burst``.
 
     Example:
         >>> bucket = TokenBucket(rate=20, burst=2)
@@ -120,7 +120,7 @@ class TokenBucket:
 
 
 def percentile(values: Sequence[float] | np.ndarray, q: float, method: str = "linear") -> float:
-    """The `q`-th percentile (0-100) with numpy's `method`; NaN for no values."""
+    """The ``q``-th percentile (0-100) with numpy's ``method``; NaN for no values."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
         return math.nan
@@ -136,7 +136,7 @@ def bootstrap_ci(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of the `q`-th percentile."""
+    """Percentile-bootstrap confidence interval of the ``q``-th percentile."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size < 2 or n_boot <= 0:
         return (math.nan, math.nan)

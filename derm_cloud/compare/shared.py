@@ -1,8 +1,8 @@
-"""Small helpers every comparison module needs: a leaf module, so imports in `derm_cloud.compare` point one way.
+"""Small helpers every comparison module needs: a leaf module, so imports in ``derm_cloud.compare`` point one way.
 
 The config (fingerprint), the runner (stored config), the analysis (report config) and the executors (progress
 totals) all used these. They lived in the runner, which imports the other three, so each of them had to import
-the runner back lazily: a five-module circle. This module imports nothing from `derm_cloud.compare` at run
+the runner back lazily: a five-module circle. This module imports nothing from ``derm_cloud.compare`` at run
 time; everything else may import it.
 """
 
@@ -21,10 +21,10 @@ _SECRET_KEY = re.compile(r"(?i)(key|secret|token|password|credential|sas|connect
 
 
 def redact_config(value: Any) -> Any:
-    """The config with values of secret-looking keys (`api_key`, `prediction_key`, ...) replaced.
+    """The config with values of secret-looking keys (``api_key``, ``prediction_key``, ...) replaced.
 
-    Other strings lose the secrets they carry inside them (a `scoring_uri` with `?code=...`, a URL with a
-    password) by [`derm_cloud.redaction.redact`][derm_cloud.compare.store.redact].
+    Other strings lose the secrets they carry inside them (a ``scoring_uri`` with ``?code=...``, a URL with a
+    password) by :func:`derm_cloud.redaction.redact`.
     """
     if isinstance(value, str):
         from derm_cloud.redaction import redact
