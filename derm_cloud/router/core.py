@@ -1,4 +1,4 @@
-"""`Router`: several deployments behind one [`Classifier`][derm_cloud.base.Classifier], as LiteLLM's Router is for LLMs.
+"""``Router``: several deployments behind one :class:`~derm_cloud.Classifier`, as LiteLLM's Router is for LLMs.
 
 Per request the router prepares the image once (EXIF stripped, validated against the strictest deployment's
 limits), so every deployment it tries receives the same payload and patient metadata, then:
@@ -12,10 +12,10 @@ limits), so every deployment it tries receives the same payload and patient meta
    usual latency; the first good answer wins and the other is ignored;
 5. on failure or timeout moves to the next deployment, until one answers or the deadline passes;
 6. hands a sampled copy to the shadow comparison (off the answer's path) and returns the answer, whose
-   `route` says which deployment answered and why others were skipped.
+   :attr:`~derm_cloud.Prediction.route` says which deployment answered and why others were skipped.
 
 Each deployment is called through its single-attempt primitive inside the router's own
-[`RetryPolicy`][derm_cloud.retry.RetryPolicy], so retries never stack (router x backend x SDK).
+:class:`~derm_cloud.RetryPolicy`, so retries never stack (router x backend x SDK).
 """
 
 from __future__ import annotations
@@ -82,17 +82,15 @@ class Router(Classifier):
     optional hedging, load balancing, shadow comparison and telemetry.
 
     Args:
-        deployments: [`Deployment`][derm_cloud.router.policy.Deployment] objects, or classifiers (named after their
-            backend).
-        name: the router's name (its `model_id`; in spans, logs and `Prediction.route`).
+        deployments: :class:`Deployment` objects, or classifiers (named after their backend).
+        name: the router's name (its ``model_id``; in spans, logs and ``Prediction.route``).
         policy: deadline, share, attempts, cooldown and balance rules.
-        hedge: a [`HedgePolicy`][derm_cloud.router.policy.HedgePolicy] to hedge slow calls; `None` (default) never
-            hedges. Hedged requests are billed by two providers: hedging can double cost.
-        shadow: a [`ShadowComparison`][derm_cloud.router.ShadowComparison] fed a sampled share of answered requests.
-        telemetry: spans, logs and metrics; default: a fresh [`Telemetry`][derm_cloud.observability.Telemetry].
+        hedge: a :class:`HedgePolicy` to hedge slow calls; ``None`` (default) never hedges. Hedged requests
+            are billed by two providers: hedging can double cost.
+        shadow: a :class:`~derm_cloud.router.ShadowComparison` fed a sampled share of answered requests.
+        telemetry: spans, logs and metrics; default: a fresh :class:`~derm_cloud.observability.Telemetry`.
         max_workers: threads for deployment calls (abandoned slow calls hold one until they return).
-        owns: objects whose `close()` runs with the router's (emulators started by
-            [`from_config`][derm_cloud.router.Router.from_config]).
+        owns: objects whose ``close()`` runs with the router's (emulators started by :meth:`from_config`).
 
     Example:
         >>> router = Router([Deployment("cloud", sagemaker_clf), Deployment("local", onnx_clf)],
@@ -152,9 +150,9 @@ class Router(Classifier):
 
     @classmethod
     def from_config(cls, source: Any, **kwargs: Any) -> Router:
-        """Build a router from the `[[backends]]` entries of a comparison config (TOML/YAML path or dict).
+        """Build a router from the ``[[backends]]`` entries of a comparison config (TOML/YAML path or dict).
 
-        See `derm_cloud.router.config.router_from_config` for the arguments.
+        See :func:`derm_cloud.router.config.router_from_config` for the arguments.
         """
         from derm_cloud.router.config import router_from_config
 
@@ -205,7 +203,7 @@ class Router(Classifier):
 
         Raises:
             InvalidImageError: the input is not a usable image (nothing is sent anywhere).
-            DeadlineExceededError: no deployment answered within `policy.deadline_s`.
+            DeadlineExceededError: no deployment answered within ``policy.deadline_s``.
             CircuitOpenError: every deployment is cooling down.
             RemoteError: every deployment failed (the class of the last failure); the message lists them all.
         """
@@ -220,7 +218,7 @@ class Router(Classifier):
         *,
         batch_size: int = 16,
     ) -> list[Prediction]:
-        """Route many images, in input order, `concurrency` at a time; every image is validated first."""
+        """Route many images, in input order, ``concurrency`` at a time; every image is validated first."""
         self._check_open()
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -369,7 +367,7 @@ class Router(Classifier):
     def _hedge_at(
         self, pending: dict[Future[_Attempt], tuple[DeploymentState, float, float]], queue: list[Any], hedged: bool
     ) -> float | None:
-        """When to hedge the one call in flight, or `None` (hedging off, already hedged, nothing to hedge to)."""
+        """When to hedge the one call in flight, or ``None`` (hedging off, already hedged, nothing to hedge to)."""
         if self.hedge is None or hedged or len(pending) != 1 or not any(_can_launch(q) for q in queue):
             return None
         st, launched, _ = next(iter(pending.values()))

@@ -27,10 +27,9 @@ def give_up(
 ) -> BaseException:
     """The typed error for a request no deployment answered.
 
-    * every deployment cooling down: [`CircuitOpenError`][derm_cloud.errors.CircuitOpenError];
-    * the deadline passed (or nothing failed outright):
-      [`DeadlineExceededError`][derm_cloud.errors.DeadlineExceededError];
-    * otherwise the class of the last failure (`ThrottledError`, `ServiceError` ...), so callers that
+    * every deployment cooling down: :class:`CircuitOpenError`;
+    * the deadline passed (or nothing failed outright): :class:`DeadlineExceededError`;
+    * otherwise the class of the last failure (``ThrottledError``, ``ServiceError`` ...), so callers that
       handle one backend's errors handle the router's the same way.
     """
     summary = "; ".join(f"{s.deployment}: {s.reason} ({s.detail})" for s in skipped) or "no deployment tried"
@@ -53,7 +52,7 @@ def give_up(
 
 
 def describe_error(exc: BaseException) -> str:
-    """`"ThrottledError: <message>"`; backend messages carry names, statuses and ids, never image data."""
+    """``"ThrottledError: <message>"``; backend messages carry names, statuses and ids, never image data."""
     return f"{type(exc).__name__}: {exc}"
 
 
