@@ -1,15 +1,14 @@
 """derm-cloud: compare skin-lesion classifiers across local models and cloud services, like for like.
 
-One [`Classifier`][derm_cloud.base.Classifier] interface with a backend per provider, returning the same
-[`Prediction`][derm_cloud.types.Prediction] everywhere. It supports triage and research; it never makes a diagnosis, and
-a clinician reviews every result.
+One :class:`Classifier` interface with a backend per provider, returning the same :class:`Prediction`
+everywhere. It supports triage and research; it never makes a diagnosis, and a clinician reviews every result.
 
 Example:
     >>> import derm_cloud
     >>> with derm_cloud.create("local-onnx", model_dir="sklesion") as clf:  # doctest: +SKIP
     ...     print(clf.predict("lesion.jpg", {"age": 45, "sex": "male", "site": "back"}).top(3))
 
-`import derm_cloud` loads no cloud SDK, onnxruntime, torch or transformers; backends import theirs when created.
+``import derm_cloud`` loads no cloud SDK, onnxruntime, torch or transformers; backends import theirs when created.
 """
 
 from __future__ import annotations

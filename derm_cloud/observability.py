@@ -1,13 +1,12 @@
 """Traces, logs and metrics for routed calls, in the forms the ecosystem's tools read.
 
-* **Spans** (OpenTelemetry) when `opentelemetry-api` is installed: one `derm_cloud.route` span per request
-  and one `derm_cloud.backend_call` child per deployment attempt, with the backend, model, deployment,
-  attempts, outcome, error class and latency. The app's own `TracerProvider` decides where they go.
-* **Logs** (standard `logging`, logger `derm_cloud.router`) otherwise: one line per request.
+* **Spans** (OpenTelemetry) when ``opentelemetry-api`` is installed: one ``derm_cloud.route`` span per request
+  and one ``derm_cloud.backend_call`` child per deployment attempt, with the backend, model, deployment,
+  attempts, outcome, error class and latency. The app's own ``TracerProvider`` decides where they go.
+* **Logs** (standard :mod:`logging`, logger ``derm_cloud.router``) otherwise: one line per request.
 * **Metrics** kept in-process (calls, errors by class, a latency histogram, per deployment), readable with
-  [`RouterMetrics.snapshot`][derm_cloud.observability.RouterMetrics.snapshot] and exported to Prometheus with
-  [`RouterMetrics.register_prometheus`][derm_cloud.observability.RouterMetrics.register_prometheus] when the app runs
-  `prometheus-client`.
+  :meth:`RouterMetrics.snapshot` and exported to Prometheus with :meth:`RouterMetrics.register_prometheus`
+  when the app runs ``prometheus-client``.
 
 Nothing recorded here holds image bytes or patient fields (age, sex, site, skin type): only names, counts,
 outcomes and timings. That is a rule of the attribute builders below, and the tests check it on real spans.
@@ -77,7 +76,7 @@ class RouterMetrics:
         self._latency: dict[str, _Histogram] = {}
 
     def observe(self, deployment: str, outcome: str, seconds: float, *, error_class: str | None = None) -> None:
-        """Count one call of `deployment` with `outcome` (`ok`, `error`, `deadline`, `cooldown`...)."""
+        """Count one call of ``deployment`` with ``outcome`` (``ok``, ``error``, ``deadline``, ``cooldown``...)."""
         with self._lock:
             by_outcome = self._calls.setdefault(deployment, {})
             by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
@@ -109,18 +108,18 @@ class RouterMetrics:
             }
 
     def register_prometheus(self, registry: Any | None = None, *, prefix: str = "derm_cloud_router") -> Any:
-        """Expose these metrics to a Prometheus exporter: `<prefix>_calls_total`, `<prefix>_errors_total`,
-        `<prefix>_latency_seconds`, labelled by `deployment` (and `outcome` / `error_class`).
+        """Expose these metrics to a Prometheus exporter: ``<prefix>_calls_total``, ``<prefix>_errors_total``,
+        ``<prefix>_latency_seconds``, labelled by ``deployment`` (and ``outcome`` / ``error_class``).
 
         Args:
-            registry: a `prometheus_client.CollectorRegistry`; default: the global `REGISTRY`.
+            registry: a ``prometheus_client.CollectorRegistry``; default: the global ``REGISTRY``.
             prefix: metric name prefix.
 
         Returns:
-            The registered collector (pass it to `registry.unregister` to remove it).
+            The registered collector (pass it to ``registry.unregister`` to remove it).
 
         Raises:
-            MissingDependencyError: `prometheus-client` is not installed.
+            MissingDependencyError: ``prometheus-client`` is not installed.
         """
         try:
             from prometheus_client import REGISTRY
@@ -173,9 +172,9 @@ class Telemetry:
     """Where a router reports: OpenTelemetry spans when available, logging otherwise, and metrics always.
 
     Args:
-        tracer_provider: an OpenTelemetry `TracerProvider`; default: the global one (a no-op until the app
-            configures the SDK). Ignored when `opentelemetry-api` is not installed.
-        metrics: where counters go; default: a fresh [`RouterMetrics`][derm_cloud.observability.RouterMetrics].
+        tracer_provider: an OpenTelemetry ``TracerProvider``; default: the global one (a no-op until the app
+            configures the SDK). Ignored when ``opentelemetry-api`` is not installed.
+        metrics: where counters go; default: a fresh :class:`RouterMetrics`.
 
     Example:
         >>> telemetry = Telemetry()
@@ -196,7 +195,7 @@ class Telemetry:
 
     @property
     def tracing(self) -> bool:
-        """Whether spans are produced (`opentelemetry-api` is installed)."""
+        """Whether spans are produced (``opentelemetry-api`` is installed)."""
         return self._tracer is not None
 
     def current_context(self) -> Any | None:
@@ -209,7 +208,7 @@ class Telemetry:
 
     @contextmanager
     def span(self, name: str, attributes: Mapping[str, Any], parent: Any | None = None) -> Iterator[Any]:
-        """A span named `name`; only keys of `SPAN_ATTRIBUTES` are allowed (no patient data, ever)."""
+        """A span named ``name``; only keys of :data:`SPAN_ATTRIBUTES` are allowed (no patient data, ever)."""
         unknown = set(attributes) - SPAN_ATTRIBUTES
         if unknown:
             raise ValueError(f"span attributes {sorted(unknown)} are not in the allowed list")
@@ -227,7 +226,7 @@ class Telemetry:
 
 
 class _CheckedSpan:
-    """An OpenTelemetry span that refuses attribute keys outside `SPAN_ATTRIBUTES`."""
+    """An OpenTelemetry span that refuses attribute keys outside :data:`SPAN_ATTRIBUTES`."""
 
     def __init__(self, span: Any) -> None:
         self._span = span

@@ -1,6 +1,6 @@
 """Redaction of credentials from any text that may be stored, shown or logged.
 
-Used for stored error messages, report facts (a `scoring_uri` carrying `?code=`), and `repr` of backends:
+Used for stored error messages, report facts (a ``scoring_uri`` carrying ``?code=``), and ``repr`` of backends:
 secrets inside URLs (userinfo, query, fragment) are removed wherever the URL sits in the text, then the key,
 token and signature forms that SDKs and providers echo in their error texts.
 
@@ -47,7 +47,7 @@ def _redact_pairs(text: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """`url` with its userinfo and every non-harmless query or fragment value replaced by `<redacted>`.
+    """``url`` with its userinfo and every non-harmless query or fragment value replaced by ``<redacted>``.
 
     Example:
         >>> redact_url("https://user:pw@x.example/score?code=abc&api-version=1")
@@ -78,7 +78,7 @@ def redact(message: str, limit: int | None = 500) -> str:
     """Strip anything that looks like a credential from a message (or any text) and cap its length.
 
     Secrets inside URLs (userinfo, query, fragment) are removed wherever the URL sits in the text, then the key,
-    token and signature forms that SDKs and providers echo. `limit=None` keeps the whole text.
+    token and signature forms that SDKs and providers echo. ``limit=None`` keeps the whole text.
     """
     out = _URL.sub(lambda m: redact_url(m.group(0)), message)
     for pattern in _SECRET_PATTERNS:

@@ -1,27 +1,25 @@
 """Load a model directory once and answer requests in each cloud's hosting format: the core of every adapter.
 
-The adapters in `adapters/` (SageMaker, Azure ML, Vertex AI) and the emulators in `derm_cloud.testing` are
-thin wrappers over [`ModelServer`][derm_cloud.serving.ModelServer], so a model answers with the same probabilities
-wherever it is hosted; [`derm_cloud.serving_http`][derm_cloud.serving_http] puts it behind a small HTTP server with each
-cloud's routes. Every public method takes the raw request body (plus content type or headers) and returns
-[`Served`][derm_cloud.serving.Served] `(body, content_type)`; failures raise a
-[`ServingError`][derm_cloud.serving.ServingError] whose `status` the wrapper sends as the HTTP status (400 bad request
-or image, 413 too large, 415/406 wrong media type, 500 anything else).
+The adapters in ``adapters/`` (SageMaker, Azure ML, Vertex AI) and the emulators in ``derm_cloud.testing`` are
+thin wrappers over :class:`ModelServer`, so a model answers with the same probabilities wherever it is hosted;
+:mod:`derm_cloud.serving_http` puts it behind a small HTTP server with each cloud's routes.
+Every public method takes the raw request body (plus content type or headers) and returns :class:`Served`
+``(body, content_type)``; failures raise a :class:`ServingError` whose ``status`` the wrapper sends as the HTTP
+status (400 bad request or image, 413 too large, 415/406 wrong media type, 500 anything else).
 
 Request and response shapes:
 
-* SageMaker `/invocations`: `application/x-image` or `image/*` bytes -> our JSON `{"labels",
-  "probabilities", "predicted_label", "model_id"}`; `Accept: application/json;verbose` gives the JumpStart
-  verbose shape. `sagemaker_format` impersonates the containers users actually deploy: `jumpstart`, `hf`
-  (`[{"label", "score"}]`, top 5 like the pipeline) and `builtin` (`{"prediction": [...]}`).
-  Patient metadata rides in `X-Amzn-SageMaker-Custom-Attributes` (see
-  [`custom_attributes_for`][derm_cloud.serving.custom_attributes_for]) or in a JSON body
-  `{"b64": ..., "metadata": {...}}` / `{"instances": [...]}`.
-* Azure ML AutoML for Images: `{"input_data": {"columns": ["image"], "data": [b64, ...]}}` ->
-  `[{"probs": [...], "labels": [...]}]`; extra columns `age`, `sex`, `site` carry metadata.
-* Vertex AutoML: `{"instances": [{"content": b64}], "parameters": {...}}` -> `ids` / `displayNames` /
-  `confidences` sorted by confidence; Vertex custom container: `{"instances": [{"b64": ..., "metadata":
-  {...}}]}` -> `{"predictions": [{"labels", "probabilities", ...}]}`.
+* SageMaker ``/invocations``: ``application/x-image`` or ``image/*`` bytes -> our JSON ``{"labels",
+  "probabilities", "predicted_label", "model_id"}``; ``Accept: application/json;verbose`` gives the JumpStart
+  verbose shape. ``sagemaker_format`` impersonates the containers users actually deploy: ``jumpstart``, ``hf``
+  (``[{"label", "score"}]``, top 5 like the pipeline) and ``builtin`` (``{"prediction": [...]}``).
+  Patient metadata rides in ``X-Amzn-SageMaker-Custom-Attributes`` (see :func:`custom_attributes_for`) or in a
+  JSON body ``{"b64": ..., "metadata": {...}}`` / ``{"instances": [...]}``.
+* Azure ML AutoML for Images: ``{"input_data": {"columns": ["image"], "data": [b64, ...]}}`` ->
+  ``[{"probs": [...], "labels": [...]}]``; extra columns ``age``, ``sex``, ``site`` carry metadata.
+* Vertex AutoML: ``{"instances": [{"content": b64}], "parameters": {...}}`` -> ``ids`` / ``displayNames`` /
+  ``confidences`` sorted by confidence; Vertex custom container: ``{"instances": [{"b64": ..., "metadata":
+  {...}}]}`` -> ``{"predictions": [{"labels", "probabilities", ...}]}``.
 
 Image bytes are never logged: log lines carry sizes, counts and timings only.
 
@@ -103,7 +101,7 @@ _META_PREFIX = "derm."
 
 
 def custom_attributes_for(metadata: PatientMetadata) -> str:
-    """Encode patient metadata for `X-Amzn-SageMaker-Custom-Attributes` (`derm.age=45;derm.sex=male;...`).
+    """Encode patient metadata for ``X-Amzn-SageMaker-Custom-Attributes`` (``derm.age=45;derm.sex=male;...``).
 
     Values are percent-encoded so the header stays visible ASCII, as SageMaker requires.
 
@@ -122,10 +120,10 @@ def custom_attributes_for(metadata: PatientMetadata) -> str:
 
 
 def metadata_from_custom_attributes(value: str | None) -> PatientMetadata:
-    """Inverse of `custom_attributes_for`; tokens without the `derm.` prefix are ignored.
+    """Inverse of :func:`custom_attributes_for`; tokens without the ``derm.`` prefix are ignored.
 
     Raises:
-        BadRequestError: a `derm.` value is invalid (an age that is not a number ...).
+        BadRequestError: a ``derm.`` value is invalid (an age that is not a number ...).
     """
     fields: dict[str, Any] = {}
     for token in (value or "").split(";"):
@@ -151,7 +149,7 @@ _R = TypeVar("_R")
 def _in_decode_scope(
     method: Callable[Concatenate[ModelServer, _P], _R],
 ) -> Callable[Concatenate[ModelServer, _P], _R]:
-    """Run a request method inside `ModelServer.decode_scope`: its images' budget is held until it returns."""
+    """Run a request method inside :meth:`ModelServer.decode_scope`: its images' budget is held until it returns."""
 
     @functools.wraps(method)
     def scoped(self: ModelServer, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -166,7 +164,7 @@ def _in_decode_scope(
 
 @dataclass(frozen=True)
 class SageMakerRequest:
-    """A decoded `/invocations` request (the `input_fn` stage of the SageMaker handler contract)."""
+    """A decoded ``/invocations`` request (the ``input_fn`` stage of the SageMaker handler contract)."""
 
     images: list[PreparedImage]
     metadata: list[PatientMetadata]
@@ -179,16 +177,16 @@ class ModelServer:
     """A model directory loaded once, answering each cloud's request format.
 
     Args:
-        model_dir: model directory (`spec.json` + `model.onnx`, or an AutoML `labels.json` export).
-        sagemaker_format: default SageMaker response shape: `adapter` (ours), `jumpstart`, `hf`, `builtin`.
+        model_dir: model directory (``spec.json`` + ``model.onnx``, or an AutoML ``labels.json`` export).
+        sagemaker_format: default SageMaker response shape: ``adapter`` (ours), ``jumpstart``, ``hf``, ``builtin``.
         max_body_bytes: largest request body accepted (413 above).
         max_instances: most images in one JSON request (400 above).
-        hf_top_k: labels returned by the `hf` format when the request does not say (the pipeline default, 5).
+        hf_top_k: labels returned by the ``hf`` format when the request does not say (the pipeline default, 5).
         image_limits: decode limits for each image.
         intra_op_threads: onnxruntime threads (default: onnxruntime's choice).
         decode_budget: working memory shared by concurrent decodes, checked from each image's header before it
-            is decoded (`derm_cloud.serving_limits`); `None` gives a budget of
-            `DEFAULT_DECODE_BUDGET_BYTES` for this server.
+            is decoded (:mod:`derm_cloud.serving_limits`); ``None`` gives a budget of
+            ``DEFAULT_DECODE_BUDGET_BYTES`` for this server.
 
     Example:
         >>> server = ModelServer(model_dir)  # doctest: +SKIP
@@ -224,11 +222,11 @@ class ModelServer:
         self._scope = threading.local()  # reservations of the request this thread is answering
 
     def health(self) -> Served:
-        """Readiness answer for `/ping` and health routes (the model is loaded by construction)."""
+        """Readiness answer for ``/ping`` and health routes (the model is loaded by construction)."""
         return Served(json.dumps({"status": "ok", "model_id": self.model_id}).encode(), _JSON)
 
     def predict(self, images: Sequence[PreparedImage], metadata: Sequence[PatientMetadata]) -> list[list[float]]:
-        """Probabilities per image, in the model's label order (`self.labels`)."""
+        """Probabilities per image, in the model's label order (``self.labels``)."""
         start = time.perf_counter()
         probs = self.model.run(images, metadata).tolist()
         logger.debug("classified %d image(s) in %.1f ms", len(images), (time.perf_counter() - start) * 1000)
@@ -246,7 +244,7 @@ class ModelServer:
         custom_attributes: str | None = None,
         response_format: SageMakerFormat | None = None,
     ) -> Served:
-        """Answer one SageMaker `/invocations` request (input, predict and output stages in one call)."""
+        """Answer one SageMaker ``/invocations`` request (input, predict and output stages in one call)."""
         request = self.sagemaker_input(
             body, content_type, custom_attributes=custom_attributes, response_format=response_format
         )
@@ -260,7 +258,7 @@ class ModelServer:
         custom_attributes: str | None = None,
         response_format: SageMakerFormat | None = None,
     ) -> SageMakerRequest:
-        """Decode a SageMaker request body (`input_fn`).
+        """Decode a SageMaker request body (``input_fn``).
 
         Raises:
             BadRequestError, RequestTooLargeError, UnsupportedMediaTypeError: the request is not usable.
@@ -298,7 +296,7 @@ class ModelServer:
     def sagemaker_output(
         self, request: SageMakerRequest, probabilities: list[list[float]], accept: str | None
     ) -> Served:
-        """Encode predictions for the requested `Accept` (`output_fn`)."""
+        """Encode predictions for the requested ``Accept`` (``output_fn``)."""
         wanted = (accept or "").replace(" ", "").lower()
         if wanted not in ("", "*/*", "application/*", _JSON, _VERBOSE):
             raise NotAcceptableError(f"Accept {accept!r} is not supported; use {_JSON} or {_VERBOSE}")
@@ -329,7 +327,7 @@ class ModelServer:
 
     @_in_decode_scope
     def azureml_predictions(self, payload: Any) -> list[dict[str, Any]]:
-        """`{"input_data": {"columns": [...], "data": [...]}}` -> `[{"probs": [...], "labels": [...]}]`."""
+        """``{"input_data": {"columns": [...], "data": [...]}}`` -> ``[{"probs": [...], "labels": [...]}]``."""
         table = payload.get("input_data") if isinstance(payload, dict) else None
         if not isinstance(table, dict) or not isinstance(table.get("data"), list):
             raise BadRequestError('expected {"input_data": {"columns": ["image"], "data": ["<base64 image>", ...]}}')
@@ -356,7 +354,7 @@ class ModelServer:
 
     @_in_decode_scope
     def vertex_automl_predict(self, body: bytes | str) -> Served:
-        """Answer a Vertex AutoML image classification request (`ids` / `displayNames` / `confidences`)."""
+        """Answer a Vertex AutoML image classification request (``ids`` / ``displayNames`` / ``confidences``)."""
         payload = self._vertex_payload(body)
         params = payload.get("parameters") or {}
         try:
@@ -382,7 +380,7 @@ class ModelServer:
 
     @_in_decode_scope
     def vertex_custom_predict(self, body: bytes | str) -> Served:
-        """Answer the derm-cloud Vertex custom container request (`{"instances": [{"b64", "metadata"}]}`)."""
+        """Answer the derm-cloud Vertex custom container request (``{"instances": [{"b64", "metadata"}]}``)."""
         payload = self._vertex_payload(body)
         images, metas = self._instances(payload["instances"], "b64")
         predictions = [self._ours(p) for p in self.predict(images, metas)]

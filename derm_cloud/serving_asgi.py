@@ -1,8 +1,8 @@
-"""The ASGI side of `derm_cloud.serving_http`: the Starlette app with its admission queue, and the uvicorn
+"""The ASGI side of :mod:`derm_cloud.serving_http`: the Starlette app with its admission queue, and the uvicorn
 h11 protocol with header timeout, connection cap and request-framing checks.
 
 Why a protocol subclass: uvicorn times out idle keep-alive connections but not a request whose headers trickle
-in (slowloris), and h11 silently merges a repeated `Content-Length` and lets `Transfer-Encoding` override
+in (slowloris), and h11 silently merges a repeated ``Content-Length`` and lets ``Transfer-Encoding`` override
 one, which a proxy in front may read differently (request smuggling). Both are refused here before the app runs.
 """
 
@@ -50,7 +50,7 @@ def _error(status: int, code: str, message: str, *, close: bool = False, retry_a
 
 
 class _RefusedError(Exception):
-    """A request refused while its body is read; `response` closes the connection (the body may be unread)."""
+    """A request refused while its body is read; ``response`` closes the connection (the body may be unread)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -58,7 +58,7 @@ class _RefusedError(Exception):
 
 
 async def _read_body(request: Request, limits: ServerLimits) -> bytes:
-    """The whole body (`Content-Length` or chunked), within `max_body_bytes` and `body_timeout`."""
+    """The whole body (``Content-Length`` or chunked), within ``max_body_bytes`` and ``body_timeout``."""
     declared = request.headers.get("content-length")
     if declared is not None and int(declared) > limits.max_body_bytes:  # h11 has checked it is a number
         raise _RefusedError(
@@ -106,7 +106,7 @@ class _Admission:
 
 
 def create_app(routes: Mapping[tuple[str, str], Any], limits: ServerLimits) -> Starlette:
-    """The Starlette app answering `routes` with bounded concurrency (see `derm_cloud.serving_http`)."""
+    """The Starlette app answering ``routes`` with bounded concurrency (see :mod:`derm_cloud.serving_http`)."""
     admission = _Admission(limits)
     paths = {path for _, path in routes}
 
@@ -236,7 +236,7 @@ class _GuardedH11Protocol(H11Protocol):
             self._refuse(408, f"request headers did not arrive within {self.limits.header_timeout:g} s")
 
     def _refuse(self, status: int, message: str, retry_after: int | None = None) -> None:
-        """Answer `status` outside h11 (the request was never parsed) and close the connection."""
+        """Answer ``status`` outside h11 (the request was never parsed) and close the connection."""
         self._cancel_head_timer()
         logger.warning("%d before the request reached the app: %s", status, message)
         code = {400: "BadRequest", 408: "RequestTimeout", 503: "ServiceUnavailable"}[status]
@@ -254,5 +254,5 @@ class _GuardedH11Protocol(H11Protocol):
 
 
 def guarded_protocol(limits: ServerLimits) -> type[H11Protocol]:
-    """A `_GuardedH11Protocol` subclass bound to `limits` (uvicorn instantiates the class itself)."""
+    """A :class:`_GuardedH11Protocol` subclass bound to ``limits`` (uvicorn instantiates the class itself)."""
     return type("DermCloudH11Protocol", (_GuardedH11Protocol,), {"limits": limits})

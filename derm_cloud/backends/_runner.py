@@ -1,8 +1,8 @@
 """The part of a local model runner that does not depend on the runtime: preprocessing, batching, softmax.
 
-`ModelRunner` is shared by `OnnxModel` (onnxruntime) and `TfliteModel` (LiteRT), so both run the same
-`image_tensor` preprocessing from the same `spec.json` and differ only in how one batch is executed.
-`load_model` picks the runtime from the spec's `model_file` (`.tflite` or ONNX); the serving adapters
+:class:`ModelRunner` is shared by ``OnnxModel`` (onnxruntime) and ``TfliteModel`` (LiteRT), so both run the same
+``image_tensor`` preprocessing from the same ``spec.json`` and differ only in how one batch is executed.
+:func:`load_model` picks the runtime from the spec's ``model_file`` (``.tflite`` or ONNX); the serving adapters
 and emulators use it, so any model directory can be hosted behind any emulated cloud API.
 """
 
@@ -29,8 +29,8 @@ class ModelRunner(ABC):
 
     Attributes:
         directory: the model directory.
-        spec: its `spec.json`.
-        max_batch: largest batch one runtime call takes (`None`: any).
+        spec: its ``spec.json``.
+        max_batch: largest batch one runtime call takes (``None``: any).
     """
 
     directory: Path
@@ -59,14 +59,14 @@ class ModelRunner(ABC):
 
     @abstractmethod
     def _run_batch(self, pixels: np.ndarray, meta: np.ndarray | None) -> np.ndarray:
-        """Raw model output (n, n_labels) for one batch of at most `max_batch` images."""
+        """Raw model output (n, n_labels) for one batch of at most ``max_batch`` images."""
 
     def close(self) -> None:
         """Release the runtime session (the runner is unusable afterwards)."""
 
 
 def load_model(model_dir: str | os.PathLike[str], *, intra_op_threads: int | None = None) -> ModelRunner:
-    """Load a model directory with the runtime its `model_file` needs (`.tflite`: LiteRT, else onnxruntime).
+    """Load a model directory with the runtime its ``model_file`` needs (``.tflite``: LiteRT, else onnxruntime).
 
     Raises:
         ModelSpecError: the directory or its spec is invalid.

@@ -1,14 +1,14 @@
 """The response shapes of the SageMaker containers people deploy for image classification
 (docs/reference/cloud-apis.md 2.2).
 
-* `jumpstart`: JumpStart image classification, `{"probabilities": [...]}` or, with
-  `Accept: application/json;verbose`, `{"labels": [...], "probabilities": [...], "predicted_label": ...}`;
-* `hf`: the Hugging Face DLC pipeline, `[{"label": ..., "score": ...}, ...]` (top 5 by default);
-* `builtin`: the built-in Image Classification algorithm, `{"prediction": [...]}`;
-* `adapter`: the derm-cloud adapter (`adapters/sagemaker`), JumpStart's verbose shape plus `model_id`.
+* ``jumpstart``: JumpStart image classification, ``{"probabilities": [...]}`` or, with
+  ``Accept: application/json;verbose``, ``{"labels": [...], "probabilities": [...], "predicted_label": ...}``;
+* ``hf``: the Hugging Face DLC pipeline, ``[{"label": ..., "score": ...}, ...]`` (top 5 by default);
+* ``builtin``: the built-in Image Classification algorithm, ``{"prediction": [...]}``;
+* ``adapter``: the derm-cloud adapter (``adapters/sagemaker``), JumpStart's verbose shape plus ``model_id``.
 
-Shapes without labels take them from `class_names`. Internal to
-[`AwsSagemakerClassifier`][derm_cloud.backends.aws_sagemaker.AwsSagemakerClassifier], which maps the labels afterwards.
+Shapes without labels take them from ``class_names``. Internal to
+:class:`~derm_cloud.backends.aws_sagemaker.AwsSagemakerClassifier`, which maps the labels afterwards.
 """
 
 from __future__ import annotations
@@ -43,22 +43,22 @@ def parse_response(
     backend: str,
     request_id: str | None,
 ) -> tuple[list[tuple[str, float]], str, dict[str, Any]]:
-    """Recognise an endpoint's answer and return `(scores, detected_shape, extra)`.
+    """Recognise an endpoint's answer and return ``(scores, detected_shape, extra)``.
 
     Args:
         body: the response body.
         content_type: its content type, for messages.
-        response_format: the shape the caller expects (`auto` accepts any).
-        class_names: labels, in output order, for the shapes that carry none (`builtin`, plain JumpStart).
+        response_format: the shape the caller expects (``auto`` accepts any).
+        class_names: labels, in output order, for the shapes that carry none (``builtin``, plain JumpStart).
         endpoint_name, backend, request_id: for error messages.
 
     Returns:
-        `(label, probability)` pairs in the endpoint's order, the shape detected, and extra facts
-        (`endpoint_model_id` from the adapter).
+        ``(label, probability)`` pairs in the endpoint's order, the shape detected, and extra facts
+        (``endpoint_model_id`` from the adapter).
 
     Raises:
-        InvalidResponseError: the body is not JSON, not a known shape, or a shape `response_format` excludes.
-        ConfigError: a shape without labels has another length than `class_names`.
+        InvalidResponseError: the body is not JSON, not a known shape, or a shape ``response_format`` excludes.
+        ConfigError: a shape without labels has another length than ``class_names``.
 
     Example:
         >>> parse_response(b'[{"label": "nv", "score": 0.9}]', "application/json", response_format="auto",

@@ -1,4 +1,4 @@
-"""`derm-cloud governance referral | notes | model-cards`: human-in-the-loop and register entries from data."""
+"""``derm-cloud governance referral | notes | model-cards``: human-in-the-loop and register entries from data."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
 """Resumable HTTP downloads with a progress display and checksum verification.
 
-A download goes to `NAME.part` beside its destination. When that file exists, the next attempt asks the server
-for the rest with an HTTP `Range` header and appends (a server that ignores `Range` answers 200 and the file
-starts again). A cut connection is retried from where it stopped; when the retries run out the `.part` file is
-kept and [`DownloadError`][derm_cloud.errors.DownloadError] says that rerunning resumes. Only a complete file whose
-digest matches is renamed into place.
+A download goes to ``NAME.part`` beside its destination. When that file exists, the next attempt asks the server
+for the rest with an HTTP ``Range`` header and appends (a server that ignores ``Range`` answers 200 and the file
+starts again). A cut connection is retried from where it stopped; when the retries run out the ``.part`` file is
+kept and :class:`~derm_cloud.errors.DownloadError` says that rerunning resumes. Only a complete file whose digest
+matches is renamed into place.
 
-Progress: a tqdm bar when stderr is a terminal, otherwise one plain line at most every `interval` seconds
-(CI logs, `| tee`); `quiet` silences both.
+Progress: a tqdm bar when stderr is a terminal, otherwise one plain line at most every ``interval`` seconds
+(CI logs, ``| tee``); ``quiet`` silences both.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Downloaded:
 
 
 def requests_module() -> Any:
-    """The `requests` module, or a `MissingDependencyError` naming the extra that installs it."""
+    """The ``requests`` module, or a :class:`MissingDependencyError` naming the extra that installs it."""
     try:
         import requests
     except ImportError as exc:  # pragma: no cover - requests ships with the data extra
@@ -128,12 +128,12 @@ def download(
     interval: float = 10.0,
     on_retry: Callable[[int, Exception], None] | None = None,
 ) -> Downloaded:
-    """Download `url` to `dest`, resuming a `dest.part` left by an earlier attempt.
+    """Download ``url`` to ``dest``, resuming a ``dest.part`` left by an earlier attempt.
 
     Args:
         url: http(s) URL.
         dest: final path; its folder is created.
-        sha256: expected SHA-256 (hex); checked before `dest` is written.
+        sha256: expected SHA-256 (hex); checked before ``dest`` is written.
         md5: expected MD5, when that is all the source publishes (Dataverse).
         retries: extra attempts after a cut connection or a 5xx, each resuming where the last stopped.
         quiet: no progress output.
@@ -141,8 +141,8 @@ def download(
         on_retry: called with (attempt, error) before each retry.
 
     Raises:
-        DownloadError: HTTP error or connection failure after the retries (the `.part` file is kept).
-        ChecksumMismatchError: the complete file has another digest (the `.part` file is deleted, so the next
+        DownloadError: HTTP error or connection failure after the retries (the ``.part`` file is kept).
+        ChecksumMismatchError: the complete file has another digest (the ``.part`` file is deleted, so the next
             attempt starts clean).
     """
     requests = requests_module()

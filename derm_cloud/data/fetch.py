@@ -1,14 +1,14 @@
-"""`derm-cloud data fetch NAME`: download a public dermatology dataset into the user cache, ready to load.
+"""``derm-cloud data fetch NAME``: download a public dermatology dataset into the user cache, ready to load.
 
-Every source is described once, in `catalogue.toml` beside this module (URLs, checksums, source page, licence,
+Every source is described once, in ``catalogue.toml`` beside this module (URLs, checksums, source page, licence,
 attribution). A fetch resolves each file's URL (directly, through the Dataverse file listing, or through the
-Hugging Face Hub listing), downloads it resumably (`derm_cloud.data.download`), verifies its checksum,
-unpacks archives, writes a manifest in a layout [`load_dataset`][derm_cloud.data.load_dataset] reads
-(`derm_cloud.data.prepare`), and stores `LICENCE.txt` and `SOURCE.json` (URLs and the digests seen)
+Hugging Face Hub listing), downloads it resumably (:mod:`derm_cloud.data.download`), verifies its checksum,
+unpacks archives, writes a manifest in a layout :func:`~derm_cloud.data.load_dataset` reads
+(:mod:`derm_cloud.data.prepare`), and stores ``LICENCE.txt`` and ``SOURCE.json`` (URLs and the digests seen)
 beside the data.
 
-A mirror replaces `https://HOST/PATH` by `MIRROR/HOST/PATH` for every request (`mirror=` or
-`$DERM_CLOUD_DATA_MIRROR`), so tests and institutional mirrors need no change to the catalogue.
+A mirror replaces ``https://HOST/PATH`` by ``MIRROR/HOST/PATH`` for every request (``mirror=`` or
+``$DERM_CLOUD_DATA_MIRROR``), so tests and institutional mirrors need no change to the catalogue.
 
 Example:
     >>> result = fetch_dataset("pad-ufes-20")  # doctest: +SKIP
@@ -51,7 +51,7 @@ MIRROR_ENV = "DERM_CLOUD_DATA_MIRROR"
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One file of a dataset as the catalogue lists it (see the comment at the top of `catalogue.toml`)."""
+    """One file of a dataset as the catalogue lists it (see the comment at the top of ``catalogue.toml``)."""
 
     name: str
     url: str | None = None
@@ -84,7 +84,7 @@ class DatasetSource:
         return self.layout == "manual"
 
     def licence_text(self) -> str:
-        """What is printed after a fetch and stored as `LICENCE.txt`."""
+        """What is printed after a fetch and stored as ``LICENCE.txt``."""
         lines = [self.title, f"Source: {self.source_page}", f"Licence: {self.licence}", f"Cite: {self.attribution}"]
         return "\n".join(lines + ([f"Note: {self.note}"] if self.note else [])) + "\n"
 
@@ -96,8 +96,8 @@ class FetchResult:
     Attributes:
         source: the catalogue entry.
         folder: the dataset folder in the cache.
-        load_path: what to pass to [`load_dataset`][derm_cloud.data.load_dataset].
-        files: per downloaded file, its URL, size and SHA-256 (also in `SOURCE.json`).
+        load_path: what to pass to :func:`~derm_cloud.data.load_dataset`.
+        files: per downloaded file, its URL, size and SHA-256 (also in ``SOURCE.json``).
         notes: what the user should know (digests recorded because none is published, images missing ...).
     """
 
@@ -131,14 +131,14 @@ def catalogue(path: Path = CATALOGUE_PATH) -> dict[str, DatasetSource]:
 
 
 def datasets_dir() -> Path:
-    """`<cache>/datasets`: one folder per fetched dataset (see `derm_cloud.models.cache.cache_dir`)."""
+    """``<cache>/datasets``: one folder per fetched dataset (see :func:`derm_cloud.models.cache.cache_dir`)."""
     from derm_cloud.models.cache import cache_dir
 
     return cache_dir() / "datasets"
 
 
 def mirror_url(url: str, mirror: str | None) -> str:
-    """`https://HOST/PATH?Q` -> `MIRROR/HOST/PATH?Q` (unchanged without a mirror).
+    """``https://HOST/PATH?Q`` -> ``MIRROR/HOST/PATH?Q`` (unchanged without a mirror).
 
     Example:
         >>> mirror_url("https://example.org/a/b.zip?x=1", "http://127.0.0.1:8000/m")
@@ -165,14 +165,14 @@ def fetch_dataset(
     """Download, verify, unpack and lay out one catalogue dataset.
 
     Args:
-        name: a catalogue name (`"ham10000"`, `"pad-ufes-20"` ...) or a `DatasetSource`.
-        dest: dataset folder (default `<cache>/datasets/<name>`).
-        mirror: base URL replacing every host (default `$DERM_CLOUD_DATA_MIRROR`).
+        name: a catalogue name (``"ham10000"``, ``"pad-ufes-20"`` ...) or a :class:`DatasetSource`.
+        dest: dataset folder (default ``<cache>/datasets/<name>``).
+        mirror: base URL replacing every host (default ``$DERM_CLOUD_DATA_MIRROR``).
         quiet: no progress output.
         retries: extra attempts per file after a cut connection, each resuming.
         limit: Fitzpatrick17k only: download at most this many images.
-        expect_sha256: `{file name: digest}` pins for files the catalogue has no digest for.
-        say: where status lines go (`print`; a no-op when quiet).
+        expect_sha256: ``{file name: digest}`` pins for files the catalogue has no digest for.
+        say: where status lines go (``print``; a no-op when quiet).
 
     Raises:
         ConfigError: unknown name, or a dataset that needs manual steps (the message holds them).
@@ -216,7 +216,7 @@ def fetch_dataset(
 
 
 def _already_there(target: Path, seen: Mapping[str, Any] | None, pinned: str | None) -> dict[str, Any] | None:
-    """The record of a complete earlier download of `target`, or `None` when it must be downloaded."""
+    """The record of a complete earlier download of ``target``, or ``None`` when it must be downloaded."""
     if not target.is_file():
         return None
     digest = seen["sha256"] if seen and seen.get("size") == target.stat().st_size else file_digest(target)
@@ -227,7 +227,7 @@ def _already_there(target: Path, seen: Mapping[str, Any] | None, pinned: str | N
 
 
 def lookup_source(name: str) -> DatasetSource:
-    """The catalogue entry called `name` (case-insensitive).
+    """The catalogue entry called ``name`` (case-insensitive).
 
     Raises:
         ConfigError: no such dataset; the message lists the catalogue.
@@ -242,7 +242,7 @@ def lookup_source(name: str) -> DatasetSource:
 def _resolve(
     entry: SourceFile, mirror: str | None, expect: Mapping[str, str]
 ) -> list[tuple[str, str, str | None, str | None]]:
-    """`[(file name, URL, pinned sha256, published md5)]` for one catalogue file entry."""
+    """``[(file name, URL, pinned sha256, published md5)]`` for one catalogue file entry."""
     if entry.url:
         return [(entry.name, mirror_url(entry.url, mirror), entry.sha256 or expect.get(entry.name), None)]
     if entry.dataverse:
@@ -309,7 +309,7 @@ def _resolve_hf(
 
 
 def _extract(archive: Path, into: Path) -> None:
-    """Unpack a zip or tar once (a marker records it), refusing members that would land outside `into`."""
+    """Unpack a zip or tar once (a marker records it), refusing members that would land outside ``into``."""
     marker = into / f".extracted-{archive.name}"
     if marker.is_file():
         return

@@ -1,7 +1,7 @@
-"""Turning manifest cells (CSV or parquet) into canonical labels and `PatientMetadata`.
+"""Turning manifest cells (CSV or parquet) into canonical labels and :class:`PatientMetadata`.
 
-Every layout names its columns differently (`dx` / `label`, `localization` / `site` /
-`anatom_site_general`, `fitzpatrick` / `fitzpatrick_scale` ...); the aliases live here, once.
+Every layout names its columns differently (``dx`` / ``label``, ``localization`` / ``site`` /
+``anatom_site_general``, ``fitzpatrick`` / ``fitzpatrick_scale`` ...); the aliases live here, once.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ _SEX = {"m": "male", "f": "female", "male": "male", "female": "female", "unknown
 
 
 def find_column(columns: Sequence[str], field: str) -> str | None:
-    """The first column among `columns` that is an alias of `field` (case-insensitive), else `None`.
+    """The first column among ``columns`` that is an alias of ``field`` (case-insensitive), else ``None``.
 
     Example:
         >>> find_column(["image_id", "DX", "localization"], "label")
@@ -80,11 +80,11 @@ def _code_for(normalised: str) -> str | None:
 
 
 def canonical_label(value: Any, overrides: Mapping[str, str] | None = None) -> str | None:
-    """Map a dataset label to its canonical code; empty or missing values give `None` (unlabelled).
+    """Map a dataset label to its canonical code; empty or missing values give ``None`` (unlabelled).
 
     Args:
-        value: `"mel"`, `"MEL"`, `"Melanoma"`, `"melanocytic_Nevi"` (marmal88) ...
-        overrides: extra `{dataset label: code}` entries for labels under other names.
+        value: ``"mel"``, ``"MEL"``, ``"Melanoma"``, ``"melanocytic_Nevi"`` (marmal88) ...
+        overrides: extra ``{dataset label: code}`` entries for labels under other names.
 
     Raises:
         ConfigError: the label maps to no class; the message says how to add an override.
@@ -114,11 +114,11 @@ def canonical_label(value: Any, overrides: Mapping[str, str] | None = None) -> s
 
 
 def metadata_from_row(row: Mapping[str, Any], columns: Mapping[str, str | None]) -> PatientMetadata:
-    """Build [`PatientMetadata`][derm_cloud.types.PatientMetadata] from one manifest row.
+    """Build :class:`PatientMetadata` from one manifest row.
 
     Args:
         row: column name -> cell value.
-        columns: field (`"age"`, `"sex"`, `"site"`, `"fitzpatrick"`) -> column name or `None`.
+        columns: field (``"age"``, ``"sex"``, ``"site"``, ``"fitzpatrick"``) -> column name or ``None``.
 
     Raises:
         ConfigError: a value is present but invalid (age 200, sex "x", Fitzpatrick 9).

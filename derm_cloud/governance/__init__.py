@@ -1,22 +1,13 @@
 """Responsible delivery, computed from data: validation sets, dataset audits, skin tone, referral, risk notes.
 
-* [`build_validation_set`][derm_cloud.governance.validation_set.build_validation_set]: a seeded, lesion-level,
-  stratified validation set that reports unfilled cells.
-* [`audit_dataset`][derm_cloud.governance.audit.audit_dataset] /
-  [`compare_audits`][derm_cloud.governance.audit.compare_audits] /
-  [`write_audit_report`][derm_cloud.governance.audit.write_audit_report]: class balance, lesions, duplicates, metadata
-  and skin-tone coverage, side by side, as Markdown, HTML and JSON.
-* [`estimate_ita`][derm_cloud.governance.skin_tone.estimate_ita] /
-  [`fitzpatrick_from_metadata`][derm_cloud.governance.skin_tone.fitzpatrick_from_metadata]: skin-tone groups, with their
-  caveats.
-* [`ReferralPolicy`][derm_cloud.governance.referral.ReferralPolicy],
-  [`ReferralClassifier`][derm_cloud.governance.referral.ReferralClassifier],
-  [`evaluate_referral`][derm_cloud.governance.referral_eval.evaluate_referral]: human-in-the-loop rules and what a
-  sensitivity target costs in referrals.
-* [`risk_register`][derm_cloud.governance.notes.risk_register]: dated, evidence-linked risk-register and DPIA entries
-  from a comparator run.
-* [`compare_model_cards`][derm_cloud.governance.model_cards.compare_model_cards]: model facts side by side with the
-  governance questions they leave open.
+* :func:`build_validation_set`: a seeded, lesion-level, stratified validation set that reports unfilled cells.
+* :func:`audit_dataset` / :func:`compare_audits` / :func:`write_audit_report`: class balance, lesions,
+  duplicates, metadata and skin-tone coverage, side by side, as Markdown, HTML and JSON.
+* :func:`estimate_ita` / :func:`fitzpatrick_from_metadata`: skin-tone groups, with their caveats.
+* :class:`ReferralPolicy`, :class:`ReferralClassifier`, :func:`evaluate_referral`: human-in-the-loop rules and
+  what a sensitivity target costs in referrals.
+* :func:`risk_register`: dated, evidence-linked risk-register and DPIA entries from a comparator run.
+* :func:`compare_model_cards`: model facts side by side with the governance questions they leave open.
 
 Nothing here makes a diagnosis; a clinician reviews every result. Heavy dependencies (pandas, matplotlib,
 imagehash) are imported only by the functions that need them.

@@ -1,6 +1,6 @@
 """Render dataset audits as Markdown, self-contained HTML (plots as base64 PNG) and JSON.
 
-Plots use matplotlib's object API (`Figure` + Agg canvas), never `pyplot`, so a library call does not touch
+Plots use matplotlib's object API (``Figure`` + Agg canvas), never ``pyplot``, so a library call does not touch
 the caller's global figure state or backend.
 """
 

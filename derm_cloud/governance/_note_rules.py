@@ -1,6 +1,6 @@
-"""The rules behind `derm_cloud.governance.notes.risk_register`: one function per kind of entry.
+"""The rules behind :func:`derm_cloud.governance.notes.risk_register`: one function per kind of entry.
 
-Each rule reads figures from the comparator report (format `derm-cloud-comparison/1`) or a referral
+Each rule reads figures from the comparator report (format ``derm-cloud-comparison/1``) or a referral
 evaluation, compares them with the stated levels, and cites the JSON path of every figure it used.
 """
 
@@ -58,7 +58,7 @@ class Context:
 
 
 def load_referral(item: Any) -> dict[str, Any]:
-    """A referral evaluation as a dict with its `_source`: accepts the object, its dict or a JSON path."""
+    """A referral evaluation as a dict with its ``_source``: accepts the object, its dict or a JSON path."""
     if hasattr(item, "to_dict"):
         return {**item.to_dict(), "_source": "referral evaluation (in memory)"}
     if isinstance(item, Mapping):

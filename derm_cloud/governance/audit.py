@@ -1,14 +1,13 @@
 """Dataset audit: what a dataset holds, how it was labelled, who is in it, and what is wrong with it.
 
-[`audit_dataset`][derm_cloud.governance.audit.audit_dataset] counts, from the rows as stored: class balance, images per
-lesion, rows per image id (repeated rows), metadata completeness, how diagnoses were confirmed (`dx_type`), age / sex /
-site coverage, Fitzpatrick types when recorded; and from the images that exist locally: duplicate images by perceptual
-hash and the skin-tone (ITA) distribution, with its caveats.
-[`compare_audits`][derm_cloud.governance.audit.compare_audits] puts two datasets side by side and explains, in words
-computed from the data, differences such as a export with more rows than images.
-[`write_audit_report`][derm_cloud.governance.audit.write_audit_report] writes Markdown, HTML (plots embedded) and JSON.
+:func:`audit_dataset` counts, from the rows as stored: class balance, images per lesion, rows per image id
+(repeated rows), metadata completeness, how diagnoses were confirmed (``dx_type``), age / sex / site coverage,
+Fitzpatrick types when recorded; and from the images that exist locally: duplicate images by perceptual hash
+and the skin-tone (ITA) distribution, with its caveats. :func:`compare_audits` puts two datasets side by side
+and explains, in words computed from the data, differences such as a export with more rows than images.
+:func:`write_audit_report` writes Markdown, HTML (plots embedded) and JSON.
 
-Metadata-only audits work: `HAM10000_metadata.csv` has no file column, and the image sections then cover
+Metadata-only audits work: ``HAM10000_metadata.csv`` has no file column, and the image sections then cover
 only the images found beside it (and say how many).
 
 Example:
@@ -38,22 +37,22 @@ _FIELDS = ("lesion_id", "label", "dx_type", "age", "sex", "site", "fitzpatrick")
 
 @dataclass
 class DatasetAudit:
-    """Everything `audit_dataset` found; every count is over unique image ids unless it says rows.
+    """Everything :func:`audit_dataset` found; every count is over unique image ids unless it says rows.
 
     Attributes:
         name, source: the dataset.
-        rows: rows as stored; `unique_images` distinct image ids; `duplicate_rows` rows repeating an id.
-        rows_per_image: `{rows: number of image ids stored that many times}`.
-        lesions: distinct lesion ids (`None` without a lesion column).
-        images_per_lesion: mean, median, max and `{images: lesions}` distribution.
+        rows: rows as stored; ``unique_images`` distinct image ids; ``duplicate_rows`` rows repeating an id.
+        rows_per_image: ``{rows: number of image ids stored that many times}``.
+        lesions: distinct lesion ids (``None`` without a lesion column).
+        images_per_lesion: mean, median, max and ``{images: lesions}`` distribution.
         class_counts, class_share: images per class (canonical order) and their share of labelled images.
         class_lesions: lesions per class.
-        dx_type: `{dx_type: images}`; `dx_type_by_class`: `{class: {dx_type: images}}`.
-        completeness: share of images with each metadata field known (`unknown` counts as missing).
-        age: known count, mean, median, min, max and `bands`.
+        dx_type: ``{dx_type: images}``; ``dx_type_by_class``: ``{class: {dx_type: images}}``.
+        completeness: share of images with each metadata field known (``unknown`` counts as missing).
+        age: known count, mean, median, min, max and ``bands``.
         sex, site, fitzpatrick: group counts.
-        splits: images per split when the data has splits; `split_leaks`: ids/lesions found in several splits.
-        images_available: images readable here; `images_checked` how many the image sections used.
+        splits: images per split when the data has splits; ``split_leaks``: ids/lesions found in several splits.
+        images_available: images readable here; ``images_checked`` how many the image sections used.
         duplicates: perceptual-hash duplicate groups (image ids) and how many cross lesions or labels.
         ita: skin-tone estimate counts per ITA band, undefined estimates, the values, and the caveat.
         findings: plain-language statements computed from the figures above.
@@ -108,7 +107,7 @@ def audit_dataset(
     """Audit one dataset.
 
     Args:
-        dataset: a [`Dataset`][derm_cloud.data.Dataset], a CSV / parquet path, a HAM10000 folder or a `DataFrame`.
+        dataset: a :class:`~derm_cloud.data.Dataset`, a CSV / parquet path, a HAM10000 folder or a ``DataFrame``.
         name: name for the report.
         images: run the image sections (duplicates, ITA) on the images available locally.
         max_images: check at most this many images (a seeded random sample; duplicates are then only found
@@ -116,9 +115,9 @@ def audit_dataset(
         hash_distance: Hamming distance within which both the pHash and the dHash of two images must fall for
             them to count as duplicates (0 = identical hashes only).
         seed: seed of the image sample.
-        cache: shared `{path: facts}` so that auditing overlapping datasets hashes each image once.
-        progress: `progress(task, total)` returns a counter called once per image checked (the CLI passes a
-            `derm_cloud.progress.Progress`).
+        cache: shared ``{path: facts}`` so that auditing overlapping datasets hashes each image once.
+        progress: ``progress(task, total)`` returns a counter called once per image checked (the CLI passes a
+            :class:`derm_cloud.progress.Progress`).
 
     Example:
         >>> audit = audit_dataset("../shared/data/ham10000/dev.csv", images=False)  # doctest: +SKIP
@@ -309,9 +308,9 @@ class AuditComparison:
 
     Attributes:
         left, right: the dataset names.
-        class_share_diff: `{class: right share - left share}` in percentage points.
+        class_share_diff: ``{class: right share - left share}`` in percentage points.
         total_variation: half the sum of absolute share differences (0 = same mix, 1 = disjoint).
-        images_per_lesion: `{"left": mean, "right": mean}`.
+        images_per_lesion: ``{"left": mean, "right": mean}``.
         overlap: image ids and lesion ids in both.
         findings: plain-language differences, including why one has more rows than the other has images.
     """
@@ -334,7 +333,7 @@ def compare_audits(
     """Compare two audits (class mix, images per lesion, overlap, rows vs images).
 
     Args:
-        left, right: audits from [`audit_dataset`][derm_cloud.governance.audit.audit_dataset].
+        left, right: audits from :func:`audit_dataset`.
         tables: the two sources again (paths, datasets or frames) to count shared image and lesion ids; when
             omitted, the overlap is computed from the sources recorded in the audits.
     """
@@ -396,10 +395,10 @@ def compare_audits(
 
 
 def write_audit_report(audits: list[DatasetAudit], out_dir: Any, comparison: AuditComparison | None = None) -> Any:
-    """Write `audit.md`, `audit.html` (plots embedded) and `audit.json` into `out_dir`.
+    """Write ``audit.md``, ``audit.html`` (plots embedded) and ``audit.json`` into ``out_dir``.
 
     Returns:
-        `{"markdown": path, "html": path, "json": path, "plots": [paths]}`.
+        ``{"markdown": path, "html": path, "json": path, "plots": [paths]}``.
     """
     from derm_cloud.governance._audit_report import write_report
 

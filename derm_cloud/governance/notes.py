@@ -1,20 +1,20 @@
 """Risk-register and DPIA entries computed from a comparator run, each citing the figure it rests on.
 
-[`risk_register`][derm_cloud.governance.notes.risk_register] reads a finished run (the folder `derm-cloud compare`
-wrote, or its `report.json`, format `derm-cloud-comparison/1`) and, optionally, referral evaluations (`referral.json`
-from `derm-cloud governance referral --out`), and writes dated entries a team can paste into its register:
+:func:`risk_register` reads a finished run (the folder ``derm-cloud compare`` wrote, or its ``report.json``,
+format ``derm-cloud-comparison/1``) and, optionally, referral evaluations (``referral.json`` from
+``derm-cloud governance referral --out``), and writes dated entries a team can paste into its register:
 
-* **clinical performance**: a backend whose melanoma or malignant sensitivity is below `min_sensitivity`;
-* **calibration**: expected calibration error above `max_ece`;
-* **fairness**: a group (skin tone, sex, age band, site) below `min_sensitivity`, a gap between groups above
-  `max_gap`, or a group too small to judge;
+* **clinical performance**: a backend whose melanoma or malignant sensitivity is below ``min_sensitivity``;
+* **calibration**: expected calibration error above ``max_ece``;
+* **fairness**: a group (skin tone, sex, age band, site) below ``min_sensitivity``, a gap between groups above
+  ``max_gap``, or a group too small to judge;
 * **training data**: the model's declared training data overlaps the evaluation data;
 * **data protection (DPIA)**: which backends send images off the machine, to which provider and region, and
   whether the provider stores them; emulated measurements are marked as such;
-* **cost**: monthly cost above `budget`, or a price that is unknown;
+* **cost**: monthly cost above ``budget``, or a price that is unknown;
 * **human oversight**: referral thresholds and what they cost; human review remains mandatory.
 
-Every entry names the figure (a JSON path such as `quality.backends.local.melanoma.sensitivity`), its value
+Every entry names the figure (a JSON path such as ``quality.backends.local.melanoma.sensitivity``), its value
 and the run and file it came from, so a reviewer can check it.
 
 Example:
@@ -60,12 +60,12 @@ class RiskEntry:
     """One register entry.
 
     Attributes:
-        id: stable within a run (`R01`...), prefixed by the run id in the Markdown.
+        id: stable within a run (``R01``...), prefixed by the run id in the Markdown.
         date: the day the entry was generated (ISO).
         category: clinical performance, calibration, fairness, evidence gap, training data, data protection,
             cost or human oversight.
-        backend: the backend it concerns (`None` for the whole comparison).
-        severity: `high`, `medium`, `low` or `info`.
+        backend: the backend it concerns (``None`` for the whole comparison).
+        severity: ``high``, ``medium``, ``low`` or ``info``.
         title, finding, action: what was found and what to do.
         evidence: the figures it rests on.
         dpia: also belongs in the DPIA notes.
@@ -148,7 +148,7 @@ class RiskRegister:
 
 
 def load_run(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
-    """Read a run's `report.json` from a run folder or the file itself.
+    """Read a run's ``report.json`` from a run folder or the file itself.
 
     Raises:
         ConfigError: no report there, or not the comparator's format.
@@ -185,15 +185,15 @@ def risk_register(
     """Build the register from a run.
 
     Args:
-        run: the run folder, its `report.json`, or the report dict.
+        run: the run folder, its ``report.json``, or the report dict.
         min_sensitivity: the level melanoma / malignant sensitivity must reach, overall and per group.
         max_ece: the highest acceptable expected calibration error.
         max_gap: the largest acceptable sensitivity gap between groups.
         min_group_positives: groups with fewer melanomas are "too small to judge".
-        budget: monthly budget in the price catalogue's currency (`None`: costs reported, not judged).
-        referrals: referral evaluations ([`ReferralEvaluation`][derm_cloud.governance.referral_eval.ReferralEvaluation],
-            their dicts, or paths to `referral.json`); `referral*.json` and `*/referral.json` in the run folder are read
-            too.
+        budget: monthly budget in the price catalogue's currency (``None``: costs reported, not judged).
+        referrals: referral evaluations (:class:`~derm_cloud.governance.referral_eval.ReferralEvaluation`, their
+            dicts, or paths to ``referral.json``); ``referral*.json`` and ``*/referral.json`` in the run folder are
+            read too.
         today: the date written on entries (default: today).
     """
     from derm_cloud.governance import _note_rules as rules

@@ -1,21 +1,19 @@
 """Referral policy: when a classifier's output must go to a clinician first (human in the loop).
 
-A [`ReferralPolicy`][derm_cloud.governance.referral.ReferralPolicy] holds explicit rules:
+A :class:`ReferralPolicy` holds explicit rules:
 
 * **malignant probability**: refer when any malignant class (mel, bcc, akiec) has probability at or above its
   threshold;
-* **low confidence**: refer when the top class's probability is below `min_confidence`;
+* **low confidence**: refer when the top class's probability is below ``min_confidence``;
 * **disagreement**: with several backends, refer when their top-1 classes (or their benign/malignant calls)
   differ;
 * a model whose labels do not map onto the lesion classes cannot triage: always refer.
 
-[`ReferralPolicy.evaluate`][derm_cloud.governance.referral.ReferralPolicy.evaluate] turns one or several predictions
-into a [`ReferralDecision`][derm_cloud.governance.referral.ReferralDecision] with the reasons;
-[`ReferralClassifier`][derm_cloud.governance.referral.ReferralClassifier] wraps any
-[`Classifier`][derm_cloud.base.Classifier] (or several) so that an app gets `(prediction, decision)` from one call.
-[`evaluate_referral`][derm_cloud.governance.referral_eval.evaluate_referral] (in
-[`derm_cloud.governance.referral_eval`][derm_cloud.governance.referral_eval]) fits the malignant threshold to a target
-sensitivity on labelled data.
+:meth:`ReferralPolicy.evaluate` turns one or several predictions into a :class:`ReferralDecision` with the
+reasons; :class:`ReferralClassifier` wraps any :class:`~derm_cloud.base.Classifier` (or several) so that an
+app gets ``(prediction, decision)`` from one call. :func:`evaluate_referral` (in
+:mod:`derm_cloud.governance.referral_eval`) fits the malignant threshold to a target sensitivity on labelled
+data.
 
 Referral is triage support, never a diagnosis: a clinician reviews every result, referred or not.
 
@@ -64,10 +62,10 @@ class ReferralDecision:
     """Whether to refer, and why.
 
     Attributes:
-        refer: `True` when any rule fired.
+        refer: ``True`` when any rule fired.
         reasons: one sentence per fired rule, naming the figure, the threshold and the backend.
-        rules: the rule ids that fired (`malignant_probability`, `low_confidence`, `disagreement`,
-            `unmapped`), for counting and logs.
+        rules: the rule ids that fired (``malignant_probability``, ``low_confidence``, ``disagreement``,
+            ``unmapped``), for counting and logs.
         predictions: the predictions the decision was made from.
         note: the human-review statement every decision carries.
     """
@@ -94,13 +92,13 @@ class ReferralPolicy:
     """Explicit, inspectable referral rules.
 
     Args:
-        malignant_threshold: refer when any malignant class has probability >= this (`None` switches the rule
-            off unless `thresholds` is given).
-        thresholds: per-class thresholds (`{"mel": 0.1, "bcc": 0.3, "akiec": 0.3}`); override
-            `malignant_threshold` for the classes they name. Any class may be listed.
-        min_confidence: refer when the top-1 probability is below this (`None` = off).
+        malignant_threshold: refer when any malignant class has probability >= this (``None`` switches the rule
+            off unless ``thresholds`` is given).
+        thresholds: per-class thresholds (``{"mel": 0.1, "bcc": 0.3, "akiec": 0.3}``); override
+            ``malignant_threshold`` for the classes they name. Any class may be listed.
+        min_confidence: refer when the top-1 probability is below this (``None`` = off).
         refer_on_disagreement: with several predictions, refer when they disagree.
-        disagreement: `"top1"` (different top classes) or `"malignancy"` (one calls it malignant, another
+        disagreement: ``"top1"`` (different top classes) or ``"malignancy"`` (one calls it malignant, another
             benign).
 
     Raises:
@@ -202,7 +200,7 @@ class ReferralPolicy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReferralPolicy:
-        """Inverse of `to_dict`; unknown keys are an error naming them."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
         known = {"malignant_threshold", "thresholds", "min_confidence", "refer_on_disagreement", "disagreement"}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -210,7 +208,7 @@ class ReferralPolicy:
         return cls(**dict(data))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the policy as JSON (`derm-cloud governance referral --out` writes the fitted one)."""
+        """Write the policy as JSON (``derm-cloud governance referral --out`` writes the fitted one)."""
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(self.to_dict(), fh, indent=2)
 
@@ -237,7 +235,7 @@ class ReferralPolicy:
 
 
 class Referral(NamedTuple):
-    """What `ReferralClassifier` returns: unpack as `prediction, decision = app.predict(...)`."""
+    """What :class:`ReferralClassifier` returns: unpack as ``prediction, decision = app.predict(...)``."""
 
     prediction: Prediction
     decision: ReferralDecision
@@ -250,8 +248,8 @@ class ReferralClassifier:
     decision, so disagreement between backends triggers a referral.
 
     Args:
-        classifier: a [`Classifier`][derm_cloud.base.Classifier], or a sequence of them.
-        policy: the rules (default: [`ReferralPolicy`][derm_cloud.governance.referral.ReferralPolicy] defaults).
+        classifier: a :class:`~derm_cloud.base.Classifier`, or a sequence of them.
+        policy: the rules (default: :class:`ReferralPolicy` defaults).
         close_wrapped: close the wrapped classifiers when this wrapper is closed.
 
     Example:
@@ -298,14 +296,14 @@ class ReferralClassifier:
         *,
         batch_size: int = 16,
     ) -> list[Referral]:
-        """`predict` for many images, each backend batching natively where it can."""
+        """:meth:`predict` for many images, each backend batching natively where it can."""
         items = [_reusable(i) for i in images]
         metas = list(metadata) if metadata is not None else None
         per_backend = [clf.predict_batch(items, metas, batch_size=batch_size) for clf in self.classifiers]
         return [Referral(preds[0], self.policy.evaluate(preds)) for preds in zip(*per_backend, strict=True)]
 
     async def apredict(self, image: ImageInput, metadata: MetadataInput = None) -> Referral:
-        """Async `predict`: the backends are called concurrently."""
+        """Async :meth:`predict`: the backends are called concurrently."""
         data = _reusable(image)
         preds = await asyncio.gather(*(clf.apredict(data, metadata) for clf in self.classifiers))
         return Referral(preds[0], self.policy.evaluate(preds))

@@ -1,16 +1,16 @@
 """A small, diverse, reproducible validation set: the same images for every model under test.
 
-[`build_validation_set`][derm_cloud.governance.validation_set.build_validation_set] picks whole lesions (never some
-images of a lesion for the set and the others for the rest), seeded, so that:
+:func:`build_validation_set` picks whole lesions (never some images of a lesion for the set and the others
+for the rest), seeded, so that:
 
-* every class is present, in a balanced mix by default (or the data's own mix, `allocation="proportional"`);
-* every group of every stratum (sex, age band, site, skin tone) is represented by at least `min_per_group`
-  lesions, and every class within every group by at least `min_per_cell` (as far as the data allows);
+* every class is present, in a balanced mix by default (or the data's own mix, ``allocation="proportional"``);
+* every group of every stratum (sex, age band, site, skin tone) is represented by at least ``min_per_group``
+  lesions, and every class within every group by at least ``min_per_cell`` (as far as the data allows);
 * the cells it could not fill are listed with the reason: too few lesions in the data, or the requested size
   is too small to cover them.
 
 Skin tone comes from the Fitzpatrick type when the metadata has one, otherwise from the ITA estimate of the
-images ([`estimate_ita`][derm_cloud.governance.skin_tone.estimate_ita]), which is an estimate of image colour and is
+images (:func:`~derm_cloud.governance.skin_tone.estimate_ita`), which is an estimate of image colour and is
 labelled as such.
 
 Example:
@@ -44,12 +44,12 @@ class ValidationSet:
 
     Attributes:
         selected: image ids of the validation set, in source order.
-        rest: image ids of the remaining data (no lesion in common with `selected`).
-        excluded: other images of chosen lesions left out by `images_per_lesion` (in neither split).
+        rest: image ids of the remaining data (no lesion in common with ``selected``).
+        excluded: other images of chosen lesions left out by ``images_per_lesion`` (in neither split).
         seed, size_requested, strata, allocation: the parameters, for the report.
         cells: coverage of every cell, classes first.
-        skin_tone_source: `"fitzpatrick"` (metadata), `"ita"` (estimated from images) or `"none"`.
-        source: the dataset's name; `source_rows` how many rows it had.
+        skin_tone_source: ``"fitzpatrick"`` (metadata), ``"ita"`` (estimated from images) or ``"none"``.
+        source: the dataset's name; ``source_rows`` how many rows it had.
         notes: facts worth reporting (duplicates dropped, size not reached exactly ...).
     """
 
@@ -88,12 +88,12 @@ class ValidationSet:
         return chosen & rest
 
     def write_manifest(self, path: str | os.PathLike[str], *, rest_path: str | os.PathLike[str] | None = None) -> Path:
-        """Write the validation set as a CSV manifest that `derm_cloud.data.load_dataset` reads.
+        """Write the validation set as a CSV manifest that :func:`derm_cloud.data.load_dataset` reads.
 
-        Columns follow the HAM10000 layout (`image_id, lesion_id, dx, dx_type, age, sex, localization`) plus
-        `fitzpatrick`/`skin_tone` when known and `file`: the image path relative to the manifest's folder
-        (images are referenced, never copied). Images stored inside parquet files have no path: their `file`
-        is empty and they are found by `image_id` in the parquet source.
+        Columns follow the HAM10000 layout (``image_id, lesion_id, dx, dx_type, age, sex, localization``) plus
+        ``fitzpatrick``/``skin_tone`` when known and ``file``: the image path relative to the manifest's folder
+        (images are referenced, never copied). Images stored inside parquet files have no path: their ``file``
+        is empty and they are found by ``image_id`` in the parquet source.
         """
         out = Path(path)
         self._write(out, self.selected)
@@ -167,7 +167,7 @@ class ValidationSet:
         return "\n".join(lines) + "\n"
 
     def write_report(self, stem: str | os.PathLike[str]) -> tuple[Path, Path]:
-        """Write `<stem>.json` and `<stem>.md`; returns both paths."""
+        """Write ``<stem>.json`` and ``<stem>.md``; returns both paths."""
         stem = os.fspath(stem)
         json_path, md_path = Path(stem + ".json"), Path(stem + ".md")
         json_path.write_text(json.dumps(self.report(), indent=2, default=str) + "\n")
@@ -217,10 +217,10 @@ def skin_tone_groups(table: Table, *, source: str = "auto") -> tuple[list[str], 
 
     Args:
         table: the rows.
-        source: `"auto"` (Fitzpatrick if any row has one, else ITA), `"fitzpatrick"`, `"ita"` or `"none"`.
+        source: ``"auto"`` (Fitzpatrick if any row has one, else ITA), ``"fitzpatrick"``, ``"ita"`` or ``"none"``.
 
     Returns:
-        The group per row (`"FST III"`, `"light"`, `"unknown"`...) and the source used.
+        The group per row (``"FST III"``, ``"light"``, ``"unknown"``...) and the source used.
     """
     from derm_cloud.governance.skin_tone import estimate_ita, fitzpatrick_label
 
@@ -261,21 +261,21 @@ def build_validation_set(
     """Pick a seeded, lesion-level, stratified validation set.
 
     Args:
-        dataset: a [`Dataset`][derm_cloud.data.Dataset], a manifest path (CSV, parquet, HAM10000 layout) or a
-            `DataFrame`; rows need labels.
+        dataset: a :class:`~derm_cloud.data.Dataset`, a manifest path (CSV, parquet, HAM10000 layout) or a
+            ``DataFrame``; rows need labels.
         size: images wanted (the result is exactly this many unless the lesions left are all larger than the
-            remaining room; `notes` then says so). Ignored when `holdout_fraction` is given.
+            remaining room; ``notes`` then says so). Ignored when ``holdout_fraction`` is given.
         seed: the same seed and data always give the same set.
-        strata: any of `label`, `sex`, `age_band`, `site`, `skin_tone`.
-        holdout_fraction: the share of images to hold out instead of an absolute `size`.
-        allocation: `balanced` (equal images per class, capped by what exists, the surplus spread over the
-            others) or `proportional` (the data's own class mix).
+        strata: any of ``label``, ``sex``, ``age_band``, ``site``, ``skin_tone``.
+        holdout_fraction: the share of images to hold out instead of an absolute ``size``.
+        allocation: ``balanced`` (equal images per class, capped by what exists, the surplus spread over the
+            others) or ``proportional`` (the data's own class mix).
         min_per_group: lesions wanted in every group of every non-label stratum.
-        min_per_cell: lesions wanted for every class within every group (`0` to skip those cells).
-        images_per_lesion: keep at most this many images of a chosen lesion (the others go to `excluded`,
-            in neither split); `None` keeps them all.
-        skin_tone: where the skin-tone stratum comes from: `auto`, `fitzpatrick`, `ita` or `none`.
-        skin_tones: precomputed `{image_id: group}` (overrides `skin_tone`), for example a cached ITA run.
+        min_per_cell: lesions wanted for every class within every group (``0`` to skip those cells).
+        images_per_lesion: keep at most this many images of a chosen lesion (the others go to ``excluded``,
+            in neither split); ``None`` keeps them all.
+        skin_tone: where the skin-tone stratum comes from: ``auto``, ``fitzpatrick``, ``ita`` or ``none``.
+        skin_tones: precomputed ``{image_id: group}`` (overrides ``skin_tone``), for example a cached ITA run.
 
     Raises:
         ConfigError: a bad parameter, an unknown stratum, or unlabelled data.

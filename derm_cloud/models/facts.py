@@ -1,11 +1,11 @@
 """Model facts side by side: what a model is, how big, what it was trained on and what it may be used for.
 
-`model_facts` reads an ONNX model directory (`spec.json` + the graph), a Hugging Face folder
-(`config.json`, safetensors header, `README.md` model card) or a hub id (the same files through
-`huggingface_hub` when online). Where the model itself is silent, a small table of facts taken from public
-sources fills the gap (`KNOWN_FACTS`, each entry citing its URL); every fact records where it came from.
+``model_facts`` reads an ONNX model directory (``spec.json`` + the graph), a Hugging Face folder
+(``config.json``, safetensors header, ``README.md`` model card) or a hub id (the same files through
+``huggingface_hub`` when online). Where the model itself is silent, a small table of facts taken from public
+sources fills the gap (:data:`KNOWN_FACTS`, each entry citing its URL); every fact records where it came from.
 
-`render_facts` prints several models side by side as text or Markdown, which is how the workshop compares
+``render_facts`` prints several models side by side as text or Markdown, which is how the workshop compares
 "MobileNetV2 vs skin-cancer ViT vs sklesion" offline.
 
 Example:
@@ -64,14 +64,14 @@ class ModelFacts:
 
     Attributes:
         model: the id or path as given.
-        kind: `onnx` (model directory), `hf-folder`, `hf-hub` or `reference` (table only).
+        kind: ``onnx`` (model directory), ``hf-folder``, ``hf-hub`` or ``reference`` (table only).
         architecture, parameters, file_size_bytes, opset: structure and size.
-        inputs: `(name, shape)` per model input (ONNX graphs).
+        inputs: ``(name, shape)`` per model input (ONNX graphs).
         labels: output labels in order.
         maps_to_ham10000: whether the labels map onto the seven HAM10000 classes.
         preprocessing: how images are turned into tensors, in words.
         licence, training_data, intended_use, known_limitations: from the model or its card.
-        sources: fact name -> where it came from (`spec.json`, `model card`, a URL ...).
+        sources: fact name -> where it came from (``spec.json``, ``model card``, a URL ...).
         notes: anything the reader should know about these facts (offline hub, fallbacks ...).
         extra: further facts (parity, quantisation agreement ...).
     """
@@ -95,7 +95,7 @@ class ModelFacts:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-compatible form (`derm-cloud models info --json`)."""
+        """JSON-compatible form (``derm-cloud models info --json``)."""
         d = asdict(self)
         d["inputs"] = [{"name": n, "shape": list(s)} for n, s in self.inputs]
         d["labels"], d["notes"] = list(self.labels), list(self.notes)
@@ -103,9 +103,9 @@ class ModelFacts:
 
 
 def known_facts(*names: str | None) -> dict[str, Any] | None:
-    """The `KNOWN_FACTS` entry for the first of `names` that is an alias (case-insensitive).
+    """The :data:`KNOWN_FACTS` entry for the first of ``names`` that is an alias (case-insensitive).
 
-    Matching is exact: `someone/skin_cancer-image_classification` is not assumed to be Anwarkh1's model.
+    Matching is exact: ``someone/skin_cancer-image_classification`` is not assumed to be Anwarkh1's model.
     """
     for name in names:
         if not name:
@@ -118,9 +118,9 @@ def known_facts(*names: str | None) -> dict[str, Any] | None:
 
 
 def parse_model_card(text: str) -> dict[str, str]:
-    """Licence, training data, intended use and limitations from a hub model card (`README.md`).
+    """Licence, training data, intended use and limitations from a hub model card (``README.md``).
 
-    Reads the YAML front matter keys `license` and `datasets` and the first paragraph of sections whose
+    Reads the YAML front matter keys ``license`` and ``datasets`` and the first paragraph of sections whose
     heading mentions intended use, limitations or training data. Small by design: no YAML library needed.
     """
     out: dict[str, str] = {}
@@ -190,9 +190,9 @@ def model_facts(
     """Facts about an ONNX model directory, a Hugging Face folder, a hub id or a cached short name.
 
     Args:
-        path_or_hub_id: a model directory, an HF folder, `"owner/name"` or `"sklesion"`/`"mobilenet-v2"`.
+        path_or_hub_id: a model directory, an HF folder, ``"owner/name"`` or ``"sklesion"``/``"mobilenet-v2"``.
         revision: hub revision (branch, tag or commit) for hub ids.
-        local_files_only: never contact the hub (default: `HF_HUB_OFFLINE`). Offline, hub ids get the
+        local_files_only: never contact the hub (default: ``HF_HUB_OFFLINE``). Offline, hub ids get the
             reference-table facts and a note saying so.
 
     Raises:
@@ -242,7 +242,7 @@ def _with_known(facts: ModelFacts, entry: dict[str, Any] | None) -> ModelFacts:
 
 
 def labels_map(labels: Sequence[str]) -> bool | None:
-    """Whether labels map onto the seven HAM10000 classes (`None` when there are no labels)."""
+    """Whether labels map onto the seven HAM10000 classes (``None`` when there are no labels)."""
     if not labels:
         return None
     try:
@@ -272,10 +272,10 @@ def safetensors_parameters(files: Sequence[Path]) -> int:
 
 
 def processor_config_problem(raw: dict[str, Any] | None) -> str | None:
-    """Why a `preprocessor_config.json` cannot be trusted as an image-processor config, or `None`.
+    """Why a ``preprocessor_config.json`` cannot be trusted as an image-processor config, or ``None``.
 
     Anwarkh1/Skin_Cancer-Image_Classification ships a renamed copy of its model config there (no
-    `image_mean`, `image_std` or `size`; docs/reference/dermatology.md section 3.1), so the values must come
+    ``image_mean``, ``image_std`` or ``size``; docs/reference/dermatology.md section 3.1), so the values must come
     from the
     processor class defaults, explicitly.
     """
@@ -288,7 +288,7 @@ def processor_config_problem(raw: dict[str, Any] | None) -> str | None:
 
 
 def describe_preprocess(pre: Preprocess) -> str:
-    """A spec's preprocessing in words, e.g. `resize 224x224 pil_bilinear, x1/255, mean [0.5 ...]`."""
+    """A spec's preprocessing in words, e.g. ``resize 224x224 pil_bilinear, x1/255, mean [0.5 ...]``."""
     if pre.resize == "squash":
         steps = [f"resize {pre.height}x{pre.width} {pre.interpolation} (aspect not kept)"]
     elif pre.resize == "shorter_side":
@@ -593,7 +593,7 @@ def render_facts(facts: Sequence[ModelFacts], fmt: Literal["text", "markdown"] =
 
     Args:
         facts: the models to show, in column order.
-        fmt: `text` (wrapped columns for a terminal) or `markdown` (a GitHub table).
+        fmt: ``text`` (wrapped columns for a terminal) or ``markdown`` (a GitHub table).
         width: column width of the text form.
     """
     header = ["fact", *(f.model for f in facts)]

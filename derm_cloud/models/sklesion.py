@@ -3,29 +3,26 @@
 sklesion (https://pypi.org/project/sklesion/0.2.2/, MIT, by Elio Pereira) ships a real Keras 3 model trained on
 HAM10000: an Xception image branch plus a 10-float metadata branch, softmax over the seven HAM10000 classes in
 the canonical order. Its wheel pins TensorFlow 2.17, so it is never installed: this module downloads the wheel
-without dependencies, checks two pinned SHA-256 digests, loads `sklesion/model.keras` with Keras on the
+without dependencies, checks two pinned SHA-256 digests, loads ``sklesion/model.keras`` with Keras on the
 *torch* backend and exports it with the TorchDynamo ONNX exporter with a symbolic batch dimension.
 
-The pipeline, end to end, is [`fetch_sklesion`][derm_cloud.models.sklesion.fetch_sklesion]:
+The pipeline, end to end, is :func:`fetch_sklesion`::
 
-```text
-download_wheel -> extract_keras_model -> convert_to_onnx -> parity_check -> <cache>/sklesion-0.2.2/
-```
+    download_wheel -> extract_keras_model -> convert_to_onnx -> parity_check -> <cache>/sklesion-0.2.2/
 
-The four steps are thin sklesion-specific wrappers: the generic work is done by `derm_cloud.models.pypi`
-(download, SHA-256, extraction), `derm_cloud.models.keras_convert` and
-`derm_cloud.models.keras_parity` (Keras on torch -> checked ONNX), given this model's `MODEL_INPUTS`.
+The four steps are thin sklesion-specific wrappers: the generic work is done by :mod:`~derm_cloud.models.pypi`
+(download, SHA-256, extraction), :mod:`~derm_cloud.models.keras_convert` and
+:mod:`~derm_cloud.models.keras_parity` (Keras on torch -> checked ONNX), given this model's :data:`MODEL_INPUTS`.
 
-The resulting directory holds `model.onnx` (86 MB, inputs `image` `[batch, 254, 254, 3]` float32 RGB in
-0..255 and `metadata` `[batch, 10]`, output `probabilities` `[batch, 7]`), `spec.json` and, by default,
-the verified `model.keras` (kept so the conversion can be re-checked offline). The directory is renamed into
+The resulting directory holds ``model.onnx`` (86 MB, inputs ``image`` ``[batch, 254, 254, 3]`` float32 RGB in
+0..255 and ``metadata`` ``[batch, 10]``, output ``probabilities`` ``[batch, 7]``), ``spec.json`` and, by default,
+the verified ``model.keras`` (kept so the conversion can be re-checked offline). The directory is renamed into
 place only once everything has been verified, so its presence means the fetch completed.
 
-The author's preprocessing is reproduced without TensorFlow:
-[`resize_bilinear_half_pixel`][derm_cloud.models.sklesion.resize_bilinear_half_pixel] is
-`tf.image.resize(method="bilinear", antialias=False)` in numpy, and
-[`encode_metadata`][derm_cloud.models.sklesion.encode_metadata] builds the metadata vector from the values in the
-wheel's `model_props.pkl` (read once with `pickletools`, never unpickled at run time).
+The author's preprocessing is reproduced without TensorFlow: :func:`resize_bilinear_half_pixel` is
+``tf.image.resize(method="bilinear", antialias=False)`` in numpy, and :func:`encode_metadata` builds the
+metadata vector from the values in the wheel's ``model_props.pkl`` (read once with ``pickletools``, never
+unpickled at run time).
 
 Heavy dependencies (keras, torch, onnx, onnxruntime, PIL) are imported inside the functions that need them, so
 importing this module costs only numpy.
@@ -149,14 +146,14 @@ def download_wheel(
     method: Literal["auto", "pip", "urllib"] = "auto",
     timeout: float = 600.0,
 ) -> Path:
-    """Download the `sklesion==0.2.2` wheel (no dependencies) and verify its pinned SHA-256.
+    """Download the ``sklesion==0.2.2`` wheel (no dependencies) and verify its pinned SHA-256.
 
-    A wheel already present in `dest_dir` with the right digest is reused without network access.
+    A wheel already present in ``dest_dir`` with the right digest is reused without network access.
 
     Args:
         dest_dir: directory to download into (created if missing).
-        method: `"pip"` runs `python -m pip download --no-deps` (honours pip's index configuration),
-            `"urllib"` reads PyPI's JSON simple index directly, `"auto"` uses pip when it is importable and
+        method: ``"pip"`` runs ``python -m pip download --no-deps`` (honours pip's index configuration),
+            ``"urllib"`` reads PyPI's JSON simple index directly, ``"auto"`` uses pip when it is importable and
             urllib otherwise.
         timeout: seconds allowed for the download.
 
@@ -164,7 +161,7 @@ def download_wheel(
         Path of the verified wheel.
 
     Raises:
-        ChecksumMismatchError: the wheel's digest is not `WHEEL_SHA256` (the file is deleted).
+        ChecksumMismatchError: the wheel's digest is not :data:`WHEEL_SHA256` (the file is deleted).
         ConversionError: the download itself failed.
 
     Example:
@@ -178,18 +175,18 @@ def download_wheel(
 
 
 def extract_keras_model(wheel_path: Path, dest_dir: Path) -> Path:
-    """Extract `sklesion/model.keras` from the wheel and verify its pinned SHA-256.
+    """Extract ``sklesion/model.keras`` from the wheel and verify its pinned SHA-256.
 
     Args:
         wheel_path: the sklesion wheel (a zip file).
-        dest_dir: directory to write `model.keras` into (created if missing).
+        dest_dir: directory to write ``model.keras`` into (created if missing).
 
     Returns:
-        Path of the verified `model.keras`.
+        Path of the verified ``model.keras``.
 
     Raises:
-        ChecksumMismatchError: the extracted file's digest is not `KERAS_SHA256` (nothing is left behind).
-        ConversionError: the wheel is not a zip file or has no `sklesion/model.keras`.
+        ChecksumMismatchError: the extracted file's digest is not :data:`KERAS_SHA256` (nothing is left behind).
+        ConversionError: the wheel is not a zip file or has no ``sklesion/model.keras``.
 
     Example:
         >>> extract_keras_model(wheel, Path("keras"))  # doctest: +SKIP
@@ -204,7 +201,7 @@ def extract_keras_model(wheel_path: Path, dest_dir: Path) -> Path:
 def load_image_rgb(path: Path) -> NDArray[np.uint8]:
     """Decode an image file to an HxWx3 uint8 RGB array.
 
-    EXIF orientation is deliberately ignored, as `tf.image.decode_jpeg` (the author's decoder) ignores it.
+    EXIF orientation is deliberately ignored, as ``tf.image.decode_jpeg`` (the author's decoder) ignores it.
 
     Args:
         path: image file (JPEG, PNG, ...).
@@ -246,16 +243,16 @@ def preprocess_image(image: Path | NDArray[Any]) -> NDArray[np.float32]:
 def site_group(site: str | None) -> str:
     """Map an anatomical site to one of sklesion's five location groups.
 
-    Accepts HAM10000 `localization` values (see `SITE_TO_GROUP`) and the five group names themselves,
-    case- and whitespace-insensitively (underscores count as spaces). `None`, empty strings and any other
-    string map to `"unknown"`: an unrecognised site is treated as missing rather than rejected, because the
+    Accepts HAM10000 ``localization`` values (see :data:`SITE_TO_GROUP`) and the five group names themselves,
+    case- and whitespace-insensitively (underscores count as spaces). ``None``, empty strings and any other
+    string map to ``"unknown"``: an unrecognised site is treated as missing rather than rejected, because the
     model has an explicit "unknown" input for exactly that case.
 
     Args:
-        site: site name or `None`.
+        site: site name or ``None``.
 
     Returns:
-        One of `LOCATION_GROUPS`.
+        One of :data:`LOCATION_GROUPS`.
     """
     if site is None:
         return "unknown"
@@ -270,15 +267,15 @@ def site_group(site: str | None) -> str:
 def encode_metadata(age: float | None, sex: str | None, site: str | None) -> NDArray[np.float32]:
     """Encode patient metadata as sklesion's 10-float input ("sklesion-v1").
 
-    Layout: `[female, male, unknown sex, arm, head-or-neck, leg-or-genital, trunk, unknown site,
-    age / 90, age_missing]`. A missing age (`None` or NaN) becomes `AGE_MEAN / 90` with
-    `age_missing = 1`, as in the author's pipeline. Sex other than female/male (case-insensitive) is
-    "unknown"; sites are mapped by [`site_group`][derm_cloud.models.sklesion.site_group].
+    Layout: ``[female, male, unknown sex, arm, head-or-neck, leg-or-genital, trunk, unknown site,
+    age / 90, age_missing]``. A missing age (``None`` or NaN) becomes ``AGE_MEAN / 90`` with
+    ``age_missing = 1``, as in the author's pipeline. Sex other than female/male (case-insensitive) is
+    "unknown"; sites are mapped by :func:`site_group`.
 
     Args:
-        age: age in years, or `None`/NaN when unknown.
-        sex: `"female"`, `"male"`, anything else (or `None`) for unknown.
-        site: HAM10000 localization, a sklesion location group, or `None`.
+        age: age in years, or ``None``/NaN when unknown.
+        sex: ``"female"``, ``"male"``, anything else (or ``None``) for unknown.
+        site: HAM10000 localization, a sklesion location group, or ``None``.
 
     Returns:
         float32 array of shape (10,).
@@ -314,17 +311,17 @@ def load_verify_set(
     csv_path: Path,
     limit: int | None = None,
 ) -> tuple[list[Path], list[NDArray[np.float32]]]:
-    """Read a HAM10000-style manifest (e.g. `dev.csv`) into image paths and encoded metadata.
+    """Read a HAM10000-style manifest (e.g. ``dev.csv``) into image paths and encoded metadata.
 
-    The manifest needs columns `age`, `sex`, `localization` and either `file` (relative to the
-    manifest's folder) or `image_id` (looked up as `images/<image_id>.jpg`).
+    The manifest needs columns ``age``, ``sex``, ``localization`` and either ``file`` (relative to the
+    manifest's folder) or ``image_id`` (looked up as ``images/<image_id>.jpg``).
 
     Args:
         csv_path: the manifest.
-        limit: read only the first `limit` rows.
+        limit: read only the first ``limit`` rows.
 
     Returns:
-        `(image_paths, metadata_vectors)` in manifest order.
+        ``(image_paths, metadata_vectors)`` in manifest order.
     """
     csv_path = Path(csv_path)
     paths: list[Path] = []
@@ -375,12 +372,11 @@ def convert_to_onnx(
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
 ) -> ConversionInfo:
-    """Convert sklesion's `model.keras` to ONNX via Keras on the torch backend (route A), with its checks.
+    """Convert sklesion's ``model.keras`` to ONNX via Keras on the torch backend (route A), with its checks.
 
-    `derm_cloud.models.keras_convert.convert_to_onnx` given `MODEL_INPUTS`: dynamic batch first,
+    :func:`derm_cloud.models.keras_convert.convert_to_onnx` given :data:`MODEL_INPUTS`: dynamic batch first,
     verified with onnxruntime, else Keras' own fixed-batch export; it documents the arguments, the returned
-    [`ConversionInfo`][derm_cloud.models.sklesion.ConversionInfo] and the errors (`ConversionError`,
-    `MissingDependencyError`).
+    :class:`ConversionInfo` and the errors (``ConversionError``, ``MissingDependencyError``).
 
     Example:
         >>> convert_to_onnx(Path("keras/model.keras"), Path("out/model.onnx")).dynamic_batch  # doctest: +SKIP
@@ -401,10 +397,9 @@ def parity_check(
 ) -> ParityReport:
     """Compare Keras (torch backend) and onnxruntime outputs on real images with the author's preprocessing.
 
-    `derm_cloud.models.keras_parity.parity_check` given `MODEL_INPUTS`; `metadata` holds one
-    10-float vector per image (see [`encode_metadata`][derm_cloud.models.sklesion.encode_metadata]), `None` the "all
-    unknown" vector for every image. Returns a [`ParityReport`][derm_cloud.models.sklesion.ParityReport]; raises
-    `ConfigError` for no images or a metadata count that differs.
+    :func:`derm_cloud.models.keras_parity.parity_check` given :data:`MODEL_INPUTS`; ``metadata`` holds one
+    10-float vector per image (see :func:`encode_metadata`), ``None`` the "all unknown" vector for every image.
+    Returns a :class:`ParityReport`; raises ``ConfigError`` for no images or a metadata count that differs.
 
     Example:
         >>> parity_check(Path("model.keras"), Path("model.onnx"), paths, metadata=metas).passed  # doctest: +SKIP
@@ -419,14 +414,14 @@ def parity_check(
 # Spec and the end-to-end fetch
 # --------------------------------------------------------------------------------------------------------------
 def build_spec_dict(conversion: ConversionInfo, parity: ParityReport) -> dict[str, Any]:
-    """Build the model spec written as `spec.json` (a plain dict until the shared spec class exists).
+    """Build the model spec written as ``spec.json`` (a plain dict until the shared spec class exists).
 
     Args:
-        conversion: the result of [`convert_to_onnx`][derm_cloud.models.sklesion.convert_to_onnx].
-        parity: the result of [`parity_check`][derm_cloud.models.sklesion.parity_check] on the verification images.
+        conversion: the result of :func:`convert_to_onnx`.
+        parity: the result of :func:`parity_check` on the verification images.
 
     Returns:
-        A JSON-serialisable dict in the `derm-cloud-model/1` layout.
+        A JSON-serialisable dict in the ``derm-cloud-model/1`` layout.
     """
     return {
         "format": "derm-cloud-model/1",
@@ -494,13 +489,13 @@ def build_spec_dict(conversion: ConversionInfo, parity: ParityReport) -> dict[st
 
 
 def is_complete_model_dir(model_dir: Path) -> bool:
-    """Whether `model_dir` is a finished fetch (`model.onnx` and a `spec.json` for this model id).
+    """Whether ``model_dir`` is a finished fetch (``model.onnx`` and a ``spec.json`` for this model id).
 
     Args:
         model_dir: candidate directory.
 
     Returns:
-        `True` if both files exist and the spec names `MODEL_ID`.
+        ``True`` if both files exist and the spec names :data:`MODEL_ID`.
     """
     spec_path = model_dir / "spec.json"
     if not (model_dir / "model.onnx").is_file() or not spec_path.is_file():
@@ -526,30 +521,30 @@ def fetch_sklesion(
     verify_description: str | None = None,
     parity_progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> Path:
-    """Download, verify, convert and parity-check sklesion; install it as `<cache_dir>/sklesion-0.2.2/`.
+    """Download, verify, convert and parity-check sklesion; install it as ``<cache_dir>/sklesion-0.2.2/``.
 
-    Everything happens in a hidden temporary directory inside `cache_dir` which is renamed to the final
+    Everything happens in a hidden temporary directory inside ``cache_dir`` which is renamed to the final
     name only after every check passed, so a crashed or failed fetch never leaves a directory that looks
-    complete. An existing complete directory is returned as is unless `force` is set.
+    complete. An existing complete directory is returned as is unless ``force`` is set.
 
     Args:
         cache_dir: parent directory of the model directory (created if missing).
         verify_images: real images for the parity check (at least one; 20 or more recommended).
-        verify_metadata: one metadata vector per verification image; `None` uses "unknown" metadata.
+        verify_metadata: one metadata vector per verification image; ``None`` uses "unknown" metadata.
         atol: maximum allowed |Δp| between Keras and ONNX.
         min_top1_agreement: minimum fraction of images with the same argmax.
-        keep_keras: also keep the verified `model.keras` in the model directory (86 MB), so the parity can be
+        keep_keras: also keep the verified ``model.keras`` in the model directory (86 MB), so the parity can be
             re-checked later without the network.
         force: rebuild even if a complete directory exists (it is replaced only once the new one is ready).
         opset: ONNX opset to target.
         progress: called with one line per stage as it starts (and with what the previous stage took).
-        verify_description: what the verification images are, recorded in `spec.json` beside the parity
+        verify_description: what the verification images are, recorded in ``spec.json`` beside the parity
             figures (real dermoscopy or the generated fallback set).
-        parity_progress: `parity_progress(task, total)` returns a counter of images compared (a
-            `derm_cloud.progress.Progress`: a bar with an ETA in a terminal, plain lines elsewhere).
+        parity_progress: ``parity_progress(task, total)`` returns a counter of images compared (a
+            :class:`derm_cloud.progress.Progress`: a bar with an ETA in a terminal, plain lines elsewhere).
 
     Returns:
-        The model directory containing `model.onnx`, `spec.json` and (if kept) `model.keras`.
+        The model directory containing ``model.onnx``, ``spec.json`` and (if kept) ``model.keras``.
 
     Raises:
         ChecksumMismatchError: the wheel or the model file does not have its pinned digest.

@@ -1,10 +1,10 @@
 """How to point each cloud SDK (and each derm-cloud backend) at a running emulator, ready to copy.
 
-[`connection`][derm_cloud.testing.connect.connection] describes one running emulator as plain data: its URL, the names a
-client needs (endpoint, project, deployment ...), the dummy credentials the SDK insists on, the environment variables
-the SDK or the derm-cloud backend reads, the `derm_cloud.create` arguments, and two Python snippets (the provider's own
-SDK, and derm-cloud) that run verbatim against the emulator. `derm-cloud emulate` prints it; `--json` prints the dict.
-Every value is a string, a number, a list or a dict, never `None`, so a script can read any field.
+:func:`connection` describes one running emulator as plain data: its URL, the names a client needs (endpoint,
+project, deployment ...), the dummy credentials the SDK insists on, the environment variables the SDK or the
+derm-cloud backend reads, the ``derm_cloud.create`` arguments, and two Python snippets (the provider's own SDK,
+and derm-cloud) that run verbatim against the emulator. ``derm-cloud emulate`` prints it; ``--json`` prints the
+dict. Every value is a string, a number, a list or a dict, never ``None``, so a script can read any field.
 
 Example:
     >>> from derm_cloud.compare.emulation import start  # doctest: +SKIP
@@ -26,21 +26,20 @@ _IMAGE = "lesion.jpg"
 
 
 def connection(kind: str, emulator: Any) -> dict[str, Any]:
-    """Connection details for a running emulator of `kind` (a backend type such as `"sagemaker"`).
+    """Connection details for a running emulator of ``kind`` (a backend type such as ``"sagemaker"``).
 
     Args:
-        kind: one of `sagemaker`, `azure-ml`, `azure-custom-vision`, `vertex`, `google-vision`,
-            `azure-openai`, `vertex-gemini`, `rekognition-custom-labels`.
-        emulator: the running emulator (from [`derm_cloud.compare.emulation.start`][derm_cloud.compare.emulation.start]
-            or its own class).
+        kind: one of ``sagemaker``, ``azure-ml``, ``azure-custom-vision``, ``vertex``, ``google-vision``,
+            ``azure-openai``, ``vertex-gemini``, ``rekognition-custom-labels``.
+        emulator: the running emulator (from :func:`derm_cloud.compare.emulation.start` or its own class).
 
     Returns:
-        A JSON-compatible dict with `kind`, `url`, `sdk`, the cloud's own fields (flat), `env`,
-        `backend` (`{"type", "options"}` for `derm_cloud.create`), `python_sdk` and `python_derm_cloud`
-        (snippets that classify `lesion.jpg`) and `notes`.
+        A JSON-compatible dict with ``kind``, ``url``, ``sdk``, the cloud's own fields (flat), ``env``,
+        ``backend`` (``{"type", "options"}`` for ``derm_cloud.create``), ``python_sdk`` and ``python_derm_cloud``
+        (snippets that classify ``lesion.jpg``) and ``notes``.
 
     Raises:
-        ValueError: `kind` is not an emulated cloud.
+        ValueError: ``kind`` is not an emulated cloud.
     """
     builders = {
         "sagemaker": _sagemaker,
@@ -397,7 +396,7 @@ def _rekognition(emu: Any) -> dict[str, Any]:
 
 
 def _derm_cloud_snippet(info: dict[str, Any]) -> str:
-    """`derm_cloud.create` with the emulator's options (secrets come from `env` where the backend reads it)."""
+    """``derm_cloud.create`` with the emulator's options (secrets come from ``env`` where the backend reads it)."""
     backend = info["backend"]
     lines = ["import derm_cloud", ""]
     options = dict(backend["options"])

@@ -78,11 +78,11 @@ def _scan_start(data: bytes) -> int:
 
 
 def damaged_jpegs(jpeg: bytes, seed: int, flips: int = 20) -> Iterator[tuple[str, bytes]]:
-    """Damaged variants of a JPEG, seeded: `(kind, bytes)` with kind one of
+    """Damaged variants of a JPEG, seeded: ``(kind, bytes)`` with kind one of
 
-    `cut` (cut at 25/50/75/90%), `cut+eoi` (the same, closed with a forged FF D9), `flip-entropy` (one
-    bit flipped in the entropy-coded data), `flip-header` (one bit flipped in the header segments) and
-    `patch-sof` (the frame header's height, width or component count rewritten).
+    ``cut`` (cut at 25/50/75/90%), ``cut+eoi`` (the same, closed with a forged FF D9), ``flip-entropy`` (one
+    bit flipped in the entropy-coded data), ``flip-header`` (one bit flipped in the header segments) and
+    ``patch-sof`` (the frame header's height, width or component count rewritten).
     """
     rng = np.random.default_rng(seed)
     start = _scan_start(jpeg)

@@ -1,22 +1,22 @@
-"""Azure Custom Vision compact-domain ONNX exports (float32 and `OnnxFloat16`) as derm-cloud model folders.
+"""Azure Custom Vision compact-domain ONNX exports (float32 and ``OnnxFloat16``) as derm-cloud model folders.
 
-What an export holds and how its model is fed, from Microsoft's `customvision-export-samples`
-(`samples/python/onnx/classification*/predict.py`):
+What an export holds and how its model is fed, from Microsoft's ``customvision-export-samples``
+(``samples/python/onnx/classification*/predict.py``):
 
-* `labels.txt`: one tag per line, in output order; `model.onnx` with one input `[N, 3, H, W]` (float32, or
-  float16 for the `OnnxFloat16` flavor);
-* the input convention is in the ONNX metadata: `Image.BitmapPixelFormat == "Bgr8"` means BGR channel order,
-  `Image.NominalPixelRange == "NominalRange_0_255"` means pixels stay 0..255 (otherwise divided by 255);
-* the sample resizes with Pillow's default filter (bicubic) straight to `W x H`, without keeping the aspect ratio;
-* older compact exports end in a `ZipMap` (`loss`: a list of `{tag: score}`) plus a `classLabel` output,
-  the newer `[S1]` ones in a plain score tensor.
+* ``labels.txt``: one tag per line, in output order; ``model.onnx`` with one input ``[N, 3, H, W]`` (float32, or
+  float16 for the ``OnnxFloat16`` flavor);
+* the input convention is in the ONNX metadata: ``Image.BitmapPixelFormat == "Bgr8"`` means BGR channel order,
+  ``Image.NominalPixelRange == "NominalRange_0_255"`` means pixels stay 0..255 (otherwise divided by 255);
+* the sample resizes with Pillow's default filter (bicubic) straight to ``W x H``, without keeping the aspect ratio;
+* older compact exports end in a ``ZipMap`` (``loss``: a list of ``{tag: score}``) plus a ``classLabel`` output,
+  the newer ``[S1]`` ones in a plain score tensor.
 
-An optional `cvexport.manifest` (JSON) is read for provenance when present. The BGR flip, float16 casts and
-ZipMap are folded into the graph (`onnx_adapt`) so the folder runs under `local-onnx` like any model.
+An optional ``cvexport.manifest`` (JSON) is read for provenance when present. The BGR flip, float16 casts and
+ZipMap are folded into the graph (:mod:`.onnx_adapt`) so the folder runs under ``local-onnx`` like any model.
 
 Microsoft notes that the sample's preprocessing "differs slightly" from the prediction API's; the API's own
 resize is not published, so an imported export is compared with its cloud endpoint by measurement, never
-assumed equal (`derm-cloud compare` pairs them; docs/reversible.md has the figures).
+assumed equal (``derm-cloud compare`` pairs them; docs/reversible.md has the figures).
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ __all__ = ["is_custom_vision_export", "write_model_dir"]
 
 
 def is_custom_vision_export(folder: Path) -> bool:
-    """A folder with `labels.txt` and exactly one `.onnx` file."""
+    """A folder with ``labels.txt`` and exactly one ``.onnx`` file."""
     return (folder / "labels.txt").is_file() and len(list(folder.glob("*.onnx"))) == 1
 
 
 def write_model_dir(folder: Path, out: Path, provenance: dict[str, Any]) -> ModelSpec:
-    """Adapt the export in `folder` into a derm-cloud model directory `out`; returns its spec."""
+    """Adapt the export in ``folder`` into a derm-cloud model directory ``out``; returns its spec."""
     import onnx
 
     from derm_cloud.models.imports.onnx_adapt import adapt_classifier_graph

@@ -1,18 +1,16 @@
 """Azure Custom Vision *training* API emulator: iteration exports, driven through the real training SDK.
 
-Speaks the routes `CustomVisionTrainingClient` calls to leave the service with a model:
+Speaks the routes ``CustomVisionTrainingClient`` calls to leave the service with a model::
 
-```text
-POST /customvision/v3.x[-preview]/training/projects/{projectId}/iterations/{iterationId}/export?platform=&flavor=
-GET  /customvision/v3.x[-preview]/training/projects/{projectId}/iterations/{iterationId}/export
-GET  /exports/{token}.zip?<SAS-like query>          (the download link; no key, like a blob SAS URL)
-```
+    POST /customvision/v3.x[-preview]/training/projects/{projectId}/iterations/{iterationId}/export?platform=&flavor=
+    GET  /customvision/v3.x[-preview]/training/projects/{projectId}/iterations/{iterationId}/export
+    GET  /exports/{token}.zip?<SAS-like query>          (the download link; no key, like a blob SAS URL)
 
-`POST` answers an `Export` with status `Exporting`; the export becomes `Done` with a `downloadUri` after
-`polls_until_done` list calls, as the service finishes asynchronously. The archive served is built at test time
-by [`derm_cloud.testing.service_exports`][derm_cloud.testing.service_exports] in the real layout. Wrong `Training-Key`
--> 401, unknown project or iteration -> 404 `{"code", "message"}`, a platform/flavor the iteration cannot export -> 400
-`BadRequestExportPlatformNotSupportedByIteration` (a `CustomVisionErrorCodes` value).
+``POST`` answers an ``Export`` with status ``Exporting``; the export becomes ``Done`` with a ``downloadUri`` after
+``polls_until_done`` list calls, as the service finishes asynchronously. The archive served is built at test time
+by :mod:`derm_cloud.testing.service_exports` in the real layout. Wrong ``Training-Key`` -> 401, unknown project
+or iteration -> 404 ``{"code", "message"}``, a platform/flavor the iteration cannot export -> 400
+``BadRequestExportPlatformNotSupportedByIteration`` (a ``CustomVisionErrorCodes`` value).
 
 Example:
     >>> with CustomVisionTrainingEmulator() as emu:  # doctest: +SKIP
@@ -53,11 +51,11 @@ class CustomVisionTrainingEmulator(EmulatorServer):
     """A Custom Vision training resource with one project and one trained classification iteration.
 
     Args:
-        builders: `{(platform, flavor): () -> zip bytes}` for the exports the iteration offers; default: ONNX
-            float32 and `OnnxFloat16` stand-ins.
+        builders: ``{(platform, flavor): () -> zip bytes}`` for the exports the iteration offers; default: ONNX
+            float32 and ``OnnxFloat16`` stand-ins.
         project_id, iteration_id: the ids the routes accept.
-        training_key: the key the `Training-Key` header must carry.
-        polls_until_done: list calls answered `Exporting` before an export is `Done`.
+        training_key: the key the ``Training-Key`` header must carry.
+        polls_until_done: list calls answered ``Exporting`` before an export is ``Done``.
     """
 
     name = "azure-custom-vision-training"
