@@ -76,3 +76,20 @@ def sample_jpeg(size: tuple[int, int] = (96, 72), seed: int = 3) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format="JPEG", quality=90)
     return out.getvalue()
+
+
+class Replay(EmulatorServer):
+    """A loopback server that answers with fixed responses (a provider's published examples), by HTTP method.
+
+    Lets a real SDK and our backend parse an answer nobody here wrote, exactly as they would parse the service's.
+    ``responses`` maps a method (``GET``, ``POST``) or ``*`` to the answer.
+    """
+
+    name = "replay"
+
+    def __init__(self, responses: Response | dict[str, Response]) -> None:
+        super().__init__()
+        self.responses = responses if isinstance(responses, dict) else {"*": responses}
+
+    def handle(self, method: str, path: str, headers: Any, body: bytes) -> Response:
+        return self.responses.get(method) or self.responses["*"]
