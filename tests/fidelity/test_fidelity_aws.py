@@ -25,7 +25,12 @@ from derm_cloud.testing.emulators.rekognition import RekognitionEmulator, rekogn
 from derm_cloud.testing.emulators.sagemaker import SageMakerRuntimeEmulator, sagemaker_backend_for
 from derm_cloud.testing.emulators.sagemaker_endpoints import ContainerResponse
 
-ONE_TRY = RetryPolicy(max_attempts=1)
+
+def one_try() -> RetryPolicy:
+    """One attempt, and a circuit breaker of its own (a policy's breaker is shared by every backend using it)."""
+    return RetryPolicy(max_attempts=1)
+
+
 FAULTS = [
     Fault("throttle", retry_after=0.1),
     Fault("not_ready"),
@@ -69,7 +74,7 @@ def sagemaker_exchanges(sagemaker: SageMakerRuntimeEmulator) -> list[Exchange]:
     )
     with capturing(sagemaker) as seen:
         for fmt in ("adapter", "jumpstart", "hf", "builtin"):
-            with sagemaker_backend_for(sagemaker, f"derm-{fmt}", retry=ONE_TRY) as clf:
+            with sagemaker_backend_for(sagemaker, f"derm-{fmt}", retry=one_try()) as clf:
                 clf.predict(image)
         _call(lambda: invoke("derm-adapter", TargetVariant="canary", CustomAttributes="trace=1"))
         _call(lambda: invoke("derm-adapter", TargetVariant="no-such-variant"))
@@ -183,7 +188,7 @@ def rekognition_exchanges(rekognition: RekognitionEmulator) -> list[Exchange]:
     arn = rekognition.project_version_arn
     detect = lambda **kw: client.detect_custom_labels(**{"ProjectVersionArn": arn, **kw})  # noqa: E731
     with capturing(rekognition) as seen:
-        with rekognition_backend_for(rekognition, retry=ONE_TRY) as clf:
+        with rekognition_backend_for(rekognition, retry=one_try()) as clf:
             clf.predict(image)
         _call(lambda: detect(Image={"Bytes": image}, MinConfidence=10.0, MaxResults=3))
         _call(lambda: client.describe_project_versions(ProjectArn=rekognition.version.project_arn))

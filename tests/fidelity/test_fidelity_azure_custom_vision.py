@@ -35,7 +35,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::derm_cloud.errors.DermCloudDepr
 SPECS = Path(__file__).resolve().parents[1] / "specs" / "azure"
 PREDICTION = {v: ApiSpec(SPECS / f"custom-vision-prediction-v{v}.json") for v in ("3.0", "3.1")}
 _ROUTE = re.compile(r"^/customvision/v(?P<v>3\.[01])/prediction/[^/]+/classify/iterations/[^/]+(?P<op>/.*)$")
-ONE_TRY = RetryPolicy(max_attempts=1)
+
+
+def one_try() -> RetryPolicy:
+    """One attempt, and a circuit breaker of its own (a policy's breaker is shared by every backend using it)."""
+    return RetryPolicy(max_attempts=1)
 
 
 def prediction_client(url: str, key: str, version: str = "3.1") -> Any:
@@ -95,7 +99,7 @@ def exchanges(emulator: CustomVisionEmulator) -> list[Exchange]:
     )
     with capturing(emulator) as seen:
         for store in (False, True):
-            with custom_vision_backend_for(emulator, store_images=store, retry=ONE_TRY) as clf:
+            with custom_vision_backend_for(emulator, store_images=store, retry=one_try()) as clf:
                 clf.predict(image)
         for version in ("3.0", "3.1"):
             client = prediction_client(emulator.url, emulator.prediction_key, version)
@@ -205,7 +209,7 @@ def test_published_example_is_valid_and_parsed_as_a_real_answer(path: Path) -> N
     with Replay(answer) as server:
         client = prediction_client(server.url, "example-key", version)
         clf = AzureCustomVisionClassifier(
-            body["project"], "MyModel1", endpoint=server.url, allow_unmapped=True, client=client, retry=ONE_TRY
+            body["project"], "MyModel1", endpoint=server.url, allow_unmapped=True, client=client, retry=one_try()
         )
         with clf:
             prediction = clf.predict(sample_jpeg())
