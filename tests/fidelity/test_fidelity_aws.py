@@ -338,3 +338,36 @@ def test_vendored_botocore_shapes_match_the_installed_botocore(name: str) -> Non
     )
     assert vendored["operations"] == installed["operations"]
     assert vendored["metadata"] == installed["metadata"]
+
+
+# --- botocore's own parsers read every answer as the validator does ---------------------------------------------
+
+
+def _botocore_parse(service: str, operation: str, x: Exchange) -> dict[str, Any]:
+    from botocore.awsrequest import HeadersDict
+    from botocore.parsers import create_parser
+    from spec_aws import service_model
+
+    model = service_model(service)
+    answer = {"status_code": x.response.status, "headers": HeadersDict(x.response.headers), "body": x.response.body}
+    op = model.operation_model(operation)
+    parsed: dict[str, Any] = create_parser(model.metadata["protocol"]).parse(answer, op.output_shape)
+    return parsed
+
+
+@pytest.mark.parametrize("service", ["sagemaker-runtime", "rekognition"])
+def test_botocores_parser_reads_every_answer_as_the_validator_does(
+    service: str, request: pytest.FixtureRequest
+) -> None:
+    exchanges = request.getfixturevalue(
+        "sagemaker_exchanges" if service == "sagemaker-runtime" else "rekognition_exchanges"
+    )
+    for x in exchanges:
+        operation = "InvokeEndpoint" if service == "sagemaker-runtime" else _rekognition_operation(x)
+        parsed = _botocore_parse(service, operation, x)
+        assert parsed["ResponseMetadata"]["RequestId"] == x.header("x-amzn-RequestId")
+        if x.response.status >= 300:
+            assert parsed["Error"]["Code"] == error_code(service, x.response.headers, x.response.body), x.path
+            assert parsed["Error"]["Message"], x.path  # every error says what happened
+        else:
+            assert "Error" not in parsed
