@@ -18,6 +18,7 @@ import pytest
 from spec_capture import Exchange, Replay, capturing, sample_jpeg
 from spec_mutations import drop, rename, retype
 from spec_openapi import ApiSpec, Problem, example_response
+from tests_helpers import DATA_DIR
 
 from derm_cloud.backends.azure_openai import AzureOpenaiClassifier
 from derm_cloud.errors import InvalidResponseError
@@ -26,7 +27,7 @@ from derm_cloud.taxonomy import CLASS_CODES
 from derm_cloud.testing.emulators.azure_openai import AzureOpenAIEmulator, azure_openai_backend_for
 from derm_cloud.testing.emulators.base import Fault, Response
 
-SPECS = Path(__file__).resolve().parents[1] / "specs" / "azure"
+SPECS = DATA_DIR / "specs" / "azure"  # not vendored: content read through the search tool stays out of commits
 INFERENCE = ApiSpec(SPECS / "azure-openai-inference-2024-10-21.json")
 CHAT = "/deployments/{deployment-id}/chat/completions"
 EXAMPLE = SPECS / "examples" / "azure-openai-inference-2024-10-21" / "chat_completions.json"

@@ -7,13 +7,13 @@ agreeing on a field we use (a new SDK release, a re-vendored spec), one of these
 from __future__ import annotations
 
 import typing
-from pathlib import Path
 from typing import Any
 
 import pytest
 from spec_openapi import ApiSpec
+from tests_helpers import DATA_DIR
 
-SPECS = Path(__file__).resolve().parents[1] / "specs" / "azure"
+SPECS = DATA_DIR / "specs" / "azure"  # not vendored: content read through the search tool stays out of commits
 PREDICTION = ApiSpec(SPECS / "custom-vision-prediction-v3.1.json")  # the version the SDK speaks
 TRAINING = ApiSpec(SPECS / "custom-vision-training-v3.3.json")
 INFERENCE = ApiSpec(SPECS / "azure-openai-inference-2024-10-21.json")
