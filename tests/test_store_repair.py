@@ -216,8 +216,16 @@ def test_a_zeroed_first_page_loses_no_row(real_store: Path, tmp_path: Path) -> N
     path, before, size = _damaged_copy(real_store, tmp_path)
     _zero(path, 0, size)  # the header and the schema: SQL can read nothing at all
     report = repair_store(path)
-    assert _all_rows(path) == before and report.dropped == []
+    after = _all_rows(path)
+    assert report.dropped == [] and {t: after[t] for t in after if t != "runs"} == {
+        t: before[t] for t in before if t != "runs"
+    }
     assert any("scan of every page" in line for line in report.summary())
+    # Without the schema nothing says the key index pages found are all there is: the count is a floor, so the
+    # run is reopened and a rerun requests whatever may be missing (nothing is, here).
+    assert not report.exact and "dropped at least 0 row(s)" in report.summary()[0]
+    (run,) = before["runs"]
+    assert report.reopened_runs == [run[0]] and after["runs"] == {(*run[:5], None, "running")}
 
 
 @pytest.mark.parametrize("where", ["first leaf", "middle leaf", "last leaf", "root"])
@@ -256,3 +264,20 @@ def test_a_lost_index_page_still_counts_true(real_store: Path, tmp_path: Path) -
     # Rows lost with the index page cannot be named; what is reported is a floor, and it says so.
     assert len(dropped) <= len(lost)
     assert "at least" in report.summary()[0]
+
+
+@pytest.mark.parametrize("page_size", [1024, 2048, 4096, 8192, 65536])
+def test_the_page_size_of_a_headerless_file_is_inferred(tmp_path: Path, page_size: int) -> None:
+    from derm_cloud.compare.sqlite_pages import infer_page_size
+
+    path = tmp_path / "s.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA page_size = {page_size}")
+    db.execute("CREATE TABLE t (a TEXT, b TEXT)")
+    # Bytes that look like page-type bytes (0x0A, 0x0D, 0x05, 0x02) inside the rows, where a wrong size would look.
+    db.executemany("INSERT INTO t VALUES (?, ?)", [(f"{i:05d}", "\n\r\x05\x02" * (i % 97 + 1)) for i in range(6000)])
+    db.commit()
+    db.close()
+    data = bytearray(path.read_bytes())
+    data[:100] = bytes(100)
+    assert infer_page_size(bytes(data))[0] == page_size

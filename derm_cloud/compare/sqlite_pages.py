@@ -68,22 +68,35 @@ def header_page_size(data: bytes) -> int | None:
 def infer_page_size(data: bytes) -> list[int]:
     """Plausible page sizes of a file whose header is gone, the most likely first.
 
-    Ranked by how many pages then start where a b-tree page header would be (a valid page type byte and a cell
-    count that fits), which a wrong size breaks for most pages; sizes that do not divide the file length come last.
+    A size is scored by the share of its pages that read as b-tree pages (a page type byte, a cell count, a cell
+    content area and cell pointers that all fit inside the page). A size too small cuts real pages in pieces whose
+    content area and pointers point past the piece; a size too large still finds valid pages but skips the ones in
+    between, so among the sizes that score (nearly) best the smallest wins.
     """
+    scores = {size: _valid_share(data, size) for size in PAGE_SIZES}
+    best = max(scores.values())
+    return sorted(PAGE_SIZES, key=lambda size: (scores[size] < best - 0.05, size))
 
-    def score(size: int) -> tuple[int, int]:
-        fits = len(data) % size == 0
-        good = 0
-        for page in range(2, len(data) // size + 1):
-            base = (page - 1) * size
-            kind = data[base]
-            cells = int.from_bytes(data[base + 3 : base + 5], "big")
-            if kind in (_TABLE_LEAF, _INDEX_LEAF, _TABLE_INTERIOR, _INDEX_INTERIOR) and 0 < cells < size // 4:
-                good += 1
-        return (int(fits), good)
 
-    return sorted(PAGE_SIZES, key=score, reverse=True)
+def _valid_share(data: bytes, size: int) -> float:
+    pages = len(data) // size
+    if pages < 2:
+        return 0.0
+    good = 0
+    for page in range(2, pages + 1):
+        base = (page - 1) * size
+        kind = data[base]
+        if kind not in (_TABLE_LEAF, _INDEX_LEAF, _TABLE_INTERIOR, _INDEX_INTERIOR):
+            continue
+        head = 8 if kind in (_TABLE_LEAF, _INDEX_LEAF) else 12
+        cells = int.from_bytes(data[base + 3 : base + 5], "big")
+        content = int.from_bytes(data[base + 5 : base + 7], "big") or 65536
+        if not 0 < cells < size // 4 or not head + 2 * cells <= content <= size:
+            continue
+        pointers = (int.from_bytes(data[base + head + 2 * i : base + head + 2 * i + 2], "big") for i in range(cells))
+        if all(content <= at < size for at in pointers):
+            good += 1
+    return good / (pages - 1)
 
 
 def rebuild_header(data: bytes, page_size: int, *, wal: bool = False) -> bytes:
