@@ -152,8 +152,19 @@ def published_rows(source: DatasetSource, name: str) -> int:
 
 def build_ham10000(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
     rows = ham_rows(6)
-    part1 = zipped({f"{r['image_id']}.jpg": r["data"] for r in rows[:3]})
-    part2 = zipped({f"{r['image_id']}.jpg": r["data"] for r in rows[3:]})
+    serve_ham10000(m, rows)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["dx"]] = counts.get(r["dx"], 0) + 1
+    return source, "/m/dataverse.harvard.edu/api/access/datafile/1", counts, 6
+
+
+def serve_ham10000(m: Mirror, rows: list[dict[str, Any]]) -> None:
+    """HAM10000 as Harvard Dataverse serves it: the JSON file listing (with each file's MD5) and the three files,
+    HAM10000_images_part_1.zip and _part_2.zip (JPEGs at the archive's root) and the metadata CSV."""
+    half = len(rows) // 2
+    part1 = zipped({f"{r['image_id']}.jpg": r["data"] for r in rows[:half]})
+    part2 = zipped({f"{r['image_id']}.jpg": r["data"] for r in rows[half:]})
     header = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization", "dataset"]
     meta = csv_bytes(header, [[r["lesion_id"], r["image_id"], r["dx"], r["dx_type"], r["age"], r["sex"],
                                r["localization"], "vidir_modern"] for r in rows])  # fmt: skip
@@ -165,10 +176,6 @@ def build_ham10000(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str
         data_file = {"id": i, "filename": name, "md5": hashlib.md5(body).hexdigest()}
         listing.append({"dataFile": {**data_file, **({"originalFileName": "HAM10000_metadata.csv"} if i == 3 else {})}})
     m.put(f"{server}/api/datasets/:persistentId/", json.dumps({"data": {"latestVersion": {"files": listing}}}).encode())
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["dx"]] = counts.get(r["dx"], 0) + 1
-    return source, "/m/dataverse.harvard.edu/api/access/datafile/1", counts, 6
 
 
 def build_pad(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:

@@ -21,14 +21,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests_helpers import DEV_CSV  # one discovery of the data folder for every test
 
 from derm_cloud.errors import ChecksumMismatchError, ConfigError, ConversionError, DermCloudError, InvalidImageError
 from derm_cloud.models import pypi
 from derm_cloud.models import sklesion as sk
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("DERM_CLOUD_DATA", ROOT.parent / "shared" / "data")).resolve()
-DEV_CSV = DATA_DIR / "ham10000" / "dev.csv"
 
 # Every value of HAM10000's `localization` column, with the group our mapping gives it.
 HAM10000_SITES = {
