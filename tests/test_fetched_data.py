@@ -121,6 +121,8 @@ def test_the_labelled_example_config_finds_the_fetch(
     assert main(["compare", str(example), "--check"]) == 0
     out = capsys.readouterr().out
     assert f"dataset OK: {len(dev_ids)} images, {len(dev_ids)} labelled ({folder / 'dev.csv'})" in out
+    assert main(["compare", "--check"]) == 0  # the embedded default draws its subset from the same split
+    assert f"70-image subset of {folder / 'dev.csv'}" in capsys.readouterr().out
 
 
 def test_check_fails_on_a_dataset_that_is_not_there(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

