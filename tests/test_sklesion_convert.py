@@ -225,6 +225,7 @@ def test_nan_age_is_missing_and_bad_ages_are_rejected() -> None:
         sk.encode_metadata(math.inf, "male", "back")
 
 
+@pytest.mark.project_data
 def test_load_verify_set_reads_dev_csv_metadata() -> None:
     paths, metas = _dev_set(limit=5)
     assert len(paths) == len(metas) == 5

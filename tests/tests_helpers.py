@@ -41,9 +41,15 @@ HOW_TO_GET_DATA = (
     "ham10000/dev.csv into the derm-cloud cache, where the tests find it), or set DERM_CLOUD_DATA to a folder "
     "holding ham10000/dev.csv (the project's shared/data folder beside the repo is found as ../shared/data)"
 )
-#: Whether DEV_CSV is the project's own split (1,321 images) rather than the split a fetch derives by rule
-#: (derm_cloud.data.dev_split; a fetched folder holds SOURCE.json): some tests pin figures of the project's split.
+#: Whether DEV_CSV is the project's own split (1,321 images) rather than the split `derm-cloud data fetch ham10000`
+#: derives by rule (derm_cloud.data.dev_split; a fetched folder holds SOURCE.json). Tests marked ``project_data``
+#: pin figures of the project's data folder and need it.
 PROJECT_SPLIT = DEV_CSV.is_file() and not (DEV_CSV.parent / "SOURCE.json").is_file()
+HOW_TO_GET_PROJECT_DATA = (
+    f"pins figures of the project's own data folder (ham10000/dev.csv with 1,321 images, fitzpatrick17k/), and "
+    f"{DEV_CSV} is the dev split a fetch derived (1,350 images): set DERM_CLOUD_DATA to the project's shared/data "
+    "folder to run it"
+)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
