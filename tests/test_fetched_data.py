@@ -149,3 +149,24 @@ def test_check_names_the_fetch_when_no_labelled_data_is_found(
     assert main(["compare", str(example), "--check"]) == 1
     err = capsys.readouterr().err
     assert "no labelled HAM10000 images on this machine" in err and "run `derm-cloud data fetch ham10000`" in err
+
+
+def test_a_ham10000_folder_without_dev_csv_gets_one_derived(
+    fetched: tuple[Path, set[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, dev_ids = fetched
+    # Fetched by a derm-cloud that wrote no dev.csv: completed in place when first looked for.
+    (folder / "dev.csv").unlink()
+    assert defaults.find_labelled_data() == folder / "dev.csv"
+    assert set(pd.read_csv(folder / "dev.csv")["image_id"]) == dev_ids
+    # The same layout unpacked by hand under $DERM_CLOUD_DATA: derived into the cache, the folder left untouched.
+    own = tmp_path / "mine" / "ham10000"
+    own.mkdir(parents=True)
+    for name in ("HAM10000_metadata.csv", "HAM10000_images_part_1", "HAM10000_images_part_2"):
+        (own / name).symlink_to(folder / name)
+    monkeypatch.setenv("DERM_CLOUD_DATA", str(own.parent))
+    found = defaults.find_labelled_data()
+    assert found is not None and found.is_relative_to(tmp_path / "cache" / "datasets" / "ham10000-dev")
+    assert not (own / "dev.csv").exists()
+    derived = pd.read_csv(found)
+    assert set(derived["image_id"]) == dev_ids and all((found.parent / f).is_file() for f in derived["file"])
