@@ -47,7 +47,7 @@ HOW_TO_GET_DATA = (
 PROJECT_SPLIT = DEV_CSV.is_file() and not (DEV_CSV.parent / "SOURCE.json").is_file()
 HOW_TO_GET_PROJECT_DATA = (
     f"pins figures of the project's own data folder (ham10000/dev.csv with 1,321 images, fitzpatrick17k/), and "
-    f"{DEV_CSV} is the dev split a fetch derived (1,350 images): set DERM_CLOUD_DATA to the project's shared/data "
+    f"{DEV_CSV} is the dev split a fetch derived by rule: set DERM_CLOUD_DATA to the project's shared/data "
     "folder to run it"
 )
 
