@@ -170,3 +170,8 @@ def test_a_ham10000_folder_without_dev_csv_gets_one_derived(
     assert not (own / "dev.csv").exists()
     derived = pd.read_csv(found)
     assert set(derived["image_id"]) == dev_ids and all((found.parent / f).is_file() for f in derived["file"])
+
+
+def test_an_unlabelled_run_names_the_fetched_split_as_a_fix() -> None:
+    line = defaults.quality_headline({"quality": {"available": False}, "run": {"default_run": False}})
+    assert line is not None and "`--dataset ham10000:dev` after `derm-cloud data fetch ham10000`" in line

@@ -420,5 +420,8 @@ def quality_headline(summary: dict[str, Any]) -> str | None:
     if (summary.get("run") or {}).get("default_run"):
         fix = f"run `{FETCH_LABELLED_COMMAND}`, then `derm-cloud compare` again"
     else:
-        fix = "rerun with `--dataset LABELLED.csv` (a manifest with a label or dx column)"
+        fix = (
+            "rerun with `--dataset LABELLED.csv` (a manifest with a label or dx column), or with "
+            f"`--dataset {HAM10000_DEV_SOURCE}` after `{FETCH_LABELLED_COMMAND}`"
+        )
     return f"Quality not measured: none of these images has a label. To measure it, {fix}."
