@@ -49,7 +49,8 @@ def run_compare(args: argparse.Namespace) -> int:
         from derm_cloud.compare.defaults import DEFAULT_CONFIG_TOML
 
         cfg = load_config(args.config) if args.config else parse_config(DEFAULT_CONFIG_TOML)
-        dataset = _check_dataset(args.dataset or cfg.dataset.source, cfg.dataset.options, args.config)
+        where = "--dataset" if args.dataset else f"[dataset] source of {args.config}"
+        dataset = _check_dataset(args.dataset or cfg.dataset.source, cfg.dataset.options, args.config, where)
         names = ", ".join(f"{b.name} ({b.type}{', emulated' if b.emulate else ''})" for b in cfg.backends)
         print(f"config OK: {len(cfg.backends)} backends: {names}; output {cfg.output}")
         print(dataset)
@@ -81,7 +82,7 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_dataset(source: str | None, options: dict[str, Any], config: str | None) -> str:
+def _check_dataset(source: str | None, options: dict[str, Any], config: str | None, where: str) -> str:
     """Load the dataset a config names (as the run will), or raise a `ConfigError` saying what to fix."""
     from derm_cloud.compare.defaults import (
         DEFAULT_SUBSET_SIZE,
@@ -105,10 +106,10 @@ def _check_dataset(source: str | None, options: dict[str, Any], config: str | No
     try:
         ds = load_dataset(path, **options)
     except ConfigError as exc:
-        where = f"[dataset] source of {config}" if config else "--dataset"
+        relative = "" if where == "--dataset" else " (relative paths are relative to the config file)"
         raise ConfigError(
-            f"{where}: {exc} (relative paths are relative to the config file); for HAM10000, run "
-            f"`{FETCH_LABELLED_COMMAND}` and use source = {HAM10000_DEV_SOURCE!r}, which finds it"
+            f"{where}: {exc}{relative}; for HAM10000, run `{FETCH_LABELLED_COMMAND}` and use "
+            f"{HAM10000_DEV_SOURCE!r}, which finds it"
         ) from exc
     labelled = sum(1 for label in ds.labels if label)
     return f"dataset OK: {len(ds)} images, {labelled} labelled ({path})"
