@@ -103,11 +103,11 @@ def rebuild_header(data: bytes, page_size: int, *, wal: bool = False) -> bytes:
     """A fresh 100-byte header for ``data`` (UTF-8, no reserved bytes, no free list, schema format 4).
 
     The free-page list is lost with the old header: SQLite reads past it (the pages are simply not reused), and
-    :func:`leaf_records` cannot tell a freed leaf from a live one, which the caller must allow for.
+    `leaf_records` cannot tell a freed leaf from a live one, which the caller must allow for.
 
     Args:
         data: the whole file.
-        page_size: from :func:`infer_page_size`.
+        page_size: from `infer_page_size`.
         wal: mark the file as WAL mode (read and write versions 2), so a ``-wal`` file beside it is replayed.
     """
     version = 2 if wal else 1

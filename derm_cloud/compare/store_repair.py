@@ -4,15 +4,15 @@ A run store can be damaged by a full disk, a copy cut short, a file system that 
 overwrote its start. SQLite then refuses the file (``file is not a database``, ``database disk image is
 malformed``) or, when only the tail of a page was lost, reads zero bytes into a row whose JSON no longer parses.
 
-:func:`repair_store` works on a copy, in three steps:
+`repair_store` works on a copy, in three steps:
 
 1. **The header.** When the 100-byte file header is gone (zeroed, overwritten), a new one is written with the page
-   size inferred from the pages themselves (:mod:`derm_cloud.compare.sqlite_pages`), so SQLite can read the
+   size inferred from the pages themselves (`derm_cloud.compare.sqlite_pages`), so SQLite can read the
    file again. A file cut short is zero-filled to the length its header records.
 2. **The rows.** Each table is read through SQL, forwards and backwards by rowid, so a broken page costs only the
    rows stored on it; when SQL cannot reach every row (a lost interior page, a lost schema page), every leaf page
    of the file is decoded directly and the rows found there are added. Each row is checked the way
-   :class:`~derm_cloud.compare.store.RunStore` checks it when it opens a store.
+   `RunStore` checks it when it opens a store.
 3. **The count.** Every table has a primary-key index listing the key and rowid of every row it holds. A row
    the index lists that could not be salvaged is reported by its key; rows on leaf pages that the index does not
    list (deleted rows left on freed pages) are not resurrected. When the index is damaged too, the rows lost
@@ -363,7 +363,7 @@ def _add_index_entry(record: LeafRecord, tables: dict[str, _Table]) -> None:
 
 
 def _checked_rows(tables: dict[str, _Table], report: RepairReport) -> dict[str, list[tuple[Any, ...]]]:
-    """The rows that pass the store's own checks; every other known row becomes a :class:`DroppedRow`."""
+    """The rows that pass the store's own checks; every other known row becomes a `DroppedRow`."""
     stage = sqlite3.connect(":memory:")
     kept: dict[str, list[tuple[Any, ...]]] = {}
     try:

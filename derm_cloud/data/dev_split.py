@@ -2,7 +2,7 @@
 
 The project develops against a development split of HAM10000 (``ham10000/dev.csv``: one image per lesion, no
 lesion shared with the rest, rare classes enriched). A fetched HAM10000 (Dataverse layout: ``HAM10000_metadata.csv``
-beside ``HAM10000_images_part_1/`` and ``_part_2/``) has no such file, so :func:`write_dev_split` derives one,
+beside ``HAM10000_images_part_1/`` and ``_part_2/``) has no such file, so `write_dev_split` derives one,
 the same way on every machine and for every copy:
 
 * a lesion is in the split when the SHA-256 of ``"derm-cloud dev split v1|" + lesion_id``, read as a fraction of
