@@ -8,7 +8,7 @@ at which monthly volume and prevalence, and where to write the report::
     seed = 0
 
     [dataset]
-    source = "../shared/data/ham10000/dev.csv"
+    source = "ham10000:dev"            # the HAM10000 dev split on this machine, or a path (folder, CSV, parquet)
     limit = 200                        # a seeded subset; omit for every image
 
     [population]
@@ -292,7 +292,8 @@ class BackendConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """Where the images come from: ``source=None`` means the embedded default image set."""
+    """Where the images come from: ``source=None`` means the embedded default image set, ``"ham10000:dev"`` the
+    labelled HAM10000 dev split this machine has (``$DERM_CLOUD_DATA``, a fetched copy, ``../shared/data``)."""
 
     source: str | None = None
     limit: int | None = None
@@ -620,5 +621,5 @@ class _Validator:
 
 # Emulators that host no model (generic label services).
 _EMULATORS_WITHOUT_MODEL = frozenset({"google-vision"})
-# Dataset sources that are names, not paths.
-_DATASET_SHORT_NAMES = frozenset({"default", "dermapred-example"})
+# Dataset sources that are names, not paths ("ham10000:dev": the labelled HAM10000 dev split this machine has).
+_DATASET_SHORT_NAMES = frozenset({"default", "dermapred-example", "ham10000:dev"})
