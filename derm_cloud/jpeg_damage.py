@@ -1,0 +1,271 @@
+"""JPEG damage that libjpeg decodes without a warning, found from the bytes and from the 1/8-scale image.
+
+A JPEG has no checksum. libjpeg-turbo's strict decode (``image_bytes.verify_jpeg_entropy``) refuses damage that
+breaks a Huffman code or the block count, but a file with a 512-byte block of its image data zeroed, a sector
+from elsewhere copied over it, or one bit flipped often decodes without a single warning: the decoder loses sync
+for a few blocks, finds it again, and from there on every block's DC level (its mean colour) is off by a
+constant, because DC values are coded as differences from the previous block. The picture looks right with the
+wrong colours below some point, and a classifier's answer flips (issue 18: bcc at 0.993 became akiec at 0.558).
+Two cheap checks look for the marks this damage leaves; what each catches, misses and costs is measured on a
+fuzz corpus of real images by ``benchmarks/jpeg_damage.py`` (docs/payloads.md has the figures):
+
+* **zero fill** (bytes, microseconds): a run of zero bytes inside an entropy-coded segment whose Huffman tables
+  cannot code flat blocks as zero bits. There a run of 32 zero bytes would be dozens of AC coefficients of
+  exactly -1 in a row, which no encoder writes; it is what a failed copy or download leaves. (Where the tables
+  do code a flat block as zeros, as in progressive files of flat pictures, long zero runs are ordinary.)
+* **colour step** (the DC image): the coder walks MCUs in raster order, so damage shifts every block from a
+  point *part-way along an MCU row* on. The vertical differences across that MCU-row boundary are shifted right
+  of the point and those across the next boundary left of it: in raster order one window of exactly one row's
+  length, shifted the same way, between windows one row above and below that are not. A straight horizontal
+  edge in the picture shifts a whole boundary instead, so windows whose boundaries are shifted outside them too
+  are not judged, nor windows starting within three blocks of a row's ends (too few columns to tell).
+
+The DC image comes free with the entropy check: at 1/8 scale libjpeg computes only the DC coefficient of each
+block. A local backend that verifies by decoding in full passes the mean of each 8x8 block instead
+(`block_means`), which is the same to within rounding and chroma upsampling.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["DcScores", "block_means", "dc_damage", "dc_scores", "frame_mcu", "zero_fill"]
+
+#: Shortest zero run refused in a scan whose tables cannot code flat blocks as zeros. Clean HAM10000 scans
+#: hold at most 4 zero bytes in a row; a lost disk sector or network packet leaves 512 or more.
+ZERO_FILL_BYTES = 32
+_ZEROS = bytes(ZERO_FILL_BYTES)
+# A marker inside entropy-coded data: 0xFF followed by anything but a stuffed zero or a restart marker.
+_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+#: A vertical difference counts towards a colour step when it exceeds this many levels (YCbCr, 0-255).
+STEP_LEVELS = 6.0
+#: Refuse when the share of a row-long window of differences shifted the same way exceeds the larger share of
+#: the windows one row above and below by more than STEP_NOISE / sqrt(blocks across), and at least STEP_FLOOR.
+#: A share averages one row, so its noise falls with the root of the width; on the fuzz corpus the largest
+#: clean score is about 3.4 / sqrt(width) (the benchmark prints it). Over 1.0 the check cannot fire: images
+#: under 18 blocks (144 px) across are left to the other checks.
+STEP_NOISE = 4.2
+STEP_FLOOR = 0.45
+#: A step starting this close (in blocks) to either end of a row is not judged: too few columns on one side to
+#: tell it from a straight horizontal edge ...
+STEP_MARGIN = 3
+#: ... nor one where at least this share of the rest of either boundary is shifted the same way (an edge).
+STEP_VETO = 0.5
+_YCC = (
+    (0.299, 0.587, 0.114),
+    (-0.168736, -0.331264, 0.5),
+    (0.5, -0.418688, -0.081312),
+)
+
+
+def zero_fill(data: bytes, scan_start: int, end: int) -> str | None:
+    """What is wrong when a scan holds a zero run its Huffman tables cannot produce, else ``None``.
+
+    Args:
+        data: the JPEG.
+        scan_start: offset of the first entropy-coded byte (after the first scan header).
+        end: offset just past the end-of-image marker.
+    """
+    if data.find(_ZEROS, scan_start, end) < 0:  # the common case: one C-speed search, nothing else
+        return None
+    for start, stop, zeros_are_flat in _scans(data, end):
+        at = data.find(_ZEROS, start, stop)
+        if at >= 0 and not zeros_are_flat:
+            run = stop - at - len(data[at:stop].lstrip(b"\x00"))
+            return (
+                f"{run:,} zero bytes inside the image data at byte {at:,}: part of the file was lost and "
+                "zero-filled, as a failed copy or download leaves it"
+            )
+    return None
+
+
+def _scans(data: bytes, end: int) -> list[tuple[int, int, bool]]:
+    """Each scan's entropy-coded span and whether zero bits decode to flat blocks under its tables."""
+    first_symbol: dict[int, int] = {}  # (class << 4 | id) -> the symbol whose code is all zero bits
+    scans: list[tuple[int, int, bool]] = []
+    i = 2
+    while i + 4 <= end:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xD9:
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = struct.unpack_from(">H", data, i + 2)[0]
+        body = data[i + 4 : i + 2 + length]
+        i += 2 + length
+        if marker == 0xC4:
+            _read_tables(body, first_symbol)
+        elif marker == 0xDA:
+            match = _SCAN_END.search(data, i, end)
+            stop = match.start() if match else end
+            scans.append((i, stop, _zeros_are_flat(body, first_symbol)))
+            i = stop
+    return scans
+
+
+def _read_tables(body: bytes, first_symbol: dict[int, int]) -> None:
+    pos = 0
+    while pos + 17 <= len(body):
+        count = sum(body[pos + 1 : pos + 17])
+        if count and pos + 17 < len(body):
+            # Canonical Huffman codes: the first symbol listed with the shortest length gets the all-zero code.
+            first_symbol[body[pos]] = body[pos + 17]
+        pos += 17 + count
+
+
+def _zeros_are_flat(header: bytes, first_symbol: dict[int, int]) -> bool:
+    """Whether a run of zero bits is legitimate in this scan: under its tables it codes unchanged blocks."""
+    if not header or len(header) < 1 + 2 * header[0] + 3:
+        return True  # a malformed header is the structure check's business
+    count = header[0]
+    spectral_start, spectral_end = header[1 + 2 * count], header[2 + 2 * count]
+    if spectral_start == 0 and header[3 + 2 * count] >> 4:
+        return True  # DC refinement: one raw bit per block, zeros are ordinary data
+    for k in range(count):
+        tables = header[2 + 2 * k]
+        dc, ac = first_symbol.get(tables >> 4), first_symbol.get(0x10 | (tables & 0x0F))
+        if spectral_start == 0 and dc not in (None, 0):
+            return False  # the zero code is a DC difference, not "unchanged"
+        codes_ac = spectral_start > 0 or spectral_end > 0
+        if codes_ac and ac is not None and (ac & 0x0F or ac == 0xF0):
+            return False  # the zero code is a coefficient (or a run of 16 zeros), not an end of block
+    return True
+
+
+def frame_mcu(data: bytes) -> tuple[int, int]:
+    """The MCU of a JPEG in 8x8 blocks, (across, down): (2, 2) for 4:2:0, (1, 1) for 4:4:4 and grayscale."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF or marker == 0x01:
+            i += 1 if marker == 0xFF else 2
+            continue
+        length = struct.unpack_from(">H", data, i + 2)[0]
+        if marker in _SOF_MARKERS and length >= 8:
+            count = data[i + 9]
+            factors = data[i + 11 : i + 11 + 3 * count : 3]
+            if count < 2 or not factors:
+                return (1, 1)  # one component: its scan walks single blocks whatever its sampling factors
+            return (max(f >> 4 for f in factors) or 1, max(f & 0x0F for f in factors) or 1)
+        if marker == 0xDA:
+            break
+        i += 2 + length
+    return (1, 1)
+
+
+def block_means(pixels: np.ndarray) -> np.ndarray:
+    """The mean of each 8x8 block of a full decode (partial blocks at the edges included), as ``uint8``.
+
+    This is what the 1/8-scale decode gives directly (one DC level per block) to within rounding and chroma
+    upsampling, so a full decode can be judged by `dc_damage` too.
+    """
+    import numpy as np
+    from PIL import Image
+
+    # Pillow's box reduction is C code: about 0.3 ms for 600x450, where numpy's reshape-and-mean takes 3-5 ms.
+    return np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).reduce(8))
+
+
+@dataclass(frozen=True)
+class DcScores:
+    """How strongly a DC image shows a colour step (the benchmark reports the largest clean score).
+
+    Attributes:
+        step: share of a row-long raster window of vertical differences across MCU-row boundaries shifted the
+            same way, minus the larger share of the windows one MCU row above and below (0 when vetoed).
+        step_at: (block row, block column) where the strongest step starts.
+        width: blocks across.
+    """
+
+    step: float
+    step_at: tuple[int, int]
+    width: int
+
+    @property
+    def step_threshold(self) -> float:
+        """The step score over which the image is refused."""
+        return max(STEP_FLOOR, STEP_NOISE / math.sqrt(max(self.width, 1)))
+
+
+def dc_damage(blocks: np.ndarray, mcu_rows: int = 1) -> str | None:
+    """What is wrong with a JPEG whose DC image shows a colour step, else ``None``.
+
+    Args:
+        blocks: one value per 8x8 block, ``(rows, columns)`` or ``(rows, columns, channels)`` ``uint8``: the
+            1/8-scale decode or `block_means` of a full decode. Three channels are judged as YCbCr.
+        mcu_rows: block rows per MCU (``frame_mcu(data)[1]``: 2 for 4:2:0).
+    """
+    scores = dc_scores(blocks, mcu_rows)
+    if scores.step > scores.step_threshold:
+        row, col = scores.step_at
+        return (
+            f"its colours shift abruptly part-way along a row of its image data (8x8-block row {row}, from "
+            f"column {col} of {scores.width}) and stay shifted: the mark of corrupt data that decoders show "
+            "without an error"
+        )
+    return None
+
+
+def dc_scores(blocks: np.ndarray, mcu_rows: int = 1) -> DcScores:
+    """Score a DC image for a colour step (see the module docstring)."""
+    import numpy as np
+
+    values = blocks.astype(np.float32)
+    if values.ndim == 2:
+        values = values[:, :, None]
+    if values.shape[2] == 3:
+        values = values @ np.asarray(_YCC, dtype=np.float32).T
+    # Differences across MCU-row boundaries only: inside an MCU row the blocks above and below a step's start
+    # are shifted alike.
+    below = values[mcu_rows::mcu_rows]
+    diffs = below - values[mcu_rows - 1 :: mcu_rows][: len(below)]
+    step, (boundary, col) = _colour_step(diffs)
+    return DcScores(step, (boundary * mcu_rows, col), values.shape[1])
+
+
+def _colour_step(diffs: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """The strongest step in ``diffs`` (differences across each MCU-row boundary) and where it starts."""
+    import numpy as np
+
+    boundaries, width, channels = diffs.shape
+    if boundaries < 1 or width <= 2 * STEP_MARGIN:
+        return 0.0, (0, 0)
+    # In raster order, with a zero row above and below: damage from MCU row r, column c on shifts the
+    # differences across boundary r-1|r right of c and across r|r+1 left of c, the `width` entries from
+    # r * width + c (the window); those across r-1|r left of c and across r|r+1 right of c keep their spread.
+    padded = np.zeros((boundaries + 2, width, channels), np.float32)
+    padded[1:-1] = diffs
+    flat = padded.reshape(-1, channels)
+    shifted = np.concatenate([flat > STEP_LEVELS, flat < -STEP_LEVELS], axis=1)
+    counts = np.zeros((len(flat) + 1, 2 * channels), np.float32)
+    np.cumsum(shifted, axis=0, out=counts[1:])
+    starts = np.arange(width, boundaries * width + 1)  # windows with a row of differences above and below
+    starts = starts[(starts % width >= STEP_MARGIN) & (starts % width <= width - STEP_MARGIN)]
+    if not len(starts):
+        return 0.0, (0, 0)
+    first = starts[:, None]
+    row_start = first - first % width
+
+    def share(begin: np.ndarray, stop: np.ndarray) -> np.ndarray:
+        shares: np.ndarray = (counts[stop[:, 0]] - counts[begin[:, 0]]) / (stop - begin)
+        return shares
+
+    window = share(first, first + width)
+    neighbours = np.maximum(share(first - width, first), share(first + width, first + 2 * width))
+    outside = np.maximum(share(row_start, first), share(first + width, row_start + 2 * width))
+    score = np.where(outside < STEP_VETO, window - neighbours, 0.0).max(axis=1)
+    best = int(np.argmax(score))
+    return float(score[best]), divmod(int(starts[best]), width)
