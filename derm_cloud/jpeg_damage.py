@@ -172,32 +172,30 @@ def block_means(pixels: np.ndarray) -> np.ndarray:
     """The mean of each 8x8 block of a full decode (partial blocks at the edges included), ``float32``.
 
     This is what the 1/8-scale decode gives directly (one DC level per block) to within rounding and chroma
-    upsampling, so a full decode can be judged by `dc_damage` too. Sums run along contiguous rows first: Pillow's
-    reduce would need a 4-byte-per-pixel copy of the image first, 2.5 times slower for a 12 MP photo.
+    upsampling, so a full decode can be judged by `dc_damage` too. The 8 rows of a block row are summed along
+    contiguous memory, then the 8 columns of each block by one matrix product: about 0.15 ms for 600x450, where
+    Pillow's reduce needs a 4-byte-per-pixel copy of the image first and takes twice as long.
     """
     import numpy as np
 
     height, width = pixels.shape[:2]
     pixels = pixels.reshape(height, width, -1)
     channels = pixels.shape[2]
-    full_rows, full_cols = height // 8 * 8, width // 8 * 8
-    # Sum each block row's 8 pixel rows (64 x 255 fits in uint16), then each block's 8 columns.
+    full_rows = height // 8 * 8
     strips = [np.add.reduce(pixels[:full_rows].reshape(-1, 8, width * channels), axis=1, dtype=np.uint16)]
     if full_rows < height:
         strips.append(np.add.reduce(pixels[full_rows:], axis=0, dtype=np.uint16).reshape(1, -1))
-    rows = np.concatenate(strips).reshape(-1, width, channels)
-    groups = rows[:, :full_cols].reshape(len(rows), -1, 8, channels)
-    sums = [groups[:, :, 0].astype(np.float32)]
-    for column in range(1, 8):
-        sums[0] += groups[:, :, column]
-    if full_cols < width:
-        sums.append(rows[:, full_cols:].sum(axis=1, dtype=np.float32)[:, None])
-    block_sums = np.concatenate(sums, axis=1)
+    rows = np.concatenate(strips)  # (block rows, width * channels): sums of each block row's pixel rows
+    columns = -(-width // 8)
+    padded = np.zeros((len(rows), columns * 8 * channels), np.float32)  # zero columns pad the last block
+    padded[:, : width * channels] = rows
+    per_block = np.kron(np.ones((8, 1), np.float32), np.eye(channels, dtype=np.float32))  # (8 * channels, channels)
+    sums = (padded.reshape(-1, 8 * channels) @ per_block).reshape(len(rows), columns, channels)
     heights = np.full(len(rows), 8.0, np.float32)
-    heights[-1] = height - full_rows if full_rows < height else 8.0
-    widths = np.full(block_sums.shape[1], 8.0, np.float32)
-    widths[-1] = width - full_cols if full_cols < width else 8.0
-    means: np.ndarray = block_sums / (heights[:, None, None] * widths[None, :, None])
+    heights[-1] = height - full_rows or 8.0
+    widths = np.full(columns, 8.0, np.float32)
+    widths[-1] = width - (columns - 1) * 8
+    means: np.ndarray = sums / (heights[:, None, None] * widths[None, :, None])
     return means
 
 
