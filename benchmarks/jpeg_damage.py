@@ -190,6 +190,7 @@ def run_corpus(rows: list[dict[str, str]], seed: int) -> tuple[Tally, Tally, dic
                 for check in CHECKS:
                     counts[check] += found[check]
                     counts[f"{check} material"] += found[check] and material
+                    counts[f"{check} beyond shipped"] += found[check] and material and not found["shipped"]
         if index % 100 == 99:
             print(f"  {index + 1}/{len(rows)} images", file=sys.stderr)
     for name, data in synthetic_photos().items():
@@ -293,6 +294,8 @@ def report(
         lines.append(row(size, "all", "all", c))
     lines.append(row("all", "all", "all", totals))
     lines += ["", "Refused in full by the existing checks: " + ", ".join(all_refused) + "."]
+    beyond = ", ".join(f"{check} {totals[f'{check} beyond shipped']}" for check in ("flat band", "restart count"))
+    lines += ["", f"Material damage a candidate refuses that the shipped checks accept: {beyond}."]
     lines += [
         "",
         "Clean files refused (false positives):",
