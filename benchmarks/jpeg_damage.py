@@ -23,6 +23,7 @@ Cost, interleaved per round with the order rotated, medians over rounds, load av
 * local path: a full strict RGB decode alone, and with the DC-image checks on its MCU means added.
 
     python benchmarks/jpeg_damage.py [--images 1321] [--seed 0] [--rounds 200] [--out table.md]
+    python benchmarks/jpeg_damage.py --skip-corpus --classify sklesion   # top-class changes, and the cost
 
 Real images: HAM10000, Tschandl et al. 2018, CC BY-NC 4.0 (read in place, never copied).
 """
@@ -318,6 +319,46 @@ def report(
     return lines
 
 
+def class_changes(rows: list[dict[str, str]], seed: int, model_dir: str) -> list[str]:
+    """Which damaged 600x450 files (as stored) the existing checks accept change a model's top class, and
+    whether the new checks refuse them. The damaged pixels are classified as a decoder shows them."""
+    import derm_cloud
+
+    clf = derm_cloud.create("local-onnx", model_dir=model_dir)
+
+    def top(image: Any) -> tuple[str, float]:
+        probabilities = clf.predict(image).probabilities
+        best = max(probabilities, key=lambda name: probabilities[name])
+        return best, probabilities[best]
+
+    accepted, refused, changed = 0, 0, []
+    for index, row in enumerate(rows):
+        if not row["variant"].startswith("original"):
+            continue
+        data = (DEV_CSV.parent / row["file"]).read_bytes()
+        before = top(data)
+        for kind, bad in scan_damage(data, seed * 100_003 + index):  # the same files as the corpus
+            if existing_refuses(bad):
+                continue
+            accepted += 1
+            try:
+                derm_cloud.prepare_payload(bad)
+                now = "accepted"
+            except InvalidImageError:
+                now, refused = "refused", refused + 1
+            after = top(np.asarray(Image.open(io.BytesIO(bad)).convert("RGB")))
+            if after[0] != before[0]:
+                changed.append(
+                    f"- {row['image_id']} {kind}: {before[0]} {before[1]:.3f} -> {after[0]} {after[1]:.3f}, {now}"
+                )
+    return [
+        f"Top class ({model_dir}) of the {accepted} damaged 600x450 files the existing checks accept: "
+        f"{len(changed)} changed; the new checks refuse {refused} of the {accepted}.",
+        "",
+        *changed,
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=0, help="dev images to use (default: all of dev.csv)")
@@ -325,6 +366,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200, help="timed rounds for 600x450 (a tenth for 12 MP)")
     parser.add_argument("--skip-corpus", action="store_true", help="measure the cost only")
     parser.add_argument("--out", type=Path, help="also write the tables to this Markdown file")
+    parser.add_argument("--classify", metavar="MODEL_DIR", help="also count top-class changes (e.g. sklesion)")
     args = parser.parse_args()
 
     with DEV_CSV.open(newline="") as fh:
@@ -336,6 +378,8 @@ def main() -> None:
     if not args.skip_corpus:
         lines += report(*run_corpus(rows, args.seed))
         lines.append("")
+    if args.classify:
+        lines += [*class_changes(rows, args.seed, args.classify), ""]
     lines += ["Cost per image (interleaved rounds):", "", *measure_cost(rows, args.rounds)]
     load_after = os.getloadavg()
     lines += [
