@@ -76,6 +76,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "derm_cloud.images",
             "derm_cloud.image_bytes",
+            "derm_cloud.image_convert",
+            "derm_cloud.image_limits",
+            "derm_cloud.image_metadata",
+            "derm_cloud.jpeg_damage",
             "derm_cloud.payload",
             "derm_cloud.retry",
             "derm_cloud.call_threads",
