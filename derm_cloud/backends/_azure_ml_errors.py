@@ -59,7 +59,29 @@ def translate_error(
         detail = _excerpt(getattr(failure, "message", None) or str(failure))
     else:
         status, headers, detail = failure.status_code, failure.headers, _excerpt(failure.content)
-    status = int(status)
+    return _error_for_status(
+        int(status),
+        headers,
+        detail,
+        uri=uri,
+        deployment=deployment,
+        max_request_bytes=max_request_bytes,
+        management=management,
+    )
+
+
+def _error_for_status(
+    status: int,
+    headers: Mapping[str, str],
+    detail: str,
+    *,
+    uri: str,
+    deployment: str | None,
+    max_request_bytes: int | None,
+    management: bool,
+) -> DermCloudError:
+    """The derm-cloud error for an HTTP status of the endpoint or the workspace (``management=True``)."""
+    name = BACKEND_NAME
     common: dict[str, Any] = {
         "backend": name,
         "status": status,
