@@ -125,21 +125,7 @@ class AwsSagemakerClassifier(Classifier):
         image_limits: ImageLimits = DEFAULT_LIMITS,
         concurrency: int | None = None,
     ) -> None:
-        if not endpoint_name:
-            raise ConfigError("endpoint_name is required: the name given to create_endpoint")
-        if response_format not in RESPONSE_FORMATS:
-            raise ConfigError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}")
-        if send_metadata is None:
-            send_metadata = response_format == "adapter"
-        if send_metadata and response_format != "adapter":
-            raise ConfigError(
-                "send_metadata=True needs response_format='adapter': JumpStart, Hugging Face and built-in "
-                "containers ignore patient metadata, so sending it would only leak it"
-            )
-        if custom_attributes is not None and (len(custom_attributes) > 512 or not custom_attributes.isascii()):
-            raise ConfigError("custom_attributes must be visible ASCII of at most 512 characters (room for metadata)")
-        if hf_top_k is not None and hf_top_k < 1:
-            raise ConfigError(f"hf_top_k must be a positive integer, got {hf_top_k}")
+        send_metadata = _checked_options(endpoint_name, response_format, send_metadata, custom_attributes, hf_top_k)
         self.endpoint_name = endpoint_name
         self.response_format: ResponseFormat = response_format
         self.class_names = tuple(class_names or CLASS_CODES)
@@ -337,3 +323,33 @@ class AwsSagemakerClassifier(Classifier):
         close = getattr(self.client, "close", None)
         if self._owns_client and callable(close):
             close()
+
+
+def _checked_options(
+    endpoint_name: str,
+    response_format: ResponseFormat,
+    send_metadata: bool | None,
+    custom_attributes: str | None,
+    hf_top_k: int | None,
+) -> bool:
+    """Refuse options that cannot work together; returns ``send_metadata`` with its default resolved.
+
+    Raises:
+        ConfigError: naming the option and what it needs.
+    """
+    if not endpoint_name:
+        raise ConfigError("endpoint_name is required: the name given to create_endpoint")
+    if response_format not in RESPONSE_FORMATS:
+        raise ConfigError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}")
+    if send_metadata is None:
+        send_metadata = response_format == "adapter"
+    if send_metadata and response_format != "adapter":
+        raise ConfigError(
+            "send_metadata=True needs response_format='adapter': JumpStart, Hugging Face and built-in "
+            "containers ignore patient metadata, so sending it would only leak it"
+        )
+    if custom_attributes is not None and (len(custom_attributes) > 512 or not custom_attributes.isascii()):
+        raise ConfigError("custom_attributes must be visible ASCII of at most 512 characters (room for metadata)")
+    if hf_top_k is not None and hf_top_k < 1:
+        raise ConfigError(f"hf_top_k must be a positive integer, got {hf_top_k}")
+    return send_metadata
