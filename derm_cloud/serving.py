@@ -23,6 +23,9 @@ Request and response shapes:
 
 Image bytes are never logged: log lines carry sizes, counts and timings only.
 
+This module is the core (load the model, decode, classify); each cloud's formats live in
+:mod:`derm_cloud.serving_formats` and the decode-budget reservation in :mod:`derm_cloud.serving_decode`.
+
 Example:
     >>> server = ModelServer("~/.cache/derm-cloud/models/sklesion-0.2.2")  # doctest: +SKIP
     >>> body, content_type = server.sagemaker_invocations(jpeg_bytes, "application/x-image")  # doctest: +SKIP
@@ -30,23 +33,15 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import binascii
-import functools
 import json
 import logging
 import os
-import reprlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
-from urllib.parse import unquote
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from derm_cloud.backends._sagemaker_formats import CUSTOM_ATTRIBUTE_PREFIX, custom_attributes_for
-from derm_cloud.base import as_metadata
+from derm_cloud.backends._sagemaker_formats import custom_attributes_for
 from derm_cloud.errors import ConfigError, InvalidImageError
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage, load_image
 from derm_cloud.serving_errors import (
@@ -59,7 +54,15 @@ from derm_cloud.serving_errors import (
     UnsupportedMediaTypeError,
     error_response,
 )
-from derm_cloud.serving_limits import DEFAULT_MAX_BODY_BYTES, DecodeBudget, DecodeEstimate, estimate_decode
+from derm_cloud.serving_formats import (
+    _JSON,
+    SAGEMAKER_FORMATS,
+    CloudFormats,
+    SageMakerFormat,
+    SageMakerRequest,
+    metadata_from_custom_attributes,
+)
+from derm_cloud.serving_limits import DEFAULT_MAX_BODY_BYTES, DecodeBudget
 from derm_cloud.types import PatientMetadata
 
 if TYPE_CHECKING:
@@ -72,6 +75,7 @@ __all__ = [
     "NotAcceptableError",
     "RequestTooLargeError",
     "SageMakerFormat",
+    "SageMakerRequest",
     "Served",
     "ServerBusyError",
     "ServingError",
@@ -83,92 +87,11 @@ __all__ = [
 
 logger = logging.getLogger("derm_cloud.serving")
 
-SageMakerFormat = Literal["adapter", "jumpstart", "hf", "builtin"]
-SAGEMAKER_FORMATS: tuple[str, ...] = ("adapter", "jumpstart", "hf", "builtin")
-_JSON = "application/json"
-_VERBOSE = "application/json;verbose"
-# Image content types each impersonated SageMaker container accepts (docs/reference/cloud-apis.md section 2.2).
-_IMAGE_TYPES: dict[str, frozenset[str]] = {
-    "adapter": frozenset({"application/x-image", "image/jpeg", "image/png", "image/bmp", "image/webp", "image/tiff"}),
-    "jumpstart": frozenset({"application/x-image"}),
-    "hf": frozenset(
-        {"application/x-image", "image/jpeg", "image/png", "image/tiff", "image/bmp", "image/gif", "image/webp"}
-    ),
-    "builtin": frozenset({"application/x-image", "image/jpeg", "image/png"}),
-}
-
-
-# --- metadata in SageMaker custom attributes ---------------------------------------------------------------------
-
-
-def metadata_from_custom_attributes(value: str | None) -> PatientMetadata:
-    """Inverse of :func:`custom_attributes_for`; tokens without the ``derm.`` prefix are ignored.
-
-    Raises:
-        BadRequestError: a ``derm.`` value is invalid (an age that is not a number ...).
-    """
-    fields: dict[str, Any] = {}
-    for token in (value or "").split(";"):
-        key, sep, raw = token.strip().partition("=")
-        if sep and key.startswith(CUSTOM_ATTRIBUTE_PREFIX):
-            fields[key[len(CUSTOM_ATTRIBUTE_PREFIX) :]] = unquote(raw)
-    return _metadata(fields or None, "custom attributes")
-
-
-def _metadata(value: Any, where: str) -> PatientMetadata:
-    if value is not None and not isinstance(value, dict):
-        raise BadRequestError(f"{where}: metadata must be an object with age, sex and site")
-    try:
-        return as_metadata(value)
-    except ConfigError as exc:
-        raise BadRequestError(f"{where}: {_clip(str(exc))}") from None
-
-
-_MESSAGE_LIMIT = 300
-
-
-def _clip(text: str) -> str:
-    """A message that may quote request values, cut to a length fit for an error body and a log line."""
-    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
-
-
-def _brief(value: Any) -> str:
-    """``repr`` of a request value, shortened (long lists, strings, deep nesting) for an error message."""
-    return reprlib.repr(value)
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _in_decode_scope(
-    method: Callable[Concatenate[ModelServer, _P], _R],
-) -> Callable[Concatenate[ModelServer, _P], _R]:
-    """Run a request method inside :meth:`ModelServer.decode_scope`: its images' budget is held until it returns."""
-
-    @functools.wraps(method)
-    def scoped(self: ModelServer, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with self.decode_scope():
-            return method(self, *args, **kwargs)
-
-    return scoped
-
 
 # --- the model server ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SageMakerRequest:
-    """A decoded ``/invocations`` request (the ``input_fn`` stage of the SageMaker handler contract)."""
-
-    images: list[PreparedImage]
-    metadata: list[PatientMetadata]
-    response_format: SageMakerFormat
-    batch: bool = False
-    top_k: int | None = None
-
-
-class ModelServer:
+class ModelServer(CloudFormats):
     """A model directory loaded once, answering each cloud's request format.
 
     Args:
@@ -227,221 +150,6 @@ class ModelServer:
         logger.debug("classified %d image(s) in %.1f ms", len(images), (time.perf_counter() - start) * 1000)
         return [[float(p) for p in row] for row in probs]
 
-    # --- SageMaker -----------------------------------------------------------------------------------------
-
-    @_in_decode_scope
-    def sagemaker_invocations(
-        self,
-        body: bytes,
-        content_type: str | None,
-        accept: str | None = None,
-        *,
-        custom_attributes: str | None = None,
-        response_format: SageMakerFormat | None = None,
-    ) -> Served:
-        """Answer one SageMaker ``/invocations`` request (input, predict and output stages in one call)."""
-        request = self.sagemaker_input(
-            body, content_type, custom_attributes=custom_attributes, response_format=response_format
-        )
-        return self.sagemaker_output(request, self.predict(request.images, request.metadata), accept)
-
-    def sagemaker_input(
-        self,
-        body: bytes | str,
-        content_type: str | None,
-        *,
-        custom_attributes: str | None = None,
-        response_format: SageMakerFormat | None = None,
-    ) -> SageMakerRequest:
-        """Decode a SageMaker request body (``input_fn``).
-
-        Raises:
-            BadRequestError, RequestTooLargeError, UnsupportedMediaTypeError: the request is not usable.
-        """
-        fmt = response_format or self.sagemaker_format
-        if fmt not in SAGEMAKER_FORMATS:
-            raise ConfigError(f"response_format must be one of {', '.join(SAGEMAKER_FORMATS)}")
-        raw = body.encode() if isinstance(body, str) else bytes(body)
-        self._check_size(raw)
-        ctype = (content_type or "").split(";")[0].strip().lower()
-        meta = metadata_from_custom_attributes(custom_attributes) if fmt == "adapter" else PatientMetadata()
-        if ctype == _JSON and fmt in ("adapter", "hf"):
-            payload = _json(raw)
-            if fmt == "hf":
-                if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), str):
-                    raise BadRequestError('JSON requests must look like {"inputs": "<base64 image>", "parameters": {}}')
-                top_k = (payload.get("parameters") or {}).get("top_k")
-                if top_k is not None and not (isinstance(top_k, int) and top_k > 0):
-                    raise BadRequestError(f"parameters.top_k must be a positive integer, got {_brief(top_k)}")
-                image = self._decode(_b64(payload["inputs"], "inputs"), "inputs")
-                return SageMakerRequest([image], [meta], "hf", top_k=top_k)
-            if isinstance(payload, dict) and "instances" in payload:
-                images, metas = self._instances(payload["instances"], "b64")
-                return SageMakerRequest(images, metas, "adapter", batch=True)
-            images, metas = self._instances([payload], "b64")
-            return SageMakerRequest(images, metas, "adapter")
-        if ctype not in _IMAGE_TYPES[fmt]:
-            accepted = sorted(_IMAGE_TYPES[fmt] | ({_JSON} if fmt in ("adapter", "hf") else set()))
-            raise UnsupportedMediaTypeError(
-                f"content type {content_type!r} is not supported by this endpoint ({fmt} format); "
-                f"send one of: {', '.join(accepted)}"
-            )
-        return SageMakerRequest([self._decode(raw, "body")], [meta], fmt)
-
-    def sagemaker_output(
-        self, request: SageMakerRequest, probabilities: list[list[float]], accept: str | None
-    ) -> Served:
-        """Encode predictions for the requested ``Accept`` (``output_fn``)."""
-        wanted = (accept or "").replace(" ", "").lower()
-        if wanted not in ("", "*/*", "application/*", _JSON, _VERBOSE):
-            raise NotAcceptableError(f"Accept {accept!r} is not supported; use {_JSON} or {_VERBOSE}")
-        verbose = wanted == _VERBOSE
-        fmt = request.response_format
-        if fmt == "adapter" and request.batch:
-            payload: Any = {"predictions": [self._ours(p) for p in probabilities]}
-        elif fmt == "adapter":
-            payload = self._verbose(probabilities[0]) if verbose else self._ours(probabilities[0])
-        elif fmt == "jumpstart":
-            payload = self._verbose(probabilities[0]) if verbose else {"probabilities": probabilities[0]}
-        elif fmt == "hf":
-            k = max(1, min(request.top_k or self.hf_top_k, len(self.labels)))
-            ranked = sorted(zip(self.labels, probabilities[0], strict=True), key=lambda x: -x[1])[:k]
-            payload = [{"label": label, "score": score} for label, score in ranked]
-        else:
-            payload = {"prediction": probabilities[0]}
-        verbose_shape = verbose and fmt in ("adapter", "jumpstart") and not request.batch
-        return Served(json.dumps(payload).encode(), _VERBOSE if verbose_shape else _JSON)
-
-    # --- Azure ML ------------------------------------------------------------------------------------------
-
-    def azureml_score(self, body: bytes | str) -> Served:
-        """Answer an Azure ML AutoML-for-Images scoring request."""
-        raw = body.encode() if isinstance(body, str) else body
-        self._check_size(raw)
-        return Served(json.dumps(self.azureml_predictions(_json(raw))).encode(), _JSON)
-
-    @_in_decode_scope
-    def azureml_predictions(self, payload: Any) -> list[dict[str, Any]]:
-        """``{"input_data": {"columns": [...], "data": [...]}}`` -> ``[{"probs": [...], "labels": [...]}]``."""
-        table = payload.get("input_data") if isinstance(payload, dict) else None
-        if not isinstance(table, dict) or not isinstance(table.get("data"), list):
-            raise BadRequestError('expected {"input_data": {"columns": ["image"], "data": ["<base64 image>", ...]}}')
-        columns = table.get("columns") or ["image"]
-        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-            raise BadRequestError(f"input_data.columns must be a list of column names, got {_brief(columns)}")
-        if "image" not in columns:
-            raise BadRequestError(f"input_data.columns must include 'image', got {_brief(columns)}")
-        unknown = sorted(set(columns) - {"image", "age", "sex", "site"})
-        if unknown:
-            raise BadRequestError(f"unknown input_data column(s) {_brief(unknown)}; allowed: image, age, sex, site")
-        instances = []
-        for i, row in enumerate(table["data"]):
-            values = row if isinstance(row, list) else [row]
-            if len(values) != len(columns):
-                raise BadRequestError(f"input_data.data[{i}] has {len(values)} value(s) for {len(columns)} column(s)")
-            record = dict(zip(columns, values, strict=True))
-            image = record.pop("image")
-            if isinstance(image, str) and image.lstrip().startswith("{"):
-                image = _automl_item(image, i)
-            instances.append({"b64": image, "metadata": {k: v for k, v in record.items() if v is not None}})
-        images, metas = self._instances(instances, "b64")
-        return [{"probs": p, "labels": list(self.labels)} for p in self.predict(images, metas)]
-
-    # --- Vertex AI -------------------------------------------------------------------------------------------
-
-    @_in_decode_scope
-    def vertex_automl_predict(self, body: bytes | str) -> Served:
-        """Answer a Vertex AutoML image classification request (``ids`` / ``displayNames`` / ``confidences``)."""
-        payload = self._vertex_payload(body)
-        params = payload.get("parameters") or {}
-        try:
-            threshold = float(params.get("confidenceThreshold", 0.0))
-            limit = int(params.get("maxPredictions", 10))
-        except (TypeError, ValueError):
-            raise BadRequestError(
-                "parameters.confidenceThreshold must be a number, maxPredictions an integer"
-            ) from None
-        images, metas = self._instances(payload["instances"], "content")
-        predictions = []
-        for probs in self.predict(images, metas):
-            ranked = sorted(enumerate(probs), key=lambda x: -x[1])
-            kept = [(i, p) for i, p in ranked if p >= threshold][: max(0, limit)]
-            predictions.append(
-                {
-                    "ids": [str(i) for i, _ in kept],  # int64 ids are rendered as strings by Vertex
-                    "displayNames": [self.labels[i] for i, _ in kept],
-                    "confidences": [p for _, p in kept],
-                }
-            )
-        return Served(json.dumps({"predictions": predictions}).encode(), _JSON)
-
-    @_in_decode_scope
-    def vertex_custom_predict(self, body: bytes | str) -> Served:
-        """Answer the derm-cloud Vertex custom container request (``{"instances": [{"b64", "metadata"}]}``)."""
-        payload = self._vertex_payload(body)
-        images, metas = self._instances(payload["instances"], "b64")
-        predictions = [self._ours(p) for p in self.predict(images, metas)]
-        return Served(json.dumps({"predictions": predictions}).encode(), _JSON)
-
-    # --- helpers -----------------------------------------------------------------------------------------------
-
-    def _ours(self, probs: list[float]) -> dict[str, Any]:
-        return {**self._verbose(probs), "model_id": self.model_id}
-
-    def _verbose(self, probs: list[float]) -> dict[str, Any]:
-        best = max(range(len(probs)), key=probs.__getitem__)
-        return {"labels": list(self.labels), "probabilities": probs, "predicted_label": self.labels[best]}
-
-    def _vertex_payload(self, body: bytes | str) -> dict[str, Any]:
-        raw = body.encode() if isinstance(body, str) else body
-        self._check_size(raw)
-        payload = _json(raw)
-        if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
-            raise BadRequestError('expected {"instances": [...], "parameters": {...}}')
-        return payload
-
-    def _check_size(self, raw: bytes) -> None:
-        if len(raw) > self.max_body_bytes:
-            raise RequestTooLargeError(
-                f"request body is {len(raw):,} bytes, over this server's limit of {self.max_body_bytes:,}; "
-                "send a smaller (re-encoded or downscaled) image"
-            )
-
-    def _instances(self, instances: Any, key: str) -> tuple[list[PreparedImage], list[PatientMetadata]]:
-        if not isinstance(instances, list) or not instances:
-            raise BadRequestError("'instances' must be a non-empty list")
-        if len(instances) > self.max_instances:
-            raise BadRequestError(f"{len(instances)} instances in one request; the limit is {self.max_instances}")
-        encoded, metas = [], []
-        for i, item in enumerate(instances):
-            where = f"instances[{i}]"
-            if not isinstance(item, dict) or not isinstance(item.get(key), str):
-                raise BadRequestError(f'{where} must be an object with "{key}": "<base64 image>"')
-            encoded.append((_b64(item[key], f"{where}.{key}"), where))
-            metas.append(_metadata(item.get("metadata"), f"{where}.metadata"))
-        return self._decode_all(encoded), metas
-
-    @contextmanager
-    def decode_scope(self) -> Iterator[None]:
-        """Hold the decode-budget reservations of every image decoded inside until the block ends.
-
-        Wrap the whole life of a request's decoded images (decode, predict, output) in one scope; the public
-        request methods of this class do it themselves. Scopes nest (the outermost one releases).
-        """
-        held: list[int] | None = getattr(self._scope, "held", None)
-        if held is not None:
-            yield
-            return
-        held = self._scope.held = []
-        try:
-            yield
-        finally:
-            self._scope.held = None
-            self.decode_budget.release(sum(held))
-
-    def _decode(self, data: bytes, where: str) -> PreparedImage:
-        return self._decode_all([(data, where)])[0]
-
     def _decode_all(self, encoded: Sequence[tuple[bytes, str]]) -> list[PreparedImage]:
         """Decode a request's images (``(bytes, where)``) once their decode cost is reserved, all of it at once."""
         with self.decode_scope():
@@ -453,88 +161,3 @@ class ModelServer:
                 except InvalidImageError as exc:
                     raise BadRequestError(f"{where}: {exc}") from None
             return images
-
-    def _reserve_decode(self, encoded: Sequence[tuple[bytes, str]]) -> None:
-        """Reserve the decode cost of every image of a request from their headers, before any pixel is decoded.
-
-        The sum is what counts: a request's decoded images all live until its response is built (a PNG payload
-        keeps its pixels, and the model preprocesses the whole batch), so releasing each image's share after
-        its decode would let a request hold more than the budget. Reserving all of it at once (or nothing)
-        also means a request refused with 503 has decoded nothing and holds nothing.
-
-        Raises:
-            RequestTooLargeError: one image, or all of them together, need more than the whole budget: no retry
-                can succeed (413).
-            ServerBusyError: the request fits the budget, but not next to the decodes in flight (503).
-        """
-        known = [(estimate, where) for data, where in encoded if (estimate := estimate_decode(data)) is not None]
-        if not known:
-            return  # no readable image header: load_image names the problem
-        budget = self.decode_budget
-        limit_mb = f"{budget.total_bytes / 1e6:,.0f} MB"
-        for estimate, where in known:
-            if estimate.working_bytes > budget.total_bytes:
-                raise RequestTooLargeError(
-                    f"{where}: the image is {estimate.describe()}, more than this server's decode budget of "
-                    f"{limit_mb}; downscale it (a classifier input is 224-450 px wide) or raise "
-                    "DERM_CLOUD_DECODE_BUDGET_MB"
-                )
-        total = sum(estimate.working_bytes for estimate, _ in known)
-        if total > budget.total_bytes:
-            largest, where = max(known, key=lambda pair: pair[0].working_bytes)
-            raise RequestTooLargeError(
-                f"the {len(known)} images of this request need about {total / 1e6:,.0f} MB together to prepare, "
-                f"more than this server's decode budget of {limit_mb}, so no retry can succeed; send fewer "
-                f"images per request (at most {_images(budget.total_bytes // largest.working_bytes)} like {where}, "
-                f"{largest.describe()}) or smaller ones (a classifier input is 224-450 px wide), or raise "
-                "DERM_CLOUD_DECODE_BUDGET_MB"
-            )
-        if not budget.try_reserve(total):
-            raise ServerBusyError(
-                f"{_what_to_decode(known, total)}: the server is decoding other images and has no room for it right "
-                "now; retry after the Retry-After delay",
-                retry_after=2,
-            )
-        self._scope.held.append(total)
-
-
-def _images(count: int) -> str:
-    return f"{count} image" if count == 1 else f"{count} images"
-
-
-def _what_to_decode(known: Sequence[tuple[DecodeEstimate, str]], total: int) -> str:
-    if len(known) == 1:
-        estimate, where = known[0]
-        return f"{where}: {estimate.describe()}"
-    return f"the {len(known)} images of this request (about {total / 1e6:,.0f} MB to prepare together)"
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequestError(f"request body is not valid JSON ({exc}); send a JSON object") from None
-    except RecursionError:  # the C parser stops cleanly at Python's recursion limit (~1,000 levels)
-        raise BadRequestError(
-            "request body has JSON arrays or objects nested deeper than this server parses (about 1,000 levels); "
-            "a valid request nests 4 levels at most: send the documented request shape"
-        ) from None
-
-
-def _b64(text: str, where: str) -> bytes:
-    if text.startswith("data:") and "," in text:
-        text = text.split(",", 1)[1]  # data URLs: drop the "data:image/jpeg;base64," prefix
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequestError(f"{where} is not valid standard base64") from None
-
-
-def _automl_item(item: str, index: int) -> str:
-    """An AutoML data item given as a JSON string (the explainability form)."""
-    parsed = _json(item.encode())
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("image_base64"), str):
-        raise BadRequestError(f'input_data.data[{index}] JSON must hold "image_base64"')
-    if parsed.get("model_explainability"):
-        raise BadRequestError("model_explainability is not supported by the derm-cloud adapter")
-    return str(parsed["image_base64"])

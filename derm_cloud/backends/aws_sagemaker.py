@@ -18,8 +18,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from derm_cloud.backends._boto import build_boto_client, client_error_class, client_error_facts, translate_botocore
+from derm_cloud.backends._boto import build_boto_client, client_error_class, translate_botocore
 from derm_cloud.backends._http import is_loopback
+from derm_cloud.backends._sagemaker_errors import translate_client_error
 from derm_cloud.backends._sagemaker_formats import (
     RESPONSE_FORMATS,
     ResponseFormat,
@@ -28,15 +29,9 @@ from derm_cloud.backends._sagemaker_formats import (
 )
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
-    AuthenticationError,
     ConfigError,
     DermCloudError,
-    InvalidImageError,
-    ModelNotReadyError,
-    NotFoundError,
     PayloadTooLargeError,
-    ServiceError,
-    ThrottledError,
     UnmappableLabelsError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
@@ -58,26 +53,6 @@ REALTIME_MAX_BODY_BYTES = 6 * 1024 * 1024
 SERVERLESS_MAX_BODY_BYTES = 4_000_000
 #: SageMaker's limit on ``CustomAttributes`` (visible ASCII).
 CUSTOM_ATTRIBUTES_MAX = 1024
-
-_AUTH_CODES = frozenset(
-    {
-        "AccessDeniedException",
-        "AccessDenied",
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "IncompleteSignature",
-        "MissingAuthenticationToken",
-        "ExpiredTokenException",
-        "InvalidClientTokenId",
-    }
-)
-_THROTTLE_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
-_SERVER_CODES = frozenset(
-    {"InternalFailure", "ServiceUnavailable", "InternalDependencyException", "InternalStreamFailure"}
-)
-# A model answering one of these is overloaded or behind a failing proxy; another attempt may succeed. Other
-# statuses from the model (400 bad input, 500 crash on this image) would fail the same way again.
-_TRANSIENT_MODEL_STATUSES = frozenset({429, 502, 503, 504})
 
 
 class SageMakerRuntimeClient(Protocol):
@@ -150,21 +125,7 @@ class AwsSagemakerClassifier(Classifier):
         image_limits: ImageLimits = DEFAULT_LIMITS,
         concurrency: int | None = None,
     ) -> None:
-        if not endpoint_name:
-            raise ConfigError("endpoint_name is required: the name given to create_endpoint")
-        if response_format not in RESPONSE_FORMATS:
-            raise ConfigError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}")
-        if send_metadata is None:
-            send_metadata = response_format == "adapter"
-        if send_metadata and response_format != "adapter":
-            raise ConfigError(
-                "send_metadata=True needs response_format='adapter': JumpStart, Hugging Face and built-in "
-                "containers ignore patient metadata, so sending it would only leak it"
-            )
-        if custom_attributes is not None and (len(custom_attributes) > 512 or not custom_attributes.isascii()):
-            raise ConfigError("custom_attributes must be visible ASCII of at most 512 characters (room for metadata)")
-        if hf_top_k is not None and hf_top_k < 1:
-            raise ConfigError(f"hf_top_k must be a positive integer, got {hf_top_k}")
+        send_metadata = _checked_options(endpoint_name, response_format, send_metadata, custom_attributes, hf_top_k)
         self.endpoint_name = endpoint_name
         self.response_format: ResponseFormat = response_format
         self.class_names = tuple(class_names or CLASS_CODES)
@@ -301,7 +262,7 @@ class AwsSagemakerClassifier(Classifier):
         where = f"SageMaker endpoint {self.endpoint_name!r}"
         client_error = client_error_class()
         if client_error is not None and isinstance(exc, client_error):
-            return self._translate_client_error(exc, where)
+            return translate_client_error(exc, where, backend=self.backend_name, region=self.region)
         config = getattr(getattr(self.client, "meta", None), "config", None)
         return translate_botocore(
             exc,
@@ -310,48 +271,6 @@ class AwsSagemakerClassifier(Classifier):
             operation="invoke_endpoint",
             read_timeout=getattr(config, "read_timeout", None),
         )
-
-    def _translate_client_error(self, exc: Any, where: str) -> DermCloudError:
-        response = exc.response
-        facts = client_error_facts(response, backend=self.backend_name)
-        code, message, status, common = facts.code, facts.message, facts.status, facts.common
-        if code == "ModelNotReadyException":
-            return ModelNotReadyError(
-                f"{where} is not ready yet (serverless cold start or model loading): {message}", **common
-            )
-        if code == "ModelError":
-            original = response.get("OriginalStatusCode")
-            common["status"] = original if original is not None else status
-            detail = str(response.get("OriginalMessage") or message)[:300]
-            logs = f"; container logs: {response['LogStreamArn']}" if response.get("LogStreamArn") else ""
-            return ServiceError(
-                f"the model behind {where} failed with HTTP {original}: {detail}{logs}",
-                retryable=original in _TRANSIENT_MODEL_STATUSES,
-                **common,
-            )
-        if code in _THROTTLE_CODES or status == 429:
-            return ThrottledError(f"{where} is throttling requests: {message or code}", **common)
-        if code in _AUTH_CODES or status in (401, 403):
-            return AuthenticationError(
-                f"AWS refused the credentials or permissions for {where} ({code}: {message}); the caller needs "
-                "sagemaker:InvokeEndpoint on the endpoint",
-                **common,
-            )
-        lowered = message.lower()
-        if code == "ValidationError" and "endpoint" in lowered and "not found" in lowered:
-            return NotFoundError(
-                f"{where} does not exist in region {self.region!r} ({message}); check endpoint_name and region",
-                **common,
-            )
-        if code == "ValidationError":
-            if any(word in lowered for word in ("too large", "payload", "body", "content")):
-                return InvalidImageError(f"{where} rejected the request body: {message}")
-            return ConfigError(f"{where} rejected the request: {message}; check target_variant and options")
-        if code in _SERVER_CODES or (isinstance(status, int) and status >= 500):
-            return ServiceError(f"{where} failed on the AWS side ({code}: {message})", **common)
-        if status == 404:
-            return NotFoundError(f"{where} not found ({code}: {message})", **common)
-        return ServiceError(f"{where} call failed ({code}: {message})", retryable=False, **common)
 
     # --- facts ---------------------------------------------------------------------------------------------------
 
@@ -404,3 +323,33 @@ class AwsSagemakerClassifier(Classifier):
         close = getattr(self.client, "close", None)
         if self._owns_client and callable(close):
             close()
+
+
+def _checked_options(
+    endpoint_name: str,
+    response_format: ResponseFormat,
+    send_metadata: bool | None,
+    custom_attributes: str | None,
+    hf_top_k: int | None,
+) -> bool:
+    """Refuse options that cannot work together; returns ``send_metadata`` with its default resolved.
+
+    Raises:
+        ConfigError: naming the option and what it needs.
+    """
+    if not endpoint_name:
+        raise ConfigError("endpoint_name is required: the name given to create_endpoint")
+    if response_format not in RESPONSE_FORMATS:
+        raise ConfigError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}")
+    if send_metadata is None:
+        send_metadata = response_format == "adapter"
+    if send_metadata and response_format != "adapter":
+        raise ConfigError(
+            "send_metadata=True needs response_format='adapter': JumpStart, Hugging Face and built-in "
+            "containers ignore patient metadata, so sending it would only leak it"
+        )
+    if custom_attributes is not None and (len(custom_attributes) > 512 or not custom_attributes.isascii()):
+        raise ConfigError("custom_attributes must be visible ASCII of at most 512 characters (room for metadata)")
+    if hf_top_k is not None and hf_top_k < 1:
+        raise ConfigError(f"hf_top_k must be a positive integer, got {hf_top_k}")
+    return send_metadata

@@ -24,32 +24,28 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
-from derm_cloud.backends._azure_workspace import AML_SCOPE, KEY_ENV, TokenCredential, authorization, resolve_endpoint
-from derm_cloud.backends._http import is_loopback, requests_failure
-from derm_cloud.base import BackendInfo, Classifier, RawResult
-from derm_cloud.errors import (
-    AuthenticationError,
-    ConfigError,
-    DeadlineExceededError,
-    DermCloudError,
-    InvalidResponseError,
-    MissingDependencyError,
-    NotFoundError,
-    PayloadTooLargeError,
-    ServiceError,
-    ThrottledError,
+from derm_cloud.backends._azure_ml_errors import BACKEND_NAME, _excerpt, translate_error
+from derm_cloud.backends._azure_ml_wire import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    HttpSession,
+    _new_session,
+    _region_from_uri,
+    _row_json,
 )
+from derm_cloud.backends._azure_workspace import AML_SCOPE, TokenCredential, authorization, resolve_endpoint
+from derm_cloud.backends._http import is_loopback
+from derm_cloud.base import BackendInfo, Classifier, RawResult
+from derm_cloud.errors import AuthenticationError, ConfigError, DermCloudError, InvalidResponseError
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
 from derm_cloud.redaction import redact_url
-from derm_cloud.retry import RetryPolicy, call_timeout, retry_after_seconds
+from derm_cloud.retry import RetryPolicy, call_timeout
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata
 
@@ -61,19 +57,7 @@ __all__ = [
     "TokenCredential",
 ]
 
-#: Largest request body we send. The service's payload limit is not documented (docs/reference/cloud-apis.md 4.3); 4 MiB
-#: stays far below the 5 MBPS per-endpoint bandwidth cap and fits every derm-cloud adapter.
-DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 _URI_ENV = "AZUREML_SCORING_URI"
-_B64_RUN = re.compile(r"[A-Za-z0-9+/=]{64,}")
-
-
-class HttpSession(Protocol):
-    """What the backend needs from ``requests.Session`` (inject one for proxies, mTLS or tests)."""
-
-    def post(self, url: str, *, data: bytes, headers: Mapping[str, str], timeout: float) -> Any: ...
-
-    def close(self) -> None: ...
 
 
 class AzureMlClassifier(Classifier):
@@ -105,7 +89,7 @@ class AzureMlClassifier(Classifier):
         >>> clf.predict_batch(paths, batch_size=16)  # doctest: +SKIP
     """
 
-    backend_name = "azure-ml"
+    backend_name = BACKEND_NAME
     #: managed deployments queue requests beyond max_concurrent_requests_per_instance (default 1) and then 429.
     default_concurrency = 1
 
@@ -391,110 +375,3 @@ class AzureMlClassifier(Classifier):
             f"{type(self).__name__}(scoring_uri={redact_url(self.scoring_uri)!r}, deployment={self.deployment!r}, "
             "auth=<redacted>)"
         )
-
-
-# --- error translation: the one place for this backend ------------------------------------------------------------
-
-
-def translate_error(
-    failure: Any,
-    *,
-    uri: str,
-    deployment: str | None = None,
-    timeout: float | None = None,
-    max_request_bytes: int | None = None,
-    management: bool = False,
-) -> DermCloudError:
-    """Turn a failed scoring call or workspace lookup (``management=True``) into a derm-cloud error.
-
-    ``failure`` is a ``requests`` exception, a non-200 ``requests.Response``, or an ``azure.core`` exception
-    raised by ``azure-ai-ml`` in :meth:`AzureMlClassifier.from_workspace`.
-    """
-    name = AzureMlClassifier.backend_name
-    if isinstance(failure, BaseException):
-        transport = requests_failure(failure, backend=name, target=uri, check="the URI", timeout=timeout)
-        if transport is not None:
-            return transport
-        response = getattr(failure, "response", None)
-        status = getattr(failure, "status_code", None)
-        if status is None:
-            kind = AuthenticationError if "Authentication" in type(failure).__name__ else ServiceError
-            return kind(f"{type(failure).__name__}: {failure}", backend=name, retryable=False)
-        headers: Mapping[str, str] = getattr(response, "headers", None) or {}
-        detail = _excerpt(getattr(failure, "message", None) or str(failure))
-    else:
-        status, headers, detail = failure.status_code, failure.headers, _excerpt(failure.content)
-    status = int(status)
-    common: dict[str, Any] = {
-        "backend": name,
-        "status": status,
-        "request_id": headers.get("x-request-id") or headers.get("x-ms-request-id"),
-    }
-    retry_after = retry_after_seconds(headers.get("Retry-After"))
-    if status in (401, 403) and management:
-        return AuthenticationError(
-            f"the workspace refused MLClient's credential ({detail}); run `az login` or give the identity a role "
-            "on the workspace (e.g. AzureML Data Scientist)",
-            **common,
-        )
-    if status in (401, 403):
-        return AuthenticationError(
-            f"the endpoint refused the credentials ({detail}). Check key= (or {KEY_ENV}): the endpoint's primary "
-            "or secondary key from `az ml online-endpoint get-credentials -n <endpoint>`; with token auth, check "
-            "that the identity may score this endpoint",
-            **common,
-        )
-    if status == 404:
-        where = f"deployment {deployment!r} at " if deployment else ""
-        return NotFoundError(
-            f"{where}{uri} was not found ({detail}); check the endpoint and deployment names", **common
-        )
-    if status in (408, 504):
-        return DeadlineExceededError(
-            f"the endpoint timed out ({detail}); raise the deployment's request_timeout_ms or send fewer images per "
-            "request",
-            **common,
-        )
-    if status == 413:
-        return PayloadTooLargeError(
-            f"the endpoint refused the request size ({detail}); lower images_per_request= or max_request_bytes= "
-            f"(now {max_request_bytes or DEFAULT_MAX_REQUEST_BYTES:,})"
-        )
-    if status == 429:
-        return ThrottledError(f"the endpoint is rate limiting ({detail})", retry_after=retry_after, **common)
-    if status == 424:  # Azure ML's "model error": the scoring script raised
-        return ServiceError(f"the scoring script failed ({detail})", retryable=False, **common)
-    if status >= 500:
-        return ServiceError(f"the endpoint failed ({detail})", retry_after=retry_after, **common)
-    return ServiceError(f"the endpoint refused the request ({detail})", retryable=False, **common)
-
-
-def _region_from_uri(uri: str) -> str | None:
-    host = urlsplit(uri).hostname or ""
-    parts = host.split(".")
-    return parts[1] if host.endswith(".inference.ml.azure.com") and len(parts) == 6 else None
-
-
-def _excerpt(content: bytes | str | None) -> str:
-    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content or "")
-    # An echoing scoring script could return the image; never carry base64 payloads into messages or logs.
-    text = _B64_RUN.sub("<base64 elided>", " ".join(text.split()))
-    return text[:240] or "empty body"
-
-
-def _new_session() -> HttpSession:
-    try:
-        import requests
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "the azure-ml backend needs requests; run: pip install 'derm-cloud[azure]'"
-        ) from exc
-    return requests.Session()  # type: ignore[no-any-return]
-
-
-def _row_json(row: Any) -> str:
-    """One ``data`` row as json.dumps writes it: the base64 image (never escaped) spliced in, then the rest."""
-    if isinstance(row, str):
-        return '"' + row + '"'
-    image: str = row[0]
-    return '["' + image + '", ' + json.dumps(row[1:], ensure_ascii=True)[1:]

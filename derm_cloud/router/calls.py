@@ -11,27 +11,41 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from derm_cloud.base import RawResult
-from derm_cloud.errors import AuthenticationError, InvalidImageError, NotFoundError, RemoteError
+from derm_cloud.errors import InvalidImageError, RemoteError
 from derm_cloud.images import PreparedImage
 from derm_cloud.retry import CircuitBreaker, RetryPolicy
+from derm_cloud.router.outcomes import CONFIG_FAULTS
 from derm_cloud.types import PatientMetadata, Prediction
 
 if TYPE_CHECKING:
-    from derm_cloud.router.core import Router
+    from derm_cloud.observability import Telemetry
+    from derm_cloud.router.health import ConfigFaults
     from derm_cloud.router.policy import DeploymentState, RouterPolicy
 
-__all__ = ["CONFIG_FAULTS", "Call", "StoppedError", "run_call"]
-
-#: Errors that say a deployment is set up wrong (credentials, role, permission, endpoint or model name), not
-#: that it is having a bad minute: falling back hides them, so the router reports them loudly.
-CONFIG_FAULTS: tuple[type[RemoteError], ...] = (AuthenticationError, NotFoundError)
+__all__ = ["CONFIG_FAULTS", "Call", "CallingRouter", "StoppedError", "run_call"]
 
 # The router's RetryPolicy loops over attempts to ONE deployment; the cooldown is the deployment's own breaker,
 # recorded once per routed call by the router. This breaker never opens, so the two never count twice.
 _NEVER_OPENS = 2**31
+
+
+class CallingRouter(Protocol):
+    """What a deployment call needs of its `Router` (a protocol, so this module needs nothing from the router's)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def policy(self) -> RouterPolicy: ...
+
+    @property
+    def telemetry(self) -> Telemetry: ...
+
+    @property
+    def config_faults(self) -> ConfigFaults: ...
 
 
 class StoppedError(Exception):
@@ -78,7 +92,7 @@ class Call:
 
 
 def run_call(
-    router: Router,
+    router: CallingRouter,
     st: DeploymentState,
     prepared: PreparedImage,
     meta: PatientMetadata,

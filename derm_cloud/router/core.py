@@ -28,26 +28,19 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from derm_cloud.base import BackendInfo, Classifier, MetadataInput, RawResult, as_metadata
-from derm_cloud.errors import CircuitOpenError, ConfigError, InvalidImageError
+from derm_cloud.errors import ConfigError, InvalidImageError
 from derm_cloud.images import ImageInput, PreparedImage, load_image, prepare_payload
 from derm_cloud.observability import Telemetry
 from derm_cloud.retry import CircuitBreaker
-from derm_cloud.router.calls import Call, run_call
 from derm_cloud.router.health import ConfigFaults, DeploymentCheck, check_deployments
-from derm_cloud.router.outcomes import (
-    default_name,
-    describe_error,
-    failure_reason,
-    give_up,
-    keeps_own_deadline,
-    strictest,
-)
+from derm_cloud.router.outcomes import default_name, give_up, keeps_own_deadline, strictest
 from derm_cloud.router.policy import Balancer, Deployment, DeploymentState, HedgePolicy, RouterPolicy
+from derm_cloud.router.routing import RoutedRequest, _can_launch
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata, Prediction, Route, SkippedDeployment
 
@@ -55,15 +48,6 @@ if TYPE_CHECKING:
     from derm_cloud.router.shadow import ShadowComparison
 
 __all__ = ["Router"]
-
-
-class _Launched(NamedTuple):
-    """One deployment call of a request: its state, its handle, when it started and when its share ends."""
-
-    state: DeploymentState
-    call: Call
-    at: float
-    ends: float
 
 
 class Router(Classifier):
@@ -283,99 +267,11 @@ class Router(Classifier):
         started = time.perf_counter()
         deadline_at = time.monotonic() + self.policy.deadline_s
         queue = self._balancer.order() if queue is None else queue
-        skipped: list[SkippedDeployment] = []
-        failures: list[BaseException] = []
-        pending: dict[Future[Call], _Launched] = {}
-        launched: list[_Launched] = []
-        winner: tuple[DeploymentState, Call] | None = None
-        hedged = False
         with self.telemetry.span("derm_cloud.route", {"derm_cloud.router": self.name}) as span:
-            parent = self.telemetry.current_context()
-
-            def launch() -> bool:
-                """Start the next deployment not in cooldown; False when none is left or time is up."""
-                while queue:
-                    st = queue.pop(0)
-                    try:
-                        st.breaker.before_call(st.name)
-                    except CircuitOpenError as exc:
-                        skipped.append(SkippedDeployment(st.name, "cooldown", describe_error(exc)))
-                        self.telemetry.metrics.observe(st.name, "cooldown", 0.0)
-                        continue
-                    now = time.monotonic()
-                    left = deadline_at - now
-                    if left <= 0:
-                        queue.insert(0, st)
-                        return False
-                    others = any(_can_launch(q) for q in queue)  # a fallback, or a hedge, could follow
-                    budget = left * self.policy.share if others else left
-                    handle = Call()
-                    st.started()
-                    if others or pending or not st.keeps_deadline:
-                        fut = self._pool.submit(run_call, self, st, prepared, meta, budget, parent, handle)
-                    else:
-                        # Nothing to fall back to or hedge with, and a call that keeps its deadline itself (or
-                        # could not be stopped anyway): a worker thread would only add a hand-off.
-                        fut = Future()
-                        try:
-                            fut.set_result(run_call(self, st, prepared, meta, budget, parent, handle))
-                        except BaseException as exc:  # re-raised by fut.result(), as from a worker
-                            fut.set_exception(exc)
-                    fut.add_done_callback(_finished_callback(st))
-                    pending[fut] = _Launched(st, handle, now, now + budget)
-                    launched.append(pending[fut])
-                    return True
-                return False
-
-            launch()
-            while pending:
-                now = time.monotonic()
-                wake = min(min(c.ends for c in pending.values()), deadline_at)
-                hedge_at = self._hedge_at(pending, queue, hedged)
-                if hedge_at is not None:
-                    wake = min(wake, hedge_at)
-                # A call run on this thread is done already: no need to wait (wait() costs a lock dance per future).
-                done = {f for f in pending if f.done()} or wait(
-                    list(pending), timeout=max(0.0, wake - now), return_when=FIRST_COMPLETED
-                ).done
-                for fut in done:
-                    st = pending.pop(fut).state
-                    attempt = fut.result()
-                    if attempt.prediction is not None and winner is None:
-                        winner = (st, attempt)
-                    elif attempt.error is not None:
-                        failures.append(attempt.error)
-                        skipped.append(
-                            SkippedDeployment(st.name, failure_reason(attempt.error), describe_error(attempt.error))
-                        )
-                    else:  # a second good answer in the same instant: the first one won
-                        skipped.append(SkippedDeployment(st.name, "hedge_lost", "answered after the winner"))
-                if winner is not None:
-                    break
-                now = time.monotonic()
-                for fut, c in list(pending.items()):
-                    if (now >= c.ends or now >= deadline_at) and c.call.claim():
-                        del pending[fut]  # abandoned: no retry starts; a request in flight is ignored
-                        _stop(fut, c)
-                        c.state.breaker.record(ok=False)
-                        c.state.cut(now - c.at)
-                        self.telemetry.metrics.observe(c.state.name, "deadline", now - c.at, error_class="Deadline")
-                        skipped.append(
-                            SkippedDeployment(c.state.name, "deadline", f"no answer within {c.ends - c.at:.2f} s")
-                        )
-                hedge_at = self._hedge_at(pending, queue, hedged)
-                if hedge_at is not None and now >= hedge_at and launch():
-                    hedged = True
-                elif not pending:
-                    launch()
-            now = time.monotonic()
-            for fut, c in pending.items():  # the losing side of a hedge, still running: its answer is ignored
-                if c.call.claim():
-                    c.state.cut(now - c.at)  # for the hedge delay: slower than this, by how much unknown
-                    self.telemetry.metrics.observe(c.state.name, "hedge_lost", now - c.at)
-                _stop(fut, c)
-                skipped.append(SkippedDeployment(c.state.name, "hedge_lost", "another deployment answered first"))
-            billed = self._billed(launched)
+            request = RoutedRequest(self, prepared, meta, queue, deadline_at, self.telemetry.current_context())
+            request.run()
+            skipped, hedged, winner = request.skipped, request.hedged, request.winner
+            billed = request.billed()
             attempts = sum(n for _, n in billed)
             latency_ms = (time.perf_counter() - started) * 1000
             span.set_attribute("derm_cloud.attempts", attempts)
@@ -383,7 +279,7 @@ class Router(Classifier):
             span.set_attribute("derm_cloud.hedged", hedged)
             span.set_attribute("derm_cloud.latency_ms", latency_ms)
             if winner is None:
-                error = give_up(self.name, self.policy.deadline_s, skipped, failures, deadline_at)
+                error = give_up(self.name, self.policy.deadline_s, skipped, request.failures, deadline_at)
                 span.set_attribute("derm_cloud.outcome", "error")
                 span.set_error(error)
                 self.telemetry.log_request(
@@ -403,12 +299,27 @@ class Router(Classifier):
             span.set_attribute("derm_cloud.backend", pred.backend)
             span.set_attribute("derm_cloud.model", pred.model_id)
             span.set_attribute("derm_cloud.outcome", "ok")
+        self._log_answer(request_id, st.name, attempts, skipped, hedged, latency_ms)
+        if self.shadow is not None:
+            self.shadow.offer(request_id, st.name, prepared, meta, pred)
+        return pred
+
+    def _log_answer(
+        self,
+        request_id: str,
+        deployment: str,
+        attempts: int,
+        skipped: list[SkippedDeployment],
+        hedged: bool,
+        latency_ms: float,
+    ) -> None:
+        """The request log line of an answered request (when request logging is on)."""
         if self.telemetry.logs_requests:
             self.telemetry.log_request(
                 {
                     "router": self.name,
                     "request_id": request_id,
-                    "deployment": st.name,
+                    "deployment": deployment,
                     "outcome": "ok",
                     "attempts": attempts,
                     "skipped": ",".join(f"{s.deployment}:{s.reason}" for s in skipped) or "-",
@@ -416,37 +327,3 @@ class Router(Classifier):
                     "ms": f"{latency_ms:.0f}",
                 }
             )
-        if self.shadow is not None:
-            self.shadow.offer(request_id, st.name, prepared, meta, pred)
-        return pred
-
-    def _billed(self, launched: list[_Launched]) -> tuple[tuple[str, int], ...]:
-        """Requests sent per deployment, in the order first called; every launched call is stopped first, so
-        no retry of a call the router no longer waits for can start after it was counted."""
-        billed: dict[str, int] = {}
-        for c in launched:
-            billed[c.state.name] = billed.get(c.state.name, 0) + c.call.stop()
-        for name, n in billed.items():
-            self.telemetry.metrics.bill(name, n)
-        return tuple(billed.items())
-
-    def _hedge_at(self, pending: dict[Future[Call], _Launched], queue: list[Any], hedged: bool) -> float | None:
-        """When to hedge the one call in flight, or ``None`` (hedging off, already hedged, nothing to hedge to)."""
-        if self.hedge is None or hedged or len(pending) != 1 or not any(_can_launch(q) for q in queue):
-            return None
-        c = next(iter(pending.values()))
-        return c.at + c.state.hedge_delay(self.hedge)
-
-
-def _stop(fut: Future[Call], c: _Launched) -> None:
-    """The router no longer waits for this call: it sends no further request, and never starts if queued."""
-    c.call.stop()
-    fut.cancel()
-
-
-def _finished_callback(st: DeploymentState) -> Callable[[Future[Call]], None]:
-    return lambda _future: st.finished()
-
-
-def _can_launch(st: DeploymentState) -> bool:
-    return st.breaker.cooldown_remaining() <= 0

@@ -23,20 +23,22 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from derm_cloud.errors import AuthenticationError, DeploymentCheckError
 from derm_cloud.images import ImageLimits, PreparedImage, prepare_payload
 from derm_cloud.observability import RouterMetrics
-from derm_cloud.router.calls import CONFIG_FAULTS
-from derm_cloud.router.outcomes import describe_error
+from derm_cloud.router.outcomes import CONFIG_FAULTS, describe_error
 from derm_cloud.types import PatientMetadata
 
 if TYPE_CHECKING:
-    from derm_cloud.base import Classifier
-    from derm_cloud.router.core import Router
+    from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["ConfigFaults", "DeploymentCheck", "check_deployments", "probe_image"]
+    from derm_cloud.base import Classifier
+    from derm_cloud.router.policy import Deployment
+    from derm_cloud.router.shadow import ShadowComparison
+
+__all__ = ["CheckedRouter", "ConfigFaults", "DeploymentCheck", "check_deployments", "probe_image"]
 
 logger = logging.getLogger("derm_cloud.router")
 
@@ -122,6 +124,28 @@ class DeploymentCheck:
     config_fault: bool = False
 
 
+class CheckedRouter(Protocol):
+    """What the start-up check needs of its `Router` (a protocol, so this module needs nothing from the router's)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def image_limits(self) -> ImageLimits: ...
+
+    @property
+    def deployments(self) -> list[Deployment]: ...
+
+    @property
+    def shadow(self) -> ShadowComparison | None: ...
+
+    @property
+    def config_faults(self) -> ConfigFaults: ...
+
+    @property
+    def _pool(self) -> ThreadPoolExecutor: ...
+
+
 def probe_image(limits: ImageLimits) -> PreparedImage:
     """A tiny, plain JPEG (a skin-toned square, no patient data) every deployment accepts."""
     from PIL import Image
@@ -132,7 +156,7 @@ def probe_image(limits: ImageLimits) -> PreparedImage:
     return prepare_payload(buf.getvalue(), limits=limits)
 
 
-def check_deployments(router: Router, *, timeout_s: float, strict: bool) -> list[DeploymentCheck]:
+def check_deployments(router: CheckedRouter, *, timeout_s: float, strict: bool) -> list[DeploymentCheck]:
     """Send the probe image to every deployment (and the shadow) at once; see `Router.check`."""
     probe = probe_image(router.image_limits)
     targets: list[tuple[str, Classifier]] = [(d.name, d.classifier) for d in router.deployments]

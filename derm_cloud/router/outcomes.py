@@ -11,11 +11,30 @@ import time
 from collections.abc import Sequence
 
 from derm_cloud.base import Classifier
-from derm_cloud.errors import CircuitOpenError, DeadlineExceededError, InvalidImageError, RemoteError
+from derm_cloud.errors import (
+    AuthenticationError,
+    CircuitOpenError,
+    DeadlineExceededError,
+    InvalidImageError,
+    NotFoundError,
+    RemoteError,
+)
 from derm_cloud.images import ImageLimits
 from derm_cloud.types import SkippedDeployment
 
-__all__ = ["default_name", "describe_error", "failure_reason", "give_up", "keeps_own_deadline", "strictest"]
+__all__ = [
+    "CONFIG_FAULTS",
+    "default_name",
+    "describe_error",
+    "failure_reason",
+    "give_up",
+    "keeps_own_deadline",
+    "strictest",
+]
+
+#: Errors that say a deployment is set up wrong (credentials, role, permission, endpoint or model name), not
+#: that it is having a bad minute: falling back hides them, so the router reports them loudly.
+CONFIG_FAULTS: tuple[type[RemoteError], ...] = (AuthenticationError, NotFoundError)
 
 
 def give_up(
