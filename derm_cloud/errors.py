@@ -116,7 +116,8 @@ class DeploymentCheckError(ConfigError):
 
     def __init__(self, message: str, failures: dict[str, str]) -> None:
         super().__init__(message)
-        self.failures = failures
+        # The causes quote provider errors, which may carry an endpoint URL or a key: redacted like the message.
+        self.failures = {name: redact(cause) for name, cause in failures.items()}
 
 
 class InvalidImageError(DermCloudError, ValueError):

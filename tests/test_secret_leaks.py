@@ -27,7 +27,13 @@ from tests_helpers import DEV_CSV, dev_image, dev_rows
 
 import derm_cloud.errors as errors_module
 from derm_cloud.cli import main
-from derm_cloud.errors import ChecksumMismatchError, CircuitOpenError, DermCloudError, RemoteError
+from derm_cloud.errors import (
+    ChecksumMismatchError,
+    CircuitOpenError,
+    DeploymentCheckError,
+    DermCloudError,
+    RemoteError,
+)
 from derm_cloud.redaction import RedactingFormatter, format_exception
 from derm_cloud.testing.emulators.azure_custom_vision import CustomVisionEmulator
 from derm_cloud.testing.emulators.azure_ml import AzureMLEmulator
@@ -278,6 +284,9 @@ def test_no_error_type_carries_a_planted_secret(cls: type[DermCloudError]) -> No
 
     if cls is ChecksumMismatchError:
         error: DermCloudError = cls(PLANTED_TEXT, "0" * 64, "1" * 64)  # type: ignore[call-arg, arg-type]
+    elif cls is DeploymentCheckError:
+        error = cls(PLANTED_TEXT, {"primary": PLANTED_TEXT})
+        assert hits(repr(error.failures)) == []  # type: ignore[attr-defined]
     elif cls is ConfigFileError:
         error = cls(PLANTED_TEXT, key="backends[0].options.scoring_uri", line=3, file="compare.toml")
     elif issubclass(cls, RemoteError):
