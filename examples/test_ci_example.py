@@ -66,6 +66,8 @@ def client(emulator: SageMakerRuntimeEmulator, model_dir: Path) -> Iterator[Any]
     primary = sagemaker_backend_for(emulator, "derm-triage", retry=retry, read_timeout=2.0)
     fallback = derm_cloud.create("local-onnx", model_dir=str(model_dir))
     with primary, fallback, TestClient(create_app(Triage(primary, fallback, deadline_s=3.0))) as test_client:
+        # The app's start-up check has sent its one probe image to each deployment; each test counts from here.
+        emulator.reset()
         yield test_client
 
 
