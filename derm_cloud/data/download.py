@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -30,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from derm_cloud.errors import ChecksumMismatchError, DownloadError, MissingDependencyError
+from derm_cloud.data.download_errors import STALL_TIMEOUT_S, describe_failure, network_advice, requests_module
+from derm_cloud.data.download_progress import Progress, _Silence
+from derm_cloud.errors import ChecksumMismatchError, DownloadError
 
 __all__ = [
     "STALL_TIMEOUT_S",
@@ -47,9 +48,6 @@ __all__ = [
 _CHUNK = 1 << 20
 _READ = 1 << 16
 _CONNECT_TIMEOUT_S = 15.0
-#: Seconds without a byte from the host before an attempt fails (and is retried, resuming): a stalled host is
-#: reported every ``interval`` seconds meanwhile, so the wait is never silent.
-STALL_TIMEOUT_S = 30.0
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -75,84 +73,6 @@ def mirror_url(url: str, mirror: str | None) -> str:
     return f"{mirror.rstrip('/')}/{parts.netloc}{tail}"
 
 
-class Progress:
-    """Byte progress: a tqdm bar in a terminal, periodic plain lines otherwise, nothing when quiet.
-
-    Args:
-        label: what is downloading (the file name).
-        total: expected bytes, if known.
-        quiet: print nothing.
-        interval: seconds between plain lines.
-        stream: where to write (default stderr).
-    """
-
-    def __init__(
-        self, label: str, total: int | None, *, quiet: bool = False, interval: float = 10.0, stream: Any = None
-    ) -> None:
-        self.label, self.total, self.quiet, self.interval = label, total, quiet, interval
-        self.stream = stream or sys.stderr
-        self.done = 0
-        self._start = self._last = time.monotonic()
-        self.last_byte = self._start  # when a byte last arrived (read by the stall watch)
-        self._bar: Any = None
-        if not quiet and getattr(self.stream, "isatty", lambda: False)():
-            try:
-                from tqdm import tqdm
-
-                self._bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, file=self.stream, leave=False)
-            except ImportError:  # tqdm is optional: fall back to plain lines
-                self._bar = None
-
-    def set_total(self, total: int | None) -> None:
-        """The expected size, once the server has stated it."""
-        self.total = total
-        if self._bar is not None:
-            self._bar.total = total
-            self._bar.refresh()
-
-    def note(self, text: str) -> None:
-        """A line beside the progress (above the bar in a terminal); nothing when quiet."""
-        if self.quiet:
-            return
-        if self._bar is not None:
-            self._bar.write(text, file=self.stream)
-        else:
-            print(text, file=self.stream, flush=True)
-
-    def start_at(self, offset: int) -> None:
-        """Count bytes already on disk (a resumed download)."""
-        self.done = offset
-        if self._bar is not None:
-            self._bar.update(offset)
-
-    def update(self, n: int) -> None:
-        self.done += n
-        self.last_byte = time.monotonic()
-        if self.quiet:
-            return
-        if self._bar is not None:
-            self._bar.update(n)
-            return
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            print(self.line(now), file=self.stream, flush=True)
-
-    def line(self, now: float | None = None) -> str:
-        """The plain progress line: bytes, percentage, rate and ETA when the size is known."""
-        elapsed = max(1e-6, (now or time.monotonic()) - self._start)
-        rate = self.done / elapsed
-        text = f"{self.label}: {self.done / 1e6:.1f} MB"
-        if self.total:
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            text += f" / {self.total / 1e6:.1f} MB ({100 * self.done / self.total:.0f}%), ETA {eta:.0f} s"
-        return text + f", {rate / 1e6:.2f} MB/s"
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
 @dataclass(frozen=True)
 class Downloaded:
     """A finished download: where it is, its SHA-256, and whether it resumed a partial file."""
@@ -161,15 +81,6 @@ class Downloaded:
     sha256: str
     size: int
     resumed_from: int
-
-
-def requests_module() -> Any:
-    """The ``requests`` module, or a :class:`MissingDependencyError` naming the extra that installs it."""
-    try:
-        import requests
-    except ImportError as exc:  # pragma: no cover - requests ships with the data extra
-        raise MissingDependencyError("downloading datasets needs requests: pip install 'derm-cloud[data]'") from exc
-    return requests
 
 
 def download(
@@ -273,61 +184,6 @@ def download(
     return Downloaded(dest, actual, dest.stat().st_size, first_offset)
 
 
-def network_advice(url: str, *, stalled: bool = False) -> str:
-    """What to check when ``url``'s host cannot be reached (or stops sending), and the way around it (a mirror)."""
-    host = (urllib.parse.urlsplit(url).hostname or url).strip("[]")
-    mirror = (
-        "or fetch from a copy with --mirror URL (or $DERM_CLOUD_DATA_MIRROR), which serves https://HOST/PATH as "
-        "URL/HOST/PATH"
-    )
-    if stalled:
-        return (
-            f"{host} accepted the connection but stopped sending: rerun later (the download resumes), raise "
-            f"--stall-timeout on a slow link, check any proxy ($HTTPS_PROXY / $HTTP_PROXY), {mirror}"
-        )
-    return (
-        f"check the network connection, DNS (does {host} resolve?), any proxy ($HTTPS_PROXY / $HTTP_PROXY) and "
-        f"that the URL is right; {mirror}"
-    )
-
-
-def describe_failure(
-    exc: BaseException, url: str, stall_timeout: float = STALL_TIMEOUT_S, *, advice: bool = True
-) -> str:
-    """One line for a failed attempt: what happened, in words, and (for network failures) what to check."""
-    requests = requests_module()
-    import urllib3
-
-    host = urllib.parse.urlsplit(url).netloc or url
-    stalled = False
-    if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(exc, requests.exceptions.ReadTimeout):
-        text = f"cannot reach {host} ({_root_reason(exc)})"
-    elif isinstance(exc, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)):
-        text, stalled = f"{host} sent no data for {stall_timeout:g} s (stalled)", True
-    elif isinstance(exc, requests.exceptions.Timeout):
-        text = f"cannot reach {host} (no answer to the connection attempt)"
-    else:
-        return str(exc)
-    return f"{text}; {network_advice(url, stalled=stalled)}" if advice else text
-
-
-def _root_reason(exc: BaseException) -> str:
-    """The innermost cause of a connection failure, without the pool's wrapping ("Connection refused")."""
-    seen: BaseException | None = exc
-    text = str(exc)
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.strerror:
-            return str(seen.strerror)
-        text = str(seen) or text
-        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
-        seen = seen.__cause__ or seen.__context__ or inner
-    for marker in ("Name or service not known", "Temporary failure in name resolution", "Connection refused",
-                   "Network is unreachable", "timed out", "ProxyError", "SSL"):  # fmt: skip
-        if marker in text:
-            return marker
-    return text.split(": ")[-1][:200]
-
-
 class _RetryableError(Exception):
     """A failure worth another attempt (5xx, short body, misplaced range)."""
 
@@ -340,33 +196,6 @@ class _FatalError(_RetryableError):
 
 class _DamagedError(_FatalError):
     """A file of the stated length that fails its own check: deleted, so nothing is left to resume."""
-
-
-class _Silence:
-    """Prints "waiting for data" every ``interval`` s while no byte arrives, so a stalled host is visible."""
-
-    def __init__(self, progress: Progress, host: str, stall_timeout: float, interval: float) -> None:
-        self.progress, self.host, self.stall_timeout = progress, host, stall_timeout
-        self.interval = max(0.05, interval)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="derm-cloud-download-watch", daemon=True)
-
-    def __enter__(self) -> _Silence:
-        if not self.progress.quiet:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.interval):
-            silent = time.monotonic() - self.progress.last_byte
-            if silent >= self.interval:
-                self.progress.note(f"{self.progress.label}: waiting for data from {self.host}: nothing for "
-                                   f"{silent:.0f} s (gives up after {self.stall_timeout:g} s)")  # fmt: skip
 
 
 _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")

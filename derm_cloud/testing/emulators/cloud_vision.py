@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response
-from derm_cloud.testing.emulators.vertex import _GoogleError
+from derm_cloud.testing.emulators.vertex_errors import _GoogleError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -34,31 +34,26 @@ import contextlib
 import json
 import os
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response, retry_after_header
+from derm_cloud.testing.emulators.base import Fault, Response
+from derm_cloud.testing.emulators.vertex_errors import _GoogleError
+from derm_cloud.testing.emulators.vertex_grpc import GRPC_PREDICT_METHOD, VertexGrpcServer
 
 if TYPE_CHECKING:
-    import grpc
-
     from derm_cloud.backends.gcp_vertex import GcpVertexClassifier
     from derm_cloud.serving import ModelServer
 
 __all__ = ["GRPC_PREDICT_METHOD", "HostedEndpoint", "VertexEmulator", "vertex_backend_for"]
 
-GRPC_PREDICT_METHOD = "/google.cloud.aiplatform.v1.PredictionService/Predict"
 #: Unverified default (see module docstring); override with ``max_request_bytes``.
 DEFAULT_MAX_REQUEST_BYTES = 1_500_000
 
 Schema = Literal["automl", "custom"]
 _RESOURCE = re.compile(r"^/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/endpoints/(?P<e>[^/:]+)(?P<verb>:predict)?$")
-_GRPC_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND"}
-_GRPC_CODES |= {409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED"}
-_GRPC_CODES |= {503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
 @dataclass
@@ -72,36 +67,7 @@ class HostedEndpoint:
     display_name: str
 
 
-class _GoogleError(Exception):
-    """An error answer: HTTP status, gRPC status name, message, optional retry delay in seconds."""
-
-    def __init__(self, http: int, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.http = http
-        self.status = _GRPC_CODES.get(http, "UNKNOWN")
-        self.retry_after = retry_after
-
-    def envelope(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.http, "message": str(self), "status": self.status}
-        if self.retry_after is not None:
-            error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": _duration(self)}]
-        return {"error": error}
-
-    def response(self) -> Response:
-        """The REST answer: the JSON envelope, with ``Retry-After`` when a retry delay is set."""
-        return Response.json(self.envelope(), self.http, retry_after_header(self.retry_after))
-
-
-def _duration(error: _GoogleError) -> str:
-    """``retry_after`` as protobuf's JSON printer writes a Duration (``"0.500s"``, ``"2s"``), as Google sends it."""
-    from google.protobuf import duration_pb2
-
-    delay = duration_pb2.Duration()
-    delay.FromNanoseconds(round((error.retry_after or 0.0) * 1e9))
-    return str(delay.ToJsonString())
-
-
-class VertexEmulator(EmulatorServer):
+class VertexEmulator(VertexGrpcServer):
     """A Vertex AI project with prediction endpoints, over REST and (optionally) gRPC.
 
     Args:
@@ -202,32 +168,6 @@ class VertexEmulator(EmulatorServer):
         if self._grpc_port is None:
             raise RuntimeError("the gRPC server is not running; construct with grpc=True and call start()")
         return f"{self._host}:{self._grpc_port}"
-
-    def _start_grpc(self) -> None:
-        from concurrent import futures
-
-        import grpc
-        from google.cloud.aiplatform_v1 import PredictRequest
-
-        handler = grpc.method_handlers_generic_handler(
-            "google.cloud.aiplatform.v1.PredictionService",
-            {
-                "Predict": grpc.unary_unary_rpc_method_handler(
-                    self._grpc_predict,
-                    request_deserializer=PredictRequest.pb().FromString,
-                    response_serializer=bytes,  # _grpc_predict returns serialized bytes (or deliberately broken ones)
-                )
-            },
-        )
-        limit = 64 * 1024 * 1024  # above any max_request_bytes, so our INVALID_ARGUMENT answers, not grpc's own
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="vertex-grpc"),
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
-        )
-        server.add_generic_rpc_handlers((handler,))
-        self._grpc_port = server.add_insecure_port(f"{self._host}:0")
-        server.start()
-        self._grpc_server = server
 
     # --- the shared core ----------------------------------------------------------------------------------------
 
@@ -352,94 +292,6 @@ class VertexEmulator(EmulatorServer):
         if fault.kind == "error":
             return _GoogleError(fault.status, "Injected failure.")
         raise ValueError(f"fault {fault.kind!r} has no Google error form")
-
-    # --- gRPC ----------------------------------------------------------------------------------------------------
-
-    def _grpc_predict(self, request: Any, context: grpc.ServicerContext) -> bytes:
-        from google.cloud.aiplatform_v1 import PredictResponse
-        from google.protobuf import json_format
-
-        metadata = {k: (v if isinstance(v, str) else "<binary>") for k, v in context.invocation_metadata()}
-        body = json_format.MessageToDict(request)
-        size = request.ByteSize()
-        self._record("GRPC", GRPC_PREDICT_METHOD, metadata, json.dumps(body).encode())
-        fault = self._take_fault(GRPC_PREDICT_METHOD)
-        try:
-            if fault is not None:
-                broken = self._grpc_fault(fault, context)
-                if broken is not None:
-                    return broken
-            self._check_auth(metadata.get("authorization"))
-            match = re.match(r"^projects/([^/]+)/locations/([^/]+)/endpoints/([^/]+)$", body.get("endpoint", ""))
-            if match is None:
-                raise _GoogleError(400, f"Invalid resource name: {body.get('endpoint', '')!r}.")
-            out = self._predict(match.group(1), match.group(2), match.group(3), body, size)
-        except _GoogleError as exc:
-            self._abort(context, exc)
-        response = json_format.Parse(out, PredictResponse.pb()())
-        return bytes(response.SerializeToString())
-
-    def _grpc_fault(self, fault: Fault, context: grpc.ServicerContext) -> bytes | None:
-        """Apply a fault to a gRPC call: abort, delay, or return deliberately broken response bytes.
-
-        ``slow`` and ``drip`` are the real answer, late, as on REST: a gRPC message cannot be sent a byte at a
-        time, and gRPC's deadline covers the whole call anyway, so ``drip`` delays the answer in small steps
-        like ``slow``. Every delay ends early when the client gives up (deadline or cancel), as a server would.
-        """
-        gave_up = _GoogleError(504, "Deadline Exceeded")  # what the client reports itself once its deadline passed
-        if fault.kind in ("slow", "drip"):
-            if not _wait_for_client(context, fault.delay):
-                self._abort(context, gave_up)
-            return None
-        if fault.kind in ("timeout", "reset"):
-            if fault.kind == "timeout" and not _wait_for_client(context, fault.delay):
-                self._abort(context, gave_up)  # the client's deadline normally fires first
-            self._abort(context, _GoogleError(503, "Connection reset by peer."))
-        if fault.kind == "malformed":
-            from google.cloud.aiplatform_v1 import PredictResponse
-            from google.protobuf import json_format
-
-            wrong = {"predictions": ["<html>not the contract</html>"], "deployedModelId": "0"}
-            return bytes(json_format.ParseDict(wrong, PredictResponse.pb()()).SerializeToString())
-        if fault.kind == "truncated":
-            return b"\x0a\xff\x01\x0a"  # a length-delimited field that claims more bytes than follow
-        self._abort(context, self._fault_error(fault))
-        return None  # unreachable: abort raises
-
-    @staticmethod
-    def _abort(context: grpc.ServicerContext, exc: _GoogleError) -> None:
-        import grpc
-
-        code = getattr(grpc.StatusCode, exc.status, grpc.StatusCode.UNKNOWN)
-        if exc.retry_after is not None:
-            try:
-                from google.protobuf import any_pb2, duration_pb2
-                from google.rpc import error_details_pb2, status_pb2
-                from grpc_status import rpc_status  # type: ignore[import-untyped]
-
-                detail = any_pb2.Any()
-                delay = duration_pb2.Duration()
-                delay.FromNanoseconds(int(exc.retry_after * 1e9))
-                detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-                status = status_pb2.Status(code=code.value[0], message=str(exc), details=[detail])
-                context.abort_with_status(rpc_status.to_status(status))
-            except ImportError:  # grpcio-status missing: the plain status still says RESOURCE_EXHAUSTED
-                pass
-        context.abort(code, str(exc))
-
-
-def _wait_for_client(context: grpc.ServicerContext, seconds: float) -> bool:
-    """Sleep up to ``seconds`` in 50 ms steps; ``False`` as soon as the client has gone (deadline passed, cancelled).
-
-    So an injected delay holds one of the server's worker threads no longer than the client waits for it.
-    """
-    until = time.monotonic() + seconds
-    while (left := until - time.monotonic()) > 0:
-        remaining = context.time_remaining()
-        if not context.is_active() or (remaining is not None and remaining <= 0):
-            return False
-        time.sleep(min(0.05, left))
-    return True
 
 
 def vertex_backend_for(
