@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from derm_cloud.cli import main
-from derm_cloud.compare.config import load_config, parse_config
-from derm_cloud.compare.defaults import DEFAULT_CONFIG_TOML
+from derm_cloud.compare.run.config_file import load_config, parse_config
+from derm_cloud.compare.run.defaults import DEFAULT_CONFIG_TOML
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

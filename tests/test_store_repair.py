@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from derm_cloud.cli import main
-from derm_cloud.compare.store import RunStore
-from derm_cloud.compare.store_repair import repair_store
+from derm_cloud.compare.run.store import RunStore
+from derm_cloud.compare.run.store_repair import repair_store
 from derm_cloud.errors import RunStoreDamagedError
 
 

@@ -7,7 +7,7 @@ and derm-cloud) that run verbatim against the emulator. ``derm-cloud emulate`` p
 dict. Every value is a string, a number, a list or a dict, never ``None``, so a script can read any field.
 
 Example:
-    >>> from derm_cloud.compare.emulation import start  # doctest: +SKIP
+    >>> from derm_cloud.testing.launch import start  # doctest: +SKIP
     >>> info = connection("sagemaker", start("sagemaker", model_dir, options={}, transport=None))  # doctest: +SKIP
     >>> info["env"]["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"]  # doctest: +SKIP
     'http://127.0.0.1:40123'
@@ -31,7 +31,7 @@ def connection(kind: str, emulator: Any) -> dict[str, Any]:
     Args:
         kind: one of ``sagemaker``, ``azure-ml``, ``azure-custom-vision``, ``vertex``, ``google-vision``,
             ``azure-openai``, ``vertex-gemini``, ``rekognition-custom-labels``.
-        emulator: the running emulator (from :func:`derm_cloud.compare.emulation.start` or its own class).
+        emulator: the running emulator (from :func:`derm_cloud.testing.launch.start` or its own class).
 
     Returns:
         A JSON-compatible dict with ``kind``, ``url``, ``sdk``, the cloud's own fields (flat), ``env``,
