@@ -36,6 +36,7 @@ import functools
 import json
 import logging
 import os
+import reprlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -57,7 +58,7 @@ from derm_cloud.serving_errors import (
     UnsupportedMediaTypeError,
     error_response,
 )
-from derm_cloud.serving_limits import DEFAULT_MAX_BODY_BYTES, DecodeBudget, estimate_decode
+from derm_cloud.serving_limits import DEFAULT_MAX_BODY_BYTES, DecodeBudget, DecodeEstimate, estimate_decode
 from derm_cloud.types import PatientMetadata
 
 if TYPE_CHECKING:
@@ -139,7 +140,20 @@ def _metadata(value: Any, where: str) -> PatientMetadata:
     try:
         return as_metadata(value)
     except ConfigError as exc:
-        raise BadRequestError(f"{where}: {exc}") from None
+        raise BadRequestError(f"{where}: {_clip(str(exc))}") from None
+
+
+_MESSAGE_LIMIT = 300
+
+
+def _clip(text: str) -> str:
+    """A message that may quote request values, cut to a length fit for an error body and a log line."""
+    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
+
+
+def _brief(value: Any) -> str:
+    """``repr`` of a request value, shortened (long lists, strings, deep nesting) for an error message."""
+    return reprlib.repr(value)
 
 
 _P = ParamSpec("_P")
@@ -277,7 +291,7 @@ class ModelServer:
                     raise BadRequestError('JSON requests must look like {"inputs": "<base64 image>", "parameters": {}}')
                 top_k = (payload.get("parameters") or {}).get("top_k")
                 if top_k is not None and not (isinstance(top_k, int) and top_k > 0):
-                    raise BadRequestError(f"parameters.top_k must be a positive integer, got {top_k!r}")
+                    raise BadRequestError(f"parameters.top_k must be a positive integer, got {_brief(top_k)}")
                 image = self._decode(_b64(payload["inputs"], "inputs"), "inputs")
                 return SageMakerRequest([image], [meta], "hf", top_k=top_k)
             if isinstance(payload, dict) and "instances" in payload:
@@ -332,11 +346,13 @@ class ModelServer:
         if not isinstance(table, dict) or not isinstance(table.get("data"), list):
             raise BadRequestError('expected {"input_data": {"columns": ["image"], "data": ["<base64 image>", ...]}}')
         columns = table.get("columns") or ["image"]
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise BadRequestError(f"input_data.columns must be a list of column names, got {_brief(columns)}")
         if "image" not in columns:
-            raise BadRequestError(f"input_data.columns must include 'image', got {columns}")
+            raise BadRequestError(f"input_data.columns must include 'image', got {_brief(columns)}")
         unknown = sorted(set(columns) - {"image", "age", "sex", "site"})
         if unknown:
-            raise BadRequestError(f"unknown input_data column(s) {unknown}; allowed: image, age, sex, site")
+            raise BadRequestError(f"unknown input_data column(s) {_brief(unknown)}; allowed: image, age, sex, site")
         instances = []
         for i, row in enumerate(table["data"]):
             values = row if isinstance(row, list) else [row]
@@ -415,14 +431,14 @@ class ModelServer:
             raise BadRequestError("'instances' must be a non-empty list")
         if len(instances) > self.max_instances:
             raise BadRequestError(f"{len(instances)} instances in one request; the limit is {self.max_instances}")
-        images, metas = [], []
+        encoded, metas = [], []
         for i, item in enumerate(instances):
             where = f"instances[{i}]"
             if not isinstance(item, dict) or not isinstance(item.get(key), str):
                 raise BadRequestError(f'{where} must be an object with "{key}": "<base64 image>"')
-            images.append(self._decode(_b64(item[key], f"{where}.{key}"), where))
+            encoded.append((_b64(item[key], f"{where}.{key}"), where))
             metas.append(_metadata(item.get("metadata"), f"{where}.metadata"))
-        return images, metas
+        return self._decode_all(encoded), metas
 
     @contextmanager
     def decode_scope(self) -> Iterator[None]:
@@ -443,32 +459,73 @@ class ModelServer:
             self.decode_budget.release(sum(held))
 
     def _decode(self, data: bytes, where: str) -> PreparedImage:
-        with self.decode_scope():
-            self._reserve_decode(data, where)
-            try:
-                return load_image(data, limits=self.image_limits)
-            except InvalidImageError as exc:
-                raise BadRequestError(f"{where}: {exc}") from None
+        return self._decode_all([(data, where)])[0]
 
-    def _reserve_decode(self, data: bytes, where: str) -> None:
-        """Reserve the image's decode cost from its header, before any pixel is decoded (413 or 503 if not)."""
-        estimate = estimate_decode(data)
-        if estimate is None:
-            return  # not a readable image header: load_image names the problem
+    def _decode_all(self, encoded: Sequence[tuple[bytes, str]]) -> list[PreparedImage]:
+        """Decode a request's images (``(bytes, where)``) once their decode cost is reserved, all of it at once."""
+        with self.decode_scope():
+            self._reserve_decode(encoded)
+            images = []
+            for data, where in encoded:
+                try:
+                    images.append(load_image(data, limits=self.image_limits))
+                except InvalidImageError as exc:
+                    raise BadRequestError(f"{where}: {exc}") from None
+            return images
+
+    def _reserve_decode(self, encoded: Sequence[tuple[bytes, str]]) -> None:
+        """Reserve the decode cost of every image of a request from their headers, before any pixel is decoded.
+
+        The sum is what counts: a request's decoded images all live until its response is built (a PNG payload
+        keeps its pixels, and the model preprocesses the whole batch), so releasing each image's share after
+        its decode would let a request hold more than the budget. Reserving all of it at once (or nothing)
+        also means a request refused with 503 has decoded nothing and holds nothing.
+
+        Raises:
+            RequestTooLargeError: one image, or all of them together, need more than the whole budget: no retry
+                can succeed (413).
+            ServerBusyError: the request fits the budget, but not next to the decodes in flight (503).
+        """
+        known = [(estimate, where) for data, where in encoded if (estimate := estimate_decode(data)) is not None]
+        if not known:
+            return  # no readable image header: load_image names the problem
         budget = self.decode_budget
-        if estimate.working_bytes > budget.total_bytes:
+        limit_mb = f"{budget.total_bytes / 1e6:,.0f} MB"
+        for estimate, where in known:
+            if estimate.working_bytes > budget.total_bytes:
+                raise RequestTooLargeError(
+                    f"{where}: the image is {estimate.describe()}, more than this server's decode budget of "
+                    f"{limit_mb}; downscale it (a classifier input is 224-450 px wide) or raise "
+                    "DERM_CLOUD_DECODE_BUDGET_MB"
+                )
+        total = sum(estimate.working_bytes for estimate, _ in known)
+        if total > budget.total_bytes:
+            largest, where = max(known, key=lambda pair: pair[0].working_bytes)
             raise RequestTooLargeError(
-                f"{where}: the image is {estimate.describe()}, more than this server's decode budget of "
-                f"{budget.total_bytes / 1e6:,.0f} MB; downscale it (a classifier input is 224-450 px wide) or "
-                "raise DERM_CLOUD_DECODE_BUDGET_MB"
+                f"the {len(known)} images of this request need about {total / 1e6:,.0f} MB together to prepare, "
+                f"more than this server's decode budget of {limit_mb}, so no retry can succeed; send fewer "
+                f"images per request (at most {_images(budget.total_bytes // largest.working_bytes)} like {where}, "
+                f"{largest.describe()}) or smaller ones (a classifier input is 224-450 px wide), or raise "
+                "DERM_CLOUD_DECODE_BUDGET_MB"
             )
-        if not budget.try_reserve(estimate.working_bytes):
+        if not budget.try_reserve(total):
             raise ServerBusyError(
-                f"{where}: the server is decoding other images and has no room for {estimate.describe()} right "
+                f"{_what_to_decode(known, total)}: the server is decoding other images and has no room for it right "
                 "now; retry after the Retry-After delay",
                 retry_after=2,
             )
-        self._scope.held.append(estimate.working_bytes)
+        self._scope.held.append(total)
+
+
+def _images(count: int) -> str:
+    return f"{count} image" if count == 1 else f"{count} images"
+
+
+def _what_to_decode(known: Sequence[tuple[DecodeEstimate, str]], total: int) -> str:
+    if len(known) == 1:
+        estimate, where = known[0]
+        return f"{where}: {estimate.describe()}"
+    return f"the {len(known)} images of this request (about {total / 1e6:,.0f} MB to prepare together)"
 
 
 def _json(raw: bytes) -> Any:
@@ -476,6 +533,11 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequestError(f"request body is not valid JSON ({exc}); send a JSON object") from None
+    except RecursionError:  # the C parser stops cleanly at Python's recursion limit (~1,000 levels)
+        raise BadRequestError(
+            "request body has JSON arrays or objects nested deeper than this server parses (about 1,000 levels); "
+            "a valid request nests 4 levels at most: send the documented request shape"
+        ) from None
 
 
 def _b64(text: str, where: str) -> bytes:

@@ -1,6 +1,10 @@
 """The ASGI side of :mod:`derm_cloud.serving_http`: the Starlette app with its admission queue, and the uvicorn
 h11 protocol with header timeout, connection cap and request-framing checks.
 
+A request's body is read whole (within ``max_body_bytes``, ``body_timeout`` and the shared ``body_buffer_bytes``)
+*before* it is admitted: admission slots and queue places go to complete requests only, so clients that upload
+slowly, or stall half-way, cannot lock valid requests out of the model; the body timeout ends their reads.
+
 Why a protocol subclass: uvicorn times out idle keep-alive connections but not a request whose headers trickle
 in (slowloris), and h11 silently merges a repeated ``Content-Length`` and lets ``Transfer-Encoding`` override
 one, which a proxy in front may read differently (request smuggling). Both are refused here before the app runs.
@@ -9,9 +13,10 @@ one, which a proxy in front may read differently (request smuggling). Both are r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -52,13 +57,57 @@ def _error(status: int, code: str, message: str, *, close: bool = False, retry_a
 class _RefusedError(Exception):
     """A request refused while its body is read; ``response`` closes the connection (the body may be unread)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.response = _error(status, code, message, close=True)
+        self.response = _error(status, code, message, close=True, retry_after=retry_after)
 
 
-async def _read_body(request: Request, limits: ServerLimits) -> bytes:
-    """The whole body (``Content-Length`` or chunked), within ``max_body_bytes`` and ``body_timeout``."""
+class _BodyBuffer:
+    """Bytes of request bodies in memory, each counted from its first byte read until its response is sent.
+
+    Only the event loop thread touches it, so plain integers suffice. Bytes are counted as they arrive, never as
+    declared: a client that announces a large body and stalls holds only what it sent.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def fits(self, nbytes: int) -> bool:
+        return self.used + nbytes <= self.limit
+
+    @contextlib.contextmanager
+    def account(self) -> Iterator[Callable[[int], bool]]:
+        """A ``take(nbytes) -> bool`` for one request; everything it took is given back when the block ends."""
+        taken = 0
+
+        def take(nbytes: int) -> bool:
+            nonlocal taken
+            if not self.fits(nbytes):
+                return False
+            self.used += nbytes
+            taken += nbytes
+            return True
+
+        try:
+            yield take
+        finally:
+            self.used -= taken
+
+
+def _buffer_full(buffer: _BodyBuffer, limits: ServerLimits) -> _RefusedError:
+    logger.warning("503: request bodies in memory at their limit (%d of %d bytes)", buffer.used, buffer.limit)
+    return _RefusedError(
+        503,
+        "ServiceUnavailable",
+        f"the server holds {buffer.used / 1e6:,.1f} MB of request bodies, its limit "
+        f"(DERM_CLOUD_BODY_BUFFER_MB={buffer.limit / 1e6:g}); retry after {limits.retry_after} s",
+        retry_after=limits.retry_after,
+    )
+
+
+async def _read_body(request: Request, limits: ServerLimits, buffer: _BodyBuffer, take: Callable[[int], bool]) -> bytes:
+    """The whole body (``Content-Length`` or chunked), within ``max_body_bytes``, ``body_timeout`` and the buffer."""
     declared = request.headers.get("content-length")
     if declared is not None and int(declared) > limits.max_body_bytes:  # h11 has checked it is a number
         raise _RefusedError(
@@ -67,6 +116,8 @@ async def _read_body(request: Request, limits: ServerLimits) -> bytes:
             f"request body of {int(declared):,} bytes is over this server's limit of {limits.max_body_bytes:,}; "
             "send a smaller (re-encoded or downscaled) image",
         )
+    if declared is not None and not buffer.fits(int(declared)):
+        raise _buffer_full(buffer, limits)  # before reading: it could not be held whole next to the others
     chunks: list[bytes] = []
     size = 0
     with anyio.move_on_after(limits.body_timeout) as scope:
@@ -79,6 +130,8 @@ async def _read_body(request: Request, limits: ServerLimits) -> bytes:
                     f"request body is over this server's limit of {limits.max_body_bytes:,} bytes; "
                     "send a smaller (re-encoded or downscaled) image",
                 )
+            if not take(len(chunk)):
+                raise _buffer_full(buffer, limits)
             chunks.append(chunk)
     if scope.cancelled_caught:
         raise _RefusedError(
@@ -88,7 +141,7 @@ async def _read_body(request: Request, limits: ServerLimits) -> bytes:
 
 
 class _Admission:
-    """Requests inside the server (reading their body, waiting, or running) and the slots that run them."""
+    """Requests admitted (whole body in, waiting for a slot or running) and the slots that run them."""
 
     def __init__(self, limits: ServerLimits) -> None:
         self.limits = limits
@@ -108,6 +161,7 @@ class _Admission:
 def create_app(routes: Mapping[tuple[str, str], Any], limits: ServerLimits) -> Starlette:
     """The Starlette app answering ``routes`` with bounded concurrency (see :mod:`derm_cloud.serving_http`)."""
     admission = _Admission(limits)
+    buffer = _BodyBuffer(limits.body_buffer_bytes)
     paths = {path for _, path in routes}
 
     async def endpoint(request: Request) -> Response:
@@ -121,18 +175,23 @@ def create_app(routes: Mapping[tuple[str, str], Any], limits: ServerLimits) -> S
         headers = {k.lower(): v for k, v in request.headers.items()}
         if method == "GET":  # health and parameters: no body, no decode, never queued behind predictions
             return _run_inline(handler, headers)
-        if admission.full():
+        if admission.full():  # complete requests fill every slot and the queue: no use reading this body
             return _busy(limits, "the server is at its request limit", close=has_body)
-        admission.inside += 1
-        try:
-            body = await _read_body(request, limits)
-            return await _run_in_slot(admission, handler, headers, body)
-        except _RefusedError as refused:
-            return refused.response
-        except ClientDisconnect:
-            return _error(400, "ClientDisconnected", "the client closed the connection mid-request", close=True)
-        finally:
-            admission.inside -= 1
+        with buffer.account() as take:  # the body's bytes stay counted until its response is sent
+            try:
+                body = await _read_body(request, limits, buffer, take)
+            except _RefusedError as refused:
+                return refused.response
+            except ClientDisconnect:
+                return _error(400, "ClientDisconnected", "the client closed the connection mid-request", close=True)
+            # Admitted only now, whole body in hand: a slow upload never held a slot or a place in the queue.
+            if admission.full():
+                return _busy(limits, "the server is at its request limit")
+            admission.inside += 1
+            try:
+                return await _run_in_slot(admission, handler, headers, body)
+            finally:
+                admission.inside -= 1
 
     app = Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])])
     return app

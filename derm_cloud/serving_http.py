@@ -12,7 +12,9 @@ server needs in front of it, each limit in :class:`~derm_cloud.serving_limits.Se
 * request framing checked: ``Content-Length`` and chunked bodies both read (h11), a duplicate
   ``Content-Length`` or one alongside ``Transfer-Encoding`` refused with 400 (request smuggling);
 * SIGTERM (how SageMaker and Vertex stop containers) stops accepting, finishes the requests in flight within
-  ``drain_timeout`` and exits 0.
+  ``drain_timeout`` and exits 0;
+* at the open-file limit, one log line per interval instead of a traceback per failed ``accept()``
+  (:mod:`derm_cloud.serving_loop`).
 
 GET routes (health checks) bypass the queue, so a busy server still answers its health probe.
 
@@ -23,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import ctypes.util
@@ -39,6 +42,7 @@ from pathlib import Path
 from derm_cloud.errors import ModelSpecError
 from derm_cloud.serving import ModelServer, Served
 from derm_cloud.serving_limits import ServerLimits
+from derm_cloud.serving_loop import ServingEventLoop, warn_if_fd_limit_below
 
 __all__ = [
     "AdapterServer",
@@ -171,13 +175,19 @@ class AdapterServer:
         _release_freed_memory_eagerly()
         logger.info("serving on %s:%s", self.host, self.port)
         try:
-            self._uvicorn.run(sockets=[self._socket])
+            self._serve()
         finally:
             self._socket.close()
 
+    def _serve(self) -> None:
+        """uvicorn's serve loop on a :class:`ServingEventLoop` (quiet and calm at the open-file limit)."""
+        warn_if_fd_limit_below(self.limits.max_connections)
+        with asyncio.Runner(loop_factory=ServingEventLoop) as runner:
+            runner.run(self._uvicorn.serve(sockets=[self._socket]))
+
     def start(self) -> AdapterServer:
         """Serve from a daemon thread; returns once the server accepts connections."""
-        self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._socket]}, daemon=True)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
         while not self._uvicorn.started:
             if not self._thread.is_alive():

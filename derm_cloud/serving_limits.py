@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields
 from derm_cloud.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_BODY_BUFFER_BYTES",
     "DEFAULT_DECODE_BUDGET_BYTES",
     "DEFAULT_MAX_BODY_BYTES",
     "ENV_VARS",
@@ -43,6 +44,9 @@ __all__ = [
 DEFAULT_DECODE_BUDGET_BYTES = 1_500_000_000
 #: Largest request body accepted by default: SageMaker real-time's 6 MiB plus room for base64 JSON framing.
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+#: Default memory for every request body held by one server process, from its first byte read to its response:
+#: room for 30 largest bodies, or a few hundred real ones (a phone photo is 2 MB as base64).
+DEFAULT_BODY_BUFFER_BYTES = 256_000_000
 _ALPHA_FACTOR = 6.5
 _OPAQUE_FACTOR = 3.5
 # Pillow keeps every 3- or 4-band 8-bit image at 4 bytes per pixel, whatever the bands.
@@ -159,8 +163,9 @@ class ServerLimits:
     Attributes:
         max_concurrency: requests decoded and classified at once (default: the CPUs this process may use).
             onnxruntime already uses every core for one inference, so more only adds memory and latency.
-        max_queue: requests admitted beyond ``max_concurrency`` (reading their body or waiting for a slot);
-            any more are answered 503 with ``Retry-After`` at once instead of piling up.
+        max_queue: requests admitted beyond ``max_concurrency``, waiting for a slot; any more are answered 503
+            with ``Retry-After`` at once instead of piling up. A request is admitted only once its whole body is
+            in, so slow uploads never hold a slot or a place in the queue.
         queue_timeout: seconds an admitted request may wait for a slot before it gets 503 with ``Retry-After``.
         retry_after: seconds sent in ``Retry-After`` when the server is busy.
         header_timeout: seconds from a connection's first byte (or its opening) to the end of a request's headers;
@@ -171,6 +176,9 @@ class ServerLimits:
         drain_timeout: seconds SIGTERM waits for in-flight requests before cancelling them.
         max_connections: open connections; the next one gets 503 with ``Retry-After`` and is closed.
         max_body_bytes: largest request body (413 above, checked on ``Content-Length`` and while reading).
+        body_buffer_bytes: memory for every request body held at once, counted from its first byte read until
+            its response is sent; a body that does not fit next to the others gets 503 with ``Retry-After``.
+            At least ``max_body_bytes``, so a largest body can always be read on an idle server.
         decode_budget_bytes: working memory for concurrent image decodes (:class:`DecodeBudget`).
     """
 
@@ -184,6 +192,7 @@ class ServerLimits:
     drain_timeout: float = 30.0
     max_connections: int = 1000
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_buffer_bytes: int = DEFAULT_BODY_BUFFER_BYTES
     decode_budget_bytes: int = DEFAULT_DECODE_BUDGET_BYTES
 
     def __post_init__(self) -> None:
@@ -192,6 +201,12 @@ class ServerLimits:
             floor = 0 if f.name == "max_queue" else 1 if isinstance(value, int) else 0.001
             if value < floor:
                 raise ConfigError(f"ServerLimits.{f.name} must be at least {floor}, got {value!r}")
+        if self.body_buffer_bytes < self.max_body_bytes:
+            raise ConfigError(
+                f"ServerLimits.body_buffer_bytes ({self.body_buffer_bytes:,}) must be at least max_body_bytes "
+                f"({self.max_body_bytes:,}), or a largest body could never be read; raise DERM_CLOUD_BODY_BUFFER_MB "
+                "or lower DERM_CLOUD_MAX_BODY_MB"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerLimits:
@@ -234,5 +249,6 @@ ENV_VARS: dict[str, tuple[str, int]] = {
     "drain_timeout": ("DERM_CLOUD_DRAIN_TIMEOUT", 1),
     "max_connections": ("DERM_CLOUD_MAX_CONNECTIONS", 1),
     "max_body_bytes": ("DERM_CLOUD_MAX_BODY_MB", _MB),
+    "body_buffer_bytes": ("DERM_CLOUD_BODY_BUFFER_MB", _MB),
     "decode_budget_bytes": ("DERM_CLOUD_DECODE_BUDGET_MB", _MB),
 }

@@ -13,6 +13,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,6 +36,7 @@ from derm_cloud.testing.emulators.base import EmulatorServer, Response
 from derm_cloud.types import PatientMetadata
 
 ADAPTERS = Path(__file__).resolve().parents[1] / "adapters"
+DEEP_JSON = b"[" * 200_000  # nested deeper than Python's JSON parser can go
 META = {"age": 62, "sex": "female", "site": "lower extremity"}
 
 
@@ -133,6 +135,9 @@ def test_sagemaker_errors_map_to_http(sagemaker_adapter: AdapterProcess) -> None
     assert "JPEG is truncated or corrupt" in json.loads(body)["error"]["message"]
     status, _, body = sagemaker_adapter.call("GET", "/execution-parameters")
     assert status == 200 and json.loads(body)["BatchStrategy"] == "SINGLE_RECORD"
+    # 200 KB of nested arrays: the JSON parser's RecursionError must not become a 500
+    status, _, body = sagemaker_adapter.call("POST", "/invocations", DEEP_JSON, {"Content-Type": "application/json"})
+    assert status == 400 and "nested deeper than" in json.loads(body)["error"]["message"]
 
 
 class ToolkitContext:
@@ -170,6 +175,9 @@ def test_inference_toolkit_handlers(tiny_meta_model_dir: Path, dev_images: list[
     with pytest.raises(ServingError) as info:
         handlers.predict_fn(handlers.input_fn(b"not an image", "image/jpeg"), model)
     assert info.value.status == 400
+    with pytest.raises(ServingError, match="nested deeper than") as info:
+        handlers.predict_fn(handlers.input_fn(DEEP_JSON.decode(), "application/json"), model)
+    assert info.value.status == 400
 
 
 # --- Azure ML score.py ----------------------------------------------------------------------------------------
@@ -197,6 +205,9 @@ def test_azureml_score_init_and_run(
     bad = {"input_data": {"columns": ["image"], "data": [base64.b64encode(b"nope").decode()]}}
     with pytest.raises(ServingError) as info:  # no Azure ML inference server here: the status rides on the error
         score.run(json.dumps(bad))
+    assert info.value.status == 400
+    with pytest.raises(ServingError, match="nested deeper than") as info:
+        score.run(DEEP_JSON.decode())
     assert info.value.status == 400
 
 
@@ -236,6 +247,8 @@ def test_vertex_custom_container_contract(tiny_meta_model_dir: Path, dev_images:
         assert proc.call("POST", "/predict", json.dumps(request).encode())[0] == 404  # only the AIP route serves
         status, _, body = proc.call("POST", VERTEX_PREDICT, b'{"instances": [{"b64": "bm9wZQ=="}]}')
         assert status == 400
+        status, _, body = proc.call("POST", VERTEX_PREDICT, DEEP_JSON, {"Content-Type": "application/json"})
+        assert status == 400 and "nested deeper than" in json.loads(body)["error"]["message"]
     finally:
         proc.stop()
 
@@ -312,6 +325,75 @@ def test_sigterm_drains_in_flight_request(tiny_model_dir: Path, dev_images: list
             proc.proc.wait()
 
 
+# --- at the open-file limit -----------------------------------------------------------------------------------------
+
+# The SageMaker adapter with a 1 s interval between accept-failure log lines (10 s in production), so the test can
+# see a summary line; everything else is the adapter as a container runs it.
+_ADAPTER_WITH_SHORT_LOG_INTERVAL = """
+import runpy, sys
+import derm_cloud.serving_loop as serving_loop
+serving_loop.RESOURCE_LOG_INTERVAL = 1.0
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_accept_at_the_fd_limit_logs_one_line_per_interval(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import resource
+
+    soft_limit = 64
+
+    def low_fd_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft_limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    script = ADAPTERS / "sagemaker" / "serve.py"
+    args = ["serve", "--model-dir", str(tiny_model_dir), "--host", "127.0.0.1", "--port", "0"]
+    log = tmp_path / "stderr.log"  # a file, not a pipe: a flood of log lines must not block the server on a full pipe
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _ADAPTER_WITH_SHORT_LOG_INTERVAL, str(script), *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            preexec_fn=low_fd_limit,
+        )
+    held: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().rsplit(":", 1)[1])
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(soft_limit + 20)]
+        time.sleep(3.5)  # the server's fd table is full: accept() fails with EMFILE over and over
+        for sock in held:
+            sock.close()
+        held = []
+        deadline = time.monotonic() + 10
+        while True:  # it serves again once connections close (asyncio retries accepting every second)
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/ping")
+                assert conn.getresponse().status == 200
+                conn.close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the adapter did not recover after the connections closed"
+                time.sleep(0.2)
+    finally:
+        for sock in held:
+            sock.close()
+        proc.terminate()
+        proc.communicate(timeout=15)
+    stderr = log.read_text()
+    lines = stderr.splitlines()
+    accept_lines = [line for line in lines if "accept" in line]
+    assert "Traceback" not in stderr and len(lines) < 30, stderr[-3000:]
+    assert "open-file limit" in stderr  # warned at start: max_connections (1000) cannot be reached under 64 fds
+    # One line at the first failure, then one per interval with the count of those not logged; asyncio retries
+    # once a second, so each interval holds a handful, not thousands (accept() would spin through its backlog).
+    assert "Too many open files" in accept_lines[0] and "ulimit -n" in accept_lines[0]
+    repeats = [int(n) for line in accept_lines[1:] for n in re.findall(r"(\d+) more time", line)]
+    assert 1 <= len(accept_lines) <= 6 and repeats and max(repeats) <= 5, accept_lines
+
+
 # --- Azure ML score.py under azureml-inference-server-http ----------------------------------------------------------
 
 
@@ -378,6 +460,11 @@ def test_azureml_score_under_inference_server(tmp_path: Path, tiny_model_dir: Pa
         status, headers, out = score({"input_data": {"columns": ["image"], "data": ["bm9wZQ=="]}})
         assert status == 400 and headers["content-type"] == "application/json"
         assert isinstance(out, dict) and out["error"]["code"] == "BadRequest"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # score.py parses the body, not the server
+        conn.request("POST", "/score", DEEP_JSON, {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        assert reply.status == 400 and "nested deeper than" in json.loads(reply.read())["error"]["message"]
+        conn.close()
         big = io.BytesIO()
         Image.new("RGBA", (2000, 2000), (9, 9, 9, 255)).save(big, "PNG")  # ~104 MB to prepare > 50 MB budget
         status, _, out = score(

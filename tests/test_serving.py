@@ -173,6 +173,55 @@ def test_request_errors_have_statuses(
     assert info.value.status == status
 
 
+DEEP = "[" * 200_000  # 200 KB of nested arrays: deeper than Python's JSON parser can go
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, body: s.sagemaker_invocations(body, "application/json"),
+        lambda s, body: s.sagemaker_invocations(body, "application/json", response_format="hf"),
+        lambda s, body: s.vertex_custom_predict(body),
+        lambda s, body: s.vertex_automl_predict(body),
+        lambda s, body: s.azureml_score(body),
+        # Azure ML's explainability form: a JSON string inside the request's JSON
+        lambda s, body: s.azureml_score(
+            json.dumps({"input_data": {"columns": ["image"], "data": ['{"image_base64": ' + body]}})
+        ),
+    ],
+    ids=["sagemaker", "sagemaker-hf", "vertex-custom", "vertex-automl", "azureml", "azureml-item"],
+)
+def test_deeply_nested_json_is_400_on_every_json_path(server: ModelServer, call: Any) -> None:
+    with pytest.raises(BadRequestError, match="nested deeper than") as info:
+        call(server, DEEP)
+    assert info.value.status == 400
+
+
+def test_error_messages_quote_request_values_briefly(server: ModelServer, jpeg: bytes) -> None:
+    columns = ["x" * 50] * 100_000  # 5 MB echoed into an error body and the log otherwise
+    with pytest.raises(BadRequestError) as info:
+        server.azureml_score(json.dumps({"input_data": {"columns": columns, "data": []}}))
+    assert "input_data.columns must include 'image'" in str(info.value) and len(str(info.value)) < 500
+    with pytest.raises(BadRequestError, match="top_k") as info:
+        server.sagemaker_invocations(
+            json.dumps({"inputs": "aGk=", "parameters": {"top_k": list(range(100_000))}}),
+            "application/json",
+            response_format="hf",
+        )
+    assert len(str(info.value)) < 500
+    with pytest.raises(BadRequestError, match=r"instances\[0\]\.metadata") as info:
+        server.vertex_custom_predict(
+            json.dumps({"instances": [{"b64": b64(jpeg), "metadata": {"sex": "x" * 100_000}}]})
+        )
+    assert len(str(info.value)) < 500
+
+
+@pytest.mark.parametrize("columns", [5, ["image", []], {"image": 1}])
+def test_azureml_columns_of_the_wrong_type_are_400(server: ModelServer, columns: Any) -> None:
+    with pytest.raises(BadRequestError, match="input_data.columns must be a list of column names"):
+        server.azureml_score(json.dumps({"input_data": {"columns": columns, "data": []}}))
+
+
 def test_unsupported_accept_is_406(server: ModelServer, jpeg: bytes) -> None:
     with pytest.raises(NotAcceptableError):
         server.sagemaker_invocations(jpeg, "image/jpeg", "text/csv")

@@ -7,6 +7,7 @@ read in place, plus synthetic PNGs.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import json
@@ -24,7 +25,7 @@ from PIL import Image
 from derm_cloud.backends.local_onnx import LocalOnnxClassifier
 from derm_cloud.errors import ConfigError
 from derm_cloud.serving import ModelServer, RequestTooLargeError, Served, ServerBusyError
-from derm_cloud.serving_http import AdapterServer, make_http_server, sagemaker_routes
+from derm_cloud.serving_http import AdapterServer, make_http_server, sagemaker_routes, vertex_routes
 from derm_cloud.serving_limits import DecodeBudget, ServerLimits, estimate_decode
 
 
@@ -100,6 +101,70 @@ def test_budget_in_use_answers_503_with_retry_after(tiny_model_dir: Path, rgba_p
     assert budget.used_bytes == 200_000_000  # every request released what it reserved
 
 
+def _jpeg_of(width: int, height: int) -> bytes:
+    """A plain opaque JPEG: a few KB on the wire, width x height x 4 x 3.5 bytes to prepare."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (180, 110, 90)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _vertex_request(*images: bytes) -> bytes:
+    return json.dumps({"instances": [{"b64": base64.b64encode(i).decode()} for i in images]}).encode()
+
+
+def test_request_that_can_never_fit_gets_413_not_503(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each 3000x2000 JPEG needs 84 MB to prepare and fits a 200 MB budget alone; three together (252 MB) never do.
+    budget = DecodeBudget(200_000_000)
+    server = ModelServer(tiny_model_dir, decode_budget=budget)
+    request = _vertex_request(*[_jpeg_of(3000, 2000)] * 3)
+
+    def must_not_decode(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an image was decoded for a request that can never fit the decode budget")
+
+    monkeypatch.setattr("derm_cloud.serving.load_image", must_not_decode)
+    for _ in range(3):  # the same answer on every try: a retry can never succeed
+        with pytest.raises(RequestTooLargeError) as info:
+            server.vertex_custom_predict(request)
+        message = str(info.value)
+        assert info.value.status == 413
+        assert "3 images" in message and "decode budget of 200 MB" in message
+        assert "at most 2 images like instances[0]" in message and "DERM_CLOUD_DECODE_BUDGET_MB" in message
+        assert budget.used_bytes == 0
+
+
+def test_two_bombs_in_one_request_get_413_at_once_on_an_idle_server(tiny_model_dir: Path, rgba_png: bytes) -> None:
+    # Each 3000x3000 RGBA PNG (234 MB to prepare) fits a 300 MB budget alone, never both at once.
+    server = ModelServer(tiny_model_dir, decode_budget=DecodeBudget(300_000_000))
+    routes = vertex_routes(server, health_route="/health", predict_route="/predict")
+    with make_http_server(routes, limits=ServerLimits()).start() as httpd:
+        for _ in range(2):
+            conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=10)
+            start = time.monotonic()
+            conn.request("POST", "/predict", _vertex_request(rgba_png, rgba_png), {"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            body = json.loads(reply.read())
+            conn.close()
+            assert (reply.status, reply.getheader("Retry-After")) == (413, None)
+            assert body["error"]["code"] == "PayloadTooLarge" and "send fewer" in body["error"]["message"]
+            assert time.monotonic() - start < 1.0  # from the headers: decoding one of them takes seconds
+    assert server.decode_budget.used_bytes == 0
+
+
+def test_request_that_fits_an_idle_budget_gets_503_while_it_is_busy(tiny_model_dir: Path) -> None:
+    budget = DecodeBudget(200_000_000)
+    server = ModelServer(tiny_model_dir, decode_budget=budget)
+    request = _vertex_request(*[_jpeg_of(3000, 2000)] * 2)  # 168 MB together: fits the budget when it is free
+    assert budget.try_reserve(100_000_000)  # another request's images are being decoded
+    with pytest.raises(ServerBusyError) as info:
+        server.vertex_custom_predict(request)
+    assert (info.value.status, info.value.retry_after) == (503, 2)
+    assert budget.used_bytes == 100_000_000  # all or nothing: no part of the request stays reserved
+    budget.release(100_000_000)
+    predictions = json.loads(server.vertex_custom_predict(request).body)["predictions"]
+    assert len(predictions) == 2
+    assert budget.used_bytes == 0
+
+
 # --- admission: bounded concurrency and queue -----------------------------------------------------------------
 
 
@@ -161,6 +226,78 @@ def test_concurrency_limit_answers_503_with_retry_after(gated: tuple[AdapterServ
     gate.release.set()
     first.join(5)
     assert first_out[0][0] == 200 and json.loads(first_out[0][2]) == {"bytes": 10}
+
+
+def _stall_upload(port: int, path: str, sent: bytes = b"x" * 100, declared: int = 50_000) -> socket.socket:
+    """A client that sends its headers and the first bytes of its body, then nothing."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n".encode() + sent)
+    return sock
+
+
+def _read_reply(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_stalled_uploads_do_not_lock_out_valid_requests() -> None:
+    # One slot and a queue of one: before, two stalled uploads held both and every valid request got 503.
+    routes = {("POST", "/echo"): lambda h, b: Served(json.dumps({"bytes": len(b)}).encode(), "application/json")}
+    limits = ServerLimits(max_concurrency=1, max_queue=1, body_timeout=2.0)
+    with make_http_server(routes, limits=limits).start() as httpd:
+        stalled = [_stall_upload(httpd.port, "/echo") for _ in range(6)]
+        try:
+            time.sleep(0.3)  # every stalled body is being read
+            for _ in range(3):
+                conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=5)
+                conn.request("POST", "/echo", b"y" * 5000)
+                reply = conn.getresponse()
+                assert (reply.status, json.loads(reply.read())) == (200, {"bytes": 5000})
+                conn.close()
+            start = time.monotonic()
+            replies = [_read_reply(sock) for sock in stalled]  # slow bodies are still cut off: 408 and close
+            assert [status_of(r) for r in replies] == [408] * 6
+            assert time.monotonic() - start < 3.0
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+def test_bodies_being_read_are_bounded_in_memory() -> None:
+    routes = {("POST", "/echo"): lambda h, b: Served(json.dumps({"bytes": len(b)}).encode(), "application/json")}
+    limits = ServerLimits(max_body_bytes=100_000, body_buffer_bytes=250_000, body_timeout=3.0, retry_after=4)
+    with make_http_server(routes, limits=limits).start() as httpd:
+        # Two uploads that stall after 90 KB each hold 180 KB of the 250 KB of body buffer...
+        stalled = [_stall_upload(httpd.port, "/echo", b"z" * 90_000, 100_000) for _ in range(2)]
+        try:
+            time.sleep(0.5)
+            # ...so a third 90 KB body does not fit now: 503 with Retry-After, not an unbounded buffer.
+            conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=5)
+            conn.request("POST", "/echo", b"w" * 90_000)
+            reply = conn.getresponse()
+            body = json.loads(reply.read())
+            conn.close()
+            assert (reply.status, reply.getheader("Retry-After")) == (503, "4")
+            assert "DERM_CLOUD_BODY_BUFFER_MB" in body["error"]["message"]
+            conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=5)
+            conn.request("POST", "/echo", b"v" * 50_000)  # a smaller one still fits next to them
+            assert conn.getresponse().status == 200
+            conn.close()
+        finally:
+            for sock in stalled:
+                sock.close()
+        time.sleep(0.3)  # their reads ended when they closed: the whole buffer is free again
+        conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=5)
+        conn.request("POST", "/echo", b"u" * 100_000)
+        assert conn.getresponse().status == 200
+        conn.close()
+
+
+def test_body_buffer_must_hold_one_largest_body() -> None:
+    with pytest.raises(ConfigError, match="body_buffer_bytes .* at least max_body_bytes"):
+        ServerLimits(max_body_bytes=10_000_000, body_buffer_bytes=5_000_000)
 
 
 # --- timeouts ------------------------------------------------------------------------------------------------------
