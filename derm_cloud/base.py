@@ -29,6 +29,7 @@ from derm_cloud.images import (
     prepare_payload,
 )
 from derm_cloud.payload import Payload, collect_reencodes
+from derm_cloud.redaction import redact_url
 from derm_cloud.retry import RetryPolicy
 from derm_cloud.taxonomy import CLASS_CODES, LabelMap
 from derm_cloud.types import LabelScore, PatientMetadata, Prediction
@@ -57,7 +58,8 @@ class BackendInfo:
         service: the managed service (``SageMaker real-time endpoint``, ``onnxruntime`` ...).
         model_id: model or endpoint id.
         region: cloud region, ``None`` for local.
-        endpoint: URL the backend calls (emulators show 127.0.0.1), ``None`` for local.
+        endpoint: URL the backend calls (emulators show 127.0.0.1), ``None`` for local; its userinfo and query
+            values are redacted (``?code=<redacted>``), as these facts go into reports and notes.
         data_leaves_machine: whether images are sent to a provider. For an emulated backend this describes the
             real service it stands for; ``emulated`` says that this run kept them on 127.0.0.1.
         stores_images: whether the provider keeps the image (``None`` if unknown).
@@ -79,6 +81,10 @@ class BackendInfo:
     labels_mapped: bool = True
     billing: dict[str, Any] = field(default_factory=dict)
     model_facts: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.endpoint is not None:
+            object.__setattr__(self, "endpoint", redact_url(self.endpoint))
 
 
 class Classifier(ABC):
@@ -103,6 +109,9 @@ class Classifier(ABC):
     #: the SDK enforces its per-call timeout as a deadline on the whole call (gRPC), so the retry policy needs
     #: no watchdog thread to keep its deadline (an HTTP client's timeout bounds each socket read only).
     sdk_deadline: bool = False
+    #: seconds one attempt may take, kept by the retry policy's watchdog where the SDK cannot keep it (an
+    #: injected client with its own timeout, an answer trickling in); ``None``: only the policy's deadline.
+    attempt_timeout: float | None = None
 
     def __init__(
         self,
@@ -285,6 +294,7 @@ class Classifier(ABC):
             lambda timeout: self._predict_one(image, meta, timeout),
             backend=self.backend_name,
             sdk_deadline=self.sdk_deadline,
+            attempt_timeout=self.attempt_timeout,
         )
 
     def _to_prediction(

@@ -53,7 +53,9 @@ def _one_line_warning(
     Python's default format names a file and line (for a console script, the script's own ``sys.exit(main())``)
     and reads like a crash; a command-line user needs the message only.
     """
-    text = " ".join(str(message).split())
+    from derm_cloud.redaction import redact
+
+    text = redact(" ".join(str(message).split()), limit=None)
     print(f"derm-cloud: warning: {text}", file=sys.stderr if file is None else file, flush=True)
 
 
@@ -85,12 +87,24 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return int(args.handler(args) or 0)
     except DermCloudError as exc:
-        # Our errors carry an actionable message; a traceback would only hide it.
+        # Our errors carry an actionable message; a traceback would only hide it. The message was redacted when
+        # the error was made; the cause (an SDK's exception, which may quote the endpoint URL) is not printed.
         print(f"derm-cloud: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("derm-cloud: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # A bug or an SDK error no backend translated: the traceback is what a bug report needs, but Python's
+        # own would print every exception of the chain verbatim, endpoint URLs and keys included.
+        from derm_cloud.redaction import format_exception
+
+        print(format_exception(exc), end="", file=sys.stderr)
+        print(
+            f"derm-cloud: unexpected {type(exc).__name__} (a bug: please report it with the text above)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,11 +30,19 @@ derm-cloud still handles it sensibly::
 
 Backends translate their SDK's exceptions in one place each, with ``raise ... from exc``, so the SDK's
 traceback is kept as the cause but callers only ever need to catch the classes above.
+
+Every message is redacted when the error is made (:func:`derm_cloud.redaction.redact`: URL userinfo and query
+values, keys, tokens, signatures), so ``str()``, ``repr()``, ``args`` and whatever stores or prints them later
+never hold a credential, even when a backend puts its endpoint URL or an SDK's text into the message. The SDK
+exception kept as ``__cause__`` is not changed: print tracebacks with
+:func:`derm_cloud.redaction.format_exception` (the ``derm-cloud`` command does).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from derm_cloud.redaction import redact
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -66,7 +74,15 @@ __all__ = [
 
 
 class DermCloudError(Exception):
-    """Base class of every error raised by derm-cloud."""
+    """Base class of every error raised by derm-cloud; its message is redacted when it is made."""
+
+    def __init__(self, *args: object) -> None:
+        # Here, not in each backend: no message can be made without passing through this line.
+        super().__init__(*(redact(a, limit=None) if isinstance(a, str) else a for a in args))
+
+    def add_note(self, note: str, /) -> None:
+        """Add a note (shown under the traceback), redacted like the message."""
+        super().add_note(redact(note, limit=None))
 
 
 class ConfigError(DermCloudError, ValueError):
@@ -219,10 +235,19 @@ class CircuitOpenError(RemoteError):
     """Calls to this backend are short-circuited after repeated failures; try again later.
 
     Attributes:
-        first_cause: ``"ErrorType: message"`` of the failure that started the streak which opened the circuit.
+        first_cause: ``"ErrorType: message"`` of the failure that started the streak which opened the circuit
+            (redacted when set: the comparator stores it).
     """
 
-    first_cause: str | None = None
+    _first_cause: str | None = None
+
+    @property
+    def first_cause(self) -> str | None:
+        return self._first_cause
+
+    @first_cause.setter
+    def first_cause(self, value: str | None) -> None:
+        self._first_cause = None if value is None else redact(value, limit=None)
 
 
 class DownloadError(DermCloudError, ConnectionError):

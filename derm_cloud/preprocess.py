@@ -151,7 +151,7 @@ MetadataEncoder = Callable[["PatientMetadata"], np.ndarray]
 
 
 def _sklesion_v1(meta: PatientMetadata) -> np.ndarray:
-    from derm_cloud.models.sklesion import encode_metadata as encode
+    from derm_cloud.models.sklesion_metadata import encode_metadata as encode
 
     vector: np.ndarray = encode(meta.age, meta.sex, meta.site)
     return vector

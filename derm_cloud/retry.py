@@ -154,13 +154,22 @@ class RetryPolicy:
         cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
         return self._rng.uniform(0, cap)
 
-    def call(self, fn: Callable[[float | None], T], *, backend: str, sdk_deadline: bool = False) -> tuple[T, int]:
+    def call(
+        self,
+        fn: Callable[[float | None], T],
+        *,
+        backend: str,
+        sdk_deadline: bool = False,
+        attempt_timeout: float | None = None,
+    ) -> tuple[T, int]:
         """Run ``fn(remaining_seconds)`` with retries; returns ``(result, attempts)``.
 
         ``fn`` receives the seconds left before the deadline (or ``None``) so it can set its socket timeout.
         ``sdk_deadline=True`` says that the SDK enforces that timeout as a deadline on the whole call (gRPC
         does; HTTP clients' timeouts bound each socket read only): the attempt then runs on the caller's
-        thread, without the watchdog.
+        thread, without the watchdog. ``attempt_timeout`` bounds each attempt as well (a backend's per-attempt
+        timeout that its SDK cannot enforce: an injected client keeps its own, and an answer trickling in a
+        byte at a time never lets a socket read time out); an attempt cut by it is retried like any timeout.
 
         Raises:
             RemoteError: the last error when it is not retryable or attempts run out.
@@ -178,8 +187,13 @@ class RetryPolicy:
                     f"no answer within the {self.deadline:.1f} s deadline after {attempt - 1} attempt(s)",
                     backend=backend,
                 )
+            per_attempt = attempt_timeout is not None and (remaining is None or attempt_timeout < remaining)
+            budget = attempt_timeout if per_attempt else remaining
             try:
-                result = fn(remaining) if sdk_deadline else self._attempt(fn, remaining, backend)
+                if sdk_deadline:
+                    result = fn(budget)
+                else:
+                    result = self._attempt(fn, budget, backend, attempt_timeout if per_attempt else None)
             except RemoteError as exc:
                 if not exc.backend:
                     exc.backend = backend
@@ -211,20 +225,34 @@ class RetryPolicy:
             self.breaker.record(ok=True)
             return result, attempt
 
-    def _attempt(self, fn: Callable[[float | None], T], remaining: float | None, backend: str) -> T:
-        """One attempt, abandoned when the deadline passes even if the SDK under ``fn`` keeps waiting.
+    def _attempt(
+        self,
+        fn: Callable[[float | None], T],
+        remaining: float | None,
+        backend: str,
+        attempt_timeout: float | None = None,
+    ) -> T:
+        """One attempt, abandoned when the deadline (or ``attempt_timeout``, when that comes first) passes even
+        if the SDK under ``fn`` keeps waiting.
 
         The SDK gets ``remaining`` as its own timeout and normally stops first with its own (translated) error;
         the watchdog only fires for SDKs without a per-call timeout. The abandoned thread ends when its SDK's
         own timeout does; its result is dropped.
         """
-        if remaining is None or self.deadline is None:
+        limit = self.deadline if attempt_timeout is None else attempt_timeout
+        if remaining is None or limit is None:
             return fn(remaining)
         context = contextvars.copy_context()  # re-encode notes made by the SDK call reach the caller's Prediction
         job = run_in_worker(lambda: context.run(fn, remaining))
-        if not job.wait(remaining + min(1.0, 0.02 * self.deadline)):
+        if not job.wait(remaining + min(1.0, 0.02 * limit)):
+            if attempt_timeout is not None:
+                raise DeadlineExceededError(
+                    f"no answer within {attempt_timeout:g} s, the backend's limit for one attempt; the attempt was "
+                    "abandoned",
+                    backend=backend,
+                )
             raise DeadlineExceededError(
-                f"no answer within the {self.deadline:g} s deadline; the call was abandoned", backend=backend
+                f"no answer within the {limit:g} s deadline; the call was abandoned", backend=backend
             )
         if job.error is not None:
             raise job.error

@@ -43,8 +43,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
+from derm_cloud.backends._sagemaker_formats import CUSTOM_ATTRIBUTE_PREFIX, custom_attributes_for
 from derm_cloud.base import as_metadata
 from derm_cloud.errors import ConfigError, InvalidImageError
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage, load_image
@@ -95,29 +96,9 @@ _IMAGE_TYPES: dict[str, frozenset[str]] = {
     ),
     "builtin": frozenset({"application/x-image", "image/jpeg", "image/png"}),
 }
-_META_PREFIX = "derm."
 
 
 # --- metadata in SageMaker custom attributes ---------------------------------------------------------------------
-
-
-def custom_attributes_for(metadata: PatientMetadata) -> str:
-    """Encode patient metadata for ``X-Amzn-SageMaker-Custom-Attributes`` (``derm.age=45;derm.sex=male;...``).
-
-    Values are percent-encoded so the header stays visible ASCII, as SageMaker requires.
-
-    Example:
-        >>> custom_attributes_for(PatientMetadata(age=45, sex="male", site="lower extremity"))
-        'derm.age=45;derm.sex=male;derm.site=lower%20extremity'
-    """
-    parts = []
-    if metadata.age is not None:
-        parts.append(f"{_META_PREFIX}age={metadata.age:g}")
-    if metadata.sex != "unknown":
-        parts.append(f"{_META_PREFIX}sex={quote(metadata.sex, safe='')}")
-    if metadata.site:
-        parts.append(f"{_META_PREFIX}site={quote(metadata.site, safe='')}")
-    return ";".join(parts)
 
 
 def metadata_from_custom_attributes(value: str | None) -> PatientMetadata:
@@ -129,8 +110,8 @@ def metadata_from_custom_attributes(value: str | None) -> PatientMetadata:
     fields: dict[str, Any] = {}
     for token in (value or "").split(";"):
         key, sep, raw = token.strip().partition("=")
-        if sep and key.startswith(_META_PREFIX):
-            fields[key[len(_META_PREFIX) :]] = unquote(raw)
+        if sep and key.startswith(CUSTOM_ATTRIBUTE_PREFIX):
+            fields[key[len(CUSTOM_ATTRIBUTE_PREFIX) :]] = unquote(raw)
     return _metadata(fields or None, "custom attributes")
 
 
@@ -219,7 +200,7 @@ class ModelServer:
         intra_op_threads: int | None = None,
         decode_budget: DecodeBudget | None = None,
     ) -> None:
-        from derm_cloud.backends._runner import load_model
+        from derm_cloud.backends._local_model import load_model
 
         if sagemaker_format not in SAGEMAKER_FORMATS:
             raise ConfigError(f"sagemaker_format must be one of {', '.join(SAGEMAKER_FORMATS)}")

@@ -281,6 +281,18 @@ def test_failures_map_to_the_error_tree(
     assert len(emu.requests) == requests_made
 
 
+def test_deadline_message_states_the_deadline_that_fired(emu: AzureMLEmulator, dev_images: list[Path]) -> None:
+    # timeout= stays at its 60 s default; the 2 s retry deadline cuts the call, so "within 60 s" would be false.
+    emu.inject(Fault("slow", delay=4.0))
+    with azure_ml_backend_for(emu, retry=RetryPolicy(max_attempts=1, deadline=2.0)) as clf:
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceededError) as info:
+            clf.predict(dev_images[0])
+    assert time.monotonic() - start < 3.0
+    assert "60 s" not in str(info.value)
+    assert "within 2 s" in str(info.value) or "within the 2 s deadline" in str(info.value), str(info.value)
+
+
 def test_scoring_script_answers(emu: AzureMLEmulator, automl_dir: Path, dev_images: list[Path]) -> None:
     answers = iter(
         [

@@ -26,8 +26,8 @@ from tests_helpers import DEV_CSV, dev_image, dev_rows
 
 from derm_cloud.cli import main
 from derm_cloud.data import load_dataset
-from derm_cloud.data.download import Progress, download
-from derm_cloud.data.fetch import DatasetSource, catalogue, fetch_dataset, mirror_url
+from derm_cloud.data.download import Progress, download, mirror_url
+from derm_cloud.data.fetch import DatasetSource, catalogue, fetch_dataset
 from derm_cloud.errors import ChecksumMismatchError, ConfigError, DownloadError
 
 ATTRIBUTION = "HAM10000, Tschandl et al. 2018, CC BY-NC 4.0"

@@ -16,19 +16,19 @@ from tests_helpers import DEV_CSV, dev_image, dev_rows
 import derm_cloud
 from derm_cloud.cli import main
 from derm_cloud.errors import ConfigError
-from derm_cloud.governance.referral import Referral, ReferralClassifier, ReferralPolicy
-from derm_cloud.governance.referral_eval import (
+from derm_cloud.governance.referral import (
+    Referral,
+    ReferralClassifier,
+    ReferralPolicy,
+    calibration_split_referral,
+    cross_fit_referral,
     evaluate_referral,
+    evaluate_saved_policy,
+    lesion_folds,
     parse_prevalence,
     plot_referral,
     referral_markdown,
     wilson_interval,
-)
-from derm_cloud.governance.referral_holdout import (
-    calibration_split_referral,
-    cross_fit_referral,
-    evaluate_saved_policy,
-    lesion_folds,
 )
 from derm_cloud.taxonomy import CLASS_CODES
 from derm_cloud.types import Prediction

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 from tests_helpers import DATA_DIR, dev_image, dev_rows
 
+from derm_cloud.data.fields import fitzpatrick_from_metadata, fitzpatrick_label
 from derm_cloud.errors import ConfigError
 from derm_cloud.governance.skin_tone import (
     ITA_BANDS,
     ITA_CATEGORIES,
     ITA_CAVEAT,
     estimate_ita,
-    fitzpatrick_from_metadata,
-    fitzpatrick_label,
     ita_category,
     lab_to_srgb,
     srgb_to_lab,

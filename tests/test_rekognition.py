@@ -11,6 +11,7 @@ import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from PIL import Image
 import derm_cloud
 from derm_cloud.backends.aws_rekognition import MAX_IMAGE_BYTES, AwsRekognitionClassifier, project_version_status
 from derm_cloud.compare.run.prices import PriceCatalogue
-from derm_cloud.errors import ConfigError, ModelNotReadyError, NotFoundError, ThrottledError
+from derm_cloud.errors import ConfigError, DeadlineExceededError, ModelNotReadyError, NotFoundError, ThrottledError
 from derm_cloud.images import metadata_markers
 from derm_cloud.retry import RetryPolicy
 from derm_cloud.testing.emulators.base import Fault
@@ -85,6 +86,32 @@ def test_throughput_exceeded_is_retried(emu: RekognitionEmulator, dev_images: li
     emu.inject(Fault("throttle", times=5))
     with rekognition_backend_for(emu, retry=RetryPolicy(max_attempts=1)) as clf, pytest.raises(ThrottledError):
         clf.predict(dev_images[0])
+
+
+@pytest.mark.parametrize("client", ["injected", "built"])
+@pytest.mark.parametrize("kind", ["slow", "drip"])
+def test_read_timeout_bounds_every_attempt(
+    emu: RekognitionEmulator, dev_images: list[Path], monkeypatch: pytest.MonkeyPatch, kind: str, client: str
+) -> None:
+    # An injected client keeps its own read timeout (10 s here), and an answer that drips in a byte at a time
+    # never lets a socket read time out: read_timeout=1 must still end each attempt after about 1 s.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    where: dict[str, Any] = (
+        {"client": emu.runtime_client(read_timeout=10.0)}
+        if client == "injected"
+        else {"client": None, "endpoint_url": emu.url}
+    )
+    retry = RetryPolicy(max_attempts=2, base_delay=0.0, deadline=30.0)
+    with rekognition_backend_for(emu, read_timeout=1.0, retry=retry, **where) as clf:
+        clf.predict(dev_images[0])  # warm: the first call's set-up is not what the timeout bounds
+        emu.inject(Fault(kind, delay=4.0, times=2))
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceededError, match=r"\b1 s\b") as info:
+            clf.predict(dev_images[0])
+        elapsed = time.monotonic() - start
+    assert elapsed < 2 * 1.0 + 0.8, elapsed  # two attempts of ~1 s, not two of 4 s
+    assert len(emu.requests_to("/")) == 3 and info.value.retryable
 
 
 def test_large_photos_are_reencoded_under_the_decimal_4_mb_limit(emu: RekognitionEmulator) -> None:

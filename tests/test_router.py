@@ -20,6 +20,7 @@ from tests_helpers import dev_image, dev_rows
 
 import derm_cloud
 from derm_cloud import Deployment, HedgePolicy, Router, RouterPolicy
+from derm_cloud.router.config import router_from_config
 from derm_cloud.router.policy import Balancer, DeploymentState
 from derm_cloud.testing.emulators.base import Fault
 from derm_cloud.testing.emulators.sagemaker import SageMakerRuntimeEmulator, sagemaker_backend_for
@@ -288,18 +289,18 @@ type = "local-onnx"
 options = {{ model_dir = "{tiny_model_dir}" }}
 """
     )
-    router = Router.from_config(config, policy=RouterPolicy(deadline_s=5.0))
+    router = router_from_config(config, policy=RouterPolicy(deadline_s=5.0))
     with router:
         pred = router.predict(image, META)
         assert [d.name for d in router.deployments] == ["sagemaker", "local"]
         assert router.deployments[0].classifier.describe().emulated
     assert pred.route is not None and pred.route.deployment == "sagemaker" and pred.backend == "sagemaker"
     with pytest.raises(derm_cloud.ConfigError, match="nope"):
-        Router.from_config(config, deployments=["nope"])
+        router_from_config(config, deployments=["nope"])
     bad = tmp_path / "bad.toml"
     bad.write_text('[[backends]]\nname = "x"\ntype = "local-onnx"\noptionz = {}\n')
     with pytest.raises(derm_cloud.ConfigError, match="bad.toml:4: backends\\[0\\].optionz"):
-        Router.from_config(bad)
+        router_from_config(bad)
 
 
 def test_a_primary_cut_for_slowness_stays_a_failure_when_it_answers_late(

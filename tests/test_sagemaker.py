@@ -10,6 +10,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,8 @@ from derm_cloud.errors import (
 from derm_cloud.images import metadata_markers
 from derm_cloud.retry import RetryPolicy
 from derm_cloud.testing.emulators.base import Fault
-from derm_cloud.testing.emulators.sagemaker import ContainerResponse, SageMakerRuntimeEmulator, sagemaker_backend_for
+from derm_cloud.testing.emulators.sagemaker import SageMakerRuntimeEmulator, sagemaker_backend_for
+from derm_cloud.testing.emulators.sagemaker_endpoints import ContainerResponse
 
 ADAPTERS = Path(__file__).resolve().parents[1] / "adapters"
 META = {"age": 62, "sex": "female", "site": "lower extremity"}
@@ -231,6 +233,22 @@ def test_timeout_is_deadline_exceeded(emulator: SageMakerRuntimeEmulator, jpeg: 
     with pytest.raises(DeadlineExceededError) as info:
         clf.predict(jpeg)
     assert info.value.retryable
+
+
+def test_read_timeout_bounds_every_attempt_with_an_injected_client(
+    emulator: SageMakerRuntimeEmulator, jpeg: bytes
+) -> None:
+    # The injected client reads for up to 10 s and a dripping answer never lets a read time out; read_timeout=1
+    # still ends each attempt after about 1 s (issue 18: it was ignored when client= was passed).
+    client = emulator.runtime_client(read_timeout=10.0)
+    retry = RetryPolicy(max_attempts=2, base_delay=0.0, deadline=30.0)
+    with AwsSagemakerClassifier("tiny-adapter", client=client, read_timeout=1.0, retry=retry) as clf:
+        clf.predict(jpeg)
+        emulator.inject(Fault("drip", delay=4.0, times=2))
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceededError, match=r"\b1 s\b"):
+            clf.predict(jpeg)
+        assert time.monotonic() - start < 2 * 1.0 + 0.8
 
 
 @pytest.mark.parametrize("kind", ["reset", "truncated"])

@@ -25,6 +25,7 @@ import pytest
 from derm_cloud.errors import ChecksumMismatchError, ConfigError, ConversionError, DermCloudError, InvalidImageError
 from derm_cloud.models import pypi
 from derm_cloud.models import sklesion as sk
+from derm_cloud.models.sklesion import fetch as sk_fetch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("DERM_CLOUD_DATA", ROOT.parent / "shared" / "data")).resolve()
@@ -279,7 +280,7 @@ def test_failed_fetch_leaves_no_model_dir(tmp_path: Path, monkeypatch: pytest.Mo
         dest_dir.mkdir(parents=True, exist_ok=True)
         return _fake_wheel(dest_dir / sk.WHEEL_FILENAME)
 
-    monkeypatch.setattr(sk, "download_wheel", fake_download)
+    monkeypatch.setattr(sk_fetch, "download_wheel", fake_download)  # where fetch_sklesion looks it up
     cache = tmp_path / "cache"
     image = tmp_path / "never-used.jpg"
     image.write_bytes(b"the fetch fails before the parity check reads this")
@@ -297,7 +298,7 @@ def test_fetch_returns_an_existing_complete_dir_without_work(tmp_path: Path, mon
     def no_download(*_: Any, **__: Any) -> Path:
         raise AssertionError("a complete model directory must not be fetched again")
 
-    monkeypatch.setattr(sk, "download_wheel", no_download)
+    monkeypatch.setattr(sk_fetch, "download_wheel", no_download)
     assert sk.fetch_sklesion(tmp_path, verify_images=[]) == final
     assert sk.is_complete_model_dir(final)
     (final / "spec.json").write_text(json.dumps({"model_id": "something-else"}))

@@ -29,7 +29,7 @@ from derm_cloud.errors import (
     ThrottledError,
 )
 from derm_cloud.images import metadata_markers
-from derm_cloud.retry import RetryPolicy
+from derm_cloud.retry import CircuitBreaker, RetryPolicy
 from derm_cloud.taxonomy import CLASS_CODES
 from derm_cloud.testing.emulators.base import Fault
 from derm_cloud.testing.emulators.vertex import GRPC_PREDICT_METHOD, VertexEmulator, vertex_backend_for
@@ -268,11 +268,46 @@ def test_grpc_keeps_the_deadline_itself_and_rest_needs_the_watchdog(
     with vertex_backend_for(emu, transport=transport, retry=RetryPolicy(max_attempts=1, deadline=1.0)) as clf:
         assert clf.sdk_deadline is (transport == "grpc")
         clf.predict(dev_images[0])  # warm: the SDK's first-call set-up is not what the deadline bounds
-        emu.inject(Fault("slow" if transport == "grpc" else "drip", delay=3.0))
+        emu.inject(Fault("drip", delay=3.0))
         start = time.monotonic()
         with pytest.raises(DeadlineExceededError):
             clf.predict(dev_images[0])
         assert time.monotonic() - start <= 1.0 * 1.05
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("kind", ["slow", "drip"])
+def test_late_answers_arrive_late_on_both_transports(
+    emu: VertexEmulator, dev_images: list[Path], transport: str, kind: str
+) -> None:
+    # slow and drip are the real answer, late: on gRPC as on REST (gRPC used to answer drip with UNKNOWN).
+    with vertex_backend_for(emu, transport=transport, retry=no_retry(deadline=10.0)) as clf:
+        expected = clf.predict(dev_images[0]).probabilities
+        emu.inject(Fault(kind, delay=0.6))
+        start = time.monotonic()
+        late = clf.predict(dev_images[0])
+        took = time.monotonic() - start
+    assert late.probabilities == expected and late.attempts == 1
+    assert 0.5 <= took < 5.0, took
+
+
+@pytest.mark.parametrize("kind", ["slow", "drip", "timeout"])
+def test_grpc_faults_stop_waiting_when_the_client_gives_up(
+    emu: VertexEmulator, dev_images: list[Path], kind: str
+) -> None:
+    # The server side of a delay ends with the client's deadline: 8 calls cut at 0.3 s must not leave the
+    # emulator's 8 gRPC workers asleep for 20 s, or the next (healthy) call would wait for one of them.
+    cut = RetryPolicy(max_attempts=1, deadline=0.3, breaker=CircuitBreaker(failure_threshold=100))
+    with vertex_backend_for(emu, transport="grpc", retry=cut) as clf:
+        clf.predict(dev_images[0])
+        emu.inject(Fault(kind, delay=20.0, times=8))
+        for _ in range(8):
+            with pytest.raises(DeadlineExceededError):
+                clf.predict(dev_images[0])
+    with vertex_backend_for(emu, transport="grpc", retry=no_retry(deadline=3.0)) as clf:
+        start = time.monotonic()
+        assert clf.predict(dev_images[0]).top(1)
+        assert time.monotonic() - start < 1.0
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -401,7 +436,7 @@ def test_injected_client_stays_open_after_close(emu: VertexEmulator, dev_images:
 def test_programming_errors_are_not_disguised_as_service_errors(
     emu: VertexEmulator, dev_images: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from derm_cloud.backends.gcp_vertex import translate_google_error
+    from derm_cloud.backends._google import translate_google_error
 
     assert translate_google_error(KeyError("x"), backend="vertex", service="Vertex AI") is None
     assert translate_google_error(AttributeError("x"), backend="vertex", service="Vertex AI") is None

@@ -124,20 +124,19 @@ def resolve_endpoint(
     workspace: str | None,
     credential: TokenCredential | None,
     deployment: str | None,
+    translate_error: Callable[..., Exception],
 ) -> dict[str, Any]:
     """Constructor options for an endpoint: scoring URI, auth, region and the deployment's SKU.
 
     Used by :meth:`~derm_cloud.backends.azure_ml.AzureMlClassifier.from_workspace`; ``azure-ai-ml`` is imported
-    here, once, off the hot path.
+    here, once, off the hot path. ``translate_error`` is the backend's one error translator, handed in so that
+    this helper, which the backend imports, does not import the backend back.
 
     Raises:
         MissingDependencyError: azure-ai-ml is not installed.
         ConfigError: neither ``ml_client`` nor the three workspace identifiers were given.
         RemoteError: the workspace refused or failed the lookup (translated by the backend's one translator).
     """
-    # Imported here, not at the top: azure_ml imports this module for its auth helpers.
-    from derm_cloud.backends.azure_ml import translate_error
-
     try:
         from azure.ai.ml import MLClient
         from azure.core.exceptions import AzureError

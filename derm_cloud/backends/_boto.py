@@ -98,9 +98,12 @@ def client_error_facts(response: Mapping[str, Any], *, backend: str) -> ClientEr
     )
 
 
-def translate_botocore(exc: BaseException, *, backend: str, where: str, operation: str) -> DermCloudError | None:
+def translate_botocore(
+    exc: BaseException, *, backend: str, where: str, operation: str, read_timeout: float | None = None
+) -> DermCloudError | None:
     """The derm-cloud error for a botocore failure that is not a service answer (``ClientError`` is the caller's).
 
+    ``read_timeout``: the client's read timeout, named in a timeout's message when known.
     Returns ``None`` for exceptions that are not botocore's (an injected client's own, or our own bugs).
     """
     try:
@@ -109,6 +112,10 @@ def translate_botocore(exc: BaseException, *, backend: str, where: str, operatio
         return None
     if is_cut_off(exc):
         return cut_off_error(where, exc, backend=backend)
+    if isinstance(exc, bx.ReadTimeoutError) and isinstance(read_timeout, (int, float)):
+        return DeadlineExceededError(
+            f"{where} did not answer within read_timeout={read_timeout:g} s ({exc})", backend=backend
+        )
     if isinstance(exc, (bx.ReadTimeoutError, bx.ConnectTimeoutError)):
         return DeadlineExceededError(f"{where} did not answer in time ({exc})", backend=backend)
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):

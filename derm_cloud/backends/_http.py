@@ -92,7 +92,7 @@ def requests_failure(
     import requests
 
     if isinstance(exc, requests.Timeout):
-        within = "the timeout" if timeout is None else f"{timeout:g} s"
+        within = "the timeout" if timeout is None else f"{round(timeout, 2):g} s"
         return DeadlineExceededError(f"no answer from {target} within {within}", backend=backend)
     if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
         return cut_off_error(target or backend, exc, backend=backend)

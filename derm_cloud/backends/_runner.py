@@ -2,13 +2,11 @@
 
 :class:`ModelRunner` is shared by ``OnnxModel`` (onnxruntime) and ``TfliteModel`` (LiteRT), so both run the same
 ``image_tensor`` preprocessing from the same ``spec.json`` and differ only in how one batch is executed.
-:func:`load_model` picks the runtime from the spec's ``model_file`` (``.tflite`` or ONNX); the serving adapters
-and emulators use it, so any model directory can be hosted behind any emulated cloud API.
+:func:`~derm_cloud.backends._local_model.load_model` picks the runtime for a directory.
 """
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,12 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from derm_cloud.images import PreparedImage
-from derm_cloud.models.cache import resolve_model_dir
 from derm_cloud.models.spec import ModelSpec
 from derm_cloud.preprocess import encode_metadata, image_tensor, softmax
 from derm_cloud.types import PatientMetadata
 
-__all__ = ["ModelRunner", "load_model"]
+__all__ = ["ModelRunner"]
 
 
 class ModelRunner(ABC):
@@ -63,21 +60,3 @@ class ModelRunner(ABC):
 
     def close(self) -> None:
         """Release the runtime session (the runner is unusable afterwards)."""
-
-
-def load_model(model_dir: str | os.PathLike[str], *, intra_op_threads: int | None = None) -> ModelRunner:
-    """Load a model directory with the runtime its ``model_file`` needs (``.tflite``: LiteRT, else onnxruntime).
-
-    Raises:
-        ModelSpecError: the directory or its spec is invalid.
-        MissingDependencyError: the runtime is not installed (the message names the extra).
-    """
-    directory = resolve_model_dir(model_dir)
-    spec = ModelSpec.load(directory)
-    if spec.model_file.endswith(".tflite"):
-        from derm_cloud.backends.local_tflite import TfliteModel
-
-        return TfliteModel(directory, num_threads=intra_op_threads)
-    from derm_cloud.backends.local_onnx import OnnxModel
-
-    return OnnxModel(directory, intra_op_threads=intra_op_threads)

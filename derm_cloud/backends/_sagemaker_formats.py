@@ -1,5 +1,8 @@
-"""The response shapes of the SageMaker containers people deploy for image classification
-(docs/reference/cloud-apis.md 2.2).
+"""The wire formats of SageMaker endpoints for image classification (docs/reference/cloud-apis.md 2.2).
+
+Requests carry patient metadata in ``X-Amzn-SageMaker-Custom-Attributes`` (:func:`custom_attributes_for`), which
+the derm-cloud adapter reads back (:func:`derm_cloud.serving.metadata_from_custom_attributes`). Responses come in
+the shapes of the containers people deploy:
 
 * ``jumpstart``: JumpStart image classification, ``{"probabilities": [...]}`` or, with
   ``Accept: application/json;verbose``, ``{"labels": [...], "probabilities": [...], "predicted_label": ...}``;
@@ -16,10 +19,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any, Literal
+from urllib.parse import quote
 
 from derm_cloud.errors import ConfigError, DermCloudError, InvalidResponseError
+from derm_cloud.types import PatientMetadata
 
-__all__ = ["RESPONSE_FORMATS", "ResponseFormat", "parse_response"]
+__all__ = ["CUSTOM_ATTRIBUTE_PREFIX", "RESPONSE_FORMATS", "ResponseFormat", "custom_attributes_for", "parse_response"]
+
+#: Custom-attribute keys that carry patient metadata (other keys are the caller's own).
+CUSTOM_ATTRIBUTE_PREFIX = "derm."
 
 ResponseFormat = Literal["jumpstart", "hf", "builtin", "adapter", "auto"]
 RESPONSE_FORMATS: tuple[str, ...] = ("jumpstart", "hf", "builtin", "adapter", "auto")
@@ -31,6 +39,25 @@ _ACCEPTED_SHAPES: dict[str, frozenset[str]] = {
     "hf": frozenset({"hf"}),
     "builtin": frozenset({"builtin"}),
 }
+
+
+def custom_attributes_for(metadata: PatientMetadata) -> str:
+    """Encode patient metadata for ``X-Amzn-SageMaker-Custom-Attributes`` (``derm.age=45;derm.sex=male;...``).
+
+    Values are percent-encoded so the header stays visible ASCII, as SageMaker requires.
+
+    Example:
+        >>> custom_attributes_for(PatientMetadata(age=45, sex="male", site="lower extremity"))
+        'derm.age=45;derm.sex=male;derm.site=lower%20extremity'
+    """
+    parts = []
+    if metadata.age is not None:
+        parts.append(f"{CUSTOM_ATTRIBUTE_PREFIX}age={metadata.age:g}")
+    if metadata.sex != "unknown":
+        parts.append(f"{CUSTOM_ATTRIBUTE_PREFIX}sex={quote(metadata.sex, safe='')}")
+    if metadata.site:
+        parts.append(f"{CUSTOM_ATTRIBUTE_PREFIX}site={quote(metadata.site, safe='')}")
+    return ";".join(parts)
 
 
 def parse_response(

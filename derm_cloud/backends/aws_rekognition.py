@@ -87,7 +87,9 @@ class AwsRekognitionClassifier(Classifier):
         check_running: call ``describe_project_versions`` once at construction and raise
             :class:`ModelNotReadyError` unless the version is RUNNING (costs one control-plane call).
         connect_timeout: seconds to open a connection.
-        read_timeout: seconds to wait for an answer per attempt.
+        read_timeout: seconds to wait for an answer per attempt, also with ``client=`` (whose own read timeout
+            may be longer) and when an answer trickles in (no single socket read times out): the retry policy
+            abandons the attempt after that long.
         retry: the shared retry policy; botocore's own retries are switched off.
         client: a boto3 ``rekognition`` client built elsewhere (tests, custom sessions); the caller keeps
             ownership: :meth:`close` leaves it open.
@@ -166,6 +168,7 @@ class AwsRekognitionClassifier(Classifier):
             image_limits=image_limits,
             concurrency=concurrency,
         )
+        self.attempt_timeout = float(read_timeout)
         if check_running:
             status = project_version_status(self.client, project_version_arn)
             if status != "RUNNING":
@@ -247,7 +250,14 @@ class AwsRekognitionClassifier(Classifier):
         # A cut-off body is checked first: botocore may wrap it in a ClientError-shaped parse failure.
         if client_error is not None and isinstance(exc, client_error) and not is_cut_off(exc):
             return self._translate_client_error(getattr(exc, "response", {}), where)
-        return translate_botocore(exc, backend=self.backend_name, where=where, operation="detect_custom_labels")
+        config = getattr(getattr(self.client, "meta", None), "config", None)
+        return translate_botocore(
+            exc,
+            backend=self.backend_name,
+            where=where,
+            operation="detect_custom_labels",
+            read_timeout=getattr(config, "read_timeout", None),
+        )
 
     def _translate_client_error(self, response: Mapping[str, Any], where: str) -> DermCloudError:
         facts = client_error_facts(response, backend=self.backend_name)

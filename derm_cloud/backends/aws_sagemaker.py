@@ -20,7 +20,12 @@ from typing import Any, Protocol
 
 from derm_cloud.backends._boto import build_boto_client, client_error_class, client_error_facts, translate_botocore
 from derm_cloud.backends._http import is_loopback
-from derm_cloud.backends._sagemaker_formats import RESPONSE_FORMATS, ResponseFormat, parse_response
+from derm_cloud.backends._sagemaker_formats import (
+    RESPONSE_FORMATS,
+    ResponseFormat,
+    custom_attributes_for,
+    parse_response,
+)
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     AuthenticationError,
@@ -105,7 +110,8 @@ class AwsSagemakerClassifier(Classifier):
         retry: retry policy (default: 4 attempts within 60 s).
         client: an injected boto3 ``sagemaker-runtime`` client (tests, custom sessions).
         connect_timeout, read_timeout: socket timeouts in seconds (AWS suggests ~70 s reads: the model has 60 s).
-            They bound one attempt; the retry policy's deadline is checked between attempts (boto3 has no
+            ``read_timeout`` bounds each attempt, also with ``client=`` (whose own read timeout may be longer)
+            and when an answer trickles in: the retry policy abandons the attempt after that long (boto3 has no
             per-call timeout).
         instance_type, instance_count, serverless_memory_mb: how the endpoint is provisioned, for cost estimates.
         data_capture: declare that the endpoint has data capture on (it then stores images in S3).
@@ -196,6 +202,7 @@ class AwsSagemakerClassifier(Classifier):
             image_limits=image_limits,
             concurrency=concurrency,
         )
+        self.attempt_timeout = float(read_timeout)
 
     # --- one call ----------------------------------------------------------------------------------------------
 
@@ -249,8 +256,6 @@ class AwsSagemakerClassifier(Classifier):
     def _metadata_attributes(self, metadata: PatientMetadata) -> str:
         if not self.send_metadata or metadata.is_empty:
             return ""
-        from derm_cloud.serving import custom_attributes_for
-
         return custom_attributes_for(metadata)
 
     # --- responses -----------------------------------------------------------------------------------------------
@@ -297,7 +302,14 @@ class AwsSagemakerClassifier(Classifier):
         client_error = client_error_class()
         if client_error is not None and isinstance(exc, client_error):
             return self._translate_client_error(exc, where)
-        return translate_botocore(exc, backend=self.backend_name, where=where, operation="invoke_endpoint")
+        config = getattr(getattr(self.client, "meta", None), "config", None)
+        return translate_botocore(
+            exc,
+            backend=self.backend_name,
+            where=where,
+            operation="invoke_endpoint",
+            read_timeout=getattr(config, "read_timeout", None),
+        )
 
     def _translate_client_error(self, exc: Any, where: str) -> DermCloudError:
         response = exc.response

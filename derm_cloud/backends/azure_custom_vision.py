@@ -32,24 +32,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from derm_cloud.backends._http import is_loopback, requests_failure
+from derm_cloud.backends._custom_vision_errors import ENDPOINT_ENV, KEY_ENV, response_header, translate_error
+from derm_cloud.backends._http import is_loopback
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
-    AuthenticationError,
     ConfigError,
-    DeadlineExceededError,
     DermCloudDeprecationWarning,
-    DermCloudError,
     InvalidResponseError,
     MissingDependencyError,
-    ModelNotReadyError,
-    NotFoundError,
-    PayloadTooLargeError,
-    ServiceError,
-    ThrottledError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
-from derm_cloud.retry import RetryPolicy, call_timeout, retry_after_seconds
+from derm_cloud.redaction import redact_url
+from derm_cloud.retry import RetryPolicy, call_timeout
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata
 
@@ -58,15 +52,12 @@ __all__ = [
     "RETIREMENT_DATE",
     "AzureCustomVisionClassifier",
     "CustomVisionClient",
-    "translate_error",
 ]
 
 RETIREMENT_DATE = "2028-09-25"
 #: Prediction image limit: "4 MB" in the service docs and the SDK docstring, enforced as decimal megabytes
 #: (4,000,000 bytes): reading it as MiB would let 4.0-4.19 MB images through that the service may refuse.
 MAX_IMAGE_BYTES = 4_000_000
-_KEY_ENV = "VISION_PREDICTION_KEY"  # the names Microsoft's Custom Vision quickstarts use
-_ENDPOINT_ENV = "VISION_PREDICTION_ENDPOINT"
 _SUCCESSOR = (
     "train with Azure Machine Learning AutoML for images and call the endpoint with the 'azure-ml' backend, or "
     "run its ONNX export (model.onnx + labels.json) locally with the 'local-onnx' backend"
@@ -190,7 +181,7 @@ class AzureCustomVisionClassifier(Classifier):
         self.application = application
         self.timeout = timeout
         self.max_image_bytes = max_image_bytes
-        self.endpoint = (endpoint or os.environ.get(_ENDPOINT_ENV) or "").rstrip("/") or None
+        self.endpoint = (endpoint or os.environ.get(ENDPOINT_ENV) or "").rstrip("/") or None
         self.region = region or _region_from_endpoint(self.endpoint)
         self._map_lock = threading.Lock()
         self._owns_client = client is None
@@ -208,13 +199,13 @@ class AzureCustomVisionClassifier(Classifier):
         if not self.endpoint:
             raise ConfigError(
                 f"endpoint is required: the prediction resource endpoint (https://<region>.api.cognitive."
-                f"microsoft.com or https://<resource>.cognitiveservices.azure.com); pass it or set {_ENDPOINT_ENV}"
+                f"microsoft.com or https://<resource>.cognitiveservices.azure.com); pass it or set {ENDPOINT_ENV}"
             )
-        key = prediction_key or os.environ.get(_KEY_ENV)
+        key = prediction_key or os.environ.get(KEY_ENV)
         if not key:
             raise ConfigError(
                 f"prediction_key is required: the prediction resource's key (Azure portal > the resource > Keys "
-                f"and Endpoint); pass it or set {_KEY_ENV}"
+                f"and Endpoint); pass it or set {KEY_ENV}"
             )
         credentials = ApiKeyCredentials(in_headers={"Prediction-key": key})
         client = CustomVisionPredictionClient(self.endpoint, credentials)  # type: ignore[no-untyped-call]
@@ -246,7 +237,7 @@ class AzureCustomVisionClassifier(Classifier):
     def _parse(self, answer: Any) -> RawResult:
         result = getattr(answer, "output", answer)
         response = getattr(answer, "response", None)
-        request_id = _header(response, "apim-request-id") or getattr(result, "id", None)
+        request_id = response_header(response, "apim-request-id") or getattr(result, "id", None)
         predictions = getattr(result, "predictions", None)
         if not predictions:
             raise InvalidResponseError(
@@ -316,102 +307,11 @@ class AzureCustomVisionClassifier(Classifier):
             close()
 
     def __repr__(self) -> str:
+        endpoint = redact_url(self.endpoint) if self.endpoint else None
         return (
-            f"{type(self).__name__}(endpoint={self.endpoint!r}, project_id={self.project_id!r}, "
+            f"{type(self).__name__}(endpoint={endpoint!r}, project_id={self.project_id!r}, "
             f"published_name={self.published_name!r}, store_images={self.store_images}, prediction_key=<redacted>)"
         )
-
-
-def translate_error(exc: BaseException, clf: AzureCustomVisionClassifier) -> DermCloudError | None:
-    """The one place where SDK, msrest and requests exceptions become derm-cloud errors.
-
-    Returns ``None`` for exceptions that are not about the call (programming errors propagate unchanged).
-    """
-    from azure.cognitiveservices.vision.customvision.prediction.models import CustomVisionErrorException
-    from azure.core.exceptions import DeserializationError  # what msrest raises for a malformed body
-    from msrest.exceptions import ClientRequestError, ValidationError
-
-    name = clf.backend_name
-    if isinstance(exc, CustomVisionErrorException):
-        return _from_status(exc, clf)
-    if isinstance(exc, DeserializationError):
-        return InvalidResponseError(
-            f"Custom Vision answered a body that is not an ImagePrediction: {exc}", backend=name
-        )
-    if isinstance(exc, ValidationError):
-        return ConfigError(f"Custom Vision SDK refused a parameter: {exc}")
-    cause = exc.inner_exception if isinstance(exc, ClientRequestError) else exc
-    transport = requests_failure(cause, backend=name, target=clf.endpoint, check="endpoint=")
-    if transport is not None:
-        return transport
-    if isinstance(exc, ClientRequestError):
-        return ServiceError(f"the request failed: {exc}", backend=name, retryable=False)
-    return None
-
-
-def _from_status(exc: Any, clf: AzureCustomVisionClassifier) -> DermCloudError:
-    response = exc.response
-    status = int(getattr(response, "status_code", 0) or 0)
-    code, message = _error_fields(exc)
-    request_id = _header(response, "apim-request-id")
-    retry_after = retry_after_seconds(_header(response, "Retry-After"))
-    where = f"project {clf.project_id} / published iteration {clf.published_name!r}"
-    detail = f"{code}: {message}" if code else message
-    common: dict[str, Any] = {"backend": clf.backend_name, "status": status, "request_id": request_id}
-    if status == 403 and "quota" in message.lower():
-        return ThrottledError(
-            f"the Custom Vision call quota is used up ({detail}); wait for the quota to renew or move the resource "
-            "to the S0 tier",
-            retryable=False,
-            **common,
-        )
-    if status in (401, 403):
-        return AuthenticationError(
-            f"Custom Vision refused the prediction key ({detail}). Check prediction_key= (or {_KEY_ENV}): it must be "
-            "a key of the *prediction* resource (not the training resource), and endpoint= must be that "
-            "resource's endpoint",
-            **common,
-        )
-    if status == 404:
-        return NotFoundError(
-            f"{where} was not found ({detail}). Check project_id= and published_name= (the publish name, not the "
-            "iteration id) and that the iteration is published to this prediction resource",
-            **common,
-        )
-    if status == 429:
-        return ThrottledError(f"Custom Vision is rate limiting ({detail})", retry_after=retry_after, **common)
-    if status in (408, 504):
-        return DeadlineExceededError(f"Custom Vision timed out ({detail})", **common)
-    if status == 400 and code == "BadRequestImageSizeBytes":
-        return PayloadTooLargeError(
-            f"Custom Vision refused the image size ({detail}); lower max_image_bytes= (now {clf.max_image_bytes:,})"
-        )
-    if status == 503 and code == "ErrorPredictionModelNotCached":
-        return ModelNotReadyError(f"the iteration is still loading ({detail})", retry_after=retry_after, **common)
-    if status >= 500:
-        return ServiceError(f"Custom Vision failed ({detail})", retry_after=retry_after, **common)
-    return ServiceError(f"Custom Vision refused the request ({detail})", retryable=False, **common)
-
-
-def _error_fields(exc: Any) -> tuple[str, str]:
-    """``(code, message)`` from either error body shape, or the HTTP reason when the body is not JSON."""
-    error = getattr(exc, "error", None)
-    code = getattr(error, "code", None)
-    message = getattr(error, "message", None)
-    if code or message:
-        return str(code or ""), str(message or "")
-    gateway = (getattr(error, "additional_properties", None) or {}).get("error")
-    if isinstance(gateway, Mapping):
-        return str(gateway.get("code") or ""), str(gateway.get("message") or "")
-    return "", str(exc)
-
-
-def _header(response: Any, name: str) -> str | None:
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    value = headers.get(name)
-    return str(value) if value is not None else None
 
 
 def _region_from_endpoint(endpoint: str | None) -> str | None:

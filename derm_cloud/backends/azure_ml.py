@@ -202,6 +202,7 @@ class AzureMlClassifier(Classifier):
             workspace=workspace,
             credential=credential,
             deployment=options.get("deployment"),
+            translate_error=translate_error,
         )
         for name, value in resolved.items():
             options.setdefault(name, value)
@@ -287,7 +288,7 @@ class AzureMlClassifier(Classifier):
         try:
             response = self._session.post(self.scoring_uri, data=self._body(rows), headers=headers, timeout=seconds)
         except requests.RequestException as exc:
-            raise self._translate(exc) from exc
+            raise self._translate(exc, timeout=seconds) from exc
         if response.status_code != 200:
             raise self._translate(response)
         request_id = response.headers.get("x-request-id") or response.headers.get("x-ms-request-id")
@@ -337,12 +338,14 @@ class AzureMlClassifier(Classifier):
                     labels, overrides=self._overrides, allow_unmapped=self._allow_unmapped
                 )
 
-    def _translate(self, failure: Any) -> DermCloudError:
+    def _translate(self, failure: Any, timeout: float | None = None) -> DermCloudError:
+        """``timeout``: the seconds the failed call was given (``timeout=``, or less when the retry deadline
+        had less left), so a timeout message names the limit that fired."""
         return translate_error(
             failure,
             uri=self.scoring_uri,
             deployment=self.deployment,
-            timeout=self.timeout,
+            timeout=self.timeout if timeout is None else timeout,
             max_request_bytes=self.max_request_bytes,
         )
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from derm_cloud.backends._google import talks_grpc, translate_google_error
 from derm_cloud.backends._http import is_loopback
-from derm_cloud.backends.gcp_vertex import talks_grpc
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import ConfigError, MissingDependencyError, RemoteError, ServiceError, ThrottledError
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
@@ -101,8 +101,6 @@ class GcpVisionClassifier(Classifier):
             raise MissingDependencyError(
                 "the google-vision backend needs google-cloud-vision; run: pip install 'derm-cloud[vertex]'"
             ) from exc
-        from derm_cloud.backends.gcp_vertex import translate_google_error
-
         options: dict[str, Any] = {"api_endpoint": self.api_endpoint}
         if api_key is not None:
             options["api_key"] = api_key
@@ -118,8 +116,6 @@ class GcpVisionClassifier(Classifier):
 
     def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult:
         from google.cloud import vision
-
-        from derm_cloud.backends.gcp_vertex import translate_google_error
 
         max_bytes = _IMAGE_LIMIT
         if self.max_request_bytes is not None:

@@ -112,7 +112,13 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 def run_referral(args: argparse.Namespace) -> int:
     from derm_cloud.data import dataset_overlap_warning, load_dataset
-    from derm_cloud.governance.referral_io import SavedPolicy, read_predictions
+    from derm_cloud.governance.referral import (
+        SavedPolicy,
+        fit_referral,
+        parse_prevalence,
+        read_predictions,
+        write_referral_outputs,
+    )
 
     if not 0 < args.target_sensitivity <= 1:
         raise ConfigError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
@@ -136,14 +142,34 @@ def run_referral(args: argparse.Namespace) -> int:
     # Checked for stored predictions too: the facts travel in the predictions file's header, and without them
     # the image ids alone still reveal HAM10000 images.
     overlap = dataset_overlap_warning(facts, ds)
-    labels = [str(s.label) for s in samples]
     if saved is not None:
         return _saved_policy_run(args, saved, ds, samples, preds, facts, overlap, backend_note)
-    ev, held, fit_samples = _fit_and_hold_out(args, samples, preds, labels)
+    fit = fit_referral(
+        samples,
+        preds,
+        target_sensitivity=args.target_sensitivity,
+        min_confidence=args.min_confidence,
+        skin_tone=args.skin_tone,
+        prevalence=parse_prevalence(args.prevalence),
+        folds=args.folds,
+        seed=args.seed,
+        calibration_split=args.calibration_split,
+    )
+    ev, held = fit.evaluation, fit.held_out
     if overlap:
         ev.notes.insert(0, f"Training-data overlap: {overlap}")
     if args.out:
-        _write_outputs(Path(args.out), ev, held, samples, preds, ds, args, facts, fit_samples)
+        write_referral_outputs(
+            args.out,
+            fit,
+            samples,
+            preds,
+            dataset_name=ds.name,
+            source=str(args.dataset),
+            limit=args.limit,
+            command=_command_line(args),
+            model_facts=facts,
+        )
     if args.json:
         print(json.dumps({**ev.to_dict(), "out_of_sample": held.to_dict()}, indent=2, default=str))
         return 0
@@ -175,59 +201,17 @@ def run_referral(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit_and_hold_out(
-    args: argparse.Namespace, samples: list[Any], preds: list[Any], labels: list[str]
-) -> tuple[Any, Any, list[Any]]:
-    """The in-sample evaluation (curve, groups) and the out-of-sample headline (cross-fitting or a split)."""
-    from derm_cloud.governance.referral import ReferralPolicy
-    from derm_cloud.governance.referral_eval import evaluate_referral, parse_prevalence
-    from derm_cloud.governance.referral_holdout import calibration_split_referral, cross_fit_referral
-
-    base = ReferralPolicy(malignant_threshold=None, min_confidence=args.min_confidence, refer_on_disagreement=False)
-    base_policy = base if args.min_confidence is not None else None
-    lesions = [s.lesion_id for s in samples]
-    if args.calibration_split:
-        calibrate = [str(s.extra.get("split", "")) == args.calibration_split for s in samples]
-        held = calibration_split_referral(
-            preds,
-            labels,
-            calibrate,
-            lesions,
-            target_sensitivity=args.target_sensitivity,
-            base_policy=base_policy,
-            split_name=args.calibration_split,
-        )
-        # The shipped policy is the calibration split's; the in-sample view (curve, groups) is that split's too.
-        fit = [i for i, c in enumerate(calibrate) if c]
-        samples, preds, labels = [samples[i] for i in fit], [preds[i] for i in fit], [labels[i] for i in fit]
-    else:
-        held = cross_fit_referral(
-            preds,
-            labels,
-            lesions,
-            target_sensitivity=args.target_sensitivity,
-            folds=args.folds,
-            seed=args.seed,
-            base_policy=base_policy,
-        )
-    groups = _groups(samples, args.skin_tone)
-    ev = evaluate_referral(
-        preds,
-        labels,
-        target_sensitivity=args.target_sensitivity,
-        groups=groups,
-        base_policy=base_policy,
-        prevalence=parse_prevalence(args.prevalence),
+def _command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run, recorded in ``referral.json``."""
+    return " ".join(
+        ["derm-cloud governance referral", f"--backend {args.backend}"]
+        + [f"-o {o}" for o in args.option]
+        + [f"--dataset {args.dataset}", f"--target-sensitivity {args.target_sensitivity}"]
+        + ([f"--limit {args.limit} --seed {args.seed}"] if args.limit else [])
+        + ([f"--calibration-split {args.calibration_split}"] if args.calibration_split else [f"--folds {args.folds}"])
+        + (["--no-metadata"] if args.no_metadata else [])
+        + ([f"--min-confidence {args.min_confidence}"] if args.min_confidence is not None else [])
     )
-    ev.notes[0] = (
-        "In-sample figures are fitted on the images they are reported on; the out-of-sample figures "
-        f"({held.method}) are what to expect on new lesions."
-    )
-    if "skin_tone_ita" in groups:
-        from derm_cloud.governance.skin_tone import ITA_CAVEAT
-
-        ev.notes.append(f"skin_tone_ita groups: {ITA_CAVEAT}")
-    return ev, held, samples
 
 
 def _saved_policy_run(
@@ -240,23 +224,17 @@ def _saved_policy_run(
     overlap: str | None,
     backend_note: str,
 ) -> int:
-    from derm_cloud.governance.referral_holdout import evaluate_saved_policy
-    from derm_cloud.governance.referral_io import fitting_overlap, write_predictions
+    from derm_cloud.governance.referral import check_saved_policy, write_predictions
 
-    held = evaluate_saved_policy(saved.policy, preds, [str(s.label) for s in samples])
-    held.notes[:0] = fitting_overlap(
-        saved, [s.image_id for s in samples], [s.lesion_id for s in samples], preds[0].model_id
+    held, payload = check_saved_policy(
+        saved,
+        samples,
+        preds,
+        dataset_name=ds.name,
+        source=str(args.dataset),
+        policy_file=str(args.policy),
+        overlap=overlap,
     )
-    if overlap:
-        held.notes.insert(0, f"Training-data overlap: {overlap}")
-    payload = {
-        "dataset": {"name": ds.name, "n": len(samples), "source": str(args.dataset)},
-        "policy_file": str(args.policy),
-        "policy": saved.policy.to_dict(),
-        "fitted_on": {k: v for k, v in saved.fitted_on.items() if k not in ("image_ids", "lesion_ids")},
-        "expected": saved.expected,
-        "evaluation": held.to_dict(),
-    }
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -299,80 +277,6 @@ def _run_backend(args: argparse.Namespace, samples: list[Any]) -> tuple[list[Any
             print(f"\r  {min(lo + step, len(samples))}/{len(samples)} images", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return preds, facts
-
-
-def _groups(samples: list[Any], skin_tone: str) -> dict[str, list[str]]:
-    from derm_cloud.governance._records import age_band
-
-    groups = {
-        "sex": [s.metadata.sex for s in samples],
-        "age_band": [age_band(s.metadata.age) for s in samples],
-        "site": [s.metadata.site or "unknown" for s in samples],
-    }
-    if skin_tone != "none":
-        from derm_cloud.governance.skin_tone import estimate_ita, fitzpatrick_label
-
-        has_fitz = any(s.metadata.fitzpatrick is not None for s in samples)
-        use_fitz = skin_tone == "fitzpatrick" or (skin_tone == "auto" and has_fitz)
-        if use_fitz:
-            groups["skin_tone"] = [fitzpatrick_label(s.metadata.fitzpatrick) for s in samples]
-        else:
-            groups["skin_tone_ita"] = [estimate_ita(s.read_bytes()).category or "unknown" for s in samples]
-    return groups
-
-
-def _write_outputs(
-    out: Path,
-    ev: Any,
-    held: Any,
-    samples: list[Any],
-    preds: list[Any],
-    ds: Any,
-    args: argparse.Namespace,
-    facts: dict[str, Any],
-    fit_samples: list[Any],
-) -> None:
-    from derm_cloud.governance.referral_eval import plot_referral, referral_markdown
-    from derm_cloud.governance.referral_io import save_policy, write_predictions
-
-    out.mkdir(parents=True, exist_ok=True)
-    rows = ((s.image_id, s.label, p) for s, p in zip(samples, preds, strict=True))
-    write_predictions(out / "predictions.jsonl", rows, model_facts=facts)
-    payload = ev.to_dict()
-    payload["out_of_sample"] = held.to_dict()
-    payload["dataset"] = {"name": ds.name, "n": len(samples), "source": str(args.dataset), "limit": args.limit}
-    payload["command"] = " ".join(
-        ["derm-cloud governance referral", f"--backend {args.backend}"]
-        + [f"-o {o}" for o in args.option]
-        + [f"--dataset {args.dataset}", f"--target-sensitivity {args.target_sensitivity}"]
-        + ([f"--limit {args.limit} --seed {args.seed}"] if args.limit else [])
-        + ([f"--calibration-split {args.calibration_split}"] if args.calibration_split else [f"--folds {args.folds}"])
-        + (["--no-metadata"] if args.no_metadata else [])
-        + ([f"--min-confidence {args.min_confidence}"] if args.min_confidence is not None else [])
-    )
-    if ev.points["mel"].threshold is not None:
-        policy = ev.policy("mel")
-        payload["policy"] = policy.to_dict()
-        fitted_on = {
-            "dataset": ds.name,
-            "source": str(args.dataset),
-            "backend": ev.backend,
-            "model_id": ev.model_id,
-            "target": "mel",
-            "target_sensitivity": args.target_sensitivity,
-            "n": len(fit_samples),
-            "image_ids": [s.image_id for s in fit_samples],
-            "lesion_ids": sorted({s.lesion_id for s in fit_samples if s.lesion_id}),
-        }
-        expected: dict[str, Any] = {
-            t: {"sensitivity": p.sensitivity, "sensitivity_ci": p.sensitivity_ci, "referral_rate": p.referral_rate}
-            for t, p in held.points.items()
-        }
-        expected["method"] = held.description
-        save_policy(out / "policy.json", policy, fitted_on=fitted_on, expected=expected)
-    (out / "referral.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    (out / "referral.md").write_text(referral_markdown(ev, held=held), encoding="utf-8")
-    (out / "referral.png").write_bytes(plot_referral([ev]))
 
 
 # --- notes and model cards ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 from derm_cloud.errors import ChecksumMismatchError, DownloadError, MissingDependencyError
 
-__all__ = ["Downloaded", "Progress", "download", "file_digest", "requests_module"]
+__all__ = ["Downloaded", "Progress", "download", "file_digest", "mirror_url", "requests_module"]
 
 _CHUNK = 1 << 20
 _READ = 1 << 16
@@ -36,6 +37,20 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
         for block in iter(lambda: fh.read(_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def mirror_url(url: str, mirror: str | None) -> str:
+    """``https://HOST/PATH?Q`` -> ``MIRROR/HOST/PATH?Q`` (unchanged without a mirror).
+
+    Example:
+        >>> mirror_url("https://example.org/a/b.zip?x=1", "http://127.0.0.1:8000/m")
+        'http://127.0.0.1:8000/m/example.org/a/b.zip?x=1'
+    """
+    if not mirror:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    return f"{mirror.rstrip('/')}/{parts.netloc}{tail}"
 
 
 class Progress:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from derm_cloud.data.download import download, file_digest, requests_module
+from derm_cloud.data.download import download, file_digest, mirror_url, requests_module
 from derm_cloud.errors import ConfigError, DownloadError, MissingDependencyError
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "datasets_dir",
     "fetch_dataset",
     "lookup_source",
-    "mirror_url",
 ]
 
 CATALOGUE_PATH = Path(__file__).with_name("catalogue.toml")
@@ -135,20 +134,6 @@ def datasets_dir() -> Path:
     from derm_cloud.models.cache import cache_dir
 
     return cache_dir() / "datasets"
-
-
-def mirror_url(url: str, mirror: str | None) -> str:
-    """``https://HOST/PATH?Q`` -> ``MIRROR/HOST/PATH?Q`` (unchanged without a mirror).
-
-    Example:
-        >>> mirror_url("https://example.org/a/b.zip?x=1", "http://127.0.0.1:8000/m")
-        'http://127.0.0.1:8000/m/example.org/a/b.zip?x=1'
-    """
-    if not mirror:
-        return url
-    parts = urllib.parse.urlsplit(url)
-    tail = parts.path + (f"?{parts.query}" if parts.query else "")
-    return f"{mirror.rstrip('/')}/{parts.netloc}{tail}"
 
 
 def fetch_dataset(

@@ -7,6 +7,8 @@ Every layout names its columns differently (``dx`` / ``label``, ``localization``
 from __future__ import annotations
 
 import math
+import numbers
+import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -15,7 +17,14 @@ from derm_cloud.errors import ConfigError, UnmappableLabelsError
 from derm_cloud.taxonomy import CLASS_CODES, LabelMap, normalise_label
 from derm_cloud.types import PatientMetadata
 
-__all__ = ["COLUMN_ALIASES", "canonical_label", "find_column", "metadata_from_row"]
+__all__ = [
+    "COLUMN_ALIASES",
+    "canonical_label",
+    "find_column",
+    "fitzpatrick_from_metadata",
+    "fitzpatrick_label",
+    "metadata_from_row",
+]
 
 #: Accepted column names per field, first match wins (matched case-insensitively).
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -123,7 +132,6 @@ def metadata_from_row(row: Mapping[str, Any], columns: Mapping[str, str | None])
     Raises:
         ConfigError: a value is present but invalid (age 200, sex "x", Fitzpatrick 9).
     """
-    from derm_cloud.governance.skin_tone import fitzpatrick_from_metadata
 
     def cell(field: str) -> Any:
         col = columns.get(field)
@@ -146,3 +154,62 @@ def metadata_from_row(row: Mapping[str, Any], columns: Mapping[str, str | None])
         site=site_text,
         fitzpatrick=fitzpatrick_from_metadata(cell("fitzpatrick")),
     )
+
+
+# --- Fitzpatrick skin types ----------------------------------------------------------------------------------------
+
+_ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}
+_UNKNOWN = {"", "-1", "0", "na", "n/a", "nan", "none", "null", "unknown", "not recorded", "?"}
+
+
+def fitzpatrick_from_metadata(value: object) -> int | None:
+    """Read a Fitzpatrick skin type from metadata, in the ISIC archive or Fitzpatrick17k convention.
+
+    Accepts ``1``..``6`` (int, float or text), Roman numerals ``"I"``..``"VI"`` (ISIC
+    ``fitzpatrick_skin_type``), and prefixed forms such as ``"type III"``, ``"FST IV"`` or ``"fitzpatrick 2"``.
+    Unknown values (``None``, NaN, ``-1`` as in Fitzpatrick17k, ``0``, ``""``, ``"unknown"``) give ``None``.
+
+    Raises:
+        ConfigError: the value is present but is not a skin type (for example ``7`` or ``"olive"``).
+
+    Example:
+        >>> fitzpatrick_from_metadata("IV"), fitzpatrick_from_metadata(-1), fitzpatrick_from_metadata(3.0)
+        (4, None, 3)
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):  # int and numpy's integers, without importing numpy
+        number = int(value)
+        if number in (-1, 0):
+            return None
+        if 1 <= number <= 6:
+            return number
+        raise ConfigError(f"Fitzpatrick skin type must be 1-6 (or -1 for unknown), got {number}")
+    if isinstance(value, numbers.Real):
+        as_float = float(value)
+        if math.isnan(as_float):
+            return None
+        if as_float.is_integer():
+            return fitzpatrick_from_metadata(int(as_float))
+        raise ConfigError(f"Fitzpatrick skin type must be a whole number 1-6, got {value}")
+    text = str(value).strip()
+    if text.lower() in _UNKNOWN:
+        return None
+    core = re.sub(r"^(fitzpatrick|fst|skin\s*type|type)[\s_:-]*", "", text, flags=re.IGNORECASE).strip()
+    if core.upper() in _ROMAN:
+        return _ROMAN[core.upper()]
+    try:
+        return fitzpatrick_from_metadata(float(core))
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"cannot read a Fitzpatrick skin type from {value!r}; use 1-6, I-VI, or -1/'unknown' when not recorded"
+    )
+
+
+def fitzpatrick_label(skin_type: int | None) -> str:
+    """``3`` -> ``"FST III"``; ``None`` -> ``"unknown"`` (group names in reports)."""
+    if skin_type is None:
+        return "unknown"
+    roman = {v: k for k, v in _ROMAN.items()}
+    return f"FST {roman[skin_type]}"

@@ -174,8 +174,7 @@ def _fitzpatrick17k(
     folder: Path, downloads: Path, *, mirror: str | None, quiet: bool, limit: int | None, say: Callable[[str], None]
 ) -> list[str]:
     """Fetch each image from its URL (already-fetched ones are kept), then write the manifest."""
-    from derm_cloud.data.download import download
-    from derm_cloud.data.fetch import mirror_url
+    from derm_cloud.data.download import download, mirror_url
 
     rows = [r for r in _read(downloads / "fitzpatrick17k.csv") if r.get("url", "").startswith("http")]
     rows = rows[:limit] if limit else rows

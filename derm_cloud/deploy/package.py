@@ -27,21 +27,18 @@ Example:
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import importlib.metadata
-import io
-import json
 import os
 import re
 import shutil
-import tarfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from derm_cloud.errors import ConfigError, ModelSpecError
+from derm_cloud.deploy.files import model_files, write_manifest
+from derm_cloud.deploy.layouts import azureml_layout, sagemaker_layout, slug, vertex_layout
+from derm_cloud.errors import ConfigError
 
 __all__ = ["CLOUDS", "Cloud", "PackageResult", "find_adapters_dir", "package_model", "runtime_requirements"]
 
@@ -52,27 +49,6 @@ _ADAPTER_FILES = {
     "azureml": ("azureml/score.py",),
     "vertex": ("vertex/server.py",),
 }
-_SKIP = {"__pycache__", "_adapters", ".mypy_cache", ".pytest_cache"}
-_DOCKER_BASE = "python:3.11-slim"
-_DOCKERFILE_HEAD = f"""\
-FROM {_DOCKER_BASE}
-
-ENV PYTHONDONTWRITEBYTECODE=1 \\
-    PYTHONUNBUFFERED=1 \\
-    PIP_NO_CACHE_DIR=1 \\
-    PYTHONPATH=/opt/program
-
-COPY requirements.txt /opt/program/requirements.txt
-RUN pip install -r /opt/program/requirements.txt
-COPY derm_cloud /opt/program/derm_cloud
-"""
-_DOCKERFILE_TAIL = """\
-WORKDIR /opt/program
-# The server needs no write access to the model or code: run unprivileged.
-RUN useradd --system --uid 10001 derm
-USER derm
-EXPOSE 8080
-"""
 
 
 @dataclass(frozen=True)
@@ -138,238 +114,6 @@ def runtime_requirements(extra: Iterable[str] = (), *, http_server: bool = False
     return out
 
 
-def _model_files(model_dir: Path) -> tuple[list[Path], str, list[str]]:
-    """The files the serving code loads from a model directory, its model id, and what is left out.
-
-    Serving reads the spec (``spec.json``, or an AutoML ``labels.json``), the ONNX file it names and that file's
-    external-data files; anything else in the folder (sklesion's 86 MB ``model.keras``, notes, caches) would
-    only make the package bigger, so it stays behind and ``MANIFEST.json`` lists it under ``left_out``.
-    """
-    from derm_cloud.models.spec import ModelSpec
-    from derm_cloud.serving_http import find_model_dir
-
-    if not model_dir.is_dir():
-        raise ModelSpecError(f"model directory {str(model_dir)!r} does not exist; pass a folder with spec.json")
-    found = find_model_dir(model_dir, max_depth=0)
-    spec = ModelSpec.load(found)
-    model_id = spec.model_id if (found / "spec.json").is_file() else found.name
-    spec_file = "spec.json" if (found / "spec.json").is_file() else "labels.json"
-    wanted = {spec_file, spec.model_file, *_external_data(found / spec.model_file)}
-    every = sorted(p for p in found.rglob("*") if p.is_file() and not (_SKIP & set(p.relative_to(found).parts)))
-    files = [p for p in every if p.relative_to(found).as_posix() in wanted]
-    missing = sorted(wanted - {p.relative_to(found).as_posix() for p in files})
-    if missing:
-        raise ModelSpecError(f"{str(found)!r} lacks {', '.join(missing)}, which the model needs")
-    left_out = [p.relative_to(found).as_posix() for p in every if p not in files]
-    return files, model_id, left_out
-
-
-def _external_data(model_file: Path) -> list[str]:
-    """Relative paths of the external-data files an ONNX model references (weights stored beside it)."""
-    try:
-        import onnx
-    except ImportError:  # without onnx, keep the conventional names beside the model
-        return [p.name for p in model_file.parent.glob(f"{model_file.name}.data")]
-    model = onnx.load(str(model_file), load_external_data=False)
-    locations: set[str] = set()
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
-        tensors += [a.t for a in node.attribute if a.HasField("t")]
-    for tensor in tensors:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            locations.update(e.value for e in tensor.external_data if e.key == "location")
-    return sorted(locations)
-
-
-def _copy_model(files: list[Path], src: Path, dest: Path) -> None:
-    for f in files:
-        target = dest / f.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, target)
-
-
-def _vendor(dest: Path) -> None:
-    """Copy the installed ``derm_cloud`` package (pure Python) into ``dest/derm_cloud``."""
-    import derm_cloud
-
-    src = Path(derm_cloud.__file__).parent
-    shutil.copytree(
-        src, dest / "derm_cloud", ignore=lambda _d, names: [n for n in names if n in _SKIP or n.endswith(".pyc")]
-    )
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
-def _write_yaml(path: Path, data: Mapping[str, Any]) -> None:
-    """YAML written by PyYAML: every value is quoted or escaped as needed, so no value can add keys."""
-    import yaml
-
-    _write(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True))
-
-
-def _tar_gz(src: Path, archive: Path) -> None:
-    """A reproducible ``.tar.gz`` of ``src``'s contents at the archive root (sorted, no times or owners)."""
-
-    def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.mtime = 0
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        info.mode = 0o755 if info.isdir() else 0o644
-        return info
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(src.rglob("*")):
-            tar.add(path, arcname=path.relative_to(src).as_posix(), recursive=False, filter=normalise)
-    with archive.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-        gz.write(buf.getvalue())
-
-
-def _slug(text: str) -> str:
-    """A resource name the clouds accept (lower-case letters, digits, hyphens; starts with a letter)."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-    return ("m-" + slug if not slug[:1].isalpha() else slug)[:32].rstrip("-") or "derm-cloud"
-
-
-def _sagemaker(files: list[Path], model_root: Path, out: Path, adapters: Path, requirements: list[str]) -> list[str]:
-    staging = out / ".model-staging"
-    _copy_model(files, model_root, staging)
-    code = staging / "code"
-    code.mkdir()
-    shutil.copy2(adapters / "sagemaker" / "inference.py", code / "inference.py")
-    _write(code / "requirements.txt", "\n".join(requirements) + "\n")
-    _vendor(code)
-    _tar_gz(staging, out / "model.tar.gz")
-    shutil.rmtree(staging)
-    ctx = out / "container"
-    ctx.mkdir()
-    for name in ("serve.py", "inference.py"):
-        shutil.copy2(adapters / "sagemaker" / name, ctx / name)
-    _write(ctx / "requirements.txt", "\n".join(requirements) + "\n")
-    _vendor(ctx)
-    _write(
-        ctx / "Dockerfile",
-        "# derm-cloud SageMaker serving image: `serve` answers GET /ping and POST /invocations on 8080;\n"
-        "# SageMaker unpacks model.tar.gz into /opt/ml/model.\n"
-        + _DOCKERFILE_HEAD
-        + "COPY serve.py inference.py /opt/program/\n"
-        + _DOCKERFILE_TAIL
-        + 'ENTRYPOINT ["python", "/opt/program/serve.py"]\nCMD ["serve"]\n',
-    )
-    return [
-        "aws s3 cp model.tar.gz s3://<model-bucket>/<prefix>/model.tar.gz --sse aws:kms --sse-kms-key-id <kms-key-arn>",
-        "either: a framework container (e.g. the PyTorch inference DLC) with ModelDataUrl = that S3 URI "
-        "(code/inference.py and code/requirements.txt follow the inference-toolkit convention)",
-        "or: docker build -t <account>.dkr.ecr.<region>.amazonaws.com/derm-cloud-sagemaker:<tag> container/ && "
-        "docker push ... ; then infra/aws-sagemaker (terraform) or derm_cloud.deploy.sagemaker_jumpstart."
-        "create_endpoint(image_uri=..., model_data_url=...)",
-    ]
-
-
-def _azureml(
-    files: list[Path], model_root: Path, out: Path, adapters: Path, requirements: list[str], model_id: str, **opts: str
-) -> list[str]:
-    _copy_model(files, model_root, out / "model")
-    (out / "code").mkdir()
-    shutil.copy2(adapters / "azureml" / "score.py", out / "code" / "score.py")
-    _vendor(out / "code")
-    conda = {
-        "name": "derm-cloud-onnx",
-        "channels": ["conda-forge"],
-        "dependencies": ["python=3.11", "pip", {"pip": ["azureml-inference-server-http", *requirements]}],
-    }
-    _write_yaml(out / "environment" / "conda.yaml", conda)
-    endpoint = opts["endpoint_name"]
-    _write_yaml(
-        out / "endpoint.yml",
-        {
-            "$schema": "https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json",
-            "name": endpoint,
-            "auth_mode": "key",
-            "description": "derm-cloud adapter (triage support, not a diagnosis; a clinician reviews every result)",
-        },
-    )
-    _write_yaml(
-        out / "deployment.yml",
-        {
-            "$schema": "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json",
-            "name": "blue",
-            "endpoint_name": endpoint,
-            "model": {"name": _slug(model_id), "path": "./model"},
-            "code_configuration": {"code": "./code", "scoring_script": "score.py"},
-            "environment": {
-                "name": "derm-cloud-onnx",
-                "image": "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest",
-                "conda_file": "./environment/conda.yaml",
-            },
-            "instance_type": opts["instance_type"],
-            "instance_count": int(opts["instance_count"]),
-            "request_settings": {"request_timeout_ms": 5000, "max_concurrent_requests_per_instance": 1},
-        },
-    )
-    return [
-        "az ml online-endpoint create -f endpoint.yml -g <resource-group> -w <workspace>",
-        "az ml online-deployment create -f deployment.yml -g <resource-group> -w <workspace> --all-traffic",
-        "or: infra/azure-ml (terraform) creates the workspace, endpoint and deployment from these files",
-    ]
-
-
-def _vertex(files: list[Path], model_root: Path, out: Path, adapters: Path, requirements: list[str]) -> list[str]:
-    _copy_model(files, model_root, out / "model")
-    ctx = out / "container"
-    _copy_model(files, model_root, ctx / "model")
-    shutil.copy2(adapters / "vertex" / "server.py", ctx / "server.py")
-    _write(ctx / "requirements.txt", "\n".join(requirements) + "\n")
-    _vendor(ctx)
-    _write(
-        ctx / "Dockerfile",
-        "# derm-cloud Vertex AI custom prediction image: health and predict routes on $AIP_HTTP_PORT (8080).\n"
-        "# The model is baked in at /opt/model; a model uploaded with an artifactUri (AIP_STORAGE_URI) wins.\n"
-        + _DOCKERFILE_HEAD
-        + "COPY model /opt/model\nCOPY server.py /opt/program/server.py\nENV DERM_CLOUD_MODEL_DIR=/opt/model\n"
-        + _DOCKERFILE_TAIL
-        + 'ENTRYPOINT ["python", "/opt/program/server.py"]\n',
-    )
-    return [
-        "docker build -t <region>-docker.pkg.dev/<project>/<repo>/derm-cloud-vertex:<tag> container/ "
-        "&& docker push ...",
-        "gcloud storage cp -r model gs://<cmek-bucket>/<prefix>/   (optional: the image already holds the model)",
-        "gcloud ai models upload --region=<region> --display-name=derm-cloud --container-image-uri=<image> "
-        "--container-health-route=/health --container-predict-route=/predict [--artifact-uri=gs://...]",
-        "or: infra/gcp-vertex (terraform) creates the endpoint; the model upload and deploy-model step is the "
-        "gcloud command above (see infra/gcp-vertex/README.md)",
-    ]
-
-
-def _manifest(
-    out: Path, cloud: str, model_id: str, requirements: list[str], steps: list[str], left_out: list[str]
-) -> Path:
-    import derm_cloud
-
-    entries = []
-    for path in sorted(p for p in out.rglob("*") if p.is_file()):
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        entries.append({"path": path.relative_to(out).as_posix(), "bytes": path.stat().st_size, "sha256": digest})
-    manifest = out / "MANIFEST.json"
-    data = {
-        "cloud": cloud,
-        "model_id": model_id,
-        "derm_cloud_version": derm_cloud.__version__,
-        "requirements": requirements,
-        "files": entries,
-        "left_out": left_out,
-        "next_steps": steps,
-    }
-    manifest.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    readme = [f"derm-cloud {cloud} package of {model_id}", "", "Next steps:", *[f"  - {s}" for s in steps]]
-    readme += ["", "Triage support only, not a diagnosis: a clinician reviews every result."]
-    _write(out / "README.txt", "\n".join(readme) + "\n")
-    return manifest
-
-
 def _check_out_dir(out: Path, model_root: Path, adapters: Path, overwrite: bool) -> None:
     """Refuse an output folder whose replacement would delete the model, the adapters or unrelated files."""
     for what, path in (("the model directory", model_root), ("the adapters folder", adapters)):
@@ -428,7 +172,7 @@ def package_model(
             f"instance_type {instance_type!r} is not an Azure VM size; use a name such as Standard_DS3_v2"
         )
     model_root = resolve_model_dir(os.fspath(model_dir)).resolve()
-    files, model_id, left_out = _model_files(model_root)
+    files, model_id, left_out = model_files(model_root)
     adapters = find_adapters_dir(adapters_dir)
     out = Path(out_dir).expanduser().resolve()
     _check_out_dir(out, model_root, adapters.resolve(), overwrite)
@@ -438,23 +182,23 @@ def package_model(
     extra = ("google-cloud-storage",) if cloud == "vertex" else ()
     requirements = runtime_requirements(extra, http_server=cloud != "azureml")
     if cloud == "sagemaker":
-        steps = _sagemaker(files, model_root, out, adapters, requirements)
+        steps = sagemaker_layout(files, model_root, out, adapters, requirements)
         artefacts = [out / "model.tar.gz", out / "container"]
     elif cloud == "azureml":
-        steps = _azureml(
+        steps = azureml_layout(
             files,
             model_root,
             out,
             adapters,
             requirements,
             model_id,
-            endpoint_name=_slug(endpoint_name),
+            endpoint_name=slug(endpoint_name),
             instance_type=instance_type,
             instance_count=str(instance_count),
         )
         artefacts = [out / "model", out / "code", out / "environment", out / "endpoint.yml", out / "deployment.yml"]
     else:
-        steps = _vertex(files, model_root, out, adapters, requirements)
+        steps = vertex_layout(files, model_root, out, adapters, requirements)
         artefacts = [out / "container", out / "model"]
-    manifest = _manifest(out, cloud, model_id, requirements, steps, left_out)
+    manifest = write_manifest(out, cloud, model_id, requirements, steps, left_out)
     return PackageResult(cloud, out, artefacts, manifest, steps)

@@ -3,7 +3,8 @@
 * :func:`build_validation_set`: a seeded, lesion-level, stratified validation set that reports unfilled cells.
 * :func:`audit_dataset` / :func:`compare_audits` / :func:`write_audit_report`: class balance, lesions,
   duplicates, metadata and skin-tone coverage, side by side, as Markdown, HTML and JSON.
-* :func:`estimate_ita` / :func:`fitzpatrick_from_metadata`: skin-tone groups, with their caveats.
+* :func:`estimate_ita` / :func:`fitzpatrick_from_metadata`: skin-tone groups, with their caveats (the second
+  lives with the dataset loaders, :mod:`derm_cloud.data.fields`, which read it from every manifest).
 * :class:`ReferralPolicy`, :class:`ReferralClassifier`, :func:`evaluate_referral`: human-in-the-loop rules and
   what a sensitivity target costs in referrals.
 * :func:`risk_register`: dated, evidence-linked risk-register and DPIA entries from a comparator run.
@@ -15,33 +16,25 @@ imagehash) are imported only by the functions that need them.
 
 from __future__ import annotations
 
+from derm_cloud.data.fields import fitzpatrick_from_metadata
 from derm_cloud.governance.audit import AuditComparison, DatasetAudit, audit_dataset, compare_audits, write_audit_report
 from derm_cloud.governance.model_cards import ModelCard, compare_model_cards, model_card, model_card_flags
 from derm_cloud.governance.notes import Evidence, RiskEntry, RiskRegister, load_run, risk_register
 from derm_cloud.governance.referral import (
     HUMAN_REVIEW,
+    GroupReferral,
+    OperatingPoint,
     Referral,
     ReferralClassifier,
     ReferralDecision,
-    ReferralPolicy,
-)
-from derm_cloud.governance.referral_eval import (
-    GroupReferral,
-    OperatingPoint,
     ReferralEvaluation,
+    ReferralPolicy,
     evaluate_referral,
     parse_prevalence,
     plot_referral,
     referral_markdown,
 )
-from derm_cloud.governance.skin_tone import (
-    ITA_CATEGORIES,
-    ITA_CAVEAT,
-    SkinToneEstimate,
-    estimate_ita,
-    fitzpatrick_from_metadata,
-    ita_category,
-)
+from derm_cloud.governance.skin_tone import ITA_CATEGORIES, ITA_CAVEAT, SkinToneEstimate, estimate_ita, ita_category
 from derm_cloud.governance.validation_set import CellCoverage, ValidationSet, build_validation_set
 
 __all__ = [

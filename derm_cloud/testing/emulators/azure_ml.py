@@ -31,21 +31,20 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from derm_cloud.testing.emulators.azure_ml_deployments import Deployment, Deployments
 from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response, header_value, retry_after_header
 
 if TYPE_CHECKING:
     import os
 
     from derm_cloud.backends.azure_ml import AzureMlClassifier
-    from derm_cloud.serving import ModelServer
 
 __all__ = [
     "DEFAULT_ENDPOINT_KEY",
@@ -80,17 +79,6 @@ class ScoringCall:
 
         data = json.loads(self.body)["input_data"]["data"]
         return [base64.b64decode(row[0] if isinstance(row, list) else row) for row in data]
-
-
-@dataclass
-class _Deployment:
-    name: str
-    server: ModelServer | None
-    respond: Callable[[bytes], Response] | None
-    instance_type: str
-    instance_count: int
-    traffic: int = 0
-    _credit: int = field(default=0, repr=False)
 
 
 class AzureMLEmulator(EmulatorServer):
@@ -142,8 +130,7 @@ class AzureMLEmulator(EmulatorServer):
         self.aml_token_lifetime = 3600.0
         self.calls: list[ScoringCall] = []
         self._tokens: dict[str, float] = {}  # aml_token -> expiry (epoch seconds)
-        self._deployments: dict[str, _Deployment] = {}
-        self._route_lock = threading.Lock()
+        self._deployments = Deployments()
         if model_dir is not None:
             self.add_deployment(
                 deployment, model_dir, traffic=100, instance_type=instance_type, instance_count=instance_count
@@ -165,16 +152,11 @@ class AzureMLEmulator(EmulatorServer):
         if (model_dir is None) == (respond is None):
             raise ValueError("pass exactly one of model_dir or respond")
         server = ModelServer(model_dir) if model_dir is not None else None
-        self._deployments[name] = _Deployment(name, server, respond, instance_type, instance_count, traffic)
+        self._deployments.add(Deployment(name, server, respond, instance_type, instance_count, traffic))
 
     def set_traffic(self, traffic: Mapping[str, int]) -> None:
         """Set the traffic split, e.g. ``{"blue": 90, "green": 10}`` (deployments not named get 0)."""
-        unknown = sorted(set(traffic) - set(self._deployments))
-        if unknown:
-            raise ValueError(f"no deployment(s) named {unknown}")
-        with self._route_lock:
-            for d in self._deployments.values():
-                d.traffic, d._credit = int(traffic.get(d.name, 0)), 0
+        self._deployments.set_traffic(traffic)
 
     @property
     def scoring_uri(self) -> str:
@@ -216,7 +198,7 @@ class AzureMLEmulator(EmulatorServer):
                 names = ", ".join(sorted(self._deployments)) or "none"
                 return Response.json({"message": f"No deployment named {wanted!r}; deployments: {names}"}, 404)
         else:
-            deployment = self._pick()
+            deployment = self._deployments.pick()
             if deployment is None:
                 return Response.json({"message": "No valid deployments to route to: no deployment has traffic"}, 503)
         self.calls.append(ScoringCall(deployment.name, body, routed_by_header=bool(wanted)))
@@ -224,7 +206,7 @@ class AzureMLEmulator(EmulatorServer):
         extra = {"azureml-model-deployment": deployment.name, "x-request-id": str(uuid.uuid4())}
         return Response(answer.status, answer.body, {**answer.headers, **extra})
 
-    def _answer(self, deployment: _Deployment, body: bytes) -> Response:
+    def _answer(self, deployment: Deployment, body: bytes) -> Response:
         if deployment.respond is not None:
             return deployment.respond(body)
         from derm_cloud.serving import ServingError
@@ -238,18 +220,6 @@ class AzureMLEmulator(EmulatorServer):
         else:
             status, payload = 200, served
         return Response(status, payload.body, {"Content-Type": payload.content_type})
-
-    def _pick(self) -> _Deployment | None:
-        # Smooth weighted round robin (nginx): exact shares over every sum-of-weights requests, no randomness.
-        with self._route_lock:
-            live = [d for d in self._deployments.values() if d.traffic > 0]
-            if not live:
-                return None
-            for d in live:
-                d._credit += d.traffic
-            best = max(live, key=lambda d: d._credit)
-            best._credit -= sum(d.traffic for d in live)
-            return best
 
     def _authorized(self, header: str | None) -> bool:
         scheme, _, token = (header or "").partition(" ")
@@ -320,7 +290,7 @@ class AzureMLEmulator(EmulatorServer):
             },
         }
 
-    def _deployment_json(self, endpoint_id: str, d: _Deployment) -> dict[str, Any]:
+    def _deployment_json(self, endpoint_id: str, d: Deployment) -> dict[str, Any]:
         return {
             "id": f"{endpoint_id}/deployments/{d.name}",
             "name": d.name,

@@ -76,9 +76,10 @@ class Fault:
     Attributes:
         kind: ``throttle`` (429 + Retry-After), ``error`` (status, default 500), ``slow`` (answer after
             ``delay`` s), ``drip`` (the answer's body a byte every 50 ms for ``delay`` s, then the rest: a socket
-            read timeout never fires), ``timeout`` (hold the connection ``delay`` s, then close without
-            answering), ``reset`` (close the socket at once), ``malformed`` (200 with a body that is not the contract),
-            ``truncated`` (200 whose body stops half-way), ``not_ready`` (the cloud's cold-start answer).
+            read timeout never fires; over gRPC, the whole answer held back ``delay`` s in 50 ms steps),
+            ``timeout`` (hold the connection ``delay`` s, then close without answering), ``reset`` (close the
+            socket at once), ``malformed`` (200 with a body that is not the contract), ``truncated`` (200 whose
+            body stops half-way), ``not_ready`` (the cloud's cold-start answer).
         times: how many requests it applies to.
         status: HTTP status for ``error``.
         retry_after: seconds sent in ``Retry-After`` for ``throttle``.

@@ -22,8 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import re
 import threading
@@ -31,73 +29,27 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
-from derm_cloud.backends.aws_sagemaker import REALTIME_MAX_BODY_BYTES, SERVERLESS_MAX_BODY_BYTES
 from derm_cloud.errors import ConfigError
 from derm_cloud.serving import ModelServer, SageMakerFormat, error_response
 from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response, retry_after_header
+from derm_cloud.testing.emulators.sagemaker_endpoints import (
+    ContainerResponse,
+    HostedEndpoint,
+    as_container,
+    forward_to_container,
+)
 
 if TYPE_CHECKING:
     from derm_cloud.backends.aws_sagemaker import AwsSagemakerClassifier
 
-__all__ = ["ContainerResponse", "HostedEndpoint", "SageMakerRuntimeEmulator", "sagemaker_backend_for"]
+__all__ = ["SageMakerRuntimeEmulator", "sagemaker_backend_for"]
 
 _INVOKE = re.compile(r"^/endpoints/(?P<name>[^/]+)/invocations$")
 _ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.sagemaker/"
-
-
-@dataclass(frozen=True)
-class ContainerResponse:
-    """What the model container answers (a scripted response); non-2xx becomes a ``ModelError``."""
-
-    body: bytes | str | Any = b""
-    status: int = 200
-    content_type: str = "application/json"
-
-    def encoded(self) -> bytes:
-        if isinstance(self.body, bytes):
-            return self.body
-        if isinstance(self.body, str):
-            return self.body.encode()
-        return json.dumps(self.body).encode()
-
-
-@dataclass
-class HostedEndpoint:
-    """One emulated endpoint.
-
-    Attributes:
-        name: endpoint name.
-        server: the model behind it (``None`` for scripted-only endpoints).
-        response_format: which container's shape the model answers in.
-        variants: production variant names; calls rotate through them unless ``TargetVariant`` is set.
-        serverless: 4 MB payload limit instead of 6 MiB.
-        cold_start_calls: the first N calls answer ``ModelNotReadyException``.
-        model_latency: seconds the "container" takes per call.
-        scripted: container responses served before the model (in order).
-        container_url: a running serving container (``adapters/sagemaker/serve.py``) to forward
-            ``/invocations`` to, as SageMaker forwards to the container, instead of an in-process model.
-        invocations: calls that reached the endpoint (after routing errors).
-    """
-
-    name: str
-    server: ModelServer | None
-    response_format: SageMakerFormat = "adapter"
-    variants: tuple[str, ...] = ("AllTraffic",)
-    serverless: bool = False
-    cold_start_calls: int = 0
-    model_latency: float = 0.0
-    scripted: deque[ContainerResponse] = field(default_factory=deque)
-    container_url: str | None = None
-    invocations: int = 0
-
-    @property
-    def max_body_bytes(self) -> int:
-        return SERVERLESS_MAX_BODY_BYTES if self.serverless else REALTIME_MAX_BODY_BYTES
 
 
 class SageMakerRuntimeEmulator(EmulatorServer):
@@ -143,7 +95,7 @@ class SageMakerRuntimeEmulator(EmulatorServer):
             ConfigError: nothing to answer with, or no variant.
         """
         server = self._server_for(model) if model is not None else None
-        queue = deque(_as_container(r) for r in scripted)
+        queue = deque(as_container(r) for r in scripted)
         if server is None and not queue and container_url is None:
             raise ConfigError(
                 f"endpoint {name!r} needs a model directory, a ModelServer, a container_url or scripted responses"
@@ -169,7 +121,7 @@ class SageMakerRuntimeEmulator(EmulatorServer):
     def script(self, endpoint_name: str, *responses: ContainerResponse | bytes | str | dict[str, Any]) -> None:
         """Queue container responses for an endpoint (served before its model)."""
         with self._endpoint_lock:
-            self.endpoints[endpoint_name].scripted.extend(_as_container(r) for r in responses)
+            self.endpoints[endpoint_name].scripted.extend(as_container(r) for r in responses)
 
     def remove_endpoint(self, name: str) -> None:
         with self._endpoint_lock:
@@ -266,7 +218,7 @@ class SageMakerRuntimeEmulator(EmulatorServer):
 
     def _invoke_model(self, endpoint: HostedEndpoint, h: Mapping[str, str], body: bytes) -> ContainerResponse:
         if endpoint.container_url is not None:
-            return _forward(endpoint.container_url, h, body)
+            return forward_to_container(endpoint.container_url, h, body)
         if endpoint.server is None:
             return ContainerResponse({"error": "no scripted response left and no model hosted"}, status=500)
         try:
@@ -330,28 +282,7 @@ class SageMakerRuntimeEmulator(EmulatorServer):
         return self._model_error(fake, "AllTraffic", 500 if status == 424 else status, "injected container failure")
 
 
-# --- helpers -----------------------------------------------------------------------------------------------------
-
-
-def _forward(url: str, h: Mapping[str, str], body: bytes) -> ContainerResponse:
-    """POST to a container's ``/invocations`` with the headers SageMaker passes through."""
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 8080, timeout=60)
-    passed = ("content-type", "accept", "x-amzn-sagemaker-custom-attributes")
-    headers = {k: h[k] for k in passed if h.get(k)}
-    try:
-        conn.request("POST", "/invocations", body=body, headers=headers)
-        reply = conn.getresponse()
-        data = reply.read()
-        return ContainerResponse(data, reply.status, reply.getheader("Content-Type") or "application/octet-stream")
-    except OSError as exc:
-        return ContainerResponse({"error": f"container at {url} unreachable: {exc}"}, status=502)
-    finally:
-        conn.close()
-
-
-def _as_container(item: ContainerResponse | bytes | str | dict[str, Any] | list[Any]) -> ContainerResponse:
-    return item if isinstance(item, ContainerResponse) else ContainerResponse(item)
+# --- error shapes ----------------------------------------------------------------------------------------------
 
 
 def _request_id() -> dict[str, str]:

@@ -369,13 +369,20 @@ class VertexEmulator(EmulatorServer):
         return bytes(response.SerializeToString())
 
     def _grpc_fault(self, fault: Fault, context: grpc.ServicerContext) -> bytes | None:
-        """Apply a fault to a gRPC call: abort, delay, or return deliberately broken response bytes."""
-        if fault.kind == "slow":
-            time.sleep(fault.delay)
+        """Apply a fault to a gRPC call: abort, delay, or return deliberately broken response bytes.
+
+        ``slow`` and ``drip`` are the real answer, late, as on REST: a gRPC message cannot be sent a byte at a
+        time, and gRPC's deadline covers the whole call anyway, so ``drip`` delays the answer in small steps
+        like ``slow``. Every delay ends early when the client gives up (deadline or cancel), as a server would.
+        """
+        gave_up = _GoogleError(504, "Deadline Exceeded")  # what the client reports itself once its deadline passed
+        if fault.kind in ("slow", "drip"):
+            if not _wait_for_client(context, fault.delay):
+                self._abort(context, gave_up)
             return None
         if fault.kind in ("timeout", "reset"):
-            if fault.kind == "timeout":
-                time.sleep(fault.delay)  # the client's deadline normally fires first
+            if fault.kind == "timeout" and not _wait_for_client(context, fault.delay):
+                self._abort(context, gave_up)  # the client's deadline normally fires first
             self._abort(context, _GoogleError(503, "Connection reset by peer."))
         if fault.kind == "malformed":
             from google.cloud.aiplatform_v1 import PredictResponse
@@ -408,6 +415,20 @@ class VertexEmulator(EmulatorServer):
             except ImportError:  # grpcio-status missing: the plain status still says RESOURCE_EXHAUSTED
                 pass
         context.abort(code, str(exc))
+
+
+def _wait_for_client(context: grpc.ServicerContext, seconds: float) -> bool:
+    """Sleep up to ``seconds`` in 50 ms steps; ``False`` as soon as the client has gone (deadline passed, cancelled).
+
+    So an injected delay holds one of the server's worker threads no longer than the client waits for it.
+    """
+    until = time.monotonic() + seconds
+    while (left := until - time.monotonic()) > 0:
+        remaining = context.time_remaining()
+        if not context.is_active() or (remaining is not None and remaining <= 0):
+            return False
+        time.sleep(min(0.05, left))
+    return True
 
 
 def vertex_backend_for(

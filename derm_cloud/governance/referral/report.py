@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from derm_cloud.governance.referral_eval import ReferralEvaluation
-    from derm_cloud.governance.referral_holdout import HoldoutEvaluation
+    from derm_cloud.governance.referral.evaluation import ReferralEvaluation
+    from derm_cloud.governance.referral.holdout import HoldoutEvaluation
 
 __all__ = ["plot_referral", "referral_markdown"]
 

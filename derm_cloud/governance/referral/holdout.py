@@ -29,9 +29,8 @@ from typing import Any
 import numpy as np
 
 from derm_cloud.errors import ConfigError
-from derm_cloud.governance.referral import HUMAN_REVIEW, MALIGNANT, ReferralPolicy
-from derm_cloud.governance.referral_eval import TARGETS, _threshold, wilson_interval
-from derm_cloud.taxonomy import CLASS_CODES
+from derm_cloud.governance.referral.policy import HUMAN_REVIEW, MALIGNANT, ReferralPolicy
+from derm_cloud.governance.referral.scores import TARGETS, fit_threshold, referral_scores, wilson_interval
 from derm_cloud.types import Prediction
 
 __all__ = [
@@ -158,26 +157,6 @@ def lesion_folds(labels: Sequence[str], lesion_ids: Sequence[str | None], folds:
     return np.array([fold_of[k] for k in keys])
 
 
-def _scores(
-    predictions: Sequence[Prediction], labels: Sequence[str], base_policy: ReferralPolicy | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if len(predictions) != len(labels):
-        raise ConfigError(f"{len(predictions)} predictions but {len(labels)} labels; pass one label per prediction")
-    if not predictions:
-        raise ConfigError("no predictions to evaluate")
-    bad = sorted({lab for lab in labels if lab not in CLASS_CODES})
-    if bad:
-        raise ConfigError(f"labels {bad} are not class codes ({', '.join(CLASS_CODES)})")
-    if any(not p.mapped for p in predictions):
-        raise ConfigError("a model whose labels are not lesion classes cannot be evaluated for referral")
-    score = np.array([max(p.probabilities[c] for c in MALIGNANT) for p in predictions])
-    base = np.zeros(len(labels), dtype=bool)
-    if base_policy is not None and base_policy.min_confidence is not None:
-        fixed = ReferralPolicy(malignant_threshold=None, min_confidence=base_policy.min_confidence)
-        base = np.array([fixed.evaluate(p).refer for p in predictions])
-    return score, base, np.array(labels)
-
-
 def _point(
     target: str,
     goal: float | None,
@@ -208,7 +187,7 @@ def _fit_and_apply(
     score: np.ndarray, base: np.ndarray, positive: np.ndarray, fit: np.ndarray, apply: np.ndarray, goal: float
 ) -> tuple[np.ndarray, float | None]:
     """Fit the threshold on ``fit`` and return the decisions on ``apply`` (no positives to fit on: refer all)."""
-    t = _threshold(score[fit], base[fit], positive[fit], goal)
+    t = fit_threshold(score[fit], base[fit], positive[fit], goal)
     if t is None and not positive[fit].any():
         return np.ones(int(apply.sum()), dtype=bool), 0.0  # nothing to fit on: the only safe threshold
     referred = base[apply] | (score[apply] >= t) if t is not None else base[apply].copy()
@@ -242,12 +221,12 @@ def cross_fit_referral(
         folds: number of folds (default 5).
         seed: seed of the fold assignment.
         base_policy: a confidence rule applied on top, as in
-            :func:`~derm_cloud.governance.referral_eval.evaluate_referral`.
+            :func:`~derm_cloud.governance.referral.evaluate_referral`.
 
     Raises:
         ConfigError: mismatched lengths, unknown labels, unmapped predictions, or too few lesions for the folds.
     """
-    score, base, y = _scores(predictions, labels, base_policy)
+    score, base, y, _ = referral_scores(predictions, labels, base_policy)
     ids = list(lesion_ids) if lesion_ids is not None else [None] * len(y)
     fold = lesion_folds(y.tolist(), ids, folds, seed)
     points = {}
@@ -302,7 +281,7 @@ def calibration_split_referral(
     Raises:
         ConfigError: either side is empty, or the inputs are malformed.
     """
-    score, base, y = _scores(predictions, labels, base_policy)
+    score, base, y, _ = referral_scores(predictions, labels, base_policy)
     fit = np.asarray(calibrate, dtype=bool)
     if fit.shape != y.shape:
         raise ConfigError(f"calibrate has {fit.size} flags for {y.size} images")
@@ -344,7 +323,7 @@ def evaluate_saved_policy(
     Example:
         >>> ev = evaluate_saved_policy(ReferralPolicy.load("policy.json"), preds, labels)  # doctest: +SKIP
     """
-    _, _, y = _scores(predictions, labels, None)
+    y = referral_scores(predictions, labels, None).labels
     referred = np.array([policy.evaluate(p).refer for p in predictions])
     points = {target: _point(target, None, referred, np.isin(y, codes), []) for target, codes in TARGETS.items()}
     return HoldoutEvaluation(

@@ -1,4 +1,4 @@
-"""Render dataset audits as Markdown, self-contained HTML (plots as base64 PNG) and JSON.
+"""Write dataset audits as Markdown, self-contained HTML (plots as base64 PNG) and JSON.
 
 Plots use matplotlib's object API (``Figure`` + Agg canvas), never ``pyplot``, so a library call does not touch
 the caller's global figure state or backend.
@@ -14,20 +14,26 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from derm_cloud.governance.referral import HUMAN_REVIEW
 from derm_cloud.governance.skin_tone import ITA_BANDS, ITA_CATEGORIES, ITA_CAVEAT
 from derm_cloud.taxonomy import CLASS_CODES
 
 if TYPE_CHECKING:
-    from derm_cloud.governance.audit import AuditComparison, DatasetAudit
+    from derm_cloud.governance.audit.results import AuditComparison, DatasetAudit
 
-__all__ = ["write_report"]
+__all__ = ["write_audit_report"]
 
 ATTRIBUTION = "HAM10000: Tschandl, Rosendahl & Kittler, Sci. Data 5, 180161 (2018), CC BY-NC 4.0."
 
 
-def write_report(
+def write_audit_report(
     audits: list[DatasetAudit], out_dir: str | Path, comparison: AuditComparison | None = None
 ) -> dict[str, Any]:
+    """Write ``audit.md``, ``audit.html`` (plots embedded) and ``audit.json`` into ``out_dir``.
+
+    Returns:
+        ``{"markdown": path, "html": path, "json": path, "plots": [paths]}``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = _plots(audits)
@@ -129,8 +135,6 @@ def _markdown(audits: list[DatasetAudit], comparison: AuditComparison | None, pl
 
 def _footer(audits: list[DatasetAudit]) -> list[str]:
     """The human-review statement, plus HAM10000's attribution only when HAM10000 data was audited."""
-    from derm_cloud.governance.referral import HUMAN_REVIEW
-
     out = [HUMAN_REVIEW]
     if any("ham10000" in f"{a.name} {a.source}".lower() for a in audits):
         out.append(ATTRIBUTION)

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,43 +24,13 @@ from typing import Any
 import numpy as np
 
 from derm_cloud.errors import ConfigError
-from derm_cloud.governance._referral_report import plot_referral, referral_markdown
-from derm_cloud.governance.referral import HUMAN_REVIEW, MALIGNANT, ReferralPolicy
+from derm_cloud.governance.referral.policy import HUMAN_REVIEW, MALIGNANT, ReferralPolicy
+from derm_cloud.governance.referral.prevalence import prevalence_weights
+from derm_cloud.governance.referral.scores import TARGETS, fit_threshold, referral_scores, wilson_interval
 from derm_cloud.taxonomy import CLASS_CODES
 from derm_cloud.types import Prediction
 
-__all__ = [
-    "HAM10000_MIX",
-    "GroupReferral",
-    "OperatingPoint",
-    "ReferralEvaluation",
-    "evaluate_referral",
-    "parse_prevalence",
-    "plot_referral",
-    "referral_markdown",
-    "wilson_interval",
-]
-
-TARGETS = {"mel": ("mel",), "malignant": MALIGNANT}
-
-
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
-    """Wilson score interval for a proportion (``None`` when ``n`` is 0).
-
-    Example:
-        >>> [round(x, 3) for x in wilson_interval(289, 304)]
-        [0.919, 0.969]
-    """
-    if n <= 0:
-        return None
-    from statistics import NormalDist
-
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+__all__ = ["GroupReferral", "OperatingPoint", "ReferralEvaluation", "evaluate_referral"]
 
 
 @dataclass(frozen=True)
@@ -199,26 +168,10 @@ def evaluate_referral(
     Raises:
         ConfigError: mismatched lengths, unknown labels, unmapped predictions, or a bad target.
     """
-    if len(predictions) != len(labels):
-        raise ConfigError(f"{len(predictions)} predictions but {len(labels)} labels; pass one label per prediction")
-    if not predictions:
-        raise ConfigError("no predictions to evaluate")
     if not 0 < target_sensitivity <= 1:
         raise ConfigError(f"target_sensitivity must be in (0, 1], got {target_sensitivity}")
-    bad = sorted({lab for lab in labels if lab not in CLASS_CODES})
-    if bad:
-        raise ConfigError(f"labels {bad} are not class codes ({', '.join(CLASS_CODES)})")
-    if any(not p.mapped for p in predictions):
-        raise ConfigError("a model whose labels are not lesion classes cannot be evaluated for referral")
-    y = np.array(labels)
-    score = np.array([max(p.probabilities[c] for c in MALIGNANT) for p in predictions])
-    base = np.zeros(len(y), dtype=bool)
-    base_desc = None
-    if base_policy is not None and base_policy.min_confidence is not None:
-        fixed = ReferralPolicy(malignant_threshold=None, min_confidence=base_policy.min_confidence)
-        base = np.array([fixed.evaluate(p).refer for p in predictions])
-        base_desc = fixed.describe()
-    weights = _weights(y, prevalence)
+    score, base, y, base_desc = referral_scores(predictions, labels, base_policy)
+    weights = prevalence_weights(y, prevalence)
     benign = ~np.isin(y, MALIGNANT)
     points = {
         target: _operating_point(target, score, base, np.isin(y, codes), benign, target_sensitivity, weights)
@@ -288,33 +241,6 @@ def _group_order(group: str) -> tuple[int, int, str]:
     return (1, 0, group)
 
 
-def _weights(y: np.ndarray, prevalence: Mapping[str, float] | None) -> np.ndarray | None:
-    """Per-image weights that re-weight the set's class mix to ``prevalence`` (classes absent here are dropped)."""
-    if not prevalence:
-        return None
-    unknown = sorted(set(prevalence) - set(CLASS_CODES))
-    if unknown:
-        raise ConfigError(f"prevalence has unknown classes {unknown}")
-    present = {c: int((y == c).sum()) for c in CLASS_CODES if (y == c).any()}
-    total = sum(prevalence.get(c, 0.0) for c in present)
-    if total <= 0:
-        raise ConfigError("prevalence gives no weight to any class present in the labels")
-    per_class = {c: prevalence.get(c, 0.0) / total / n for c, n in present.items()}
-    return np.array([per_class.get(str(c), 0.0) for c in y])
-
-
-def _threshold(score: np.ndarray, base: np.ndarray, positive: np.ndarray, target: float) -> float | None:
-    """Largest t with sensitivity(base | score >= t) >= target; ``None`` if there are no positives."""
-    n_pos = int(positive.sum())
-    if n_pos == 0:
-        return None
-    needed = math.ceil(target * n_pos - 1e-9) - int((positive & base).sum())
-    if needed <= 0:
-        return None  # the fixed rules alone reach the target
-    candidates = np.sort(score[positive & ~base])[::-1]
-    return float(candidates[needed - 1])
-
-
 def _operating_point(
     target: str,
     score: np.ndarray,
@@ -324,7 +250,7 @@ def _operating_point(
     goal: float,
     weights: np.ndarray | None,
 ) -> OperatingPoint:
-    t = _threshold(score, base, positive, goal)
+    t = fit_threshold(score, base, positive, goal)
     referred = base | (score >= t) if t is not None else base.copy()
     detected, n_pos = int((referred & positive).sum()), int(positive.sum())
     return OperatingPoint(
@@ -382,49 +308,6 @@ def _group(
         sensitivity=detected / n_pos if n_pos else None,
         sensitivity_ci=wilson_interval(detected, n_pos),
         referral_rate=float(referred.mean()) if len(score) else 0.0,
-        own_threshold=_threshold(score, base, positive, goal),
+        own_threshold=fit_threshold(score, base, positive, goal),
         too_small=n_pos < min_positives,
     )
-
-
-#: HAM10000's own class mix (counts from HAM10000_metadata.csv): a reference mix, not a clinic's prevalence.
-HAM10000_MIX: dict[str, float] = {
-    c: n / 10015 for c, n in zip(CLASS_CODES, (327, 514, 1099, 115, 1113, 6705, 142), strict=True)
-}
-
-
-def parse_prevalence(spec: str | None) -> dict[str, float] | None:
-    """``"ham10000"`` or ``"mel=0.02,bcc=0.03"`` -> class shares.
-
-    Classes not listed share the remaining mass in HAM10000's proportions, so ``"mel=0.02"`` means "2%
-    melanoma, the rest mixed as in HAM10000".
-
-    Example:
-        >>> round(parse_prevalence("mel=0.02")["mel"], 3), round(sum(parse_prevalence("mel=0.02").values()), 3)
-        (0.02, 1.0)
-    """
-    if not spec:
-        return None
-    if spec.strip().lower() == "ham10000":
-        return dict(HAM10000_MIX)
-    given: dict[str, float] = {}
-    for part in spec.split(","):
-        key, sep, value = part.partition("=")
-        key = key.strip()
-        if not sep or key not in CLASS_CODES:
-            raise ConfigError(
-                f"prevalence entry {part!r} must look like CLASS=SHARE with CLASS in {', '.join(CLASS_CODES)}"
-            )
-        try:
-            given[key] = float(value)
-        except ValueError:
-            raise ConfigError(f"prevalence share {value!r} for {key} is not a number") from None
-    total = sum(given.values())
-    if not 0 < total <= 1 + 1e-9 or any(v < 0 for v in given.values()):
-        raise ConfigError(f"prevalence shares must be >= 0 and sum to at most 1, got {total:.3f}")
-    rest = [c for c in CLASS_CODES if c not in given]
-    rest_mass = sum(HAM10000_MIX[c] for c in rest)
-    out = dict(given)
-    for c in rest:
-        out[c] = (1 - total) * HAM10000_MIX[c] / rest_mass if rest_mass else 0.0
-    return out

@@ -5,16 +5,14 @@ from __future__ import annotations
 import io
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from derm_cloud.errors import DermCloudError, MissingDependencyError
 from derm_cloud.governance._records import read_image
+from derm_cloud.governance.audit.results import DatasetAudit
 from derm_cloud.governance.skin_tone import ITA_CATEGORIES, ITA_CAVEAT
-
-if TYPE_CHECKING:
-    from derm_cloud.governance.audit import DatasetAudit
 
 __all__ = ["image_sections"]
 

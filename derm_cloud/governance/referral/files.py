@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from derm_cloud.errors import ConfigError
-from derm_cloud.governance.referral import HUMAN_REVIEW, ReferralPolicy
+from derm_cloud.governance.referral.policy import HUMAN_REVIEW, ReferralPolicy
 from derm_cloud.types import Prediction
 
 __all__ = ["SavedPolicy", "fitting_overlap", "read_predictions", "save_policy", "write_predictions"]
