@@ -8,6 +8,7 @@ derm-cloud still handles it sensibly::
     +-- ConfigError (ValueError)                  bad option, config file or model spec
     |   +-- ModelSpecError                        a model directory or spec file is wrong
     |   +-- UnmappableLabelsError                 provider labels do not map to the HAM10000 taxonomy
+    |   +-- DeploymentCheckError                  Router.check(): a deployment cannot authenticate or is not found
     +-- InvalidImageError (ValueError)            the input is not an image we can send anywhere
     |   +-- PayloadTooLargeError                  too big for the provider, even after re-encoding
     +-- MissingDependencyError (ImportError)      an optional extra is not installed
@@ -55,6 +56,7 @@ __all__ = [
     "ConfigError",
     "ConversionError",
     "DeadlineExceededError",
+    "DeploymentCheckError",
     "DermCloudDeprecationWarning",
     "DermCloudError",
     "DownloadError",
@@ -103,6 +105,18 @@ class UnmappableLabelsError(ConfigError):
     def __init__(self, message: str, labels: list[str] | None = None) -> None:
         super().__init__(message)
         self.labels = list(labels or [])
+
+
+class DeploymentCheckError(ConfigError):
+    """`Router.check()` found deployments that cannot work as configured.
+
+    Attributes:
+        failures: deployment name -> `"ErrorType: message"` for each one that failed the check.
+    """
+
+    def __init__(self, message: str, failures: dict[str, str]) -> None:
+        super().__init__(message)
+        self.failures = failures
 
 
 class InvalidImageError(DermCloudError, ValueError):

@@ -426,7 +426,7 @@ def _orientation(exif: bytes | None) -> int | None:
         value = parsed.get(0x0112)
     except Exception:  # a broken EXIF block must not stop classification; it is stripped anyway
         return None
-    return int(value) if isinstance(value, int) else None
+    return _valid_orientation(value)
 
 
 def _orientation_of(img: PILImage.Image) -> int | None:
@@ -434,7 +434,13 @@ def _orientation_of(img: PILImage.Image) -> int | None:
         value = img.getexif().get(0x0112)
     except Exception:  # a broken EXIF block must not stop classification; we strip it anyway
         return None
-    return int(value) if isinstance(value, int) else None
+    return _valid_orientation(value)
+
+
+def _valid_orientation(value: object) -> int | None:
+    # EXIF defines 1-8; writers also put 0 there (Microsoft's Custom Vision sample photos have it). Pillow's
+    # exif_transpose leaves such values alone, so they mean upright: no decode, no lossy re-encode.
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else None
 
 
 def _with_gps(markers: frozenset[str] | set[str], exif: bytes | None) -> frozenset[str]:

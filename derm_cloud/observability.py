@@ -43,6 +43,7 @@ SPAN_ATTRIBUTES = frozenset(
         "derm_cloud.latency_ms",
         "derm_cloud.skipped",
         "derm_cloud.hedged",
+        "derm_cloud.config_fault",
         "error.type",
     }
 )
@@ -74,20 +75,37 @@ class RouterMetrics:
         self._calls: dict[str, dict[str, int]] = {}
         self._errors: dict[str, dict[str, int]] = {}
         self._latency: dict[str, _Histogram] = {}
+        self._billed: dict[str, int] = {}
+        self._config_faults: dict[str, dict[str, int]] = {}
 
     def observe(self, deployment: str, outcome: str, seconds: float, *, error_class: str | None = None) -> None:
-        """Count one call of ``deployment`` with ``outcome`` (``ok``, ``error``, ``deadline``, ``cooldown``...)."""
+        """Count one call of ``deployment`` with ``outcome`` (``ok``, ``error``, ``deadline``, ``cooldown``,
+        ``hedge_lost``)."""
         with self._lock:
             by_outcome = self._calls.setdefault(deployment, {})
             by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
             if error_class:
                 by_class = self._errors.setdefault(deployment, {})
                 by_class[error_class] = by_class.get(error_class, 0) + 1
-            if outcome != "cooldown":  # a skipped deployment took no time; keep it out of the latency figures
+            # A skipped deployment took no time, and a hedge loser's time is only when it was cut: both stay out.
+            if outcome not in ("cooldown", "hedge_lost"):
                 self._latency.setdefault(deployment, _Histogram()).observe(seconds)
 
+    def bill(self, deployment: str, calls: int) -> None:
+        """Count ``calls`` requests sent to ``deployment``'s provider (retries and hedges included)."""
+        if calls:
+            with self._lock:
+                self._billed[deployment] = self._billed.get(deployment, 0) + calls
+
+    def config_fault(self, deployment: str, error_class: str) -> None:
+        """Count one configuration fault (authentication, permission, not found) of ``deployment``."""
+        with self._lock:
+            by_class = self._config_faults.setdefault(deployment, {})
+            by_class[error_class] = by_class.get(error_class, 0) + 1
+
     def snapshot(self) -> dict[str, Any]:
-        """Calls by outcome, errors by class and latency histograms (cumulative bucket counts), per deployment."""
+        """Calls by outcome, errors by class, latency histograms (cumulative bucket counts), billed calls and
+        configuration faults by class, per deployment."""
         with self._lock:
             latency = {}
             for name, h in self._latency.items():
@@ -105,11 +123,14 @@ class RouterMetrics:
                 "calls": {k: dict(v) for k, v in self._calls.items()},
                 "errors": {k: dict(v) for k, v in self._errors.items()},
                 "latency": latency,
+                "billed_calls": dict(self._billed),
+                "config_faults": {k: dict(v) for k, v in self._config_faults.items()},
             }
 
     def register_prometheus(self, registry: Any | None = None, *, prefix: str = "derm_cloud_router") -> Any:
         """Expose these metrics to a Prometheus exporter: ``<prefix>_calls_total``, ``<prefix>_errors_total``,
-        ``<prefix>_latency_seconds``, labelled by ``deployment`` (and ``outcome`` / ``error_class``).
+        ``<prefix>_latency_seconds``, ``<prefix>_billed_calls_total`` and ``<prefix>_config_faults_total``,
+        labelled by ``deployment`` (and ``outcome`` / ``error_class``).
 
         Args:
             registry: a ``prometheus_client.CollectorRegistry``; default: the global ``REGISTRY``.
@@ -147,6 +168,23 @@ class RouterMetrics:
                     for cls, n in by_class.items():
                         errors.add_metric([dep, cls], n)
                 yield errors
+                billed = CounterMetricFamily(
+                    f"{prefix}_billed_calls",
+                    "Requests sent to the provider (retries and hedges included)",
+                    labels=["deployment"],
+                )
+                for dep, n in snap["billed_calls"].items():
+                    billed.add_metric([dep], n)
+                yield billed
+                faults = CounterMetricFamily(
+                    f"{prefix}_config_faults",
+                    "Calls refused for a configuration fault (authentication, permission, not found)",
+                    labels=["deployment", "error_class"],
+                )
+                for dep, by_class in snap["config_faults"].items():
+                    for cls, n in by_class.items():
+                        faults.add_metric([dep, cls], n)
+                yield faults
                 hist = HistogramMetricFamily(f"{prefix}_latency_seconds", "Call latency", labels=["deployment"])
                 for dep, h in snap["latency"].items():
                     bounds = [str(b) for b in LATENCY_BUCKETS_S] + ["+Inf"]
@@ -185,6 +223,7 @@ class Telemetry:
     def __init__(self, *, tracer_provider: Any | None = None, metrics: RouterMetrics | None = None) -> None:
         self.metrics = metrics or RouterMetrics()
         self._tracer: Any | None = None
+        self._own_provider = tracer_provider is not None
         try:
             from opentelemetry import trace
         except ImportError:
@@ -198,9 +237,19 @@ class Telemetry:
         """Whether spans are produced (``opentelemetry-api`` is installed)."""
         return self._tracer is not None
 
+    def _recording(self) -> bool:
+        """Whether a span would go anywhere: a provider was given, or the app has set the global one.
+
+        Asked per call (an app may configure OpenTelemetry after building its router). Until a provider is set,
+        OpenTelemetry's spans are no-ops that still cost tens of microseconds each: skipped here.
+        """
+        if self._tracer is None or self._trace is None:
+            return False
+        return self._own_provider or not isinstance(self._trace.get_tracer_provider(), self._trace.ProxyTracerProvider)
+
     def current_context(self) -> Any | None:
         """The active trace context, to parent spans started in worker threads."""
-        if self._trace is None:
+        if not self._recording():
             return None
         from opentelemetry import context
 
@@ -212,11 +261,16 @@ class Telemetry:
         unknown = set(attributes) - SPAN_ATTRIBUTES
         if unknown:
             raise ValueError(f"span attributes {sorted(unknown)} are not in the allowed list")
-        if self._tracer is None:
+        if self._tracer is None or not self._recording():
             yield _NoSpan()
             return
         with self._tracer.start_as_current_span(name, context=parent, attributes=dict(attributes)) as span:
             yield _CheckedSpan(span)
+
+    @property
+    def logs_requests(self) -> bool:
+        """Whether `log_request()` would write anything (callers skip building the fields otherwise)."""
+        return logger.isEnabledFor(logging.DEBUG if self.tracing else logging.INFO)
 
     def log_request(self, fields: Mapping[str, Any]) -> None:
         """One log line per routed request (INFO without OpenTelemetry, DEBUG with it)."""

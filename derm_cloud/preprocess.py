@@ -106,6 +106,24 @@ def _resize(img: PILImage.Image | np.ndarray, size_hw: tuple[int, int], interpol
     return np.asarray(img.resize((w, h), resample=_PIL_FILTERS[interpolation]), dtype=np.float32)
 
 
+def _centre_region(img: PILImage.Image | np.ndarray, height: int, width: int) -> np.ndarray:
+    """The largest centred region of ``img`` with the aspect ratio width:height, as Windows ML crops it.
+
+    Windows ML binds an image to a fixed-size input by cropping first, at the image's own resolution, then
+    scaling (onnxruntime ``winml/lib/Api/ImageFeatureValue.cpp``, ``CenterAndCropBounds``); the region's size
+    is rounded to the nearest pixel and its offset floored, in that code's integer arithmetic, reproduced here.
+    """
+    arr = np.asarray(img)
+    h, w = arr.shape[:2]
+    ratio = np.float32(width) / np.float32(height)  # the C++ code computes the ratio in float
+    if ratio * np.float32(h) < w:  # too wide: cut left and right
+        region_w, region_h = min(int(ratio * np.float32(h) + np.float32(0.5)), w), h
+    else:  # too tall: cut top and bottom
+        region_w, region_h = w, min(int(np.float32(w) / ratio + np.float32(0.5)), h)
+    top, left = (h - region_h) // 2, (w - region_w) // 2
+    return arr[top : top + region_h, left : left + region_w]
+
+
 def _height_width(img: PILImage.Image | np.ndarray) -> tuple[int, int]:
     return (img.shape[0], img.shape[1]) if isinstance(img, np.ndarray) else (img.height, img.width)
 
@@ -117,6 +135,8 @@ def image_tensor(img: PILImage.Image | np.ndarray, pre: Preprocess, layout: str 
     """
     if pre.resize == "squash":
         arr = _resize(img, (pre.height, pre.width), pre.interpolation)
+    elif pre.resize == "crop_to_aspect":
+        arr = _resize(_centre_region(img, pre.height, pre.width), (pre.height, pre.width), pre.interpolation)
     elif pre.resize == "shorter_side":
         shorter = int(pre.shorter or 0)
         height, width = _height_width(img)

@@ -110,7 +110,9 @@ class Route:
         deployment: the deployment that answered.
         skipped: the deployments tried or passed over before (or beside) it, in order, with the reason.
         hedged: whether a hedged second request was sent.
-        attempts: calls made across every deployment for this request.
+        attempts: requests sent to providers for this request, across every deployment: retries, calls cut
+            at their share of the deadline and the losing side of a hedge included (each may be billed).
+        billed_calls: the same requests per deployment, as ``(deployment, calls)`` pairs in the order tried.
     """
 
     router: str
@@ -118,6 +120,7 @@ class Route:
     skipped: tuple[SkippedDeployment, ...] = ()
     hedged: bool = False
     attempts: int = 1
+    billed_calls: tuple[tuple[str, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +129,7 @@ class Route:
             "skipped": [s.to_dict() for s in self.skipped],
             "hedged": self.hedged,
             "attempts": self.attempts,
+            "billed_calls": dict(self.billed_calls),
         }
 
     @classmethod
@@ -137,6 +141,7 @@ class Route:
             skipped=tuple(SkippedDeployment(**s) for s in data.get("skipped", ())),
             hedged=bool(data.get("hedged", False)),
             attempts=int(data.get("attempts", 1)),
+            billed_calls=tuple((str(k), int(v)) for k, v in dict(data.get("billed_calls", {})).items()),
         )
 
 

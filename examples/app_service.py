@@ -8,6 +8,10 @@
   the only retry loop (the backends' own retries are not used inside it);
 * optional **shadow** comparison of a second provider on a sampled share of live traffic (``GET /v1/router``
   shows its running agreement, the deployments' cooldowns and the call metrics);
+* a **start-up check**: before serving, the router sends one tiny probe image to each backend; a backend that
+  cannot authenticate or does not exist stops the service from starting (``DeploymentCheckError`` names it)
+  instead of hiding behind the fallback's answers. A fault that appears later (revoked credentials) is logged at
+  WARNING by the router, counted, and turns ``GET /healthz`` to ``degraded``;
 * the **referral policy**: every answer carries a decision with reasons, and the statement that a clinician
   reviews every result.
 
@@ -29,6 +33,8 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +56,7 @@ class Triage:
 
     ``attempts`` is how often the router calls the primary (retryable errors, within its share) before the
     fallback; ``hedge`` (off by default: it can double cost) and ``shadow`` go to the router as they are.
+    ``check_on_startup`` runs ``Router.check()`` before the first request is served.
     """
 
     primary: derm_cloud.Classifier
@@ -63,6 +70,7 @@ class Triage:
     cooldown_s: float = 30.0
     hedge: HedgePolicy | None = None
     shadow: ShadowComparison | None = None
+    check_on_startup: bool = True
 
     def router(self) -> Router:
         """The router the service classifies through: ``primary`` first, then ``fallback``."""
@@ -81,15 +89,35 @@ class Triage:
 
 
 def create_app(triage: Triage) -> Any:
-    """The FastAPI application (``POST /v1/classify``, ``GET /healthz``, ``GET /v1/router``)."""
-    app = FastAPI(title="derm-cloud triage service", description=HUMAN_REVIEW)
+    """The FastAPI application (``POST /v1/classify``, ``GET /healthz``, ``GET /v1/router``).
+
+    Starting it (uvicorn, or ``TestClient`` as a context manager) runs the start-up check when
+    ``triage.check_on_startup``: ``DeploymentCheckError`` stops the start when a backend cannot authenticate or
+    does not exist.
+    """
     router = triage.router()
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        if triage.check_on_startup:
+            # One tiny probe per backend. A primary that cannot authenticate would otherwise hide behind the
+            # fallback's answers (200 on every request); an outage (5xx, timeout) does not stop the start.
+            for result in await asyncio.to_thread(router.check):
+                level = logging.INFO if result.ok else logging.WARNING
+                logger.log(level, "start-up check: %s %s", result.deployment, "ok" if result.ok else result.error)
+        yield
+
+    app = FastAPI(title="derm-cloud triage service", description=HUMAN_REVIEW, lifespan=lifespan)
     app.state.router = router  # closed by the caller with the app (it closes both backends too)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         backends = [triage.primary, *([triage.fallback] if triage.fallback else [])]
-        return {"status": "ok", "backends": [b.describe().backend for b in backends]}
+        body: dict[str, Any] = {"status": "ok", "backends": [b.describe().backend for b in backends]}
+        faults = {d["deployment"]: d["config_fault"] for d in router.status() if d["config_fault"]}
+        if faults:  # answers still flow through the fallback, but someone must fix the configuration
+            body.update(status="degraded", config_faults=faults)
+        return body
 
     @app.get("/v1/router")
     def router_state() -> dict[str, Any]:

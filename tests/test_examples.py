@@ -93,7 +93,7 @@ def test_engineer_app_answers_like_the_library(service: Any, tiny_model_dir: Pat
     referral = body["referral"]
     assert isinstance(referral["refer"], bool) and referral["refer"] == bool(referral["rules"] and referral["reasons"])
     assert "clinician reviews every result" in body["note"]
-    assert len(emulator.requests_to("/invocations")) == 1
+    assert len(emulator.requests_to("/invocations")) == 2  # the start-up check's probe, then the request
 
 
 def test_engineer_app_falls_back_when_the_primary_fails(service: Any) -> None:
@@ -104,7 +104,8 @@ def test_engineer_app_falls_back_when_the_primary_fails(service: Any) -> None:
     body = _post(client, dev_image(dev_rows(1)[0])).json()
     assert body["served_by"] == "fallback" and body["prediction"]["backend"] == "local-onnx"
     assert "ServiceError" in body["fallback_reason"]
-    assert len(emulator.requests_to("/invocations")) == 3  # the primary's retry policy: 3 attempts, then fallback
+    # the start-up check's probe, then the primary's retry policy: 3 attempts, then fallback
+    assert len(emulator.requests_to("/invocations")) == 4
 
 
 def test_engineer_app_refuses_bad_input_and_reports_no_fallback(service: Any, tiny_model_dir: Path) -> None:
@@ -117,7 +118,7 @@ def test_engineer_app_refuses_bad_input_and_reports_no_fallback(service: Any, ti
     assert _post(client, dev_image(dev_rows(1)[0]), age="200").status_code == 422
     too_big = b"\xff\xd8\xff\xe0" + b"\0" * (app_service.MAX_UPLOAD_BYTES + 10)
     assert _post(client, too_big).status_code == 413
-    assert emulator.requests_to("/invocations") == []
+    assert len(emulator.requests_to("/invocations")) == 1  # the start-up check's probe: no bad input was sent
     triage, second = app_service.emulated_triage(str(tiny_model_dir), deadline_s=2.0)
     triage.fallback.close()
     triage.fallback = None

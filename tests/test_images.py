@@ -201,3 +201,15 @@ def test_upload_bytes_encodes_once_per_limit(monkeypatch: pytest.MonkeyPatch) ->
     prepared.upload_bytes(formats=("PNG",))  # a provider without JPEG: encoded separately, once
     prepared.upload_bytes(formats=("PNG",))
     assert calls == ["JPEG", "PNG"]
+
+
+@pytest.mark.parametrize("orientation", [0, 9])
+def test_an_orientation_tag_outside_1_to_8_is_upright_and_costs_no_reencode(orientation: int) -> None:
+    # Cameras and editors write 0 (seen in Microsoft's Custom Vision sample images); EXIF defines only 1-8, and
+    # Pillow's exif_transpose leaves other values alone, so the JPEG's own pixels must travel untouched.
+    data = _jpeg_with_exif(_gradient(), orientation=orientation)
+    prepared = load_image(data)
+    assert not any("orientation" in c for c in prepared.conversions)
+    assert prepared.source_format == "JPEG" and prepared.format == "JPEG"
+    with Image.open(io.BytesIO(data)) as original:
+        assert np.array_equal(prepared.array(), np.asarray(original.convert("RGB")))

@@ -315,3 +315,12 @@ def test_a_primary_cut_for_slowness_stays_a_failure_when_it_answers_late(
         pred = router.predict(image, META)
     assert pred.route is not None and pred.route.skipped[0].reason == "cooldown"
     assert len(emulator.requests_to("/invocations")) == 2
+
+
+def test_a_call_cut_by_its_own_watchdog_is_listed_as_a_deadline_not_an_error() -> None:
+    # Under load the call's own watchdog can fire a moment before the router's wait loop notices the share has
+    # run out (seen in CI: "second: error (DeadlineExceededError ...)"); both are the same event for the caller.
+    from derm_cloud.router.outcomes import failure_reason
+
+    assert failure_reason(derm_cloud.DeadlineExceededError("no answer within 0.4 s", backend="x")) == "deadline"
+    assert failure_reason(derm_cloud.ServiceError("boom", backend="x")) == "error"

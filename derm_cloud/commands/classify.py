@@ -94,8 +94,8 @@ def format_prediction(path: str, pred: Any, top_k: int) -> str:
 
     lines = [f"{path}  [{pred.backend} / {pred.model_id}, {pred.latency_ms:.0f} ms]"]
     if not pred.mapped:
-        lines.append("  labels do not map to lesion classes; provider labels:")
-        for s in pred.provider_scores[:top_k]:
+        lines.append("  labels do not map to lesion classes; the model's own labels, best first:")
+        for s in sorted(pred.provider_scores, key=lambda s: -s.score)[:top_k]:
             lines.append(f"    {s.label:<40} {s.score:6.3f}")
         return "\n".join(lines)
     lines.append(f"  {'rank':<5}{'class':<7}{'name':<50}{'probability':>11}")

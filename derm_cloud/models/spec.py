@@ -47,7 +47,7 @@ SPEC_FORMAT = "derm-cloud-model/1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-Resize = Literal["squash", "shorter_side", "none"]
+Resize = Literal["squash", "shorter_side", "crop_to_aspect", "none"]
 ChannelOrder = Literal["RGB", "BGR"]
 Interpolation = Literal["bilinear_half_pixel", "pil_bilinear", "pil_bicubic", "nearest"]
 
@@ -58,8 +58,10 @@ class Preprocess:
 
     Attributes:
         resize: ``squash`` to exactly height x width (aspect not kept); ``shorter_side`` scales the shorter side
-            to ``shorter`` keeping the aspect ratio (then ``crop`` is usually set); ``none``.
-        height, width: target of a ``squash`` resize.
+            to ``shorter`` keeping the aspect ratio (then ``crop`` is usually set); ``crop_to_aspect`` cuts the
+            largest centred region with the aspect ratio of height x width, then scales it to that size (what
+            Windows ML does when an image is bound to a model's input); ``none``.
+        height, width: target of a ``squash`` or ``crop_to_aspect`` resize.
         shorter: target shorter side of a ``shorter_side`` resize.
         interpolation: ``bilinear_half_pixel`` = TensorFlow/ONNX bilinear without antialiasing (what
             ``tf.image.resize`` does); ``pil_bilinear`` = Pillow's (antialiased when shrinking, what Hugging Face
@@ -109,8 +111,10 @@ class Preprocess:
                 raise ModelSpecError(f"{where}.crop must be [height, width] or null, got {crop!r}")
             values["crop"] = (int(crop[0]), int(crop[1]))
         pre = cls(**values)
-        if pre.resize not in ("squash", "shorter_side", "none"):
-            raise ModelSpecError(f"{where}.resize must be squash, shorter_side or none, got {pre.resize!r}")
+        if pre.resize not in ("squash", "shorter_side", "crop_to_aspect", "none"):
+            raise ModelSpecError(
+                f"{where}.resize must be squash, shorter_side, crop_to_aspect or none, got {pre.resize!r}"
+            )
         if pre.interpolation not in ("bilinear_half_pixel", "pil_bilinear", "pil_bicubic", "nearest"):
             raise ModelSpecError(f"{where}.interpolation {pre.interpolation!r} is not supported")
         if pre.channel_order not in ("RGB", "BGR"):

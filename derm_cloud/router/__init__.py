@@ -14,7 +14,17 @@ Example:
 from __future__ import annotations
 
 from derm_cloud.router.core import Router
+from derm_cloud.router.health import DeploymentCheck
 from derm_cloud.router.policy import Balance, Deployment, HedgePolicy, RouterPolicy
 from derm_cloud.router.shadow import PairAgreement, ShadowComparison
 
-__all__ = ["Balance", "Deployment", "HedgePolicy", "PairAgreement", "Router", "RouterPolicy", "ShadowComparison"]
+__all__ = [
+    "Balance",
+    "Deployment",
+    "DeploymentCheck",
+    "HedgePolicy",
+    "PairAgreement",
+    "Router",
+    "RouterPolicy",
+    "ShadowComparison",
+]

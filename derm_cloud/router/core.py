@@ -1,18 +1,23 @@
 """``Router``: several deployments behind one :class:`~derm_cloud.Classifier`, as LiteLLM's Router is for LLMs.
 
-Per request the router prepares the image once (EXIF stripped, validated against the strictest deployment's
-limits), so every deployment it tries receives the same payload and patient metadata, then:
+Per request the router
 
 1. orders the deployments: groups in the order given, equivalent deployments balanced (round robin or least
    in flight);
-2. passes over deployments in cooldown (their circuit is open);
-3. calls the next deployment in a worker thread with its share of the time left, and stops waiting when the
-   share is spent (a backend whose SDK ignores the timeout cannot hold the request);
-4. with hedging on, sends the same payload to the next deployment once the first has taken longer than its
-   usual latency; the first good answer wins and the other is ignored;
-5. on failure or timeout moves to the next deployment, until one answers or the deadline passes;
-6. hands a sampled copy to the shadow comparison (off the answer's path) and returns the answer, whose
-   :attr:`~derm_cloud.Prediction.route` says which deployment answered and why others were skipped.
+2. prepares the image once, as the first deployment it will call would (EXIF stripped, validated against the
+   strictest deployment's limits; a local model's full decode doubles as the JPEG damage check), so every
+   deployment it tries receives the same payload and patient metadata and no image is decoded twice;
+3. passes over deployments in cooldown (their circuit is open);
+4. calls the next deployment with its share of the time left. The call runs in a worker thread, and the router
+   stops waiting when the share is spent, only when something needs that: a deployment to fall back to, a
+   hedge to send, or an HTTP SDK that cannot keep a deadline itself. Otherwise (the last local model, a gRPC
+   client) it runs on the caller's thread, with no hand-off;
+5. with hedging on, sends the same payload to the next deployment once the first has taken longer than its
+   usual latency; the first good answer wins and the other is ignored (but counted: both are billed);
+6. on failure or timeout moves to the next deployment, until one answers or the deadline passes;
+7. hands a sampled copy to the shadow comparison (off the answer's path) and returns the answer, whose
+   `Prediction.route` says which deployment answered, why others were skipped and how many
+   requests each was sent.
 
 Each deployment is called through its single-attempt primitive inside the router's own
 :class:`~derm_cloud.RetryPolicy`, so retries never stack (router x backend x SDK).
@@ -21,24 +26,27 @@ Each deployment is called through its single-attempt primitive inside the router
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from derm_cloud.base import BackendInfo, Classifier, MetadataInput, RawResult, as_metadata
-from derm_cloud.errors import (
-    CircuitOpenError,
-    ConfigError,
-    InvalidImageError,
-    RemoteError,
-)
-from derm_cloud.images import ImageInput, PreparedImage, load_image
+from derm_cloud.errors import CircuitOpenError, ConfigError, InvalidImageError
+from derm_cloud.images import ImageInput, PreparedImage, load_image, prepare_payload
 from derm_cloud.observability import Telemetry
-from derm_cloud.retry import CircuitBreaker, RetryPolicy
-from derm_cloud.router.outcomes import default_name, describe_error, give_up, strictest
+from derm_cloud.retry import CircuitBreaker
+from derm_cloud.router.calls import Call, run_call
+from derm_cloud.router.health import ConfigFaults, DeploymentCheck, check_deployments
+from derm_cloud.router.outcomes import (
+    default_name,
+    describe_error,
+    failure_reason,
+    give_up,
+    keeps_own_deadline,
+    strictest,
+)
 from derm_cloud.router.policy import Balancer, Deployment, DeploymentState, HedgePolicy, RouterPolicy
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata, Prediction, Route, SkippedDeployment
@@ -48,33 +56,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Router"]
 
-# The router's RetryPolicy loops over attempts to ONE deployment; the cooldown is the deployment's own breaker,
-# recorded once per routed call by the router. This breaker never opens, so the two never count twice.
-_NEVER_OPENS = 2**31
 
+class _Launched(NamedTuple):
+    """One deployment call of a request: its state, its handle, when it started and when its share ends."""
 
-class _Attempt:
-    """What one deployment call produced (run in a worker thread).
-
-    Either the worker (call finished) or the router (share of the deadline spent) records the outcome in the
-    breaker and metrics, never both: a call abandoned as too slow stays a failure even if it answers later.
-    """
-
-    __slots__ = ("_lock", "_settled", "calls", "error", "latency_s", "prediction")
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.prediction: Prediction | None = None
-        self.error: BaseException | None = None
-        self.latency_s = 0.0
-        self._settled = False
-        self._lock = threading.Lock()
-
-    def claim(self) -> bool:
-        """True for the first caller only: that one records the outcome."""
-        with self._lock:
-            first, self._settled = not self._settled, True
-            return first
+    state: DeploymentState
+    call: Call
+    at: float
+    ends: float
 
 
 class Router(Classifier):
@@ -131,6 +120,7 @@ class Router(Classifier):
                 d,
                 d.breaker or CircuitBreaker(self.policy.cooldown_failures, self.policy.cooldown_s),
                 window=window,
+                keeps_deadline=keeps_own_deadline(d.classifier),
             )
             for d in deps
         ]
@@ -138,6 +128,7 @@ class Router(Classifier):
         self.hedge = hedge
         self.shadow = shadow
         self.telemetry = telemetry or Telemetry()
+        self.config_faults = ConfigFaults(name, self.telemetry.metrics, warn_every_s=self.policy.cooldown_s)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-call")
         self._owns = list(owns)
         super().__init__(
@@ -158,7 +149,9 @@ class Router(Classifier):
         return [st.deployment for st in self._states]
 
     def status(self) -> list[dict[str, Any]]:
-        """Per deployment: group, calls in flight, cooldown seconds left (for a health endpoint)."""
+        """Per deployment: group, calls in flight, cooldown seconds left and its configuration fault, if any
+        (``{"error", "detail", "since", "count"}``: it cannot authenticate or is not found), for a health
+        endpoint."""
         return [
             {
                 "deployment": st.name,
@@ -166,9 +159,36 @@ class Router(Classifier):
                 "backend": st.deployment.classifier.backend_name,
                 "in_flight": st.in_flight,
                 "cooldown_s": round(st.breaker.cooldown_remaining(), 3),
+                "config_fault": self.config_faults.status(st.name),
             }
             for st in self._states
         ]
+
+    def check(self, *, timeout_s: float = 10.0, strict: bool = False) -> list[DeploymentCheck]:
+        """Start-up check: send one tiny probe image to every deployment (and the shadow), at once.
+
+        Run it when the app starts: a deployment that cannot authenticate or does not exist fails here, loudly,
+        instead of hiding behind the fallback's answers. The probe is a 64x64 plain JPEG (no patient data),
+        sent once through each deployment's single-attempt call, no retry; what it costs per provider is in
+        ``docs/router.md`` (nothing for a local model or a real-time endpoint billed by the hour, one request's
+        price for a per-request API). A failure is recorded as a live call's would be (``status()``, metric,
+        WARNING).
+
+        Args:
+            timeout_s: seconds each probe may take.
+            strict: also fail on errors that are not configuration faults (throttled, 5xx, timeout, a probe the
+                provider refused).
+
+        Returns:
+            One `DeploymentCheck` per deployment, then the shadow's.
+
+        Raises:
+            DeploymentCheckError: naming every deployment that cannot authenticate (``AuthenticationError``:
+                credentials, role, permission) or was not found (``NotFoundError``), each with its error; with
+                ``strict``, every deployment that failed.
+        """
+        self._check_open()
+        return check_deployments(self, timeout_s=timeout_s, strict=strict)
 
     def describe(self) -> BackendInfo:
         infos = [d.classifier.describe() for d in self.deployments]
@@ -197,8 +217,25 @@ class Router(Classifier):
             RemoteError: every deployment failed (the class of the last failure); the message lists them all.
         """
         self._check_open()
-        prepared = load_image(image, limits=self.image_limits)
-        return self._route(prepared, as_metadata(metadata))
+        queue = self._balancer.order()
+        prepared = self._prepare_for(image, queue)
+        return self._route(prepared, as_metadata(metadata), queue)
+
+    def _prepare_for(self, image: ImageInput, queue: list[DeploymentState]) -> PreparedImage:
+        """Prepare the image as the first deployment to be called would (``Classifier._prepare``'s rules).
+
+        A local model decodes every pixel, and its strict decode refuses a damaged JPEG, so the separate entropy
+        check is left out and the decode done now (before anything is sent: a fallback cloud then gets bytes
+        the decode has verified). A cloud first gets the entropy-checked bytes, undecoded; a local fallback
+        decodes them once if it is reached.
+        """
+        first = next((st for st in queue if _can_launch(st)), None)
+        if first is None or not first.deployment.classifier.decodes_every_pixel:
+            return prepare_payload(image, limits=self.image_limits)
+        payload = prepare_payload(image, limits=self.image_limits, verify_by_decoding=True)
+        if payload.verify_on_decode:
+            payload.array()
+        return payload
 
     def predict_batch(
         self,
@@ -240,17 +277,17 @@ class Router(Classifier):
 
     # --- routing -------------------------------------------------------------------------------------------
 
-    def _route(self, prepared: PreparedImage, meta: PatientMetadata) -> Prediction:
+    def _route(
+        self, prepared: PreparedImage, meta: PatientMetadata, queue: list[DeploymentState] | None = None
+    ) -> Prediction:
         started = time.perf_counter()
         deadline_at = time.monotonic() + self.policy.deadline_s
-        request_id = uuid.uuid4().hex
-        queue = self._balancer.order()
+        queue = self._balancer.order() if queue is None else queue
         skipped: list[SkippedDeployment] = []
         failures: list[BaseException] = []
-        pending: dict[Future[_Attempt], tuple[DeploymentState, float, float]] = {}  # -> (state, launched, ends)
-        handles: dict[Future[_Attempt], _Attempt] = {}
-        winner: tuple[DeploymentState, _Attempt] | None = None
-        calls = 0
+        pending: dict[Future[Call], _Launched] = {}
+        launched: list[_Launched] = []
+        winner: tuple[DeploymentState, Call] | None = None
         hedged = False
         with self.telemetry.span("derm_cloud.route", {"derm_cloud.router": self.name}) as span:
             parent = self.telemetry.current_context()
@@ -270,55 +307,78 @@ class Router(Classifier):
                     if left <= 0:
                         queue.insert(0, st)
                         return False
-                    budget = left if not any(_can_launch(q) for q in queue) else left * self.policy.share
+                    others = any(_can_launch(q) for q in queue)  # a fallback, or a hedge, could follow
+                    budget = left * self.policy.share if others else left
+                    handle = Call()
                     st.started()
-                    handle = _Attempt()
-                    fut = self._pool.submit(self._attempt, st, prepared, meta, budget, parent, handle)
-                    handles[fut] = handle
+                    if others or pending or not st.keeps_deadline:
+                        fut = self._pool.submit(run_call, self, st, prepared, meta, budget, parent, handle)
+                    else:
+                        # Nothing to fall back to or hedge with, and a call that keeps its deadline itself (or
+                        # could not be stopped anyway): a worker thread would only add a hand-off.
+                        fut = Future()
+                        try:
+                            fut.set_result(run_call(self, st, prepared, meta, budget, parent, handle))
+                        except BaseException as exc:  # re-raised by fut.result(), as from a worker
+                            fut.set_exception(exc)
                     fut.add_done_callback(_finished_callback(st))
-                    pending[fut] = (st, now, now + budget)
+                    pending[fut] = _Launched(st, handle, now, now + budget)
+                    launched.append(pending[fut])
                     return True
                 return False
 
             launch()
             while pending:
                 now = time.monotonic()
-                wake = min(min(end for _, _, end in pending.values()), deadline_at)
+                wake = min(min(c.ends for c in pending.values()), deadline_at)
                 hedge_at = self._hedge_at(pending, queue, hedged)
                 if hedge_at is not None:
                     wake = min(wake, hedge_at)
-                done, _ = wait(list(pending), timeout=max(0.0, wake - now), return_when=FIRST_COMPLETED)
+                # A call run on this thread is done already: no need to wait (wait() costs a lock dance per future).
+                done = {f for f in pending if f.done()} or wait(
+                    list(pending), timeout=max(0.0, wake - now), return_when=FIRST_COMPLETED
+                ).done
                 for fut in done:
-                    st, _, _ = pending.pop(fut)
+                    st = pending.pop(fut).state
                     attempt = fut.result()
-                    calls += attempt.calls
                     if attempt.prediction is not None and winner is None:
                         winner = (st, attempt)
                     elif attempt.error is not None:
                         failures.append(attempt.error)
-                        skipped.append(SkippedDeployment(st.name, "error", describe_error(attempt.error)))
+                        skipped.append(
+                            SkippedDeployment(st.name, failure_reason(attempt.error), describe_error(attempt.error))
+                        )
                     else:  # a second good answer in the same instant: the first one won
                         skipped.append(SkippedDeployment(st.name, "hedge_lost", "answered after the winner"))
                 if winner is not None:
                     break
                 now = time.monotonic()
-                for fut, (st, launched, end) in list(pending.items()):
-                    if (now >= end or now >= deadline_at) and handles[fut].claim():
-                        del pending[fut]  # abandoned: the worker finishes on its own, its result is ignored
-                        st.breaker.record(ok=False)
-                        self.telemetry.metrics.observe(st.name, "deadline", now - launched, error_class="Deadline")
+                for fut, c in list(pending.items()):
+                    if (now >= c.ends or now >= deadline_at) and c.call.claim():
+                        del pending[fut]  # abandoned: no retry starts; a request in flight is ignored
+                        _stop(fut, c)
+                        c.state.breaker.record(ok=False)
+                        c.state.cut(now - c.at)
+                        self.telemetry.metrics.observe(c.state.name, "deadline", now - c.at, error_class="Deadline")
                         skipped.append(
-                            SkippedDeployment(st.name, "deadline", f"no answer within {end - launched:.2f} s")
+                            SkippedDeployment(c.state.name, "deadline", f"no answer within {c.ends - c.at:.2f} s")
                         )
                 hedge_at = self._hedge_at(pending, queue, hedged)
                 if hedge_at is not None and now >= hedge_at and launch():
                     hedged = True
                 elif not pending:
                     launch()
-            for st, _, _ in pending.values():  # hedged losers still running: ignored, not cancelled
-                skipped.append(SkippedDeployment(st.name, "hedge_lost", "another deployment answered first"))
+            now = time.monotonic()
+            for fut, c in pending.items():  # the losing side of a hedge, still running: its answer is ignored
+                if c.call.claim():
+                    c.state.cut(now - c.at)  # for the hedge delay: slower than this, by how much unknown
+                    self.telemetry.metrics.observe(c.state.name, "hedge_lost", now - c.at)
+                _stop(fut, c)
+                skipped.append(SkippedDeployment(c.state.name, "hedge_lost", "another deployment answered first"))
+            billed = self._billed(launched)
+            attempts = sum(n for _, n in billed)
             latency_ms = (time.perf_counter() - started) * 1000
-            span.set_attribute("derm_cloud.attempts", calls)
+            span.set_attribute("derm_cloud.attempts", attempts)
             span.set_attribute("derm_cloud.skipped", len(skipped))
             span.set_attribute("derm_cloud.hedged", hedged)
             span.set_attribute("derm_cloud.latency_ms", latency_ms)
@@ -332,92 +392,59 @@ class Router(Classifier):
                 raise error
             st, attempt = winner
             assert attempt.prediction is not None
-            route = Route(self.name, st.name, tuple(skipped), hedged, calls)
-            pred = dataclasses.replace(attempt.prediction, latency_ms=latency_ms, attempts=calls, route=route)
+            route = Route(self.name, st.name, tuple(skipped), hedged, attempts, billed)
+            # The provider's request id when it sent one, else the router's: the caller, the log line and the
+            # shadow's record of this request all carry the same id, so they can be joined.
+            request_id = attempt.prediction.request_id or uuid.uuid4().hex
+            pred = dataclasses.replace(
+                attempt.prediction, latency_ms=latency_ms, attempts=attempts, route=route, request_id=request_id
+            )
             span.set_attribute("derm_cloud.deployment", st.name)
             span.set_attribute("derm_cloud.backend", pred.backend)
             span.set_attribute("derm_cloud.model", pred.model_id)
             span.set_attribute("derm_cloud.outcome", "ok")
-        self.telemetry.log_request(
-            {
-                "router": self.name,
-                "deployment": st.name,
-                "outcome": "ok",
-                "attempts": calls,
-                "skipped": ",".join(f"{s.deployment}:{s.reason}" for s in skipped) or "-",
-                "hedged": hedged,
-                "ms": f"{latency_ms:.0f}",
-            }
-        )
+        if self.telemetry.logs_requests:
+            self.telemetry.log_request(
+                {
+                    "router": self.name,
+                    "request_id": request_id,
+                    "deployment": st.name,
+                    "outcome": "ok",
+                    "attempts": attempts,
+                    "skipped": ",".join(f"{s.deployment}:{s.reason}" for s in skipped) or "-",
+                    "hedged": hedged,
+                    "ms": f"{latency_ms:.0f}",
+                }
+            )
         if self.shadow is not None:
             self.shadow.offer(request_id, st.name, prepared, meta, pred)
         return pred
 
-    def _hedge_at(
-        self, pending: dict[Future[_Attempt], tuple[DeploymentState, float, float]], queue: list[Any], hedged: bool
-    ) -> float | None:
+    def _billed(self, launched: list[_Launched]) -> tuple[tuple[str, int], ...]:
+        """Requests sent per deployment, in the order first called; every launched call is stopped first, so
+        no retry of a call the router no longer waits for can start after it was counted."""
+        billed: dict[str, int] = {}
+        for c in launched:
+            billed[c.state.name] = billed.get(c.state.name, 0) + c.call.stop()
+        for name, n in billed.items():
+            self.telemetry.metrics.bill(name, n)
+        return tuple(billed.items())
+
+    def _hedge_at(self, pending: dict[Future[Call], _Launched], queue: list[Any], hedged: bool) -> float | None:
         """When to hedge the one call in flight, or ``None`` (hedging off, already hedged, nothing to hedge to)."""
         if self.hedge is None or hedged or len(pending) != 1 or not any(_can_launch(q) for q in queue):
             return None
-        st, launched, _ = next(iter(pending.values()))
-        return launched + st.hedge_delay(self.hedge)
-
-    def _attempt(
-        self,
-        st: DeploymentState,
-        prepared: PreparedImage,
-        meta: PatientMetadata,
-        budget: float,
-        parent: Any,
-        out: _Attempt,
-    ) -> _Attempt:
-        """One deployment, its share of the deadline, the router's retry loop; never raises a RemoteError."""
-        clf = st.deployment.classifier
-        policy = RetryPolicy(
-            max_attempts=self.policy.attempts_per_deployment,
-            base_delay=self.policy.base_delay,
-            max_delay=self.policy.max_delay,
-            deadline=budget,
-            breaker=CircuitBreaker(failure_threshold=_NEVER_OPENS),
-        )
-
-        def once(remaining: float | None) -> RawResult:
-            out.calls += 1
-            return clf._predict_one(prepared, meta, remaining)
-
-        attrs = {
-            "derm_cloud.router": self.name,
-            "derm_cloud.deployment": st.name,
-            "derm_cloud.backend": clf.backend_name,
-            "derm_cloud.model": clf.model_id,
-        }
-        start = time.perf_counter()
-        with self.telemetry.span("derm_cloud.backend_call", attrs, parent=parent) as span:
-            try:
-                raw, _ = policy.call(once, backend=clf.backend_name)
-                out.latency_s = time.perf_counter() - start
-                out.prediction = clf._to_prediction(raw, out.calls, out.latency_s * 1000)
-            except (RemoteError, InvalidImageError) as exc:
-                out.latency_s = time.perf_counter() - start
-                out.error = exc
-                span.set_error(exc)
-            span.set_attribute("derm_cloud.attempts", out.calls)
-            span.set_attribute("derm_cloud.outcome", "ok" if out.error is None else "error")
-            span.set_attribute("derm_cloud.latency_ms", out.latency_s * 1000)
-        if not out.claim():
-            return out  # the router gave up on this call already and counted it as a failure
-        if out.error is None:
-            st.breaker.record(ok=True)
-            st.observe(out.latency_s)
-            self.telemetry.metrics.observe(st.name, "ok", out.latency_s)
-        else:
-            if isinstance(out.error, RemoteError):  # a provider's size limit is not a sign of ill health
-                st.breaker.record(ok=False)
-            self.telemetry.metrics.observe(st.name, "error", out.latency_s, error_class=type(out.error).__name__)
-        return out
+        c = next(iter(pending.values()))
+        return c.at + c.state.hedge_delay(self.hedge)
 
 
-def _finished_callback(st: DeploymentState) -> Callable[[Future[_Attempt]], None]:
+def _stop(fut: Future[Call], c: _Launched) -> None:
+    """The router no longer waits for this call: it sends no further request, and never starts if queued."""
+    c.call.stop()
+    fut.cancel()
+
+
+def _finished_callback(st: DeploymentState) -> Callable[[Future[Call]], None]:
     return lambda _future: st.finished()
 
 

@@ -15,7 +15,7 @@ from derm_cloud.errors import CircuitOpenError, DeadlineExceededError, InvalidIm
 from derm_cloud.images import ImageLimits
 from derm_cloud.types import SkippedDeployment
 
-__all__ = ["default_name", "describe_error", "give_up", "strictest"]
+__all__ = ["default_name", "describe_error", "failure_reason", "give_up", "keeps_own_deadline", "strictest"]
 
 
 def give_up(
@@ -51,6 +51,13 @@ def give_up(
     return InvalidImageError(f"no deployment could take this image: {summary}")
 
 
+def failure_reason(exc: BaseException) -> str:
+    """How a failed call is listed in ``Route.skipped``: a call that ran out of its share of the deadline is a
+    ``deadline`` whichever clock noticed first (the router's wait loop, or the call's own watchdog, which under
+    load can fire a moment earlier); anything else is an ``error``."""
+    return "deadline" if isinstance(exc, DeadlineExceededError) else "error"
+
+
 def describe_error(exc: BaseException) -> str:
     """``"ThrottledError: <message>"``; backend messages carry names, statuses and ids, never image data."""
     return f"{type(exc).__name__}: {exc}"
@@ -61,6 +68,23 @@ def default_name(clf: Classifier) -> str:
     return clf.backend_name or type(clf).__name__
 
 
+def keeps_own_deadline(clf: Classifier) -> bool:
+    """Whether a call to ``clf`` needs no watchdog thread to keep a deadline.
+
+    True when its SDK enforces the timeout it is given as a deadline on the whole call (gRPC), or when the model
+    runs in this process: there is no network to hang on, and a local call abandoned at its deadline would keep
+    its CPU until it finished anyway. An HTTP SDK's timeout bounds each socket read only (boto3's is fixed when
+    the client is built), so a remote HTTP call is watched from another thread.
+    """
+    if clf.sdk_deadline:
+        return True
+    try:
+        info = clf.describe()
+    except Exception:  # a backend that cannot describe itself is watched, to be safe
+        return False
+    return info.provider == "local" and info.endpoint is None
+
+
 def strictest(limits: Sequence[ImageLimits]) -> ImageLimits:
     """Limits no deployment would refuse: every deployment gets the same prepared image."""
     return ImageLimits(
@@ -68,4 +92,5 @@ def strictest(limits: Sequence[ImageLimits]) -> ImageLimits:
         max_pixels=min(lim.max_pixels for lim in limits),
         min_side=max(lim.min_side for lim in limits),
         max_side=min(lim.max_side for lim in limits),
+        jpeg_entropy_check=any(lim.jpeg_entropy_check for lim in limits),
     )

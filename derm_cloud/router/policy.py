@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
 from derm_cloud.base import Classifier
 from derm_cloud.errors import ConfigError
 from derm_cloud.retry import CircuitBreaker
+from derm_cloud.router.latency import LatencyWindow
 
 __all__ = ["Balance", "Deployment", "HedgePolicy", "RouterPolicy"]
 
@@ -100,10 +100,13 @@ class HedgePolicy:
     a ``HedgePolicy``.
 
     Attributes:
-        percentile: the hedge fires after this percentile of the first deployment's observed latency.
-        min_samples: observations needed before the percentile is trusted; until then ``initial_delay_s``.
+        percentile: the hedge fires after this percentile of the first deployment's latency, estimated from its
+            own recent calls as the router saw them: a call cut short (by a hedge that answered first, or at
+            its share of the deadline) counts as "longer than the time it was cut", never as its late answer
+            (see `derm_cloud.router.latency.LatencyWindow`).
+        min_samples: calls observed before the percentile is trusted; until then ``initial_delay_s``.
         initial_delay_s: hedge delay while there are too few observations.
-        window: how many recent latencies are kept per deployment.
+        window: how many recent calls are kept per deployment.
     """
 
     percentile: float = 95.0
@@ -122,14 +125,22 @@ class HedgePolicy:
 
 @dataclass
 class DeploymentState:
-    """A deployment with its live counters: calls in flight and recent successful latencies."""
+    """A deployment with its live counters: calls in flight and recent latencies (see `LatencyWindow`).
+
+    ``keeps_deadline``: a call to it needs no watchdog thread (its SDK enforces the timeout as a deadline, or the
+    model runs in this process); see `keeps_own_deadline()`.
+    """
 
     deployment: Deployment
     breaker: CircuitBreaker
     window: int = 256
+    keeps_deadline: bool = False
     in_flight: int = 0
-    latencies_s: deque[float] = field(default_factory=deque)
+    latency: LatencyWindow = field(init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.latency = LatencyWindow(self.window)
 
     @property
     def name(self) -> str:
@@ -144,19 +155,20 @@ class DeploymentState:
             self.in_flight -= 1
 
     def observe(self, seconds: float) -> None:
-        with self._lock:
-            self.latencies_s.append(seconds)
-            while len(self.latencies_s) > self.window:
-                self.latencies_s.popleft()
+        """A call that answered after ``seconds`` while the router waited for it."""
+        self.latency.answered(seconds)
+
+    def cut(self, seconds: float) -> None:
+        """A call the router stopped waiting for after ``seconds`` (hedge won, share spent, request answered)."""
+        self.latency.cut(seconds)
 
     def hedge_delay(self, hedge: HedgePolicy) -> float:
-        """Seconds to wait before hedging a call to this deployment (nearest-rank percentile)."""
-        with self._lock:
-            values = sorted(self.latencies_s)
-        if len(values) < hedge.min_samples:
+        """Seconds to wait before hedging a call to this deployment: the ``hedge.percentile`` of its latency,
+        calls cut short counted as "longer than that" (Kaplan-Meier), not as their late answers."""
+        if len(self.latency) < hedge.min_samples:
             return hedge.initial_delay_s
-        rank = max(1, math.ceil(hedge.percentile / 100 * len(values)))
-        return values[rank - 1]
+        estimate = self.latency.quantile(hedge.percentile)
+        return hedge.initial_delay_s if estimate is None else estimate
 
 
 class Balancer:

@@ -7,9 +7,10 @@ live answer; nothing about it ever reaches the caller, and a shadow failure only
 
 Kept per pair (live deployment, shadow): top-1 agreement, Cohen's kappa of the top-1 labels, max and mean
 ``|dp|`` over the seven class probabilities, melanoma-call disagreements (one says melanoma at argmax, the
-other does not) and latency of both sides. Per request only the router's request id and the scores are kept,
-never image bytes or patient fields. :meth:`ShadowComparison.report` is JSON the comparator's report can
-include; :meth:`ShadowComparison.to_markdown` is a small table.
+other does not) and latency of both sides. Per request only the request id and the scores are kept, never image
+bytes or patient fields; the id is the caller's ``Prediction.request_id``, so records join the live answers.
+:meth:`ShadowComparison.report` is JSON the comparator's report can include; :meth:`ShadowComparison.to_markdown`
+is a small table.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ def describe_preprocess(pre: Preprocess) -> str:
         steps = [f"resize {pre.height}x{pre.width} {pre.interpolation} (aspect not kept)"]
     elif pre.resize == "shorter_side":
         steps = [f"shorter side {pre.shorter} {pre.interpolation}"]
+    elif pre.resize == "crop_to_aspect":
+        region = f"centre region with the {pre.width}:{pre.height} aspect"
+        steps = [f"{region}, resized {pre.height}x{pre.width} {pre.interpolation}"]
     else:
         steps = ["no resize"]
     if pre.crop:

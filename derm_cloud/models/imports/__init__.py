@@ -5,8 +5,9 @@ and writes a folder that ``local-onnx`` (ONNX) or ``local-tflite`` (TFLite) load
 project, iteration, export flavor, dates, source, SHA-256) in ``spec.json`` facts, which ``derm-cloud models
 info`` and the model-card comparison show. Layouts understood:
 
-* ``azure-custom-vision-onnx``: Custom Vision compact-domain ONNX exports, float32 and ``OnnxFloat16``
-  (:mod:`.custom_vision`);
+* ``azure-custom-vision-onnx``: Custom Vision compact-domain ONNX exports of every generation: the 2018
+  single-file ``.onnx`` (WinMLTools, opset 1, upgraded by :mod:`.onnx_legacy`), "ONNX1.2" (opset 7) and the
+  current zip, float32 and ``OnnxFloat16`` (:mod:`.custom_vision`);
 * ``sagemaker-jumpstart-pytorch-ic``: JumpStart PyTorch image-classification ``model.tar.gz`` (:mod:`.jumpstart`);
 * ``azure-custom-vision-tflite``: Custom Vision ``TensorFlowLite`` exports (:mod:`.tflite_exports`);
 * ``vertex-automl-edge-tflite``: Vertex AI AutoML Edge image classification TFLite exports (:mod:`.tflite_exports`).
@@ -81,7 +82,8 @@ def detect_layout(folder: Path) -> str:
         )
     raise ModelSpecError(
         f"no known export layout in {folder} (files: {', '.join(names) or 'none'}). Understood: Custom Vision "
-        "ONNX (labels.txt + model.onnx), SageMaker JumpStart PyTorch IC (class_label_to_prediction_index.json + "
+        "ONNX (labels.txt + model.onnx, or one .onnx naming its tags in a ZipMap), SageMaker JumpStart PyTorch "
+        "IC (class_label_to_prediction_index.json + "
         "model.pt), Custom Vision TFLite (labels.txt + model.tflite), Vertex AI AutoML Edge (dict.txt + model.tflite)"
     )
 
@@ -97,7 +99,8 @@ def import_model(
     """Import a service export into a derm-cloud model directory.
 
     Args:
-        source: a folder, ``.zip``/``.tar.gz`` archive or ``https://`` download URL of the export.
+        source: a folder, ``.zip``/``.tar.gz`` archive, lone ``.onnx`` file or ``https://`` download URL of the
+            export.
         out: the model directory to write (default: the model cache, named after the model id).
         provenance: what the caller knows that the files do not say (``project``, ``iteration``, ``flavor``,
             ``exported``, ``training_job`` ...).
@@ -128,6 +131,7 @@ def import_model(
             spec = tflite_exports.write_vertex_edge_tflite(unpacked.folder, target, facts)
         else:
             spec = jumpstart.write_model_dir(unpacked.folder, target, facts, trust_pickle=trust_pickle)
+        spec = _with_label_space(spec, target)
         final = Path(out) if out is not None else target.with_name(_slug(spec.model_id))
         if final.exists():
             if not overwrite:
@@ -138,6 +142,17 @@ def import_model(
         return ImportResult(final, layout, spec)
     finally:
         unpacked.cleanup()
+
+
+def _with_label_space(spec: ModelSpec, folder: Path) -> ModelSpec:
+    """Record whether the export's labels are the HAM10000 classes or a label space of its own (plankton, food):
+    such a model imports all the same, and classify shows its own labels (``allow_unmapped``), never lesion ones."""
+    from derm_cloud.taxonomy import LabelMap
+
+    mapped = LabelMap.for_labels(spec.labels, allow_unmapped=True).mapped
+    spec = spec.with_facts(label_space="ham10000" if mapped else "own")
+    spec.save(folder)
+    return spec
 
 
 def _cache_target() -> Path:

@@ -110,14 +110,25 @@ def run_import(args: argparse.Namespace) -> int:
         "layout": result.layout,
         "model_id": result.spec.model_id,
         "labels": list(result.spec.labels),
+        "label_space": result.spec.facts.get("label_space"),
         "provenance": result.spec.facts.get("provenance"),
     }
     if args.json:
         print(json.dumps(row, indent=2))
-    else:
-        print(f"{result.spec.model_id}: {result.model_dir} ({result.layout}, {len(result.spec.labels)} labels)")
-        backend = "local-tflite" if result.spec.model_file.endswith(".tflite") else "local-onnx"
-        print(f"  run it: derm-cloud classify IMAGE --backend {backend} -o model_dir={result.model_dir}")
+        return 0
+    labels = result.spec.labels
+    print(f"{result.spec.model_id}: {result.model_dir} ({result.layout}, {len(labels)} labels)")
+    backend = "local-tflite" if result.spec.model_file.endswith(".tflite") else "local-onnx"
+    own = result.spec.facts.get("label_space") == "own"
+    if own:
+        shown = ", ".join(labels[:8]) + (f" and {len(labels) - 8} more" if len(labels) > 8 else "")
+        print(
+            f"  its labels ({shown}) are not the 7 HAM10000 classes: it is imported with its own label space, and "
+            "classify shows those labels as they are (never as lesion classes) with -o allow_unmapped=true; if they "
+            'are lesion classes under other names, pass -o label_overrides=\'{"tag": "mel", ...}\' instead'
+        )
+    extra = " -o allow_unmapped=true" if own else ""
+    print(f"  run it: derm-cloud classify IMAGE --backend {backend} -o model_dir={result.model_dir}{extra}")
     return 0
 
 

@@ -4,6 +4,8 @@ An export's own input conventions (BGR channel order, float16 tensors, a ``ZipMa
 sequence of dicts) are folded into the graph itself, so the model directory takes the same RGB float32 NCHW
 tensor as every other model and returns one float32 score row per image. The edits are exact: a channel
 ``Gather`` and ``Cast`` nodes change no value beyond float16 rounding, which the original graph applied too.
+New constants are ``Constant`` nodes, not initializers: an IR 3 graph (Custom Vision's 2018 exports) must declare
+every initializer as a graph input too, and onnxruntime would then list the constant as an input to feed.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ def adapt_classifier_graph(model: Any, *, bgr: bool) -> Adapted:
         zipmap_labels = tuple(s.decode() for s in attrs["classlabels_strings"].strings)
         scores_name = zipmap.input[0]
         nodes.remove(zipmap)
+        # ZipMap's input is tensor(float) by its definition; shape inference cannot always get there (the
+        # experimental ImageScaler of ONNX 1.2 exports stops it), so the type is not inferred.
+        scores_type: int | None = TensorProto.FLOAT
     else:
         tensor_outputs = [o for o in graph.output if o.type.HasField("tensor_type")]
         if not tensor_outputs:
@@ -90,6 +95,7 @@ def adapt_classifier_graph(model: Any, *, bgr: bool) -> Adapted:
             ),
             tensor_outputs[0].name,
         )
+        scores_type = None
     # A label output (``classLabel``) computed from the scores is dropped; nodes only it needed go with it.
     nodes = _needed_for(nodes, scores_name)
 
@@ -98,7 +104,7 @@ def adapt_classifier_graph(model: Any, *, bgr: bool) -> Adapted:
     current = new_input
     if bgr:
         flip = helper.make_tensor("derm_cloud_bgr_order", TensorProto.INT64, [3], [2, 1, 0])
-        graph.initializer.append(flip)
+        front.append(helper.make_node("Constant", [], [flip.name], value=flip))
         front.append(helper.make_node("Gather", [current, flip.name], ["derm_cloud_bgr"], axis=1))
         current = "derm_cloud_bgr"
     if float16:
@@ -107,7 +113,8 @@ def adapt_classifier_graph(model: Any, *, bgr: bool) -> Adapted:
     for node in nodes:
         node.input[:] = [current if name == image.name else name for name in node.input]
 
-    scores_type = _value_type(model, scores_name)
+    if scores_type is None:
+        scores_type = _value_type(model, scores_name)
     back: list[Any] = []
     out_name = scores_name
     if scores_type == TensorProto.FLOAT16:

@@ -1,4 +1,5 @@
-"""Where an export comes from: a folder, a ``.zip`` / ``.tar.gz`` archive, or an ``https://`` URL a service gave.
+"""Where an export comes from: a folder, a ``.zip`` / ``.tar.gz`` archive, a lone ``.onnx`` file, or an ``https://``
+URL a service gave.
 
 Archives are unpacked with every member checked to stay inside the target folder (a crafted ``../`` entry or
 an absolute path is refused, not silently skipped), and URLs are downloaded through ``requests`` into a
@@ -79,6 +80,11 @@ def unpack(source: str | Path, *, timeout: float = 120.0) -> Unpacked:
     if not path.is_file():
         raise ConfigError(f"{text!r} is neither a folder, an archive nor an http(s) URL of an export")
     tmp = Path(tempfile.mkdtemp(prefix="derm-cloud-import-"))
+    if path.suffix.lower() == ".onnx":
+        # Custom Vision's 2018 ONNX exports download as one .onnx file, tags inside: a folder of one.
+        (tmp / "export").mkdir()
+        shutil.copyfile(path, tmp / "export" / path.name)
+        return Unpacked(tmp / "export", str(path), sha256_file(path), tmp)
     return Unpacked(_extract(path, tmp / "export"), str(path), sha256_file(path), tmp)
 
 
