@@ -255,3 +255,24 @@ def test_metadata_of_the_wrong_type_is_a_config_error() -> None:
         PatientMetadata(sex=1)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="site must be an anatomical site"):
         PatientMetadata(site=3)  # type: ignore[arg-type]
+
+
+def test_backends_table_keeps_its_columns_apart_for_long_names(capsys: pytest.CaptureFixture[str]) -> None:
+    from derm_cloud.cli import main
+
+    long_name = "a-plugin-backend-with-a-very-long-name-indeed"
+    derm_cloud.register_backend(long_name, "derm_cloud.backends.local_onnx:LocalOnnxClassifier")
+    try:
+        assert main(["backends"]) == 0
+    finally:
+        derm_cloud.registry._EXTRA.pop(long_name)  # type: ignore[attr-defined]
+    header, *rows = capsys.readouterr().out.splitlines()
+    starts = [header.index(title) for title in ("installed", "install with", "description")]
+    names = {row.split()[0]: row for row in rows}
+    assert {"rekognition-custom-labels", long_name} <= set(names)
+    for name, row in names.items():
+        # Every value starts at its column, with at least two spaces after the one before it.
+        assert row[: starts[0]].rstrip() == name and row[len(name) : len(name) + 2] == "  ", row
+        assert row[starts[0] :].split()[0] in ("yes", "no"), row
+        assert row[starts[1] :].startswith("pip install"), row
+        assert row[starts[2] - 2 : starts[2]] == "  " and row[starts[2]] != " ", row

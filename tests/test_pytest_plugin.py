@@ -12,6 +12,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 USER_TEST = """
@@ -32,6 +34,23 @@ def test_retried_after_one_throttle(sagemaker_emulator, sagemaker_classifier):
     sagemaker_emulator.inject(Fault("throttle", times=1, retry_after=0.05))
     assert sagemaker_classifier.predict(_image()).attempts == 2
     assert len(sagemaker_emulator.requests) == 2
+"""
+
+
+EVERY_CLASSIFIER_TEST = """
+import io
+
+import pytest
+from PIL import Image
+
+
+@pytest.mark.parametrize(
+    "fixture", ["sagemaker_classifier", "azure_ml_classifier", "custom_vision_classifier", "vertex_classifier"]
+)
+def test_each_classifier_fixture_answers(fixture, request):
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (180, 120, 110)).save(buf, "JPEG")
+    assert request.getfixturevalue(fixture).predict(buf.getvalue()).top(1)
 """
 
 
@@ -105,3 +124,25 @@ def _clean_env() -> dict[str, str]:
 
     # No inherited PYTEST_ADDOPTS / PYTEST_PLUGINS: the user's project starts from nothing.
     return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+
+
+@pytest.mark.parametrize("warnings_as_errors", ["error", "error::DeprecationWarning"])
+def test_every_classifier_fixture_is_clean_under_warnings_as_errors(tmp_path: Path, warnings_as_errors: str) -> None:
+    # custom_vision_classifier used to fail here on the Custom Vision retirement warning, which is meant for code
+    # that calls the real service, not for a backend wired to an emulator on 127.0.0.1.
+    project = tmp_path / "app"
+    project.mkdir()
+    (project / "test_fixtures.py").write_text(EVERY_CLASSIFIER_TEST)
+    metadata = _metadata_dir(tmp_path / "site")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-W", warnings_as_errors, "-q", "-p", "no:cacheprovider", str(project)],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        env={**_clean_env(), "PYTHONPATH": f"{ROOT}:{metadata}"},
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    assert "4 passed" in proc.stdout
+    assert "Warning" not in output

@@ -1,9 +1,10 @@
 """``azure-custom-vision``: a published Azure AI Custom Vision classification iteration.
 
-Custom Vision retires on 2028-09-25 (docs/reference/cloud-apis.md section 0); the backend warns once per process and
-names the
-successor: train with Azure ML AutoML for images and call the endpoint with the ``azure-ml`` backend, or run
-its ONNX export on your own machine with ``local-onnx``.
+Custom Vision retires on 2028-09-25 (docs/reference/cloud-apis.md section 0); the backend warns once per process
+when it calls the real service (not when it talks to an emulator on 127.0.0.1, a test double: the pytest fixtures
+and emulated comparisons stay quiet under ``-W error``) and names the successor: train with Azure ML AutoML for
+images and call the endpoint with the ``azure-ml`` backend, or run its ONNX export on your own machine with
+``local-onnx``.
 
 Choices that matter for patient images:
 
@@ -159,7 +160,6 @@ class AzureCustomVisionClassifier(Classifier):
                 "project_id and published_name are required: the project GUID and the name the iteration was "
                 "published under (Custom Vision portal > Performance > Publish)"
             )
-        _warn_retirement()
         self._overrides = dict(label_overrides or {})
         self._allow_unmapped = allow_unmapped
         self._learn_tags = tags is None
@@ -183,6 +183,9 @@ class AzureCustomVisionClassifier(Classifier):
         self.max_image_bytes = max_image_bytes
         self.endpoint = (endpoint or os.environ.get(ENDPOINT_ENV) or "").rstrip("/") or None
         self.region = region or _region_from_endpoint(self.endpoint)
+        if not is_loopback(self.endpoint):
+            # The retirement concerns code that calls the real service; an emulator on this machine is a test double.
+            _warn_retirement()
         self._map_lock = threading.Lock()
         self._owns_client = client is None
         self._client: CustomVisionClient = client if client is not None else self._build_client(prediction_key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from derm_cloud.errors import ConfigError
@@ -127,8 +128,17 @@ def run_backends(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    print(f"{'backend':<22}{'installed':<11}{'install with':<38}description")
-    for e in entries:
-        state = "yes" if e.installed else "no"
-        print(f"{e.name:<22}{state:<11}{e.install_hint:<38}{e.summary}")
+    rows: list[tuple[str, ...]] = [("backend", "installed", "install with", "description")]
+    rows += [(e.name, "yes" if e.installed else "no", e.install_hint, e.summary) for e in entries]
+    print("\n".join(format_columns(rows)))
     return 0
+
+
+def format_columns(rows: Sequence[Sequence[str]], gap: int = 2) -> list[str]:
+    """Left-aligned columns, each as wide as its longest cell plus ``gap`` spaces (the last is not padded).
+
+    Widths come from the rows themselves, so a long name (a plugin backend, ``rekognition-custom-labels``) widens
+    its column instead of running into the next one.
+    """
+    widths = [max(len(row[i]) for row in rows) + gap for i in range(len(rows[0]) - 1)]
+    return ["".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[-1] for row in rows]

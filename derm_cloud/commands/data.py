@@ -1,8 +1,14 @@
-"""``derm-cloud data list | fetch NAME``: public dermatology datasets, downloaded into the user cache."""
+"""``derm-cloud data list | fetch NAME | example [PATH]``: public dermatology datasets and a sample photo.
+
+Datasets are downloaded into the user cache; ``example`` writes one sample photo to try the library on (the
+first code block of the quick start and of the router guide classify it).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 from derm_cloud.errors import ConfigError
@@ -46,6 +52,17 @@ def register(sub: Any) -> None:
     f.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     f.set_defaults(handler=run_fetch)
 
+    e = dsub.add_parser(
+        "example",
+        help="write a sample skin photo to PATH (default lesion.jpg) to try derm-cloud on",
+        description="Write the example photo of the dermapred 0.0.3 wheel on PyPI (Apache-2.0; a phone photo of "
+        "skin with small naevi, not dermoscopy, unlabelled) to PATH: downloaded once into the derm-cloud cache "
+        "and checked against its pinned SHA-256. An existing different file at PATH is never overwritten. For "
+        "labelled dermoscopy images, see `derm-cloud data fetch ham10000`.",
+    )
+    e.add_argument("path", nargs="?", default="lesion.jpg", metavar="PATH", help="file to write (default lesion.jpg)")
+    e.set_defaults(handler=run_example)
+
 
 def run_list(args: argparse.Namespace) -> int:
     from derm_cloud.data.fetch import catalogue, datasets_dir
@@ -86,4 +103,27 @@ def run_fetch(args: argparse.Namespace) -> int:
     # The licence is printed even with -q: using the data means accepting its terms.
     print(source.licence_text(), end="")
     print(f"ready: load_dataset({str(result.load_path)!r})  (licence and sources in {result.folder})")
+    return 0
+
+
+def run_example(args: argparse.Namespace) -> int:
+    from derm_cloud.compare.defaults import EXAMPLE_ATTRIBUTION, example_image_dir
+
+    data = (example_image_dir() / "dermapred-example.jpg").read_bytes()
+    target = Path(args.path).expanduser()
+    if target.is_dir():
+        raise ConfigError(f"{target} is a folder; name the file to write, e.g. {target / 'lesion.jpg'}")
+    if target.exists():
+        if target.read_bytes() != data:
+            # Never overwrite: PATH may well be someone's own lesion photo.
+            raise ConfigError(f"{target} exists and is not the example photo; choose another PATH or move it away")
+        print(f"{target}: already the example photo")
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(f".{target.name}.{os.getpid()}.part")  # whole file or none: rename when written
+        part.write_bytes(data)
+        os.replace(part, target)
+        print(f"{target}: the example photo, {len(data) / 1e6:.1f} MB")
+    print(EXAMPLE_ATTRIBUTION)
+    print("Triage and research only: a clinician reviews every result; nothing here is a diagnosis.")
     return 0
