@@ -1,19 +1,21 @@
 """The comparator: quality, agreement, fairness, latency and cost of several backends in one reproducible run.
 
-Run it from the command line (``derm-cloud compare CONFIG``) or from Python::
+Run it from the command line (`derm-cloud compare CONFIG`) or from Python:
 
-    from derm_cloud.compare import run_comparison
+```python
+from derm_cloud.compare import run_comparison
 
-    result = run_comparison("compare.toml")        # or a dict, or None for the embedded default
-    print(result.html, result.summary["cost"]["backends"]["sagemaker"]["monthly"])
+result = run_comparison("compare.toml")        # or a dict, or None for the embedded default
+print(result.html, result.summary["cost"]["backends"]["sagemaker"]["monthly"])
+```
 
-Three stages with typed hand-offs, each in its own subpackage: ``run`` (config in, result rows out: `RunResults`),
-``analysis`` (rows to a `Summary`, pure functions) and ``report`` (the `Summary` as HTML, Markdown, JSON, figures
-and exports); ``pipeline.run_comparison`` chains them. Results are stored as they arrive
-(``<output>/runs.sqlite``), so an interrupted run resumes where it stopped.
+Three stages with typed hand-offs, each in its own subpackage: `run` (config in, result rows out: `RunResults`),
+`analysis` (rows to a `Summary`, pure functions) and `report` (the `Summary` as HTML, Markdown, JSON, figures
+and exports); `pipeline.run_comparison` chains them. Results are stored as they arrive
+(`<output>/runs.sqlite`), so an interrupted run resumes where it stopped.
 The report supports triage and research; it is not a diagnosis, and a clinician reviews every result.
 
-Names are imported lazily so that ``import derm_cloud.compare.analysis.metrics`` stays light.
+Names are imported lazily so that `import derm_cloud.compare.analysis.metrics` stays light.
 """
 
 from __future__ import annotations

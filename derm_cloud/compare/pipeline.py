@@ -1,6 +1,6 @@
 """A comparison end to end: config -> run (images in, rows out) -> analysis (rows to `Summary`) -> report.
 
-`run_comparison` is what ``derm-cloud compare`` calls, and the one place that knows all three stages:
+`run_comparison` is what `derm-cloud compare` calls, and the one place that knows all three stages:
 
 * **run** (`derm_cloud.compare.run.execute.execute_run`): starts the backends (and emulators), sends every
   scenario's requests, stores each result as it arrives and reads the run back as `RunResults`;
@@ -9,7 +9,7 @@
   and per-image exports.
 
 A run is identified by the fingerprint of its config and dataset: rerunning the same config on the same images
-resumes the newest unfinished run with that fingerprint (``fresh=True`` starts over), and ``resume=RUN_ID``
+resumes the newest unfinished run with that fingerprint (`fresh=True` starts over), and `resume=RUN_ID`
 resumes a given one; results already in the store are never requested again.
 
 Example:
@@ -43,11 +43,11 @@ class ComparisonResult:
     """What a finished comparison produced.
 
     Attributes:
-        run_id: the run's id in the store (pass it to ``--resume`` to rebuild the report).
+        run_id: the run's id in the store (pass it to `--resume` to rebuild the report).
         output_dir: the folder holding the report and the run store.
         html, markdown, json: the report files.
         figures_dir: JSON and CSV data of every figure.
-        summary: the full report data (what ``json`` holds).
+        summary: the full report data (what `json` holds).
         resumed: whether results of an earlier, interrupted session were reused.
         warnings: everything the report warns about.
     """
@@ -113,15 +113,15 @@ def run_comparison(
     """Run (or resume) a comparison and write its report.
 
     Args:
-        config_or_path: a config file, a dict in the config schema, a `ComparisonConfig`, or ``None``
+        config_or_path: a config file, a dict in the config schema, a `ComparisonConfig`, or `None`
             for the embedded default (sklesion locally and on every cloud emulator, on the example image).
-        dataset: override ``[dataset] source`` (a folder, CSV manifest, HAM10000 layout or parquet).
-        limit: override ``[dataset] limit`` (a seeded, class-stratified subset).
+        dataset: override `[dataset] source` (a folder, CSV manifest, HAM10000 layout or parquet).
+        limit: override `[dataset] limit` (a seeded, class-stratified subset).
         output: override the output folder.
         resume: a run id to resume (it must have the same config and dataset fingerprint).
         fresh: start a new run even if an unfinished one with the same fingerprint exists.
-        executor: override the executor (``"local"`` or ``"ray"``).
-        progress: ``True`` progress bars, ``False`` none, ``None`` (default) bars when stderr is a terminal and
+        executor: override the executor (`"local"` or `"ray"`).
+        progress: `True` progress bars, `False` none, `None` (default) bars when stderr is a terminal and
             periodic plain lines (count, elapsed, ETA) when it is not.
 
     Returns:

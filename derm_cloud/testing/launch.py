@@ -47,7 +47,7 @@ def _module(kind: str) -> Any:
 
 
 def start(kind: str, model_dir: Path | None, *, options: Mapping[str, Any], transport: str | None) -> Any:
-    """Start the emulator for ``kind`` hosting ``model_dir`` (Cloud Vision hosts no model: generic labels)."""
+    """Start the emulator for `kind` hosting `model_dir` (Cloud Vision hosts no model: generic labels)."""
     if kind not in _MODULES:
         raise ConfigError(
             f"no derm-cloud emulator for backend type {kind!r}; emulate = true works for {', '.join(sorted(_MODULES))}"

@@ -4,7 +4,7 @@ The same model served by two clouds should agree on nearly every image (differen
 re-encoding, resizing and numeric precision); different models agree less. Reported here: pairwise percent
 agreement and Cohen's kappa, Fleiss' kappa across all backends, and the images they disagree on.
 
-Images where a backend has no label (``None``: the call failed, or the model's labels do not map) are left out
+Images where a backend has no label (`None`: the call failed, or the model's labels do not map) are left out
 of the comparisons that involve that backend; the counts used are reported.
 """
 
@@ -27,9 +27,9 @@ __all__ = ["agreement_report", "agreement_section", "cohen_kappa", "fleiss_kappa
 
 
 def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
-    """Cohen's kappa of two raters; ``None`` when chance agreement is 1 (both always give the same one label).
+    """Cohen's kappa of two raters; `None` when chance agreement is 1 (both always give the same one label).
 
-    Equals ``sklearn.metrics.cohen_kappa_score`` wherever that is defined.
+    Equals `sklearn.metrics.cohen_kappa_score` wherever that is defined.
 
     Example:
         >>> round(cohen_kappa(["mel", "nv", "nv", "bcc"], ["mel", "nv", "bcc", "bcc"]), 3)
@@ -55,7 +55,7 @@ def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
 def fleiss_kappa(counts: np.ndarray) -> float | None:
     """Fleiss' kappa from a subjects x categories table of how many raters chose each category.
 
-    Every row must sum to the same number of raters ``m >= 2``. ``None`` when chance agreement is 1.
+    Every row must sum to the same number of raters `m >= 2`. `None` when chance agreement is 1.
 
     Example (Fleiss 1971 layout; Wikipedia's worked example gives 0.210):
         >>> table = np.array([[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
@@ -100,15 +100,15 @@ def agreement_report(
     """How much backends agree on the top label of each image.
 
     Args:
-        labels_by_backend: backend name -> top label per image (``None`` when the backend gave none).
+        labels_by_backend: backend name -> top label per image (`None` when the backend gave none).
         image_ids: the images, in the same order.
-        y_true: true labels when known (``None`` entries allowed).
+        y_true: true labels when known (`None` entries allowed).
         max_disagreements: cap the listed disagreements (all are counted).
 
     Returns:
-        ``backends``, ``n_images``, ``pairwise`` (per pair: ``n``, ``percent_agreement``, ``cohen_kappa``),
-        ``fleiss_kappa`` and ``percent_agreement_all`` over images every backend labelled, ``disagreements``
-        (image id, each backend's label, truth), and with truth ``agree_but_wrong`` (all backends give the same
+        `backends`, `n_images`, `pairwise` (per pair: `n`, `percent_agreement`, `cohen_kappa`),
+        `fleiss_kappa` and `percent_agreement_all` over images every backend labelled, `disagreements`
+        (image id, each backend's label, truth), and with truth `agree_but_wrong` (all backends give the same
         wrong label: errors that a second provider would not catch).
 
     Raises:

@@ -1,11 +1,11 @@
-"""Seeded percentile bootstrap confidence intervals for any metric of ``(y_true, probs)``.
+"""Seeded percentile bootstrap confidence intervals for any metric of `(y_true, probs)`.
 
 Resampling is stratified by true class by default: every resample keeps the class counts of the data, so a
 rare class (39 dermatofibromas in dev.csv) never vanishes from a resample and per-class figures stay defined.
 The interval then reflects uncertainty at the evaluated class mix, which is what a comparison of backends on
 the same dataset needs.
 
-When ``clusters`` is given (HAM10000's ``lesion_id``: 1.34 images per lesion), whole clusters are resampled
+When `clusters` is given (HAM10000's `lesion_id`: 1.34 images per lesion), whole clusters are resampled
 (a cluster bootstrap): images of one lesion are not independent, and resampling them one by one gives intervals
 that are too narrow. Clusters are stratified by the label of their first image (a lesion has one diagnosis).
 """
@@ -25,7 +25,7 @@ MetricFn = Callable[[np.ndarray, np.ndarray], float | None]
 
 
 def resample_indices(y_true: np.ndarray, n_boot: int, seed: int, *, stratified: bool = True) -> np.ndarray:
-    """``(n_boot, n)`` row indices drawn with replacement; within each class when ``stratified``."""
+    """`(n_boot, n)` row indices drawn with replacement; within each class when `stratified`."""
     y = np.asarray(y_true)
     n = len(y)
     rng = np.random.default_rng(seed)
@@ -43,13 +43,13 @@ def resample_indices(y_true: np.ndarray, n_boot: int, seed: int, *, stratified: 
 def cluster_resample_indices(
     y_true: np.ndarray, clusters: Sequence[Any], n_boot: int, seed: int, *, stratified: bool = True
 ) -> list[np.ndarray]:
-    """Row indices of ``n_boot`` cluster resamples: clusters drawn with replacement, all rows of each kept.
+    """Row indices of `n_boot` cluster resamples: clusters drawn with replacement, all rows of each kept.
 
     Args:
         y_true: labels (the strata, taken from each cluster's first row).
-        clusters: one cluster id per row (``lesion_id``); ``None`` makes a row a cluster of its own.
+        clusters: one cluster id per row (`lesion_id`); `None` makes a row a cluster of its own.
         n_boot: number of resamples.
-        seed: seed of ``numpy.random.default_rng``.
+        seed: seed of `numpy.random.default_rng`.
         stratified: draw clusters within each stratum (keeps the number of clusters per class).
 
     Returns:
@@ -85,8 +85,8 @@ def bootstrap_distribution(
     stratified: bool = True,
     clusters: Sequence[Any] | None = None,
 ) -> np.ndarray:
-    """The metric on each resample (undefined values, ``None`` or NaN, are dropped); cluster resamples with
-    ``clusters``."""
+    """The metric on each resample (undefined values, `None` or NaN, are dropped); cluster resamples with
+    `clusters`."""
     y = np.asarray(y_true)
     p = np.asarray(probs)
     if len(y) != len(p):
@@ -117,21 +117,21 @@ def bootstrap_ci(
     alpha: float = 0.05,
     clusters: Sequence[Any] | None = None,
 ) -> tuple[float | None, float | None]:
-    """Percentile bootstrap ``(low, high)`` interval of ``metric_fn(y_true, probs)``.
+    """Percentile bootstrap `(low, high)` interval of `metric_fn(y_true, probs)`.
 
     Args:
-        metric_fn: called with numpy arrays ``(y_resampled, probs_resampled)`` (``y`` keeps the dtype given);
-            returns a float, or ``None`` when undefined on that resample.
+        metric_fn: called with numpy arrays `(y_resampled, probs_resampled)` (`y` keeps the dtype given);
+            returns a float, or `None` when undefined on that resample.
         y_true: labels (codes or class indices); also the strata.
-        probs: ``(n, k)`` scores, resampled with the same rows.
+        probs: `(n, k)` scores, resampled with the same rows.
         n_boot: number of resamples.
-        seed: seed of ``numpy.random.default_rng``; the same seed gives the same interval.
+        seed: seed of `numpy.random.default_rng`; the same seed gives the same interval.
         stratified: resample within each true class (keeps class counts).
         alpha: 0.05 gives a 95% interval.
-        clusters: one cluster id per row (``lesion_id``): resample whole clusters (see the module docstring).
+        clusters: one cluster id per row (`lesion_id`): resample whole clusters (see the module docstring).
 
     Returns:
-        ``(None, None)`` when fewer than half the resamples give a defined value (the interval would describe
+        `(None, None)` when fewer than half the resamples give a defined value (the interval would describe
         an unrepresentative subset of resamples).
 
     Example:

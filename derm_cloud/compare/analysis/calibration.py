@@ -1,13 +1,13 @@
 """Calibration: does a 0.8 probability mean right 80% of the time?
 
-* :func:`ece`: top-label expected calibration error (Guo et al. 2017) over equal-width confidence bins;
-  bin ``b`` holds confidences in ``(b/M, (b+1)/M]`` (the first bin also holds 0).
-* :func:`classwise_ece`: the same per class, one-vs-rest, on that class's probability.
-* :func:`reliability_bins`: the data of a reliability diagram.
-* :func:`brier`, :func:`log_loss`: proper scoring rules (equal to scikit-learn's multiclass definitions).
+* `ece`: top-label expected calibration error (Guo et al. 2017) over equal-width confidence bins;
+  bin `b` holds confidences in `(b/M, (b+1)/M]` (the first bin also holds 0).
+* `classwise_ece`: the same per class, one-vs-rest, on that class's probability.
+* `reliability_bins`: the data of a reliability diagram.
+* `brier`, `log_loss`: proper scoring rules (equal to scikit-learn's multiclass definitions).
 
-``y_true`` is a sequence of canonical codes (or class indices) and ``probs`` an ``(n, 7)`` array in
-``CLASS_CODES`` order; rows are renormalised to sum to 1.
+`y_true` is a sequence of canonical codes (or class indices) and `probs` an `(n, 7)` array in
+`CLASS_CODES` order; rows are renormalised to sum to 1.
 
 Example:
     >>> import numpy as np
@@ -31,7 +31,7 @@ Labels = Sequence[str] | np.ndarray
 
 
 def bin_index(values: np.ndarray, n_bins: int) -> np.ndarray:
-    """Bin of each value in ``[0, 1]``: ``b`` such that ``edges[b] < v <= edges[b + 1]`` (0 goes to bin 0)."""
+    """Bin of each value in `[0, 1]`: `b` such that `edges[b] < v <= edges[b + 1]` (0 goes to bin 0)."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     # searchsorted on the exact edges avoids ceil(v * M) rounding 0.2 * 15 = 3.0000000000000004 into the next bin.
     return np.clip(np.searchsorted(edges, values, side="left") - 1, 0, n_bins - 1)
@@ -52,16 +52,16 @@ def _prepare(y_true: Labels, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def ece(y_true: Labels, probs: np.ndarray, *, n_bins: int = 15) -> float:
-    """Top-label expected calibration error: ``sum_b (n_b / n) |accuracy_b - confidence_b|``."""
+    """Top-label expected calibration error: `sum_b (n_b / n) |accuracy_b - confidence_b|`."""
     y, p = _prepare(y_true, probs)
     return _binned_gap(p.max(axis=1), np.argmax(p, axis=1) == y, n_bins)
 
 
 def classwise_ece(y_true: Labels, probs: np.ndarray, *, n_bins: int = 15) -> dict[str, Any]:
-    """Per-class (one-vs-rest) ECE on ``p(class)`` against ``label == class``, and their mean.
+    """Per-class (one-vs-rest) ECE on `p(class)` against `label == class`, and their mean.
 
     Returns:
-        ``{"mean": float, "per_class": {code: float}}``.
+        `{"mean": float, "per_class": {code: float}}`.
     """
     y, p = _prepare(y_true, probs)
     per_class = {c: _binned_gap(p[:, k], y == k, n_bins) for k, c in enumerate(CLASS_CODES)}
@@ -72,8 +72,8 @@ def reliability_bins(y_true: Labels, probs: np.ndarray, *, n_bins: int = 15) -> 
     """Reliability-diagram data for the top label.
 
     Returns:
-        ``edges`` (``n_bins + 1`` floats), and per bin ``confidence`` (mean top probability), ``accuracy``
-        (share correct) and ``counts``; empty bins have ``None`` confidence and accuracy.
+        `edges` (`n_bins + 1` floats), and per bin `confidence` (mean top probability), `accuracy`
+        (share correct) and `counts`; empty bins have `None` confidence and accuracy.
     """
     y, p = _prepare(y_true, probs)
     conf = p.max(axis=1)
@@ -91,7 +91,7 @@ def reliability_bins(y_true: Labels, probs: np.ndarray, *, n_bins: int = 15) -> 
 
 
 def brier(y_true: Labels, probs: np.ndarray) -> float:
-    """Multiclass Brier score: mean over images of ``sum_k (p_k - [y == k])^2`` (0 best, 2 worst)."""
+    """Multiclass Brier score: mean over images of `sum_k (p_k - [y == k])^2` (0 best, 2 worst)."""
     y, p = _prepare(y_true, probs)
     onehot = np.eye(len(CLASS_CODES))[y]
     return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))

@@ -2,19 +2,19 @@
 
 The catalogue and its file format: `derm_cloud.compare.run.prices`.
 
-A backend names its price through ``describe().billing["sku"]`` (or the config's ``billing`` table). A sku
-without a catalogue entry is **unknown**: every figure is ``None`` and a warning says how to add it. Nothing
+A backend names its price through `describe().billing["sku"]` (or the config's `billing` table). A sku
+without a catalogue entry is **unknown**: every figure is `None` and a warning says how to add it. Nothing
 is ever priced at 0 by default.
 
 Formulas (V = predictions per month, H = 730 hours, t = seconds per prediction, q = measured throughput):
 
-* ``instance_hour`` / ``node_hour`` (always on): ``monthly = rate x instances x H`` whatever the traffic, with
-  ``instances = max(configured, ceil(V / (q x utilisation x 3600 x H)))``; idle cost = the same at V = 0.
-* ``serverless_gb_second``: ``per prediction = t x memory_GB x price (+ per-request price)``.
-* ``per_request``: ``price`` per prediction.
-* ``per_token``: ``input_tokens x in_price + output_tokens x out_price`` per prediction (measured token usage
-  when the backend reports it, else the billing keys ``input_tokens`` / ``output_tokens``).
-* ``per_1000_units``: tiered price per 1,000 units (image x feature), free tier included.
+* `instance_hour` / `node_hour` (always on): `monthly = rate x instances x H` whatever the traffic, with
+  `instances = max(configured, ceil(V / (q x utilisation x 3600 x H)))`; idle cost = the same at V = 0.
+* `serverless_gb_second`: `per prediction = t x memory_GB x price (+ per-request price)`.
+* `per_request`: `price` per prediction.
+* `per_token`: `input_tokens x in_price + output_tokens x out_price` per prediction (measured token usage
+  when the backend reports it, else the billing keys `input_tokens` / `output_tokens`).
+* `per_1000_units`: tiered price per 1,000 units (image x feature), free tier included.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ HOURS_PER_MONTH = 730.0
 
 @dataclass
 class Measured:
-    """What the run measured for one backend (``None`` when not measured)."""
+    """What the run measured for one backend (`None` when not measured)."""
 
     throughput_qps: float | None = None
     mean_latency_s: float | None = None
@@ -129,7 +129,7 @@ def backend_cost(
     melanoma_prevalence: float | None,
     utilisation: float = 0.5,
 ) -> dict[str, Any]:
-    """Cost figures for one backend; every figure is ``None`` (with a warning) when the price is unknown."""
+    """Cost figures for one backend; every figure is `None` (with a warning) when the price is unknown."""
     sku = billing.get("sku")
     entry = catalogue.lookup(sku, provider)
     out: dict[str, Any] = {"backend": name, "sku": sku, "billing": dict(billing), "known": False, "warnings": []}
@@ -196,7 +196,7 @@ def break_even_volumes(
 ) -> list[dict[str, Any]]:
     """Volumes where the monthly costs of two backends with different billing bases cross.
 
-    A log grid from ``lo`` to ``hi`` is scanned and each sign change refined by bisection. Only the first
+    A log grid from `lo` to `hi` is scanned and each sign change refined by bisection. Only the first
     crossing is returned per pair (always-on prices step up with the instance count, which can add more; the
     count is given). Pairs on the same billing basis are skipped: their order does not change with volume
     except through instance steps.
@@ -345,7 +345,7 @@ def _billing(facts: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _tokens(rows: Mapping[str, ResultRow]) -> tuple[float | None, float | None]:
-    """Mean input and output tokens per request, from the usage the backend reported (``None`` when none)."""
+    """Mean input and output tokens per request, from the usage the backend reported (`None` when none)."""
     ins, outs = [], []
     for r in rows.values():
         nested = r.extra.get("usage")

@@ -1,8 +1,8 @@
 """What a comparison's figures rest on, and the model's own stated figures beside the measured ones.
 
-* :func:`evidence_line`: the summary's first line, how many images, lesions and labels the figures rest on
+* `evidence_line`: the summary's first line, how many images, lesions and labels the figures rest on
   (a CI over 40 images of 33 lesions means something else than one over 10,000).
-* :func:`stated_test_figures` and :func:`overlap_in_context`: where a model's card or package states its own
+* `stated_test_figures` and `overlap_in_context`: where a model's card or package states its own
   test figures (sklesion's wheel: accuracy 0.825, balanced accuracy 0.723, melanoma recall 0.579 on the author's
   split), the training-overlap warning puts them beside the figures measured here, so a reader sees how far an
   overlapping evaluation inflates them.
@@ -67,11 +67,11 @@ def evidence_line(scored: Sequence[Sample], n_images: int) -> dict[str, Any]:
 
 
 def stated_test_figures(model_facts: Mapping[str, Any], *names: str | None) -> dict[str, Any] | None:
-    """The model's own stated test figures: its spec's ``author_test_metrics``, else the reference table's.
+    """The model's own stated test figures: its spec's `author_test_metrics`, else the reference table's.
 
     Args:
-        model_facts: the backend's model facts (``spec.json`` facts for hosted/local models).
-        names: model ids to look up in :data:`derm_cloud.models.facts.KNOWN_FACTS`.
+        model_facts: the backend's model facts (`spec.json` facts for hosted/local models).
+        names: model ids to look up in `derm_cloud.models.facts.KNOWN_FACTS`.
     """
     from derm_cloud.models.facts import known_facts
 

@@ -1,23 +1,25 @@
-"""Cloud vs home: a cloud endpoint beside the local run of its own export (``export_of`` in a backend entry).
+"""Cloud vs home: a cloud endpoint beside the local run of its own export (`export_of` in a backend entry).
 
-A model trained in a managed service and brought home with ``derm-cloud models import`` should answer like the
+A model trained in a managed service and brought home with `derm-cloud models import` should answer like the
 endpoint it came from. The pair is not the same model file (the export is converted, sometimes to float16), so
 it is reported apart from the same-model check: the largest and mean probability gap, top-1 agreement, Cohen's
 kappa of the top-1 calls and the melanoma calls that differ, with the preprocessing facts that can explain a gap
 (what the export's spec says it does, whether the service publishes its own preprocessing, float16 weights,
 patient metadata sent to one side only).
 
-Example config::
+Example config:
 
-    [[backends]]
-    name = "custom-vision"
-    type = "azure-custom-vision"
-    ...
-    [[backends]]
-    name = "custom-vision@home"
-    type = "local-onnx"
-    options = { model_dir = "models/cv-iteration3" }
-    export_of = "custom-vision"
+```toml
+[[backends]]
+name = "custom-vision"
+type = "azure-custom-vision"
+...
+[[backends]]
+name = "custom-vision@home"
+type = "local-onnx"
+options = { model_dir = "models/cv-iteration3" }
+export_of = "custom-vision"
+```
 """
 
 from __future__ import annotations
@@ -49,10 +51,10 @@ def export_parity_report(
     probs: Mapping[str, Mapping[str, Sequence[float]]],
     tolerance: float = EXPORT_TOLERANCE,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Agreement of every ``export_of`` pair, and a warning for each pair that differs beyond ``tolerance``.
+    """Agreement of every `export_of` pair, and a warning for each pair that differs beyond `tolerance`.
 
     Args:
-        infos: backend name -> facts (``export_of``, ``type``, ``model_facts``, ``metadata_used``).
+        infos: backend name -> facts (`export_of`, `type`, `model_facts`, `metadata_used`).
         probs: backend name -> image id -> probabilities (successful answers of the quality pass).
     """
     pairs: list[dict[str, Any]] = []

@@ -83,20 +83,20 @@ def group_report(
 
     Args:
         y_true: canonical codes, one per image.
-        probs: ``(n, 7)`` probabilities in ``CLASS_CODES`` order.
-        groups: attribute -> group value per image (``None`` = unknown); e.g. from `group_columns`.
+        probs: `(n, 7)` probabilities in `CLASS_CODES` order.
+        groups: attribute -> group value per image (`None` = unknown); e.g. from `group_columns`.
         min_group_size: a group's metric is compared only when its denominator (images for accuracy and
             balanced accuracy, melanomas or malignant lesions for the sensitivities) reaches this; smaller groups
             are flagged and left out of that metric's gap.
         n_boot, seed: bootstrap resamples per group (stratified by true class within the group; 0 skips CIs), seed.
-        descriptions: attribute -> how its groups were made (default: ``groups.descriptions`` if present).
-        clusters: one lesion id per image (``None`` where unknown): CIs resample lesions (cluster bootstrap).
+        descriptions: attribute -> how its groups were made (default: `groups.descriptions` if present).
+        clusters: one lesion id per image (`None` where unknown): CIs resample lesions (cluster bootstrap).
 
     Returns:
-        ``{"attributes": {attr: {"description", "groups": {group: {"n", "n_melanoma", "n_malignant",
-        "small_group", "metrics": {metric: {"value", "ci", "denominator", "comparable"}}}},
-        "gaps": {metric: {...}}, "warnings": [...]}},
-        "metrics", "min_group_size", "method"}``. The ``unknown`` group is reported but never compared.
+        `{"attributes": {attr: {"description", "groups": {group: {"n", "n_melanoma", "n_malignant",
+        "small_group", "metrics": {metric: {"value", "ci", "denominator", "comparable"}}}}, "gaps": {metric:
+        {...}}, "warnings": [...]}}, "metrics", "min_group_size", "method"}`. The `unknown` group is reported
+        but never compared.
 
     Example:
         >>> y = ["mel", "nv", "mel", "nv"]; p = np.eye(7)[[4, 5, 5, 5]]

@@ -57,7 +57,7 @@ METHOD_TEXT = (
 
 
 def percentile(values: Sequence[float] | np.ndarray, q: float, method: str = "linear") -> float:
-    """The ``q``-th percentile (0-100) with numpy's ``method``; NaN for no values."""
+    """The `q`-th percentile (0-100) with numpy's `method`; NaN for no values."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
         return math.nan
@@ -73,7 +73,7 @@ def bootstrap_ci(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of the ``q``-th percentile."""
+    """Percentile-bootstrap confidence interval of the `q`-th percentile."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size < 2 or n_boot <= 0:
         return (math.nan, math.nan)
@@ -218,7 +218,7 @@ def latency_section(
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """Every backend's scenario summaries, and its single-stream latencies (the distribution figure draws them).
 
-    Errors per scenario, and scenarios with fewer successful queries than ``min_samples``, are added to ``warn``.
+    Errors per scenario, and scenarios with fewer successful queries than `min_samples`, are added to `warn`.
     """
     latency: dict[str, Any] = {}
     samples: dict[str, list[float]] = {}

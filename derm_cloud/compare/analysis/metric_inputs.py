@@ -1,4 +1,4 @@
-"""Checks of the inputs every metric takes: labels as class indices and a valid ``(n, 7)`` probability array.
+"""Checks of the inputs every metric takes: labels as class indices and a valid `(n, 7)` probability array.
 
 A leaf module: `derm_cloud.compare.analysis.metrics`, `...analysis.calibration`, `...analysis.quality_report` and
 `...analysis.fairness` import it, it imports none of them (they used to import each other).
@@ -23,7 +23,7 @@ def as_indices(y_true: Sequence[str | None] | np.ndarray) -> np.ndarray:
     """Canonical codes -> class indices (an integer array passes through after a range check).
 
     Raises:
-        ConfigError: a label is missing (``None``) or not a canonical code.
+        ConfigError: a label is missing (`None`) or not a canonical code.
     """
     arr = np.asarray(y_true)
     if arr.dtype.kind in "iu":
@@ -45,10 +45,10 @@ def as_indices(y_true: Sequence[str | None] | np.ndarray) -> np.ndarray:
 
 
 def as_probs(probs: np.ndarray | Sequence[Sequence[float]], n: int | None = None) -> tuple[np.ndarray, int]:
-    """Validate an ``(n, 7)`` probability array; rows not summing to 1 are renormalised.
+    """Validate an `(n, 7)` probability array; rows not summing to 1 are renormalised.
 
     Returns:
-        ``(probs, n_renormalised)``: float64 array whose rows sum to 1, and how many rows had to be rescaled
+        `(probs, n_renormalised)`: float64 array whose rows sum to 1, and how many rows had to be rescaled
         (top-k responses leave out classes; those rows sum to less than 1).
 
     Raises:

@@ -1,8 +1,8 @@
 """Quality metrics of a 7-class lesion classifier: pure functions over numpy arrays.
 
-Inputs everywhere: ``y_true``, the canonical class codes (``"mel"``...), and ``probs``, an ``(n, 7)`` array in
-:data:`~derm_cloud.taxonomy.CLASS_CODES` order. The predicted class is the argmax, ties broken by canonical
-order (as :attr:`Prediction.top_k <derm_cloud.types.Prediction.top_k>` does). Every figure is checked in the
+Inputs everywhere: `y_true`, the canonical class codes (`"mel"`...), and `probs`, an `(n, 7)` array in
+`CLASS_CODES` order. The predicted class is the argmax, ties broken by canonical
+order (as `Prediction.top_k` does). Every figure is checked in the
 tests against scikit-learn on the same data; scikit-learn is not needed at run time. `quality_report` (in
 `derm_cloud.compare.analysis.quality_report`) gathers them into one backend's quality figures.
 
@@ -50,7 +50,7 @@ def _f(x: float | np.floating[Any] | None) -> float | None:
 
 
 def safe_ratio(num: float, den: float) -> float | None:
-    """``num / den``, or ``None`` when the denominator is 0 (a share of nothing is undefined, not 0)."""
+    """`num / den`, or `None` when the denominator is 0 (a share of nothing is undefined, not 0)."""
     return float(num / den) if den > 0 else None
 
 
@@ -58,14 +58,14 @@ def safe_ratio(num: float, den: float) -> float | None:
 
 
 def accuracy(y: np.ndarray, probs: np.ndarray) -> float:
-    """Share of argmax predictions equal to the label (``y`` as class indices)."""
+    """Share of argmax predictions equal to the label (`y` as class indices)."""
     return float(np.mean(np.argmax(probs, axis=1) == y))
 
 
 def balanced_accuracy(y: np.ndarray, probs: np.ndarray) -> float:
-    """ISIC 2018 Task 3 metric: mean per-class recall over the classes present in ``y``.
+    """ISIC 2018 Task 3 metric: mean per-class recall over the classes present in `y`.
 
-    Equals ``sklearn.metrics.balanced_accuracy_score`` (``adjusted=False``).
+    Equals `sklearn.metrics.balanced_accuracy_score` (`adjusted=False`).
     """
     pred = np.argmax(probs, axis=1)
     present = np.unique(y)
@@ -73,19 +73,19 @@ def balanced_accuracy(y: np.ndarray, probs: np.ndarray) -> float:
 
 
 def melanoma_sensitivity(y: np.ndarray, probs: np.ndarray) -> float | None:
-    """Recall of melanoma at argmax; ``None`` when there is no melanoma."""
+    """Recall of melanoma at argmax; `None` when there is no melanoma."""
     mask = y == MEL
     return float(np.mean(np.argmax(probs[mask], axis=1) == MEL)) if mask.any() else None
 
 
 def malignant_sensitivity(y: np.ndarray, probs: np.ndarray) -> float | None:
-    """Share of malignant lesions (mel, bcc, akiec) whose argmax is a malignant class; ``None`` if none."""
+    """Share of malignant lesions (mel, bcc, akiec) whose argmax is a malignant class; `None` if none."""
     mask = np.isin(y, MALIGNANT_INDICES)
     return float(np.mean(np.isin(np.argmax(probs[mask], axis=1), MALIGNANT_INDICES))) if mask.any() else None
 
 
 def confusion_matrix(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """``(7, 7)`` counts: rows = true class, columns = predicted class (canonical order)."""
+    """`(7, 7)` counts: rows = true class, columns = predicted class (canonical order)."""
     return np.bincount(y * K + np.argmax(probs, axis=1), minlength=K * K).reshape(K, K)
 
 
@@ -102,7 +102,7 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
 
 
 def roc_auc(y_binary: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the ROC curve (Mann-Whitney U with tied scores counted half); ``None`` if one class is empty."""
+    """Area under the ROC curve (Mann-Whitney U with tied scores counted half); `None` if one class is empty."""
     pos = np.asarray(y_binary, dtype=bool)
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
@@ -112,17 +112,17 @@ def roc_auc(y_binary: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def macro_auc(y: np.ndarray, probs: np.ndarray) -> float | None:
-    """Mean one-vs-rest AUC over the classes with both positives and negatives in ``y``."""
+    """Mean one-vs-rest AUC over the classes with both positives and negatives in `y`."""
     aucs = [roc_auc(y == k, probs[:, k]) for k in range(K)]
     defined = [a for a in aucs if a is not None]
     return float(np.mean(defined)) if defined else None
 
 
 def roc_curve(y_binary: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(fpr, tpr, thresholds)`` at every distinct score, starting at threshold ``inf`` (nothing positive).
+    """`(fpr, tpr, thresholds)` at every distinct score, starting at threshold `inf` (nothing positive).
 
-    A sample is called positive when its score is ``>= threshold``; same points as
-    ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``.
+    A sample is called positive when its score is `>= threshold`; same points as
+    `sklearn.metrics.roc_curve(..., drop_intermediate=False)`.
     """
     pos = np.asarray(y_binary, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
@@ -136,7 +136,7 @@ def roc_curve(y_binary: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def sensitivity_at_specificity(y_binary: np.ndarray, scores: np.ndarray, specificity: float) -> dict[str, Any]:
-    """The highest sensitivity whose specificity is at least ``specificity``, and the threshold giving it.
+    """The highest sensitivity whose specificity is at least `specificity`, and the threshold giving it.
 
     The threshold is chosen on the same data it is measured on, so the operating point is optimistic; fix
     thresholds on a separate split before relying on them.
@@ -156,7 +156,7 @@ def sensitivity_at_specificity(y_binary: np.ndarray, scores: np.ndarray, specifi
 
 
 def ppv_npv_at_prevalence(sensitivity: float | None, specificity: float | None, prevalence: float) -> dict[str, Any]:
-    """PPV and NPV that a test with this sensitivity/specificity would have at ``prevalence`` (Bayes' rule).
+    """PPV and NPV that a test with this sensitivity/specificity would have at `prevalence` (Bayes' rule).
 
     Example:
         >>> ppv_npv_at_prevalence(0.9, 0.8, 0.02)["ppv"]  # doctest: +ELLIPSIS

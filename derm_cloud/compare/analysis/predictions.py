@@ -33,7 +33,7 @@ PREDICTION_FIELDS = (
 
 
 def prediction_rows(results: RunResults) -> list[dict[str, Any]]:
-    """Every backend's quality-pass answer for every image of the dataset (``None`` where there is none)."""
+    """Every backend's quality-pass answer for every image of the dataset (`None` where there is none)."""
     rows: list[dict[str, Any]] = []
     for name, facts in results.backends.items():
         answers = results.answers(name)

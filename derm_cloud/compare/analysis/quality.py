@@ -28,13 +28,13 @@ __all__ = ["answered", "common_set", "error_text", "quality_section"]
 
 
 def error_text(rows: Sequence[ResultRow]) -> str:
-    """The failed rows' error classes with their counts, most frequent first (``ThrottledError x2, ...``)."""
+    """The failed rows' error classes with their counts, most frequent first (`ThrottledError x2, ...`)."""
     counts = Counter(r.error_type for r in rows if not r.ok)
     return ", ".join(f"{k} x{v}" for k, v in counts.most_common())
 
 
 def answered(rows: Mapping[str, ResultRow], image_id: str) -> bool:
-    """Whether the backend whose quality rows are ``rows`` (by image id) gave probabilities for the image."""
+    """Whether the backend whose quality rows are `rows` (by image id) gave probabilities for the image."""
     row = rows.get(image_id)
     return row is not None and row.ok and bool(row.probs)
 
@@ -48,7 +48,7 @@ def common_set(
     """The labelled images every label-mapped backend answered: the one set all quality figures are computed on.
 
     A backend that answered nothing is left out of the intersection (it would empty it) and reported as
-    skipped instead. When images are dropped, a warning in ``warn`` says how many and why, per backend.
+    skipped instead. When images are dropped, a warning in `warn` says how many and why, per backend.
     """
     scored = [n for n in mapped if any(answered(by_backend[n], s.image_id) for s in labelled)]
     common = [s for s in labelled if all(answered(by_backend[n], s.image_id) for n in scored)]
@@ -64,7 +64,7 @@ def common_set(
 
 
 def _missed(name: str, labelled: Sequence[Sample], rows: Mapping[str, ResultRow]) -> str | None:
-    """``"<name> failed on N (<errors>)"`` for a backend that missed labelled images, else ``None``."""
+    """`"<name> failed on N (<errors>)"` for a backend that missed labelled images, else `None`."""
     missed = [s.image_id for s in labelled if not answered(rows, s.image_id)]
     if not missed:
         return None

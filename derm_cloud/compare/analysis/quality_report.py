@@ -64,20 +64,20 @@ def quality_report(
 
     Args:
         y_true: canonical codes, one per image.
-        probs: ``(n, 7)`` probabilities in ``CLASS_CODES`` order (rows not summing to 1 are renormalised and
-            counted in ``warnings``).
-        prevalence: class prevalences (``{"mel": 0.02}``; ``"malignant"`` accepted; a float means melanoma) at
-            which PPV/NPV are re-weighted with Bayes' rule. ``HAM10000_PREVALENCE`` is one choice.
+        probs: `(n, 7)` probabilities in `CLASS_CODES` order (rows not summing to 1 are renormalised and
+            counted in `warnings`).
+        prevalence: class prevalences (`{"mel": 0.02}`; `"malignant"` accepted; a float means melanoma) at
+            which PPV/NPV are re-weighted with Bayes' rule. `HAM10000_PREVALENCE` is one choice.
         specificities: fixed specificities for melanoma (and malignant) sensitivity.
         n_boot, seed: bootstrap resamples for the 95% CIs (0 skips them) and their seed.
         n_bins: calibration bins (equal width).
         dataset_note: a sentence about the evaluation set's class mix, printed with the prevalence section.
-        clusters: one lesion id per image (``None`` where unknown): the CIs then resample lesions (images of one
+        clusters: one lesion id per image (`None` where unknown): the CIs then resample lesions (images of one
             lesion are not independent).
 
     Returns:
-        ``n``, ``accuracy``, ``balanced_accuracy``, ``per_class``, ``macro_auc``, ``melanoma``, ``malignant``,
-        ``confusion_matrix``, ``calibration``, ``ci``, ``prevalence`` and ``warnings``, with their definitions.
+        `n`, `accuracy`, `balanced_accuracy`, `per_class`, `macro_auc`, `melanoma`, `malignant`,
+        `confusion_matrix`, `calibration`, `ci`, `prevalence` and `warnings`, with their definitions.
 
     Raises:
         ConfigError: missing or unknown labels, or a malformed probability array.
@@ -207,7 +207,7 @@ def _calibration(y: np.ndarray, p: np.ndarray, n_bins: int) -> dict[str, Any]:
 
 
 def _lesion_clusters(clusters: Sequence[str | None] | None, n: int) -> list[str | None] | None:
-    """The lesion id per image when any is known (the CIs then resample lesions), else ``None``."""
+    """The lesion id per image when any is known (the CIs then resample lesions), else `None`."""
     if clusters is not None and len(clusters) != n:
         raise ConfigError(f"clusters has {len(clusters)} lesion ids but y_true has {n} labels")
     use_clusters = clusters is not None and any(c is not None for c in clusters)
@@ -256,7 +256,7 @@ def _prevalences(prevalence: Mapping[str, float] | float | None) -> dict[str, fl
 def _stated_prevalence(
     prev: dict[str, float] | None, per_class: Mapping[str, Any], malignant: Mapping[str, Any]
 ) -> dict[str, Any] | None:
-    """PPV and NPV each class (or ``malignant``) would have at its stated prevalence (Bayes' rule)."""
+    """PPV and NPV each class (or `malignant`) would have at its stated prevalence (Bayes' rule)."""
     if prev is None:
         return None
     stated: dict[str, Any] = {}

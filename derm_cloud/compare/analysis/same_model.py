@@ -1,13 +1,13 @@
 """The same-model check: backends serving the very same model must give the same probabilities.
 
 Two backends that host one model file (local onnxruntime and an emulated SageMaker endpoint serving the same
-``model.onnx``, say) differ only in the path an image takes to the model. Any gap between their probabilities
+`model.onnx`, say) differ only in the path an image takes to the model. Any gap between their probabilities
 is then an input or preprocessing mismatch (re-encoded pixels, metadata sent to one and not the other, a
 different resize), not a difference between providers, and the report must say so.
 
-A model is identified by its fingerprint (the SHA-256 of its ``spec.json`` and model file, taken by the run stage:
+A model is identified by its fingerprint (the SHA-256 of its `spec.json` and model file, taken by the run stage:
 `derm_cloud.compare.run.facts.model_fingerprint`). Backends are
-compared only when they also answer in the same metadata mode (a ``+metadata`` variant row is expected to differ),
+compared only when they also answer in the same metadata mode (a `+metadata` variant row is expected to differ),
 and never for zero-shot LLM backends (their emulators write the hosted model's scores as rounded text).
 """
 
@@ -34,14 +34,14 @@ def same_model_report(
     """Largest probability gap between every backend and the first backend serving the same model.
 
     Args:
-        infos: backend name -> facts (``model_fingerprint``, ``metadata_used``).
+        infos: backend name -> facts (`model_fingerprint`, `metadata_used`).
         probs: backend name -> image id -> probabilities (the quality pass's successful answers).
         tolerance: a gap above this is flagged as an input or preprocessing mismatch.
 
     Returns:
-        ``(report, warnings)``: ``report["groups"]`` holds one entry per model and metadata mode with its pairs
-        (``reference``, ``backend``, ``images``, ``max_abs_gap``, ``image_id`` where it occurs, ``class``,
-        ``mismatch``); ``warnings`` name every mismatch.
+        `(report, warnings)`: `report["groups"]` holds one entry per model and metadata mode with its pairs
+        (`reference`, `backend`, `images`, `max_abs_gap`, `image_id` where it occurs, `class`,
+        `mismatch`); `warnings` name every mismatch.
     """
     out: list[dict[str, Any]] = []
     warnings: list[str] = []

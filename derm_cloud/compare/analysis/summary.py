@@ -32,7 +32,7 @@ class Summary:
         same_model: probability gaps between backends serving the same model file.
         export_parity: cloud endpoints beside the local run of their export.
         top_warnings: warnings shown above everything else (mixed metadata modes, parity gaps).
-        backends: each backend's facts (``describe()`` plus what the run recorded).
+        backends: each backend's facts (`describe()` plus what the run recorded).
         emulated: names of the backends that talked to an emulator.
         quality: per-backend quality figures on the common set.
         agreement: how far the backends' top labels agree.
@@ -44,7 +44,7 @@ class Summary:
         methods: how the latency, cost and quality figures were made, in words.
         attribution: credits of the images used.
         warnings: everything the report warns about, each once.
-        headline: the summary's first line when quality was not measured (``None`` otherwise).
+        headline: the summary's first line when quality was not measured (`None` otherwise).
         predictions: per-image answers of every backend (for the exports, not in report.json).
     """
 

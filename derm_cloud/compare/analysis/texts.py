@@ -74,7 +74,7 @@ def timer_text() -> str:
 
 
 def methods(config: ComparisonConfig, common: Sequence[Sample]) -> dict[str, str]:
-    """How the latency, cost and quality figures were made, in words (``common``: the scored image set)."""
+    """How the latency, cost and quality figures were made, in words (`common`: the scored image set)."""
     d = config.scenario_defaults
     resampled = "lesions (cluster bootstrap over lesion_id)" if any(s.lesion_id for s in common) else "images"
     return {
@@ -111,7 +111,7 @@ def attribution(config: ComparisonConfig, dataset: Dataset) -> list[str]:
 
 
 def quality_headline(quality: Mapping[str, object], default_run: bool) -> str | None:
-    """The report summary's first line when it has no quality figures (``None`` when it has them).
+    """The report summary's first line when it has no quality figures (`None` when it has them).
 
     Args:
         quality: the summary's quality section.

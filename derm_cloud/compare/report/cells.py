@@ -15,7 +15,7 @@ Section = tuple[str, str, list[str]]
 
 
 def fmt(value: Any, kind: str = "num") -> str:
-    """A figure as the report prints it: ``pct`` 12.3%, ``ms``, ``usd`` $0.0123, ``int`` 1,234, else 0.123."""
+    """A figure as the report prints it: `pct` 12.3%, `ms`, `usd` $0.0123, `int` 1,234, else 0.123."""
     if value is None or (isinstance(value, float) and value != value):
         return "n/a"
     v = float(value)

@@ -1,11 +1,13 @@
 """Per-image exports of a comparison, so anyone can re-score a run with another tool.
 
-Written beside the report::
+Written beside the report:
 
-    predictions.csv     one row per image and backend: truth, lesion, metadata mode, label, 7 probabilities
-    predictions.jsonl   the same rows as JSON lines
-    isic/<backend>.csv  an ISIC 2018 Task 3 submission per label-mapped backend (image,MEL,NV,BCC,AKIEC,BKL,DF,VASC)
-    isic/ground_truth.csv  the labelled images in the same format (one-hot), for the official scorer
+```text
+predictions.csv     one row per image and backend: truth, lesion, metadata mode, label, 7 probabilities
+predictions.jsonl   the same rows as JSON lines
+isic/<backend>.csv  an ISIC 2018 Task 3 submission per label-mapped backend (image,MEL,NV,BCC,AKIEC,BKL,DF,VASC)
+isic/ground_truth.csv  the labelled images in the same format (one-hot), for the official scorer
+```
 
 The rows come from the summary (`Summary.predictions`: the quality pass as stored, never memory of the run).
 No image bytes and no secrets are written; probabilities are in the canonical order of `CLASS_CODES`.
@@ -40,7 +42,7 @@ ISIC_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def isic_file_name(backend: str) -> str:
-    """The submission file name of a backend (``local-onnx +metadata`` -> ``local-onnx_metadata.csv``)."""
+    """The submission file name of a backend (`local-onnx +metadata` -> `local-onnx_metadata.csv`)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", backend).strip("_") + ".csv"
 
 

@@ -1,7 +1,7 @@
 """Report pieces that show whether the comparison was fair: the first line, the top warnings, input parity.
 
 Both page writers (`derm_cloud.compare.report.html`, `...report.markdown`) render these through the same
-``table`` callable.
+`table` callable.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def top_warnings(summary: Mapping[str, Any]) -> list[str]:
 
 
 def metadata_label(row: Mapping[str, Any] | None) -> str:
-    """The summary table's ``metadata`` cell of one backend."""
+    """The summary table's `metadata` cell of one backend."""
     if not row:
         return "n/a"
     if row["sent"]:
@@ -37,7 +37,7 @@ def metadata_label(row: Mapping[str, Any] | None) -> str:
 
 
 def metadata_cell(summary: Mapping[str, Any], name: str) -> str:
-    """The summary table's ``metadata`` cell of one backend."""
+    """The summary table's `metadata` cell of one backend."""
     return metadata_label(((summary.get("metadata") or {}).get("backends") or {}).get(name))
 
 

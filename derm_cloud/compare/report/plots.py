@@ -1,6 +1,6 @@
 """The report's figures: each returns the PNG bytes and the rows of data it draws (written as JSON and CSV).
 
-matplotlib is used through :class:`matplotlib.figure.Figure` with the Agg canvas: no pyplot state, no display
+matplotlib is used through `matplotlib.figure.Figure` with the Agg canvas: no pyplot state, no display
 needed, safe from threads. Emulated backends are drawn hatched / marked "(EMULATED)" in every legend.
 """
 

@@ -34,7 +34,7 @@ _PER_CLASS_HEADERS = [
 
 
 def min_group_size(summary: Mapping[str, Any]) -> int:
-    """The config's ``fairness.min_group_size``: below it a class or group is flagged as barely measured."""
+    """The config's `fairness.min_group_size`: below it a class or group is flagged as barely measured."""
     return int(summary.get("run", {}).get("config", {}).get("fairness", {}).get("min_group_size", 30))
 
 
@@ -73,7 +73,7 @@ def quality_sections(summary: Mapping[str, Any], table: Table) -> list[Section]:
 
 
 def _answered_cell(q: Mapping[str, Any]) -> str:
-    """``answered / attempted`` (the backend's own coverage) plus the common-set size when it differs."""
+    """`answered / attempted` (the backend's own coverage) plus the common-set size when it differs."""
     own = q.get("answered_own", q["answered"])
     cell = f"{own} / {q['attempted']}"
     return cell if own == q["answered"] else f"{cell} (scored on common {q['answered']})"

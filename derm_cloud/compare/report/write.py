@@ -1,13 +1,15 @@
 """Write a comparison's report: self-contained HTML, a Markdown summary, the full JSON, figures and exports.
 
-Layout of the output folder::
+Layout of the output folder:
 
-    report.html          one file, figures embedded as base64 PNG (opens offline, mails as one attachment)
-    report.md            the headline tables and every warning
-    report.json          everything the report shows (``derm-cloud-comparison/1``)
-    figures/<name>.png   each figure, with <name>.json and <name>.csv holding the data it draws
-    predictions.csv      per-image answers of every backend (and predictions.jsonl, isic/: see exports)
-    runs.sqlite          the run store (results as they arrived; written by the run stage)
+```text
+report.html          one file, figures embedded as base64 PNG (opens offline, mails as one attachment)
+report.md            the headline tables and every warning
+report.json          everything the report shows (format derm-cloud-comparison/1)
+figures/<name>.png   each figure, with <name>.json and <name>.csv holding the data it draws
+predictions.csv      per-image answers of every backend (and predictions.jsonl, isic/: see exports)
+runs.sqlite          the run store (results as they arrived; written by the run stage)
+```
 
 Every report states that the comparison supports triage and research, that a clinician reviews every result,
 which backends were emulated, the versions, config, dataset fingerprint and the as-of date of each price.
@@ -51,7 +53,7 @@ class ReportFiles:
 
 
 def write_report(summary: Summary, output_dir: Path) -> ReportFiles:
-    """Write report.html, report.md, report.json, figures/ and the per-image exports into ``output_dir``."""
+    """Write report.html, report.md, report.json, figures/ and the per-image exports into `output_dir`."""
     output_dir.mkdir(parents=True, exist_ok=True)
     data = summary.to_dict()
     data["run"] = _stamped(data["run"])

@@ -32,12 +32,12 @@ class BackendRecipe:
 
     Attributes:
         name: the backend's label in the report.
-        type: registry name or ``package.module:Class``.
+        type: registry name or `package.module:Class`.
         options: constructor keyword arguments.
-        emulated: for ``emulate = true``: a picklable view of the running emulator the backend talks to
+        emulated: for `emulate = true`: a picklable view of the running emulator the backend talks to
             (see `derm_cloud.compare.run.emulation.capture`).
         use_metadata: send each image's patient metadata (the comparison's metadata mode, see
-            `derm_cloud.compare.run.metadata_modes`); ``False`` sends none.
+            `derm_cloud.compare.run.metadata_modes`); `False` sends none.
     """
 
     name: str
@@ -47,7 +47,7 @@ class BackendRecipe:
     use_metadata: bool = True
 
     def create(self, emulator: Any | None = None) -> Classifier:
-        """Build the backend: against the live ``emulator`` when given (this process), else from the view."""
+        """Build the backend: against the live `emulator` when given (this process), else from the view."""
         if self.emulated is not None:
             if emulator is not None:
                 from derm_cloud.testing.launch import build_local
@@ -69,7 +69,7 @@ class BackendRecipe:
 
 
 def _resolve_model(model_dir: str) -> Path:
-    """The model directory an emulator hosts (``"sklesion"`` resolves to the cache)."""
+    """The model directory an emulator hosts (`"sklesion"` resolves to the cache)."""
     from derm_cloud.models.cache import resolve_model_dir
 
     path = resolve_model_dir(model_dir)
@@ -133,7 +133,7 @@ def inject_delay(emulator: Any, delay: float) -> None:
 
 
 def open_runtimes(config: ComparisonConfig, skip_unavailable: bool, warnings: list[str]) -> list[BackendRuntime]:
-    """Open every backend of ``config`` in its metadata mode, variant rows included.
+    """Open every backend of `config` in its metadata mode, variant rows included.
 
     Args:
         config: the comparison config.
@@ -186,8 +186,8 @@ def apply_metadata_plan(
 
     Args:
         runtimes: the opened backends.
-        mode: the config's ``[metadata] mode``.
-        variants: the config's ``[metadata] variants``.
+        mode: the config's `[metadata] mode`.
+        variants: the config's `[metadata] variants`.
         open_variant: opens a second runtime of a backend under a new name (its own emulator and client).
     """
     capable = {rt.name: rt.classifier.uses_metadata for rt in runtimes}

@@ -58,7 +58,7 @@ def outcome_error(exc: BaseException, latency_ms: float, t_start: float, t_end: 
 
 
 class PayloadCache:
-    """One payload per image, shared by every backend of a run (see :func:`derm_cloud.prepare_payload`).
+    """One payload per image, shared by every backend of a run (see `derm_cloud.prepare_payload`).
 
     Bounded, most recently used kept: backends running side by side ask for the same images at about the same
     time. An image that fell out is prepared again, deterministically, into the same bytes. Concurrent requests
@@ -72,7 +72,7 @@ class PayloadCache:
         self._lock = threading.Lock()
 
     def get(self, sample: Sample) -> Payload:
-        """The payload of ``sample``, prepared on first request."""
+        """The payload of `sample`, prepared on first request."""
         key = (sample.image_id, str(sample.source))
         with self._lock:
             future = self._items.get(key)

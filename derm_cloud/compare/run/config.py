@@ -30,7 +30,7 @@ _SECRET_KEY = re.compile(r"(?i)(key|secret|token|password|credential|sas|connect
 
 
 class ConfigFileError(ConfigError):
-    """A config value is wrong; ``key`` is the dotted path and ``line`` the 1-based line (when known)."""
+    """A config value is wrong; `key` is the dotted path and `line` the 1-based line (when known)."""
 
     def __init__(self, message: str, *, key: str, line: int | None = None, file: str | None = None) -> None:
         where = f"{file or '<config>'}" + (f":{line}" if line else "")
@@ -42,7 +42,7 @@ class ConfigFileError(ConfigError):
 
 @dataclass(frozen=True)
 class ScenarioConfig:
-    """Settings of one scenario (``enabled`` plus the scenario's own keys)."""
+    """Settings of one scenario (`enabled` plus the scenario's own keys)."""
 
     name: str
     enabled: bool
@@ -58,17 +58,17 @@ class BackendConfig:
 
     Attributes:
         name: unique label in the report.
-        type: registry name (``local-onnx``, ``sagemaker`` ...) or ``package.module:Class``.
+        type: registry name (`local-onnx`, `sagemaker` ...) or `package.module:Class`.
         options: keyword arguments for the backend's constructor.
-        emulate: start the matching derm-cloud emulator hosting ``model_dir`` and point the backend at it.
-        model_dir: the model an emulator hosts (``"sklesion"`` or a directory).
-        emulator: emulator settings: ``delay_ms`` (fixed extra service time) and ``transport``.
-        rate_limit: requests per second allowed to this backend (token bucket), ``None`` for no limit.
+        emulate: start the matching derm-cloud emulator hosting `model_dir` and point the backend at it.
+        model_dir: the model an emulator hosts (`"sklesion"` or a directory).
+        emulator: emulator settings: `delay_ms` (fixed extra service time) and `transport`.
+        rate_limit: requests per second allowed to this backend (token bucket), `None` for no limit.
         burst: token-bucket capacity.
         max_concurrency: requests in flight during the quality pass.
-        timeout_s: client-side timeout per request (defaults to ``scenarios.request_timeout_s``).
-        billing: price-catalogue keys that override ``describe().billing`` (``sku``, ``instances`` ...).
-        export_of: the name of the cloud backend this one runs the export of (``derm-cloud models import``):
+        timeout_s: client-side timeout per request (defaults to `scenarios.request_timeout_s`).
+        billing: price-catalogue keys that override `describe().billing` (`sku`, `instances` ...).
+        export_of: the name of the cloud backend this one runs the export of (`derm-cloud models import`):
             the report shows the pair's agreement (see `derm_cloud.compare.analysis.export_parity`).
     """
 
@@ -88,7 +88,7 @@ class BackendConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """Where the images come from: ``source=None`` means the embedded default image set."""
+    """Where the images come from: `source=None` means the embedded default image set."""
 
     source: str | None = None
     limit: int | None = None
@@ -97,7 +97,7 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class ComparisonConfig:
-    """A validated comparison config; build it with :func:`load_config` or :func:`parse_config`."""
+    """A validated comparison config; build it with `load_config` or `parse_config`."""
 
     title: str
     output: Path
@@ -146,10 +146,10 @@ class ComparisonConfig:
 
 
 def redact_config(value: Any) -> Any:
-    """The config with values of secret-looking keys (``api_key``, ``prediction_key``, ...) replaced.
+    """The config with values of secret-looking keys (`api_key`, `prediction_key`, ...) replaced.
 
-    Other strings lose the secrets they carry inside them (a ``scoring_uri`` with ``?code=...``, a URL with a
-    password) by :func:`derm_cloud.redaction.redact`.
+    Other strings lose the secrets they carry inside them (a `scoring_uri` with `?code=...`, a URL with a
+    password) by `derm_cloud.redaction.redact`.
     """
     if isinstance(value, str):
         from derm_cloud.redaction import redact

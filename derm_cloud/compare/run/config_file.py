@@ -1,37 +1,39 @@
 """The comparison config file: TOML or YAML, validated with errors that name the bad key and its line.
 
 A config says which backends to compare (with their options), on which dataset, with which latency scenarios,
-at which monthly volume and prevalence, and where to write the report::
+at which monthly volume and prevalence, and where to write the report:
 
-    title = "sklesion: local vs SageMaker"
-    output = "reports/sklesion"        # relative paths are relative to the config file
-    seed = 0
+```toml
+title = "sklesion: local vs SageMaker"
+output = "reports/sklesion"        # relative paths are relative to the config file
+seed = 0
 
-    [dataset]
-    source = "../shared/data/ham10000/dev.csv"
-    limit = 200                        # a seeded subset; omit for every image
+[dataset]
+source = "../shared/data/ham10000/dev.csv"
+limit = 200                        # a seeded subset; omit for every image
 
-    [population]
-    monthly_volume = 100000
-    melanoma_prevalence = 0.02
+[population]
+monthly_volume = 100000
+melanoma_prevalence = 0.02
 
-    [scenarios.single_stream]
-    queries = 200
+[scenarios.single_stream]
+queries = 200
 
-    [[backends]]
-    name = "local"
-    type = "local-onnx"
-    options = { model_dir = "sklesion" }
+[[backends]]
+name = "local"
+type = "local-onnx"
+options = { model_dir = "sklesion" }
 
-    [[backends]]
-    name = "sagemaker"
-    type = "sagemaker"
-    emulate = true                     # start the SageMaker emulator hosting model_dir and point at it
-    model_dir = "sklesion"
-    rate_limit = 20                    # requests per second (token bucket)
+[[backends]]
+name = "sagemaker"
+type = "sagemaker"
+emulate = true                     # start the SageMaker emulator hosting model_dir and point at it
+model_dir = "sklesion"
+rate_limit = 20                    # requests per second (token bucket)
+```
 
 Every key is checked: a typo fails before anything runs, e.g.
-``config.toml:23: backends[1].rate_limt: unknown key (did you mean 'rate_limit'?)``.
+`config.toml:23: backends[1].rate_limt: unknown key (did you mean 'rate_limit'?)`.
 The schema lives in `derm_cloud.compare.run.config_schema` (the comparator guide and `examples/compare.toml`
 show the keys); the values it gives are the dataclasses of `derm_cloud.compare.run.config`.
 """
@@ -66,7 +68,7 @@ __all__ = ["load_config", "parse_config"]
 
 
 def load_config(path: str | os.PathLike[str]) -> ComparisonConfig:
-    """Read and validate a ``.toml``, ``.yaml`` or ``.yml`` config file.
+    """Read and validate a `.toml`, `.yaml` or `.yml` config file.
 
     Raises:
         ConfigFileError: a key is unknown or a value is wrong; the message names the key and its line.
@@ -93,7 +95,7 @@ def parse_config(
 ) -> ComparisonConfig:
     """Validate a config given as TOML/YAML text or as an already parsed dict.
 
-    Relative paths (``output``, ``dataset.source``, ``cost.prices``) resolve against ``base_dir``
+    Relative paths (`output`, `dataset.source`, `cost.prices`) resolve against `base_dir`
     (default: the current directory).
     """
     locate: Locate

@@ -1,7 +1,7 @@
 """Where a key stands in a config file, so every error can name its line.
 
-``tomllib`` keeps no positions, so :func:`toml_line` finds a key in the TOML source; PyYAML's node tree gives
-YAML positions directly. Both parsers here return the data and a ``locate(path) -> line`` function.
+`tomllib` keeps no positions, so `toml_line` finds a key in the TOML source; PyYAML's node tree gives
+YAML positions directly. Both parsers here return the data and a `locate(path) -> line` function.
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ def parse_yaml(text: str, file: str | None) -> tuple[Any, Locate]:
 def toml_line(text: str, path: tuple[str | int, ...]) -> int | None:
     """Best-effort 1-based line of a key in TOML source (tomllib keeps no positions).
 
-    Splits the source into table blocks, gives each block its full key path (``[[backends]]`` blocks get their
-    array index; ``[backends.emulator]`` belongs to the latest ``[[backends]]``), picks the block that is the
-    longest prefix of ``path`` and scans it for ``key =`` (also inside inline tables and dotted keys).
+    Splits the source into table blocks, gives each block its full key path (`[[backends]]` blocks get their
+    array index; `[backends.emulator]` belongs to the latest `[[backends]]`), picks the block that is the
+    longest prefix of `path` and scans it for `key =` (also inside inline tables and dotted keys).
     """
     lines = text.splitlines()
     header_re = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")

@@ -1,17 +1,17 @@
-"""The embedded default comparison: what ``derm-cloud compare`` runs with no arguments.
+"""The embedded default comparison: what `derm-cloud compare` runs with no arguments.
 
 sklesion (a real HAM10000 classifier, fetched from PyPI and converted to ONNX on first use) through
-``local-onnx``, and the same model behind each cloud's local emulator, driven through that cloud's real SDK
+`local-onnx`, and the same model behind each cloud's local emulator, driven through that cloud's real SDK
 and labelled EMULATED in the report.
 
-The images: labelled HAM10000 images when this machine has any (:func:`find_labelled_data`: ``$DERM_CLOUD_DATA``,
-a dataset fetched into derm-cloud's cache, or ``../shared/data`` beside the working directory or the
-project), as a seeded, class-stratified, lesion-disjoint subset of :data:`DEFAULT_SUBSET_SIZE` images in which
-every class appears (:func:`labelled_subset`), so the default report has quality figures. Otherwise the example
-photo shipped in the ``dermapred`` 0.0.3 wheel on PyPI (`derm_cloud.models.example_image`): unlabelled, a
+The images: labelled HAM10000 images when this machine has any (`find_labelled_data`: `$DERM_CLOUD_DATA`,
+a dataset fetched into derm-cloud's cache, or `../shared/data` beside the working directory or the
+project), as a seeded, class-stratified, lesion-disjoint subset of `DEFAULT_SUBSET_SIZE` images in which
+every class appears (`labelled_subset`), so the default report has quality figures. Otherwise the example
+photo shipped in the `dermapred` 0.0.3 wheel on PyPI (`derm_cloud.models.example_image`): unlabelled, a
 phone photo of skin rather than dermoscopy, so that report covers latency and cost, and its summary opens with
 the quality headline (`derm_cloud.compare.analysis.texts.quality_headline`: quality not measured, and
-:data:`FETCH_LABELLED_COMMAND`, the one command that fixes it).
+`FETCH_LABELLED_COMMAND`, the one command that fixes it).
 
 Example:
     >>> from derm_cloud.compare.run.defaults import default_config
@@ -146,9 +146,9 @@ emulate = true
 
 
 def default_config() -> ComparisonConfig:
-    """The embedded default config (relative output folder = the current directory's ``derm-cloud-report``).
+    """The embedded default config (relative output folder = the current directory's `derm-cloud-report`).
 
-    Its dataset is a labelled subset (:func:`labelled_subset`) when :func:`find_labelled_data` finds labelled
+    Its dataset is a labelled subset (`labelled_subset`) when `find_labelled_data` finds labelled
     images on this machine, else the unlabelled dermapred example photo.
     """
     ensure_sklesion()
@@ -213,10 +213,10 @@ def _labelled_candidates() -> list[Path]:
 
 
 def find_labelled_data() -> Path | None:
-    """The first labelled HAM10000 manifest on this machine, or ``None``.
+    """The first labelled HAM10000 manifest on this machine, or `None`.
 
-    Looked for, in order: ``$DERM_CLOUD_DATA/ham10000/dev.csv``; a dataset fetched into derm-cloud's cache
-    (``<cache>/datasets/ham10000/``); ``../shared/data/ham10000/dev.csv`` beside the current directory or the
+    Looked for, in order: `$DERM_CLOUD_DATA/ham10000/dev.csv`; a dataset fetched into derm-cloud's cache
+    (`<cache>/datasets/ham10000/`); `../shared/data/ham10000/dev.csv` beside the current directory or the
     project. A manifest counts only if it exists and names at least one image file that exists.
     """
     import csv
@@ -235,9 +235,9 @@ def find_labelled_data() -> Path | None:
 
 
 def labelled_subset(manifest: Path, size: int = DEFAULT_SUBSET_SIZE, seed: int = 0) -> Path:
-    """A seeded, class-stratified, lesion-disjoint subset of ``manifest``, written once into the cache.
+    """A seeded, class-stratified, lesion-disjoint subset of `manifest`, written once into the cache.
 
-    Built with :func:`derm_cloud.governance.validation_set.build_validation_set` (equal images per class, one
+    Built with `derm_cloud.governance.validation_set.build_validation_set` (equal images per class, one
     image per lesion, so no lesion is counted twice), and reused while the source manifest is unchanged: the
     file name carries a digest of the source, the size and the seed, so reruns resume the same comparison.
 

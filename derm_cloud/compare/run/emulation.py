@@ -1,4 +1,4 @@
-"""``emulate = true`` on a Ray worker: reach the emulator the driver started, through the real SDK.
+"""`emulate = true` on a Ray worker: reach the emulator the driver started, through the real SDK.
 
 In the driver's process the emulator is started and the backend wired to it by `derm_cloud.testing.launch`
 (`start`, `build_local`: the emulator module's own `*_backend_for` helper). A Ray worker cannot reach the

@@ -1,7 +1,7 @@
 """The run stage: a config and its images in, every result stored and read back as `RunResults`.
 
 A run is identified by the fingerprint of its config and dataset: rerunning the same config on the same images
-resumes the newest unfinished run with that fingerprint (``fresh=True`` starts over), and ``resume=RUN_ID``
+resumes the newest unfinished run with that fingerprint (`fresh=True` starts over), and `resume=RUN_ID`
 resumes a given one; results already in the store are never requested again, and failures that a later
 attempt may not hit (throttling, a cold model ...) are deleted and run again.
 """
@@ -29,7 +29,7 @@ __all__ = ["execute_run", "load_comparison_dataset"]
 
 
 def load_comparison_dataset(cfg: DatasetConfig, seed: int) -> Dataset:
-    """The dataset a config names (the embedded example image when it names none), subset to ``limit``."""
+    """The dataset a config names (the embedded example image when it names none), subset to `limit`."""
     from derm_cloud.data import load_dataset
 
     if cfg.source in (None, "default", "dermapred-example"):
@@ -60,10 +60,10 @@ def execute_run(
         resume: a run id to resume (it must have the same config and dataset fingerprint).
         fresh: start a new run even if an unfinished one with the same fingerprint exists.
         default_run: the embedded default comparison (a backend that cannot start is skipped, not fatal).
-        progress: progress bars (``True``), none (``False``), or bars in a terminal and lines in a log (``None``).
+        progress: progress bars (`True`), none (`False`), or bars in a terminal and lines in a log (`None`).
 
     Returns:
-        ``(results, resumed)``: the run's rows and facts, and whether results of an earlier session were reused.
+        `(results, resumed)`: the run's rows and facts, and whether results of an earlier session were reused.
 
     Raises:
         ConfigError: a bad dataset or resume id; the message names the fix.

@@ -59,7 +59,7 @@ _CACHE: dict[tuple[str, int, float], str] = {}
 
 
 def model_fingerprint(model_dir: str | Path | None) -> str | None:
-    """SHA-256 of a model directory's ``spec.json`` and model file(s), or ``None`` when it has none.
+    """SHA-256 of a model directory's `spec.json` and model file(s), or `None` when it has none.
 
     Cached per file size and modification time: a comparison fingerprints the same 80 MB model once.
     """
@@ -85,7 +85,7 @@ def model_fingerprint(model_dir: str | Path | None) -> str | None:
 
 
 def backend_facts(rt: BackendRuntime) -> dict[str, Any]:
-    """``describe()`` as a dict plus what the report needs: emulation, the hosted model's facts."""
+    """`describe()` as a dict plus what the report needs: emulation, the hosted model's facts."""
     from dataclasses import asdict
 
     facts = asdict(rt.classifier.describe())

@@ -41,7 +41,7 @@ _SKIN_TONE_MODES = ("auto", "fitzpatrick", "ita", None)
 
 
 def age_band(age: float | None) -> str | None:
-    """The age band of an age in years (``"<30"``, ``"30-44"``, ``"45-59"``, ``"60-74"``, ``"75+"``), or ``None``.
+    """The age band of an age in years (`"<30"`, `"30-44"`, `"45-59"`, `"60-74"`, `"75+"`), or `None`.
 
     Example:
         >>> age_band(29.9), age_band(45), age_band(75.0), age_band(None)
@@ -56,12 +56,12 @@ def age_band(age: float | None) -> str | None:
 
 
 class GroupColumns(dict[str, list[str | None]]):
-    """Attribute -> group per sample, plus ``descriptions`` (attribute -> how the groups were made).
+    """Attribute -> group per sample, plus `descriptions` (attribute -> how the groups were made).
 
     Args:
-        columns: attribute -> one group per sample (``None`` = unknown).
+        columns: attribute -> one group per sample (`None` = unknown).
         descriptions: attribute -> how its groups were made.
-        skin_tone: the mode the skin-tone column was made in (``auto``, ``fitzpatrick``, ``ita``), which
+        skin_tone: the mode the skin-tone column was made in (`auto`, `fitzpatrick`, `ita`), which
             `subset` needs to describe a part of it.
     """
 
@@ -76,7 +76,7 @@ class GroupColumns(dict[str, list[str | None]]):
         self.skin_tone = skin_tone
 
     def subset(self, indices: Sequence[int]) -> GroupColumns:
-        """The columns of the samples at ``indices`` (in that order), the skin-tone description counted anew."""
+        """The columns of the samples at `indices` (in that order), the skin-tone description counted anew."""
         columns = {attr: [values[i] for i in indices] for attr, values in self.items()}
         descriptions = dict(self.descriptions)
         if "skin_tone" in columns and self.skin_tone is not None:
@@ -97,18 +97,18 @@ def group_columns(
     skin_tone: str | None = "auto",
     skin_tone_fn: Callable[[bytes], object] | None = None,
 ) -> GroupColumns:
-    """Group columns ``skin_tone``, ``sex``, ``age_band`` and ``site`` from sample metadata (and pixels).
+    """Group columns `skin_tone`, `sex`, `age_band` and `site` from sample metadata (and pixels).
 
     Args:
         samples: the dataset's samples (a `derm_cloud.data.Dataset` works).
-        skin_tone: ``"auto"`` (Fitzpatrick type where recorded, ITA estimate otherwise), ``"fitzpatrick"``
-            (recorded types only), ``"ita"`` (ITA estimate for every image) or ``None`` (no skin-tone column).
-        skin_tone_fn: called with an image's bytes, returns an ITA category (``"light"``...) or an object with
-            ``.category`` (default `derm_cloud.governance.skin_tone.estimate_ita`); ``None`` = unknown.
+        skin_tone: `"auto"` (Fitzpatrick type where recorded, ITA estimate otherwise), `"fitzpatrick"`
+            (recorded types only), `"ita"` (ITA estimate for every image) or `None` (no skin-tone column).
+        skin_tone_fn: called with an image's bytes, returns an ITA category (`"light"`...) or an object with
+            `.category` (default `derm_cloud.governance.skin_tone.estimate_ita`); `None` = unknown.
 
     Returns:
-        A `GroupColumns`; unknown values are ``None``. Skin-tone groups are ``"FST III"`` for recorded
-        types and ``"ITA light"`` for estimates.
+        A `GroupColumns`; unknown values are `None`. Skin-tone groups are `"FST III"` for recorded
+        types and `"ITA light"` for estimates.
 
     Example:
         >>> from pathlib import Path
@@ -135,7 +135,7 @@ def group_columns(
 
 
 def _skin_tones(samples: Sequence[Sample], mode: str, estimate: Callable[[bytes], object] | None) -> list[str | None]:
-    """``FST II`` where the type is recorded (unless ``mode`` is ``ita``), else ``ITA light`` from the pixels."""
+    """`FST II` where the type is recorded (unless `mode` is `ita`), else `ITA light` from the pixels."""
     tones: list[str | None] = []
     for sample in samples:
         fst = sample.metadata.fitzpatrick

@@ -4,13 +4,13 @@ A model that sees age, sex and site can score differently from the same model se
 moves a histology-confirmed melanoma from nv 0.709 to mel 0.816). If only some backends received metadata, the
 report would show the effect of metadata as a difference between providers. So, by default:
 
-* ``mode = "auto"``: every backend gets patient metadata when *all* of them can use it, none gets it otherwise
+* `mode = "auto"`: every backend gets patient metadata when *all* of them can use it, none gets it otherwise
   (metadata-blind);
-* ``mode = "blind"``: no backend gets metadata;
-* ``mode = "each"``: each backend gets metadata if it can use it (mixed modes: the report warns at its top).
+* `mode = "blind"`: no backend gets metadata;
+* `mode = "each"`: each backend gets metadata if it can use it (mixed modes: the report warns at its top).
 
-``variants = true`` adds, for every backend that can use metadata, a row of its own in the other mode
-(``local-onnx +metadata`` beside a blind ``local-onnx``), so the gain from metadata is a measured row.
+`variants = true` adds, for every backend that can use metadata, a row of its own in the other mode
+(`local-onnx +metadata` beside a blind `local-onnx`), so the gain from metadata is a measured row.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class MetadataPlan:
 
     Attributes:
         use: backend name -> whether it is sent patient metadata.
-        variants: ``(variant name, backend it copies, sends metadata)`` for each extra row.
+        variants: `(variant name, backend it copies, sends metadata)` for each extra row.
     """
 
     use: dict[str, bool]
@@ -42,12 +42,12 @@ def plan_metadata(capable: Mapping[str, bool], mode: str = "auto", variants: boo
     """Decide each backend's metadata mode from what each one can use.
 
     Args:
-        capable: backend name -> whether it can use patient metadata (``Classifier.uses_metadata``).
-        mode: ``auto``, ``blind`` or ``each`` (see the module docstring).
+        capable: backend name -> whether it can use patient metadata (`Classifier.uses_metadata`).
+        mode: `auto`, `blind` or `each` (see the module docstring).
         variants: add an other-mode row for every backend that can use metadata.
 
     Returns:
-        The :class:`MetadataPlan`.
+        The `MetadataPlan`.
 
     Raises:
         ValueError: an unknown mode (the config validates it first).

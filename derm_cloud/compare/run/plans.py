@@ -26,9 +26,9 @@ __all__ = ["TokenBucket", "planned_units", "poisson_offsets", "query_plan"]
 
 
 def query_plan(n_images: int, n_queries: int, seed: int, stream: str) -> list[int]:
-    """Image indexes for ``n_queries`` queries: a seeded permutation, repeated when there are fewer images.
+    """Image indexes for `n_queries` queries: a seeded permutation, repeated when there are fewer images.
 
-    The same ``(seed, stream)`` gives the same plan for every backend, so backends answer the same images.
+    The same `(seed, stream)` gives the same plan for every backend, so backends answer the same images.
     """
     if n_images <= 0:
         return []
@@ -52,7 +52,7 @@ def _stream_id(stream: str) -> int:
 
 
 class TokenBucket:
-    """Async token bucket: at most ``rate`` requests per second on average, bursts up to ``burst``.
+    """Async token bucket: at most `rate` requests per second on average, bursts up to `burst`.
 
     Example:
         >>> bucket = TokenBucket(rate=20, burst=2)

@@ -1,12 +1,12 @@
 """The price catalogue: what each priced cloud service costs, with its source and as-of date.
 
-The catalogue (``prices.json`` beside this module) holds one entry per priced service with its billing basis,
+The catalogue (`prices.json` beside this module) holds one entry per priced service with its billing basis,
 unit, currency, region, source URL, as-of date and status (vendor, 3rd-party, unverified). Users extend or
-override it with their own JSON or TOML file of the same shape (``[cost] prices = ["my-prices.toml"]``); an
-entry with the same ``id`` replaces the shipped one. The run stage loads it (it reads files); the analysis
+override it with their own JSON or TOML file of the same shape (`[cost] prices = ["my-prices.toml"]`); an
+entry with the same `id` replaces the shipped one. The run stage loads it (it reads files); the analysis
 prices each backend with it (`derm_cloud.compare.analysis.cost`).
 
-A backend names its price through ``describe().billing["sku"]`` (or the config's ``billing`` table). A sku
+A backend names its price through `describe().billing["sku"]` (or the config's `billing` table). A sku
 without a catalogue entry is **unknown**: its cost stays blank, never 0.
 """
 
@@ -88,7 +88,7 @@ class PriceEntry:
 
 
 class PriceCatalogue:
-    """The shipped prices plus user files (later files override earlier ones by ``id``).
+    """The shipped prices plus user files (later files override earlier ones by `id`).
 
     Example:
         >>> cat = PriceCatalogue.load()
@@ -118,7 +118,7 @@ class PriceCatalogue:
         return cls(entries)
 
     def lookup(self, sku: str | None, provider: str | None = None) -> PriceEntry | None:
-        """The entry for ``sku``, also trying ``<provider>.<sku>`` (backends may omit the provider prefix)."""
+        """The entry for `sku`, also trying `<provider>.<sku>` (backends may omit the provider prefix)."""
         if not sku:
             return None
         for key in (sku, f"{provider}.{sku}" if provider else None):

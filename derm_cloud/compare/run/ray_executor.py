@@ -63,10 +63,10 @@ class RayExecutor(LocalExecutor):
     """Distribute the quality pass over Ray actors; each actor builds its own backend from the recipe.
 
     Args:
-        address: Ray cluster address (``None``: start or join a local instance).
+        address: Ray cluster address (`None`: start or join a local instance).
         actors: actors per backend.
         shard_size: images per task; results are stored per finished shard.
-        init: extra ``ray.init`` keyword arguments (``num_cpus`` ...).
+        init: extra `ray.init` keyword arguments (`num_cpus` ...).
     """
 
     def __init__(

@@ -62,7 +62,7 @@ class RunResults:
     timings_s: dict[str, float] = field(default_factory=dict)
 
     def rows_of(self, backend: str, scenario: str) -> list[ResultRow]:
-        """The stored rows of one backend and scenario (``quality``, ``single_stream``, ``offline/c=4`` ...)."""
+        """The stored rows of one backend and scenario (`quality`, `single_stream`, `offline/c=4` ...)."""
         return list(self.rows.get(backend, {}).get(scenario, ()))
 
     def answers(self, backend: str) -> dict[str, ResultRow]:

@@ -1,7 +1,7 @@
 """The run store: every result is written to SQLite the moment it arrives, so a killed run resumes.
 
-One database file per output folder (``<output>/runs.sqlite``) holds any number of runs. A result is keyed by
-``(run_id, backend, image_id, scenario, repeat)`` and inserted in its own transaction (WAL journal), so killing
+One database file per output folder (`<output>/runs.sqlite`) holds any number of runs. A result is keyed by
+`(run_id, backend, image_id, scenario, repeat)` and inserted in its own transaction (WAL journal), so killing
 the process at any instant leaves either the whole row or nothing: resuming skips the keys already present and
 never loses or duplicates one. Errors are results too (typed error class + a redacted message); image bytes and
 secrets are never stored.
@@ -148,7 +148,7 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One stored result: a prediction (``ok``) or an error, never image bytes."""
+    """One stored result: a prediction (`ok`) or an error, never image bytes."""
 
     backend: str
     image_id: str
@@ -201,7 +201,7 @@ class RunStore:
     # --- runs -----------------------------------------------------------------------------------------------
 
     def create_run(self, *, fingerprint: str, config: dict[str, Any], dataset_fingerprint: str) -> str:
-        """Register a new run and return its id (``YYYYmmdd-HHMMSS-<fingerprint[:6]>-<random>``)."""
+        """Register a new run and return its id (`YYYYmmdd-HHMMSS-<fingerprint[:6]>-<random>`)."""
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{fingerprint[:6]}-{uuid.uuid4().hex[:4]}"
         self._db.execute(
             "INSERT INTO runs VALUES (?, ?, ?, ?, ?, NULL, 'running')",
@@ -210,7 +210,7 @@ class RunStore:
         return run_id
 
     def run(self, run_id: str) -> RunInfo:
-        """The run ``run_id``; raises ConfigError listing the runs that exist when it is unknown."""
+        """The run `run_id`; raises ConfigError listing the runs that exist when it is unknown."""
         row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             known = [r.run_id for r in self.runs()][-5:]
@@ -295,7 +295,7 @@ class RunStore:
         return cur.rowcount == 1
 
     def done_keys(self, run_id: str, backend: str, scenario: str | None = None) -> set[tuple[str, int]]:
-        """``(image_id, repeat)`` pairs already stored for a backend (and scenario)."""
+        """`(image_id, repeat)` pairs already stored for a backend (and scenario)."""
         if scenario is None:
             rows = self._db.execute(
                 "SELECT image_id, repeat FROM results WHERE run_id = ? AND backend = ?", (run_id, backend)
@@ -310,8 +310,8 @@ class RunStore:
     def drop_retryable_failures(self, run_id: str) -> int:
         """Delete the run's failed rows whose error is retryable, so a resume runs them again.
 
-        Rows whose ``error_type`` is in :data:`RETRYABLE_ERROR_TYPES` are removed in one transaction; successes
-        and non-retryable failures (``InvalidImageError``, ``AuthenticationError``, ...) stay done.
+        Rows whose `error_type` is in `RETRYABLE_ERROR_TYPES` are removed in one transaction; successes
+        and non-retryable failures (`InvalidImageError`, `AuthenticationError`, ...) stay done.
 
         Returns:
             How many rows were deleted.

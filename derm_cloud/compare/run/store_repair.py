@@ -1,11 +1,11 @@
 """Salvage a damaged run store: keep every intact row, drop the rest, say which.
 
 A run store can be damaged by a full disk, a copy cut short or a file system that lost a page. SQLite then either
-refuses the file (``database disk image is malformed``) or, when only the tail of a page was lost, reads zero
-bytes into a row whose JSON no longer parses. :func:`repair_store` reads the damaged file row by row (by rowid,
+refuses the file (`database disk image is malformed`) or, when only the tail of a page was lost, reads zero
+bytes into a row whose JSON no longer parses. `repair_store` reads the damaged file row by row (by rowid,
 so one broken page costs only the rows on it), checks each row the way `RunStore` (`derm_cloud.compare.run.store`)
 does when it opens a store, writes the intact rows into a fresh store at the same path and keeps the damaged file
-beside it as ``runs.sqlite.damaged-<time>``. A run that lost rows is marked unfinished, so rerunning the same
+beside it as `runs.sqlite.damaged-<time>`. A run that lost rows is marked unfinished, so rerunning the same
 comparison requests exactly the units that were dropped.
 
 Example:
@@ -54,11 +54,11 @@ class DroppedRow:
 
 @dataclass
 class RepairReport:
-    """What :func:`repair_store` did.
+    """What `repair_store` did.
 
     Attributes:
         path: the repaired store.
-        damaged_copy: where the damaged file was moved (``None`` when the store was intact and left alone).
+        damaged_copy: where the damaged file was moved (`None` when the store was intact and left alone).
         kept: rows salvaged per table.
         dropped: every row that was dropped, with the reason.
         reopened_runs: runs marked unfinished because they lost results (a rerun requests those again).
@@ -85,16 +85,16 @@ class RepairReport:
 
 
 def repair_store(path: str | os.PathLike[str]) -> RepairReport:
-    """Rebuild the run store at ``path`` from its intact rows.
+    """Rebuild the run store at `path` from its intact rows.
 
     Args:
-        path: a ``runs.sqlite`` file.
+        path: a `runs.sqlite` file.
 
     Returns:
-        A :class:`RepairReport`; when the store opens cleanly nothing is changed.
+        A `RepairReport`; when the store opens cleanly nothing is changed.
 
     Raises:
-        ConfigError: there is no store at ``path``.
+        ConfigError: there is no store at `path`.
     """
     path = Path(path)
     if not path.is_file():
@@ -186,7 +186,7 @@ def _rebuild(source: Path, target: Path, report: RepairReport) -> None:
 
 
 def _salvage_table(db: sqlite3.Connection, table: str, report: RepairReport) -> Iterator[tuple[Any, ...]]:
-    """Every intact row of ``table``: a straight scan while it works, then a probe of each rowid."""
+    """Every intact row of `table`: a straight scan while it works, then a probe of each rowid."""
     try:
         db.execute(f"SELECT * FROM {table} LIMIT 0")
     except sqlite3.DatabaseError as exc:
