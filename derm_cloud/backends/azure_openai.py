@@ -204,8 +204,12 @@ class AzureOpenaiClassifier(SelfReportedScores, Classifier):
     def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult:
         messages = self.messages(image, metadata)
         seconds = call_timeout(self.timeout, timeout)
+        completions = self._client.chat.completions
+        # The raw response keeps the headers: the spec documents apim-request-id as the request id, which the SDK's
+        # own request id (x-request-id) does not fall back to. An injected stand-in without it is called plainly.
+        create = getattr(completions, "with_raw_response", completions).create
         try:
-            completion = self._client.chat.completions.create(
+            answer = create(
                 model=self.deployment,
                 messages=messages,
                 response_format=response_format(),
@@ -213,11 +217,13 @@ class AzureOpenaiClassifier(SelfReportedScores, Classifier):
                 max_tokens=self.max_tokens,
                 timeout=seconds,
             )
+            completion = answer.parse() if hasattr(answer, "parse") else answer
         except Exception as exc:
             raise _translate(exc, self.deployment) from exc
-        return self._parse(completion)
+        headers = getattr(answer, "headers", None) or {}
+        return self._parse(completion, headers.get("x-request-id") or headers.get("apim-request-id"))
 
-    def _parse(self, completion: Any) -> RawResult:
+    def _parse(self, completion: Any, request_id: str | None = None) -> RawResult:
         from openai.types.chat import ChatCompletion
 
         if not isinstance(completion, ChatCompletion):
@@ -226,7 +232,7 @@ class AzureOpenaiClassifier(SelfReportedScores, Classifier):
                 f"Azure OpenAI answered a body that is not a chat completion ({str(completion)[:80]!r}); check "
                 "azure_endpoint points at the resource, not a proxy or portal page"
             )
-        request_id = getattr(completion, "_request_id", None)
+        request_id = request_id or getattr(completion, "_request_id", None)
         if not completion.choices:
             raise InvalidResponseError("Azure OpenAI answered no choices", request_id=request_id)
         choice = completion.choices[0]

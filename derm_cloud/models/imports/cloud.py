@@ -108,6 +108,16 @@ def _training_client(endpoint: str, training_key: str) -> Any:
     return client
 
 
+# CustomVisionErrorCodes (the published Training spec) that mean "this iteration cannot be exported like that".
+_UNSUPPORTED_EXPORT = frozenset(
+    {
+        "BadRequestProjectUnsupportedExportPlatform",
+        "BadRequestExportPlatformNotSupportedForAdvancedTraining",
+        "ErrorExporterInvalidPlatform",
+    }
+)
+
+
 def _code(exc: Any) -> str:
     error = getattr(exc, "error", None)
     return str(getattr(error, "code", "") or "")
@@ -130,7 +140,7 @@ def _translate(exc: Any, project_id: str, iteration_id: str) -> Exception:
             backend="azure-custom-vision",
             status=404,
         )
-    if "PlatformNotSupported" in code:
+    if code in _UNSUPPORTED_EXPORT or "PlatformNotSupported" in code:
         return ConfigError(f"this iteration cannot be exported that way: {message}")
     return ServiceError(f"Custom Vision export failed ({code or status}): {message}", retryable=False)
 

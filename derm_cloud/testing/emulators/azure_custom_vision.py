@@ -10,11 +10,14 @@ The image arrives as ``multipart/form-data`` (part ``imageData``; the SDK always
 ``application/octet-stream``. The answer is an ``ImagePrediction`` whose probabilities come from the hosted
 model (via :class:`derm_cloud.serving.ModelServer`), tags named as configured and sorted by probability.
 
-Errors use the service's two body shapes: the API gateway's ``{"error": {"code": "401", "message": ...}}`` for
-a wrong or missing ``Prediction-Key``, and ``{"code": ..., "message": ...}`` with a ``CustomVisionErrorCodes``
+Answers follow Microsoft's published OpenAPI documents of each version (``tests/specs/azure``, checked by
+``tests/fidelity``): ``Prediction.tagType`` only on v3.1 routes (v3.0 has no such field). Errors use the service's
+two body shapes: the API gateway's ``{"error": {"code": "401", "message": ...}}`` for a wrong or missing
+``Prediction-Key`` and for rate limiting (429 with ``Retry-After``; the spec's ``CustomVisionErrorCodes`` has no
+rate-limit code), and the spec's ``CustomVisionError`` ``{"code", "message"}`` with a ``CustomVisionErrorCodes``
 value for everything else (``NotFoundProject``, ``NotFoundIteration``, ``BadRequestImageSizeBytes``,
-``BadRequestImageFormat``, ``TooManyRequests`` with ``Retry-After``). The code names come from the SDK's enum;
-the exact codes the live service sends for 404 and 429 are not documented (docs/reference/cloud-apis.md section 3).
+``BadRequestImageFormat``). Which code the live service sends for an unknown project or iteration is not
+documented (docs/reference/cloud-apis.md section 3).
 
 Every call is kept in :attr:`CustomVisionEmulator.calls` with whether the stored or the no-store route was
 used, so tests can prove that images are only kept on opt-in (:attr:`CustomVisionEmulator.stored_images`).
@@ -63,7 +66,7 @@ DEFAULT_PREDICTION_KEY = "emulator-prediction-key"
 MAX_IMAGE_BYTES = 4_000_000
 
 _ROUTE = re.compile(
-    r"^/customvision/v3\.[01]/prediction/(?P<project>[^/]+)/classify/iterations/(?P<name>[^/]+)"
+    r"^/customvision/v(?P<version>3\.[01])/prediction/(?P<project>[^/]+)/classify/iterations/(?P<name>[^/]+)"
     r"/(?P<kind>image|url)(?P<nostore>/nostore)?/?$"
 )
 _GATEWAY_401 = (
@@ -219,10 +222,12 @@ class CustomVisionEmulator(EmulatorServer):
                 "BadRequestImageSizeBytes",
                 f"Image size is {len(image)} bytes; the limit is {self.max_image_bytes} bytes",
             )
-        return self._classify(iteration, project, name, image, via, stored=not route["nostore"])
+        return self._classify(
+            iteration, project, name, image, via, stored=not route["nostore"], v31=route["version"] == "3.1"
+        )
 
     def _classify(
-        self, iteration: _Iteration, project: str, name: str, image: bytes, via: str, *, stored: bool
+        self, iteration: _Iteration, project: str, name: str, image: bytes, via: str, *, stored: bool, v31: bool
     ) -> Response:
         from derm_cloud.errors import InvalidImageError
         from derm_cloud.images import load_image
@@ -245,7 +250,7 @@ class CustomVisionEmulator(EmulatorServer):
                     "probability": probs[i],
                     "tagId": iteration.tag_ids[i],
                     "tagName": iteration.tags[i],
-                    "tagType": "Regular",
+                    **({"tagType": "Regular"} if v31 else {}),  # added in v3.1; the v3.0 Prediction has no tagType
                     "boundingBox": None,
                 }
                 for i in order
@@ -272,10 +277,11 @@ class CustomVisionEmulator(EmulatorServer):
             return _error(400, "BadRequestImageUrl", "Unable to download the image from the URL"), "url"
 
     def fault_response(self, fault: Fault) -> Response:
-        """Injected failures in the service's shapes (``{"code", "message"}`` bodies)."""
+        """Injected failures in the service's shapes (``{"code", "message"}`` bodies; rate limits from the gateway)."""
         if fault.kind == "throttle":
+            # CustomVisionErrorCodes has no rate-limit code: the API gateway answers 429 in its own shape.
             headers = retry_after_header(fault.retry_after)
-            return _error(429, "TooManyRequests", "Rate limit is exceeded. Try again later.", headers)
+            return _gateway(429, "Rate limit is exceeded. Try again later.", headers)
         if fault.kind == "error":
             code = "ErrorPredictionServiceUnavailable" if fault.status == 503 else "ErrorUnknown"
             return _error(fault.status, code, "injected failure")
@@ -367,9 +373,9 @@ def _error(status: int, code: str, message: str, headers: Mapping[str, str] | No
     return Response.json({"code": code, "message": message}, status, headers)
 
 
-def _gateway(status: int, message: str) -> Response:
-    # Key and quota failures come from the API gateway in front of the service, in this other shape.
-    return Response.json({"error": {"code": str(status), "message": message}}, status)
+def _gateway(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    # Key, rate and quota failures come from the API gateway in front of the service, in this other shape.
+    return Response.json({"error": {"code": str(status), "message": message}}, status, headers)
 
 
 def _now() -> str:

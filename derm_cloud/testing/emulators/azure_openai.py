@@ -174,30 +174,7 @@ class AzureOpenAIEmulator(EmulatorServer):
             return _error(400, "invalid_image", f"Invalid image data: {exc}")
         content = self._content(request, prepared)
         prompt_tokens = sum(_text_tokens(t) for t in texts) + 7 * len(messages) + image_tokens(*prepared.size, detail)
-        completion_tokens = _text_tokens(content)
-        request_id = str(uuid.uuid4())
-        payload = {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": 1_767_225_600,
-            "model": self.model_name,
-            "system_fingerprint": "fp_emulator",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                    "content_filter_results": {},
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
-        return Response.json(payload, headers={"x-request-id": request_id, "apim-request-id": request_id})
+        return _completion(self.model_name, content, prompt_tokens)
 
     def _authorised(self, headers: Mapping[str, str]) -> bool:
         lower = {k.lower(): v for k, v in headers.items()}
@@ -276,7 +253,37 @@ class AzureOpenAIEmulator(EmulatorServer):
             return _error(fault.status, str(fault.status), "The server had an error processing your request.")
         if fault.kind == "not_ready":
             return _error(503, "503", "The engine is currently overloaded, please try again later.")
+        if fault.kind == "truncated":  # a whole completion, which the base server then cuts half-way
+            return _completion(self.model_name, json.dumps({"mel": 0.5, "nv": 0.5}), 100)
         return super().fault_response(fault)
+
+
+def _completion(model: str, content: str, prompt_tokens: int) -> Response:
+    """A chat completion as the published spec's ``createChatCompletionResponse`` describes it."""
+    completion_tokens = _text_tokens(content)
+    request_id = str(uuid.uuid4())
+    payload = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": 1_767_225_600,
+        "model": model,
+        "system_fingerprint": "fp_emulator",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "logprobs": None,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "content_filter_results": {},
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+    return Response.json(payload, headers={"x-request-id": request_id, "apim-request-id": request_id})
 
 
 def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:

@@ -7,10 +7,13 @@ Speaks the routes ``CustomVisionTrainingClient`` calls to leave the service with
     GET  /exports/{token}.zip?<SAS-like query>          (the download link; no key, like a blob SAS URL)
 
 ``POST`` answers an ``Export`` with status ``Exporting``; the export becomes ``Done`` with a ``downloadUri`` after
-``polls_until_done`` list calls, as the service finishes asynchronously. The archive served is built at test time
-by :mod:`derm_cloud.testing.service_exports` in the real layout. Wrong ``Training-Key`` -> 401, unknown project
-or iteration -> 404 ``{"code", "message"}``, a platform/flavor the iteration cannot export -> 400
-``BadRequestExportPlatformNotSupportedByIteration`` (a ``CustomVisionErrorCodes`` value).
+``polls_until_done`` list calls, as the service finishes asynchronously (``downloadUri`` is ``""`` until then, as
+Microsoft's published example shows). The archive served is built at test time by
+:mod:`derm_cloud.testing.service_exports` in the real layout. Wrong ``Training-Key`` -> the API gateway's 401,
+unknown project or iteration -> 404 ``NotFoundProject`` / ``NotFoundIteration``, a platform/flavor the iteration
+cannot export -> 400 ``BadRequestProjectUnsupportedExportPlatform``: ``CustomVisionErrorCodes`` values of the
+published Training spec (``tests/fidelity/test_fidelity_azure_training.py`` checks every answer against it); which
+code the live service picks for each case is not documented.
 
 Example:
     >>> with CustomVisionTrainingEmulator() as emu:  # doctest: +SKIP
@@ -106,14 +109,14 @@ class CustomVisionTrainingEmulator(EmulatorServer):
                 {"error": {"code": "401", "message": "Access denied due to invalid subscription key."}}, 401
             )
         if match.group("project") != self.project_id:
-            return _error(404, "BadRequestProjectNotFound", f"Project {match.group('project')} not found")
+            return _error(404, "NotFoundProject", f"Project {match.group('project')} not found")
         if match.group("iteration") != self.iteration_id:
-            return _error(404, "BadRequestIterationNotFound", f"Iteration {match.group('iteration')} not found")
+            return _error(404, "NotFoundIteration", f"Iteration {match.group('iteration')} not found")
         if method == "POST":
             return self._start(parse_qs(parts.query))
         if method == "GET":
             return Response.json([self._view(e) for e in self._advance()])
-        return _error(405, "MethodNotAllowed", f"{method} is not allowed here")
+        return _error(405, "BadRequestNotSupported", f"{method} is not allowed here")
 
     def _start(self, query: Mapping[str, list[str]]) -> Response:
         platform = (query.get("platform") or [""])[0]
@@ -122,7 +125,7 @@ class CustomVisionTrainingEmulator(EmulatorServer):
         if (platform, flavor) not in self.builders:
             return _error(
                 400,
-                "BadRequestExportPlatformNotSupportedByIteration",
+                "BadRequestProjectUnsupportedExportPlatform",
                 f"Export platform {platform} (flavor {flavor}) is not supported by this iteration; train it in a "
                 "compact domain",
             )
@@ -149,7 +152,7 @@ class CustomVisionTrainingEmulator(EmulatorServer):
             "platform": export.platform,
             "status": export.status,
             # A SAS-style link: the credential sits in the query, which importers must not keep.
-            "downloadUri": f"{self.url}/exports/{export.token}.zip?sv=2020-08-04&sig=emulator-sas" if done else None,
+            "downloadUri": f"{self.url}/exports/{export.token}.zip?sv=2020-08-04&sig=emulator-sas" if done else "",
             "flavor": export.flavor,
             "newerVersionAvailable": False,
         }

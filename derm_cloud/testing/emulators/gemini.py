@@ -187,6 +187,10 @@ class GeminiEmulator(OneModelEmulator):
             return _error(fault.status, status, "Injected failure.")
         if fault.kind == "not_ready":
             return _error(503, "UNAVAILABLE", "The service is currently unavailable.")
+        if fault.kind == "truncated":  # a whole GenerateContentResponse, which the base server then cuts half-way
+            text = json.dumps({"mel": 0.5, "nv": 0.5})
+            candidate = {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
+            return Response.json({"candidates": [candidate], "modelVersion": sorted(self.models)[0]})
         return super().fault_response(fault)
 
 

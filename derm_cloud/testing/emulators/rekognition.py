@@ -15,7 +15,8 @@ classification client uses, hosting a real model:
   ``StopProjectVersion`` (STOPPING, then STOPPED).
 
 Injected faults answer in Rekognition's shapes: ``throttle`` -> ``ProvisionedThroughputExceededException``,
-``error`` -> ``InternalServerError``, ``not_ready`` -> ``ResourceNotReadyException``.
+``error`` -> ``InternalServerError`` (500, a server fault in botocore's model), or AWS's common
+``ServiceUnavailable`` for status 503, ``not_ready`` -> ``ResourceNotReadyException``.
 
 Example:
     >>> with RekognitionEmulator(model_dir) as emu:  # doctest: +SKIP
@@ -225,8 +226,11 @@ class RekognitionEmulator(OneModelEmulator):
                 "The number of requests exceeded your throughput limit.",
                 retry_after_header(fault.retry_after),
             )
+        if fault.kind == "error" and fault.status == 503:
+            return _error(503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server.")
         if fault.kind == "error":
-            return _error(fault.status, "InternalServerError", "Amazon Rekognition experienced a service issue.")
+            # A fault without a modelled status: 500, Smithy's default for server errors (botocore's "fault": true).
+            return _error(500, "InternalServerError", "Amazon Rekognition experienced a service issue.")
         if fault.kind == "not_ready":
             return _error(400, "ResourceNotReadyException", "ProjectVersion is in STARTING state")
         if fault.kind == "truncated":  # the base server cuts this answer half-way under its full Content-Length

@@ -8,8 +8,9 @@ It reproduces the service's wire behaviour that clients must handle (docs/refere
   or by ``TargetVariant``;
 * errors as botocore parses them (code from ``x-amzn-ErrorType``): ``ValidationError`` 400 (unknown endpoint or
   variant), ``ModelError`` 424 with ``OriginalStatusCode`` / ``OriginalMessage`` / ``LogStreamArn`` when the
-  container answers 4xx/5xx, ``ModelNotReadyException`` 429 during a cold start, ``ThrottlingException`` 429,
-  ``InternalFailure`` 500, ``ServiceUnavailable`` 503;
+  container answers 4xx/5xx, ``ModelNotReadyException`` 429 during a cold start, ``ThrottlingException`` 400 (AWS's
+  common error, answered with 400, not 429), ``InternalFailure`` 500, ``ServiceUnavailable`` 503; each status is
+  the one botocore's service model or AWS's Common Errors page gives (tests/fidelity/test_fidelity_aws.py checks);
 * payload limits: 6 MiB real-time, 4 MB serverless; larger bodies come back as ``ModelError`` with original
   status 413, as the service reports them.
 
@@ -252,7 +253,9 @@ class SageMakerRuntimeEmulator(EmulatorServer):
     def fault_response(self, fault: Fault) -> Response:
         """Injected faults in SageMaker's own error shapes (see the module docstring)."""
         if fault.kind == "throttle":
-            return _aws_error(429, "ThrottlingException", "Rate exceeded", retry_after_header(fault.retry_after))
+            # HTTP 400, as AWS's Common Errors page documents and real SageMaker answers show
+            # (opensearch-project/ml-commons#2429); a Retry-After is sent only to test clients that honour one.
+            return _aws_error(400, "ThrottlingException", "Rate exceeded", retry_after_header(fault.retry_after))
         if fault.kind == "not_ready":
             return _not_ready("endpoint", "AllTraffic")
         if fault.kind == "malformed":
@@ -269,15 +272,18 @@ class SageMakerRuntimeEmulator(EmulatorServer):
             500: "InternalFailure",
             503: "ServiceUnavailable",
             530: "InternalDependencyException",
-            401: "UnrecognizedClientException",
             403: "AccessDeniedException",
         }
         if status in named:
             return _aws_error(status, named[status], f"injected {named[status]}")
+        if status == 401:  # AWS has no 401: an unknown key is UnrecognizedClientException with 403 (REST-JSON)
+            return _aws_error(
+                403, "UnrecognizedClientException", "The security token included in the request is invalid."
+            )
         if status == 404:
             return _aws_error(400, "ValidationError", f"Endpoint injected of account {self.account_id} not found.")
         if status == 429:
-            return _aws_error(429, "ThrottlingException", "Rate exceeded")
+            return _aws_error(400, "ThrottlingException", "Rate exceeded")
         fake = HostedEndpoint(name="injected", server=None)
         return self._model_error(fake, "AllTraffic", 500 if status == 424 else status, "injected container failure")
 

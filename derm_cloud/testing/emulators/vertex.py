@@ -11,7 +11,8 @@ Speaks what ``google-cloud-aiplatform`` sends (docs/reference/cloud-apis.md §5)
 * errors in Google's envelope ``{"error": {"code", "message", "status"}}`` (REST) or as gRPC status codes: 404
   ``NOT_FOUND`` for unknown endpoints, 400 ``INVALID_ARGUMENT`` for bad instances or an oversized request, 401
   ``UNAUTHENTICATED`` / 403 ``PERMISSION_DENIED`` when ``access_token`` is set, and injected :class:`Fault` s
-  (429 ``RESOURCE_EXHAUSTED`` with ``Retry-After`` and a ``RetryInfo`` detail, 503 ``UNAVAILABLE`` ...).
+  (429 ``RESOURCE_EXHAUSTED`` with ``Retry-After`` and a ``RetryInfo`` detail, 503 ``UNAVAILABLE`` ...). Bodies
+  round-trip through the SDK's own proto types (``tests/fidelity/test_fidelity_vertex.py`` checks).
 
 Each endpoint hosts a real model directory in one of two shapes: ``automl`` (AutoML image classification:
 instance ``{"content": b64}``, parameters ``confidenceThreshold`` / ``maxPredictions``, predictions ``ids`` as
@@ -83,14 +84,21 @@ class _GoogleError(Exception):
     def envelope(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.http, "message": str(self), "status": self.status}
         if self.retry_after is not None:
-            error["details"] = [
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{self.retry_after:g}s"}
-            ]
+            error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": _duration(self)}]
         return {"error": error}
 
     def response(self) -> Response:
         """The REST answer: the JSON envelope, with ``Retry-After`` when a retry delay is set."""
         return Response.json(self.envelope(), self.http, retry_after_header(self.retry_after))
+
+
+def _duration(error: _GoogleError) -> str:
+    """``retry_after`` as protobuf's JSON printer writes a Duration (``"0.500s"``, ``"2s"``), as Google sends it."""
+    from google.protobuf import duration_pb2
+
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(round((error.retry_after or 0.0) * 1e9))
+    return str(delay.ToJsonString())
 
 
 class VertexEmulator(EmulatorServer):
@@ -324,7 +332,10 @@ class VertexEmulator(EmulatorServer):
         }
 
     def fault_response(self, fault: Fault) -> Response:
-        if fault.kind in ("malformed", "truncated"):
+        if fault.kind == "truncated":  # a whole PredictResponse, which the base server then cuts half-way
+            automl = {"ids": ["1", "2"], "displayNames": ["mel", "nv"], "confidences": [0.5, 0.5]}
+            return Response.json({"predictions": [automl], "deployedModelId": "5000000000", "modelVersionId": "1"})
+        if fault.kind == "malformed":
             return super().fault_response(fault)  # a 200 whose body breaks the contract
         return self._fault_error(fault).response()
 
