@@ -5,7 +5,8 @@ metadata segments/chunks can be dropped from the byte stream, and the pixels tra
 this module cannot see from the bytes alone (a JPEG cut short and closed with a forged end marker, a bit flip
 that turns into a bad Huffman code) is checked by :func:`verify_jpeg_entropy`, which lets libjpeg-turbo walk the
 entropy-coded data at 1/8 scale (Huffman decoding only, no full-size inverse DCT or colour conversion) and
-treats its warnings as errors.
+treats its warnings as errors; damage libjpeg does not warn about is looked for by ``derm_cloud.jpeg_damage``
+(`verify_jpeg_bytes` on the bytes, and the DC image that 1/8-scale decode gives).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from derm_cloud.errors import InvalidImageError
+from derm_cloud.jpeg_damage import dc_damage, frame_mcu, zero_fill
 
 __all__ = [
     "JpegInfo",
@@ -24,6 +26,7 @@ __all__ = [
     "parse_jpeg",
     "parse_png",
     "strip_jpeg_metadata",
+    "verify_jpeg_bytes",
     "verify_jpeg_entropy",
 ]
 
@@ -58,6 +61,7 @@ class JpegInfo:
         exif: the EXIF block (after ``Exif\\0\\0``) or ``None``.
         is_mpo: the file carries a Multi-Picture (MPF) index: a phone's MPO.
         markers: metadata kinds present (``exif``, ``xmp``, ``icc``, ``comment``); names only.
+        scan_start: offset of the first entropy-coded byte (after the first scan header).
     """
 
     width: int
@@ -69,6 +73,7 @@ class JpegInfo:
     exif: bytes | None = None
     is_mpo: bool = False
     markers: frozenset[str] = field(default_factory=frozenset)
+    scan_start: int = 0
 
     @property
     def plain_colour(self) -> bool:
@@ -162,7 +167,7 @@ def parse_jpeg(data: bytes, check_size: SizeCheck | None = None) -> JpegInfo:
             _check_scan_header(body, frame[2])
             end = _scan_entropy(data, i, restart_interval)
             width, height, ncomp, precision = frame
-            return JpegInfo(width, height, ncomp, precision, adobe, end, exif, is_mpo, frozenset(markers))
+            return JpegInfo(width, height, ncomp, precision, adobe, end, exif, is_mpo, frozenset(markers), i)
 
 
 def _check_scan_header(body: bytes, frame_components: int) -> None:
@@ -245,26 +250,43 @@ def strip_jpeg_metadata(data: bytes, end: int | None = None) -> bytes:
     raise corrupt_jpeg_error("no image data")
 
 
-def verify_jpeg_entropy(data: bytes, components: int) -> None:
-    """Let libjpeg-turbo Huffman-decode every scan (at 1/8 scale) and refuse the file on any warning.
-
-    The cost is measured in ``benchmarks/backend_overhead.py`` (``entropy check`` rows): Huffman decoding is
-    most of a JPEG decode, so this is the one check that costs nearly as much as the decode it replaces; it runs
-    once per payload, however many backends receive it. It is the only check that sees a file cut short and
-    closed with a forged end marker, a bad Huffman code, or data left over when the last block is decoded (the
-    stream lost sync after damage, so every later block is wrong): libjpeg only warns about these and fills the
-    rest with grey, so each is refused here.
+def verify_jpeg_bytes(data: bytes, info: JpegInfo) -> None:
+    """Refuse a JPEG whose image data holds a zero-filled run its Huffman tables cannot produce (microseconds).
 
     Raises:
-        InvalidImageError: libjpeg reported damage; the message quotes it.
+        InvalidImageError: part of the file was lost and zero-filled (``jpeg_damage.zero_fill``).
+    """
+    problem = zero_fill(data, info.scan_start, info.end)
+    if problem:
+        raise corrupt_jpeg_error(problem)
+
+
+def verify_jpeg_entropy(data: bytes, components: int) -> None:
+    """Let libjpeg-turbo Huffman-decode every scan at 1/8 scale, refuse the file on any warning, judge its DC image.
+
+    The cost is measured in ``benchmarks/jpeg_damage.py`` and ``benchmarks/backend_overhead.py``: Huffman
+    decoding is most of a JPEG decode, so this is the one check that costs nearly as much as the decode it
+    replaces; it runs once per payload, however many backends receive it. It is the only check that sees a file
+    cut short and closed with a forged end marker, a bad Huffman code, or data left over when the last block is
+    decoded (the stream lost sync after damage, so every later block is wrong): libjpeg only warns about these
+    and fills the rest with grey, so each is refused here. The 1/8-scale image it gives (one DC level per 8x8
+    block) is then searched for the colour step that damage libjpeg does not warn about leaves
+    (``jpeg_damage.dc_damage``).
+
+    Raises:
+        InvalidImageError: libjpeg reported damage (the message quotes it), or the DC image shows its mark.
     """
     import simplejpeg
 
-    colourspace = "CMYK" if components == 4 else "GRAY"
+    colourspace = {1: "GRAY", 4: "CMYK"}.get(components, "RGB")
     try:
-        simplejpeg.decode_jpeg(data, colorspace=colourspace, min_factor=8, strict=True)
+        # simplejpeg picks a scale only when given a minimum size: min_factor alone decodes every pixel.
+        dc = simplejpeg.decode_jpeg(data, colorspace=colourspace, min_factor=8, min_width=1, min_height=1, strict=True)
     except ValueError as exc:
         raise corrupt_jpeg_error(str(exc)) from None
+    problem = dc_damage(dc, frame_mcu(data)[1])
+    if problem:
+        raise corrupt_jpeg_error(problem)
 
 
 # --- PNG ---------------------------------------------------------------------------------------------------

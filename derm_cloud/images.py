@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Union
 
 from derm_cloud.errors import InvalidImageError
-from derm_cloud.image_bytes import JpegInfo, parse_jpeg, parse_png, strip_jpeg_metadata, verify_jpeg_entropy
+from derm_cloud.image_bytes import (
+    JpegInfo,
+    parse_jpeg,
+    parse_png,
+    strip_jpeg_metadata,
+    verify_jpeg_bytes,
+    verify_jpeg_entropy,
+)
 from derm_cloud.payload import Payload
 
 if TYPE_CHECKING:
@@ -67,8 +74,9 @@ class ImageLimits:
         min_side: smallest width or height; dermoscopy below this carries no usable detail.
         max_side: largest width or height.
         jpeg_entropy_check: let libjpeg Huffman-decode every JPEG at 1/8 scale to refuse files cut short or
-            with corrupt entropy data (costs a fraction of a decode, once per image); ``False`` keeps only the
-            marker-structure check, for inputs already verified upstream.
+            with corrupt entropy data, and judge the DC image that gives for the colour shift such damage leaves
+            (costs a fraction of a decode, once per image); ``False`` keeps only the byte-level checks (marker
+            structure, zero-filled runs), for inputs already verified upstream.
     """
 
     max_bytes: int = 40 * 1024 * 1024
@@ -150,7 +158,7 @@ def check_input(source: ImageInput, *, limits: ImageLimits = DEFAULT_LIMITS) -> 
         return source
     data = _read_bytes(source, limits)
     if data.startswith(b"\xff\xd8"):
-        parse_jpeg(data, lambda size: _check_dimensions(size, limits))
+        verify_jpeg_bytes(data, parse_jpeg(data, lambda size: _check_dimensions(size, limits)))
     elif data.startswith(b"\x89PNG\r\n\x1a\n"):
         parse_png(data, lambda size: _check_dimensions(size, limits))
     else:
@@ -265,6 +273,7 @@ def _from_bytes(data: bytes, limits: ImageLimits, verify_by_decoding: bool = Fal
 
 def _from_jpeg(data: bytes, limits: ImageLimits, verify_by_decoding: bool = False) -> Payload:
     info = parse_jpeg(data, lambda size: _check_dimensions(size, limits))
+    verify_jpeg_bytes(data, info)
     orientation = _orientation(info.exif)
     # Only the clean path keeps the input's entropy data for the decode to verify; every other path decodes
     # with Pillow (which tolerates damage) and re-encodes, so it is checked here.

@@ -2,7 +2,8 @@
 
 Tests that read the HAM10000 images are found from their code (see ``tests_helpers.needs_ham10000``) and marked
 ``ham10000``; without the data folder they are skipped with a reason naming how to get it, and under ``CI=true``
-the run fails at collection instead, so CI can never pass by skipping them.
+the run fails at collection instead, so CI can never pass by skipping them. Tests marked ``project_data`` pin
+figures of the project's own data folder: on the dev split a fetch derives they are skipped the same way.
 """
 
 from __future__ import annotations
@@ -11,11 +12,23 @@ import os
 from pathlib import Path
 
 import pytest
-from tests_helpers import HOW_TO_GET_DATA, data_available, dev_image, dev_rows, is_data_path, needs_ham10000
+from tests_helpers import (
+    HOW_TO_GET_DATA,
+    HOW_TO_GET_PROJECT_DATA,
+    PROJECT_SPLIT,
+    data_available,
+    dev_image,
+    dev_rows,
+    is_data_path,
+    needs_ham10000,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ham10000: reads the HAM10000 dev images ($DERM_CLOUD_DATA or ../shared/data)")
+    config.addinivalue_line(
+        "markers", "project_data: pins figures of the project's data folder (its 1,321-image dev split), not a fetch's"
+    )
 
 
 def _item_needs_data(item: pytest.Item) -> bool:
@@ -38,11 +51,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if marked and not data_available() and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         # CI must test on the real images: a missing data folder there is a broken set-up, not a reason to skip.
         raise pytest.UsageError(f"CI=true and {len(marked)} selected tests {HOW_TO_GET_DATA}")
+    pinned = [item for item in items if item.get_closest_marker("project_data")]
+    if pinned and data_available() and not PROJECT_SPLIT and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        raise pytest.UsageError(f"CI=true and {len(pinned)} selected tests {HOW_TO_GET_PROJECT_DATA}")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("ham10000") and not data_available():
         pytest.skip(HOW_TO_GET_DATA)
+    if item.get_closest_marker("project_data") and data_available() and not PROJECT_SPLIT:
+        pytest.skip(HOW_TO_GET_PROJECT_DATA)
 
 
 @pytest.fixture(scope="session")

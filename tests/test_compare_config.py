@@ -210,5 +210,12 @@ def test_cli_reports_bad_key_and_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["compare", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"{path}:7: dataset.limmit: unknown key (did you mean 'limit'?)" in err
+    # --check loads the dataset too: give data/dev.csv two labelled images.
+    from derm_cloud.models.sklesion_verify import generated_lesion_images
+
+    images = generated_lesion_images(tmp_path / "data", 2)
+    rows = "".join(f"{p.stem},nv,{p.name}\n" for p in images)
+    (tmp_path / "data" / "dev.csv").write_text("image_id,dx,file\n" + rows)
     assert main(["compare", str(write(tmp_path, GOOD, "ok.toml")), "--check"]) == 0
-    assert "config OK: 2 backends" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "config OK: 2 backends" in out and "dataset OK: 2 images, 2 labelled" in out

@@ -138,6 +138,13 @@ def ham_rows(n: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def published_rows(source: DatasetSource, name: str) -> int:
+    """The row count the catalogue states for one of ``source``'s CSVs."""
+    rows = next(f.rows for f in source.files if f.name == name)
+    assert rows is not None
+    return rows
+
+
 # --- each source, in its real layout -------------------------------------------------------------------------------
 # A builder serves the source's files and returns (the catalogue entry adjusted to the test files, the big file to
 # cut / corrupt, {label: count} expected after loading, images expected).
@@ -145,8 +152,19 @@ def ham_rows(n: int) -> list[dict[str, Any]]:
 
 def build_ham10000(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
     rows = ham_rows(6)
-    part1 = zipped({f"{r['image_id']}.jpg": r["data"] for r in rows[:3]})
-    part2 = zipped({f"{r['image_id']}.jpg": r["data"] for r in rows[3:]})
+    serve_ham10000(m, rows)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["dx"]] = counts.get(r["dx"], 0) + 1
+    return source, "/m/dataverse.harvard.edu/api/access/datafile/1", counts, 6
+
+
+def serve_ham10000(m: Mirror, rows: list[dict[str, Any]]) -> None:
+    """HAM10000 as Harvard Dataverse serves it: the JSON file listing (with each file's MD5) and the three files,
+    HAM10000_images_part_1.zip and _part_2.zip (JPEGs at the archive's root) and the metadata CSV."""
+    half = len(rows) // 2
+    part1 = zipped({f"{r['image_id']}.jpg": r["data"] for r in rows[:half]})
+    part2 = zipped({f"{r['image_id']}.jpg": r["data"] for r in rows[half:]})
     header = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization", "dataset"]
     meta = csv_bytes(header, [[r["lesion_id"], r["image_id"], r["dx"], r["dx_type"], r["age"], r["sex"],
                                r["localization"], "vidir_modern"] for r in rows])  # fmt: skip
@@ -158,10 +176,6 @@ def build_ham10000(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str
         data_file = {"id": i, "filename": name, "md5": hashlib.md5(body).hexdigest()}
         listing.append({"dataFile": {**data_file, **({"originalFileName": "HAM10000_metadata.csv"} if i == 3 else {})}})
     m.put(f"{server}/api/datasets/:persistentId/", json.dumps({"data": {"latestVersion": {"files": listing}}}).encode())
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["dx"]] = counts.get(r["dx"], 0) + 1
-    return source, "/m/dataverse.harvard.edu/api/access/datafile/1", counts, 6
 
 
 def build_pad(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
@@ -185,9 +199,14 @@ def build_isic2019(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str
     images = zipped({f"ISIC_2019_Training_Input/{r['image_id']}.jpg": r["data"] for r in rows})
     cols = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
     code = {"mel": "MEL", "nv": "NV", "bcc": "BCC", "akiec": "AK", "bkl": "BKL", "df": "DF", "vasc": "VASC"}
-    truth = csv_bytes(["image", *cols], [[r["image_id"], *[float(code[r["dx"]] == c) for c in cols]] for r in rows])
+    # As many rows as the real CSVs have (the fetch checks the count the catalogue states); the rows without an
+    # image in the archive are left out of the manifest, as they would be for a partial copy.
+    filler = [f"ISIC_{9500000 + i}" for i in range(published_rows(source, "ISIC_2019_Training_GroundTruth.csv") - 5)]
+    truth = csv_bytes(["image", *cols], [[r["image_id"], *[float(code[r["dx"]] == c) for c in cols]] for r in rows]
+                      + [[i, *[float(c == "UNK") for c in cols]] for i in filler])  # fmt: skip
     meta = csv_bytes(["image", "age_approx", "anatom_site_general", "lesion_id", "sex"],
-                     [[r["image_id"], r["age"], "anterior torso", r["lesion_id"], r["sex"]] for r in rows])  # fmt: skip
+                     [[r["image_id"], r["age"], "anterior torso", r["lesion_id"], r["sex"]] for r in rows]
+                     + [[i, "", "", "", ""] for i in filler])  # fmt: skip
     for f, body in zip(source.files, (images, truth, meta), strict=True):
         m.put(str(f.url), body)
     counts: dict[str, int] = {}
@@ -202,9 +221,11 @@ def build_isic2020(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str
     diagnoses = ["melanoma", "nevus", "unknown", "seborrheic keratosis", "unknown"]
     header = ["image_name", "patient_id", "lesion_id", "sex", "age_approx", "anatom_site_general_challenge",
               "diagnosis", "benign_malignant", "target"]  # fmt: skip
+    filler = [f"ISIC_{9500000 + i}" for i in range(published_rows(source, "ISIC_2020_Training_GroundTruth_v2.csv") - 5)]
     truth = csv_bytes(header, [[i, f"IP_{k}", f"IL_{k}", "female", 45, "torso", d,
                                 "malignant" if d == "melanoma" else "benign", int(d == "melanoma")]
-                               for k, (i, d) in enumerate(zip(ids, diagnoses, strict=True))])  # fmt: skip
+                               for k, (i, d) in enumerate(zip(ids, diagnoses, strict=True))]
+                      + [[i, "IP_0", "", "", "", "", "unknown", "benign", 0] for i in filler])  # fmt: skip
     for f, body in zip(source.files, (images, truth), strict=True):
         m.put(str(f.url), body)
     return source, mirror_url(str(source.files[0].url), "/m"), {"mel": 1, "nv": 1, "bkl": 1}, 5

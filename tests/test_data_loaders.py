@@ -56,6 +56,7 @@ def _one_per_class(n_each: int = 2) -> list[dict[str, str]]:
 # --- dev.csv -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.project_data
 def test_dev_csv_loads_every_row_with_labels_and_metadata(dev: Dataset) -> None:
     rows = dev_rows()
     assert len(dev) == len(rows) == 1321
@@ -76,6 +77,7 @@ def test_dev_csv_loads_every_row_with_labels_and_metadata(dev: Dataset) -> None:
     assert first.read_bytes() == dev_image(rows[0]).read_bytes()
 
 
+@pytest.mark.project_data
 def test_describe_counts_lesions_and_metadata(dev: Dataset) -> None:
     rows = dev_rows()
     d = dev.describe()
@@ -254,6 +256,7 @@ def _manifest(tmp_path: Path, header: list[str], rows: list[list[str]]) -> Path:
     return path
 
 
+@pytest.mark.project_data
 def test_manifest_errors_name_the_column_file_and_fix(tmp_path: Path) -> None:
     img = dev_image(dev_rows(1)[0])
     with pytest.raises(ConfigError, match=r"no image column; add a 'file'.*Columns found: name, dx"):
@@ -288,6 +291,7 @@ def test_canonical_label_covers_codes_names_and_marmal88_strings() -> None:
         Sample("a", Path("a.jpg"), "melanoma")
 
 
+@pytest.mark.project_data
 def test_overlap_warning_for_ham_trained_models(dev: Dataset) -> None:
     warning = dataset_overlap_warning({"training_data": "HAM10000"}, dev)
     assert warning is not None and "1321 of 1321 evaluation images have HAM10000 ids" in warning

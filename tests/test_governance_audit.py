@@ -42,6 +42,7 @@ def audits() -> tuple:
     return audit_dataset(DEV_CSV, images=False), audit_dataset(HAM_META, images=False)
 
 
+@pytest.mark.project_data
 def test_class_mix_and_images_per_lesion_equal_pandas(audits: tuple, dev: pd.DataFrame, ham: pd.DataFrame) -> None:
     for audit, frame in zip(audits, (dev, ham), strict=True):
         counts = frame["dx"].value_counts()
@@ -64,6 +65,7 @@ def test_class_mix_and_images_per_lesion_equal_pandas(audits: tuple, dev: pd.Dat
     assert dev_audit.images_available == 1321 and dev_audit.images_checked == 0
 
 
+@pytest.mark.project_data
 def test_comparison_reports_the_class_mix_difference(audits: tuple, dev: pd.DataFrame, ham: pd.DataFrame) -> None:
     comparison = compare_audits(*audits)
     dev_share, ham_share = dev["dx"].value_counts(normalize=True), ham["dx"].value_counts(normalize=True)
@@ -121,6 +123,7 @@ def test_marmal88_style_export_has_more_rows_than_images_and_the_audit_says_why(
     assert comparison.overlap["image_ids_in_both"] == 10015
 
 
+@pytest.mark.project_data
 def test_image_checks_find_a_re_encoded_copy_and_estimate_skin_tone(tmp_path: Path) -> None:
     # Two pairs of different lesions that pHash alone calls near-identical (a small dark lesion on plain skin).
     look_alike = {"ISIC_0028869", "ISIC_0029502", "ISIC_0031485", "ISIC_0033152"}
@@ -150,6 +153,7 @@ def test_image_checks_find_a_re_encoded_copy_and_estimate_skin_tone(tmp_path: Pa
     assert capped.images_checked == 10 and capped.duplicates["sampled"]
 
 
+@pytest.mark.project_data
 def test_report_files(audits: tuple, tmp_path: Path) -> None:
     comparison = compare_audits(*audits)
     paths = write_audit_report(list(audits), tmp_path, comparison)

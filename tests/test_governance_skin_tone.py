@@ -142,6 +142,7 @@ def test_fitzpatrick_rejects_non_types(value: object) -> None:
         fitzpatrick_from_metadata(value)
 
 
+@pytest.mark.project_data
 def test_fitzpatrick17k_metadata_counts_match_pandas() -> None:
     import pandas as pd
 

@@ -55,6 +55,7 @@ def test_same_seed_same_set_other_seed_other_set(dev_set) -> None:
     assert set(build_validation_set(shuffled, size=200, seed=0, strata=FAST).selected) == set(dev_set.selected)
 
 
+@pytest.mark.project_data
 def test_every_group_is_covered_and_unfilled_cells_are_the_impossible_ones(dev_set, dev: pd.DataFrame) -> None:
     chosen = dev[dev["image_id"].isin(dev_set.selected)]
     lesions_per_site = dev.groupby("localization")["lesion_id"].nunique()
@@ -78,6 +79,7 @@ def test_every_group_is_covered_and_unfilled_cells_are_the_impossible_ones(dev_s
     assert all(c.reason for c in dev_set.unfilled)
 
 
+@pytest.mark.project_data
 def test_manifest_loads_with_load_dataset_and_report_lists_unfilled(dev_set, tmp_path: Path) -> None:
     out = tmp_path / "val" / "validation.csv"
     dev_set.write_manifest(out, rest_path=tmp_path / "rest.csv")
@@ -141,6 +143,7 @@ def test_one_image_per_lesion_gives_exact_size_and_excludes_siblings() -> None:
     assert set(frame.loc[list(vs.rest), "lesion_id"]).isdisjoint(chosen_lesions)
 
 
+@pytest.mark.project_data
 def test_fraction_and_bad_parameters() -> None:
     vs = build_validation_set(DEV_CSV, holdout_fraction=0.1, seed=0, strata=("label",))
     assert len(vs.selected) == round(1321 * 0.1)

@@ -205,9 +205,10 @@ def test_quality_headline_names_the_one_command_that_fixes_a_default_run() -> No
 
 
 def test_no_labelled_data_means_the_unlabelled_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled = tmp_path / "unlabelled" / "dev.csv"
+    unlabelled.parent.mkdir()
     unlabelled.write_text("image_id,file\nx,x.jpg\n")
-    monkeypatch.setattr(defaults, "_labelled_candidates", lambda: [tmp_path / "missing.csv", unlabelled])
+    monkeypatch.setattr(defaults, "_labelled_candidates", lambda: [tmp_path / "missing", unlabelled.parent])
     assert defaults.find_labelled_data() is None
 
 

@@ -94,6 +94,7 @@ def test_every_backend_agrees_with_local_on_every_accepted_input(
     assert not over, f"backends differ from local-onnx by more than {TOLERANCE}: {over}"
 
 
+@pytest.mark.project_data
 def test_the_model_is_sensitive_enough_for_the_parity_test_to_mean_something(
     backends: dict[str, Classifier], dev_images: list[Path]
 ) -> None:

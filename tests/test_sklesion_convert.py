@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests_helpers import DEV_CSV  # one discovery of the data folder for every test
 
 from derm_cloud.errors import ChecksumMismatchError, ConfigError, ConversionError, DermCloudError, InvalidImageError
 from derm_cloud.models import pypi
@@ -28,8 +29,6 @@ from derm_cloud.models import sklesion as sk
 from derm_cloud.models.sklesion import fetch as sk_fetch
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("DERM_CLOUD_DATA", ROOT.parent / "shared" / "data")).resolve()
-DEV_CSV = DATA_DIR / "ham10000" / "dev.csv"
 
 # Every value of HAM10000's `localization` column, with the group our mapping gives it.
 HAM10000_SITES = {
@@ -227,6 +226,7 @@ def test_nan_age_is_missing_and_bad_ages_are_rejected() -> None:
         sk.encode_metadata(math.inf, "male", "back")
 
 
+@pytest.mark.project_data
 def test_load_verify_set_reads_dev_csv_metadata() -> None:
     paths, metas = _dev_set(limit=5)
     assert len(paths) == len(metas) == 5

@@ -1,10 +1,11 @@
 """Helpers shared by test modules (importable as `tests_helpers` because pytest puts tests/ on sys.path).
 
-Images come from ``$DERM_CLOUD_DATA`` or else ``../shared/data`` beside the repo (HAM10000, Tschandl et al. 2018,
-CC BY-NC 4.0) and are never copied here. A test that needs them is found by :func:`needs_ham10000` (it, one of its
-fixtures or a helper it calls refers to a path in the data folder or to one of the helpers below) and marked
-``ham10000`` by ``conftest.py``, which skips it, naming how to get the data, when the folder is missing, except
-under ``CI=true``, where a missing folder fails the run.
+Images come from ``$DERM_CLOUD_DATA``, else ``../shared/data`` beside the repo, else the copy that
+``derm-cloud data fetch ham10000`` put in the derm-cloud cache (HAM10000, Tschandl et al. 2018, CC BY-NC 4.0), and
+are never copied here. A test that needs them is found by :func:`needs_ham10000` (it, one of its fixtures or a
+helper it calls refers to a path in the data folder or to one of the helpers below) and marked ``ham10000`` by
+``conftest.py``, which skips it, naming how to get the data, when the folder is missing, except under ``CI=true``,
+where a missing folder fails the run.
 """
 
 from __future__ import annotations
@@ -18,12 +19,36 @@ from types import CodeType
 from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("DERM_CLOUD_DATA") or ROOT.parent / "shared" / "data").resolve()
+
+
+def _data_dir() -> Path:
+    """``$DERM_CLOUD_DATA``; else ``../shared/data``; else the datasets `derm-cloud data fetch` put in the cache."""
+    if env := os.environ.get("DERM_CLOUD_DATA"):
+        return Path(env).expanduser().resolve()
+    shared = ROOT.parent / "shared" / "data"
+    if (shared / "ham10000" / "dev.csv").is_file():
+        return shared.resolve()
+    from derm_cloud.models.cache import cache_dir
+
+    fetched = cache_dir() / "datasets"  # `derm-cloud data fetch ham10000` writes ham10000/dev.csv there
+    return fetched.resolve() if (fetched / "ham10000" / "dev.csv").is_file() else shared.resolve()
+
+
+DATA_DIR = _data_dir()
 DEV_CSV = DATA_DIR / "ham10000" / "dev.csv"
 HOW_TO_GET_DATA = (
-    f"needs the HAM10000 dev split, not found at {DEV_CSV}: fetch the images with `derm-cloud data fetch ham10000` "
-    "and set DERM_CLOUD_DATA to a folder holding ham10000/dev.csv (or put the project's shared/data folder beside "
-    "the repo as ../shared/data)"
+    f"needs the HAM10000 dev split, not found at {DEV_CSV}: run `derm-cloud data fetch ham10000` (it writes "
+    "ham10000/dev.csv into the derm-cloud cache, where the tests find it), or set DERM_CLOUD_DATA to a folder "
+    "holding ham10000/dev.csv (the project's shared/data folder beside the repo is found as ../shared/data)"
+)
+#: Whether DEV_CSV is the project's own split (1,321 images) rather than the split `derm-cloud data fetch ham10000`
+#: derives by rule (derm_cloud.data.dev_split; a fetched folder holds SOURCE.json). Tests marked ``project_data``
+#: pin figures of the project's data folder and need it.
+PROJECT_SPLIT = DEV_CSV.is_file() and not (DEV_CSV.parent / "SOURCE.json").is_file()
+HOW_TO_GET_PROJECT_DATA = (
+    f"pins figures of the project's own data folder (ham10000/dev.csv with 1,321 images, fitzpatrick17k/), and "
+    f"{DEV_CSV} is the dev split a fetch derived by rule: set DERM_CLOUD_DATA to the project's shared/data "
+    "folder to run it"
 )
 
 _F = TypeVar("_F", bound=Callable[..., Any])

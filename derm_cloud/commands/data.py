@@ -38,9 +38,16 @@ def register(sub: Any) -> None:
     f.add_argument(
         "--mirror",
         help="base URL replacing every host: https://HOST/PATH is fetched from MIRROR/HOST/PATH "
-        "(default $DERM_CLOUD_DATA_MIRROR)",
+        "(default $DERM_CLOUD_DATA_MIRROR); for a network without access to the sources",
     )
     f.add_argument("--retries", type=int, default=3, help="extra attempts per file, each resuming (default 3)")
+    f.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds without a byte from a host before an attempt fails and is retried (default 30)",
+    )
     f.add_argument("--limit", type=int, help="fitzpatrick17k: fetch at most N images")
     f.add_argument(
         "--expect-sha256",
@@ -97,6 +104,7 @@ def run_fetch(args: argparse.Namespace) -> int:
         limit=args.limit,
         expect_sha256=pins,
         say=say,
+        stall_timeout=args.stall_timeout,
     )
     for note in result.notes:
         say(f"note: {note}")

@@ -6,14 +6,23 @@ starts again). A cut connection is retried from where it stopped; when the retri
 kept and :class:`~derm_cloud.errors.DownloadError` says that rerunning resumes. Only a complete file whose digest
 matches is renamed into place.
 
+Complete means: as long as the server stated (Content-Length, or the total of a 206's Content-Range, which must
+start at the offset asked for, or no later), and, when no digest is known, passing the file's own check (zip
+CRCs, CSV rows: `derm_cloud.data.integrity`). A body that ended without a stated length and fails that check was
+cut: the next attempt resumes it.
+
 Progress: a tqdm bar when stderr is a terminal, otherwise one plain line at most every ``interval`` seconds
-(CI logs, ``| tee``); ``quiet`` silences both.
+(CI logs, ``| tee``); ``quiet`` silences both. A host that sends nothing is reported every ``interval`` seconds
+("waiting for data") and fails the attempt after ``stall_timeout`` seconds; a failure to connect names what to
+check (DNS, proxy, URL) and ``--mirror``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -23,11 +32,24 @@ from typing import Any
 
 from derm_cloud.errors import ChecksumMismatchError, DownloadError, MissingDependencyError
 
-__all__ = ["Downloaded", "Progress", "download", "file_digest", "mirror_url", "requests_module"]
+__all__ = [
+    "STALL_TIMEOUT_S",
+    "Downloaded",
+    "Progress",
+    "describe_failure",
+    "download",
+    "file_digest",
+    "mirror_url",
+    "network_advice",
+    "requests_module",
+]
 
 _CHUNK = 1 << 20
 _READ = 1 << 16
-_TIMEOUT_S = (15.0, 60.0)  # connect, read: a stalled server fails the attempt instead of hanging
+_CONNECT_TIMEOUT_S = 15.0
+#: Seconds without a byte from the host before an attempt fails (and is retried, resuming): a stalled host is
+#: reported every ``interval`` seconds meanwhile, so the wait is never silent.
+STALL_TIMEOUT_S = 30.0
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -71,6 +93,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.done = 0
         self._start = self._last = time.monotonic()
+        self.last_byte = self._start  # when a byte last arrived (read by the stall watch)
         self._bar: Any = None
         if not quiet and getattr(self.stream, "isatty", lambda: False)():
             try:
@@ -80,6 +103,22 @@ class Progress:
             except ImportError:  # tqdm is optional: fall back to plain lines
                 self._bar = None
 
+    def set_total(self, total: int | None) -> None:
+        """The expected size, once the server has stated it."""
+        self.total = total
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
+    def note(self, text: str) -> None:
+        """A line beside the progress (above the bar in a terminal); nothing when quiet."""
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
     def start_at(self, offset: int) -> None:
         """Count bytes already on disk (a resumed download)."""
         self.done = offset
@@ -88,6 +127,7 @@ class Progress:
 
     def update(self, n: int) -> None:
         self.done += n
+        self.last_byte = time.monotonic()
         if self.quiet:
             return
         if self._bar is not None:
@@ -142,47 +182,81 @@ def download(
     quiet: bool = False,
     interval: float = 10.0,
     on_retry: Callable[[int, Exception], None] | None = None,
+    check: Callable[[Path], str | None] | None = None,
+    stall_timeout: float = STALL_TIMEOUT_S,
+    stream: Any = None,
 ) -> Downloaded:
     """Download ``url`` to ``dest``, resuming a ``dest.part`` left by an earlier attempt.
+
+    Completeness is established by what the server states (Content-Length, or the total of a 206's
+    Content-Range, which must start at the offset asked for), then by the digest when one is known, and otherwise
+    by ``check``: a body without a stated length that fails it is treated as cut and resumed; one whose length
+    was stated is damaged and deleted.
 
     Args:
         url: http(s) URL.
         dest: final path; its folder is created.
         sha256: expected SHA-256 (hex); checked before ``dest`` is written.
         md5: expected MD5, when that is all the source publishes (Dataverse).
-        retries: extra attempts after a cut connection or a 5xx, each resuming where the last stopped.
+        retries: extra attempts after a cut connection, a stall or a 5xx, each resuming where the last stopped.
         quiet: no progress output.
-        interval: seconds between plain progress lines when stderr is not a terminal.
-        on_retry: called with (attempt, error) before each retry.
+        interval: seconds between plain progress lines (and "waiting for data" lines while the host is silent).
+        on_retry: called with (attempt, error) before each retry (default: a line on ``stream`` unless quiet).
+        check: the file's own integrity check when no digest is known (zip CRCs, CSV rows): returns what is
+            wrong, or ``None``; see `derm_cloud.data.integrity.integrity_check`.
+        stall_timeout: seconds without a byte from the host before the attempt fails (and is retried).
+        stream: where progress and retry lines go (default stderr).
 
     Raises:
-        DownloadError: HTTP error or connection failure after the retries (the ``.part`` file is kept).
+        DownloadError: unreachable host, HTTP error, stall or cut connection after the retries (the ``.part`` file
+            is kept and the same command resumes), or a complete file that fails ``check`` (deleted).
         ChecksumMismatchError: the complete file has another digest (the ``.part`` file is deleted, so the next
             attempt starts clean).
     """
     requests = requests_module()
     import urllib3
 
+    stream = stream or sys.stderr
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     first_offset = part.stat().st_size if part.exists() else 0
+    verify = None if (sha256 or md5) else check  # a matching digest says more than any structural check
     session = requests.Session()
     attempt = 0
     try:
         while True:
             try:
-                _fetch_into(session, url, part, quiet=quiet, interval=interval, label=dest.name)
+                stated = _fetch_into(
+                    session, url, part, quiet=quiet, interval=interval, label=dest.name,
+                    stall_timeout=stall_timeout, stream=stream,
+                )  # fmt: skip
+                problem = verify(part) if verify is not None else None
+                if problem is not None and stated is None:
+                    raise _RetryableError(f"the body ended after {part.stat().st_size} bytes and is incomplete "
+                                          f"({problem}); the server stated no length")  # fmt: skip
+                if problem is not None:
+                    part.unlink()
+                    raise _DamagedError(
+                        f"{dest.name} from {url} is damaged ({problem}) although its length matches what the server "
+                        f"stated; it was deleted. Run the same command again to download it anew, or fetch from "
+                        f"another copy with --mirror URL"
+                    )
                 break
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, _RetryableError) as exc:
+                if isinstance(exc, _DamagedError):
+                    raise DownloadError(str(exc)) from None
                 if isinstance(exc, _FatalError) or attempt >= retries:
                     have = part.stat().st_size if part.exists() else 0
                     raise DownloadError(
-                        f"downloading {dest.name} from {url} failed: {exc}. {have} bytes are kept in {part}; "
-                        "run the same command again to resume"
+                        f"downloading {dest.name} from {url} failed: {describe_failure(exc, url, stall_timeout)}. "
+                        f"{have} bytes are kept in {part}; run the same command again to resume"
                     ) from exc
                 attempt += 1
                 if on_retry is not None:
                     on_retry(attempt, exc)
+                elif not quiet:
+                    print(f"{dest.name}: {describe_failure(exc, url, stall_timeout, advice=False)}; retry {attempt} of "
+                          f"{retries}, resuming", file=stream, flush=True)  # fmt: skip
                 time.sleep(min(0.5 * 2.0 ** (attempt - 1), 10.0))  # brief backoff: a cut rarely heals instantly
     finally:
         session.close()
@@ -199,8 +273,63 @@ def download(
     return Downloaded(dest, actual, dest.stat().st_size, first_offset)
 
 
+def network_advice(url: str, *, stalled: bool = False) -> str:
+    """What to check when ``url``'s host cannot be reached (or stops sending), and the way around it (a mirror)."""
+    host = (urllib.parse.urlsplit(url).hostname or url).strip("[]")
+    mirror = (
+        "or fetch from a copy with --mirror URL (or $DERM_CLOUD_DATA_MIRROR), which serves https://HOST/PATH as "
+        "URL/HOST/PATH"
+    )
+    if stalled:
+        return (
+            f"{host} accepted the connection but stopped sending: rerun later (the download resumes), raise "
+            f"--stall-timeout on a slow link, check any proxy ($HTTPS_PROXY / $HTTP_PROXY), {mirror}"
+        )
+    return (
+        f"check the network connection, DNS (does {host} resolve?), any proxy ($HTTPS_PROXY / $HTTP_PROXY) and "
+        f"that the URL is right; {mirror}"
+    )
+
+
+def describe_failure(
+    exc: BaseException, url: str, stall_timeout: float = STALL_TIMEOUT_S, *, advice: bool = True
+) -> str:
+    """One line for a failed attempt: what happened, in words, and (for network failures) what to check."""
+    requests = requests_module()
+    import urllib3
+
+    host = urllib.parse.urlsplit(url).netloc or url
+    stalled = False
+    if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(exc, requests.exceptions.ReadTimeout):
+        text = f"cannot reach {host} ({_root_reason(exc)})"
+    elif isinstance(exc, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+        text, stalled = f"{host} sent no data for {stall_timeout:g} s (stalled)", True
+    elif isinstance(exc, requests.exceptions.Timeout):
+        text = f"cannot reach {host} (no answer to the connection attempt)"
+    else:
+        return str(exc)
+    return f"{text}; {network_advice(url, stalled=stalled)}" if advice else text
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The innermost cause of a connection failure, without the pool's wrapping ("Connection refused")."""
+    seen: BaseException | None = exc
+    text = str(exc)
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return str(seen.strerror)
+        text = str(seen) or text
+        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = seen.__cause__ or seen.__context__ or inner
+    for marker in ("Name or service not known", "Temporary failure in name resolution", "Connection refused",
+                   "Network is unreachable", "timed out", "ProxyError", "SSL"):  # fmt: skip
+        if marker in text:
+            return marker
+    return text.split(": ")[-1][:200]
+
+
 class _RetryableError(Exception):
-    """A failure worth another attempt (5xx, short body)."""
+    """A failure worth another attempt (5xx, short body, misplaced range)."""
 
     wait = True
 
@@ -209,33 +338,108 @@ class _FatalError(_RetryableError):
     """A failure no retry fixes (4xx other than 416)."""
 
 
-def _fetch_into(session: Any, url: str, part: Path, *, quiet: bool, interval: float, label: str) -> None:
+class _DamagedError(_FatalError):
+    """A file of the stated length that fails its own check: deleted, so nothing is left to resume."""
+
+
+class _Silence:
+    """Prints "waiting for data" every ``interval`` s while no byte arrives, so a stalled host is visible."""
+
+    def __init__(self, progress: Progress, host: str, stall_timeout: float, interval: float) -> None:
+        self.progress, self.host, self.stall_timeout = progress, host, stall_timeout
+        self.interval = max(0.05, interval)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="derm-cloud-download-watch", daemon=True)
+
+    def __enter__(self) -> _Silence:
+        if not self.progress.quiet:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            silent = time.monotonic() - self.progress.last_byte
+            if silent >= self.interval:
+                self.progress.note(f"{self.progress.label}: waiting for data from {self.host}: nothing for "
+                                   f"{silent:.0f} s (gives up after {self.stall_timeout:g} s)")  # fmt: skip
+
+
+_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+def _fetch_into(
+    session: Any, url: str, part: Path, *, quiet: bool, interval: float, label: str, stall_timeout: float, stream: Any
+) -> int | None:
+    """One attempt: append what the server sends to ``part``; returns the file size the server stated, if any."""
     offset = part.stat().st_size if part.exists() else 0
     headers = (
         {"Range": f"bytes={offset}-", "Accept-Encoding": "identity"} if offset else {"Accept-Encoding": "identity"}
     )
-    with session.get(url, headers=headers, stream=True, timeout=_TIMEOUT_S, allow_redirects=True) as resp:
+    host = urllib.parse.urlsplit(url).netloc
+    progress = Progress(label, None, quiet=quiet, interval=interval, stream=stream)
+    with (
+        _Silence(progress, host, stall_timeout, interval),
+        session.get(
+            url, headers=headers, stream=True, timeout=(_CONNECT_TIMEOUT_S, stall_timeout), allow_redirects=True
+        ) as resp,
+    ):
         if resp.status_code == 416 and offset:
-            return  # the .part file already holds the whole body
+            stated = _RANGE_TOTAL.fullmatch(resp.headers.get("Content-Range", ""))
+            if stated and int(stated.group(1)) != offset:
+                part.unlink()  # the server's file is not the one this .part was cut from: start again
+                raise _RetryableError(f"the server's copy has {stated.group(1)} bytes, the partial file {offset}")
+            return offset if stated else None  # the .part file already holds the whole body
         if resp.status_code >= 500:
             raise _RetryableError(f"HTTP {resp.status_code} from {resp.url}")
         if resp.status_code >= 400:
             raise _FatalError(f"HTTP {resp.status_code} from {resp.url}")
-        resumed = resp.status_code == 206 and offset > 0
-        if not resumed:
-            offset = 0  # the server sent the whole file: start again
         length = resp.headers.get("Content-Length")
-        total = offset + int(length) if length and length.isdigit() else None
-        progress = Progress(label, total, quiet=quiet, interval=interval)
-        progress.start_at(offset)
+        size = int(length) if length and length.isdigit() else None
+        start, total = 0, size  # a 200 to a resume is the whole file: it is written again from byte 0
+        if resp.status_code == 206:
+            start, total = _checked_range(resp.headers.get("Content-Range", ""), offset, size, part)
+        progress.set_total(total)
+        progress.start_at(start)
         try:
-            with part.open("ab" if resumed else "wb") as fh:
-                # read1 hands over whatever arrived before a cut, so a resume loses nothing (iter_content drops
-                # the last partial chunk when the connection breaks).
+            with part.open("r+b" if start else "wb") as fh:
+                fh.truncate(start)  # a 206 may restart before the offset: overwrite, never duplicate
+                fh.seek(start)
+                # read1 hands over whatever arrived before a cut, so a resume loses nothing (iter_content
+                # drops the last partial chunk when the connection breaks).
                 while chunk := resp.raw.read1(_READ):
                     fh.write(chunk)
                     progress.update(len(chunk))
         finally:
             progress.close()
-        if total is not None and part.stat().st_size < total:
-            raise _RetryableError(f"connection closed after {part.stat().st_size} of {total} bytes")
+    have = part.stat().st_size
+    if total is not None and have < total:
+        raise _RetryableError(f"connection closed after {have} of {total} bytes")
+    if total is not None and have > total:
+        part.unlink()
+        raise _RetryableError(f"received {have} bytes, more than the {total} the server stated; starting again")
+    return total
+
+
+_RANGE_TOTAL = re.compile(r"bytes \*/(\d+)")
+
+
+def _checked_range(header: str, offset: int, length: int | None, part: Path) -> tuple[int, int | None]:
+    """Where a 206 body goes and the file's total size, from its Content-Range; a range that cannot be placed
+    (missing, starting past the offset, or disagreeing with Content-Length) discards the partial file."""
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        part.unlink(missing_ok=True)
+        raise _RetryableError(f"a 206 answer without a usable Content-Range ({header!r}); starting again")
+    first, last, total = int(match.group(1)), int(match.group(2)), match.group(3)
+    if first > offset:
+        part.unlink(missing_ok=True)
+        raise _RetryableError(f"the server resumed at byte {first}, not {offset} as asked; starting again")
+    if length is not None and length != last - first + 1:
+        part.unlink(missing_ok=True)
+        raise _RetryableError(f"Content-Range {header!r} disagrees with Content-Length {length}; starting again")
+    return first, (int(total) if total != "*" else None)

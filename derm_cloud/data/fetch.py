@@ -31,7 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from derm_cloud.data.download import download, file_digest, mirror_url, requests_module
+from derm_cloud.data.download import (
+    STALL_TIMEOUT_S,
+    describe_failure,
+    download,
+    file_digest,
+    mirror_url,
+    network_advice,
+    requests_module,
+)
+from derm_cloud.data.integrity import integrity_check
 from derm_cloud.errors import ConfigError, DownloadError, MissingDependencyError
 
 __all__ = [
@@ -41,6 +50,7 @@ __all__ = [
     "catalogue",
     "datasets_dir",
     "fetch_dataset",
+    "integrity_check",
     "lookup_source",
 ]
 
@@ -60,6 +70,7 @@ class SourceFile:
     pattern: str = "*"
     sha256: str | None = None
     extract: str | None = None
+    rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,7 @@ def fetch_dataset(
     limit: int | None = None,
     expect_sha256: Mapping[str, str] | None = None,
     say: Callable[[str], None] = print,
+    stall_timeout: float = STALL_TIMEOUT_S,
 ) -> FetchResult:
     """Download, verify, unpack and lay out one catalogue dataset.
 
@@ -158,10 +170,12 @@ def fetch_dataset(
         limit: Fitzpatrick17k only: download at most this many images.
         expect_sha256: ``{file name: digest}`` pins for files the catalogue has no digest for.
         say: where status lines go (``print``; a no-op when quiet).
+        stall_timeout: seconds without a byte from a host before an attempt fails and is retried.
 
     Raises:
         ConfigError: unknown name, or a dataset that needs manual steps (the message holds them).
-        DownloadError: a download failed after its retries; rerunning resumes.
+        DownloadError: a download failed after its retries (rerunning resumes; the message names what to check
+            and ``--mirror``), or a file without a published digest fails its own integrity check.
         ChecksumMismatchError: a file does not have its pinned or published digest.
     """
     source = name if isinstance(name, DatasetSource) else lookup_source(name)
@@ -177,11 +191,16 @@ def fetch_dataset(
     for entry in source.files:
         for name_, url, pinned, md5 in _resolve(entry, mirror, expect_sha256 or {}):
             target = folder / "downloads" / name_
-            done = _already_there(target, seen.get(name_), pinned)
+            check = integrity_check(entry, name_)
+            done = _already_there(target, seen.get(name_), pinned, check)
             if done is not None:
                 result.files.append({**done, "name": name_, "url": url})  # complete and verified on an earlier run
             else:
-                got = download(url, target, sha256=pinned, md5=md5, retries=retries, quiet=quiet)
+                say(f"{name_}: downloading from {urllib.parse.urlsplit(url).netloc}")
+                got = download(
+                    url, target, sha256=pinned, md5=md5, retries=retries, quiet=quiet, check=check,
+                    stall_timeout=stall_timeout,
+                )  # fmt: skip
                 info = {"name": name_, "url": url, "size": got.size, "sha256": got.sha256, "pinned": bool(pinned)}
                 result.files.append(info)
                 if not pinned:
@@ -200,9 +219,15 @@ def fetch_dataset(
     return result
 
 
-def _already_there(target: Path, seen: Mapping[str, Any] | None, pinned: str | None) -> dict[str, Any] | None:
+def _already_there(
+    target: Path, seen: Mapping[str, Any] | None, pinned: str | None, check: Callable[[Path], str | None] | None
+) -> dict[str, Any] | None:
     """The record of a complete earlier download of ``target``, or ``None`` when it must be downloaded."""
     if not target.is_file():
+        return None
+    if seen is None and not pinned and check is not None and check(target) is not None:
+        # No record of a finished fetch and no digest: an older fetch may have kept a cut file. Resume it.
+        target.replace(target.with_name(target.name + ".part"))
         return None
     digest = seen["sha256"] if seen and seen.get("size") == target.stat().st_size else file_digest(target)
     if pinned and digest != pinned.lower():
@@ -248,8 +273,15 @@ def _resolve_dataverse(
         resp = requests.get(listing, timeout=(15, 60))
         resp.raise_for_status()
         files = resp.json()["data"]["latestVersion"]["files"]
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise DownloadError(
+            f"cannot list the files of {dv['doi']} at {listing}: {describe_failure(exc, listing)}; then rerun"
+        ) from exc
     except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
-        raise DownloadError(f"cannot list the files of {dv['doi']} at {listing}: {exc}; rerun to retry") from exc
+        raise DownloadError(
+            f"cannot list the files of {dv['doi']} at {listing}: {exc}; the answer is not a Dataverse file listing: "
+            "check the URL, a proxy that rewrites answers, or the --mirror URL (it must serve MIRROR/HOST/PATH)"
+        ) from exc
     for f in files:
         data_file = f.get("dataFile", {})
         if dv["filename"] in (data_file.get("filename"), data_file.get("originalFileName")):
@@ -278,7 +310,7 @@ def _resolve_hf(
             HfApi(endpoint=endpoint).list_repo_tree(repo, repo_type="dataset", revision=entry.revision, recursive=True)
         )
     except Exception as exc:  # the hub client raises its own tree of errors; one message for all of them
-        raise DownloadError(f"cannot list {repo} on {endpoint}: {exc}; rerun to retry") from exc
+        raise DownloadError(f"cannot list {repo} on {endpoint}: {exc}; {network_advice(endpoint)}; then rerun") from exc
     out: list[tuple[str, str, str | None, str | None]] = []
     for item in tree:
         path = getattr(item, "path", "")

@@ -1,6 +1,7 @@
 """Turn each source's own files into a layout :func:`~derm_cloud.data.load_dataset` reads.
 
-HAM10000 and the parquet shards are read as they come. The others get a ``manifest.csv`` (``file`` relative to
+HAM10000 and the parquet shards are read as they come (HAM10000 also gets ``dev.csv``, a development split
+derived from its metadata: `derm_cloud.data.dev_split`). The others get a ``manifest.csv`` (``file`` relative to
 the manifest, ``image_id``, ``label`` as a HAM10000 code or empty, ``age``, ``sex``, ``site``, ``fitzpatrick``,
 ``lesion_id``, plus the source's own diagnosis) written from the source's metadata; the label mappings are
 stated in the catalogue's ``note`` of each dataset.
@@ -66,7 +67,15 @@ def prepare(
     if layout == "ham10000":
         # A copy, not a move: the download stays where a rerun finds it complete.
         shutil.copyfile(_need(downloads / "HAM10000_metadata.csv"), folder / "HAM10000_metadata.csv")
-        return []
+        from derm_cloud.data.dev_split import write_dev_split
+
+        written = write_dev_split(folder)
+        if written is None:
+            return []
+        return [
+            f"dev.csv: a lesion-level development split of {written[1]} images (one per lesion), derived from the "
+            "metadata by a fixed rule (SHA-256 of the lesion id): what `derm-cloud compare` and the tests use"
+        ]
     if layout == "parquet":
         return []  # the shards are read where they were downloaded
     if layout == "pad-ufes-20":

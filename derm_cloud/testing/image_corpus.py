@@ -1,7 +1,9 @@
 """Image corpora built at test time from one real image: every accepted input kind, and damaged JPEGs.
 
 Nothing is stored: the corpora are derived from an image the caller reads (a HAM10000 file, which stays in the
-shared data folder), with a seeded generator, so a failing case can be rebuilt exactly.
+shared data folder), with a seeded generator, so a failing case can be rebuilt exactly. ``scan_damage`` and
+``reencodings`` feed ``benchmarks/jpeg_damage.py`` and its tests; ``synthetic_photos`` are clean non-dermoscopy
+images (flat backgrounds, gradients, a straight horizontal edge) that a damage check must not refuse.
 """
 
 from __future__ import annotations
@@ -14,7 +16,19 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image
 
-__all__ = ["accepted_inputs", "damaged_jpegs", "png_16bit_rgb"]
+__all__ = [
+    "SCAN_DAMAGE",
+    "accepted_inputs",
+    "copy_block",
+    "damaged_jpegs",
+    "flip_bit",
+    "png_16bit_rgb",
+    "reencodings",
+    "scan_damage",
+    "scan_span",
+    "synthetic_photos",
+    "zero_block",
+]
 
 
 def _save(img: Image.Image, fmt: str, **options: object) -> bytes:
@@ -108,3 +122,111 @@ def _flip(data: bytes, pos: int, bit: int) -> bytes:
     out = bytearray(data)
     out[pos] ^= 1 << bit
     return bytes(out)
+
+
+# --- damage inside the entropy-coded data, as disks, copies and downloads make it --------------------------
+
+#: Kinds made by :func:`scan_damage`, with how many of each per image.
+SCAN_DAMAGE = {"zero512": 2, "zero4096": 1, "sector-copy": 2, "bit-flip": 4, "cut": 1, "cut+eoi": 1}
+
+
+def scan_span(jpeg: bytes) -> tuple[int, int]:
+    """Offsets of the first entropy-coded byte and of the end-of-image marker."""
+    return _scan_start(jpeg), len(jpeg) - 2
+
+
+def _offset(jpeg: bytes, at: float, size: int = 0) -> int:
+    start, end = scan_span(jpeg)
+    return start + int(at * (end - size - start))
+
+
+def zero_block(jpeg: bytes, at: float, size: int = 512) -> bytes:
+    """``size`` bytes of the scan zeroed from ``at`` (0-1, a fraction of the scan): a lost sector or packet."""
+    pos = _offset(jpeg, at, size)
+    return jpeg[:pos] + bytes(size) + jpeg[pos + size :]
+
+
+def copy_block(jpeg: bytes, at: float, source: float, size: int = 512) -> bytes:
+    """``size`` bytes of the scan at ``at`` overwritten with the bytes at ``source``: a misplaced sector."""
+    pos, src = _offset(jpeg, at, size), _offset(jpeg, source, size)
+    return jpeg[:pos] + jpeg[src : src + size] + jpeg[pos + size :]
+
+
+def flip_bit(jpeg: bytes, at: float, bit: int) -> bytes:
+    """One bit of the scan flipped at ``at``."""
+    return _flip(jpeg, _offset(jpeg, at, 1), bit)
+
+
+def scan_damage(jpeg: bytes, seed: int) -> Iterator[tuple[str, bytes]]:
+    """Seeded damage to a JPEG's entropy-coded data: ``(kind, bytes)``, as many of each kind as SCAN_DAMAGE says.
+
+    Kinds: ``zero512``/``zero4096`` (a block zeroed), ``sector-copy`` (512 bytes from elsewhere in the scan),
+    ``bit-flip``, ``cut`` (the file ends early) and ``cut+eoi`` (the same, closed with a forged FF D9).
+    """
+    rng = np.random.default_rng(seed)
+    start, end = scan_span(jpeg)
+    for kind, count in SCAN_DAMAGE.items():
+        for _ in range(count):
+            at = float(rng.uniform(0.02, 0.98))
+            if kind == "zero512":
+                yield kind, zero_block(jpeg, at)
+            elif kind == "zero4096":
+                yield kind, zero_block(jpeg, at, min(4096, (end - start) // 4))
+            elif kind == "sector-copy":
+                yield kind, copy_block(jpeg, at, float(rng.uniform(0.02, 0.98)))
+            elif kind == "bit-flip":
+                yield kind, flip_bit(jpeg, at, int(rng.integers(0, 8)))
+            else:
+                cut = jpeg[: _offset(jpeg, at)]
+                yield kind, cut + b"\xff\xd9" if kind == "cut+eoi" else cut
+
+
+def _encode(rgb: Image.Image, **options: object) -> bytes:
+    return _save(rgb, "JPEG", **options)
+
+
+def reencodings(jpeg: bytes) -> dict[str, bytes]:
+    """The image re-encoded as other encoders write JPEGs: progressive, optimised tables, restart markers, 4:2:0.
+
+    The original is not included. Progressive and optimised files use image-specific Huffman tables;
+    ``restart`` puts a restart marker after every MCU row (as many cameras do).
+    """
+    rgb = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    return {
+        "progressive": _encode(rgb, quality=90, progressive=True),
+        "optimized": _encode(rgb, quality=90, optimize=True),
+        "restart": _encode(rgb, quality=90, restart_marker_rows=1),
+        "q75-420": _encode(rgb, quality=75, subsampling=2),
+    }
+
+
+def _grey(levels: np.ndarray) -> np.ndarray:
+    return np.dstack([np.clip(levels, 0, 255).astype(np.uint8)] * 3)
+
+
+def synthetic_photos(width: int = 600, height: int = 450) -> dict[str, bytes]:
+    """Clean non-dermoscopy JPEGs that a damage check must accept: flat, smooth and sharply split pictures.
+
+    Flat areas make long zero runs in progressive and optimised files (their tables code a flat block as zero
+    bits); a straight horizontal edge and steep gradients shift whole rows of DC levels at once.
+    """
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rng = np.random.default_rng(0)
+    split = np.where((y < height * 0.53)[..., None], [200, 150, 120], [40, 60, 90]).astype(np.uint8)
+    vignette = np.clip(255 - 1.3 * np.hypot(x - width / 2, y - height / 2), 0, 255)
+    pictures = {
+        "flat-grey": np.full((height, width, 3), 128, np.uint8),
+        "vertical-gradient": _grey(y * 255 / height),
+        "steep-stripes": _grey((y // 24 % 2) * 200 + 20),
+        "horizontal-gradient": _grey(x * 255 / width),
+        "vignette": _grey(vignette),
+        "two-tone-split": split,
+        "sky-and-sea": np.clip(split.astype(np.float32) + rng.normal(0, 3, split.shape), 0, 255).astype(np.uint8),
+    }
+    out: dict[str, bytes] = {}
+    for name, pixels in pictures.items():
+        rgb = Image.fromarray(pixels)
+        out[name] = _encode(rgb, quality=90)
+        out[f"{name}-progressive"] = _encode(rgb, quality=90, progressive=True)
+        out[f"{name}-optimized"] = _encode(rgb, quality=90, optimize=True)
+    return out

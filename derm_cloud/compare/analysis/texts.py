@@ -119,10 +119,13 @@ def quality_headline(quality: Mapping[str, object], default_run: bool) -> str | 
     """
     if quality.get("available"):
         return None
-    if default_run:
-        from derm_cloud.compare.run.defaults import FETCH_LABELLED_COMMAND
+    from derm_cloud.compare.run.defaults import FETCH_LABELLED_COMMAND, HAM10000_DEV_SOURCE
 
+    if default_run:
         fix = f"run `{FETCH_LABELLED_COMMAND}`, then `derm-cloud compare` again"
     else:
-        fix = "rerun with `--dataset LABELLED.csv` (a manifest with a label or dx column)"
+        fix = (
+            "rerun with `--dataset LABELLED.csv` (a manifest with a label or dx column), or with "
+            f"`--dataset {HAM10000_DEV_SOURCE}` after `{FETCH_LABELLED_COMMAND}`"
+        )
     return f"Quality not measured: none of these images has a label. To measure it, {fix}."

@@ -88,7 +88,8 @@ class BackendConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """Where the images come from: `source=None` means the embedded default image set."""
+    """Where the images come from: `source=None` means the embedded default image set, `"ham10000:dev"` the
+    labelled HAM10000 dev split this machine has (`$DERM_CLOUD_DATA`, a fetched copy, `../shared/data`)."""
 
     source: str | None = None
     limit: int | None = None

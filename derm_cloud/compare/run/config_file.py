@@ -9,7 +9,7 @@ output = "reports/sklesion"        # relative paths are relative to the config f
 seed = 0
 
 [dataset]
-source = "../shared/data/ham10000/dev.csv"
+source = "ham10000:dev"            # the HAM10000 dev split on this machine, or a path (folder, CSV, parquet)
 limit = 200                        # a seeded subset; omit for every image
 
 [population]

@@ -189,5 +189,5 @@ TOP_TABLES = ("dataset", "population", "fairness", "metadata", "cost", "scenario
 SCENARIOS = ("quality", "single_stream", "server", "offline", "cold_start")
 # Emulators that host no model (generic label services).
 EMULATORS_WITHOUT_MODEL = frozenset({"google-vision"})
-# Dataset sources that are names, not paths.
-DATASET_SHORT_NAMES = frozenset({"default", "dermapred-example"})
+# Dataset sources that are names, not paths ("ham10000:dev": the labelled HAM10000 dev split this machine has).
+DATASET_SHORT_NAMES = frozenset({"default", "dermapred-example", "ham10000:dev"})

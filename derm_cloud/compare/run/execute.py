@@ -36,6 +36,10 @@ def load_comparison_dataset(cfg: DatasetConfig, seed: int) -> Dataset:
         from derm_cloud.models.example_image import example_image_dir
 
         ds = load_dataset(example_image_dir(), kind="folder", name="dermapred 0.0.3 example image")
+    elif cfg.source == "ham10000:dev":  # wherever this machine has it: $DERM_CLOUD_DATA, a fetch, ../shared/data
+        from derm_cloud.compare.run.defaults import require_labelled_data
+
+        ds = load_dataset(require_labelled_data(), **cfg.options)
     else:
         ds = load_dataset(cfg.source, **cfg.options)
     if len(ds) == 0:
