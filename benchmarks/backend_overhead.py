@@ -149,8 +149,8 @@ def _in_a_child_process(model: Path, stack: ExitStack, kinds: list[str], transpo
 
 
 def _in_this_process(model: Path, stack: ExitStack, kinds: list[str], transport: str) -> list[dict[str, Any]]:
-    from derm_cloud.compare.emulation import start
     from derm_cloud.testing.connect import connection
+    from derm_cloud.testing.launch import start
 
     infos = []
     for kind in kinds:

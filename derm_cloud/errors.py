@@ -162,7 +162,7 @@ class ConversionError(DermCloudError, RuntimeError):
 class RunStoreDamagedError(DermCloudError, RuntimeError):
     """The run store (``runs.sqlite``) is damaged: a truncated file, a broken page or a row that does not decode.
 
-    ``derm-cloud compare --repair`` (:func:`derm_cloud.compare.store_repair.repair_store`) salvages every intact
+    ``derm-cloud compare --repair`` (:func:`derm_cloud.compare.run.store_repair.repair_store`) salvages every intact
     row into a fresh store, keeps the damaged file beside it and reports what it dropped.
     """
 

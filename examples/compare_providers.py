@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model_dir = args.model_dir
         if model_dir == "sklesion":
-            from derm_cloud.compare.defaults import ensure_sklesion
+            from derm_cloud.compare.run.defaults import ensure_sklesion
 
             model_dir = str(ensure_sklesion())
         config = build_config(args.dataset, model_dir, args.out, args.limit, quick=args.quick)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from tests_helpers import dev_image, dev_rows
 
-from derm_cloud.compare.analysis import analyse
-from derm_cloud.compare.config import parse_config
-from derm_cloud.compare.store import RunStore
+from derm_cloud.compare.analysis.analyse import analyse
+from derm_cloud.compare.run.config_file import parse_config
+from derm_cloud.compare.run.results import collect_results
+from derm_cloud.compare.run.store import RunStore
 from derm_cloud.data import load_dataset
 from derm_cloud.taxonomy import CLASS_CODES
 
@@ -82,7 +83,8 @@ def test_backends_are_scored_on_the_common_set_with_their_coverage(tmp_path: Pat
                 "billing": {"sku": "aws.sagemaker.realtime.ml.m5.large"},
             },
         }
-        summary = analyse(store, run, cfg, ds, infos)
+        results = collect_results(store, run, cfg, ds, infos)
+    summary = analyse(results, cfg).to_dict()
     q = summary["quality"]
     assert q["common_set"] == 9
     a, b = q["backends"]["a"], q["backends"]["b"]

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from derm_cloud.cli import main
-from derm_cloud.compare.config import ConfigFileError, load_config, parse_config, toml_line
-from derm_cloud.compare.defaults import DEFAULT_CONFIG_TOML
+from derm_cloud.compare.run.config import ConfigFileError
+from derm_cloud.compare.run.config_file import load_config, parse_config
+from derm_cloud.compare.run.config_lines import toml_line
+from derm_cloud.compare.run.defaults import DEFAULT_CONFIG_TOML
 
 GOOD = """\
 title = "two backends"

@@ -9,15 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from derm_cloud.compare.cost import (
-    BASES,
-    HOURS_PER_MONTH,
-    Measured,
-    PriceCatalogue,
-    backend_cost,
-    break_even_volumes,
-    cost_section,
-)
+from derm_cloud.compare.analysis.cost import HOURS_PER_MONTH, Measured, backend_cost, break_even_volumes, cost_section
+from derm_cloud.compare.run.prices import BASES, PriceCatalogue
 from derm_cloud.errors import ConfigError
 
 

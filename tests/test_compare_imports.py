@@ -1,7 +1,13 @@
-"""The modules of ``derm_cloud.compare`` import each other one way (issue 9 item 8).
+"""The modules of ``derm_cloud.compare`` import each other one way (issue 9 item 8), stage by stage (issue 19).
 
 Lazy imports inside functions count: a circle closed by a function-level import still ties the modules
-together (and breaks when import order changes). Only ``if TYPE_CHECKING:`` blocks are exempt.
+together (and breaks when import order changes). Only ``if TYPE_CHECKING:`` blocks are exempt from the circle
+check; the stage checks below count them too where they say so.
+
+The three stages hand on typed values one way: the run stage (``run/``) hands `RunResults` to the analysis
+(``analysis/``), which hands a `Summary` to the report (``report/``); ``pipeline`` chains them. So ``run``
+imports neither of the others, ``analysis`` never imports ``report``, and ``analysis`` reads the run's rows only
+through `RunResults`, never through the store or the executors.
 """
 
 from __future__ import annotations
@@ -17,7 +23,12 @@ import derm_cloud.compare
 
 PACKAGE = "derm_cloud.compare"
 PACKAGE_DIR = Path(derm_cloud.compare.__file__).parent
-MODULES = sorted(p.stem for p in PACKAGE_DIR.glob("*.py") if p.stem != "__init__")
+#: Every module of the package by its dotted name below ``derm_cloud.compare`` (``run.store``, ``pipeline`` ...).
+MODULES = sorted(
+    ".".join(p.relative_to(PACKAGE_DIR).with_suffix("").parts)
+    for p in PACKAGE_DIR.rglob("*.py")
+    if p.name != "__init__.py"
+)
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -27,25 +38,37 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _runtime_imports(module: str) -> set[str]:
-    """The sibling modules ``module`` imports at run time (module level or inside functions)."""
-    tree = ast.parse((PACKAGE_DIR / f"{module}.py").read_text(encoding="utf-8"))
+def _module_of(dotted: str) -> str | None:
+    """The package module that an import of ``derm_cloud.compare.<dotted>`` loads (longest match)."""
+    parts = dotted.split(".")
+    while parts and ".".join(parts) not in MODULES:
+        parts.pop()
+    return ".".join(parts) or None
+
+
+def _imports(module: str, *, type_checking: bool = False) -> set[str]:
+    """The package modules ``module`` imports (module level or inside functions; with types when asked)."""
+    tree = ast.parse((PACKAGE_DIR / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8"))
     found: set[str] = set()
 
+    def add(dotted: str) -> None:
+        target = _module_of(dotted)
+        if target is not None:
+            found.add(target)
+
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
+        if isinstance(node, ast.If) and _is_type_checking(node) and not type_checking:
             for child in node.orelse:
                 visit(child)
             return
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == PACKAGE:
-                found.update(a.name for a in node.names if a.name in MODULES)
-            elif node.module.startswith(PACKAGE + "."):
-                found.add(node.module.split(".")[2])
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PACKAGE):
+            base = node.module[len(PACKAGE) + 1 :]
+            for alias in node.names:
+                add(f"{base}.{alias.name}" if base else alias.name)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith(PACKAGE + "."):
-                    found.add(alias.name.split(".")[2])
+                    add(alias.name[len(PACKAGE) + 1 :])
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -80,19 +103,52 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_compare_import_graph_has_no_cycle() -> None:
-    graph = {m: _runtime_imports(m) for m in MODULES}
-    assert graph["runner"] >= {"config", "analysis"}, "the graph parser lost the runner's imports"
+def _stage(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_compare_import_graph_has_no_cycle_even_through_type_imports() -> None:
+    graph = {m: _imports(m, type_checking=True) for m in MODULES}
+    assert graph["pipeline"] >= {"run.execute", "analysis.analyse", "report.write"}, "the parser lost imports"
     assert _find_cycle(graph) is None, f"import circle: {' -> '.join(_find_cycle(graph) or [])}"
 
 
-def test_shared_module_is_a_leaf() -> None:
-    assert _runtime_imports("shared") == set()
+def test_stages_import_one_way_run_then_analysis_then_report() -> None:
+    backwards = []
+    for module in MODULES:
+        for target in _imports(module, type_checking=True):
+            if (_stage(module), _stage(target)) in {("run", "analysis"), ("run", "report"), ("analysis", "report")}:
+                backwards.append(f"{module} -> {target}")
+    assert backwards == [], "a stage imports a later stage: " + ", ".join(backwards)
 
 
-def test_cycle_finder_finds_a_cycle() -> None:
+def test_analysis_reads_the_run_only_through_run_results() -> None:
+    # At run time the analysis may use the run stage's plain values (config, constants); the store, the
+    # executors and the backends are for the run stage alone (their types may be named for the type checker).
+    forbidden = {"run.store", "run.store_repair", "run.execute", "run.local_executor", "run.ray_executor"}
+    forbidden |= {"run.backends", "run.emulation", "run.results", "run.prices", "run.facts"}
+    found = [f"{m} -> {t}" for m in MODULES if _stage(m) == "analysis" for t in _imports(m) & forbidden]
+    assert found == []
+
+
+def test_analysis_modules_open_no_file_and_no_database() -> None:
+    calls = ("open(", "read_text(", "read_bytes(", "write_text(", "sqlite3", "RunStore(", ".results(")
+    found = [
+        f"{m}: {c}"
+        for m in MODULES
+        if _stage(m) == "analysis"
+        for c in calls
+        if c in (PACKAGE_DIR / (m.replace(".", "/") + ".py")).read_text(encoding="utf-8")
+    ]
+    assert found == []
+
+
+def test_the_checks_see_a_backwards_import(tmp_path: Path) -> None:
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
+    assert _module_of("run.store.RunStore") == "run.store" and _module_of("os.path") is None
+    assert "run.results" in _imports("analysis.quality", type_checking=True)
+    assert "run.results" not in _imports("analysis.quality")
 
 
 @pytest.mark.parametrize("module", MODULES)

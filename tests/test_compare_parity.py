@@ -19,11 +19,14 @@ from sklearn.metrics import recall_score, roc_auc_score
 from tests_helpers import DEV_CSV
 
 from derm_cloud.compare import run_comparison
-from derm_cloud.compare.bootstrap import bootstrap_ci, cluster_resample_indices
-from derm_cloud.compare.context import evidence_line, overlap_in_context, stated_test_figures
-from derm_cloud.compare.metadata_modes import metadata_summary, plan_metadata
-from derm_cloud.compare.metrics import accuracy, quality_report
-from derm_cloud.compare.same_model import model_fingerprint, same_model_report
+from derm_cloud.compare.analysis.bootstrap import bootstrap_ci, cluster_resample_indices
+from derm_cloud.compare.analysis.evidence import evidence_line, overlap_in_context, stated_test_figures
+from derm_cloud.compare.analysis.metadata import metadata_summary
+from derm_cloud.compare.analysis.metrics import accuracy
+from derm_cloud.compare.analysis.quality_report import quality_report
+from derm_cloud.compare.analysis.same_model import same_model_report
+from derm_cloud.compare.run.facts import model_fingerprint
+from derm_cloud.compare.run.metadata_modes import plan_metadata
 from derm_cloud.data.dataset import Sample
 from derm_cloud.taxonomy import CLASS_CODES
 

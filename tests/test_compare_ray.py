@@ -12,8 +12,8 @@ import pytest
 from tests_helpers import DEV_CSV, dev_image, dev_rows
 
 from derm_cloud.compare import RunStore, run_comparison
-from derm_cloud.compare.config import parse_config
-from derm_cloud.compare.executors import prepare
+from derm_cloud.compare.run.backends import prepare
+from derm_cloud.compare.run.config_file import parse_config
 
 
 @pytest.fixture(scope="module")

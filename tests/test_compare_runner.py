@@ -364,8 +364,8 @@ def test_sklesion_dev_set_matches_scikit_learn(tmp_path: Path, sklesion_model_di
 def test_default_example_image_is_fetched_and_verified(tmp_path: Path) -> None:
     import hashlib
 
-    from derm_cloud.compare.defaults import EXAMPLE_IMAGE_SHA256, example_image_dir
     from derm_cloud.images import load_image, metadata_markers
+    from derm_cloud.models.example_image import EXAMPLE_IMAGE_SHA256, example_image_dir
 
     folder = example_image_dir(tmp_path)
     image = folder / "dermapred-example.jpg"

@@ -10,17 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from derm_cloud.compare.scenarios import (
-    TokenBucket,
+from derm_cloud.compare.analysis.latency import (
     bootstrap_ci,
     cold_start_summary,
     latency_summary,
     offline_summary,
     percentile,
-    poisson_offsets,
-    query_plan,
     server_summary,
 )
+from derm_cloud.compare.run.plans import TokenBucket, poisson_offsets, query_plan
 
 
 def row(latency: float | None, ok: bool = True, session: int = 1, t0: float = 0.0, **kw: Any) -> SimpleNamespace:

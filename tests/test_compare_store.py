@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from derm_cloud.compare.store import RunStore, redact
+from derm_cloud.compare.run.store import RunStore, redact
 from derm_cloud.errors import ConfigError
 
 
@@ -92,7 +92,7 @@ def test_redact_removes_credentials_and_caps_length() -> None:
     ],
 )
 def test_redact_removes_keys_in_the_forms_sdks_echo(message: str) -> None:
-    from derm_cloud.compare.store import redact
+    from derm_cloud.compare.run.store import redact
 
     assert "sekret-value-1" not in redact(message)
     assert redact("a monkey=banana") == "a monkey=banana"

@@ -250,7 +250,7 @@ def _exif_jpeg(source: Path) -> bytes:
 
 @pytest.fixture
 def session(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Any]:
-    from derm_cloud.compare.cost import PriceCatalogue
+    from derm_cloud.compare.run.prices import PriceCatalogue
     from derm_cloud.demo.app import DemoSession
     from derm_cloud.demo.backends import open_backends
 

@@ -122,7 +122,7 @@ def test_data_example_writes_the_verified_photo_and_never_overwrites(
 ) -> None:
     import hashlib
 
-    from derm_cloud.compare.defaults import EXAMPLE_IMAGE_SHA256
+    from derm_cloud.models.example_image import EXAMPLE_IMAGE_SHA256
 
     target = tmp_path / "sub" / "lesion.jpg"
     assert main(["data", "example", str(target)]) == 0

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from derm_cloud.cli import main
-from derm_cloud.compare.emulation import start
 from derm_cloud.testing.connect import connection, render_text
+from derm_cloud.testing.launch import start
 
 KINDS = [
     "sagemaker",

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from derm_cloud.cli import main
-from derm_cloud.compare.config import load_config, parse_config
-from derm_cloud.compare.defaults import DEFAULT_CONFIG_TOML
+from derm_cloud.compare.run.config_file import load_config, parse_config
+from derm_cloud.compare.run.defaults import DEFAULT_CONFIG_TOML
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -14,7 +14,8 @@ from fairlearn.metrics import MetricFrame
 from sklearn import metrics as skm
 from tests_helpers import DEV_CSV, dev_image, dev_rows
 
-from derm_cloud.compare.fairness import ITA_LABEL, age_band, group_columns, group_report
+from derm_cloud.compare.analysis.fairness import group_report
+from derm_cloud.compare.run.groups import ITA_LABEL, age_band, group_columns
 from derm_cloud.data import Sample, load_dataset
 from derm_cloud.errors import ConfigError, InvalidImageError
 from derm_cloud.taxonomy import CLASS_CODES, MALIGNANT_CODES

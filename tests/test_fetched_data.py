@@ -19,7 +19,8 @@ from test_data_fetch import Mirror, serve_ham10000
 from tests_helpers import dev_image, dev_rows
 
 from derm_cloud.cli import main
-from derm_cloud.compare import defaults
+from derm_cloud.compare.analysis.texts import quality_headline
+from derm_cloud.compare.run import defaults
 from derm_cloud.data.dev_split import in_dev_split
 
 CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -173,5 +174,5 @@ def test_a_ham10000_folder_without_dev_csv_gets_one_derived(
 
 
 def test_an_unlabelled_run_names_the_fetched_split_as_a_fix() -> None:
-    line = defaults.quality_headline({"quality": {"available": False}, "run": {"default_run": False}})
+    line = quality_headline({"available": False}, default_run=False)
     assert line is not None and "`--dataset ham10000:dev` after `derm-cloud data fetch ham10000`" in line

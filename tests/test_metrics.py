@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from derm_cloud.compare.agreement import agreement_report, cohen_kappa, fleiss_kappa, fleiss_kappa_from_labels
-from derm_cloud.compare.bootstrap import bootstrap_ci, bootstrap_distribution, resample_indices
-from derm_cloud.compare.calibration import brier, classwise_ece, ece, log_loss, reliability_bins
-from derm_cloud.compare.metrics import (
+from derm_cloud.compare.analysis.agreement import agreement_report, cohen_kappa, fleiss_kappa, fleiss_kappa_from_labels
+from derm_cloud.compare.analysis.bootstrap import bootstrap_ci, bootstrap_distribution, resample_indices
+from derm_cloud.compare.analysis.calibration import brier, classwise_ece, ece, log_loss, reliability_bins
+from derm_cloud.compare.analysis.metric_inputs import as_indices
+from derm_cloud.compare.analysis.metrics import (
     HAM10000_PREVALENCE,
     accuracy,
-    as_indices,
     ppv_npv_at_prevalence,
-    quality_report,
     sensitivity_at_specificity,
 )
+from derm_cloud.compare.analysis.quality_report import quality_report
 from derm_cloud.errors import ConfigError
 from derm_cloud.taxonomy import CLASS_CODES, MALIGNANT_CODES
 from derm_cloud.types import Prediction

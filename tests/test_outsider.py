@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from tests_helpers import DEV_CSV, ROOT, needs_ham10000
 
-from derm_cloud.compare import defaults
+from derm_cloud.compare.analysis.texts import quality_headline
+from derm_cloud.compare.run import defaults
+from derm_cloud.models import example_image
 from derm_cloud.models.sklesion_verify import GENERATED_IMAGES, fallback_verify_set, generated_lesion_images
 
 
@@ -99,7 +101,7 @@ def test_models_fetch_without_lesion_images_checks_parity_on_generated_inputs(
     from derm_cloud.models import sklesion
 
     def no_pypi(*_a: object, **_k: object) -> Path:
-        raise defaults.ExampleImageError("no network in this test")
+        raise example_image.ExampleImageError("no network in this test")
 
     seen: dict[str, object] = {}
 
@@ -109,7 +111,7 @@ def test_models_fetch_without_lesion_images_checks_parity_on_generated_inputs(
         raise sklesion.ConversionError("stop here: the conversion itself is tested in test_sklesion_convert")
 
     monkeypatch.delenv("DERM_CLOUD_DATA", raising=False)
-    monkeypatch.setattr(defaults, "example_image_dir", no_pypi)
+    monkeypatch.setattr(example_image, "example_image_dir", no_pypi)
     monkeypatch.setattr(sklesion, "fetch_sklesion", fake_fetch)
     assert main(["models", "fetch", "sklesion", "--cache", str(tmp_path)]) == 1
     err = capsys.readouterr().err
@@ -124,7 +126,7 @@ def test_fallback_verify_set_is_seeded_and_exercises_every_resize_path(
 ) -> None:
     from PIL import Image
 
-    monkeypatch.setattr(defaults, "example_image_dir", lambda: tmp_path / "example")
+    monkeypatch.setattr(example_image, "example_image_dir", lambda: tmp_path / "example")
     (tmp_path / "example").mkdir()
     Image.new("RGB", (40, 30), (200, 150, 120)).save(tmp_path / "example" / "dermapred-example.jpg")
     paths, metas, described = fallback_verify_set(tmp_path / "a")
@@ -195,12 +197,11 @@ def test_compare_without_labels_opens_with_the_quality_headline_and_shows_progre
 
 
 def test_quality_headline_names_the_one_command_that_fixes_a_default_run() -> None:
-    default = {"quality": {"available": False}, "run": {"default_run": True}}
-    assert defaults.quality_headline(default) == (
+    assert quality_headline({"available": False}, default_run=True) == (
         "Quality not measured: none of these images has a label. "
         "To measure it, run `derm-cloud data fetch ham10000`, then `derm-cloud compare` again."
     )
-    assert defaults.quality_headline({"quality": {"available": True}, "run": {"default_run": True}}) is None
+    assert quality_headline({"available": True}, default_run=True) is None
 
 
 def test_no_labelled_data_means_the_unlabelled_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -229,7 +229,7 @@ def test_a_comparison_prepares_each_image_once_for_all_backends(
     from tests_helpers import DEV_CSV
 
     from derm_cloud.compare import run_comparison
-    from derm_cloud.compare.executors import PAYLOADS
+    from derm_cloud.compare.run.calls import PAYLOADS
 
     quality_only = {"warmup": 0, "single_stream": {"enabled": False}, "server": {"enabled": False}}
     quality_only |= {"offline": {"enabled": False}, "cold_start": {"enabled": False}}

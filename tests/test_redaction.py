@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from derm_cloud.compare import RunStore, run_comparison
-from derm_cloud.compare.runner import redact_config
-from derm_cloud.compare.store import redact, redact_url
+from derm_cloud.compare.run.config import redact_config
+from derm_cloud.compare.run.store import redact, redact_url
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from PIL import Image
 
 import derm_cloud
 from derm_cloud.backends.aws_rekognition import MAX_IMAGE_BYTES, AwsRekognitionClassifier, project_version_status
-from derm_cloud.compare.cost import PriceCatalogue
+from derm_cloud.compare.run.prices import PriceCatalogue
 from derm_cloud.errors import ConfigError, DeadlineExceededError, ModelNotReadyError, NotFoundError, ThrottledError
 from derm_cloud.images import metadata_markers
 from derm_cloud.retry import RetryPolicy

@@ -15,7 +15,7 @@ from tests_helpers import dev_image, dev_rows
 
 import derm_cloud
 from derm_cloud import Router, RouterPolicy, ShadowComparison
-from derm_cloud.compare.agreement import cohen_kappa
+from derm_cloud.compare.analysis.agreement import cohen_kappa
 from derm_cloud.router.shadow import kappa_from_counts
 from derm_cloud.testing.emulators.base import Fault
 from derm_cloud.testing.emulators.sagemaker import SageMakerRuntimeEmulator, sagemaker_backend_for

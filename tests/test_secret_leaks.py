@@ -252,8 +252,8 @@ def test_classify_command_prints_no_secret_in_a_subprocess(tiny_model_dir: Path)
 
 def _every_error_type() -> list[type[DermCloudError]]:
     # Every module that defines a DermCloudError of its own, so the list does not depend on what ran before.
-    import derm_cloud.compare.config
-    import derm_cloud.compare.defaults
+    import derm_cloud.compare.run.config
+    import derm_cloud.models.example_image
     import derm_cloud.serving_errors  # noqa: F401
 
     found: list[type[DermCloudError]] = []
@@ -280,7 +280,7 @@ PLANTED_TEXT = (
 
 @pytest.mark.parametrize("cls", _every_error_type(), ids=lambda c: c.__name__)
 def test_no_error_type_carries_a_planted_secret(cls: type[DermCloudError]) -> None:
-    from derm_cloud.compare.config import ConfigFileError
+    from derm_cloud.compare.run.config import ConfigFileError
 
     if cls is ChecksumMismatchError:
         error: DermCloudError = cls(PLANTED_TEXT, "0" * 64, "1" * 64)  # type: ignore[call-arg, arg-type]

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from derm_cloud.cli import main
-from derm_cloud.compare.store import RunStore
-from derm_cloud.compare.store_repair import repair_store
+from derm_cloud.compare.run.store import RunStore
+from derm_cloud.compare.run.store_repair import repair_store
 from derm_cloud.errors import RunStoreDamagedError
 
 
@@ -268,7 +268,7 @@ def test_a_lost_index_page_still_counts_true(real_store: Path, tmp_path: Path) -
 
 @pytest.mark.parametrize("page_size", [1024, 2048, 4096, 8192, 65536])
 def test_the_page_size_of_a_headerless_file_is_inferred(tmp_path: Path, page_size: int) -> None:
-    from derm_cloud.compare.sqlite_pages import infer_page_size
+    from derm_cloud.compare.run.sqlite_pages import infer_page_size
 
     path = tmp_path / "s.sqlite"
     db = sqlite3.connect(path)

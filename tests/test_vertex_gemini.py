@@ -14,7 +14,7 @@ import pytest
 
 import derm_cloud
 from derm_cloud.backends.gcp_gemini import GcpGeminiClassifier
-from derm_cloud.compare.cost import PriceCatalogue
+from derm_cloud.compare.run.prices import PriceCatalogue
 from derm_cloud.errors import AuthenticationError, InvalidResponseError, NotFoundError, ServiceError, ThrottledError
 from derm_cloud.images import metadata_markers
 from derm_cloud.retry import RetryPolicy

@@ -45,8 +45,8 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.resume and args.fresh:
         raise ConfigError("--resume and --fresh contradict each other; pass one")
     if args.check:
-        from derm_cloud.compare.config import load_config, parse_config
-        from derm_cloud.compare.defaults import DEFAULT_CONFIG_TOML
+        from derm_cloud.compare.run.config_file import load_config, parse_config
+        from derm_cloud.compare.run.defaults import DEFAULT_CONFIG_TOML
 
         cfg = load_config(args.config) if args.config else parse_config(DEFAULT_CONFIG_TOML)
         where = "--dataset" if args.dataset else f"[dataset] source of {args.config}"
@@ -55,7 +55,7 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"config OK: {len(cfg.backends)} backends: {names}; output {cfg.output}")
         print(dataset)
         return 0
-    from derm_cloud.compare.runner import run_comparison
+    from derm_cloud.compare.pipeline import run_comparison
 
     if args.repair:
         _repair(args)
@@ -64,7 +64,7 @@ def run_compare(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("derm-cloud: interrupted; results so far are stored: rerun the same command to resume", file=sys.stderr)
         raise
-    from derm_cloud.compare.report_parity import evidence_text
+    from derm_cloud.compare.report.parity import evidence_text
 
     if result.summary.get("headline"):
         print(result.summary["headline"])
@@ -84,7 +84,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def _check_dataset(source: str | None, options: dict[str, Any], config: str | None, where: str) -> str:
     """Load the dataset a config names (as the run will), or raise a `ConfigError` saying what to fix."""
-    from derm_cloud.compare.defaults import (
+    from derm_cloud.compare.run.defaults import (
         DEFAULT_SUBSET_SIZE,
         FETCH_LABELLED_COMMAND,
         HAM10000_DEV_SOURCE,
@@ -132,16 +132,16 @@ def _repair(args: argparse.Namespace) -> None:
     """Salvage the store in the run's output folder (if there is one) before the run resumes it."""
     from pathlib import Path
 
-    from derm_cloud.compare.store_repair import repair_store
+    from derm_cloud.compare.run.store_repair import repair_store
 
     if args.output is not None:
         output = Path(args.output)
     elif args.config:
-        from derm_cloud.compare.config import load_config
+        from derm_cloud.compare.run.config_file import load_config
 
         output = Path(load_config(args.config).output)
     else:
-        from derm_cloud.compare.defaults import default_config
+        from derm_cloud.compare.run.defaults import default_config
 
         output = Path(default_config().output)
     store = output / "runs.sqlite"
@@ -153,7 +153,7 @@ def _repair(args: argparse.Namespace) -> None:
 
 
 def _headline(summary: dict[str, Any]) -> list[str]:
-    from derm_cloud.compare.report import summary_table
+    from derm_cloud.compare.report.summary_table import summary_table
 
     headers, rows = summary_table(summary)
     # Columns by name: the report's table grows, the terminal line keeps what a reader compares first.

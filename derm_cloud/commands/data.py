@@ -115,7 +115,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_example(args: argparse.Namespace) -> int:
-    from derm_cloud.compare.defaults import EXAMPLE_ATTRIBUTION, example_image_dir
+    from derm_cloud.models.example_image import EXAMPLE_ATTRIBUTION, example_image_dir
 
     data = (example_image_dir() / "dermapred-example.jpg").read_bytes()
     target = Path(args.path).expanduser()

@@ -71,7 +71,7 @@ def _samples(folder: str | None) -> tuple[list[Path], str]:
             raise ConfigError(f"--samples {folder!r} holds no .jpg, .jpeg or .png images")
         note = root / "ATTRIBUTION.txt"
         return found[:_MAX_SAMPLES], note.read_text(encoding="utf-8").strip() if note.is_file() else ""
-    from derm_cloud.compare.defaults import EXAMPLE_ATTRIBUTION, example_image_dir
+    from derm_cloud.models.example_image import EXAMPLE_ATTRIBUTION, example_image_dir
 
     try:
         example = example_image_dir()
@@ -97,14 +97,14 @@ def run_demo_command(args: argparse.Namespace) -> int:
         from derm_cloud.governance.referral import ReferralPolicy
 
         policy = ReferralPolicy.load(args.policy)
-    from derm_cloud.compare.cost import PriceCatalogue
+    from derm_cloud.compare.run.prices import PriceCatalogue
 
     if args.config:
         backends = backends_from_config(args.config)
     else:
         model_dir = args.model_dir
         if model_dir == "sklesion":
-            from derm_cloud.compare.defaults import ensure_sklesion
+            from derm_cloud.compare.run.defaults import ensure_sklesion
 
             model_dir = str(ensure_sklesion())
         backends = open_backends(args.backend or DEFAULT_BACKENDS, model_dir=model_dir)

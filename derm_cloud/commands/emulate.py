@@ -52,11 +52,11 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from derm_cloud.compare.emulation import start
     from derm_cloud.errors import ConfigError
     from derm_cloud.models.cache import resolve_model_dir
     from derm_cloud.testing.connect import connection, render_text
     from derm_cloud.testing.emulators.base import Fault, FaultKind
+    from derm_cloud.testing.launch import start
 
     kinds = list(_KINDS) if args.clouds in (["all"], []) else args.clouds
     unknown = [k for k in kinds if k not in _KINDS]

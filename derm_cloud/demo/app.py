@@ -42,7 +42,7 @@ from derm_cloud.errors import ConfigError, DermCloudError, InvalidImageError
 from derm_cloud.images import ImageLimits, load_image
 
 if TYPE_CHECKING:
-    from derm_cloud.compare.cost import PriceCatalogue
+    from derm_cloud.compare.run.prices import PriceCatalogue
     from derm_cloud.demo.backends import DemoBackends
     from derm_cloud.governance.referral import ReferralPolicy
 

@@ -191,8 +191,8 @@ def backends_from_config(path: str | os.PathLike[str]) -> DemoBackends:
     from dataclasses import asdict
 
     from derm_cloud.base import BackendInfo
-    from derm_cloud.compare.config import load_config
-    from derm_cloud.compare.executors import prepare
+    from derm_cloud.compare.run.backends import prepare
+    from derm_cloud.compare.run.config_file import load_config
 
     config = load_config(path)
     timeout = float(config.scenario_defaults["request_timeout_s"])

@@ -20,7 +20,7 @@ from derm_cloud.taxonomy import class_info
 
 if TYPE_CHECKING:
     from derm_cloud.base import BackendInfo
-    from derm_cloud.compare.cost import PriceCatalogue
+    from derm_cloud.compare.run.prices import PriceCatalogue
     from derm_cloud.governance.referral import ReferralDecision
     from derm_cloud.types import Prediction
 

@@ -113,7 +113,7 @@ def fallback_verify_set(
     Returns:
         ``(image_paths, metadata_vectors, description)``; the description says what the set is.
     """
-    from derm_cloud.compare.defaults import example_image_dir
+    from derm_cloud.models.example_image import example_image_dir
 
     paths = generated_lesion_images(Path(folder), n_generated, seed)
     metas = _generated_metadata(n_generated, seed)

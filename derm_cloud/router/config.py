@@ -1,7 +1,7 @@
 """Build a :class:`~derm_cloud.router.Router` from the ``[[backends]]`` entries the comparator reads.
 
-The file is parsed and validated by :mod:`derm_cloud.compare.config` (same keys, same errors with line
-numbers) and each entry is built by the comparator's own :func:`~derm_cloud.compare.executors.prepare`, which
+The file is parsed and validated by :mod:`derm_cloud.compare.run.config_file` (same keys, same errors with line
+numbers) and each entry is built by the comparator's own :func:`~derm_cloud.compare.run.backends.prepare`, which
 starts an emulator for ``emulate = true``. So the backends an architect compared offline are, entry for entry,
 the deployments an engineer routes across::
 
@@ -52,8 +52,8 @@ def router_from_config(
         ConfigFileError: the file is invalid (the message names the key and its line).
         ConfigError: a name in ``deployments``, ``groups`` or ``shadow`` is not a backend of the file.
     """
-    from derm_cloud.compare.config import load_config, parse_config
-    from derm_cloud.compare.executors import prepare
+    from derm_cloud.compare.run.backends import prepare
+    from derm_cloud.compare.run.config_file import load_config, parse_config
     from derm_cloud.router.core import Router
     from derm_cloud.router.policy import Deployment
     from derm_cloud.router.shadow import ShadowComparison

@@ -69,7 +69,7 @@ def derm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _emulator(kind: str, model_dir: Path | None, **options: Any) -> Any:
-    from derm_cloud.compare.emulation import start
+    from derm_cloud.testing.launch import start
 
     return start(kind, model_dir, options=options, transport=options.pop("transport", None))
 
@@ -133,7 +133,7 @@ def vertex_emulator(_vertex_emulator_session: Any) -> Any:
 
 
 def _backend(kind: str, emu: Any) -> Iterator[Classifier]:
-    from derm_cloud.compare.emulation import build_local
+    from derm_cloud.testing.launch import build_local
 
     options = {"endpoint_name": "derm-cloud"} if kind == "sagemaker" else {}
     with build_local(kind, emu, options) as clf:

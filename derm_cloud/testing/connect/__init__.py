@@ -10,7 +10,7 @@ One module per cloud (:mod:`.aws`, :mod:`.azure`, :mod:`.google`) builds the det
 :mod:`.snippet` writes the derm-cloud snippet they share and :mod:`.connection` picks the builder.
 
 Example:
-    >>> from derm_cloud.compare.emulation import start  # doctest: +SKIP
+    >>> from derm_cloud.testing.launch import start  # doctest: +SKIP
     >>> info = connection("sagemaker", start("sagemaker", model_dir, options={}, transport=None))  # doctest: +SKIP
     >>> info["env"]["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"]  # doctest: +SKIP
     'http://127.0.0.1:40123'

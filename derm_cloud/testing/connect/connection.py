@@ -16,7 +16,7 @@ def connection(kind: str, emulator: Any) -> dict[str, Any]:
     Args:
         kind: one of ``sagemaker``, ``azure-ml``, ``azure-custom-vision``, ``vertex``, ``google-vision``,
             ``azure-openai``, ``vertex-gemini``, ``rekognition-custom-labels``.
-        emulator: the running emulator (from :func:`derm_cloud.compare.emulation.start` or its own class).
+        emulator: the running emulator (from :func:`derm_cloud.testing.launch.start` or its own class).
 
     Returns:
         A JSON-compatible dict with ``kind``, ``url``, ``sdk``, the cloud's own fields (flat), ``env``,
