@@ -1,6 +1,6 @@
 """derm-cloud: compare skin-lesion classifiers across local models and cloud services, like for like.
 
-One :class:`Classifier` interface with a backend per provider, returning the same :class:`Prediction`
+One `Classifier` interface with a backend per provider, returning the same `Prediction`
 everywhere. It supports triage and research; it never makes a diagnosis, and a clinician reviews every result.
 
 Example:
@@ -8,7 +8,7 @@ Example:
     >>> with derm_cloud.create("local-onnx", model_dir="sklesion") as clf:  # doctest: +SKIP
     ...     print(clf.predict("lesion.jpg", {"age": 45, "sex": "male", "site": "back"}).top(3))
 
-``import derm_cloud`` loads no cloud SDK, onnxruntime, torch or transformers; backends import theirs when created.
+`import derm_cloud` loads no cloud SDK, onnxruntime, torch or transformers; backends import theirs when created.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
-"""The ``Classifier`` interface that every backend implements.
+"""The `Classifier` interface that every backend implements.
 
 The base class owns everything that must behave the same for every provider: input decoding and validation,
 metadata normalisation, label mapping into the canonical taxonomy, timing, retries, batching, async, closing
-and ``describe()``. A backend implements one private primitive::
+and `describe()`. A backend implements one private primitive:
 
-    def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult
+```python
+def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult
+```
 
-and may override ``_predict_many`` when the provider batches natively (local models do). Remote backends set
-``self.retry`` to a :class:`~derm_cloud.retry.RetryPolicy` and raise :class:`~derm_cloud.errors.RemoteError`
+and may override `_predict_many` when the provider batches natively (local models do). Remote backends set
+`self.retry` to a `RetryPolicy` and raise `RemoteError`
 subclasses; the base retries those.
 """
 
@@ -54,18 +56,18 @@ class BackendInfo:
 
     Attributes:
         backend: registry name.
-        provider: ``local``, ``aws``, ``azure``, ``gcp`` ...
-        service: the managed service (``SageMaker real-time endpoint``, ``onnxruntime`` ...).
+        provider: `local`, `aws`, `azure`, `gcp` ...
+        service: the managed service (`SageMaker real-time endpoint`, `onnxruntime` ...).
         model_id: model or endpoint id.
-        region: cloud region, ``None`` for local.
-        endpoint: URL the backend calls (emulators show 127.0.0.1), ``None`` for local; its userinfo and query
-            values are redacted (``?code=<redacted>``), as these facts go into reports and notes.
+        region: cloud region, `None` for local.
+        endpoint: URL the backend calls (emulators show 127.0.0.1), `None` for local; its userinfo and query
+            values are redacted (`?code=<redacted>`), as these facts go into reports and notes.
         data_leaves_machine: whether images are sent to a provider. For an emulated backend this describes the
-            real service it stands for; ``emulated`` says that this run kept them on 127.0.0.1.
-        stores_images: whether the provider keeps the image (``None`` if unknown).
+            real service it stands for; `emulated` says that this run kept them on 127.0.0.1.
+        stores_images: whether the provider keeps the image (`None` if unknown).
         emulated: whether the endpoint is a derm-cloud emulator rather than the real cloud.
         labels_mapped: whether the outputs map to the seven lesion classes.
-        billing: price-catalogue keys (``{"sku": "sagemaker.realtime.ml.m5.large", "instances": 1}``).
+        billing: price-catalogue keys (`{"sku": "sagemaker.realtime.ml.m5.large", "instances": 1}`).
         model_facts: architecture, licence, training data ... when the backend knows them.
     """
 
@@ -88,13 +90,15 @@ class BackendInfo:
 
 
 class Classifier(ABC):
-    """A skin-lesion classifier behind one provider; every backend returns the same :class:`Prediction`.
+    """A skin-lesion classifier behind one provider; every backend returns the same `Prediction`.
 
-    Use as a context manager so that sessions, sockets and runtimes are released::
+    Use as a context manager so that sessions, sockets and runtimes are released:
 
-        with derm_cloud.create("local-onnx", model_dir="~/.cache/derm-cloud/models/sklesion-0.2.2") as clf:
-            prediction = clf.predict("lesion.jpg", {"age": 45, "sex": "male", "site": "back"})
-            print(prediction.top(3))
+    ```python
+    with derm_cloud.create("local-onnx", model_dir="~/.cache/derm-cloud/models/sklesion-0.2.2") as clf:
+        prediction = clf.predict("lesion.jpg", {"age": 45, "sex": "male", "site": "back"})
+        print(prediction.top(3))
+    ```
 
     The result supports triage and research, never a diagnosis: a clinician reviews every result.
     """
@@ -138,9 +142,9 @@ class Classifier(ABC):
     def _predict_many(
         self, images: Sequence[PreparedImage], metadata: Sequence[PatientMetadata]
     ) -> list[tuple[RawResult, int, float]]:
-        """Classify a chunk; default: one call per image, ``self.concurrency`` at a time.
+        """Classify a chunk; default: one call per image, `self.concurrency` at a time.
 
-        Returns ``(raw, attempts, latency_ms)`` per image. Local backends override this to run one batch.
+        Returns `(raw, attempts, latency_ms)` per image. Local backends override this to run one batch.
         """
 
         def one(pair: tuple[PreparedImage, PatientMetadata]) -> tuple[RawResult, int, float]:
@@ -162,7 +166,7 @@ class Classifier(ABC):
 
     @property
     def uses_metadata(self) -> bool:
-        """Whether patient metadata passed to :meth:`predict` reaches the model (``False``: image only).
+        """Whether patient metadata passed to `predict` reaches the model (`False`: image only).
 
         A comparison runs every backend in one metadata mode (metadata-blind unless all of them use it), so a
         difference between backends is never the effect of one of them seeing age, sex and site.
@@ -182,10 +186,10 @@ class Classifier(ABC):
         """Classify one image.
 
         Args:
-            image: a :class:`~derm_cloud.payload.Payload` from :func:`derm_cloud.prepare_payload` (prepared
-                once, shared by every backend), or a path, bytes, binary file object, ``PIL.Image`` or numpy
-                ``uint8`` array, prepared here.
-            metadata: optional :class:`PatientMetadata` or a dict with ``age``, ``sex``, ``site``.
+            image: a `Payload` from `derm_cloud.prepare_payload` (prepared
+                once, shared by every backend), or a path, bytes, binary file object, `PIL.Image` or numpy
+                `uint8` array, prepared here.
+            metadata: optional `PatientMetadata` or a dict with `age`, `sex`, `site`.
 
         Raises:
             InvalidImageError: the input is not a usable image (nothing is sent anywhere).
@@ -261,7 +265,7 @@ class Classifier(ABC):
         return payload
 
     async def apredict(self, image: ImageInput, metadata: MetadataInput = None) -> Prediction:
-        """Async :meth:`predict`: runs in a worker thread so many backends can be awaited concurrently."""
+        """Async `predict`: runs in a worker thread so many backends can be awaited concurrently."""
         import asyncio  # imported when used: import derm_cloud stays light
 
         return await asyncio.to_thread(self.predict, image, metadata)
@@ -339,7 +343,7 @@ def _with_payload_facts(extra: dict[str, Any], payload: Payload | None, reencode
 
 
 def as_metadata(metadata: MetadataInput) -> PatientMetadata:
-    """Accept ``None``, a :class:`PatientMetadata` or a dict with age/sex/site(/localization)."""
+    """Accept `None`, a `PatientMetadata` or a dict with age/sex/site(/localization)."""
     if metadata is None:
         return PatientMetadata()
     if isinstance(metadata, PatientMetadata):

@@ -1,8 +1,8 @@
 """Daemon threads reused from call to call, so the deadline watchdog costs a hand-off, not a thread start.
 
-:meth:`derm_cloud.retry.RetryPolicy.call` runs each attempt on another thread so that it can give up at the
+`derm_cloud.retry.RetryPolicy.call` runs each attempt on another thread so that it can give up at the
 deadline even when the SDK keeps waiting. Starting a thread per attempt cost 0.2-0.8 ms a call against the
-emulators (``benchmarks/backend_overhead.py``), more than the 0.3 ms the library may add; a parked worker takes
+emulators (`benchmarks/backend_overhead.py`), more than the 0.3 ms the library may add; a parked worker takes
 a job through a queue instead. Workers are daemons, so a call abandoned at its deadline never blocks the
 interpreter's exit; a worker idle for a minute ends, and a forked child starts with no workers.
 """
@@ -24,7 +24,7 @@ IDLE_SECONDS = 60.0
 
 
 class Job(Generic[T]):
-    """One function handed to a worker; :meth:`wait` is the caller's side."""
+    """One function handed to a worker; `wait` is the caller's side."""
 
     __slots__ = ("_done", "_fn", "error", "result")
 
@@ -36,7 +36,7 @@ class Job(Generic[T]):
         self.error: BaseException | None = None
 
     def wait(self, timeout: float) -> bool:
-        """Whether the job finished within ``timeout`` seconds."""
+        """Whether the job finished within `timeout` seconds."""
         return self._done.acquire(timeout=max(timeout, 0.0))
 
     def _run(self) -> None:
@@ -104,7 +104,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def run_in_worker(fn: Callable[[], T], *, name: str = "derm-cloud-call") -> Job[T]:
-    """Start ``fn()`` on a parked worker thread (a new one when none is free) and return its :class:`Job`."""
+    """Start `fn()` on a parked worker thread (a new one when none is free) and return its `Job`."""
     job = Job(fn)
     _POOL.submit(job, name)
     return job

@@ -1,8 +1,8 @@
-"""The ``derm-cloud`` command.
+"""The `derm-cloud` command.
 
-Each sub-command lives in its own module under ``derm_cloud/commands/`` and exposes
-``register(subparsers)``; this file only discovers them, so adding a command never touches the others.
-Handlers import their heavy dependencies when they run, so ``derm-cloud --help`` stays fast.
+Each sub-command lives in its own module under `derm_cloud/commands/` and exposes
+`register(subparsers)`; this file only discovers them, so adding a command never touches the others.
+Handlers import their heavy dependencies when they run, so `derm-cloud --help` stays fast.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ def _one_line_warning(
     file: TextIO | None = None,
     line: str | None = None,
 ) -> None:
-    """Print a warning as one ``derm-cloud: warning: ...`` line on stderr.
+    """Print a warning as one `derm-cloud: warning: ...` line on stderr.
 
-    Python's default format names a file and line (for a console script, the script's own ``sys.exit(main())``)
+    Python's default format names a file and line (for a console script, the script's own `sys.exit(main())`)
     and reads like a crash; a command-line user needs the message only.
     """
     from derm_cloud.redaction import redact

@@ -1,42 +1,44 @@
 """The one error tree of derm-cloud.
 
-Every error a user can see is a ``DermCloudError``; each class also inherits the builtin a caller would
-naturally catch (``ValueError``, ``ImportError``, ``TimeoutError`` ...), so code that does not know about
-derm-cloud still handles it sensibly::
+Every error a user can see is a `DermCloudError`; each class also inherits the builtin a caller would
+naturally catch (`ValueError`, `ImportError`, `TimeoutError` ...), so code that does not know about
+derm-cloud still handles it sensibly:
 
-    DermCloudError
-    +-- ConfigError (ValueError)                  bad option, config file or model spec
-    |   +-- ModelSpecError                        a model directory or spec file is wrong
-    |   +-- UnmappableLabelsError                 provider labels do not map to the HAM10000 taxonomy
-    |   +-- DeploymentCheckError                  Router.check(): a deployment cannot authenticate or is not found
-    +-- InvalidImageError (ValueError)            the input is not an image we can send anywhere
-    |   +-- PayloadTooLargeError                  too big for the provider, even after re-encoding
-    +-- MissingDependencyError (ImportError)      an optional extra is not installed
-    +-- BackendNotFoundError (LookupError)        no backend registered under that name
-    +-- ChecksumMismatchError (ValueError)        a downloaded or extracted file lacks its pinned SHA-256
-    +-- ConversionError (RuntimeError)            fetching or converting a model failed, or the result differs
-    +-- DownloadError (ConnectionError)           a dataset download failed (host, status); rerun to resume
-    +-- RunStoreDamagedError (RuntimeError)       the comparison's run store is damaged; ``--repair`` salvages it
-    +-- RemoteError                               a provider call failed (backend, status, request id)
-        +-- AuthenticationError (PermissionError) 401/403: key, token or role is wrong
-        +-- ThrottledError                        429: rate limit or quota; retryable
-        +-- NotFoundError (LookupError)           404: endpoint, project or deployment does not exist
-        +-- ModelNotReadyError                    cold start, serverless provisioning; retryable
-        +-- DeadlineExceededError (TimeoutError)  the per-call deadline passed; retryable
-        +-- ServiceError                          5xx or a model-side failure
-        +-- InvalidResponseError (ValueError)     the provider answered something we cannot parse
-        +-- CircuitOpenError                      too many recent failures: calls are short-circuited
+```text
+DermCloudError
++-- ConfigError (ValueError)                  bad option, config file or model spec
+|   +-- ModelSpecError                        a model directory or spec file is wrong
+|   +-- UnmappableLabelsError                 provider labels do not map to the HAM10000 taxonomy
+|   +-- DeploymentCheckError                  Router.check(): a deployment cannot authenticate or is not found
++-- InvalidImageError (ValueError)            the input is not an image we can send anywhere
+|   +-- PayloadTooLargeError                  too big for the provider, even after re-encoding
++-- MissingDependencyError (ImportError)      an optional extra is not installed
++-- BackendNotFoundError (LookupError)        no backend registered under that name
++-- ChecksumMismatchError (ValueError)        a downloaded or extracted file lacks its pinned SHA-256
++-- ConversionError (RuntimeError)            fetching or converting a model failed, or the result differs
++-- DownloadError (ConnectionError)           a dataset download failed (host, status); rerun to resume
++-- RunStoreDamagedError (RuntimeError)       the comparison's run store is damaged; ``--repair`` salvages it
++-- RemoteError                               a provider call failed (backend, status, request id)
+    +-- AuthenticationError (PermissionError) 401/403: key, token or role is wrong
+    +-- ThrottledError                        429: rate limit or quota; retryable
+    +-- NotFoundError (LookupError)           404: endpoint, project or deployment does not exist
+    +-- ModelNotReadyError                    cold start, serverless provisioning; retryable
+    +-- DeadlineExceededError (TimeoutError)  the per-call deadline passed; retryable
+    +-- ServiceError                          5xx or a model-side failure
+    +-- InvalidResponseError (ValueError)     the provider answered something we cannot parse
+    +-- CircuitOpenError                      too many recent failures: calls are short-circuited
 
-    DermCloudDeprecationWarning (FutureWarning)   a supported cloud service is being retired
+DermCloudDeprecationWarning (FutureWarning)   a supported cloud service is being retired
+```
 
-Backends translate their SDK's exceptions in one place each, with ``raise ... from exc``, so the SDK's
+Backends translate their SDK's exceptions in one place each, with `raise ... from exc`, so the SDK's
 traceback is kept as the cause but callers only ever need to catch the classes above.
 
-Every message is redacted when the error is made (:func:`derm_cloud.redaction.redact`: URL userinfo and query
-values, keys, tokens, signatures), so ``str()``, ``repr()``, ``args`` and whatever stores or prints them later
+Every message is redacted when the error is made (`derm_cloud.redaction.redact`: URL userinfo and query
+values, keys, tokens, signatures), so `str()`, `repr()`, `args` and whatever stores or prints them later
 never hold a credential, even when a backend puts its endpoint URL or an SDK's text into the message. The SDK
-exception kept as ``__cause__`` is not changed: print tracebacks with
-:func:`derm_cloud.redaction.format_exception` (the ``derm-cloud`` command does).
+exception kept as `__cause__` is not changed: print tracebacks with
+`derm_cloud.redaction.format_exception` (the `derm-cloud` command does).
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ class PayloadTooLargeError(InvalidImageError):
 
 
 class MissingDependencyError(DermCloudError, ImportError):
-    """An optional dependency is missing; the message names the ``pip install`` that fixes it."""
+    """An optional dependency is missing; the message names the `pip install` that fixes it."""
 
 
 class BackendNotFoundError(DermCloudError, LookupError):
@@ -160,9 +162,9 @@ class ConversionError(DermCloudError, RuntimeError):
 
 
 class RunStoreDamagedError(DermCloudError, RuntimeError):
-    """The run store (``runs.sqlite``) is damaged: a truncated file, a broken page or a row that does not decode.
+    """The run store (`runs.sqlite`) is damaged: a truncated file, a broken page or a row that does not decode.
 
-    ``derm-cloud compare --repair`` (:func:`derm_cloud.compare.run.store_repair.repair_store`) salvages every intact
+    `derm-cloud compare --repair` (`derm_cloud.compare.run.store_repair.repair_store`) salvages every intact
     row into a fresh store, keeps the damaged file beside it and reports what it dropped.
     """
 
@@ -250,7 +252,7 @@ class CircuitOpenError(RemoteError):
     """Calls to this backend are short-circuited after repeated failures; try again later.
 
     Attributes:
-        first_cause: ``"ErrorType: message"`` of the failure that started the streak which opened the circuit
+        first_cause: `"ErrorType: message"` of the failure that started the streak which opened the circuit
             (redacted when set: the comparator stores it).
     """
 
@@ -268,13 +270,13 @@ class CircuitOpenError(RemoteError):
 class DownloadError(DermCloudError, ConnectionError):
     """A dataset download failed (unreachable host, HTTP error, cut connection).
 
-    What was downloaded is kept as a ``.part`` file: running the same command again resumes from it.
+    What was downloaded is kept as a `.part` file: running the same command again resumes from it.
     """
 
 
 class DermCloudDeprecationWarning(FutureWarning):
     """A service or API that derm-cloud supports is being retired.
 
-    A :class:`FutureWarning` rather than a :class:`DeprecationWarning`, because Python hides the latter outside
-    ``__main__`` and the people who must act are the application's users, not only its developers.
+    A `FutureWarning` rather than a `DeprecationWarning`, because Python hides the latter outside
+    `__main__` and the people who must act are the application's users, not only its developers.
     """

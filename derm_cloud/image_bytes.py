@@ -3,9 +3,9 @@
 A clean JPEG or PNG going to a cloud needs no pixel work: the header says its size and colour layout, the
 metadata segments/chunks can be dropped from the byte stream, and the pixels travel exactly as they came. What
 this module cannot see from the bytes alone (a JPEG cut short and closed with a forged end marker, a bit flip
-that turns into a bad Huffman code) is checked by :func:`verify_jpeg_entropy`, which lets libjpeg-turbo walk the
+that turns into a bad Huffman code) is checked by `verify_jpeg_entropy`, which lets libjpeg-turbo walk the
 entropy-coded data at 1/8 scale (Huffman decoding only, no full-size inverse DCT or colour conversion) and
-treats its warnings as errors; damage libjpeg does not warn about is looked for by ``derm_cloud.jpeg_damage``
+treats its warnings as errors; damage libjpeg does not warn about is looked for by `derm_cloud.jpeg_damage`
 (`verify_jpeg_bytes` on the bytes, and the DC image that 1/8-scale decode gives).
 """
 
@@ -56,11 +56,11 @@ class JpegInfo:
         height: height from the frame header.
         components: 1 (grayscale), 3 (YCbCr or RGB) or 4 (CMYK/YCCK).
         precision: bits per sample (8, or 12 for rare medical JPEGs).
-        adobe_transform: the Adobe APP14 colour transform flag, ``None`` without that segment.
+        adobe_transform: the Adobe APP14 colour transform flag, `None` without that segment.
         end: offset just past the first image's end-of-image marker (an MPO's next image starts later).
-        exif: the EXIF block (after ``Exif\\0\\0``) or ``None``.
+        exif: the EXIF block (after `Exif\\0\\0`) or `None`.
         is_mpo: the file carries a Multi-Picture (MPF) index: a phone's MPO.
-        markers: metadata kinds present (``exif``, ``xmp``, ``icc``, ``comment``); names only.
+        markers: metadata kinds present (`exif`, `xmp`, `icc`, `comment`); names only.
         scan_start: offset of the first entropy-coded byte (after the first scan header).
     """
 
@@ -93,7 +93,7 @@ def parse_jpeg(data: bytes, check_size: SizeCheck | None = None) -> JpegInfo:
 
     The entropy-coded data is scanned for markers only (restart markers in sequence, nothing but scan headers
     and tables between scans, an end-of-image marker at the end), which catches cut files and most bit flips
-    that hit a 0xFF byte; it does not decode Huffman codes (see :func:`verify_jpeg_entropy`).
+    that hit a 0xFF byte; it does not decode Huffman codes (see `verify_jpeg_entropy`).
 
     Args:
         data: the file's bytes.
@@ -219,7 +219,7 @@ def strip_jpeg_metadata(data: bytes, end: int | None = None) -> bytes:
 
     Args:
         data: a JPEG (or an MPO: only its first, primary image is kept).
-        end: where the first image ends, when :func:`parse_jpeg` already found it; anything after it (an MPO's
+        end: where the first image ends, when `parse_jpeg` already found it; anything after it (an MPO's
             second image, a maker's trailer) is dropped.
 
     Raises:
@@ -254,7 +254,7 @@ def verify_jpeg_bytes(data: bytes, info: JpegInfo) -> None:
     """Refuse a JPEG whose image data holds a zero-filled run its Huffman tables cannot produce (microseconds).
 
     Raises:
-        InvalidImageError: part of the file was lost and zero-filled (``jpeg_damage.zero_fill``).
+        InvalidImageError: part of the file was lost and zero-filled (`jpeg_damage.zero_fill`).
     """
     problem = zero_fill(data, info.scan_start, info.end)
     if problem:
@@ -264,14 +264,14 @@ def verify_jpeg_bytes(data: bytes, info: JpegInfo) -> None:
 def verify_jpeg_entropy(data: bytes, components: int) -> None:
     """Let libjpeg-turbo Huffman-decode every scan at 1/8 scale, refuse the file on any warning, judge its DC image.
 
-    The cost is measured in ``benchmarks/jpeg_damage.py`` and ``benchmarks/backend_overhead.py``: Huffman
+    The cost is measured in `benchmarks/jpeg_damage.py` and `benchmarks/backend_overhead.py`: Huffman
     decoding is most of a JPEG decode, so this is the one check that costs nearly as much as the decode it
     replaces; it runs once per payload, however many backends receive it. It is the only check that sees a file
     cut short and closed with a forged end marker, a bad Huffman code, or data left over when the last block is
     decoded (the stream lost sync after damage, so every later block is wrong): libjpeg only warns about these
     and fills the rest with grey, so each is refused here. The 1/8-scale image it gives (one DC level per 8x8
     block) is then searched for the colour step that damage libjpeg does not warn about leaves
-    (``jpeg_damage.dc_damage``).
+    (`jpeg_damage.dc_damage`).
 
     Raises:
         InvalidImageError: libjpeg reported damage (the message quotes it), or the DC image shows its mark.
@@ -306,7 +306,7 @@ class PngInfo:
         colour_type: 0 gray, 2 RGB, 3 palette, 4 gray+alpha, 6 RGBA.
         transparent: a tRNS chunk is present.
         animated: an APNG animation control chunk is present.
-        exif: the eXIf chunk's data or ``None``.
+        exif: the eXIf chunk's data or `None`.
         markers: metadata kinds present; names only.
         stripped: the PNG with only IHDR, PLTE, IDAT and IEND: the same pixels, no metadata.
     """

@@ -24,7 +24,7 @@ class ImageLimits:
         max_side: largest width or height.
         jpeg_entropy_check: let libjpeg Huffman-decode every JPEG at 1/8 scale to refuse files cut short or
             with corrupt entropy data, and judge the DC image that gives for the colour shift such damage leaves
-            (costs a fraction of a decode, once per image); ``False`` keeps only the byte-level checks (marker
+            (costs a fraction of a decode, once per image); `False` keeps only the byte-level checks (marker
             structure, zero-filled runs), for inputs already verified upstream.
     """
 

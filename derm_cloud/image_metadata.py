@@ -60,7 +60,7 @@ def with_gps(markers: frozenset[str] | set[str], exif: bytes | None) -> frozense
 
 
 def metadata_markers(data: bytes) -> frozenset[str]:
-    """Kinds of metadata present in encoded image bytes: ``exif``, ``gps``, ``xmp``, ``icc``, ``comment``.
+    """Kinds of metadata present in encoded image bytes: `exif`, `gps`, `xmp`, `icc`, `comment`.
 
     Used by the emulators to assert that nothing identifying reached a provider; returns names only.
     """

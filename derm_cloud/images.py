@@ -1,7 +1,7 @@
-"""Image input: read, validate and prepare one :class:`~derm_cloud.payload.Payload` per image.
+"""Image input: read, validate and prepare one `Payload` per image.
 
-Every backend goes through :func:`prepare_payload` (alias :func:`load_image`) before anything else happens, so
-bad input fails fast with an :class:`InvalidImageError` that says what is wrong and how to fix it, and nothing
+Every backend goes through `prepare_payload` (alias `load_image`) before anything else happens, so
+bad input fails fast with an `InvalidImageError` that says what is wrong and how to fix it, and nothing
 malformed ever reaches a provider. Every byte string the library sends anywhere comes from the payload, which
 carries no EXIF (GPS, camera serials, timestamps), XMP, IPTC, ICC, MPF or comment data.
 
@@ -66,16 +66,16 @@ def prepare_payload(
 ) -> Payload:
     """Prepare one image for every backend: validate, orient, strip metadata, choose the bytes to send.
 
-    Accepts a path (``str`` or ``PathLike``), ``bytes``, a binary file object, a ``PIL.Image``, a numpy
-    ``uint8`` array (HxW, HxWx3 or HxWx4, RGB order) or an existing :class:`Payload` (checked against
-    ``limits`` and returned as is). Pass the result to any backend's ``predict``/``predict_batch``: every
+    Accepts a path (`str` or `PathLike`), `bytes`, a binary file object, a `PIL.Image`, a numpy
+    `uint8` array (HxW, HxWx3 or HxWx4, RGB order) or an existing `Payload` (checked against
+    `limits` and returned as is). Pass the result to any backend's `predict`/`predict_batch`: every
     backend then receives the same bytes and a local backend classifies the pixels those bytes decode to.
 
     Args:
         source: the image.
         limits: size limits and whether JPEG entropy data is verified.
         verify_by_decoding: for a caller that decodes every pixel anyway (a local model): leave the JPEG
-            entropy check to that full decode (``Payload.image`` then refuses a damaged JPEG), instead of
+            entropy check to that full decode (`Payload.image` then refuses a damaged JPEG), instead of
             Huffman-decoding the file twice. Never for a payload that goes to a cloud undecoded.
 
     Raises:
@@ -106,16 +106,16 @@ def check_input(source: ImageInput, *, limits: ImageLimits = DEFAULT_LIMITS) -> 
     """Cheap first pass of a batch: refuse an unusable input without decoding or keeping its pixels.
 
     Paths are read and their structure checked (JPEG markers, PNG chunks and CRCs, other formats' headers), then
-    their bytes are dropped; :func:`prepare_payload` reads them again when their chunk is classified, so a batch
+    their bytes are dropped; `prepare_payload` reads them again when their chunk is classified, so a batch
     of paths never holds every image's bytes. A file object can only be read once: its bytes are returned and
-    held until its chunk. In-memory images (``PIL.Image``, arrays, payloads) are checked on their size only.
+    held until its chunk. In-memory images (`PIL.Image`, arrays, payloads) are checked on their size only.
     Damage that only a decode sees (a corrupt JPEG entropy stream) is found when the chunk is prepared.
 
     Returns:
-        What to pass to :func:`prepare_payload` later: ``source`` itself, or the bytes read from a file object.
+        What to pass to `prepare_payload` later: `source` itself, or the bytes read from a file object.
 
     Raises:
-        InvalidImageError: as :func:`prepare_payload` would for the same header problem.
+        InvalidImageError: as `prepare_payload` would for the same header problem.
     """
     if isinstance(source, Payload):
         check_payload(source, limits)

@@ -1,13 +1,13 @@
 """JPEG damage that libjpeg decodes without a warning, found from the bytes and from the 1/8-scale image.
 
-A JPEG has no checksum. libjpeg-turbo's strict decode (``image_bytes.verify_jpeg_entropy``) refuses damage that
+A JPEG has no checksum. libjpeg-turbo's strict decode (`image_bytes.verify_jpeg_entropy`) refuses damage that
 breaks a Huffman code or the block count, but a file with a 512-byte block of its image data zeroed, a sector
 from elsewhere copied over it, or one bit flipped often decodes without a single warning: the decoder loses sync
 for a few blocks, finds it again, and from there on every block's DC level (its mean colour) is off by a
 constant, because DC values are coded as differences from the previous block. The picture looks right with the
 wrong colours below some point, and a classifier's answer flips (issue 18: bcc at 0.993 became akiec at 0.558).
 Two cheap checks look for the marks this damage leaves; what each catches, misses and costs is measured on a
-fuzz corpus of real images by ``benchmarks/jpeg_damage.py`` (docs/payloads.md has the figures):
+fuzz corpus of real images by `benchmarks/jpeg_damage.py` (docs/payloads.md has the figures):
 
 * **zero fill** (bytes, microseconds): a run of zero bytes inside an entropy-coded segment whose Huffman tables
   cannot code flat blocks as zero bits. There a run of 32 zero bytes would be dozens of AC coefficients of
@@ -70,7 +70,7 @@ _YCC = (
 
 
 def zero_fill(data: bytes, scan_start: int, end: int) -> str | None:
-    """What is wrong when a scan holds a zero run its Huffman tables cannot produce, else ``None``.
+    """What is wrong when a scan holds a zero run its Huffman tables cannot produce, else `None`.
 
     Args:
         data: the JPEG.
@@ -169,7 +169,7 @@ def frame_mcu(data: bytes) -> tuple[int, int]:
 
 
 def block_means(pixels: np.ndarray) -> np.ndarray:
-    """The mean of each 8x8 block of a full decode (partial blocks at the edges included), ``float32``.
+    """The mean of each 8x8 block of a full decode (partial blocks at the edges included), `float32`.
 
     This is what the 1/8-scale decode gives directly (one DC level per block) to within rounding and chroma
     upsampling, so a full decode can be judged by `dc_damage` too. The 8 rows of a block row are summed along
@@ -221,12 +221,12 @@ class DcScores:
 
 
 def dc_damage(blocks: np.ndarray, mcu_rows: int = 1) -> str | None:
-    """What is wrong with a JPEG whose DC image shows a colour step, else ``None``.
+    """What is wrong with a JPEG whose DC image shows a colour step, else `None`.
 
     Args:
-        blocks: one value per 8x8 block, ``(rows, columns)`` or ``(rows, columns, channels)`` ``uint8``: the
+        blocks: one value per 8x8 block, `(rows, columns)` or `(rows, columns, channels)` `uint8`: the
             1/8-scale decode or `block_means` of a full decode. Three channels are judged as YCbCr.
-        mcu_rows: block rows per MCU (``frame_mcu(data)[1]``: 2 for 4:2:0).
+        mcu_rows: block rows per MCU (`frame_mcu(data)[1]`: 2 for 4:2:0).
     """
     scores = dc_scores(blocks, mcu_rows)
     if scores.step > scores.step_threshold:
@@ -266,7 +266,7 @@ def dc_scores(blocks: np.ndarray, mcu_rows: int = 1) -> DcScores:
 
 
 def _colour_step(diffs: np.ndarray) -> tuple[float, tuple[int, int]]:
-    """The strongest step in ``diffs`` (channel, MCU-row boundary, column) and the MCU row and column it starts."""
+    """The strongest step in `diffs` (channel, MCU-row boundary, column) and the MCU row and column it starts."""
     import numpy as np
 
     channels, boundaries, width = diffs.shape

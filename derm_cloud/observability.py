@@ -1,12 +1,12 @@
 """Traces, logs and metrics for routed calls, in the forms the ecosystem's tools read.
 
-* **Spans** (OpenTelemetry) when ``opentelemetry-api`` is installed: one ``derm_cloud.route`` span per request
-  and one ``derm_cloud.backend_call`` child per deployment attempt, with the backend, model, deployment,
-  attempts, outcome, error class and latency. The app's own ``TracerProvider`` decides where they go.
-* **Logs** (standard :mod:`logging`, logger ``derm_cloud.router``) otherwise: one line per request.
+* **Spans** (OpenTelemetry) when `opentelemetry-api` is installed: one `derm_cloud.route` span per request
+  and one `derm_cloud.backend_call` child per deployment attempt, with the backend, model, deployment,
+  attempts, outcome, error class and latency. The app's own `TracerProvider` decides where they go.
+* **Logs** (standard `logging`, logger `derm_cloud.router`) otherwise: one line per request.
 * **Metrics** kept in-process (calls, errors by class, a latency histogram, per deployment), readable with
-  :meth:`RouterMetrics.snapshot` and exported to Prometheus with :meth:`RouterMetrics.register_prometheus`
-  when the app runs ``prometheus-client``.
+  `RouterMetrics.snapshot` and exported to Prometheus with `RouterMetrics.register_prometheus`
+  when the app runs `prometheus-client`.
 
 Nothing recorded here holds image bytes or patient fields (age, sex, site, skin type): only names, counts,
 outcomes and timings. That is a rule of the attribute builders below, and the tests check it on real spans.
@@ -79,8 +79,8 @@ class RouterMetrics:
         self._config_faults: dict[str, dict[str, int]] = {}
 
     def observe(self, deployment: str, outcome: str, seconds: float, *, error_class: str | None = None) -> None:
-        """Count one call of ``deployment`` with ``outcome`` (``ok``, ``error``, ``deadline``, ``cooldown``,
-        ``hedge_lost``)."""
+        """Count one call of `deployment` with `outcome` (`ok`, `error`, `deadline`, `cooldown`,
+        `hedge_lost`)."""
         with self._lock:
             by_outcome = self._calls.setdefault(deployment, {})
             by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
@@ -92,13 +92,13 @@ class RouterMetrics:
                 self._latency.setdefault(deployment, _Histogram()).observe(seconds)
 
     def bill(self, deployment: str, calls: int) -> None:
-        """Count ``calls`` requests sent to ``deployment``'s provider (retries and hedges included)."""
+        """Count `calls` requests sent to `deployment`'s provider (retries and hedges included)."""
         if calls:
             with self._lock:
                 self._billed[deployment] = self._billed.get(deployment, 0) + calls
 
     def config_fault(self, deployment: str, error_class: str) -> None:
-        """Count one configuration fault (authentication, permission, not found) of ``deployment``."""
+        """Count one configuration fault (authentication, permission, not found) of `deployment`."""
         with self._lock:
             by_class = self._config_faults.setdefault(deployment, {})
             by_class[error_class] = by_class.get(error_class, 0) + 1
@@ -128,19 +128,19 @@ class RouterMetrics:
             }
 
     def register_prometheus(self, registry: Any | None = None, *, prefix: str = "derm_cloud_router") -> Any:
-        """Expose these metrics to a Prometheus exporter: ``<prefix>_calls_total``, ``<prefix>_errors_total``,
-        ``<prefix>_latency_seconds``, ``<prefix>_billed_calls_total`` and ``<prefix>_config_faults_total``,
-        labelled by ``deployment`` (and ``outcome`` / ``error_class``).
+        """Expose these metrics to a Prometheus exporter: `<prefix>_calls_total`, `<prefix>_errors_total`,
+        `<prefix>_latency_seconds`, `<prefix>_billed_calls_total` and `<prefix>_config_faults_total`,
+        labelled by `deployment` (and `outcome` / `error_class`).
 
         Args:
-            registry: a ``prometheus_client.CollectorRegistry``; default: the global ``REGISTRY``.
+            registry: a `prometheus_client.CollectorRegistry`; default: the global `REGISTRY`.
             prefix: metric name prefix.
 
         Returns:
-            The registered collector (pass it to ``registry.unregister`` to remove it).
+            The registered collector (pass it to `registry.unregister` to remove it).
 
         Raises:
-            MissingDependencyError: ``prometheus-client`` is not installed.
+            MissingDependencyError: `prometheus-client` is not installed.
         """
         try:
             from prometheus_client import REGISTRY
@@ -210,9 +210,9 @@ class Telemetry:
     """Where a router reports: OpenTelemetry spans when available, logging otherwise, and metrics always.
 
     Args:
-        tracer_provider: an OpenTelemetry ``TracerProvider``; default: the global one (a no-op until the app
-            configures the SDK). Ignored when ``opentelemetry-api`` is not installed.
-        metrics: where counters go; default: a fresh :class:`RouterMetrics`.
+        tracer_provider: an OpenTelemetry `TracerProvider`; default: the global one (a no-op until the app
+            configures the SDK). Ignored when `opentelemetry-api` is not installed.
+        metrics: where counters go; default: a fresh `RouterMetrics`.
 
     Example:
         >>> telemetry = Telemetry()
@@ -234,7 +234,7 @@ class Telemetry:
 
     @property
     def tracing(self) -> bool:
-        """Whether spans are produced (``opentelemetry-api`` is installed)."""
+        """Whether spans are produced (`opentelemetry-api` is installed)."""
         return self._tracer is not None
 
     def _recording(self) -> bool:
@@ -257,7 +257,7 @@ class Telemetry:
 
     @contextmanager
     def span(self, name: str, attributes: Mapping[str, Any], parent: Any | None = None) -> Iterator[Any]:
-        """A span named ``name``; only keys of :data:`SPAN_ATTRIBUTES` are allowed (no patient data, ever)."""
+        """A span named `name`; only keys of `SPAN_ATTRIBUTES` are allowed (no patient data, ever)."""
         unknown = set(attributes) - SPAN_ATTRIBUTES
         if unknown:
             raise ValueError(f"span attributes {sorted(unknown)} are not in the allowed list")
@@ -280,7 +280,7 @@ class Telemetry:
 
 
 class _CheckedSpan:
-    """An OpenTelemetry span that refuses attribute keys outside :data:`SPAN_ATTRIBUTES`."""
+    """An OpenTelemetry span that refuses attribute keys outside `SPAN_ATTRIBUTES`."""
 
     def __init__(self, span: Any) -> None:
         self._span = span

@@ -1,12 +1,12 @@
 """Backend options typed by the backend's own signature.
 
-Command-line options arrive as strings (``-o endpoint_id=1234567890``). Guessing their type from how they look
-turns an id into a number and a typo into a crash deep inside a backend, so :func:`options_from_strings` reads the
-type each option is declared with in the backend's ``__init__``: a ``str`` option stays a string whatever it
-looks like, an ``int`` option must parse as one (or the error names the option), and only options typed as
-containers (lists, mappings) or ``Any`` are read as JSON. :func:`check_option_types` applies the same declared
-types to options given as Python values (a config file), so ``endpoint_id = 1234567890`` in TOML is caught with a
-message that names the option rather than an ``AttributeError`` from the SDK.
+Command-line options arrive as strings (`-o endpoint_id=1234567890`). Guessing their type from how they look
+turns an id into a number and a typo into a crash deep inside a backend, so `options_from_strings` reads the
+type each option is declared with in the backend's `__init__`: a `str` option stays a string whatever it
+looks like, an `int` option must parse as one (or the error names the option), and only options typed as
+containers (lists, mappings) or `Any` are read as JSON. `check_option_types` applies the same declared
+types to options given as Python values (a config file), so `endpoint_id = 1234567890` in TOML is caught with a
+message that names the option rather than an `AttributeError` from the SDK.
 
 Example:
     >>> from derm_cloud.backends.local_onnx import LocalOnnxClassifier  # doctest: +SKIP
@@ -35,7 +35,7 @@ _FALSE = {"false", "0", "no", "off"}
 
 
 def declared_types(cls: type) -> dict[str, Any]:
-    """``{option name: resolved annotation}`` of ``cls.__init__`` (``_UNKNOWN`` where it does not resolve)."""
+    """`{option name: resolved annotation}` of `cls.__init__` (`_UNKNOWN` where it does not resolve)."""
     init = cls.__init__  # type: ignore[misc]
     namespace = dict(vars(sys.modules[cls.__module__])) if cls.__module__ in sys.modules else {}
     out: dict[str, Any] = {}
@@ -67,7 +67,7 @@ def _is_container(annotation: Any) -> bool:
 
 
 def _convert(name: str, text: str, annotation: Any) -> Any:
-    """``text`` as the type ``annotation`` declares, or a ConfigError naming option ``name``."""
+    """`text` as the type `annotation` declares, or a ConfigError naming option `name`."""
     if annotation is _UNKNOWN or annotation is Any:
         try:
             return json.loads(text)
@@ -114,11 +114,11 @@ def _convert(name: str, text: str, annotation: Any) -> Any:
 
 
 def options_from_strings(cls: type, raw: Mapping[str, str]) -> dict[str, Any]:
-    """Command-line option strings typed by ``cls.__init__``'s declared types.
+    """Command-line option strings typed by `cls.__init__`'s declared types.
 
     Args:
         cls: the backend class.
-        raw: ``{name: text}`` as given on the command line.
+        raw: `{name: text}` as given on the command line.
 
     Returns:
         The options with their declared types; names the backend does not declare keep the JSON-or-string

@@ -1,13 +1,13 @@
 """The payload: one image prepared once, sent to every backend, classified locally from the same pixels.
 
-A :class:`Payload` holds the metadata-free bytes every provider receives (a JPEG or a PNG) and, on demand, the
-RGB pixels those bytes decode to. Local backends classify :attr:`Payload.image`, which is either the decode of
-:attr:`Payload.data` or the very pixels a lossless PNG was written from, so a local model and a cloud model see
+A `Payload` holds the metadata-free bytes every provider receives (a JPEG or a PNG) and, on demand, the
+RGB pixels those bytes decode to. Local backends classify `Payload.image`, which is either the decode of
+`Payload.data` or the very pixels a lossless PNG was written from, so a local model and a cloud model see
 identical pixels. Nothing is decoded or encoded until something needs it: a clean JPEG sent to a cloud is never
 decoded at all.
 
 Only a provider's size or format limit can make one backend get different bytes; that re-encode is recorded
-(:func:`collect_reencodes`) and the base class puts it in the ``Prediction`` (``extra["payload_reencoded"]``).
+(`collect_reencodes`) and the base class puts it in the `Prediction` (`extra["payload_reencoded"]`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ _REENCODES: ContextVar[list[tuple[int, str]] | None] = ContextVar("derm_cloud_re
 
 @contextmanager
 def collect_reencodes() -> Iterator[list[tuple[int, str]]]:
-    """Record every per-backend re-encode made in this context (thread) as ``(id(payload), note)``."""
+    """Record every per-backend re-encode made in this context (thread) as `(id(payload), note)`."""
     notes: list[tuple[int, str]] = []
     token = _REENCODES.set(notes)
     try:
@@ -49,15 +49,15 @@ def collect_reencodes() -> Iterator[list[tuple[int, str]]]:
 class Payload:
     """One image, prepared once: oriented, 8-bit RGB (or gray), metadata stripped, as JPEG or PNG bytes.
 
-    Build one with :func:`derm_cloud.prepare_payload` and pass it to any backend's ``predict`` or
-    ``predict_batch``: every backend receives :attr:`data` (unless its own size limit forces a re-encode, which
-    the ``Prediction`` then says) and a local backend classifies the pixels :attr:`data` decodes to.
+    Build one with `derm_cloud.prepare_payload` and pass it to any backend's `predict` or
+    `predict_batch`: every backend receives `data` (unless its own size limit forces a re-encode, which
+    the `Prediction` then says) and a local backend classifies the pixels `data` decodes to.
 
     Attributes:
-        format: ``"JPEG"`` or ``"PNG"``: what :attr:`data` is.
+        format: `"JPEG"` or `"PNG"`: what `data` is.
         size: (width, height) after orientation.
-        source_format: the input's format (``"JPEG"``, ``"MPO"``, ``"PNG"``, ``"BMP"``...) or ``"array"``/``"pil"``.
-        had_metadata: metadata kinds found in the input (``{"exif", "gps"}``...), for audit logs; never values.
+        source_format: the input's format (`"JPEG"`, `"MPO"`, `"PNG"`, `"BMP"`...) or `"array"`/`"pil"`.
+        had_metadata: metadata kinds found in the input (`{"exif", "gps"}`...), for audit logs; never values.
         conversions: what was done to the input, in order (empty: the bytes are the input's, minus metadata).
         warnings: damage that did not stop classification (a JPEG with junk before its end marker).
         lossless: whether the payload's pixels are exactly the input's decoded pixels.
@@ -103,7 +103,7 @@ class Payload:
 
     @property
     def mime(self) -> str:
-        """The MIME type of :attr:`data`."""
+        """The MIME type of `data`."""
         return _MIME[self.format]
 
     @property
@@ -120,7 +120,7 @@ class Payload:
 
     @property
     def image(self) -> PILImage.Image:
-        """The RGB pixels :attr:`data` decodes to (decoded on first use, then kept)."""
+        """The RGB pixels `data` decodes to (decoded on first use, then kept)."""
         if self._image is None:
             data = self.data
             with self._lock:
@@ -143,10 +143,10 @@ class Payload:
                 self._array = None
 
     def array(self) -> np.ndarray:
-        """The pixels as a read-only ``uint8`` array of shape (height, width, 3).
+        """The pixels as a read-only `uint8` array of shape (height, width, 3).
 
         A JPEG checked by its full decode (a local backend's payload) gives libjpeg's own array, with no trip
-        through a ``PIL.Image`` (two copies of every pixel, about 0.4 ms for a 600x450 image).
+        through a `PIL.Image` (two copies of every pixel, about 0.4 ms for a 600x450 image).
         """
         if self._image is None and self._strict:
             data = self.data
@@ -171,16 +171,16 @@ class Payload:
         formats: Iterable[str] = ("JPEG", "PNG"),
         quality: int = 95,
     ) -> tuple[bytes, str]:
-        """The bytes to send to one provider: :attr:`data`, unless the provider's limits forbid it.
+        """The bytes to send to one provider: `data`, unless the provider's limits forbid it.
 
         Args:
             max_bytes: the provider's limit for the image; a payload over it is re-encoded at falling JPEG
-                quality, then downscaled, until it fits, and the re-encode is recorded for the ``Prediction``.
+                quality, then downscaled, until it fits, and the re-encode is recorded for the `Prediction`.
             formats: formats the provider accepts, preferred first.
             quality: JPEG quality of a re-encode.
 
         Returns:
-            ``(data, mime_type)``.
+            `(data, mime_type)`.
 
         Raises:
             PayloadTooLargeError: it cannot be made to fit even at reduced quality and size.
@@ -219,14 +219,14 @@ class Payload:
         formats: Iterable[str] = ("JPEG", "PNG"),
         quality: int = 95,
     ) -> tuple[str, str]:
-        """:meth:`upload_bytes` as base64 text, for JSON APIs; encoded once per payload and kept.
+        """`upload_bytes` as base64 text, for JSON APIs; encoded once per payload and kept.
 
         A comparison sends one payload to several JSON APIs (Azure ML, Vertex, Azure OpenAI ...): each would
-        otherwise spend about 0.05 ms per 100 kB encoding the same bytes again. ``max_bytes`` limits the decoded
-        image, as in :meth:`upload_bytes`.
+        otherwise spend about 0.05 ms per 100 kB encoding the same bytes again. `max_bytes` limits the decoded
+        image, as in `upload_bytes`.
 
         Returns:
-            ``(base64_text, mime_type)``.
+            `(base64_text, mime_type)`.
         """
         import base64
 

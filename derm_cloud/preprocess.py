@@ -1,4 +1,4 @@
-"""Turn RGB images into model input tensors, as a model's :class:`~derm_cloud.models.spec.Preprocess` says.
+"""Turn RGB images into model input tensors, as a model's `Preprocess` says.
 
 numpy and Pillow only: the same code runs in the local backend, in every serving adapter and in the
 emulators, so a model gives the same answer wherever it is hosted.
@@ -45,7 +45,7 @@ def _half_pixel_axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarra
 
 
 def resize_bilinear_half_pixel(arr: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize an HxWxC image like ``tf.image.resize(..., method="bilinear", antialias=False)``.
+    """Resize an HxWxC image like `tf.image.resize(..., method="bilinear", antialias=False)`.
 
     Half-pixel centres (source = (dst + 0.5) * in/out - 0.5), edge samples clamped, no antialiasing (so a
     large downscale aliases exactly as TensorFlow's does), aspect ratio not preserved. The arithmetic follows
@@ -61,7 +61,7 @@ def resize_bilinear_half_pixel(arr: np.ndarray, height: int, width: int) -> np.n
         rounded or clipped, as TensorFlow returns it.
 
     Raises:
-        InvalidImageError: ``arr`` is not a non-empty 3-D array or the size is not positive.
+        InvalidImageError: `arr` is not a non-empty 3-D array or the size is not positive.
 
     Example:
         >>> import numpy as np
@@ -107,10 +107,10 @@ def _resize(img: PILImage.Image | np.ndarray, size_hw: tuple[int, int], interpol
 
 
 def _centre_region(img: PILImage.Image | np.ndarray, height: int, width: int) -> np.ndarray:
-    """The largest centred region of ``img`` with the aspect ratio width:height, as Windows ML crops it.
+    """The largest centred region of `img` with the aspect ratio width:height, as Windows ML crops it.
 
     Windows ML binds an image to a fixed-size input by cropping first, at the image's own resolution, then
-    scaling (onnxruntime ``winml/lib/Api/ImageFeatureValue.cpp``, ``CenterAndCropBounds``); the region's size
+    scaling (onnxruntime `winml/lib/Api/ImageFeatureValue.cpp`, `CenterAndCropBounds`); the region's size
     is rounded to the nearest pixel and its offset floored, in that code's integer arithmetic, reproduced here.
     """
     arr = np.asarray(img)
@@ -129,9 +129,9 @@ def _height_width(img: PILImage.Image | np.ndarray) -> tuple[int, int]:
 
 
 def image_tensor(img: PILImage.Image | np.ndarray, pre: Preprocess, layout: str = "NCHW") -> np.ndarray:
-    """One RGB image (``PIL.Image`` or HxWx3 ``uint8`` array) to a float32 tensor of shape (3, H, W) or (H, W, 3).
+    """One RGB image (`PIL.Image` or HxWx3 `uint8` array) to a float32 tensor of shape (3, H, W) or (H, W, 3).
 
-    No batch axis. An array is used as it is; a ``PIL.Image`` is converted (a copy of every pixel).
+    No batch axis. An array is used as it is; a `PIL.Image` is converted (a copy of every pixel).
     """
     if pre.resize == "squash":
         arr = _resize(img, (pre.height, pre.width), pre.interpolation)
@@ -181,7 +181,7 @@ _ENCODERS: dict[str, MetadataEncoder] = {"sklesion-v1": _sklesion_v1}
 
 
 def metadata_encoder(name: str) -> MetadataEncoder:
-    """The metadata encoder a spec names (``"sklesion-v1"``)."""
+    """The metadata encoder a spec names (`"sklesion-v1"`)."""
     try:
         return _ENCODERS[name]
     except KeyError:
@@ -191,7 +191,7 @@ def metadata_encoder(name: str) -> MetadataEncoder:
 
 
 def encode_metadata(spec: ModelSpec, metas: Sequence[PatientMetadata]) -> np.ndarray | None:
-    """Stack encoded metadata for a batch, or ``None`` when the model takes none."""
+    """Stack encoded metadata for a batch, or `None` when the model takes none."""
     if spec.metadata_encoding is None:
         return None
     encode = metadata_encoder(spec.metadata_encoding)

@@ -1,9 +1,9 @@
-"""Progress for long commands: tqdm bars in a terminal, periodic plain lines elsewhere (CI logs, ``| tee``).
+"""Progress for long commands: tqdm bars in a terminal, periodic plain lines elsewhere (CI logs, `| tee`).
 
 A bar redraws itself with carriage returns, which a log file turns into one unreadable line (or nothing, as tqdm
 stays silent when stderr is not a terminal); so when stderr is not a terminal each task prints a plain line when
-it starts, at most every :data:`LINE_INTERVAL_S` seconds while it runs, and when it ends, each with its count,
-elapsed time and ETA. ``-q`` silences both.
+it starts, at most every `LINE_INTERVAL_S` seconds while it runs, and when it ends, each with its count,
+elapsed time and ETA. `-q` silences both.
 
 Example:
     >>> tracker = Progress(mode_for(quiet=False))  # doctest: +SKIP
@@ -29,12 +29,12 @@ LINE_INTERVAL_S = 15.0
 
 
 def mode_for(quiet: bool = False, enabled: bool | None = None, stream: TextIO | None = None) -> Mode:
-    """How to show progress: ``off`` when quiet or disabled, bars in a terminal, plain lines otherwise.
+    """How to show progress: `off` when quiet or disabled, bars in a terminal, plain lines otherwise.
 
     Args:
-        quiet: the command's ``-q``.
-        enabled: ``False`` forces ``off``, ``True`` forces bars, ``None`` decides from the stream.
-        stream: where progress goes (default ``sys.stderr``).
+        quiet: the command's `-q`.
+        enabled: `False` forces `off`, `True` forces bars, `None` decides from the stream.
+        stream: where progress goes (default `sys.stderr`).
     """
     if quiet or enabled is False:
         return "off"
@@ -44,7 +44,7 @@ def mode_for(quiet: bool = False, enabled: bool | None = None, stream: TextIO | 
 
 
 def format_seconds(seconds: float) -> str:
-    """``75.2`` -> ``'1m15s'``; under a minute, ``'42s'``."""
+    """`75.2` -> `'1m15s'`; under a minute, `'42s'`."""
     seconds = max(0, round(seconds))
     minutes, secs = divmod(seconds, 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
@@ -84,13 +84,13 @@ class _LineTask:
 
 
 class Progress:
-    """Creates one progress counter per task (a backend, a stage), shown as :func:`mode_for` decided.
+    """Creates one progress counter per task (a backend, a stage), shown as `mode_for` decided.
 
     Args:
-        mode: ``bars``, ``lines`` or ``off``.
-        prefix: the start of every plain line (``derm-cloud: compare``).
-        unit: what is counted (``req``, ``images``).
-        stream: where to write (default ``sys.stderr``).
+        mode: `bars`, `lines` or `off`.
+        prefix: the start of every plain line (`derm-cloud: compare`).
+        unit: what is counted (`req`, `images`).
+        stream: where to write (default `sys.stderr`).
     """
 
     def __init__(self, mode: Mode, prefix: str = "derm-cloud", unit: str = "req", stream: TextIO | None = None):
@@ -114,7 +114,7 @@ class Progress:
         print(f"{self.prefix}: {line}", file=self._stream or sys.stderr, flush=True)
 
     def __call__(self, name: str, total: int) -> Callable[[int], None]:
-        """A counter for task ``name`` of ``total`` units; call it with how many finished."""
+        """A counter for task `name` of `total` units; call it with how many finished."""
         if self.mode == "off" or total <= 0:
             return lambda _n: None
         if self.mode == "lines":

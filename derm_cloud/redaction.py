@@ -1,21 +1,21 @@
 """Redaction of credentials from any text that may be stored, shown or logged.
 
-Every derm-cloud error redacts its own message when it is made (``derm_cloud.errors``), so stored error
-messages, ``str()``/``repr()`` of errors, report facts (a ``scoring_uri`` carrying ``?code=``), backend ``repr``
+Every derm-cloud error redacts its own message when it is made (`derm_cloud.errors`), so stored error
+messages, `str()`/`repr()` of errors, report facts (a `scoring_uri` carrying `?code=`), backend `repr`
 and the command line's output hold no credential whatever code handles them later. What is removed:
 
-- in URLs, wherever they sit in the text: the userinfo (``https://user:password@host``) and every query or
-  fragment value except a few harmless ones (``api-version``, ``format`` ...); also in a URL's path and query
-  printed without scheme and host (``with url: /score?sig=...&code=...``, as urllib3 and requests write it);
-- key, token, password and signature forms: ``Authorization: Bearer ...`` (any scheme), ``api-key: ...``,
-  ``Ocp-Apim-Subscription-Key``, ``Prediction-Key``, ``x-api-key``, ``AccountKey=``, ``sig=``, ``token=``,
-  ``{'api_key': '...'}``;
-- provider keys recognised by their shape: ``sk-...`` (OpenAI), ``AIza...`` (Google), ``AKIA...`` (AWS key
-  ids), JWTs, and the key a provider quotes back (``Incorrect API key provided: ...``).
+- in URLs, wherever they sit in the text: the userinfo (`https://user:password@host`) and every query or
+  fragment value except a few harmless ones (`api-version`, `format` ...); also in a URL's path and query
+  printed without scheme and host (`with url: /score?sig=...&code=...`, as urllib3 and requests write it);
+- key, token, password and signature forms: `Authorization: Bearer ...` (any scheme), `api-key: ...`,
+  `Ocp-Apim-Subscription-Key`, `Prediction-Key`, `x-api-key`, `AccountKey=`, `sig=`, `token=`,
+  `{'api_key': '...'}`;
+- provider keys recognised by their shape: `sk-...` (OpenAI), `AIza...` (Google), `AKIA...` (AWS key
+  ids), JWTs, and the key a provider quotes back (`Incorrect API key provided: ...`).
 
-Exception chains keep the SDK's own exception as ``__cause__`` (for debugging), and an SDK's text is not
-redacted; :func:`format_exception` and :class:`RedactingFormatter` format a traceback with the whole chain
-redacted (the ``derm-cloud`` command prints tracebacks only that way).
+Exception chains keep the SDK's own exception as `__cause__` (for debugging), and an SDK's text is not
+redacted; `format_exception` and `RedactingFormatter` format a traceback with the whole chain
+redacted (the `derm-cloud` command prints tracebacks only that way).
 
 Example:
     >>> redact("401 from https://x.example/score?code=abc; Incorrect API key provided: sk-abcdefgh123")
@@ -93,7 +93,7 @@ def _redact_pairs(text: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its userinfo and every non-harmless query or fragment value replaced by ``<redacted>``.
+    """`url` with its userinfo and every non-harmless query or fragment value replaced by `<redacted>`.
 
     Example:
         >>> redact_url("https://user:pw@x.example/score?code=abc&api-version=1")
@@ -131,7 +131,7 @@ def redact(message: str, limit: int | None = 500) -> str:
     """Strip anything that looks like a credential from a message (or any text) and cap its length.
 
     Secrets inside URLs (userinfo, query, fragment) are removed wherever the URL sits in the text, then the key,
-    token, password and signature forms that SDKs and providers echo. ``limit=None`` keeps the whole text.
+    token, password and signature forms that SDKs and providers echo. `limit=None` keeps the whole text.
 
     Example:
         >>> redact("url: /score?sig=abc&code=xyz; sent {'api-key': 'k1', 'Authorization': 'Key k2'}")
@@ -149,9 +149,9 @@ def redact(message: str, limit: int | None = 500) -> str:
 
 
 def format_exception(exc: BaseException) -> str:
-    """The traceback of ``exc`` with its whole chain (``__cause__``, ``__context__``), redacted.
+    """The traceback of `exc` with its whole chain (`__cause__`, `__context__`), redacted.
 
-    What to print or log instead of ``traceback.format_exc()``: an SDK exception kept as the cause of a
+    What to print or log instead of `traceback.format_exc()`: an SDK exception kept as the cause of a
     derm-cloud error may quote the endpoint URL with its key.
 
     Example:

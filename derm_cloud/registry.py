@@ -1,13 +1,15 @@
 """Backends by name, imported lazily.
 
-``available_backends()`` imports nothing: it asks ``importlib.metadata`` whether each backend's distributions
-are installed. ``create(name, **options)`` imports the one backend asked for, and when its extra is missing
-raises :class:`MissingDependencyError` naming the ``pip install`` that fixes it.
+`available_backends()` imports nothing: it asks `importlib.metadata` whether each backend's distributions
+are installed. `create(name, **options)` imports the one backend asked for, and when its extra is missing
+raises `MissingDependencyError` naming the `pip install` that fixes it.
 
-Third-party packages add backends through the entry-point group ``derm_cloud.backends``::
+Third-party packages add backends through the entry-point group `derm_cloud.backends`:
 
-    [project.entry-points."derm_cloud.backends"]
-    my-cloud = "my_package.backend:MyCloudClassifier"
+```toml
+[project.entry-points."derm_cloud.backends"]
+my-cloud = "my_package.backend:MyCloudClassifier"
+```
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def register_backend(name: str, target: str, *, extra: str | None = None, summar
 def refresh_backends() -> None:
     """Forget the cached entry-point scan, so a package installed after the first lookup is seen.
 
-    ``register_backend`` needs no refresh: run-time registrations are read on every lookup.
+    `register_backend` needs no refresh: run-time registrations are read on every lookup.
     """
     global _SCANNED
     _SCANNED = None
@@ -204,7 +206,7 @@ def available_backends() -> list[BackendEntry]:
 
 
 def get_backend_class(name: str) -> type[Classifier]:
-    """Import and return the class of backend ``name``.
+    """Import and return the class of backend `name`.
 
     Raises:
         BackendNotFoundError: no backend has that name, or its target names no Classifier subclass.

@@ -2,18 +2,18 @@
 
 Each SDK has its own retry defaults (boto3 3 attempts, azure-core 4, msrest none, Vertex none, openai 2), so the
 same fault costs a different number of calls and seconds per provider and comparisons would measure SDK
-defaults. Backends switch SDK retries off and call :meth:`RetryPolicy.call` instead: exponential backoff with
-full jitter, ``Retry-After`` honoured, a total wall-clock deadline per call, and a circuit breaker per backend.
-Backends read the header with :func:`retry_after_seconds`, so every provider's ``Retry-After`` means the same.
+defaults. Backends switch SDK retries off and call `RetryPolicy.call` instead: exponential backoff with
+full jitter, `Retry-After` honoured, a total wall-clock deadline per call, and a circuit breaker per backend.
+Backends read the header with `retry_after_seconds`, so every provider's `Retry-After` means the same.
 
 The rules, the same for every backend whatever its SDK does:
 
-- **Deadline**: a call returns within ``deadline`` (plus a grace of 2 %, at most 1 s). Each attempt gets the
+- **Deadline**: a call returns within `deadline` (plus a grace of 2 %, at most 1 s). Each attempt gets the
   seconds left as its socket timeout, and runs on a worker thread (parked between calls, see
-  :mod:`derm_cloud.call_threads`) that is abandoned at the deadline, because not every SDK has a per-call
+  `derm_cloud.call_threads`) that is abandoned at the deadline, because not every SDK has a per-call
   timeout (boto3 only has its read timeout, 70 s by default).
-- **Retry-After**: the server's delay is honoured even beyond ``max_delay`` (which caps our own backoff) as long
-  as the deadline leaves room for it; otherwise the call fails at once with :class:`ThrottledError` saying how
+- **Retry-After**: the server's delay is honoured even beyond `max_delay` (which caps our own backoff) as long
+  as the deadline leaves room for it; otherwise the call fails at once with `ThrottledError` saying how
   long the service asked to wait.
 """
 
@@ -38,8 +38,8 @@ T = TypeVar("T")
 
 @dataclass
 class CircuitBreaker:
-    """Opens after ``failure_threshold`` consecutive retryable failures; lets one probe through after
-    ``reset_after`` seconds (half-open) and closes again when it succeeds.
+    """Opens after `failure_threshold` consecutive retryable failures; lets one probe through after
+    `reset_after` seconds (half-open) and closes again when it succeeds.
     """
 
     failure_threshold: int = 5
@@ -51,7 +51,7 @@ class CircuitBreaker:
 
     @property
     def first_cause(self) -> str | None:
-        """``"ErrorType: message"`` of the first failure of the current streak (what opened the circuit)."""
+        """`"ErrorType: message"` of the first failure of the current streak (what opened the circuit)."""
         return self._first_cause
 
     def before_call(self, backend: str) -> None:
@@ -72,7 +72,7 @@ class CircuitBreaker:
             self._opened_at = time.monotonic()  # half-open: this call is the probe; others still wait
 
     def record(self, ok: bool, error: BaseException | None = None) -> None:
-        """Count a call's outcome; ``error`` (the failure, when not ``ok``) is kept if it starts a streak."""
+        """Count a call's outcome; `error` (the failure, when not `ok`) is kept if it starts a streak."""
         with self._lock:
             if ok:
                 self._failures = 0
@@ -93,7 +93,7 @@ class CircuitBreaker:
     def cooldown_remaining(self) -> float:
         """Seconds before this breaker lets a call through; 0.0 when closed or due for its half-open probe.
 
-        Reads the state without changing it (unlike :meth:`before_call`, which turns a due breaker half-open),
+        Reads the state without changing it (unlike `before_call`, which turns a due breaker half-open),
         so a router can pass over a cooling-down deployment without spending its probe.
 
         Example:
@@ -112,10 +112,10 @@ class RetryPolicy:
 
     Attributes:
         max_attempts: attempts in total (1 = no retry).
-        base_delay: first backoff in seconds; doubles each attempt up to ``max_delay``.
-        max_delay: cap of one backoff of our own; a server's ``Retry-After`` beyond it is honoured while the
+        base_delay: first backoff in seconds; doubles each attempt up to `max_delay`.
+        max_delay: cap of one backoff of our own; a server's `Retry-After` beyond it is honoured while the
             deadline allows.
-        deadline: total seconds for one call including all retries; ``None`` = no deadline.
+        deadline: total seconds for one call including all retries; `None` = no deadline.
         breaker: circuit breaker shared by all calls of one backend instance.
         sleep: injectable for tests.
 
@@ -138,7 +138,7 @@ class RetryPolicy:
 
     @classmethod
     def for_timeout(cls, timeout: float) -> RetryPolicy:
-        """The backends' default policy when one call may take ``timeout`` seconds: a deadline with room for
+        """The backends' default policy when one call may take `timeout` seconds: a deadline with room for
         two full-length attempts, and never under a minute.
 
         Example:
@@ -148,7 +148,7 @@ class RetryPolicy:
         return cls(deadline=max(timeout * 2, 60.0))
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before attempt ``attempt + 1``: full jitter, or the server's Retry-After (uncapped)."""
+        """Seconds to wait before attempt `attempt + 1`: full jitter, or the server's Retry-After (uncapped)."""
         if retry_after is not None:
             return max(retry_after, 0.0)
         cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
@@ -162,12 +162,12 @@ class RetryPolicy:
         sdk_deadline: bool = False,
         attempt_timeout: float | None = None,
     ) -> tuple[T, int]:
-        """Run ``fn(remaining_seconds)`` with retries; returns ``(result, attempts)``.
+        """Run `fn(remaining_seconds)` with retries; returns `(result, attempts)`.
 
-        ``fn`` receives the seconds left before the deadline (or ``None``) so it can set its socket timeout.
-        ``sdk_deadline=True`` says that the SDK enforces that timeout as a deadline on the whole call (gRPC
+        `fn` receives the seconds left before the deadline (or `None`) so it can set its socket timeout.
+        `sdk_deadline=True` says that the SDK enforces that timeout as a deadline on the whole call (gRPC
         does; HTTP clients' timeouts bound each socket read only): the attempt then runs on the caller's
-        thread, without the watchdog. ``attempt_timeout`` bounds each attempt as well (a backend's per-attempt
+        thread, without the watchdog. `attempt_timeout` bounds each attempt as well (a backend's per-attempt
         timeout that its SDK cannot enforce: an injected client keeps its own, and an answer trickling in a
         byte at a time never lets a socket read time out); an attempt cut by it is retried like any timeout.
 
@@ -232,10 +232,10 @@ class RetryPolicy:
         backend: str,
         attempt_timeout: float | None = None,
     ) -> T:
-        """One attempt, abandoned when the deadline (or ``attempt_timeout``, when that comes first) passes even
-        if the SDK under ``fn`` keeps waiting.
+        """One attempt, abandoned when the deadline (or `attempt_timeout`, when that comes first) passes even
+        if the SDK under `fn` keeps waiting.
 
-        The SDK gets ``remaining`` as its own timeout and normally stops first with its own (translated) error;
+        The SDK gets `remaining` as its own timeout and normally stops first with its own (translated) error;
         the watchdog only fires for SDKs without a per-call timeout. The abandoned thread ends when its SDK's
         own timeout does; its result is dropped.
         """
@@ -260,14 +260,14 @@ class RetryPolicy:
 
 
 def call_timeout(configured: float, remaining: float | None) -> float:
-    """Seconds one SDK/HTTP call may take: the backend's ``timeout``, cut to what the retry deadline has left.
+    """Seconds one SDK/HTTP call may take: the backend's `timeout`, cut to what the retry deadline has left.
 
     Every remote backend uses this, so a call never outlives the policy deadline and never gets a zero or
     negative timeout (which some SDKs read as "no timeout" and others reject).
 
     Args:
-        configured: the backend's per-call ``timeout`` option, in seconds.
-        remaining: seconds left before the :class:`RetryPolicy` deadline; ``None`` when there is no deadline.
+        configured: the backend's per-call `timeout` option, in seconds.
+        remaining: seconds left before the `RetryPolicy` deadline; `None` when there is no deadline.
 
     Example:
         >>> call_timeout(30.0, None), call_timeout(30.0, 2.5), call_timeout(30.0, -1.0)
@@ -279,7 +279,7 @@ def call_timeout(configured: float, remaining: float | None) -> float:
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date; ``None`` when absent or invalid.
+    """Seconds from a `Retry-After` header: delta-seconds or an HTTP date; `None` when absent or invalid.
 
     Negative values and dates in the past give 0 (retry now).
 

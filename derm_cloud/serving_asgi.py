@@ -1,12 +1,12 @@
-"""The ASGI side of :mod:`derm_cloud.serving_http`: the Starlette app with its admission queue, and the uvicorn
+"""The ASGI side of `derm_cloud.serving_http`: the Starlette app with its admission queue, and the uvicorn
 h11 protocol with header timeout, connection cap and request-framing checks.
 
-A request's body is read whole (within ``max_body_bytes``, ``body_timeout`` and the shared ``body_buffer_bytes``)
+A request's body is read whole (within `max_body_bytes`, `body_timeout` and the shared `body_buffer_bytes`)
 *before* it is admitted: admission slots and queue places go to complete requests only, so clients that upload
 slowly, or stall half-way, cannot lock valid requests out of the model; the body timeout ends their reads.
 
 Why a protocol subclass: uvicorn times out idle keep-alive connections but not a request whose headers trickle
-in (slowloris), and h11 silently merges a repeated ``Content-Length`` and lets ``Transfer-Encoding`` override
+in (slowloris), and h11 silently merges a repeated `Content-Length` and lets `Transfer-Encoding` override
 one, which a proxy in front may read differently (request smuggling). Both are refused here before the app runs.
 """
 
@@ -55,7 +55,7 @@ def _error(status: int, code: str, message: str, *, close: bool = False, retry_a
 
 
 class _RefusedError(Exception):
-    """A request refused while its body is read; ``response`` closes the connection (the body may be unread)."""
+    """A request refused while its body is read; `response` closes the connection (the body may be unread)."""
 
     def __init__(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
@@ -78,7 +78,7 @@ class _BodyBuffer:
 
     @contextlib.contextmanager
     def account(self) -> Iterator[Callable[[int], bool]]:
-        """A ``take(nbytes) -> bool`` for one request; everything it took is given back when the block ends."""
+        """A `take(nbytes) -> bool` for one request; everything it took is given back when the block ends."""
         taken = 0
 
         def take(nbytes: int) -> bool:
@@ -107,7 +107,7 @@ def _buffer_full(buffer: _BodyBuffer, limits: ServerLimits) -> _RefusedError:
 
 
 async def _read_body(request: Request, limits: ServerLimits, buffer: _BodyBuffer, take: Callable[[int], bool]) -> bytes:
-    """The whole body (``Content-Length`` or chunked), within ``max_body_bytes``, ``body_timeout`` and the buffer."""
+    """The whole body (`Content-Length` or chunked), within `max_body_bytes`, `body_timeout` and the buffer."""
     declared = request.headers.get("content-length")
     if declared is not None and int(declared) > limits.max_body_bytes:  # h11 has checked it is a number
         raise _RefusedError(
@@ -159,7 +159,7 @@ class _Admission:
 
 
 def create_app(routes: Mapping[tuple[str, str], Any], limits: ServerLimits) -> Starlette:
-    """The Starlette app answering ``routes`` with bounded concurrency (see :mod:`derm_cloud.serving_http`)."""
+    """The Starlette app answering `routes` with bounded concurrency (see `derm_cloud.serving_http`)."""
     admission = _Admission(limits)
     buffer = _BodyBuffer(limits.body_buffer_bytes)
     paths = {path for _, path in routes}
@@ -295,7 +295,7 @@ class _GuardedH11Protocol(H11Protocol):
             self._refuse(408, f"request headers did not arrive within {self.limits.header_timeout:g} s")
 
     def _refuse(self, status: int, message: str, retry_after: int | None = None) -> None:
-        """Answer ``status`` outside h11 (the request was never parsed) and close the connection."""
+        """Answer `status` outside h11 (the request was never parsed) and close the connection."""
         self._cancel_head_timer()
         logger.warning("%d before the request reached the app: %s", status, message)
         code = {400: "BadRequest", 408: "RequestTimeout", 503: "ServiceUnavailable"}[status]
@@ -313,5 +313,5 @@ class _GuardedH11Protocol(H11Protocol):
 
 
 def guarded_protocol(limits: ServerLimits) -> type[H11Protocol]:
-    """A :class:`_GuardedH11Protocol` subclass bound to ``limits`` (uvicorn instantiates the class itself)."""
+    """A `_GuardedH11Protocol` subclass bound to `limits` (uvicorn instantiates the class itself)."""
     return type("DermCloudH11Protocol", (_GuardedH11Protocol,), {"limits": limits})

@@ -1,9 +1,9 @@
 """The decode budget of a model server: each request's images reserved from their headers, held until it answers.
 
-A request's images are checked against :class:`~derm_cloud.serving_limits.DecodeBudget` before any pixel is
+A request's images are checked against `DecodeBudget` before any pixel is
 decoded: one image or a whole request that could never fit gets 413, one that does not fit next to the decodes in
-flight gets 503 with ``Retry-After``. What is reserved stays held until the request's response is built
-(:meth:`DecodeScope.decode_scope`), because its decoded images live that long.
+flight gets 503 with `Retry-After`. What is reserved stays held until the request's response is built
+(`DecodeScope.decode_scope`), because its decoded images live that long.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _S = TypeVar("_S", bound="DecodeScope")
 def in_decode_scope(
     method: Callable[Concatenate[_S, _P], _R],
 ) -> Callable[Concatenate[_S, _P], _R]:
-    """Run a request method inside :meth:`DecodeScope.decode_scope`: its images' budget is held until it returns."""
+    """Run a request method inside `DecodeScope.decode_scope`: its images' budget is held until it returns."""
 
     @functools.wraps(method)
     def scoped(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -38,7 +38,7 @@ def in_decode_scope(
 
 
 class DecodeScope:
-    """The decode-budget half of :class:`derm_cloud.serving.ModelServer` (which sets both attributes).
+    """The decode-budget half of `derm_cloud.serving.ModelServer` (which sets both attributes).
 
     Attributes:
         decode_budget: working memory shared by concurrent decodes.

@@ -1,7 +1,7 @@
 """Errors a serving adapter answers with, each carrying the HTTP status to send, and the response they become.
 
-Split from :mod:`derm_cloud.serving` (which re-exports every name) so that the HTTP layer and the decode budget
-(:mod:`derm_cloud.serving_limits`) can raise them without importing the model server.
+Split from `derm_cloud.serving` (which re-exports every name) so that the HTTP layer and the decode budget
+(`derm_cloud.serving_limits`) can raise them without importing the model server.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Served(NamedTuple):
 
 
 class ServingError(DermCloudError):
-    """A request the server cannot answer; ``status`` is the HTTP status the adapter sends.
+    """A request the server cannot answer; `status` is the HTTP status the adapter sends.
 
     Server-side only: a backend calling a hosted model sees the cloud's error instead (e.g. SageMaker ModelError).
     """
@@ -44,7 +44,7 @@ class ServingError(DermCloudError):
     code = "InternalError"
 
     def response(self) -> Served:
-        """The JSON error body: ``{"error": {"code": ..., "message": ...}}``."""
+        """The JSON error body: `{"error": {"code": ..., "message": ...}}`."""
         return Served(json.dumps({"error": {"code": self.code, "message": str(self)}}).encode(), _JSON)
 
 
@@ -70,17 +70,17 @@ class UnsupportedMediaTypeError(ServingError):
 
 
 class NotAcceptableError(ServingError):
-    """The ``Accept`` header asks for a type the server cannot produce: HTTP 406."""
+    """The `Accept` header asks for a type the server cannot produce: HTTP 406."""
 
     status = 406
     code = "NotAcceptable"
 
 
 class ServerBusyError(ServingError):
-    """The server is at its concurrency or decode-memory limit right now: HTTP 503 with ``Retry-After``.
+    """The server is at its concurrency or decode-memory limit right now: HTTP 503 with `Retry-After`.
 
     Attributes:
-        retry_after: whole seconds the client should wait before retrying (sent as the ``Retry-After`` header).
+        retry_after: whole seconds the client should wait before retrying (sent as the `Retry-After` header).
     """
 
     status = 503

@@ -1,8 +1,8 @@
-"""Each cloud's request and response formats, over the model server core of :mod:`derm_cloud.serving`.
+"""Each cloud's request and response formats, over the model server core of `derm_cloud.serving`.
 
-:class:`CloudFormats` holds the public request methods of :class:`derm_cloud.serving.ModelServer` (SageMaker,
+`CloudFormats` holds the public request methods of `derm_cloud.serving.ModelServer` (SageMaker,
 Azure ML, Vertex AI) and the parsing of request bodies they share; the shapes are listed in
-:mod:`derm_cloud.serving`. Request values quoted in an error are shortened, never the image bytes.
+`derm_cloud.serving`. Request values quoted in an error are shortened, never the image bytes.
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ _IMAGE_TYPES: dict[str, frozenset[str]] = {
 
 
 def metadata_from_custom_attributes(value: str | None) -> PatientMetadata:
-    """Inverse of :func:`custom_attributes_for`; tokens without the ``derm.`` prefix are ignored.
+    """Inverse of `custom_attributes_for`; tokens without the `derm.` prefix are ignored.
 
     Raises:
-        BadRequestError: a ``derm.`` value is invalid (an age that is not a number ...).
+        BadRequestError: a `derm.` value is invalid (an age that is not a number ...).
     """
     fields: dict[str, Any] = {}
     for token in (value or "").split(";"):
@@ -90,13 +90,13 @@ def _clip(text: str) -> str:
 
 
 def _brief(value: Any) -> str:
-    """``repr`` of a request value, shortened (long lists, strings, deep nesting) for an error message."""
+    """`repr` of a request value, shortened (long lists, strings, deep nesting) for an error message."""
     return reprlib.repr(value)
 
 
 @dataclass(frozen=True)
 class SageMakerRequest:
-    """A decoded ``/invocations`` request (the ``input_fn`` stage of the SageMaker handler contract)."""
+    """A decoded `/invocations` request (the `input_fn` stage of the SageMaker handler contract)."""
 
     images: list[PreparedImage]
     metadata: list[PatientMetadata]
@@ -106,7 +106,7 @@ class SageMakerRequest:
 
 
 class CloudFormats(DecodeScope):
-    """The request methods of :class:`derm_cloud.serving.ModelServer`, one group per cloud.
+    """The request methods of `derm_cloud.serving.ModelServer`, one group per cloud.
 
     The model server sets the attributes below and decodes and classifies the images these methods parse.
     """
@@ -138,7 +138,7 @@ class CloudFormats(DecodeScope):
         custom_attributes: str | None = None,
         response_format: SageMakerFormat | None = None,
     ) -> Served:
-        """Answer one SageMaker ``/invocations`` request (input, predict and output stages in one call)."""
+        """Answer one SageMaker `/invocations` request (input, predict and output stages in one call)."""
         request = self.sagemaker_input(
             body, content_type, custom_attributes=custom_attributes, response_format=response_format
         )
@@ -152,7 +152,7 @@ class CloudFormats(DecodeScope):
         custom_attributes: str | None = None,
         response_format: SageMakerFormat | None = None,
     ) -> SageMakerRequest:
-        """Decode a SageMaker request body (``input_fn``).
+        """Decode a SageMaker request body (`input_fn`).
 
         Raises:
             BadRequestError, RequestTooLargeError, UnsupportedMediaTypeError: the request is not usable.
@@ -190,7 +190,7 @@ class CloudFormats(DecodeScope):
     def sagemaker_output(
         self, request: SageMakerRequest, probabilities: list[list[float]], accept: str | None
     ) -> Served:
-        """Encode predictions for the requested ``Accept`` (``output_fn``)."""
+        """Encode predictions for the requested `Accept` (`output_fn`)."""
         wanted = (accept or "").replace(" ", "").lower()
         if wanted not in ("", "*/*", "application/*", _JSON, _VERBOSE):
             raise NotAcceptableError(f"Accept {accept!r} is not supported; use {_JSON} or {_VERBOSE}")
@@ -221,7 +221,7 @@ class CloudFormats(DecodeScope):
 
     @in_decode_scope
     def azureml_predictions(self, payload: Any) -> list[dict[str, Any]]:
-        """``{"input_data": {"columns": [...], "data": [...]}}`` -> ``[{"probs": [...], "labels": [...]}]``."""
+        """`{"input_data": {"columns": [...], "data": [...]}}` -> `[{"probs": [...], "labels": [...]}]`."""
         table = payload.get("input_data") if isinstance(payload, dict) else None
         if not isinstance(table, dict) or not isinstance(table.get("data"), list):
             raise BadRequestError('expected {"input_data": {"columns": ["image"], "data": ["<base64 image>", ...]}}')
@@ -250,7 +250,7 @@ class CloudFormats(DecodeScope):
 
     @in_decode_scope
     def vertex_automl_predict(self, body: bytes | str) -> Served:
-        """Answer a Vertex AutoML image classification request (``ids`` / ``displayNames`` / ``confidences``)."""
+        """Answer a Vertex AutoML image classification request (`ids` / `displayNames` / `confidences`)."""
         payload = self._vertex_payload(body)
         params = payload.get("parameters") or {}
         try:
@@ -276,7 +276,7 @@ class CloudFormats(DecodeScope):
 
     @in_decode_scope
     def vertex_custom_predict(self, body: bytes | str) -> Served:
-        """Answer the derm-cloud Vertex custom container request (``{"instances": [{"b64", "metadata"}]}``)."""
+        """Answer the derm-cloud Vertex custom container request (`{"instances": [{"b64", "metadata"}]}`)."""
         payload = self._vertex_payload(body)
         images, metas = self._instances(payload["instances"], "b64")
         predictions = [self._ours(p) for p in self.predict(images, metas)]

@@ -1,20 +1,20 @@
-"""Serve a :class:`~derm_cloud.serving.ModelServer` over HTTP with each cloud's container routes (Starlette + uvicorn).
+"""Serve a `ModelServer` over HTTP with each cloud's container routes (Starlette + uvicorn).
 
-The adapters in ``adapters/`` run this: SageMaker's container contract (``GET /ping``, ``POST /invocations``,
-``GET /execution-parameters``) and Vertex AI's custom-container contract (health and predict on the ``AIP_*``
-routes). The request handling itself is all in :mod:`derm_cloud.serving`; this module adds what a production
-server needs in front of it, each limit in :class:`~derm_cloud.serving_limits.ServerLimits`:
+The adapters in `adapters/` run this: SageMaker's container contract (`GET /ping`, `POST /invocations`,
+`GET /execution-parameters`) and Vertex AI's custom-container contract (health and predict on the `AIP_*`
+routes). The request handling itself is all in `derm_cloud.serving`; this module adds what a production
+server needs in front of it, each limit in `ServerLimits`:
 
 * a bounded number of requests decoded and classified at once (worker threads, so onnxruntime and Pillow run
-  outside the event loop) and a bounded queue; beyond it, 503 with ``Retry-After`` at once;
+  outside the event loop) and a bounded queue; beyond it, 503 with `Retry-After` at once;
 * header, body and keep-alive timeouts (a slowloris connection gets 408 and is closed), and a cap on open
   connections;
-* request framing checked: ``Content-Length`` and chunked bodies both read (h11), a duplicate
-  ``Content-Length`` or one alongside ``Transfer-Encoding`` refused with 400 (request smuggling);
+* request framing checked: `Content-Length` and chunked bodies both read (h11), a duplicate
+  `Content-Length` or one alongside `Transfer-Encoding` refused with 400 (request smuggling);
 * SIGTERM (how SageMaker and Vertex stop containers) stops accepting, finishes the requests in flight within
-  ``drain_timeout`` and exits 0;
-* at the open-file limit, one log line per interval instead of a traceback per failed ``accept()``
-  (:mod:`derm_cloud.serving_loop`).
+  `drain_timeout` and exits 0;
+* at the open-file limit, one log line per interval instead of a traceback per failed `accept()`
+  (`derm_cloud.serving_loop`).
 
 GET routes (health checks) bypass the queue, so a busy server still answers its health probe.
 
@@ -62,13 +62,13 @@ _JSON = "application/json"
 
 
 def find_model_dir(root: str | os.PathLike[str], *, max_depth: int = 3) -> Path:
-    """The model directory at or below ``root`` (holding ``spec.json`` or an AutoML ``labels.json``).
+    """The model directory at or below `root` (holding `spec.json` or an AutoML `labels.json`).
 
-    Clouds unpack models into their own layouts (SageMaker ``/opt/ml/model``, Azure ML
-    ``$AZUREML_MODEL_DIR/<registered folder>/``), so adapters search a few levels down.
+    Clouds unpack models into their own layouts (SageMaker `/opt/ml/model`, Azure ML
+    `$AZUREML_MODEL_DIR/<registered folder>/`), so adapters search a few levels down.
 
     Raises:
-        ModelSpecError: no model directory, or several, below ``root``.
+        ModelSpecError: no model directory, or several, below `root`.
     """
     base = Path(root).expanduser()
     found: list[Path] = []
@@ -91,7 +91,7 @@ Routes = Mapping[tuple[str, str], Handler]
 
 
 def sagemaker_routes(server: ModelServer) -> dict[tuple[str, str], Handler]:
-    """The SageMaker container contract: ``GET /ping``, ``POST /invocations``, ``GET /execution-parameters``."""
+    """The SageMaker container contract: `GET /ping`, `POST /invocations`, `GET /execution-parameters`."""
 
     def invocations(headers: Mapping[str, str], body: bytes) -> Served:
         return server.sagemaker_invocations(
@@ -116,7 +116,7 @@ def sagemaker_routes(server: ModelServer) -> dict[tuple[str, str], Handler]:
 def vertex_routes(
     server: ModelServer, *, health_route: str, predict_route: str, automl: bool = False
 ) -> dict[tuple[str, str], Handler]:
-    """The Vertex AI custom-container contract: health GET and predict POST on the ``AIP_*`` routes."""
+    """The Vertex AI custom-container contract: health GET and predict POST on the `AIP_*` routes."""
     predict = server.vertex_automl_predict if automl else server.vertex_custom_predict
     return {
         ("GET", health_route): lambda headers, body: server.health(),
@@ -125,16 +125,16 @@ def vertex_routes(
 
 
 class AdapterServer:
-    """An adapter's HTTP server: ``routes`` behind uvicorn with :class:`ServerLimits`, bound at construction.
+    """An adapter's HTTP server: `routes` behind uvicorn with `ServerLimits`, bound at construction.
 
-    Run it with :meth:`run` (blocking, SIGTERM drains; what the adapter scripts do) or :meth:`start` /
-    :meth:`stop` in a background thread (tests, notebooks).
+    Run it with `run` (blocking, SIGTERM drains; what the adapter scripts do) or `start` /
+    `stop` in a background thread (tests, notebooks).
 
     Args:
-        routes: ``(method, path) -> handler`` (:func:`sagemaker_routes`, :func:`vertex_routes`).
-        host: interface to listen on (containers: ``0.0.0.0``).
-        port: port; 0 picks a free one (read it from :attr:`port`).
-        limits: concurrency, timeouts and sizes (default: :meth:`ServerLimits.from_env`).
+        routes: `(method, path) -> handler` (`sagemaker_routes`, `vertex_routes`).
+        host: interface to listen on (containers: `0.0.0.0`).
+        port: port; 0 picks a free one (read it from `port`).
+        limits: concurrency, timeouts and sizes (default: `ServerLimits.from_env`).
 
     Example:
         >>> with make_http_server(sagemaker_routes(ModelServer(model_dir))).start() as httpd:  # doctest: +SKIP
@@ -168,7 +168,7 @@ class AdapterServer:
         self._thread: threading.Thread | None = None
 
     def run(self) -> None:
-        """Serve until SIGTERM or Ctrl-C, then drain in-flight requests (at most ``drain_timeout`` seconds)."""
+        """Serve until SIGTERM or Ctrl-C, then drain in-flight requests (at most `drain_timeout` seconds)."""
         if threading.current_thread() is threading.main_thread():
             # uvicorn re-raises the signal it drained on once it is done; a no-op handler makes that a clean exit 0.
             signal.signal(signal.SIGTERM, lambda *_: None)
@@ -180,7 +180,7 @@ class AdapterServer:
             self._socket.close()
 
     def _serve(self) -> None:
-        """uvicorn's serve loop on a :class:`ServingEventLoop` (quiet and calm at the open-file limit)."""
+        """uvicorn's serve loop on a `ServingEventLoop` (quiet and calm at the open-file limit)."""
         warn_if_fd_limit_below(self.limits.max_connections)
         with asyncio.Runner(loop_factory=ServingEventLoop) as runner:
             runner.run(self._uvicorn.serve(sockets=[self._socket]))
@@ -196,7 +196,7 @@ class AdapterServer:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Drain and stop a server started with :meth:`start`."""
+        """Drain and stop a server started with `start`."""
         self._uvicorn.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout if timeout is not None else self.limits.drain_timeout + 5)
@@ -212,7 +212,7 @@ class AdapterServer:
 def make_http_server(
     routes: Routes, *, host: str = "127.0.0.1", port: int = 0, limits: ServerLimits | None = None
 ) -> AdapterServer:
-    """An :class:`AdapterServer` for ``routes`` (bound, not started); port 0 picks a free port.
+    """An `AdapterServer` for `routes` (bound, not started); port 0 picks a free port.
 
     Example:
         >>> httpd = make_http_server(sagemaker_routes(ModelServer(model_dir)), port=8080)  # doctest: +SKIP

@@ -1,20 +1,20 @@
 """Limits of a serving adapter: the decode memory budget and the HTTP server's concurrency, timeouts and sizes.
 
-:class:`ServerLimits` holds every limit of :mod:`derm_cloud.serving_http` with its default and its
-``DERM_CLOUD_*`` environment variable (read by :meth:`ServerLimits.from_env`, as the adapters do).
+`ServerLimits` holds every limit of `derm_cloud.serving_http` with its default and its
+`DERM_CLOUD_*` environment variable (read by `ServerLimits.from_env`, as the adapters do).
 
 The decode budget is checked from the image header before a single pixel is decoded.
 
-Pillow's ``Image.open`` only reads the header, so the decoded size (width x height x bands x bytes per band) is
-known before :func:`derm_cloud.images.load_image` allocates anything. A 194 KB PNG of 7071x7071 RGBA decodes to
+Pillow's `Image.open` only reads the header, so the decoded size (width x height x bands x bytes per band) is
+known before `derm_cloud.images.load_image` allocates anything. A 194 KB PNG of 7071x7071 RGBA decodes to
 200 MB and needs about 1.2 GB of working memory while it is composited on white and converted to RGB; the
-:class:`DecodeBudget` refuses such a request when the server's budget is spent (503, retry later) or when it
+`DecodeBudget` refuses such a request when the server's budget is spent (503, retry later) or when it
 could never fit (413), instead of letting a few of them exhaust the container's memory.
 
-Working-set factors were measured with ``python benchmarks/adapter_load.py --measure-decode``: the peak RSS of
-``load_image`` is 6.0x ``width x height x 4`` for images with transparency (RGBA decode + white background +
+Working-set factors were measured with `python benchmarks/adapter_load.py --measure-decode`: the peak RSS of
+`load_image` is 6.0x `width x height x 4` for images with transparency (RGBA decode + white background +
 composite + RGB copy; Pillow keeps RGB at 4 bytes per pixel) and 3.0x for opaque ones. The estimate takes 6.5x
-and 3.5x of ``max(decoded size, width x height x 4)``, so it stays an upper bound.
+and 3.5x of `max(decoded size, width x height x 4)`, so it stays an upper bound.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class DecodeEstimate:
     Attributes:
         width: pixels across.
         height: pixels down.
-        mode: Pillow mode of the encoded image (``"RGBA"``, ``"RGB"``, ``"P"``...).
+        mode: Pillow mode of the encoded image (`"RGBA"`, `"RGB"`, `"P"`...).
         decoded_bytes: width x height x bands x bytes per band.
         working_bytes: estimated peak memory of decoding and converting it to RGB.
     """
@@ -72,7 +72,7 @@ class DecodeEstimate:
     working_bytes: int
 
     def describe(self) -> str:
-        """``7071x7071 RGBA (200 MB decoded, about 1,300 MB to prepare)`` for error messages."""
+        """`7071x7071 RGBA (200 MB decoded, about 1,300 MB to prepare)` for error messages."""
         return (
             f"{self.width}x{self.height} {self.mode} ({self.decoded_bytes / 1e6:,.0f} MB decoded, about "
             f"{self.working_bytes / 1e6:,.0f} MB to prepare)"
@@ -80,9 +80,9 @@ class DecodeEstimate:
 
 
 def estimate_decode(data: bytes) -> DecodeEstimate | None:
-    """The decode cost of encoded image bytes, read from the header only; ``None`` if Pillow cannot read one.
+    """The decode cost of encoded image bytes, read from the header only; `None` if Pillow cannot read one.
 
-    ``None`` leaves the verdict to :func:`~derm_cloud.images.load_image`, which names what is wrong with the file.
+    `None` leaves the verdict to `load_image`, which names what is wrong with the file.
     """
     from PIL import Image, ImageMode
 
@@ -139,7 +139,7 @@ class DecodeBudget:
             return self._used
 
     def try_reserve(self, nbytes: int) -> bool:
-        """Reserve ``nbytes`` if they fit now; never waits."""
+        """Reserve `nbytes` if they fit now; never waits."""
         with self._lock:
             if self._used + nbytes > self.total_bytes:
                 return False
@@ -147,7 +147,7 @@ class DecodeBudget:
             return True
 
     def release(self, nbytes: int) -> None:
-        """Give back a reservation made by :meth:`try_reserve`."""
+        """Give back a reservation made by `try_reserve`."""
         with self._lock:
             self._used = max(0, self._used - nbytes)
 
@@ -158,28 +158,28 @@ def _cpu_count() -> int:
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """Every limit of an adapter's HTTP server; each field has a ``DERM_CLOUD_*`` variable (see :data:`ENV_VARS`).
+    """Every limit of an adapter's HTTP server; each field has a `DERM_CLOUD_*` variable (see `ENV_VARS`).
 
     Attributes:
         max_concurrency: requests decoded and classified at once (default: the CPUs this process may use).
             onnxruntime already uses every core for one inference, so more only adds memory and latency.
-        max_queue: requests admitted beyond ``max_concurrency``, waiting for a slot; any more are answered 503
-            with ``Retry-After`` at once instead of piling up. A request is admitted only once its whole body is
+        max_queue: requests admitted beyond `max_concurrency`, waiting for a slot; any more are answered 503
+            with `Retry-After` at once instead of piling up. A request is admitted only once its whole body is
             in, so slow uploads never hold a slot or a place in the queue.
-        queue_timeout: seconds an admitted request may wait for a slot before it gets 503 with ``Retry-After``.
-        retry_after: seconds sent in ``Retry-After`` when the server is busy.
+        queue_timeout: seconds an admitted request may wait for a slot before it gets 503 with `Retry-After`.
+        retry_after: seconds sent in `Retry-After` when the server is busy.
         header_timeout: seconds from a connection's first byte (or its opening) to the end of a request's headers;
             slower clients (slowloris) get 408 and are disconnected.
         body_timeout: seconds to receive a whole request body once its headers are in (408 and close after).
         keepalive_timeout: seconds an idle keep-alive connection stays open between requests; longer than the
             60 s idle timeout of common load balancers, so the server never closes a connection they reuse.
         drain_timeout: seconds SIGTERM waits for in-flight requests before cancelling them.
-        max_connections: open connections; the next one gets 503 with ``Retry-After`` and is closed.
-        max_body_bytes: largest request body (413 above, checked on ``Content-Length`` and while reading).
+        max_connections: open connections; the next one gets 503 with `Retry-After` and is closed.
+        max_body_bytes: largest request body (413 above, checked on `Content-Length` and while reading).
         body_buffer_bytes: memory for every request body held at once, counted from its first byte read until
-            its response is sent; a body that does not fit next to the others gets 503 with ``Retry-After``.
-            At least ``max_body_bytes``, so a largest body can always be read on an idle server.
-        decode_budget_bytes: working memory for concurrent image decodes (:class:`DecodeBudget`).
+            its response is sent; a body that does not fit next to the others gets 503 with `Retry-After`.
+            At least `max_body_bytes`, so a largest body can always be read on an idle server.
+        decode_budget_bytes: working memory for concurrent image decodes (`DecodeBudget`).
     """
 
     max_concurrency: int = field(default_factory=_cpu_count)
@@ -210,7 +210,7 @@ class ServerLimits:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerLimits:
-        """Defaults overridden by any ``DERM_CLOUD_*`` variable set in ``environ`` (default ``os.environ``).
+        """Defaults overridden by any `DERM_CLOUD_*` variable set in `environ` (default `os.environ`).
 
         Raises:
             ConfigError: a variable is not a number, or out of range; the message names it.

@@ -1,19 +1,19 @@
 """The event loop the HTTP adapters run on: asyncio's selector loop, made quiet and calm at the open-file limit.
 
-When a process has as many files open as ``ulimit -n`` allows, ``accept()`` fails with ``EMFILE`` and the
+When a process has as many files open as `ulimit -n` allows, `accept()` fails with `EMFILE` and the
 pending connection stays in the kernel's listen backlog. asyncio logs each failure with a full traceback and,
-instead of stopping, calls ``accept()`` again for the rest of its batch (uvicorn's backlog, 2,048), scheduling
+instead of stopping, calls `accept()` again for the rest of its batch (uvicorn's backlog, 2,048), scheduling
 one retry per failure: an adapter at the limit printed 62,638 tracebacks in 15 s. CPython fixed that loop
-upstream (gh-151615); :class:`ServingEventLoop` does the same on the Python versions that still have it, and:
+upstream (gh-151615); `ServingEventLoop` does the same on the Python versions that still have it, and:
 
 * ends an accept batch at the first out-of-resource error, so asyncio's own back-off (it retries accepting one
-  second later) costs one ``accept()`` a second while the limit lasts;
+  second later) costs one `accept()` a second while the limit lasts;
 * logs those errors as one WARNING line naming the limit and what to change, then at most one line per
-  :data:`RESOURCE_LOG_INTERVAL` seconds with the count of failures not logged, and one line when accepting
+  `RESOURCE_LOG_INTERVAL` seconds with the count of failures not logged, and one line when accepting
   works again;
 * ignores a retry that fires after the server has closed its socket (shutdown during such a back-off).
 
-:func:`warn_if_fd_limit_below` tells the operator at start when ``max_connections`` cannot be reached under the
+`warn_if_fd_limit_below` tells the operator at start when `max_connections` cannot be reached under the
 process's open-file limit.
 """
 
@@ -51,7 +51,7 @@ def _describe(exc: OSError) -> str:
 
 
 class _AcceptFailures:
-    """Counts ``accept()`` failures for lack of resources and logs them one line per interval."""
+    """Counts `accept()` failures for lack of resources and logs them one line per interval."""
 
     def __init__(self) -> None:
         self.last_logged: float | None = None  # monotonic time of the last line; None: no failure pending
@@ -88,7 +88,7 @@ class _AcceptFailures:
 
 class _ListeningSocket:
     """The listening socket as one accept batch of asyncio sees it: after an out-of-resource error, the rest of
-    the batch finds the queue empty (``BlockingIOError``), which ends the batch; asyncio's retry stays scheduled.
+    the batch finds the queue empty (`BlockingIOError`), which ends the batch; asyncio's retry stays scheduled.
     """
 
     def __init__(self, sock: socket.socket, failures: _AcceptFailures) -> None:
@@ -146,7 +146,7 @@ class ServingEventLoop(asyncio.SelectorEventLoop):
 
 
 def warn_if_fd_limit_below(max_connections: int) -> None:
-    """Log a WARNING at start when ``max_connections`` open connections would not fit the open-file limit.
+    """Log a WARNING at start when `max_connections` open connections would not fit the open-file limit.
 
     Past the limit, new connections wait in the listen backlog instead of getting the connection cap's 503.
     """

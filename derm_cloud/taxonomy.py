@@ -3,13 +3,13 @@
 Every backend reports probabilities over the same seven classes, in the same (alphabetical) order, so that
 results from different providers compare like for like. Providers name classes their own way:
 
-* HAM10000 codes (``mel``), ISIC 2018 CSV headers (``MEL``), full names (``Melanoma``);
-* the marmal88/skin_cancer ``dx`` strings used by ``Anwarkh1/Skin_Cancer-Image_Classification``
-  (``melanocytic_Nevi``, ``benign_keratosis-like_lesions`` ...);
+* HAM10000 codes (`mel`), ISIC 2018 CSV headers (`MEL`), full names (`Melanoma`);
+* the marmal88/skin_cancer `dx` strings used by `Anwarkh1/Skin_Cancer-Image_Classification`
+  (`melanocytic_Nevi`, `benign_keratosis-like_lesions` ...);
 * tag or display names chosen when a Custom Vision / Vertex AutoML / Azure AutoML model was trained.
 
-``LabelMap.for_labels`` recognises all of those. Generic vision models (ImageNet classes, Cloud Vision
-labels) have no skin-lesion classes; they raise :class:`UnmappableLabelsError` rather than getting an invented
+`LabelMap.for_labels` recognises all of those. Generic vision models (ImageNet classes, Cloud Vision
+labels) have no skin-lesion classes; they raise `UnmappableLabelsError` rather than getting an invented
 mapping, unless the caller asks for an unmapped baseline explicitly.
 """
 
@@ -59,7 +59,7 @@ _BY_CODE = {c.code: c for c in CLASSES}
 
 
 def class_info(code: str) -> LesionClass:
-    """Return the :class:`LesionClass` for a canonical code such as ``"mel"``."""
+    """Return the `LesionClass` for a canonical code such as `"mel"`."""
     try:
         return _BY_CODE[code]
     except KeyError:
@@ -70,7 +70,7 @@ def class_info(code: str) -> LesionClass:
 
 
 def normalise_label(label: str) -> str:
-    """Lower-case a label and collapse separators, so ``"Melanocytic_Nevi"`` == ``"melanocytic nevi"``."""
+    """Lower-case a label and collapse separators, so `"Melanocytic_Nevi"` == `"melanocytic nevi"`."""
     return re.sub(r"[\s_\-/]+", " ", label.strip().lower()).strip()
 
 
@@ -107,8 +107,8 @@ class LabelMap:
 
     Attributes:
         provider_labels: the provider's labels, in its output order.
-        codes: for each provider label, the canonical code it maps to, or ``None`` when it maps to nothing.
-        mapped: ``False`` for generic models (ImageNet, Cloud Vision) reported as unmappable baselines.
+        codes: for each provider label, the canonical code it maps to, or `None` when it maps to nothing.
+        mapped: `False` for generic models (ImageNet, Cloud Vision) reported as unmappable baselines.
     """
 
     provider_labels: tuple[str, ...]
@@ -127,7 +127,7 @@ class LabelMap:
 
         Args:
             labels: the provider's labels in output order.
-            overrides: explicit ``{provider_label: canonical_code}`` entries, for tag names chosen at training.
+            overrides: explicit `{provider_label: canonical_code}` entries, for tag names chosen at training.
             allow_unmapped: return an unmapped map (latency/cost baselines only) instead of raising.
 
         Raises:
@@ -187,7 +187,7 @@ class LabelMap:
         return tuple(out)
 
     def code_of(self, provider_label: str) -> str | None:
-        """Canonical code of one provider label, ``None`` if it maps to nothing."""
+        """Canonical code of one provider label, `None` if it maps to nothing."""
         try:
             return self.codes[self.provider_labels.index(provider_label)]
         except ValueError:

@@ -1,6 +1,6 @@
 """Typed values that cross the library's seams: patient metadata and predictions.
 
-All are frozen dataclasses: a ``Prediction`` from any backend can be hashed, compared, stored and turned into
+All are frozen dataclasses: a `Prediction` from any backend can be hashed, compared, stored and turned into
 JSON the same way, which is what lets the comparator treat every provider alike.
 """
 
@@ -25,9 +25,9 @@ class PatientMetadata:
     """Optional patient facts that some models use (sklesion does; most image-only models ignore them).
 
     Attributes:
-        age: age in years, ``None`` if unknown.
-        sex: ``"female"``, ``"male"`` or ``"unknown"``.
-        site: anatomical site as in HAM10000 ``localization`` (``"back"``, ``"lower extremity"``...).
+        age: age in years, `None` if unknown.
+        sex: `"female"`, `"male"` or `"unknown"`.
+        site: anatomical site as in HAM10000 `localization` (`"back"`, `"lower extremity"`...).
         fitzpatrick: Fitzpatrick skin type 1-6 when recorded (used for fairness reports, not by models).
 
     Example:
@@ -84,12 +84,12 @@ class LabelScore:
 
 @dataclass(frozen=True)
 class SkippedDeployment:
-    """A deployment a :class:`~derm_cloud.router.Router` did not take its answer from, and why.
+    """A deployment a `Router` did not take its answer from, and why.
 
     Attributes:
         deployment: the deployment's name in the router.
-        reason: ``"cooldown"`` (its circuit is open), ``"error"`` (it failed), ``"deadline"`` (no answer within
-            its share of the deadline) or ``"hedge_lost"`` (a hedged request answered first).
+        reason: `"cooldown"` (its circuit is open), `"error"` (it failed), `"deadline"` (no answer within
+            its share of the deadline) or `"hedge_lost"` (a hedged request answered first).
         detail: the error class and message, or the cooldown time left; never image bytes or patient fields.
     """
 
@@ -103,7 +103,7 @@ class SkippedDeployment:
 
 @dataclass(frozen=True)
 class Route:
-    """How a :class:`~derm_cloud.router.Router` produced a prediction.
+    """How a `Router` produced a prediction.
 
     Attributes:
         router: the router's name.
@@ -112,7 +112,7 @@ class Route:
         hedged: whether a hedged second request was sent.
         attempts: requests sent to providers for this request, across every deployment: retries, calls cut
             at their share of the deadline and the losing side of a hedge included (each may be billed).
-        billed_calls: the same requests per deployment, as ``(deployment, calls)`` pairs in the order tried.
+        billed_calls: the same requests per deployment, as `(deployment, calls)` pairs in the order tried.
     """
 
     router: str
@@ -134,7 +134,7 @@ class Route:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Route:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of `to_dict`."""
         return cls(
             router=str(data["router"]),
             deployment=str(data["deployment"]),
@@ -151,17 +151,17 @@ class Prediction:
 
     Attributes:
         probabilities: canonical code -> probability for the 7 HAM10000 classes (empty when the model's labels
-            do not map, see ``mapped``).
+            do not map, see `mapped`).
         provider_scores: the provider's own labels and scores, as it returned them.
-        backend: registry name of the backend (``"local-onnx"``, ``"sagemaker"``...).
+        backend: registry name of the backend (`"local-onnx"`, `"sagemaker"`...).
         model_id: the model or endpoint identifier.
         latency_ms: wall time of the call as the caller saw it, including retries.
         request_id: the provider's request id when it gave one.
-        mapped: ``False`` for generic baselines whose labels are not lesion classes.
+        mapped: `False` for generic baselines whose labels are not lesion classes.
         attempts: how many attempts the retry policy made.
         extra: provider facts worth keeping (variant, deployed model id, token usage ...), JSON-compatible.
-        route: set when a :class:`~derm_cloud.router.Router` answered: which deployment, and why others were
-            skipped; ``None`` for a direct backend call.
+        route: set when a `Router` answered: which deployment, and why others were
+            skipped; `None` for a direct backend call.
 
     A prediction supports triage and research; it is never a diagnosis. A clinician reviews every result.
     """
@@ -195,12 +195,12 @@ class Prediction:
         return tuple(LabelScore(self.probabilities.get(c.code, 0.0), c.code) for c in order)
 
     def top(self, k: int = 3) -> tuple[LabelScore, ...]:
-        """The ``k`` most probable canonical classes."""
+        """The `k` most probable canonical classes."""
         return self.top_k[:k]
 
     @property
     def label(self) -> str | None:
-        """The most probable canonical class, ``None`` for unmapped baselines."""
+        """The most probable canonical class, `None` for unmapped baselines."""
         return self.top_k[0].label if self.mapped else None
 
     @property
@@ -218,7 +218,7 @@ class Prediction:
         return [self.probabilities.get(c, 0.0) for c in CLASS_CODES]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-compatible dict (used by the CLI ``--json`` and the run store)."""
+        """A JSON-compatible dict (used by the CLI `--json` and the run store)."""
         d = asdict(self)
         d["provider_scores"] = [s.to_dict() for s in self.provider_scores]
         d["route"] = self.route.to_dict() if self.route is not None else None
@@ -230,7 +230,7 @@ class Prediction:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Prediction:
-        """Inverse of :meth:`to_dict` (ignores derived keys)."""
+        """Inverse of `to_dict` (ignores derived keys)."""
         return cls(
             probabilities=dict(data["probabilities"]),
             provider_scores=tuple(LabelScore(float(s["score"]), str(s["label"])) for s in data["provider_scores"]),

@@ -1,6 +1,6 @@
-"""Error translation of the ``azure-ml`` backend: the one place where a failed call becomes a derm-cloud error.
+"""Error translation of the `azure-ml` backend: the one place where a failed call becomes a derm-cloud error.
 
-Scoring calls (``requests``) and workspace look-ups (``azure-ai-ml``, ``management=True``) both land here; the
+Scoring calls (`requests`) and workspace look-ups (`azure-ai-ml`, `management=True`) both land here; the
 message names the fix, and an echoed image never reaches it (base64 runs are elided).
 """
 
@@ -40,10 +40,10 @@ def translate_error(
     max_request_bytes: int | None = None,
     management: bool = False,
 ) -> DermCloudError:
-    """Turn a failed scoring call or workspace lookup (``management=True``) into a derm-cloud error.
+    """Turn a failed scoring call or workspace lookup (`management=True`) into a derm-cloud error.
 
-    ``failure`` is a ``requests`` exception, a non-200 ``requests.Response``, or an ``azure.core`` exception
-    raised by ``azure-ai-ml`` in :meth:`AzureMlClassifier.from_workspace`.
+    `failure` is a `requests` exception, a non-200 `requests.Response`, or an `azure.core` exception
+    raised by `azure-ai-ml` in `AzureMlClassifier.from_workspace`.
     """
     name = BACKEND_NAME
     if isinstance(failure, BaseException):
@@ -80,7 +80,7 @@ def _error_for_status(
     max_request_bytes: int | None,
     management: bool,
 ) -> DermCloudError:
-    """The derm-cloud error for an HTTP status of the endpoint or the workspace (``management=True``)."""
+    """The derm-cloud error for an HTTP status of the endpoint or the workspace (`management=True`)."""
     name = BACKEND_NAME
     common: dict[str, Any] = {
         "backend": name,

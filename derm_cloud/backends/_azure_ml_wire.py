@@ -1,6 +1,6 @@
-"""The wire of the ``azure-ml`` backend: request size, the HTTP session it posts with, one JSON row as sent.
+"""The wire of the `azure-ml` backend: request size, the HTTP session it posts with, one JSON row as sent.
 
-Shared by :mod:`derm_cloud.backends.azure_ml` and its error translation (which names the size limit).
+Shared by `derm_cloud.backends.azure_ml` and its error translation (which names the size limit).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 
 class HttpSession(Protocol):
-    """What the backend needs from ``requests.Session`` (inject one for proxies, mTLS or tests)."""
+    """What the backend needs from `requests.Session` (inject one for proxies, mTLS or tests)."""
 
     def post(self, url: str, *, data: bytes, headers: Mapping[str, str], timeout: float) -> Any: ...
 
@@ -44,7 +44,7 @@ def _new_session() -> HttpSession:
 
 
 def _row_json(row: Any) -> str:
-    """One ``data`` row as json.dumps writes it: the base64 image (never escaped) spliced in, then the rest."""
+    """One `data` row as json.dumps writes it: the base64 image (never escaped) spliced in, then the rest."""
     if isinstance(row, str):
         return '"' + row + '"'
     image: str = row[0]

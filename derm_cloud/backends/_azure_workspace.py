@@ -1,9 +1,9 @@
-"""Azure ML endpoint auth and workspace lookup, for :class:`~derm_cloud.backends.azure_ml.AzureMlClassifier`.
+"""Azure ML endpoint auth and workspace lookup, for `AzureMlClassifier`.
 
-Kept apart from the hot path: the ``Authorization`` header for each auth mode (endpoint key, ``aml_token`` from
-the workspace, Entra ID ``aad_token`` from an azure-identity credential, with cached, renewed tokens), and
-:func:`resolve_endpoint`, which uses ``azure-ai-ml`` once to find an endpoint's scoring URI, auth mode and SKU.
-Secrets live only in closures and token caches: never logged, never in ``repr()``.
+Kept apart from the hot path: the `Authorization` header for each auth mode (endpoint key, `aml_token` from
+the workspace, Entra ID `aad_token` from an azure-identity credential, with cached, renewed tokens), and
+`resolve_endpoint`, which uses `azure-ai-ml` once to find an endpoint's scoring URI, auth mode and SKU.
+Secrets live only in closures and token caches: never logged, never in `repr()`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _TOKEN_MARGIN_S = 300.0  # refresh Entra tokens five minutes before they expire
 
 
 class TokenCredential(Protocol):
-    """An azure-identity style credential: ``get_token(scope)`` returns an object with ``token``, ``expires_on``."""
+    """An azure-identity style credential: `get_token(scope)` returns an object with `token`, `expires_on`."""
 
     def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
 
@@ -34,10 +34,10 @@ class TokenCredential(Protocol):
 def authorization(
     key: str | None, token_provider: Callable[[], str] | None, credential: TokenCredential | str | None
 ) -> Callable[[], str]:
-    """A function returning the ``Authorization`` header value; the secret lives only in its closure.
+    """A function returning the `Authorization` header value; the secret lives only in its closure.
 
-    Exactly one of ``key`` (or ``$AZUREML_ENDPOINT_KEY`` when no other is given), ``token_provider`` or
-    ``credential`` must be given.
+    Exactly one of `key` (or `$AZUREML_ENDPOINT_KEY` when no other is given), `token_provider` or
+    `credential` must be given.
 
     Raises:
         ConfigError: none or several of them were given.
@@ -77,7 +77,7 @@ class _RenewingToken:
     """A token kept until its renewal time (epoch seconds) passes, then fetched again; thread-safe.
 
     Args:
-        fetch: returns a new ``(token, renew_at)``.
+        fetch: returns a new `(token, renew_at)`.
     """
 
     def __init__(self, fetch: Callable[[], tuple[str, float]]) -> None:
@@ -94,7 +94,7 @@ class _RenewingToken:
 
 
 def _entra_header(credential: TokenCredential) -> Callable[[], str]:
-    """Entra ID tokens for :data:`AML_SCOPE`, renewed five minutes before expiry."""
+    """Entra ID tokens for `AML_SCOPE`, renewed five minutes before expiry."""
 
     def fetch() -> tuple[str, float]:
         access = credential.get_token(AML_SCOPE)
@@ -105,7 +105,7 @@ def _entra_header(credential: TokenCredential) -> Callable[[], str]:
 
 
 def _aml_token(ml_client: Any, endpoint_name: str) -> Callable[[], str]:
-    """``aml_token`` auth: short-lived tokens from ``get_keys``, fetched again after ``refresh_after_time_utc``."""
+    """`aml_token` auth: short-lived tokens from `get_keys`, fetched again after `refresh_after_time_utc`."""
 
     def fetch() -> tuple[str, float]:
         token = ml_client.online_endpoints.get_keys(endpoint_name)
@@ -128,13 +128,13 @@ def resolve_endpoint(
 ) -> dict[str, Any]:
     """Constructor options for an endpoint: scoring URI, auth, region and the deployment's SKU.
 
-    Used by :meth:`~derm_cloud.backends.azure_ml.AzureMlClassifier.from_workspace`; ``azure-ai-ml`` is imported
-    here, once, off the hot path. ``translate_error`` is the backend's one error translator, handed in so that
+    Used by `from_workspace`; `azure-ai-ml` is imported
+    here, once, off the hot path. `translate_error` is the backend's one error translator, handed in so that
     this helper, which the backend imports, does not import the backend back.
 
     Raises:
         MissingDependencyError: azure-ai-ml is not installed.
-        ConfigError: neither ``ml_client`` nor the three workspace identifiers were given.
+        ConfigError: neither `ml_client` nor the three workspace identifiers were given.
         RemoteError: the workspace refused or failed the lookup (translated by the backend's one translator).
     """
     try:

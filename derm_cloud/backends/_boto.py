@@ -4,7 +4,7 @@ Clients make one attempt per call (the shared RetryPolicy retries) with bounded 
 boto3 or region is an error that names the fix; botocore's own failures (timeouts, credentials, cut-off bodies,
 connections) become the same derm-cloud errors in every AWS backend.
 
-Internal to :mod:`derm_cloud.backends`; boto3 is imported only when a client is built.
+Internal to `derm_cloud.backends`; boto3 is imported only when a client is built.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def build_boto_client(
     read_timeout: float,
     pool: int,
 ) -> Any:
-    """A boto3 client for ``service`` with botocore's own retries off (one attempt per call)."""
+    """A boto3 client for `service` with botocore's own retries off (one attempt per call)."""
     try:
         import boto3
         from botocore.config import Config
@@ -60,7 +60,7 @@ def build_boto_client(
 
 
 def client_error_class() -> type[Exception] | None:
-    """botocore's ``ClientError`` (a service answered with an error), or ``None`` when botocore is absent."""
+    """botocore's `ClientError` (a service answered with an error), or `None` when botocore is absent."""
     try:
         from botocore.exceptions import ClientError
     except ImportError:
@@ -71,7 +71,7 @@ def client_error_class() -> type[Exception] | None:
 
 @dataclass(frozen=True)
 class ClientErrorFacts:
-    """What a botocore ``ClientError.response`` says: the AWS error code and message, and the keyword arguments
+    """What a botocore `ClientError.response` says: the AWS error code and message, and the keyword arguments
     (backend, status, request id, Retry-After) every derm-cloud error built from it carries."""
 
     code: str
@@ -81,7 +81,7 @@ class ClientErrorFacts:
 
 
 def client_error_facts(response: Mapping[str, Any], *, backend: str) -> ClientErrorFacts:
-    """Read a ``ClientError.response`` once, the same way for every AWS backend."""
+    """Read a `ClientError.response` once, the same way for every AWS backend."""
     error = response.get("Error") or {}
     meta = response.get("ResponseMetadata") or {}
     status = meta.get("HTTPStatusCode")
@@ -101,10 +101,10 @@ def client_error_facts(response: Mapping[str, Any], *, backend: str) -> ClientEr
 def translate_botocore(
     exc: BaseException, *, backend: str, where: str, operation: str, read_timeout: float | None = None
 ) -> DermCloudError | None:
-    """The derm-cloud error for a botocore failure that is not a service answer (``ClientError`` is the caller's).
+    """The derm-cloud error for a botocore failure that is not a service answer (`ClientError` is the caller's).
 
-    ``read_timeout``: the client's read timeout, named in a timeout's message when known.
-    Returns ``None`` for exceptions that are not botocore's (an injected client's own, or our own bugs).
+    `read_timeout`: the client's read timeout, named in a timeout's message when known.
+    Returns `None` for exceptions that are not botocore's (an injected client's own, or our own bugs).
     """
     try:
         from botocore import exceptions as bx

@@ -1,7 +1,7 @@
 """Custom Vision's failures as derm-cloud errors: the one translator of SDK, msrest and requests exceptions.
 
 Each status gets the error a caller can act on (the key of the *prediction* resource, the publish name, the
-4 MB limit, a quota that renews), with the service's request id and ``Retry-After`` kept.
+4 MB limit, a quota that renews), with the service's request id and `Retry-After` kept.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ ENDPOINT_ENV = "VISION_PREDICTION_ENDPOINT"
 
 
 class PredictionCall(Protocol):
-    """What an error message names about the call (an ``AzureCustomVisionClassifier`` is one)."""
+    """What an error message names about the call (an `AzureCustomVisionClassifier` is one)."""
 
     @property
     def backend_name(self) -> str: ...
@@ -52,7 +52,7 @@ class PredictionCall(Protocol):
 def translate_error(exc: BaseException, clf: PredictionCall) -> DermCloudError | None:
     """The one place where SDK, msrest and requests exceptions become derm-cloud errors.
 
-    Returns ``None`` for exceptions that are not about the call (programming errors propagate unchanged).
+    Returns `None` for exceptions that are not about the call (programming errors propagate unchanged).
     """
     from azure.cognitiveservices.vision.customvision.prediction.models import CustomVisionErrorException
     from azure.core.exceptions import DeserializationError  # what msrest raises for a malformed body
@@ -121,7 +121,7 @@ def _from_status(exc: Any, clf: PredictionCall) -> DermCloudError:
 
 
 def _error_fields(exc: Any) -> tuple[str, str]:
-    """``(code, message)`` from either error body shape, or the HTTP reason when the body is not JSON."""
+    """`(code, message)` from either error body shape, or the HTTP reason when the body is not JSON."""
     error = getattr(exc, "error", None)
     code = getattr(error, "code", None)
     message = getattr(error, "message", None)
@@ -134,7 +134,7 @@ def _error_fields(exc: Any) -> tuple[str, str]:
 
 
 def response_header(response: Any, name: str) -> str | None:
-    """A response header's value, or ``None`` (msrest responses and test doubles alike)."""
+    """A response header's value, or `None` (msrest responses and test doubles alike)."""
     headers = getattr(response, "headers", None)
     if headers is None:
         return None

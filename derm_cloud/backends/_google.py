@@ -1,8 +1,8 @@
 """Google Cloud API plumbing shared by the Vertex AI and Cloud Vision backends.
 
-:func:`translate_google_error` is the one place where google-api-core, google-auth, requests and protobuf errors
-become derm-cloud errors (status names for gRPC, Retry-After or ``google.rpc.RetryInfo`` kept for throttling);
-:func:`talks_grpc` tells the retry policy whether a client's timeout bounds the whole call.
+`translate_google_error` is the one place where google-api-core, google-auth, requests and protobuf errors
+become derm-cloud errors (status names for gRPC, Retry-After or `google.rpc.RetryInfo` kept for throttling);
+`talks_grpc` tells the retry policy whether a client's timeout bounds the whole call.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _retry_after(exc: Any) -> float | None:
 def talks_grpc(client: Any) -> bool:
     """Whether a Google API client uses its gRPC transport.
 
-    gRPC turns the per-call ``timeout`` into a deadline on the whole call, so the retry policy can run the
+    gRPC turns the per-call `timeout` into a deadline on the whole call, so the retry policy can run the
     call on the caller's thread; the REST transport's timeout (requests) bounds each socket read only.
     """
     transport = getattr(client, "transport", None)
@@ -63,14 +63,14 @@ def translate_google_error(
 ) -> DermCloudError | None:
     """The one place where google-api-core, google-auth, requests and protobuf errors become derm-cloud errors.
 
-    Returns ``None`` for anything else (an ``AttributeError`` or ``KeyError`` from our own code, say): the caller
+    Returns `None` for anything else (an `AttributeError` or `KeyError` from our own code, say): the caller
     re-raises it unchanged, so a programming error is never disguised as a non-retryable service failure.
 
     Args:
         exc: what the SDK raised.
         backend: registry name, for the error.
-        service: ``"Vertex AI"`` or ``"Cloud Vision"``, for messages.
-        transport: ``rest`` or ``grpc`` (gRPC errors report the status code name).
+        service: `"Vertex AI"` or `"Cloud Vision"`, for messages.
+        transport: `rest` or `grpc` (gRPC errors report the status code name).
         what: the resource called, for not-found messages.
     """
     from google.api_core import exceptions as gexc

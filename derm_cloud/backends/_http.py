@@ -1,7 +1,7 @@
-"""Small HTTP facts shared by the remote backends: is an endpoint an emulator, and what a ``requests``
+"""Small HTTP facts shared by the remote backends: is an endpoint an emulator, and what a `requests`
 transport failure means.
 
-Internal to :mod:`derm_cloud.backends`; ``requests`` is imported only when a failure is translated.
+Internal to `derm_cloud.backends`; `requests` is imported only when a failure is translated.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ __all__ = ["cut_off_error", "is_cut_off", "is_loopback", "requests_failure"]
 
 
 def is_loopback(url: str | None) -> bool:
-    """Whether ``url`` points at this machine (an emulator): ``localhost`` or a loopback IP address.
+    """Whether `url` points at this machine (an emulator): `localhost` or a loopback IP address.
 
-    Accepts full URLs and bare ``host[:port]`` endpoints (gRPC and google-api-core take those).
+    Accepts full URLs and bare `host[:port]` endpoints (gRPC and google-api-core take those).
 
     Example:
         >>> is_loopback("http://127.0.0.1:8080/score"), is_loopback("localhost:443"), is_loopback(None)
@@ -44,7 +44,7 @@ _CUT_OFF_WORDS = ("incompleteread", "incomplete chunked read", "without sending 
 
 
 def is_cut_off(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps) says the provider's answer was cut off in transit."""
+    """Whether `exc` (or what it wraps) says the provider's answer was cut off in transit."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -60,7 +60,7 @@ def is_cut_off(exc: BaseException) -> bool:
 
 
 def cut_off_error(service: str, exc: BaseException, **common: Any) -> ServiceError:
-    """The one rule for a truncated answer, in every backend: a retryable :class:`ServiceError`.
+    """The one rule for a truncated answer, in every backend: a retryable `ServiceError`.
 
     A body that stops before its declared length (or a gRPC message that no longer decodes) says nothing about
     what the provider meant to answer; inference is idempotent, so the call is simply made again.
@@ -75,13 +75,13 @@ def cut_off_error(service: str, exc: BaseException, **common: Any) -> ServiceErr
 def requests_failure(
     exc: BaseException, *, backend: str, target: str | None, check: str, timeout: float | None = None
 ) -> RemoteError | None:
-    """The derm-cloud error for a transport failure raised by ``requests``, or ``None`` for anything else.
+    """The derm-cloud error for a transport failure raised by `requests`, or `None` for anything else.
 
     Args:
         exc: what the HTTP call raised (an SDK's inner exception, where it wraps one).
         backend: registry name, for the error.
         target: the URL or endpoint called, for messages.
-        check: what the user should check when the host cannot be reached, e.g. ``"endpoint="``.
+        check: what the user should check when the host cannot be reached, e.g. `"endpoint="`.
         timeout: the socket timeout that expired, when known.
 
     Example:

@@ -1,8 +1,8 @@
-"""Load any local model directory with the runtime its ``model_file`` needs: LiteRT for ``.tflite``, else ONNX.
+"""Load any local model directory with the runtime its `model_file` needs: LiteRT for `.tflite`, else ONNX.
 
-The serving adapters and emulators load models through :func:`load_model`, so any model directory can be hosted
-behind any emulated cloud API. It stands above both runtimes (:mod:`.local_onnx`, :mod:`.local_tflite`) and
-their shared base (:mod:`._runner`), which therefore import neither it nor each other's loader.
+The serving adapters and emulators load models through `load_model`, so any model directory can be hosted
+behind any emulated cloud API. It stands above both runtimes (`local_onnx`, `local_tflite`) and
+their shared base (`_runner`), which therefore import neither it nor each other's loader.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ __all__ = ["load_model"]
 
 
 def load_model(model_dir: str | os.PathLike[str], *, intra_op_threads: int | None = None) -> ModelRunner:
-    """Load a model directory with the runtime its ``model_file`` needs (``.tflite``: LiteRT, else onnxruntime).
+    """Load a model directory with the runtime its `model_file` needs (`.tflite`: LiteRT, else onnxruntime).
 
     Raises:
         ModelSpecError: the directory or its spec is invalid.

@@ -1,8 +1,8 @@
 """The part of a local model runner that does not depend on the runtime: preprocessing, batching, softmax.
 
-:class:`ModelRunner` is shared by ``OnnxModel`` (onnxruntime) and ``TfliteModel`` (LiteRT), so both run the same
-``image_tensor`` preprocessing from the same ``spec.json`` and differ only in how one batch is executed.
-:func:`~derm_cloud.backends._local_model.load_model` picks the runtime for a directory.
+`ModelRunner` is shared by `OnnxModel` (onnxruntime) and `TfliteModel` (LiteRT), so both run the same
+`image_tensor` preprocessing from the same `spec.json` and differ only in how one batch is executed.
+`load_model` picks the runtime for a directory.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ class ModelRunner(ABC):
 
     Attributes:
         directory: the model directory.
-        spec: its ``spec.json``.
-        max_batch: largest batch one runtime call takes (``None``: any).
+        spec: its `spec.json`.
+        max_batch: largest batch one runtime call takes (`None`: any).
     """
 
     directory: Path
@@ -56,7 +56,7 @@ class ModelRunner(ABC):
 
     @abstractmethod
     def _run_batch(self, pixels: np.ndarray, meta: np.ndarray | None) -> np.ndarray:
-        """Raw model output (n, n_labels) for one batch of at most ``max_batch`` images."""
+        """Raw model output (n, n_labels) for one batch of at most `max_batch` images."""
 
     def close(self) -> None:
         """Release the runtime session (the runner is unusable afterwards)."""

@@ -1,4 +1,4 @@
-"""Error translation of the ``sagemaker`` backend: an ``invoke_endpoint`` ``ClientError`` as a derm-cloud error.
+"""Error translation of the `sagemaker` backend: an `invoke_endpoint` `ClientError` as a derm-cloud error.
 
 The one place SageMaker's error codes are read; each message names the endpoint and, where there is one, the fix.
 """
@@ -43,7 +43,7 @@ _TRANSIENT_MODEL_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def translate_client_error(exc: Any, where: str, *, backend: str, region: str | None) -> DermCloudError:
-    """A botocore ``ClientError`` from ``invoke_endpoint`` on ``where`` (the endpoint, for messages) as our error."""
+    """A botocore `ClientError` from `invoke_endpoint` on `where` (the endpoint, for messages) as our error."""
     response = exc.response
     facts = client_error_facts(response, backend=backend)
     code, message, status, common = facts.code, facts.message, facts.status, facts.common

@@ -1,17 +1,17 @@
 """The wire formats of SageMaker endpoints for image classification (docs/reference/cloud-apis.md 2.2).
 
-Requests carry patient metadata in ``X-Amzn-SageMaker-Custom-Attributes`` (:func:`custom_attributes_for`), which
-the derm-cloud adapter reads back (:func:`derm_cloud.serving.metadata_from_custom_attributes`). Responses come in
+Requests carry patient metadata in `X-Amzn-SageMaker-Custom-Attributes` (`custom_attributes_for`), which
+the derm-cloud adapter reads back (`derm_cloud.serving.metadata_from_custom_attributes`). Responses come in
 the shapes of the containers people deploy:
 
-* ``jumpstart``: JumpStart image classification, ``{"probabilities": [...]}`` or, with
-  ``Accept: application/json;verbose``, ``{"labels": [...], "probabilities": [...], "predicted_label": ...}``;
-* ``hf``: the Hugging Face DLC pipeline, ``[{"label": ..., "score": ...}, ...]`` (top 5 by default);
-* ``builtin``: the built-in Image Classification algorithm, ``{"prediction": [...]}``;
-* ``adapter``: the derm-cloud adapter (``adapters/sagemaker``), JumpStart's verbose shape plus ``model_id``.
+* `jumpstart`: JumpStart image classification, `{"probabilities": [...]}` or, with
+  `Accept: application/json;verbose`, `{"labels": [...], "probabilities": [...], "predicted_label": ...}`;
+* `hf`: the Hugging Face DLC pipeline, `[{"label": ..., "score": ...}, ...]` (top 5 by default);
+* `builtin`: the built-in Image Classification algorithm, `{"prediction": [...]}`;
+* `adapter`: the derm-cloud adapter (`adapters/sagemaker`), JumpStart's verbose shape plus `model_id`.
 
-Shapes without labels take them from ``class_names``. Internal to
-:class:`~derm_cloud.backends.aws_sagemaker.AwsSagemakerClassifier`, which maps the labels afterwards.
+Shapes without labels take them from `class_names`. Internal to
+`AwsSagemakerClassifier`, which maps the labels afterwards.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _ACCEPTED_SHAPES: dict[str, frozenset[str]] = {
 
 
 def custom_attributes_for(metadata: PatientMetadata) -> str:
-    """Encode patient metadata for ``X-Amzn-SageMaker-Custom-Attributes`` (``derm.age=45;derm.sex=male;...``).
+    """Encode patient metadata for `X-Amzn-SageMaker-Custom-Attributes` (`derm.age=45;derm.sex=male;...`).
 
     Values are percent-encoded so the header stays visible ASCII, as SageMaker requires.
 
@@ -70,22 +70,22 @@ def parse_response(
     backend: str,
     request_id: str | None,
 ) -> tuple[list[tuple[str, float]], str, dict[str, Any]]:
-    """Recognise an endpoint's answer and return ``(scores, detected_shape, extra)``.
+    """Recognise an endpoint's answer and return `(scores, detected_shape, extra)`.
 
     Args:
         body: the response body.
         content_type: its content type, for messages.
-        response_format: the shape the caller expects (``auto`` accepts any).
-        class_names: labels, in output order, for the shapes that carry none (``builtin``, plain JumpStart).
+        response_format: the shape the caller expects (`auto` accepts any).
+        class_names: labels, in output order, for the shapes that carry none (`builtin`, plain JumpStart).
         endpoint_name, backend, request_id: for error messages.
 
     Returns:
-        ``(label, probability)`` pairs in the endpoint's order, the shape detected, and extra facts
-        (``endpoint_model_id`` from the adapter).
+        `(label, probability)` pairs in the endpoint's order, the shape detected, and extra facts
+        (`endpoint_model_id` from the adapter).
 
     Raises:
-        InvalidResponseError: the body is not JSON, not a known shape, or a shape ``response_format`` excludes.
-        ConfigError: a shape without labels has another length than ``class_names``.
+        InvalidResponseError: the body is not JSON, not a known shape, or a shape `response_format` excludes.
+        ConfigError: a shape without labels has another length than `class_names`.
 
     Example:
         >>> parse_response(b'[{"label": "nv", "score": 0.9}]', "application/json", response_format="auto",

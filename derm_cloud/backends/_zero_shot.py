@@ -1,8 +1,8 @@
-"""What the zero-shot LLM baselines (``azure-openai``, ``vertex-gemini``) share, so they compare like for like.
+"""What the zero-shot LLM baselines (`azure-openai`, `vertex-gemini`) share, so they compare like for like.
 
 Both ask a general multimodal model for one JSON number per HAM10000 class, validate the answer the same way
 (all seven keys, finite, within 0..1, not all zero), renormalise it, and keep what the model wrote in
-``Prediction.provider_scores`` so the calibration gap stays visible. Patient context goes into the prompt only
+`Prediction.provider_scores` so the calibration gap stays visible. Patient context goes into the prompt only
 when the caller opts in (data minimisation).
 """
 
@@ -26,9 +26,9 @@ __all__ = ["SelfReportedScores", "prompt_with_context", "validated_scores"]
 
 
 class SelfReportedScores:
-    """Mixin for a ``Classifier`` whose scores are text a model wrote: keeps the raw numbers, declares metadata use.
+    """Mixin for a `Classifier` whose scores are text a model wrote: keeps the raw numbers, declares metadata use.
 
-    The class using it sets ``use_metadata`` and puts the raw values in ``RawResult.extra["self_reported"]``.
+    The class using it sets `use_metadata` and puts the raw values in `RawResult.extra["self_reported"]`.
     """
 
     use_metadata: bool
@@ -52,12 +52,12 @@ class SelfReportedScores:
 
     @property
     def uses_metadata(self) -> bool:
-        """Whether age, sex and site are added to the prompt (``use_metadata``)."""
+        """Whether age, sex and site are added to the prompt (`use_metadata`)."""
         return bool(self.use_metadata)
 
 
 def prompt_with_context(prompt: str, metadata: PatientMetadata | None) -> str:
-    """``prompt``, plus one sentence of patient context when ``metadata`` is given and not empty."""
+    """`prompt`, plus one sentence of patient context when `metadata` is given and not empty."""
     if metadata is None or metadata.is_empty:
         return prompt
     facts = []

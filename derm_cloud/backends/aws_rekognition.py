@@ -1,20 +1,20 @@
-"""``rekognition-custom-labels``: an Amazon Rekognition Custom Labels classification model, called with boto3.
+"""`rekognition-custom-labels`: an Amazon Rekognition Custom Labels classification model, called with boto3.
 
 Rekognition Custom Labels hosts a model trained inside the service ("project version"). It answers
-``detect_custom_labels`` only while the version is RUNNING, and bills per inference-unit hour for as long as it
+`detect_custom_labels` only while the version is RUNNING, and bills per inference-unit hour for as long as it
 runs, traffic or not (docs/reference/cloud-apis.md, section 8). What matters for a comparison:
 
-* **Confidence is 0-100**, not 0-1; scores are divided by 100. ``MinConfidence=0`` (our default) makes the
-  service return every label, so the seven probabilities are complete; with a higher ``min_confidence`` labels
-  below it are missing and count as 0, which the report must know: pass ``tags=`` then, since the label set can
+* **Confidence is 0-100**, not 0-1; scores are divided by 100. `MinConfidence=0` (our default) makes the
+  service return every label, so the seven probabilities are complete; with a higher `min_confidence` labels
+  below it are missing and count as 0, which the report must know: pass `tags=` then, since the label set can
   no longer be learned from the answers.
 * **Image bytes must be under 4.0 MB** (decimal): larger payloads are re-encoded before sending, never refused
   by the service after a billed round trip.
-* **A stopped model is a configuration state, not a transient fault**: ``ResourceNotReadyException`` becomes
-  :class:`~derm_cloud.errors.ModelNotReadyError` that names ``start_project_version`` and is not retried.
-* Labels are the names chosen at training (``label_overrides`` maps unusual ones).
+* **A stopped model is a configuration state, not a transient fault**: `ResourceNotReadyException` becomes
+  `ModelNotReadyError` that names `start_project_version` and is not retried.
+* Labels are the names chosen at training (`label_overrides` maps unusual ones).
 
-botocore's own retries are off; the shared :class:`~derm_cloud.retry.RetryPolicy` decides.
+botocore's own retries are off; the shared `RetryPolicy` decides.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ _AUTH_CODES = frozenset(
 
 
 class RekognitionClient(Protocol):
-    """The boto3 ``rekognition`` methods this backend calls (inject a client built for tests)."""
+    """The boto3 `rekognition` methods this backend calls (inject a client built for tests)."""
 
     def detect_custom_labels(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
@@ -76,23 +76,23 @@ class AwsRekognitionClassifier(Classifier):
     """Lesion scores from an Amazon Rekognition Custom Labels image-classification model.
 
     Args:
-        project_version_arn: the model's ARN (``arn:aws:rekognition:REGION:ACCOUNT:project/NAME/version/...``).
+        project_version_arn: the model's ARN (`arn:aws:rekognition:REGION:ACCOUNT:project/NAME/version/...`).
         region: AWS region; taken from the ARN when omitted.
         endpoint_url: override the service URL (an emulator on 127.0.0.1, a VPC endpoint).
-        min_confidence: ``MinConfidence`` 0-100; 0 (default) returns every label so probabilities are complete.
-        tags: the model's labels; learned from the first answer when omitted (needs ``min_confidence=0``).
-        label_overrides: ``{tag: canonical_code}`` for tag names chosen at training.
+        min_confidence: `MinConfidence` 0-100; 0 (default) returns every label so probabilities are complete.
+        tags: the model's labels; learned from the first answer when omitted (needs `min_confidence=0`).
+        label_overrides: `{tag: canonical_code}` for tag names chosen at training.
         allow_unmapped: measure a model whose tags are not the seven classes as a latency/cost baseline only.
-        inference_units: the ``MinInferenceUnits`` the model runs with (billing: units x hours running).
-        check_running: call ``describe_project_versions`` once at construction and raise
-            :class:`ModelNotReadyError` unless the version is RUNNING (costs one control-plane call).
+        inference_units: the `MinInferenceUnits` the model runs with (billing: units x hours running).
+        check_running: call `describe_project_versions` once at construction and raise
+            `ModelNotReadyError` unless the version is RUNNING (costs one control-plane call).
         connect_timeout: seconds to open a connection.
-        read_timeout: seconds to wait for an answer per attempt, also with ``client=`` (whose own read timeout
+        read_timeout: seconds to wait for an answer per attempt, also with `client=` (whose own read timeout
             may be longer) and when an answer trickles in (no single socket read times out): the retry policy
             abandons the attempt after that long.
         retry: the shared retry policy; botocore's own retries are switched off.
-        client: a boto3 ``rekognition`` client built elsewhere (tests, custom sessions); the caller keeps
-            ownership: :meth:`close` leaves it open.
+        client: a boto3 `rekognition` client built elsewhere (tests, custom sessions); the caller keeps
+            ownership: `close` leaves it open.
 
     Example:
         >>> clf = AwsRekognitionClassifier(  # doctest: +SKIP
@@ -330,7 +330,7 @@ _CHECK_ID = "derm-cloud-cut-off-body"
 
 
 def _refuse_cut_off_body(response_dict: Mapping[str, Any], **_: Any) -> None:
-    """Raise before botocore parses a JSON body shorter than its ``Content-Length``.
+    """Raise before botocore parses a JSON body shorter than its `Content-Length`.
 
     botocore reads JSON-protocol answers whole and parses a cut one as an empty answer; the one rule for
     truncated bodies (a retryable "cut off in transit") needs the cut seen as such.
@@ -344,7 +344,7 @@ def _refuse_cut_off_body(response_dict: Mapping[str, Any], **_: Any) -> None:
 
 
 def project_version_status(client: RekognitionClient, project_version_arn: str) -> str:
-    """The version's status (``RUNNING``, ``STOPPED``, ``STARTING`` ...) from ``describe_project_versions``.
+    """The version's status (`RUNNING`, `STOPPED`, `STARTING` ...) from `describe_project_versions`.
 
     Example:
         >>> project_version_status(client, arn)  # doctest: +SKIP
@@ -373,7 +373,7 @@ def _not_running_message(arn: str, status: str | None, detail: str = "") -> str:
 
 
 def _parse_arn(arn: str) -> dict[str, str]:
-    """Split ``arn:aws:rekognition:REGION:ACCOUNT:project/NAME/version/VERSION/CREATED``."""
+    """Split `arn:aws:rekognition:REGION:ACCOUNT:project/NAME/version/VERSION/CREATED`."""
     parts = arn.split(":", 5) if isinstance(arn, str) else []
     path = parts[5].split("/") if len(parts) == 6 else []
     if len(parts) != 6 or parts[2] != "rekognition" or len(path) != 5 or path[0] != "project" or path[2] != "version":

@@ -1,14 +1,14 @@
-"""``sagemaker``: an Amazon SageMaker real-time or serverless endpoint, called with boto3 ``invoke_endpoint``.
+"""`sagemaker`: an Amazon SageMaker real-time or serverless endpoint, called with boto3 `invoke_endpoint`.
 
 Understands the response shapes of the containers people deploy for image classification
 (docs/reference/cloud-apis.md 2.2):
-JumpStart image classification (``application/json;verbose``), the Hugging Face DLC (``[{"label", "score"}]``),
-the built-in Image Classification algorithm (``{"prediction": [...]}``, labels from ``class_names``) and the
-derm-cloud adapter (``adapters/sagemaker``), which also reads patient metadata from custom attributes.
+JumpStart image classification (`application/json;verbose`), the Hugging Face DLC (`[{"label", "score"}]`),
+the built-in Image Classification algorithm (`{"prediction": [...]}`, labels from `class_names`) and the
+derm-cloud adapter (`adapters/sagemaker`), which also reads patient metadata from custom attributes.
 
-Only the runtime API is used here (no SageMaker Python SDK: v3 broke v2's ``Predictor``); deployment helpers
-live in :mod:`derm_cloud.deploy.sagemaker_jumpstart`. botocore's own retries are switched off so the shared
-:class:`~derm_cloud.retry.RetryPolicy` decides, and payload limits are enforced before anything is sent.
+Only the runtime API is used here (no SageMaker Python SDK: v3 broke v2's `Predictor`); deployment helpers
+live in `derm_cloud.deploy.sagemaker_jumpstart`. botocore's own retries are switched off so the shared
+`RetryPolicy` decides, and payload limits are enforced before anything is sent.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ CUSTOM_ATTRIBUTES_MAX = 1024
 
 
 class SageMakerRuntimeClient(Protocol):
-    """The one boto3 ``sagemaker-runtime`` method this backend calls (inject a client built for tests)."""
+    """The one boto3 `sagemaker-runtime` method this backend calls (inject a client built for tests)."""
 
     def invoke_endpoint(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
@@ -66,26 +66,26 @@ class AwsSagemakerClassifier(Classifier):
 
     Args:
         endpoint_name: the endpoint's name.
-        region: AWS region (default: boto3's configuration, e.g. ``AWS_DEFAULT_REGION``).
+        region: AWS region (default: boto3's configuration, e.g. `AWS_DEFAULT_REGION`).
         endpoint_url: override the runtime URL (emulators, VPC endpoints).
-        response_format: ``jumpstart``, ``hf``, ``builtin``, ``adapter`` or ``auto`` (recognise any of them; sends
-            ``Accept: application/json``, so JumpStart answers without labels and ``class_names`` is used).
-        class_names: the model's labels in output order, for responses without labels (``builtin``, plain
+        response_format: `jumpstart`, `hf`, `builtin`, `adapter` or `auto` (recognise any of them; sends
+            `Accept: application/json`, so JumpStart answers without labels and `class_names` is used).
+        class_names: the model's labels in output order, for responses without labels (`builtin`, plain
             JumpStart); default: the HAM10000 codes in alphabetical order, as JumpStart/TF-IC fine-tuning writes.
         target_variant: send every call to this production variant.
         serverless: the endpoint is serverless (4 MB payload limit, cold starts); affects limits and billing.
-        custom_attributes: an opaque ``CustomAttributes`` string to forward (e.g. a trace id).
+        custom_attributes: an opaque `CustomAttributes` string to forward (e.g. a trace id).
         send_metadata: send patient age/sex/site in custom attributes; only the derm-cloud adapter reads them, so
-            default is ``True`` for ``adapter`` and refused for other formats (it would leak data for nothing).
-        label_overrides: ``{endpoint_label: canonical_code}`` for models trained with other tag names.
+            default is `True` for `adapter` and refused for other formats (it would leak data for nothing).
+        label_overrides: `{endpoint_label: canonical_code}` for models trained with other tag names.
         allow_unmapped: accept an endpoint whose labels are not lesion classes (latency/cost baseline only).
-        hf_top_k: ask a Hugging Face DLC for this many labels: sends JSON ``{"inputs": <base64>, "parameters":
-            {"top_k": n}}``, which needs a transformers version that reads base64 image strings. The default sends
+        hf_top_k: ask a Hugging Face DLC for this many labels: sends JSON `{"inputs": <base64>, "parameters":
+            {"top_k": n}}`, which needs a transformers version that reads base64 image strings. The default sends
             raw bytes and gets the pipeline's top 5; the two missing classes then count as 0.
         retry: retry policy (default: 4 attempts within 60 s).
-        client: an injected boto3 ``sagemaker-runtime`` client (tests, custom sessions).
+        client: an injected boto3 `sagemaker-runtime` client (tests, custom sessions).
         connect_timeout, read_timeout: socket timeouts in seconds (AWS suggests ~70 s reads: the model has 60 s).
-            ``read_timeout`` bounds each attempt, also with ``client=`` (whose own read timeout may be longer)
+            `read_timeout` bounds each attempt, also with `client=` (whose own read timeout may be longer)
             and when an answer trickles in: the retry policy abandons the attempt after that long (boto3 has no
             per-call timeout).
         instance_type, instance_count, serverless_memory_mb: how the endpoint is provisioned, for cost estimates.
@@ -281,7 +281,7 @@ class AwsSagemakerClassifier(Classifier):
 
     @property
     def uses_metadata(self) -> bool:
-        """Whether age, sex and site go to the endpoint (``send_metadata``, adapter format only)."""
+        """Whether age, sex and site go to the endpoint (`send_metadata`, adapter format only)."""
         return bool(self.send_metadata)
 
     def describe(self) -> BackendInfo:
@@ -332,7 +332,7 @@ def _checked_options(
     custom_attributes: str | None,
     hf_top_k: int | None,
 ) -> bool:
-    """Refuse options that cannot work together; returns ``send_metadata`` with its default resolved.
+    """Refuse options that cannot work together; returns `send_metadata` with its default resolved.
 
     Raises:
         ConfigError: naming the option and what it needs.

@@ -1,25 +1,25 @@
-"""``azure-custom-vision``: a published Azure AI Custom Vision classification iteration.
+"""`azure-custom-vision`: a published Azure AI Custom Vision classification iteration.
 
 Custom Vision retires on 2028-09-25 (docs/reference/cloud-apis.md section 0); the backend warns once per process
 when it calls the real service (not when it talks to an emulator on 127.0.0.1, a test double: the pytest fixtures
-and emulated comparisons stay quiet under ``-W error``) and names the successor: train with Azure ML AutoML for
-images and call the endpoint with the ``azure-ml`` backend, or run its ONNX export on your own machine with
-``local-onnx``.
+and emulated comparisons stay quiet under `-W error`) and names the successor: train with Azure ML AutoML for
+images and call the endpoint with the `azure-ml` backend, or run its ONNX export on your own machine with
+`local-onnx`.
 
 Choices that matter for patient images:
 
-* **No-store by default.** ``store_images=False`` calls ``classify_image_with_no_store`` (``/image/nostore``);
-  the storing route keeps prediction images for 30 days, so it is opt-in (``store_images=True``), and
-  ``describe().stores_images`` says which one is in use.
+* **No-store by default.** `store_images=False` calls `classify_image_with_no_store` (`/image/nostore`);
+  the storing route keeps prediction images for 30 days, so it is opt-in (`store_images=True`), and
+  `describe().stores_images` says which one is in use.
 * **4 MB limit enforced before sending**: the EXIF-free upload bytes are re-encoded (JPEG quality, then size)
   to fit, so an oversized photo never costs a refused call.
 * **Our retries, not the SDK's.** The msrest-based SDK never retries a POST (docs/reference/cloud-apis.md section 3);
 its
-  urllib3 retry policy is switched off and the shared :class:`~derm_cloud.retry.RetryPolicy` retries 429, 5xx
-  and connection failures, honouring ``Retry-After``. 400, 401 and 404 are final.
+  urllib3 retry policy is switched off and the shared `RetryPolicy` retries 429, 5xx
+  and connection failures, honouring `Retry-After`. 400, 401 and 404 are final.
 
 The prediction key is only ever handed to the SDK's credential object; it is not kept on the classifier, not
-logged, and ``repr()`` does not show it.
+logged, and `repr()` does not show it.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _warn_retirement() -> None:
 
 def _first_caller_outside_package() -> int:
     """Stack level of the first frame outside derm_cloud, so the warning points at the user's line whether
-    they called the class, ``derm_cloud.create`` or a testing helper."""
+    they called the class, `derm_cloud.create` or a testing helper."""
     package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     frame, level = sys._getframe(1), 1
     while frame.f_back is not None and frame.f_code.co_filename.startswith(package_dir):
@@ -94,7 +94,7 @@ def _first_caller_outside_package() -> int:
 
 
 class CustomVisionClient(Protocol):
-    """The two methods of ``CustomVisionPredictionClient`` this backend calls (tests inject one)."""
+    """The two methods of `CustomVisionPredictionClient` this backend calls (tests inject one)."""
 
     def classify_image(self, project_id: str, published_name: str, image_data: Any, **kwargs: Any) -> Any: ...
 
@@ -109,20 +109,20 @@ class AzureCustomVisionClassifier(Classifier):
     Args:
         project_id: the project GUID (Custom Vision portal > project settings).
         published_name: the name the iteration was published under (not the iteration id).
-        endpoint: the *prediction* resource endpoint, e.g. ``https://westeurope.api.cognitive.microsoft.com``
-            (env ``VISION_PREDICTION_ENDPOINT``).
-        prediction_key: the prediction resource key (env ``VISION_PREDICTION_KEY``); never logged or shown.
-        store_images: ``False`` (default) uses the no-store route; ``True`` lets the service keep each image for
+        endpoint: the *prediction* resource endpoint, e.g. `https://westeurope.api.cognitive.microsoft.com`
+            (env `VISION_PREDICTION_ENDPOINT`).
+        prediction_key: the prediction resource key (env `VISION_PREDICTION_KEY`); never logged or shown.
+        store_images: `False` (default) uses the no-store route; `True` lets the service keep each image for
             30 days (only with consent and a data-processing agreement).
-        application: optional application name sent as ``?application=`` (service-side usage reports).
+        application: optional application name sent as `?application=` (service-side usage reports).
         tags: the iteration's tag names, to build the label map now; default: learnt from the first answer.
-        label_overrides: ``{tag_name: canonical_code}`` for tags named other than HAM10000 codes or names.
+        label_overrides: `{tag_name: canonical_code}` for tags named other than HAM10000 codes or names.
         allow_unmapped: accept tags that are not the seven lesion classes (latency/cost baseline only).
         timeout: seconds per HTTP call (the retry policy's deadline may shorten it).
         max_image_bytes: the image limit enforced before sending (re-encoded to fit).
         region: Azure region for reports, when the endpoint (a custom subdomain) does not show it.
         retry: the shared retry policy (default: 4 attempts within 60 s).
-        client: a ``CustomVisionPredictionClient`` built elsewhere (tests, proxies).
+        client: a `CustomVisionPredictionClient` built elsewhere (tests, proxies).
 
     Example:
         >>> clf = AzureCustomVisionClassifier("0f3c...", "Iteration3",  # doctest: +SKIP
@@ -318,7 +318,7 @@ class AzureCustomVisionClassifier(Classifier):
 
 
 def _region_from_endpoint(endpoint: str | None) -> str | None:
-    """``https://westeurope.api.cognitive.microsoft.com`` -> ``westeurope``; custom subdomains carry no region."""
+    """`https://westeurope.api.cognitive.microsoft.com` -> `westeurope`; custom subdomains carry no region."""
     host = urlsplit(endpoint or "").hostname or ""
     suffix = ".api.cognitive.microsoft.com"
     return host[: -len(suffix)] if host.endswith(suffix) and host.count(".") == 4 else None

@@ -1,22 +1,24 @@
-"""``azure-ml``: an Azure Machine Learning managed online endpoint (AutoML for images or the derm-cloud adapter).
+"""`azure-ml`: an Azure Machine Learning managed online endpoint (AutoML for images or the derm-cloud adapter).
 
-The hot path is one HTTPS POST to the endpoint's scoring URI with a ``requests.Session`` (keep-alive), in the
-AutoML for Images contract (docs/reference/cloud-apis.md section 4.3)::
+The hot path is one HTTPS POST to the endpoint's scoring URI with a `requests.Session` (keep-alive), in the
+AutoML for Images contract (docs/reference/cloud-apis.md section 4.3):
 
-    POST {scoring_uri}   Authorization: Bearer <key or token>   azureml-model-deployment: <name> (optional)
-    {"input_data": {"columns": ["image"], "data": ["<base64 image>", ...]}}  ->  [{"probs": [...], "labels": [...]}]
+```text
+POST {scoring_uri}   Authorization: Bearer <key or token>   azureml-model-deployment: <name> (optional)
+{"input_data": {"columns": ["image"], "data": ["<base64 image>", ...]}}  ->  [{"probs": [...], "labels": [...]}]
+```
 
-Why not ``azure-ai-ml``'s ``online_endpoints.invoke``: it makes three HTTP calls per prediction (GET the
+Why not `azure-ai-ml`'s `online_endpoints.invoke`: it makes three HTTP calls per prediction (GET the
 endpoint, POST listKeys, POST score; ~3.3 ms of client time against ~0.6 ms here), its azure-core retry policy
-retries 429/5xx four times over ~4.8 s and even retries a 401 that carries ``Retry-After``, which we cannot
+retries 429/5xx four times over ~4.8 s and even retries a 401 that carries `Retry-After`, which we cannot
 switch off per call, and importing it takes ~1.4 s with dozens of marshmallow warnings (docs/reference/cloud-apis.md
 4.4, 10).
-``azure-ai-ml`` is used once, optionally, by :meth:`AzureMlClassifier.from_workspace` to look up the scoring URI
+`azure-ai-ml` is used once, optionally, by `AzureMlClassifier.from_workspace` to look up the scoring URI
 and the key.
 
-Several images can share one request (``images_per_request``), within ``max_request_bytes``. Keys and tokens
-are never logged and ``repr()`` does not show them; patient metadata is only sent when ``send_metadata=True``
-(the derm-cloud adapter reads ``age``/``sex``/``site`` columns; AutoML's scoring script accepts ``image`` only).
+Several images can share one request (`images_per_request`), within `max_request_bytes`. Keys and tokens
+are never logged and `repr()` does not show them; patient metadata is only sent when `send_metadata=True`
+(the derm-cloud adapter reads `age`/`sex`/`site` columns; AutoML's scoring script accepts `image` only).
 """
 
 from __future__ import annotations
@@ -64,24 +66,24 @@ class AzureMlClassifier(Classifier):
     """Classify with an Azure ML managed online endpoint that speaks the AutoML for Images contract.
 
     Args:
-        scoring_uri: ``https://<endpoint>.<region>.inference.ml.azure.com/score`` (env ``AZUREML_SCORING_URI``).
-        key: the endpoint key (env ``AZUREML_ENDPOINT_KEY``; ``az ml online-endpoint get-credentials``).
-        token_provider: instead of a key, a callable returning a current ``aml_token``/``aad_token``.
-        credential: instead of a key, an azure-identity credential (or ``"default"`` for
-            ``DefaultAzureCredential``); tokens for ``https://ml.azure.com/.default`` are cached and renewed.
-        deployment: route every call to this deployment (``azureml-model-deployment`` header); default: the
+        scoring_uri: `https://<endpoint>.<region>.inference.ml.azure.com/score` (env `AZUREML_SCORING_URI`).
+        key: the endpoint key (env `AZUREML_ENDPOINT_KEY`; `az ml online-endpoint get-credentials`).
+        token_provider: instead of a key, a callable returning a current `aml_token`/`aad_token`.
+        credential: instead of a key, an azure-identity credential (or `"default"` for
+            `DefaultAzureCredential`); tokens for `https://ml.azure.com/.default` are cached and renewed.
+        deployment: route every call to this deployment (`azureml-model-deployment` header); default: the
             endpoint's traffic split.
-        images_per_request: images sent together in one request by ``predict_batch``.
+        images_per_request: images sent together in one request by `predict_batch`.
         max_request_bytes: largest JSON body sent; images are re-encoded to fit and chunks split to stay under.
-        send_metadata: add ``age``, ``sex`` and ``site`` columns (for the derm-cloud adapter, not for AutoML).
+        send_metadata: add `age`, `sex` and `site` columns (for the derm-cloud adapter, not for AutoML).
         labels: the model's labels to build the label map now; default: learnt from the first answer.
-        label_overrides: ``{label: canonical_code}`` for class names other than HAM10000 codes or names.
+        label_overrides: `{label: canonical_code}` for class names other than HAM10000 codes or names.
         allow_unmapped: accept labels that are not the seven lesion classes (latency/cost baseline only).
-        timeout: seconds per HTTP call (the endpoint's own ``request_timeout_ms`` defaults to 5 s).
+        timeout: seconds per HTTP call (the endpoint's own `request_timeout_ms` defaults to 5 s).
         instance_type, instance_count: the deployment's SKU, for cost reports.
         region, endpoint_name: for reports when the scoring URI does not show them.
         retry: the shared retry policy (default: 4 attempts within 60 s).
-        session: a ``requests.Session``-like object (default: a new keep-alive session).
+        session: a `requests.Session`-like object (default: a new keep-alive session).
 
     Example:
         >>> clf = AzureMlClassifier("https://derm.westeurope.inference.ml.azure.com/score",  # doctest: +SKIP
@@ -170,9 +172,9 @@ class AzureMlClassifier(Classifier):
         credential: TokenCredential | None = None,
         **options: Any,
     ) -> AzureMlClassifier:
-        """Look up an endpoint's scoring URI, auth and deployment SKU with ``azure-ai-ml``, then score directly.
+        """Look up an endpoint's scoring URI, auth and deployment SKU with `azure-ai-ml`, then score directly.
 
-        Needs ``pip install 'derm-cloud[azure-ml-sdk]'`` (and azure-identity when no credential is given).
+        Needs `pip install 'derm-cloud[azure-ml-sdk]'` (and azure-identity when no credential is given).
 
         Example:
             >>> clf = AzureMlClassifier.from_workspace(  # doctest: +SKIP
@@ -244,7 +246,7 @@ class AzureMlClassifier(Classifier):
         return chunks
 
     def _body(self, rows: list[Any]) -> bytes:
-        """``json.dumps({"input_data": {"columns": [...], "data": rows}})``, built without rescanning the images.
+        """`json.dumps({"input_data": {"columns": [...], "data": rows}})`, built without rescanning the images.
 
         json.dumps scans every character of a 100 kB base64 string for escapes (0.2 ms an image, most of what
         this backend adds to a call); base64 text never needs escaping, so each row is spliced in as is.
@@ -323,7 +325,7 @@ class AzureMlClassifier(Classifier):
                 )
 
     def _translate(self, failure: Any, timeout: float | None = None) -> DermCloudError:
-        """``timeout``: the seconds the failed call was given (``timeout=``, or less when the retry deadline
+        """`timeout`: the seconds the failed call was given (`timeout=`, or less when the retry deadline
         had less left), so a timeout message names the limit that fired."""
         return translate_error(
             failure,
@@ -337,7 +339,7 @@ class AzureMlClassifier(Classifier):
 
     @property
     def uses_metadata(self) -> bool:
-        """Whether age, sex and site columns go to the endpoint (``send_metadata``)."""
+        """Whether age, sex and site columns go to the endpoint (`send_metadata`)."""
         return bool(self.send_metadata)
 
     def describe(self) -> BackendInfo:

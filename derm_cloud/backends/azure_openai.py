@@ -1,9 +1,9 @@
-"""``azure-openai``: a GPT-4o-family deployment on Azure OpenAI asked for the seven class scores (zero-shot).
+"""`azure-openai`: a GPT-4o-family deployment on Azure OpenAI asked for the seven class scores (zero-shot).
 
 The image goes as the shared EXIF-free payload (JPEG or PNG) in a data URI with a text prompt, and structured
-output (``response_format`` ``json_schema``, ``strict``) makes the model answer one JSON object with a number
+output (`response_format` `json_schema`, `strict`) makes the model answer one JSON object with a number
 per HAM10000 class. The numbers are validated (all seven keys, finite, within 0..1) and renormalised to sum to
-1; the raw self-reported values stay in ``Prediction.provider_scores`` and ``extra["self_reported"]``.
+1; the raw self-reported values stay in `Prediction.provider_scores` and `extra["self_reported"]`.
 
 Caveat: a general-purpose LLM is not a calibrated classifier. Its "probabilities" are self-reported text, not
 the output of a softmax trained on lesion images; compare them with calibration metrics before trusting any
@@ -56,9 +56,9 @@ Detail = Literal["low", "high", "auto"]
 
 
 def response_format() -> dict[str, Any]:
-    """The ``response_format`` sent with every call: one required number per class code, nothing else.
+    """The `response_format` sent with every call: one required number per class code, nothing else.
 
-    The 0..1 range is stated in each description rather than with ``minimum``/``maximum``, which strict mode
+    The 0..1 range is stated in each description rather than with `minimum`/`maximum`, which strict mode
     did not accept in earlier structured-output releases; the client validates the range itself.
     """
     properties = {
@@ -86,20 +86,20 @@ class AzureOpenaiClassifier(SelfReportedScores, Classifier):
     general model does, never as a triage model without calibration and clinical validation.
 
     Args:
-        deployment: the Azure OpenAI deployment name (what ``model=`` means on Azure).
-        azure_endpoint: ``https://<resource>.openai.azure.com`` (env ``AZURE_OPENAI_ENDPOINT``).
-        api_version: the REST ``api-version``; it must support structured outputs.
-        api_key: resource key (env ``AZURE_OPENAI_API_KEY``); or pass ``azure_ad_token_provider`` for Entra ID.
-        detail: image detail: ``low`` costs 85 image tokens; ``high`` tiles the image (more tokens, finer view).
+        deployment: the Azure OpenAI deployment name (what `model=` means on Azure).
+        azure_endpoint: `https://<resource>.openai.azure.com` (env `AZURE_OPENAI_ENDPOINT`).
+        api_version: the REST `api-version`; it must support structured outputs.
+        api_key: resource key (env `AZURE_OPENAI_API_KEY`); or pass `azure_ad_token_provider` for Entra ID.
+        detail: image detail: `low` costs 85 image tokens; `high` tiles the image (more tokens, finer view).
         use_metadata: add age, sex and site to the prompt when known (off by default: data minimisation).
         prompt: the instruction text; it must keep the triage-not-diagnosis framing.
         timeout: seconds per HTTP call (the retry policy's deadline may shorten it).
         retry: the shared retry policy; the SDK's own retries are switched off.
         max_tokens: completion token cap (the JSON answer needs about 60).
-        model_name: the deployed model, for billing keys (``gpt-4o``, ``gpt-4o-mini``).
+        model_name: the deployed model, for billing keys (`gpt-4o`, `gpt-4o-mini`).
         region: the resource's Azure region, for reports.
-        client: an ``openai.AzureOpenAI`` built elsewhere (tests, custom ``http_client``); the caller keeps
-            ownership: :meth:`close` leaves it open.
+        client: an `openai.AzureOpenAI` built elsewhere (tests, custom `http_client`); the caller keeps
+            ownership: `close` leaves it open.
 
     Example:
         >>> clf = AzureOpenaiClassifier("gpt-4o", azure_endpoint="https://res.openai.azure.com")  # doctest: +SKIP
@@ -308,7 +308,7 @@ class AzureOpenaiClassifier(SelfReportedScores, Classifier):
 
 
 def _retry_after(headers: Any) -> float | None:
-    """Azure OpenAI's ``retry-after-ms`` when valid (finer than whole seconds), else ``Retry-After``."""
+    """Azure OpenAI's `retry-after-ms` when valid (finer than whole seconds), else `Retry-After`."""
     if headers is None:
         return None
     milliseconds = headers.get("retry-after-ms")

@@ -1,15 +1,15 @@
-"""``vertex-gemini``: a Gemini model on Vertex AI asked for the seven class scores (zero-shot), via google-genai.
+"""`vertex-gemini`: a Gemini model on Vertex AI asked for the seven class scores (zero-shot), via google-genai.
 
-The Vertex AI counterpart of the ``azure-openai`` baseline, built the same way so the two are comparable: the
+The Vertex AI counterpart of the `azure-openai` baseline, built the same way so the two are comparable: the
 same prompt (triage support, never a diagnosis), the same seven-number JSON answer enforced by a response
-schema (``response_json_schema``), the same validation (all seven keys, finite, within 0..1) and the same
-renormalisation; the raw self-reported values stay in ``Prediction.provider_scores`` and
-``extra["self_reported"]``. The image goes inline (``Part.from_bytes``), EXIF-stripped.
+schema (`response_json_schema`), the same validation (all seven keys, finite, within 0..1) and the same
+renormalisation; the raw self-reported values stay in `Prediction.provider_scores` and
+`extra["self_reported"]`. The image goes inline (`Part.from_bytes`), EXIF-stripped.
 
-The client is the Google Gen AI SDK (``google-genai``) in Vertex mode; the older ``vertexai.generative_models``
-module of ``google-cloud-aiplatform`` is deprecated for Gemini. The SDK's own retries are switched off
-(``HttpRetryOptions(attempts=1)``) so the shared :class:`~derm_cloud.retry.RetryPolicy` decides, and
-thinking is off by default (``thinking_budget=0``) so cost and latency stay those of one short answer.
+The client is the Google Gen AI SDK (`google-genai`) in Vertex mode; the older `vertexai.generative_models`
+module of `google-cloud-aiplatform` is deprecated for Gemini. The SDK's own retries are switched off
+(`HttpRetryOptions(attempts=1)`) so the shared `RetryPolicy` decides, and
+thinking is off by default (`thinking_budget=0`) so cost and latency stay those of one short answer.
 
 Caveat: a general-purpose multimodal model is not a calibrated classifier; its "probabilities" are
 self-reported text. Measure it as a baseline, never use it to triage without calibration and clinical validation.
@@ -66,20 +66,20 @@ class GcpGeminiClassifier(SelfReportedScores, Classifier):
     """Zero-shot lesion scores from a Gemini model on Vertex AI (self-reported, not calibrated).
 
     Args:
-        model: the Gemini model id (``gemini-2.5-flash``, ``gemini-2.5-pro`` ...).
-        project: Google Cloud project (env ``GOOGLE_CLOUD_PROJECT``).
-        location: Vertex AI region (``us-central1``; ``global`` for the global endpoint).
-        credentials: ``google.auth`` credentials; default: Application Default Credentials.
+        model: the Gemini model id (`gemini-2.5-flash`, `gemini-2.5-pro` ...).
+        project: Google Cloud project (env `GOOGLE_CLOUD_PROJECT`).
+        location: Vertex AI region (`us-central1`; `global` for the global endpoint).
+        credentials: `google.auth` credentials; default: Application Default Credentials.
         api_endpoint: override the service URL (an emulator on 127.0.0.1, a private endpoint).
         use_metadata: add age, sex and site to the prompt when known (off by default: data minimisation).
         prompt: the instruction text; it must keep the triage-not-diagnosis framing.
         timeout: seconds per HTTP call (the retry policy's deadline may shorten it).
         retry: the shared retry policy; the SDK's own retries are switched off.
         max_output_tokens: answer token cap (the JSON answer needs about 60).
-        thinking_budget: thinking tokens allowed (0 = off, where the model allows it; ``None`` = model default).
+        thinking_budget: thinking tokens allowed (0 = off, where the model allows it; `None` = model default).
         max_image_bytes: inline image cap; larger payloads are re-encoded before sending.
-        region: reported region (defaults to ``location``).
-        client: a ``google.genai.Client`` built elsewhere; the caller keeps ownership.
+        region: reported region (defaults to `location`).
+        client: a `google.genai.Client` built elsewhere; the caller keeps ownership.
 
     Example:
         >>> clf = GcpGeminiClassifier(project="my-project", location="us-central1")  # doctest: +SKIP
@@ -169,7 +169,7 @@ class GcpGeminiClassifier(SelfReportedScores, Classifier):
     # --- the call ---------------------------------------------------------------------------------------------
 
     def request_text(self, metadata: PatientMetadata) -> str:
-        """The prompt for one image, with patient context only when ``use_metadata`` is on."""
+        """The prompt for one image, with patient context only when `use_metadata` is on."""
         return prompt_with_context(self.prompt, metadata if self.use_metadata else None)
 
     def _predict_one(self, image: PreparedImage, metadata: PatientMetadata, timeout: float | None) -> RawResult:

@@ -1,19 +1,19 @@
-"""``vertex``: a Google Vertex AI endpoint (AutoML image classification or a custom container), REST or gRPC.
+"""`vertex`: a Google Vertex AI endpoint (AutoML image classification or a custom container), REST or gRPC.
 
-Calls go through the GAPIC ``google.cloud.aiplatform_v1.PredictionServiceClient`` (1 HTTP call per prediction;
-the high-level ``aiplatform.Endpoint`` adds a GET of the endpoint first and ignores custom endpoints for
-``raw_predict``). Two request shapes:
+Calls go through the GAPIC `google.cloud.aiplatform_v1.PredictionServiceClient` (1 HTTP call per prediction;
+the high-level `aiplatform.Endpoint` adds a GET of the endpoint first and ignores custom endpoints for
+`raw_predict`). Two request shapes:
 
-* ``schema="automl"``: instance ``{"content": b64}``, parameters ``confidenceThreshold=0.0`` and
-  ``maxPredictions=<number of classes>`` so every class score comes back; the answer's ``displayNames`` are
-  mapped onto the seven classes (pass ``labels``/``label_overrides`` if the model was trained with other names).
-* ``schema="custom"``: the derm-cloud custom container (``adapters/vertex``): instance ``{"b64", "metadata"}``
-  -> ``{"labels", "probabilities", ...}``.
+* `schema="automl"`: instance `{"content": b64}`, parameters `confidenceThreshold=0.0` and
+  `maxPredictions=<number of classes>` so every class score comes back; the answer's `displayNames` are
+  mapped onto the seven classes (pass `labels`/`label_overrides` if the model was trained with other names).
+* `schema="custom"`: the derm-cloud custom container (`adapters/vertex`): instance `{"b64", "metadata"}`
+  -> `{"labels", "probabilities", ...}`.
 
-``predict`` has no SDK retry by default; we pass ``retry=None`` and a per-call ``timeout`` from the shared
-:class:`~derm_cloud.retry.RetryPolicy` deadline anyway, so nothing retries behind our back. google.api_core,
+`predict` has no SDK retry by default; we pass `retry=None` and a per-call `timeout` from the shared
+`RetryPolicy` deadline anyway, so nothing retries behind our back. google.api_core,
 google.auth, requests and protobuf parsing errors are translated in one place,
-:func:`~derm_cloud.backends._google.translate_google_error` (shared with the Cloud Vision backend).
+`translate_google_error` (shared with the Cloud Vision backend).
 """
 
 from __future__ import annotations
@@ -51,25 +51,25 @@ class GcpVertexClassifier(Classifier):
     """Classify with a model deployed to a Vertex AI endpoint.
 
     Args:
-        endpoint_id: the endpoint id, or its full resource name ``projects/P/locations/L/endpoints/E``.
+        endpoint_id: the endpoint id, or its full resource name `projects/P/locations/L/endpoints/E`.
         project: Google Cloud project id (or number).
-        location: region of the endpoint (``us-central1`` ...).
-        schema: ``automl`` (AutoML image classification) or ``custom`` (the derm-cloud container).
-        transport: ``rest`` or ``grpc``.
+        location: region of the endpoint (`us-central1` ...).
+        schema: `automl` (AutoML image classification) or `custom` (the derm-cloud container).
+        transport: `rest` or `grpc`.
         labels: the model's labels (AutoML display names), mapped onto the seven classes.
-        label_overrides: ``{display_name: code}`` for tag names that do not map by themselves.
+        label_overrides: `{display_name: code}` for tag names that do not map by themselves.
         api_endpoint: override the service host. REST needs the scheme for plain http
-            (``http://127.0.0.1:PORT``); the default is ``https://{location}-aiplatform.googleapis.com``.
+            (`http://127.0.0.1:PORT`); the default is `https://{location}-aiplatform.googleapis.com`.
         credentials: google-auth credentials (default: Application Default Credentials);
-            ``AnonymousCredentials()`` for emulators.
-        channel: an already built gRPC channel (tests: ``grpc.insecure_channel``); only with ``transport="grpc"``.
-            It is handed over: :meth:`close` closes it (as the SDK's gRPC transport does).
-        client: a ``PredictionServiceClient`` built elsewhere; the caller keeps ownership: :meth:`close` leaves it
+            `AnonymousCredentials()` for emulators.
+        channel: an already built gRPC channel (tests: `grpc.insecure_channel`); only with `transport="grpc"`.
+            It is handed over: `close` closes it (as the SDK's gRPC transport does).
+        client: a `PredictionServiceClient` built elsewhere; the caller keeps ownership: `close` leaves it
             open.
-        use_metadata: send age/sex/site to a ``custom`` endpoint (AutoML models take none).
+        use_metadata: send age/sex/site to a `custom` endpoint (AutoML models take none).
         timeout: seconds per call (the retry deadline may shorten it).
         retry: the shared retry policy.
-        max_request_bytes: request size limit; images are re-encoded/downscaled to fit (``None``: no limit).
+        max_request_bytes: request size limit; images are re-encoded/downscaled to fit (`None`: no limit).
         machine_type, nodes: deployment facts for the cost report (custom containers; AutoML bills node-hours).
 
     Example:
@@ -167,7 +167,7 @@ class GcpVertexClassifier(Classifier):
     # --- the call -------------------------------------------------------------------------------------------------
 
     def instance(self, image: PreparedImage, metadata: PatientMetadata) -> dict[str, Any]:
-        """The JSON instance for one image (EXIF-free bytes, sized to fit ``max_request_bytes``)."""
+        """The JSON instance for one image (EXIF-free bytes, sized to fit `max_request_bytes`)."""
         max_bytes = None
         if self.max_request_bytes is not None:
             # base64 grows bytes by 4/3; keep room for the JSON around it.
@@ -256,7 +256,7 @@ class GcpVertexClassifier(Classifier):
 
     @property
     def uses_metadata(self) -> bool:
-        """Whether age, sex and site go to the endpoint (``use_metadata`` with the ``custom`` schema)."""
+        """Whether age, sex and site go to the endpoint (`use_metadata` with the `custom` schema)."""
         return bool(self.use_metadata) and self.schema == "custom"
 
     def describe(self) -> BackendInfo:

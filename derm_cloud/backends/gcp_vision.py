@@ -1,8 +1,8 @@
-"""``google-vision``: Google Cloud Vision label detection, a latency and cost baseline only.
+"""`google-vision`: Google Cloud Vision label detection, a latency and cost baseline only.
 
 Cloud Vision returns generic labels ("Skin", "Mole", "Close-up" ...), never the seven lesion classes, so every
-prediction from this backend has ``mapped=False`` and empty ``probabilities``; the labels and scores are kept in
-``provider_scores``. It exists so a comparison can show what a generic, pay-per-image vision API costs and how
+prediction from this backend has `mapped=False` and empty `probabilities`; the labels and scores are kept in
+`provider_scores`. It exists so a comparison can show what a generic, pay-per-image vision API costs and how
 fast it answers next to a real lesion model. It cannot triage lesions and must not be used to.
 """
 
@@ -29,20 +29,20 @@ _JSON_OVERHEAD = 1024
 
 
 class GcpVisionClassifier(Classifier):
-    """Generic image labels from Google Cloud Vision ``LABEL_DETECTION`` (unmapped baseline).
+    """Generic image labels from Google Cloud Vision `LABEL_DETECTION` (unmapped baseline).
 
-    Predictions always have ``mapped=False``: use them for latency and cost, never for triage.
+    Predictions always have `mapped=False`: use them for latency and cost, never for triage.
 
     Args:
-        max_results: labels to ask for (``maxResults``).
-        transport: ``rest`` or ``grpc`` (the SDK's default).
-        api_endpoint: service host; plain-http emulators need the scheme (``http://127.0.0.1:PORT``).
+        max_results: labels to ask for (`maxResults`).
+        transport: `rest` or `grpc` (the SDK's default).
+        api_endpoint: service host; plain-http emulators need the scheme (`http://127.0.0.1:PORT`).
         credentials: google-auth credentials (default: Application Default Credentials).
         api_key: an API key instead of credentials.
-        client: a ``vision.ImageAnnotatorClient`` built elsewhere; the caller keeps ownership: :meth:`close`
+        client: a `vision.ImageAnnotatorClient` built elsewhere; the caller keeps ownership: `close`
             leaves it open.
         timeout: seconds per call; retry: the shared retry policy (the helper makes no SDK retries with
-            ``retry=None``).
+            `retry=None`).
         max_request_bytes: request size limit; images are re-encoded/downscaled to fit.
 
     Example:
@@ -166,7 +166,7 @@ class GcpVisionClassifier(Classifier):
 
 
 def _image_error(code: int, message: str) -> RemoteError:
-    """A per-image error inside a 200 answer (``responses[0].error``, a google.rpc.Status)."""
+    """A per-image error inside a 200 answer (`responses[0].error`, a google.rpc.Status)."""
     backend = GcpVisionClassifier.backend_name
     if code == 8:  # RESOURCE_EXHAUSTED
         return ThrottledError(f"Cloud Vision quota exhausted for this image: {message}", backend=backend, status=code)

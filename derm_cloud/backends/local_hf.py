@@ -1,16 +1,16 @@
-"""``local-hf``: a Hugging Face image-classification model run by the transformers pipeline on this machine.
+"""`local-hf`: a Hugging Face image-classification model run by the transformers pipeline on this machine.
 
-The model comes from the hub (``model="Anwarkh1/Skin_Cancer-Image_Classification"``, optionally pinned with
-``revision=``) or from a local folder written by ``save_pretrained`` / ``huggingface-cli download``. Its labels
-(``config.id2label``) are mapped onto the HAM10000 classes when the backend is created, so a generic ImageNet
-model fails at once with :class:`UnmappableLabelsError` instead of after the weights have been loaded.
+The model comes from the hub (`model="Anwarkh1/Skin_Cancer-Image_Classification"`, optionally pinned with
+`revision=`) or from a local folder written by `save_pretrained` / `huggingface-cli download`. Its labels
+(`config.id2label`) are mapped onto the HAM10000 classes when the backend is created, so a generic ImageNet
+model fails at once with `UnmappableLabelsError` instead of after the weights have been loaded.
 
-Images reach the pipeline as the RGB ``PIL.Image`` of :class:`PreparedImage` (EXIF orientation already applied);
+Images reach the pipeline as the RGB `PIL.Image` of `PreparedImage` (EXIF orientation already applied);
 nothing leaves the machine except hub downloads of the model files themselves.
 
-The Anwarkh1 model's ``preprocessor_config.json`` is a renamed model config without ``image_mean``/``size``
-(docs/reference/dermatology.md section 3.1). For such ViT folders this backend builds the ``ViTImageProcessor`` defaults
-explicitly (224x224 bilinear, x1/255, mean/std 0.5) and says so in ``describe().model_facts``.
+The Anwarkh1 model's `preprocessor_config.json` is a renamed model config without `image_mean`/`size`
+(docs/reference/dermatology.md section 3.1). For such ViT folders this backend builds the `ViTImageProcessor` defaults
+explicitly (224x224 bilinear, x1/255, mean/std 0.5) and says so in `describe().model_facts`.
 """
 
 from __future__ import annotations
@@ -55,11 +55,11 @@ class HfSource:
 
 
 def resolve_source(model: str | os.PathLike[str], revision: str | None = None) -> HfSource:
-    """Decide whether ``model`` is a local folder or a hub id.
+    """Decide whether `model` is a local folder or a hub id.
 
     Raises:
-        ModelSpecError: a folder without ``config.json``.
-        ConfigError: neither an existing folder nor an ``owner/name`` hub id.
+        ModelSpecError: a folder without `config.json`.
+        ConfigError: neither an existing folder nor an `owner/name` hub id.
     """
     text = os.fspath(model)
     path = Path(text).expanduser()
@@ -124,7 +124,7 @@ def _import_transformers() -> Any:
 
 
 def load_hf_config(source: HfSource, *, local_files_only: bool | None = None, token: str | bool | None = None) -> Any:
-    """``AutoConfig`` of the model (small: the weights are not touched)."""
+    """`AutoConfig` of the model (small: the weights are not touched)."""
     transformers = _import_transformers()
     kwargs: dict[str, Any] = {"revision": source.revision, "token": token}
     if local_files_only is not None:
@@ -134,7 +134,7 @@ def load_hf_config(source: HfSource, *, local_files_only: bool | None = None, to
 
 
 def hf_labels(config: Any) -> list[str]:
-    """``config.id2label`` as a list in output order."""
+    """`config.id2label` as a list in output order."""
     id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
     n = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
     missing = [i for i in range(n) if i not in id2label]
@@ -149,7 +149,7 @@ def load_image_processor(
     """The model's image processor, and a note when class defaults had to be used explicitly.
 
     Returns:
-        ``(processor, note)``; ``note`` is ``None`` when the folder's own preprocessor config was used.
+        `(processor, note)`; `note` is `None` when the folder's own preprocessor config was used.
     """
     from derm_cloud.models.facts import processor_config_problem
 
@@ -207,18 +207,18 @@ def processor_summary(processor: Any) -> dict[str, Any]:
 
 
 class LocalHfClassifier(Classifier):
-    """Run a Hugging Face image-classification model with ``transformers.pipeline`` on this machine.
+    """Run a Hugging Face image-classification model with `transformers.pipeline` on this machine.
 
     Args:
-        model: hub id (``"Anwarkh1/Skin_Cancer-Image_Classification"``) or a local folder.
+        model: hub id (`"Anwarkh1/Skin_Cancer-Image_Classification"`) or a local folder.
         revision: hub branch, tag or commit to pin (hub ids only).
-        device: torch device for the pipeline (``"cpu"``; ``"cuda:0"`` where available).
-        top_k: labels the pipeline returns per image; ``None`` = all (classes not returned count as 0).
-        batch_size: images per forward pass in ``predict_batch``.
-        label_overrides: ``{model_label: canonical_code}`` for labels under other names.
+        device: torch device for the pipeline (`"cpu"`; `"cuda:0"` where available).
+        top_k: labels the pipeline returns per image; `None` = all (classes not returned count as 0).
+        batch_size: images per forward pass in `predict_batch`.
+        label_overrides: `{model_label: canonical_code}` for labels under other names.
         allow_unmapped: accept a generic (ImageNet) model as a latency baseline.
-        torch_threads: ``torch.set_num_threads`` (process-wide) before loading; ``None`` leaves torch's choice.
-        local_files_only: never contact the hub (default: ``HF_HUB_OFFLINE``).
+        torch_threads: `torch.set_num_threads` (process-wide) before loading; `None` leaves torch's choice.
+        local_files_only: never contact the hub (default: `HF_HUB_OFFLINE`).
         token: hub token for gated/private repos; used for the download only, never stored or logged.
 
     Raises:

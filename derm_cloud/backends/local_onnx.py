@@ -1,8 +1,8 @@
-"""``local-onnx``: an ONNX model directory run by onnxruntime on this machine.
+"""`local-onnx`: an ONNX model directory run by onnxruntime on this machine.
 
 Serves the sklesion export (NHWC, 0..255, metadata input, softmax inside), Azure AutoML for Images exports
-(``model.onnx`` + ``labels.json``: NCHW, ImageNet normalisation, logits) and models exported with
-``derm-cloud models export-hf``. Nothing leaves the machine.
+(`model.onnx` + `labels.json`: NCHW, ImageNet normalisation, logits) and models exported with
+`derm-cloud models export-hf`. Nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ __all__ = ["LocalOnnxClassifier", "OnnxModel"]
 class OnnxModel(ModelRunner):
     """A loaded model directory: spec + onnxruntime session; turns prepared images into probabilities.
 
-    Shared by the ``local-onnx`` backend and by ``derm_cloud.serving`` (the core of every cloud adapter), so a
+    Shared by the `local-onnx` backend and by `derm_cloud.serving` (the core of every cloud adapter), so a
     model answers the same wherever it is hosted.
     """
 
@@ -96,12 +96,12 @@ class LocalOnnxClassifier(Classifier):
     """Run an ONNX model directory with onnxruntime.
 
     Args:
-        model_dir: a model directory (``spec.json`` + ``model.onnx``, or an Azure AutoML ``labels.json``
-            export), or ``"sklesion"`` for the fetched sklesion model.
-        use_metadata: pass patient metadata to models that take it; ``False`` sends the model's
+        model_dir: a model directory (`spec.json` + `model.onnx`, or an Azure AutoML `labels.json`
+            export), or `"sklesion"` for the fetched sklesion model.
+        use_metadata: pass patient metadata to models that take it; `False` sends the model's
             "unknown" encoding, to measure what metadata adds.
         intra_op_threads, inter_op_threads: onnxruntime thread pools (default: onnxruntime's choice).
-        label_overrides: ``{model_label: canonical_code}`` for models whose labels use other names.
+        label_overrides: `{model_label: canonical_code}` for models whose labels use other names.
         allow_unmapped: accept a generic model (ImageNet) as a latency baseline.
 
     Example:
@@ -163,7 +163,7 @@ class LocalOnnxClassifier(Classifier):
 
     @property
     def uses_metadata(self) -> bool:
-        """Whether the model takes a metadata input and ``use_metadata`` is on."""
+        """Whether the model takes a metadata input and `use_metadata` is on."""
         return self.use_metadata and self.spec.metadata_encoding is not None
 
     def describe(self) -> BackendInfo:

@@ -1,13 +1,13 @@
-"""``local-tflite``: a TFLite model directory run by LiteRT (``ai-edge-litert``) on this machine, no TensorFlow.
+"""`local-tflite`: a TFLite model directory run by LiteRT (`ai-edge-litert`) on this machine, no TensorFlow.
 
-A directory holds ``model.tflite`` and a ``spec.json`` with ``"model_file": "model.tflite"`` and an NHWC
-``image_input``, as ``derm-cloud models import`` writes for Custom Vision ``TensorFlowLite`` and Vertex AI AutoML
-Edge exports. Preprocessing, label mapping and batching are the ones ``local-onnx`` uses
-(:class:`~derm_cloud.backends._runner.ModelRunner`); only the execution differs:
+A directory holds `model.tflite` and a `spec.json` with `"model_file": "model.tflite"` and an NHWC
+`image_input`, as `derm-cloud models import` writes for Custom Vision `TensorFlowLite` and Vertex AI AutoML
+Edge exports. Preprocessing, label mapping and batching are the ones `local-onnx` uses
+(`ModelRunner`); only the execution differs:
 
-* a uint8/int8 input is fed quantized with the interpreter's own parameters (``q = round(x / scale + zero_point)``),
+* a uint8/int8 input is fed quantized with the interpreter's own parameters (`q = round(x / scale + zero_point)`),
   so a spec describing the real-valued input the model means stays runtime-neutral;
-* a quantized output is dequantized (``(q - zero_point) * scale``) before the scores are labelled.
+* a quantized output is dequantized (`(q - zero_point) * scale`) before the scores are labelled.
 
 Nothing leaves the machine.
 """
@@ -35,11 +35,11 @@ class TfliteModel(ModelRunner):
     """A TFLite model directory loaded into a LiteRT interpreter.
 
     Args:
-        model_dir: directory holding ``spec.json`` and the ``.tflite`` file it names.
+        model_dir: directory holding `spec.json` and the `.tflite` file it names.
         num_threads: interpreter threads (default: LiteRT's choice).
 
     Raises:
-        MissingDependencyError: ``ai-edge-litert`` is not installed.
+        MissingDependencyError: `ai-edge-litert` is not installed.
         ModelSpecError: the file does not load, or its input/output does not match the spec.
     """
 
@@ -83,12 +83,12 @@ class TfliteModel(ModelRunner):
 
     @property
     def input_quantization(self) -> tuple[float, int] | None:
-        """``(scale, zero_point)`` of a quantized input, ``None`` for a float input."""
+        """`(scale, zero_point)` of a quantized input, `None` for a float input."""
         return _quantization(self._input)
 
     @property
     def output_quantization(self) -> tuple[float, int] | None:
-        """``(scale, zero_point)`` of a quantized output, ``None`` for a float output."""
+        """`(scale, zero_point)` of a quantized output, `None` for a float output."""
         return _quantization(self._output)
 
     def _run_batch(self, pixels: np.ndarray, meta: np.ndarray | None) -> np.ndarray:
@@ -125,13 +125,13 @@ def _quantization(detail: dict[str, Any]) -> tuple[float, int] | None:
 
 
 class LocalTfliteClassifier(LocalOnnxClassifier):
-    """Run a TFLite model directory with LiteRT; same options and answers' shape as ``local-onnx``.
+    """Run a TFLite model directory with LiteRT; same options and answers' shape as `local-onnx`.
 
     Args:
-        model_dir: a model directory whose ``spec.json`` names a ``.tflite`` ``model_file``.
+        model_dir: a model directory whose `spec.json` names a `.tflite` `model_file`.
         intra_op_threads: LiteRT interpreter threads.
         inter_op_threads: ignored (LiteRT has one pool); accepted so configs can switch backends freely.
-        label_overrides, allow_unmapped, use_metadata, image_limits: as for ``local-onnx``.
+        label_overrides, allow_unmapped, use_metadata, image_limits: as for `local-onnx`.
 
     Example:
         >>> with LocalTfliteClassifier("~/models/vertex-edge") as clf:  # doctest: +SKIP

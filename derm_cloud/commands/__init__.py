@@ -1,1 +1,1 @@
-"""Sub-commands of ``derm-cloud``: one module each, discovered by ``derm_cloud.cli``."""
+"""Sub-commands of `derm-cloud`: one module each, discovered by `derm_cloud.cli`."""

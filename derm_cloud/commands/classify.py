@@ -1,4 +1,4 @@
-"""``derm-cloud classify`` and ``derm-cloud backends``."""
+"""`derm-cloud classify` and `derm-cloud backends`."""
 
 from __future__ import annotations
 
@@ -43,10 +43,10 @@ def register(sub: Any) -> None:
 
 
 def parse_options(pairs: list[str], backend: str | None = None) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` -> options typed by backend ``backend``'s declared parameter types.
+    """`["a=1", "b=x"]` -> options typed by backend `backend`'s declared parameter types.
 
-    A ``str`` option stays a string however numeric it looks (``endpoint_id=1234567890``); an ``int`` option
-    that does not parse raises a ConfigError naming it. Without ``backend`` the values stay strings.
+    A `str` option stays a string however numeric it looks (`endpoint_id=1234567890`); an `int` option
+    that does not parse raises a ConfigError naming it. Without `backend` the values stay strings.
     """
     raw: dict[str, str] = {}
     for pair in pairs:
@@ -135,9 +135,9 @@ def run_backends(args: argparse.Namespace) -> int:
 
 
 def format_columns(rows: Sequence[Sequence[str]], gap: int = 2) -> list[str]:
-    """Left-aligned columns, each as wide as its longest cell plus ``gap`` spaces (the last is not padded).
+    """Left-aligned columns, each as wide as its longest cell plus `gap` spaces (the last is not padded).
 
-    Widths come from the rows themselves, so a long name (a plugin backend, ``rekognition-custom-labels``) widens
+    Widths come from the rows themselves, so a long name (a plugin backend, `rekognition-custom-labels`) widens
     its column instead of running into the next one.
     """
     widths = [max(len(row[i]) for row in rows) + gap for i in range(len(rows[0]) - 1)]

@@ -1,4 +1,4 @@
-"""``derm-cloud compare``: run a comparison config (or the embedded default) and write the report."""
+"""`derm-cloud compare`: run a comparison config (or the embedded default) and write the report."""
 
 from __future__ import annotations
 

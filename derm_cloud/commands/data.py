@@ -1,6 +1,6 @@
-"""``derm-cloud data list | fetch NAME | example [PATH]``: public dermatology datasets and a sample photo.
+"""`derm-cloud data list | fetch NAME | example [PATH]`: public dermatology datasets and a sample photo.
 
-Datasets are downloaded into the user cache; ``example`` writes one sample photo to try the library on (the
+Datasets are downloaded into the user cache; `example` writes one sample photo to try the library on (the
 first code block of the quick start and of the router guide classify it).
 """
 

@@ -1,4 +1,4 @@
-"""``derm-cloud dataset build-validation`` and ``derm-cloud dataset audit``."""
+"""`derm-cloud dataset build-validation` and `derm-cloud dataset audit`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``derm-cloud demo``: the web demo (Gradio) across backends, on this machine by default."""
+"""`derm-cloud demo`: the web demo (Gradio) across backends, on this machine by default."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``derm-cloud deploy``: package a model with its serving adapter for a cloud."""
+"""`derm-cloud deploy`: package a model with its serving adapter for a cloud."""
 
 from __future__ import annotations
 

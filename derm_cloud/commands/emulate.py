@@ -1,4 +1,4 @@
-"""``derm-cloud emulate``: run cloud emulators on 127.0.0.1 for manual testing or another process's CI."""
+"""`derm-cloud emulate`: run cloud emulators on 127.0.0.1 for manual testing or another process's CI."""
 
 from __future__ import annotations
 

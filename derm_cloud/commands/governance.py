@@ -1,4 +1,4 @@
-"""``derm-cloud governance referral | notes | model-cards``: human-in-the-loop and register entries from data."""
+"""`derm-cloud governance referral | notes | model-cards`: human-in-the-loop and register entries from data."""
 
 from __future__ import annotations
 
@@ -202,7 +202,7 @@ def run_referral(args: argparse.Namespace) -> int:
 
 
 def _command_line(args: argparse.Namespace) -> str:
-    """The command that reproduces this run, recorded in ``referral.json``."""
+    """The command that reproduces this run, recorded in `referral.json`."""
     return " ".join(
         ["derm-cloud governance referral", f"--backend {args.backend}"]
         + [f"-o {o}" for o in args.option]

@@ -1,15 +1,17 @@
-"""``derm-cloud models``: fetch, export, quantise, describe and list models.
+"""`derm-cloud models`: fetch, export, quantise, describe and list models.
 
-Sub-commands::
+Sub-commands:
 
-    derm-cloud models fetch sklesion|mobilenet-v2 [--cache DIR] [--verify-images PATH ...] [--verify-csv CSV]
-    derm-cloud models export-hf FOLDER OUT [--opset 17] [--verify-images PATH ...]
-    derm-cloud models quantize MODEL_DIR OUT --images PATH ... [--method dynamic|static]
-    derm-cloud models info MODEL ... [--markdown | --json] [--offline]
-    derm-cloud models list [--cache DIR] [--json]
-    derm-cloud models import EXPORT|--custom-vision P I|--sagemaker-training-job NAME  (models/imports/command.py)
+```bash
+derm-cloud models fetch sklesion|mobilenet-v2 [--cache DIR] [--verify-images PATH ...] [--verify-csv CSV]
+derm-cloud models export-hf FOLDER OUT [--opset 17] [--verify-images PATH ...]
+derm-cloud models quantize MODEL_DIR OUT --images PATH ... [--method dynamic|static]
+derm-cloud models info MODEL ... [--markdown | --json] [--offline]
+derm-cloud models list [--cache DIR] [--json]
+derm-cloud models import EXPORT|--custom-vision P I|--sagemaker-training-job NAME  (models/imports/command.py)
+```
 
-Everything heavy (torch, keras, onnxruntime) is imported by the handlers, never at ``--help`` time.
+Everything heavy (torch, keras, onnxruntime) is imported by the handlers, never at `--help` time.
 """
 
 from __future__ import annotations
@@ -132,8 +134,8 @@ def _cache(args: argparse.Namespace) -> Path:
 def _sklesion_verify_set(args: argparse.Namespace, scratch: Path) -> tuple[list[Path], Any, str]:
     """Images (+ metadata) for sklesion's parity check.
 
-    In order: ``--verify-csv``, ``--verify-images``, ``$DERM_CLOUD_DATA/ham10000/dev.csv``, and otherwise a set
-    any machine can get (the dermapred example photo plus generated images, written into ``scratch``): the
+    In order: `--verify-csv`, `--verify-images`, `$DERM_CLOUD_DATA/ham10000/dev.csv`, and otherwise a set
+    any machine can get (the dermapred example photo plus generated images, written into `scratch`): the
     check compares two runtimes on the same arrays, so it never needs labels and never blocks the fetch.
     """
     from derm_cloud.models import sklesion

@@ -1,7 +1,7 @@
 """Dataset loaders: image folders, CSV manifests, the HAM10000 layout and Hugging Face parquet shards.
 
-Every loader returns a :class:`Dataset` of :class:`Sample` objects whose images are read lazily, with labels
-mapped to the canonical HAM10000 codes and patient metadata as :class:`~derm_cloud.types.PatientMetadata`.
+Every loader returns a `Dataset` of `Sample` objects whose images are read lazily, with labels
+mapped to the canonical HAM10000 codes and patient metadata as `PatientMetadata`.
 
 Example:
     >>> from derm_cloud.data import load_dataset

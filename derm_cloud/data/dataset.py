@@ -1,7 +1,7 @@
 """Samples and datasets: image references with labels and patient metadata, read lazily.
 
-A :class:`Dataset` never holds the images of a whole set in memory: each :class:`Sample` keeps a reference (a
-file path, a ``file://`` or ``http(s)://`` URI, or a row of a parquet file) and reads the bytes when asked.
+A `Dataset` never holds the images of a whole set in memory: each `Sample` keeps a reference (a
+file path, a `file://` or `http(s)://` URI, or a row of a parquet file) and reads the bytes when asked.
 That keeps a 10,000-image evaluation set at a few megabytes of Python objects, whatever the image sizes.
 """
 
@@ -29,13 +29,13 @@ _URL_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True)
 class ParquetRef:
-    """An image stored as bytes inside a parquet file (Hugging Face ``Image`` feature: ``{bytes, path}``).
+    """An image stored as bytes inside a parquet file (Hugging Face `Image` feature: `{bytes, path}`).
 
     Attributes:
         path: the parquet file.
         row_group: index of the row group holding the row.
         index: row index inside that row group.
-        column: the struct column holding ``bytes`` (and optionally ``path``).
+        column: the struct column holding `bytes` (and optionally `path`).
 
     Reading one image decodes one row group's image column; the last two row groups are cached so that a
     sequential pass over a file reads each row group once.
@@ -89,7 +89,7 @@ def _read_parquet_cell(path: Path, row_group: int, index: int, column: str) -> A
 
 
 ImageRef: TypeAlias = Path | str | ParquetRef
-"""Where a sample's image lives: a path, a ``file://``/``http(s)://`` URI, or a parquet row."""
+"""Where a sample's image lives: a path, a `file://`/`http(s)://` URI, or a parquet row."""
 
 
 def _read_ref(source: ImageRef) -> bytes:
@@ -118,12 +118,12 @@ class Sample:
     """One image of a dataset, its label (if known) and patient metadata.
 
     Attributes:
-        image_id: identifier, unique within the dataset (``ISIC_0024306`` for HAM10000).
+        image_id: identifier, unique within the dataset (`ISIC_0024306` for HAM10000).
         source: where the image is read from (never the pixels themselves).
-        label: canonical class code (``"mel"``...) or ``None`` when unlabelled.
+        label: canonical class code (`"mel"`...) or `None` when unlabelled.
         metadata: age, sex, site and Fitzpatrick type when known.
         lesion_id: the lesion this image shows (HAM10000 has several images per lesion).
-        dx_type: how the label was established (``histo``, ``follow_up``, ``consensus``, ``confocal``).
+        dx_type: how the label was established (`histo`, `follow_up`, `consensus`, `confocal`).
         extra: other manifest columns, as strings (width, variant, split ...).
 
     Example:
@@ -170,12 +170,12 @@ class Sample:
 
 
 class Dataset(Sequence[Sample]):
-    """An ordered collection of samples, loaded by :func:`derm_cloud.data.load_dataset`.
+    """An ordered collection of samples, loaded by `derm_cloud.data.load_dataset`.
 
     Attributes:
-        name: a human-readable name (``"ham10000/dev"``, ``"marmal88/skin_cancer:test"`` ...).
+        name: a human-readable name (`"ham10000/dev"`, `"marmal88/skin_cancer:test"` ...).
         samples: the samples, in manifest order.
-        kind: the layout it was loaded from (``"folder"``, ``"csv"``, ``"ham10000"``, ``"parquet"``, ``"memory"``).
+        kind: the layout it was loaded from (`"folder"`, `"csv"`, `"ham10000"`, `"parquet"`, `"memory"`).
         root: the folder or file it was loaded from, when there is one.
         info: facts from loading (duplicates dropped, rows skipped, split sizes) for reports.
 
@@ -235,7 +235,7 @@ class Dataset(Sequence[Sample]):
 
     @property
     def labels(self) -> list[str | None]:
-        """Labels in dataset order (``None`` for unlabelled samples)."""
+        """Labels in dataset order (`None` for unlabelled samples)."""
         return [s.label for s in self.samples]
 
     def class_counts(self) -> dict[str, int]:
@@ -244,7 +244,7 @@ class Dataset(Sequence[Sample]):
         return {code: counts.get(code, 0) for code in CLASS_CODES}
 
     def fingerprint(self) -> str:
-        """A reproducible content fingerprint: ``"sha256:<hex>"``.
+        """A reproducible content fingerprint: `"sha256:<hex>"`.
 
         It hashes, sorted by image id, one line per sample: image id, label, the image's byte length and the
         SHA-256 of its first 64 KiB. The same images with the same labels give the same fingerprint on any
@@ -260,14 +260,14 @@ class Dataset(Sequence[Sample]):
         return self._fingerprint
 
     def subset(self, n: int, seed: int = 0) -> Dataset:
-        """A seeded subset of ``n`` samples, stratified by label, in the original order.
+        """A seeded subset of `n` samples, stratified by label, in the original order.
 
-        Each class (unlabelled samples form one more stratum) gets ``n * share`` samples, rounded by largest
-        remainder (ties to the canonical class order); when ``n`` is at least the number of classes present,
-        every class keeps at least one sample. The same ``(n, seed)`` always picks the same images.
+        Each class (unlabelled samples form one more stratum) gets `n * share` samples, rounded by largest
+        remainder (ties to the canonical class order); when `n` is at least the number of classes present,
+        every class keeps at least one sample. The same `(n, seed)` always picks the same images.
 
         Raises:
-            ConfigError: ``n`` is not a positive integer.
+            ConfigError: `n` is not a positive integer.
 
         Example:
             >>> ds = Dataset("d", [Sample(str(i), Path(f"{i}.jpg"), "mel" if i < 2 else "nv") for i in range(10)])

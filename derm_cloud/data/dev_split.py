@@ -1,13 +1,13 @@
-"""``dev.csv`` for a HAM10000 folder: a deterministic, lesion-level development split derived from its metadata.
+"""`dev.csv` for a HAM10000 folder: a deterministic, lesion-level development split derived from its metadata.
 
-The project develops against a development split of HAM10000 (``ham10000/dev.csv``: one image per lesion, no
-lesion shared with the rest, rare classes enriched). A fetched HAM10000 (Dataverse layout: ``HAM10000_metadata.csv``
-beside ``HAM10000_images_part_1/`` and ``_part_2/``) has no such file, so `write_dev_split` derives one,
+The project develops against a development split of HAM10000 (`ham10000/dev.csv`: one image per lesion, no
+lesion shared with the rest, rare classes enriched). A fetched HAM10000 (Dataverse layout: `HAM10000_metadata.csv`
+beside `HAM10000_images_part_1/` and `_part_2/`) has no such file, so `write_dev_split` derives one,
 the same way on every machine and for every copy:
 
-* a lesion is in the split when the SHA-256 of ``"derm-cloud dev split v1|" + lesion_id``, read as a fraction of
-  2**64, is below its class's share: one half of the lesions of every class, one in twenty of the ``nv`` lesions
-  (``nv`` is 67% of HAM10000; at one half it would swamp the rarer classes);
+* a lesion is in the split when the SHA-256 of `"derm-cloud dev split v1|" + lesion_id`, read as a fraction of
+  2**64, is below its class's share: one half of the lesions of every class, one in twenty of the `nv` lesions
+  (`nv` is 67% of HAM10000; at one half it would swamp the rarer classes);
 * of each chosen lesion, the image with the smallest id is kept.
 
 On the 10,015-image release that is 1,350 images of 1,350 lesions (akiec 132, bcc 178, bkl 365, df 36, mel 307,
@@ -49,15 +49,15 @@ def in_dev_split(lesion_id: str, dx: str) -> bool:
 
 
 def write_dev_split(folder: Path, out: Path | None = None) -> tuple[Path, int] | None:
-    """Write the development split of the HAM10000 layout in ``folder`` as a manifest.
+    """Write the development split of the HAM10000 layout in `folder` as a manifest.
 
     Args:
-        folder: holds ``HAM10000_metadata.csv`` and the image folders (``HAM10000_images_part_*/`` or
-            ``images/``).
-        out: where to write (default ``folder/dev.csv``); its ``file`` column is relative to ``out``'s folder.
+        folder: holds `HAM10000_metadata.csv` and the image folders (`HAM10000_images_part_*/` or
+            `images/`).
+        out: where to write (default `folder/dev.csv`); its `file` column is relative to `out`'s folder.
 
     Returns:
-        ``(manifest path, images in it)``, or ``None`` when ``folder`` has no metadata or no chosen image is on
+        `(manifest path, images in it)`, or `None` when `folder` has no metadata or no chosen image is on
         disk. Lesions whose images are all missing (a partial copy) are left out.
     """
     meta = folder / _METADATA

@@ -1,9 +1,9 @@
 """Resumable HTTP downloads with a progress display and checksum verification.
 
-A download goes to ``NAME.part`` beside its destination. When that file exists, the next attempt asks the server
-for the rest with an HTTP ``Range`` header and appends (a server that ignores ``Range`` answers 200 and the file
-starts again). A cut connection is retried from where it stopped; when the retries run out the ``.part`` file is
-kept and :class:`~derm_cloud.errors.DownloadError` says that rerunning resumes. Only a complete file whose digest
+A download goes to `NAME.part` beside its destination. When that file exists, the next attempt asks the server
+for the rest with an HTTP `Range` header and appends (a server that ignores `Range` answers 200 and the file
+starts again). A cut connection is retried from where it stopped; when the retries run out the `.part` file is
+kept and `DownloadError` says that rerunning resumes. Only a complete file whose digest
 matches is renamed into place.
 
 Complete means: as long as the server stated (Content-Length, or the total of a 206's Content-Range, which must
@@ -11,10 +11,10 @@ start at the offset asked for, or no later), and, when no digest is known, passi
 CRCs, CSV rows: `derm_cloud.data.integrity`). A body that ended without a stated length and fails that check was
 cut: the next attempt resumes it.
 
-Progress: a tqdm bar when stderr is a terminal, otherwise one plain line at most every ``interval`` seconds
-(CI logs, ``| tee``); ``quiet`` silences both. A host that sends nothing is reported every ``interval`` seconds
-("waiting for data") and fails the attempt after ``stall_timeout`` seconds; a failure to connect names what to
-check (DNS, proxy, URL) and ``--mirror``.
+Progress: a tqdm bar when stderr is a terminal, otherwise one plain line at most every `interval` seconds
+(CI logs, `| tee`); `quiet` silences both. A host that sends nothing is reported every `interval` seconds
+("waiting for data") and fails the attempt after `stall_timeout` seconds; a failure to connect names what to
+check (DNS, proxy, URL) and `--mirror`.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
 
 
 def mirror_url(url: str, mirror: str | None) -> str:
-    """``https://HOST/PATH?Q`` -> ``MIRROR/HOST/PATH?Q`` (unchanged without a mirror).
+    """`https://HOST/PATH?Q` -> `MIRROR/HOST/PATH?Q` (unchanged without a mirror).
 
     Example:
         >>> mirror_url("https://example.org/a/b.zip?x=1", "http://127.0.0.1:8000/m")
@@ -97,31 +97,31 @@ def download(
     stall_timeout: float = STALL_TIMEOUT_S,
     stream: Any = None,
 ) -> Downloaded:
-    """Download ``url`` to ``dest``, resuming a ``dest.part`` left by an earlier attempt.
+    """Download `url` to `dest`, resuming a `dest.part` left by an earlier attempt.
 
     Completeness is established by what the server states (Content-Length, or the total of a 206's
     Content-Range, which must start at the offset asked for), then by the digest when one is known, and otherwise
-    by ``check``: a body without a stated length that fails it is treated as cut and resumed; one whose length
+    by `check`: a body without a stated length that fails it is treated as cut and resumed; one whose length
     was stated is damaged and deleted.
 
     Args:
         url: http(s) URL.
         dest: final path; its folder is created.
-        sha256: expected SHA-256 (hex); checked before ``dest`` is written.
+        sha256: expected SHA-256 (hex); checked before `dest` is written.
         md5: expected MD5, when that is all the source publishes (Dataverse).
         retries: extra attempts after a cut connection, a stall or a 5xx, each resuming where the last stopped.
         quiet: no progress output.
         interval: seconds between plain progress lines (and "waiting for data" lines while the host is silent).
-        on_retry: called with (attempt, error) before each retry (default: a line on ``stream`` unless quiet).
+        on_retry: called with (attempt, error) before each retry (default: a line on `stream` unless quiet).
         check: the file's own integrity check when no digest is known (zip CRCs, CSV rows): returns what is
-            wrong, or ``None``; see `derm_cloud.data.integrity.integrity_check`.
+            wrong, or `None`; see `derm_cloud.data.integrity.integrity_check`.
         stall_timeout: seconds without a byte from the host before the attempt fails (and is retried).
         stream: where progress and retry lines go (default stderr).
 
     Raises:
-        DownloadError: unreachable host, HTTP error, stall or cut connection after the retries (the ``.part`` file
-            is kept and the same command resumes), or a complete file that fails ``check`` (deleted).
-        ChecksumMismatchError: the complete file has another digest (the ``.part`` file is deleted, so the next
+        DownloadError: unreachable host, HTTP error, stall or cut connection after the retries (the `.part` file
+            is kept and the same command resumes), or a complete file that fails `check` (deleted).
+        ChecksumMismatchError: the complete file has another digest (the `.part` file is deleted, so the next
             attempt starts clean).
     """
     requests = requests_module()
@@ -204,7 +204,7 @@ _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 def _fetch_into(
     session: Any, url: str, part: Path, *, quiet: bool, interval: float, label: str, stall_timeout: float, stream: Any
 ) -> int | None:
-    """One attempt: append what the server sends to ``part``; returns the file size the server stated, if any."""
+    """One attempt: append what the server sends to `part`; returns the file size the server stated, if any."""
     offset = part.stat().st_size if part.exists() else 0
     headers = (
         {"Range": f"bytes={offset}-", "Accept-Encoding": "identity"} if offset else {"Accept-Encoding": "identity"}

@@ -19,7 +19,7 @@ STALL_TIMEOUT_S = 30.0
 
 
 def requests_module() -> Any:
-    """The ``requests`` module, or a :class:`MissingDependencyError` naming the extra that installs it."""
+    """The `requests` module, or a `MissingDependencyError` naming the extra that installs it."""
     try:
         import requests
     except ImportError as exc:  # pragma: no cover - requests ships with the data extra
@@ -28,7 +28,7 @@ def requests_module() -> Any:
 
 
 def network_advice(url: str, *, stalled: bool = False) -> str:
-    """What to check when ``url``'s host cannot be reached (or stops sending), and the way around it (a mirror)."""
+    """What to check when `url`'s host cannot be reached (or stops sending), and the way around it (a mirror)."""
     host = (urllib.parse.urlsplit(url).hostname or url).strip("[]")
     mirror = (
         "or fetch from a copy with --mirror URL (or $DERM_CLOUD_DATA_MIRROR), which serves https://HOST/PATH as "

@@ -92,7 +92,7 @@ class Progress:
 
 
 class _Silence:
-    """Prints "waiting for data" every ``interval`` s while no byte arrives, so a stalled host is visible."""
+    """Prints "waiting for data" every `interval` s while no byte arrives, so a stalled host is visible."""
 
     def __init__(self, progress: Progress, host: str, stall_timeout: float, interval: float) -> None:
         self.progress, self.host, self.stall_timeout = progress, host, stall_timeout

@@ -1,14 +1,14 @@
-"""``derm-cloud data fetch NAME``: download a public dermatology dataset into the user cache, ready to load.
+"""`derm-cloud data fetch NAME`: download a public dermatology dataset into the user cache, ready to load.
 
-Every source is described once, in ``catalogue.toml`` beside this module (URLs, checksums, source page, licence,
+Every source is described once, in `catalogue.toml` beside this module (URLs, checksums, source page, licence,
 attribution). A fetch resolves each file's URL (directly, through the Dataverse file listing, or through the
-Hugging Face Hub listing), downloads it resumably (:mod:`derm_cloud.data.download`), verifies its checksum,
-unpacks archives, writes a manifest in a layout :func:`~derm_cloud.data.load_dataset` reads
-(:mod:`derm_cloud.data.prepare`), and stores ``LICENCE.txt`` and ``SOURCE.json`` (URLs and the digests seen)
+Hugging Face Hub listing), downloads it resumably (`derm_cloud.data.download`), verifies its checksum,
+unpacks archives, writes a manifest in a layout `load_dataset` reads
+(`derm_cloud.data.prepare`), and stores `LICENCE.txt` and `SOURCE.json` (URLs and the digests seen)
 beside the data.
 
-A mirror replaces ``https://HOST/PATH`` by ``MIRROR/HOST/PATH`` for every request (``mirror=`` or
-``$DERM_CLOUD_DATA_MIRROR``), so tests and institutional mirrors need no change to the catalogue.
+A mirror replaces `https://HOST/PATH` by `MIRROR/HOST/PATH` for every request (`mirror=` or
+`$DERM_CLOUD_DATA_MIRROR`), so tests and institutional mirrors need no change to the catalogue.
 
 Example:
     >>> result = fetch_dataset("pad-ufes-20")  # doctest: +SKIP
@@ -60,7 +60,7 @@ MIRROR_ENV = "DERM_CLOUD_DATA_MIRROR"
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One file of a dataset as the catalogue lists it (see the comment at the top of ``catalogue.toml``)."""
+    """One file of a dataset as the catalogue lists it (see the comment at the top of `catalogue.toml`)."""
 
     name: str
     url: str | None = None
@@ -94,7 +94,7 @@ class DatasetSource:
         return self.layout == "manual"
 
     def licence_text(self) -> str:
-        """What is printed after a fetch and stored as ``LICENCE.txt``."""
+        """What is printed after a fetch and stored as `LICENCE.txt`."""
         lines = [self.title, f"Source: {self.source_page}", f"Licence: {self.licence}", f"Cite: {self.attribution}"]
         return "\n".join(lines + ([f"Note: {self.note}"] if self.note else [])) + "\n"
 
@@ -106,8 +106,8 @@ class FetchResult:
     Attributes:
         source: the catalogue entry.
         folder: the dataset folder in the cache.
-        load_path: what to pass to :func:`~derm_cloud.data.load_dataset`.
-        files: per downloaded file, its URL, size and SHA-256 (also in ``SOURCE.json``).
+        load_path: what to pass to `load_dataset`.
+        files: per downloaded file, its URL, size and SHA-256 (also in `SOURCE.json`).
         notes: what the user should know (digests recorded because none is published, images missing ...).
     """
 
@@ -141,7 +141,7 @@ def catalogue(path: Path = CATALOGUE_PATH) -> dict[str, DatasetSource]:
 
 
 def datasets_dir() -> Path:
-    """``<cache>/datasets``: one folder per fetched dataset (see :func:`derm_cloud.models.cache.cache_dir`)."""
+    """`<cache>/datasets`: one folder per fetched dataset (see `derm_cloud.models.cache.cache_dir`)."""
     from derm_cloud.models.cache import cache_dir
 
     return cache_dir() / "datasets"
@@ -162,20 +162,20 @@ def fetch_dataset(
     """Download, verify, unpack and lay out one catalogue dataset.
 
     Args:
-        name: a catalogue name (``"ham10000"``, ``"pad-ufes-20"`` ...) or a :class:`DatasetSource`.
-        dest: dataset folder (default ``<cache>/datasets/<name>``).
-        mirror: base URL replacing every host (default ``$DERM_CLOUD_DATA_MIRROR``).
+        name: a catalogue name (`"ham10000"`, `"pad-ufes-20"` ...) or a `DatasetSource`.
+        dest: dataset folder (default `<cache>/datasets/<name>`).
+        mirror: base URL replacing every host (default `$DERM_CLOUD_DATA_MIRROR`).
         quiet: no progress output.
         retries: extra attempts per file after a cut connection, each resuming.
         limit: Fitzpatrick17k only: download at most this many images.
-        expect_sha256: ``{file name: digest}`` pins for files the catalogue has no digest for.
-        say: where status lines go (``print``; a no-op when quiet).
+        expect_sha256: `{file name: digest}` pins for files the catalogue has no digest for.
+        say: where status lines go (`print`; a no-op when quiet).
         stall_timeout: seconds without a byte from a host before an attempt fails and is retried.
 
     Raises:
         ConfigError: unknown name, or a dataset that needs manual steps (the message holds them).
         DownloadError: a download failed after its retries (rerunning resumes; the message names what to check
-            and ``--mirror``), or a file without a published digest fails its own integrity check.
+            and `--mirror`), or a file without a published digest fails its own integrity check.
         ChecksumMismatchError: a file does not have its pinned or published digest.
     """
     source = name if isinstance(name, DatasetSource) else lookup_source(name)
@@ -222,7 +222,7 @@ def fetch_dataset(
 def _already_there(
     target: Path, seen: Mapping[str, Any] | None, pinned: str | None, check: Callable[[Path], str | None] | None
 ) -> dict[str, Any] | None:
-    """The record of a complete earlier download of ``target``, or ``None`` when it must be downloaded."""
+    """The record of a complete earlier download of `target`, or `None` when it must be downloaded."""
     if not target.is_file():
         return None
     if seen is None and not pinned and check is not None and check(target) is not None:
@@ -237,7 +237,7 @@ def _already_there(
 
 
 def lookup_source(name: str) -> DatasetSource:
-    """The catalogue entry called ``name`` (case-insensitive).
+    """The catalogue entry called `name` (case-insensitive).
 
     Raises:
         ConfigError: no such dataset; the message lists the catalogue.
@@ -252,7 +252,7 @@ def lookup_source(name: str) -> DatasetSource:
 def _resolve(
     entry: SourceFile, mirror: str | None, expect: Mapping[str, str]
 ) -> list[tuple[str, str, str | None, str | None]]:
-    """``[(file name, URL, pinned sha256, published md5)]`` for one catalogue file entry."""
+    """`[(file name, URL, pinned sha256, published md5)]` for one catalogue file entry."""
     if entry.url:
         return [(entry.name, mirror_url(entry.url, mirror), entry.sha256 or expect.get(entry.name), None)]
     if entry.dataverse:
@@ -326,7 +326,7 @@ def _resolve_hf(
 
 
 def _extract(archive: Path, into: Path) -> None:
-    """Unpack a zip or tar once (a marker records it), refusing members that would land outside ``into``."""
+    """Unpack a zip or tar once (a marker records it), refusing members that would land outside `into`."""
     marker = into / f".extracted-{archive.name}"
     if marker.is_file():
         return

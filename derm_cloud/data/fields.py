@@ -1,7 +1,7 @@
-"""Turning manifest cells (CSV or parquet) into canonical labels and :class:`PatientMetadata`.
+"""Turning manifest cells (CSV or parquet) into canonical labels and `PatientMetadata`.
 
-Every layout names its columns differently (``dx`` / ``label``, ``localization`` / ``site`` /
-``anatom_site_general``, ``fitzpatrick`` / ``fitzpatrick_scale`` ...); the aliases live here, once.
+Every layout names its columns differently (`dx` / `label`, `localization` / `site` /
+`anatom_site_general`, `fitzpatrick` / `fitzpatrick_scale` ...); the aliases live here, once.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ _SEX = {"m": "male", "f": "female", "male": "male", "female": "female", "unknown
 
 
 def find_column(columns: Sequence[str], field: str) -> str | None:
-    """The first column among ``columns`` that is an alias of ``field`` (case-insensitive), else ``None``.
+    """The first column among `columns` that is an alias of `field` (case-insensitive), else `None`.
 
     Example:
         >>> find_column(["image_id", "DX", "localization"], "label")
@@ -89,11 +89,11 @@ def _code_for(normalised: str) -> str | None:
 
 
 def canonical_label(value: Any, overrides: Mapping[str, str] | None = None) -> str | None:
-    """Map a dataset label to its canonical code; empty or missing values give ``None`` (unlabelled).
+    """Map a dataset label to its canonical code; empty or missing values give `None` (unlabelled).
 
     Args:
-        value: ``"mel"``, ``"MEL"``, ``"Melanoma"``, ``"melanocytic_Nevi"`` (marmal88) ...
-        overrides: extra ``{dataset label: code}`` entries for labels under other names.
+        value: `"mel"`, `"MEL"`, `"Melanoma"`, `"melanocytic_Nevi"` (marmal88) ...
+        overrides: extra `{dataset label: code}` entries for labels under other names.
 
     Raises:
         ConfigError: the label maps to no class; the message says how to add an override.
@@ -123,11 +123,11 @@ def canonical_label(value: Any, overrides: Mapping[str, str] | None = None) -> s
 
 
 def metadata_from_row(row: Mapping[str, Any], columns: Mapping[str, str | None]) -> PatientMetadata:
-    """Build :class:`PatientMetadata` from one manifest row.
+    """Build `PatientMetadata` from one manifest row.
 
     Args:
         row: column name -> cell value.
-        columns: field (``"age"``, ``"sex"``, ``"site"``, ``"fitzpatrick"``) -> column name or ``None``.
+        columns: field (`"age"`, `"sex"`, `"site"`, `"fitzpatrick"`) -> column name or `None`.
 
     Raises:
         ConfigError: a value is present but invalid (age 200, sex "x", Fitzpatrick 9).
@@ -165,12 +165,12 @@ _UNKNOWN = {"", "-1", "0", "na", "n/a", "nan", "none", "null", "unknown", "not r
 def fitzpatrick_from_metadata(value: object) -> int | None:
     """Read a Fitzpatrick skin type from metadata, in the ISIC archive or Fitzpatrick17k convention.
 
-    Accepts ``1``..``6`` (int, float or text), Roman numerals ``"I"``..``"VI"`` (ISIC
-    ``fitzpatrick_skin_type``), and prefixed forms such as ``"type III"``, ``"FST IV"`` or ``"fitzpatrick 2"``.
-    Unknown values (``None``, NaN, ``-1`` as in Fitzpatrick17k, ``0``, ``""``, ``"unknown"``) give ``None``.
+    Accepts `1`..`6` (int, float or text), Roman numerals `"I"`..`"VI"` (ISIC
+    `fitzpatrick_skin_type`), and prefixed forms such as `"type III"`, `"FST IV"` or `"fitzpatrick 2"`.
+    Unknown values (`None`, NaN, `-1` as in Fitzpatrick17k, `0`, `""`, `"unknown"`) give `None`.
 
     Raises:
-        ConfigError: the value is present but is not a skin type (for example ``7`` or ``"olive"``).
+        ConfigError: the value is present but is not a skin type (for example `7` or `"olive"`).
 
     Example:
         >>> fitzpatrick_from_metadata("IV"), fitzpatrick_from_metadata(-1), fitzpatrick_from_metadata(3.0)
@@ -208,7 +208,7 @@ def fitzpatrick_from_metadata(value: object) -> int | None:
 
 
 def fitzpatrick_label(skin_type: int | None) -> str:
-    """``3`` -> ``"FST III"``; ``None`` -> ``"unknown"`` (group names in reports)."""
+    """`3` -> `"FST III"`; `None` -> `"unknown"` (group names in reports)."""
     if skin_type is None:
         return "unknown"
     roman = {v: k for k, v in _ROMAN.items()}

@@ -3,7 +3,7 @@
 Without a digest, a body that ends early looks complete unless the server stated its length. The archives and
 tables carry their own evidence: a zip has a central directory at its end and a CRC-32 per member
 (`zipfile.ZipFile.testzip`), a tar stream ends with its last member's data (and gzip with a CRC), and a CSV
-cut mid-row has a short last row; where the source publishes how many rows a table has (``rows`` in the
+cut mid-row has a short last row; where the source publishes how many rows a table has (`rows` in the
 catalogue), the count must match too.
 
 Example:
@@ -32,11 +32,11 @@ Check = Callable[[Path], "str | None"]
 
 
 def integrity_check(entry: SourceFile, name: str | None = None) -> Check | None:
-    """The structural check for a catalogue file, chosen by its name, or ``None`` when there is none.
+    """The structural check for a catalogue file, chosen by its name, or `None` when there is none.
 
     Args:
-        entry: the catalogue entry (its ``rows``, when set, is the published row count of a CSV).
-        name: the file's name when it differs from ``entry.name`` (a Hugging Face shard's path).
+        entry: the catalogue entry (its `rows`, when set, is the published row count of a CSV).
+        name: the file's name when it differs from `entry.name` (a Hugging Face shard's path).
     """
     lower = (name or entry.name).lower()
     if lower.endswith(".zip"):
@@ -50,7 +50,7 @@ def integrity_check(entry: SourceFile, name: str | None = None) -> Check | None:
 
 
 def check_zip(path: Path) -> str | None:
-    """What is wrong with a zip archive (no central directory, a member failing its CRC), or ``None``."""
+    """What is wrong with a zip archive (no central directory, a member failing its CRC), or `None`."""
     if not zipfile.is_zipfile(path):
         return "no zip central directory at its end"
     try:
@@ -62,7 +62,7 @@ def check_zip(path: Path) -> str | None:
 
 
 def check_tar(path: Path) -> str | None:
-    """What is wrong with a tar archive (cut member, bad gzip CRC), or ``None``."""
+    """What is wrong with a tar archive (cut member, bad gzip CRC), or `None`."""
     try:
         with tarfile.open(path) as tf:
             for member in tf:
@@ -75,11 +75,11 @@ def check_tar(path: Path) -> str | None:
 
 
 def check_csv(path: Path, rows: int | None = None) -> str | None:
-    """What is wrong with a CSV table (a short last row, too few rows), or ``None``.
+    """What is wrong with a CSV table (a short last row, too few rows), or `None`.
 
     Args:
         path: the file.
-        rows: the data rows the source publishes (the header excluded); ``None`` when unknown.
+        rows: the data rows the source publishes (the header excluded); `None` when unknown.
     """
     text = path.read_bytes().decode("utf-8-sig", errors="replace")  # a cut may split a multi-byte character
     reader = csv.reader(io.StringIO(text, newline=""))

@@ -1,16 +1,16 @@
-"""``load_dataset``: one entry point for an image folder, a CSV manifest, the HAM10000 layout and parquet.
+"""`load_dataset`: one entry point for an image folder, a CSV manifest, the HAM10000 layout and parquet.
 
-Layouts, detected from the path (``kind=`` overrides detection):
+Layouts, detected from the path (`kind=` overrides detection):
 
-* ``folder``: a folder of images (searched recursively), unlabelled; image id = file stem.
-* ``csv``: a manifest with a path column (``file``/``path``/``image``...) relative to the CSV, a label column
-  (``label``/``dx``), and optional ``age``, ``sex``, ``site``/``localization``, ``fitzpatrick``/
-  ``fitzpatrick_scale``, ``lesion_id``, ``dx_type``, ``split``. ISIC-style one-hot label columns (``MEL``,
-  ``NV`` ... all seven) are accepted instead of a label column.
-* ``ham10000``: ``HAM10000_metadata.csv`` beside ``HAM10000_images_part_1/``, ``HAM10000_images_part_2/`` or
-  ``images/``.
-* ``parquet``: Hugging Face parquet shards such as ``marmal88/skin_cancer`` (``data/train-*.parquet``,
-  ``validation-*``, ``test-*``; columns ``image{bytes,path}``, ``image_id``, ``lesion_id``, ``dx`` ...).
+* `folder`: a folder of images (searched recursively), unlabelled; image id = file stem.
+* `csv`: a manifest with a path column (`file`/`path`/`image`...) relative to the CSV, a label column
+  (`label`/`dx`), and optional `age`, `sex`, `site`/`localization`, `fitzpatrick`/
+  `fitzpatrick_scale`, `lesion_id`, `dx_type`, `split`. ISIC-style one-hot label columns (`MEL`,
+  `NV` ... all seven) are accepted instead of a label column.
+* `ham10000`: `HAM10000_metadata.csv` beside `HAM10000_images_part_1/`, `HAM10000_images_part_2/` or
+  `images/`.
+* `parquet`: Hugging Face parquet shards such as `marmal88/skin_cancer` (`data/train-*.parquet`,
+  `validation-*`, `test-*`; columns `image{bytes,path}`, `image_id`, `lesion_id`, `dx` ...).
 """
 
 from __future__ import annotations
@@ -49,21 +49,21 @@ def load_dataset(
     """Load a dataset from a folder, CSV manifest, HAM10000 layout or parquet files.
 
     Args:
-        source: a path, or a dict ``{"path": ..., **options}`` (as in a comparison config).
-        kind: ``"folder"``, ``"csv"``, ``"ham10000"`` or ``"parquet"``; detected when ``None``.
-        name: dataset name for reports (default from the path: ``"ham10000/dev"``, ``"HAM10000"`` ...).
-        label_map: ``{dataset label: canonical code}`` for labels not known under any standard name.
-        split: parquet split(s) to load (``"test"``), or the value(s) of a CSV ``split`` column.
-        on_missing: ``"error"`` (default) or ``"skip"`` rows whose image file is missing.
+        source: a path, or a dict `{"path": ..., **options}` (as in a comparison config).
+        kind: `"folder"`, `"csv"`, `"ham10000"` or `"parquet"`; detected when `None`.
+        name: dataset name for reports (default from the path: `"ham10000/dev"`, `"HAM10000"` ...).
+        label_map: `{dataset label: canonical code}` for labels not known under any standard name.
+        split: parquet split(s) to load (`"test"`), or the value(s) of a CSV `split` column.
+        on_missing: `"error"` (default) or `"skip"` rows whose image file is missing.
         dedupe: drop repeated image ids, keeping the first (default: on for parquet, whose public copies repeat
             rows; off elsewhere, where a duplicate is an error).
         images_dir: where to find images named by id when a manifest has no path column.
-        check_files: check that every image file exists while loading (one ``stat`` per image).
+        check_files: check that every image file exists while loading (one `stat` per image).
 
     Raises:
         ConfigError: the source is missing, its layout is not recognised, or a required column or file is
             missing; the message names it and the fix.
-        MissingDependencyError: parquet needs ``pyarrow`` (``pip install 'derm-cloud[compare]'``).
+        MissingDependencyError: parquet needs `pyarrow` (`pip install 'derm-cloud[compare]'`).
 
     Example:
         >>> ds = load_dataset("../shared/data/ham10000/dev.csv")  # doctest: +SKIP
@@ -139,7 +139,7 @@ def _normalise_kind(kind: str) -> str:
 
 
 def detect_kind(path: Path) -> str:
-    """Guess the layout of ``path`` (see the module docstring).
+    """Guess the layout of `path` (see the module docstring).
 
     Raises:
         ConfigError: the path does not exist or matches no layout.

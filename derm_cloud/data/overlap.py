@@ -1,7 +1,7 @@
 """Warn when a model is evaluated on the images it was (probably) trained on.
 
 Most public skin-lesion models are trained on HAM10000 or a copy of it (ISIC 2018 Task 3 training set, the
-``marmal88/skin_cancer`` parquet, ISIC 2019 training which includes it). Evaluating such a model on HAM10000
+`marmal88/skin_cancer` parquet, ISIC 2019 training which includes it). Evaluating such a model on HAM10000
 images measures memory as much as skill: unless its training split is known to exclude the evaluation
 lesions, the figures are optimistic.
 """
@@ -28,7 +28,7 @@ _HAM_DATASET = re.compile(r"ham[\s_-]*10000|marmal88", re.IGNORECASE)
 
 
 def is_ham10000_id(image_id: str) -> bool:
-    """True for ISIC ids in the HAM10000 range ``ISIC_0024306`` ... ``ISIC_0034320``.
+    """True for ISIC ids in the HAM10000 range `ISIC_0024306` ... `ISIC_0034320`.
 
     Example:
         >>> is_ham10000_id("ISIC_0024306"), is_ham10000_id("ISIC_0034524")
@@ -49,9 +49,9 @@ def _text(value: Any) -> str:
 
 
 def dataset_overlap_warning(model_facts: Mapping[str, Any], dataset: Dataset) -> str | None:
-    """A warning when the model's declared training data overlaps the evaluation dataset, else ``None``.
+    """A warning when the model's declared training data overlaps the evaluation dataset, else `None`.
 
-    The model side is ``model_facts["training_data"]`` (text, list or dict) mentioning HAM10000, ISIC 2018,
+    The model side is `model_facts["training_data"]` (text, list or dict) mentioning HAM10000, ISIC 2018,
     ISIC 2019 or marmal88. The dataset side is its name or layout (HAM10000, marmal88 parquet) or image ids in
     the HAM10000 range. A model that declares no training data at all, evaluated on HAM10000 images, gets a
     warning too: the overlap cannot be ruled out.

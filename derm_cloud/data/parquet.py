@@ -1,9 +1,9 @@
-"""Hugging Face parquet shards with embedded images, e.g. ``marmal88/skin_cancer``.
+"""Hugging Face parquet shards with embedded images, e.g. `marmal88/skin_cancer`.
 
-Only the small columns are read at load time; each :class:`~derm_cloud.data.dataset.Sample` points at its row
-(:class:`~derm_cloud.data.dataset.ParquetRef`) and the image bytes are read when the sample is. Public copies of
-``marmal88/skin_cancer`` hold 13,354 rows for 10,015 HAM10000 images, so repeated image ids are dropped by
-default (first occurrence kept, counted in ``Dataset.info``) and lesions that appear in several splits are
+Only the small columns are read at load time; each `Sample` points at its row
+(`ParquetRef`) and the image bytes are read when the sample is. Public copies of
+`marmal88/skin_cancer` hold 13,354 rows for 10,015 HAM10000 images, so repeated image ids are dropped by
+default (first occurrence kept, counted in `Dataset.info`) and lesions that appear in several splits are
 counted too: an image-level split puts the same lesion in train and test.
 """
 
@@ -25,7 +25,7 @@ _MARMAL88_HINTS = ("melanocytic_nevi", "benign_keratosis-like_lesions", "basal_c
 
 
 def split_of(file: Path) -> str:
-    """The split a shard belongs to: ``data/test-00000-of-00001.parquet`` -> ``"test"``.
+    """The split a shard belongs to: `data/test-00000-of-00001.parquet` -> `"test"`.
 
     Example:
         >>> split_of(Path("data/validation-00000-of-00002-1a2b.parquet"))
@@ -47,18 +47,18 @@ def load_parquet(
     dedupe: bool = True,
     label_map: Mapping[str, str] | None = None,
 ) -> Dataset:
-    """Load parquet shards (one file, or every ``*.parquet`` under a folder).
+    """Load parquet shards (one file, or every `*.parquet` under a folder).
 
     Args:
-        path: a ``.parquet`` file or a folder of shards.
-        name: dataset name (default ``"marmal88/skin_cancer"`` when the labels are its ``dx`` strings).
-        split: keep only these splits (``"test"``, ``["validation", "test"]``); all when ``None``.
-        dedupe: drop repeated ``image_id`` rows, keeping the first.
-        label_map: ``{dataset label: canonical code}`` for unknown label names.
+        path: a `.parquet` file or a folder of shards.
+        name: dataset name (default `"marmal88/skin_cancer"` when the labels are its `dx` strings).
+        split: keep only these splits (`"test"`, `["validation", "test"]`); all when `None`.
+        dedupe: drop repeated `image_id` rows, keeping the first.
+        label_map: `{dataset label: canonical code}` for unknown label names.
 
     Raises:
         ConfigError: no shards, no image column, or an unknown split; the message lists what exists.
-        MissingDependencyError: ``pyarrow`` is not installed.
+        MissingDependencyError: `pyarrow` is not installed.
     """
     try:
         import pyarrow.parquet as pq

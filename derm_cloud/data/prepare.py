@@ -1,10 +1,10 @@
-"""Turn each source's own files into a layout :func:`~derm_cloud.data.load_dataset` reads.
+"""Turn each source's own files into a layout `load_dataset` reads.
 
-HAM10000 and the parquet shards are read as they come (HAM10000 also gets ``dev.csv``, a development split
-derived from its metadata: `derm_cloud.data.dev_split`). The others get a ``manifest.csv`` (``file`` relative to
-the manifest, ``image_id``, ``label`` as a HAM10000 code or empty, ``age``, ``sex``, ``site``, ``fitzpatrick``,
-``lesion_id``, plus the source's own diagnosis) written from the source's metadata; the label mappings are
-stated in the catalogue's ``note`` of each dataset.
+HAM10000 and the parquet shards are read as they come (HAM10000 also gets `dev.csv`, a development split
+derived from its metadata: `derm_cloud.data.dev_split`). The others get a `manifest.csv` (`file` relative to
+the manifest, `image_id`, `label` as a HAM10000 code or empty, `age`, `sex`, `site`, `fitzpatrick`,
+`lesion_id`, plus the source's own diagnosis) written from the source's metadata; the label mappings are
+stated in the catalogue's `note` of each dataset.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def prepare(
     limit: int | None = None,
     say: Callable[[str], None] = print,
 ) -> list[str]:
-    """Lay out a fetched dataset in ``folder``; returns notes for the user.
+    """Lay out a fetched dataset in `folder`; returns notes for the user.
 
     Raises:
         ConfigError: an expected file is missing from the download (names it), or an unknown layout.
@@ -101,7 +101,7 @@ def _read(path: Path) -> list[dict[str, str]]:
 
 
 def _index(folder: Path) -> dict[str, Path]:
-    """Image files under ``folder`` by stem (every source names its images by id)."""
+    """Image files under `folder` by stem (every source names its images by id)."""
     return {p.stem: p for p in folder.rglob("*") if p.suffix.lower() in _IMAGES and "downloads" not in p.parts}
 
 

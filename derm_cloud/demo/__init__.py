@@ -5,8 +5,8 @@ same model on this machine and behind each cloud's emulator (or real endpoints f
 with latency, the cost of the call, whether the provider keeps the image, and the referral decision with its
 reasons. It is triage and research support, never a diagnosis: a clinician reviews every result.
 
-Start it with ``derm-cloud demo`` (needs ``pip install 'derm-cloud[demo]'``). Nothing here imports gradio at
-module import time; :func:`derm_cloud.demo.app.build_demo` does.
+Start it with `derm-cloud demo` (needs `pip install 'derm-cloud[demo]'`). Nothing here imports gradio at
+module import time; `derm_cloud.demo.app.build_demo` does.
 
 Example:
     >>> from derm_cloud.demo.backends import open_backends

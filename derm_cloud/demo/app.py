@@ -1,16 +1,16 @@
-"""The Gradio app of ``derm-cloud demo``: upload or pick a photo, choose backends, compare their answers.
+"""The Gradio app of `derm-cloud demo`: upload or pick a photo, choose backends, compare their answers.
 
 Data handling (what a person uploading a photo needs to know, and what the tests check):
 
 * Gradio writes every upload to its upload folder before any handler runs. The demo points that folder
-  (``GRADIO_TEMP_DIR``) at a private directory made for this process (mode 0700), deletes each upload as soon
+  (`GRADIO_TEMP_DIR`) at a private directory made for this process (mode 0700), deletes each upload as soon
   as it has been read, deletes within seconds any upload that no handler reads (refused, abandoned, or an empty
-  temp file: :class:`~derm_cloud.demo.reaper.UploadReaper`) and removes the folder on exit.
-* The image is decoded and its EXIF, GPS, XMP, ICC and comment data dropped (``PreparedImage.upload_bytes``)
+  temp file: `UploadReaper`) and removes the folder on exit.
+* The image is decoded and its EXIF, GPS, XMP, ICC and comment data dropped (`PreparedImage.upload_bytes`)
   before anything else happens, so no backend, local or remote, ever sees them. The stripped bytes live only in
   the browser session's server-side state (dropped when the tab closes, or after 15 minutes).
-* No image is written back to disk: the preview is an inline ``data:`` URL, results are HTML.
-* Gradio's telemetry is switched off (``GRADIO_ANALYTICS_ENABLED=False``) and ``share`` is off by default.
+* No image is written back to disk: the preview is an inline `data:` URL, results are HTML.
+* Gradio's telemetry is switched off (`GRADIO_ANALYTICS_ENABLED=False`) and `share` is off by default.
 
 Every page shows that this is not a diagnosis and that a clinician reviews every result.
 
@@ -98,7 +98,7 @@ class DemoSession:
         backends: the live backends, in display order.
         samples: sample images offered in the picker (read from disk, never deleted).
         policy: the referral rules.
-        catalogue: prices for the cost of each call (``None``: costs show as unknown).
+        catalogue: prices for the cost of each call (`None`: costs show as unknown).
         max_upload_bytes: largest upload accepted.
         upload_root: gradio's upload folder; only files inside it are deleted after reading.
         attribution: credit line for the samples, shown under the picker.
@@ -122,7 +122,7 @@ class DemoSession:
         """Read an upload, delete gradio's copy, validate it and strip its metadata.
 
         Returns:
-            ``(stripped_bytes or None, status_html, preview_html)``.
+            `(stripped_bytes or None, status_html, preview_html)`.
         """
         if not path:
             return None, render_status("No image yet: upload a photo or pick a sample.", ok=False), ""
@@ -249,7 +249,7 @@ def _preview(image: Any) -> str:
 def private_upload_dir() -> Path:
     """Make a private (0700) upload folder and point gradio at it; call before gradio builds an app.
 
-    Also switches gradio's telemetry off. Returns the folder; :func:`run_demo` removes it on exit.
+    Also switches gradio's telemetry off. Returns the folder; `run_demo` removes it on exit.
     """
     folder = Path(tempfile.mkdtemp(prefix="derm-cloud-demo-"))
     os.chmod(folder, 0o700)
@@ -259,10 +259,10 @@ def private_upload_dir() -> Path:
 
 
 def build_demo(session: DemoSession) -> Any:
-    """The ``gradio.Blocks`` app over ``session`` (not launched).
+    """The `gradio.Blocks` app over `session` (not launched).
 
     Raises:
-        MissingDependencyError: gradio is not installed (``pip install 'derm-cloud[demo]'``).
+        MissingDependencyError: gradio is not installed (`pip install 'derm-cloud[demo]'`).
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
@@ -342,10 +342,10 @@ def run_demo(
     """Build, launch and serve the app until Ctrl-C; then close the backends and delete the upload folder.
 
     Args:
-        session: the handlers' state (``session.upload_root`` should be ``upload_dir``).
-        host, port: where to listen (``127.0.0.1`` keeps the demo on this machine).
+        session: the handlers' state (`session.upload_root` should be `upload_dir`).
+        host, port: where to listen (`127.0.0.1` keeps the demo on this machine).
         share: open a public gradio.live tunnel (images then travel through gradio's servers).
-        upload_dir: the folder from :func:`private_upload_dir`, removed on exit.
+        upload_dir: the folder from `private_upload_dir`, removed on exit.
         ready: called with the local URL once the server answers (used by the CLI to print it).
     """
     demo = build_demo(session)

@@ -3,7 +3,7 @@
 Emulated backends run the cloud's real SDK against a derm-cloud emulator started in this process on 127.0.0.1,
 hosting the same model directory, so the demo needs no credentials and no network and every column of the
 results is the same model reached through a different provider's API. Real endpoints come from the
-``[[backends]]`` tables of a comparison config (``derm-cloud demo --config compare.toml``).
+`[[backends]]` tables of a comparison config (`derm-cloud demo --config compare.toml`).
 
 Example:
     >>> with open_backends(["local-onnx", "vertex"], model_dir="sklesion") as backends:  # doctest: +SKIP
@@ -46,9 +46,9 @@ class DemoBackend:
     """One column of the demo's results.
 
     Attributes:
-        name: the label shown (``"sagemaker (emulated)"``).
+        name: the label shown (`"sagemaker (emulated)"`).
         classifier: the live backend.
-        info: its ``describe()``, taken once (provider, data handling, billing keys).
+        info: its `describe()`, taken once (provider, data handling, billing keys).
         emulator: the in-process emulator behind it, if any (to inject faults or inspect what it received).
     """
 
@@ -103,7 +103,7 @@ def _demo_retry() -> RetryPolicy:
 
 
 def _start_emulated(kind: str, model_dir: Path, retry: RetryPolicy) -> tuple[Classifier, Any]:
-    """Start the emulator of ``kind`` hosting ``model_dir`` and build the backend wired to it."""
+    """Start the emulator of `kind` hosting `model_dir` and build the backend wired to it."""
     if kind == "sagemaker":
         from derm_cloud.testing.emulators.sagemaker import SageMakerRuntimeEmulator, sagemaker_backend_for
 
@@ -142,11 +142,11 @@ def open_backends(
     model_dir: str | os.PathLike[str] = "sklesion",
     retry: RetryPolicy | None = None,
 ) -> DemoBackends:
-    """Create the named backends, all serving ``model_dir``; cloud names are emulated in this process.
+    """Create the named backends, all serving `model_dir`; cloud names are emulated in this process.
 
     Args:
-        names: ``local-onnx`` and any of :data:`EMULATED_BACKENDS`, in display order.
-        model_dir: a model directory or a cached model name (``sklesion``).
+        names: `local-onnx` and any of `EMULATED_BACKENDS`, in display order.
+        model_dir: a model directory or a cached model name (`sklesion`).
         retry: retry policy of the emulated backends (default: 2 attempts within 20 s).
 
     Raises:
@@ -183,7 +183,7 @@ def open_backends(
 
 
 def backends_from_config(path: str | os.PathLike[str]) -> DemoBackends:
-    """The ``[[backends]]`` of a comparison config (real endpoints, or ``emulate = true`` ones).
+    """The `[[backends]]` of a comparison config (real endpoints, or `emulate = true` ones).
 
     Raises:
         ConfigError: the config is invalid or a backend cannot start; the message names which.

@@ -2,10 +2,10 @@
 
 Gradio writes every upload into its upload folder before any handler runs. The demo's handler deletes each
 upload it reads, but some never reach it: a file gradio itself refuses, a client that uploads and never sends the
-event, a parse aborted half-way (gradio's empty ``NamedTemporaryFile`` placeholders). Gradio's own sweep
-(``delete_cache``) runs every 60 s and skips files it does not track, so such a photo, EXIF included, stayed
-downloadable for a minute or more. :class:`UploadReaper` checks the folder every ``interval`` seconds and deletes
-anything not written to for ``ttl`` seconds: an upload the browser sends on for classification is read within
+event, a parse aborted half-way (gradio's empty `NamedTemporaryFile` placeholders). Gradio's own sweep
+(`delete_cache`) runs every 60 s and skips files it does not track, so such a photo, EXIF included, stayed
+downloadable for a minute or more. `UploadReaper` checks the folder every `interval` seconds and deletes
+anything not written to for `ttl` seconds: an upload the browser sends on for classification is read within
 milliseconds, and a file still being written keeps a fresh modification time.
 """
 
@@ -20,7 +20,7 @@ __all__ = ["UploadReaper"]
 
 
 class UploadReaper:
-    """A daemon thread deleting stale files (and emptied folders) under ``root``.
+    """A daemon thread deleting stale files (and emptied folders) under `root`.
 
     Args:
         root: gradio's upload folder (the demo's private folder).
@@ -50,7 +50,7 @@ class UploadReaper:
             self._thread.join(timeout=5)
 
     def sweep(self, now: float | None = None) -> int:
-        """Delete every file under ``root`` untouched for ``ttl`` seconds; returns how many were deleted."""
+        """Delete every file under `root` untouched for `ttl` seconds; returns how many were deleted."""
         now = time.time() if now is None else now
         removed = 0
         for path in sorted(self.root.rglob("*"), key=lambda p: len(p.parts), reverse=True):

@@ -1,6 +1,6 @@
 """What the demo shows, as HTML built from plain values (no gradio here, so it is testable on its own).
 
-Every dynamic string is escaped. Elements carry ``data-*`` attributes (backend, class code, probability,
+Every dynamic string is escaped. Elements carry `data-*` attributes (backend, class code, probability,
 referral) so that a browser test can read the rendered results without parsing prose.
 
 Example:
@@ -50,7 +50,7 @@ def _money(value: float, currency: str) -> str:
 
 
 def call_cost(info: BackendInfo, prediction: Prediction | None, catalogue: PriceCatalogue | None) -> str:
-    """The cost of one call in words, from the price catalogue; ``"unknown"`` (with why) when it has no price.
+    """The cost of one call in words, from the price catalogue; `"unknown"` (with why) when it has no price.
 
     Always-on services (instance or node hours) have no price per call: the text gives the hourly rate and
     says that the cost of a call depends on traffic, rather than inventing a figure.

@@ -1,8 +1,8 @@
 """The files of a package, written so that the same inputs give the same bytes.
 
-Only what serving loads leaves the model directory (:func:`model_files`); the ``derm_cloud`` library is vendored
-as pure Python (:func:`vendor`); YAML goes through PyYAML (:func:`write_yaml`); archives have sorted entries and
-no times or owners (:func:`tar_gz`); ``MANIFEST.json`` lists every file with its sha256 (:func:`write_manifest`).
+Only what serving loads leaves the model directory (`model_files`); the `derm_cloud` library is vendored
+as pure Python (`vendor`); YAML goes through PyYAML (`write_yaml`); archives have sorted entries and
+no times or owners (`tar_gz`); `MANIFEST.json` lists every file with its sha256 (`write_manifest`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ _SKIP = {"__pycache__", "_adapters", ".mypy_cache", ".pytest_cache"}
 def model_files(model_dir: Path) -> tuple[list[Path], str, list[str]]:
     """The files the serving code loads from a model directory, its model id, and what is left out.
 
-    Serving reads the spec (``spec.json``, or an AutoML ``labels.json``), the ONNX file it names and that file's
-    external-data files; anything else in the folder (sklesion's 86 MB ``model.keras``, notes, caches) would
-    only make the package bigger, so it stays behind and ``MANIFEST.json`` lists it under ``left_out``.
+    Serving reads the spec (`spec.json`, or an AutoML `labels.json`), the ONNX file it names and that file's
+    external-data files; anything else in the folder (sklesion's 86 MB `model.keras`, notes, caches) would
+    only make the package bigger, so it stays behind and `MANIFEST.json` lists it under `left_out`.
     """
     from derm_cloud.models.spec import ModelSpec
     from derm_cloud.serving_http import find_model_dir
@@ -75,7 +75,7 @@ def copy_model(files: list[Path], src: Path, dest: Path) -> None:
 
 
 def vendor(dest: Path) -> None:
-    """Copy the installed ``derm_cloud`` package (pure Python) into ``dest/derm_cloud``."""
+    """Copy the installed `derm_cloud` package (pure Python) into `dest/derm_cloud`."""
     import derm_cloud
 
     src = Path(derm_cloud.__file__).parent
@@ -97,7 +97,7 @@ def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def tar_gz(src: Path, archive: Path) -> None:
-    """A reproducible ``.tar.gz`` of ``src``'s contents at the archive root (sorted, no times or owners)."""
+    """A reproducible `.tar.gz` of `src`'s contents at the archive root (sorted, no times or owners)."""
 
     def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.mtime = 0

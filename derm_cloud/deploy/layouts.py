@@ -1,6 +1,6 @@
 """What each cloud's package holds: the model, the adapter, its requirements, a Dockerfile or YAML, next steps.
 
-One function per cloud, each returning the commands that deploy what it wrote (see :mod:`.package`).
+One function per cloud, each returning the commands that deploy what it wrote (see `package`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def slug(text: str) -> str:
 def sagemaker_layout(
     files: list[Path], model_root: Path, out: Path, adapters: Path, requirements: list[str]
 ) -> list[str]:
-    """``model.tar.gz`` (model + ``code/inference.py``) and ``container/``, the bring-your-own-container context."""
+    """`model.tar.gz` (model + `code/inference.py`) and `container/`, the bring-your-own-container context."""
     staging = out / ".model-staging"
     copy_model(files, model_root, staging)
     code = staging / "code"
@@ -82,7 +82,7 @@ def sagemaker_layout(
 def azureml_layout(
     files: list[Path], model_root: Path, out: Path, adapters: Path, requirements: list[str], model_id: str, **opts: str
 ) -> list[str]:
-    """``model/``, ``code/score.py``, ``environment/conda.yaml`` and the endpoint and deployment YAML files."""
+    """`model/`, `code/score.py`, `environment/conda.yaml` and the endpoint and deployment YAML files."""
     copy_model(files, model_root, out / "model")
     (out / "code").mkdir()
     shutil.copy2(adapters / "azureml" / "score.py", out / "code" / "score.py")
@@ -129,7 +129,7 @@ def azureml_layout(
 
 
 def vertex_layout(files: list[Path], model_root: Path, out: Path, adapters: Path, requirements: list[str]) -> list[str]:
-    """``container/`` (``server.py``, the model baked in) and ``model/`` to upload as the ``artifactUri``."""
+    """`container/` (`server.py`, the model baked in) and `model/` to upload as the `artifactUri`."""
     copy_model(files, model_root, out / "model")
     ctx = out / "container"
     copy_model(files, model_root, ctx / "model")

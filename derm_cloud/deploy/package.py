@@ -1,23 +1,23 @@
 """Package a model directory with its serving adapter, in the layout each cloud expects.
 
-``derm-cloud deploy package --cloud CLOUD MODEL_DIR --out DIR`` writes:
+`derm-cloud deploy package --cloud CLOUD MODEL_DIR --out DIR` writes:
 
-* **sagemaker**: ``model.tar.gz`` with the model files at the root plus ``code/inference.py`` and
-  ``code/requirements.txt`` (the SageMaker inference-toolkit convention, for AWS framework containers such as
-  the PyTorch inference DLC), and ``container/``, the build context of the derm-cloud "bring your own
-  container" image (``serve`` entry point answering ``/ping`` and ``/invocations`` on 8080) that uses the same
-  ``model.tar.gz`` as ``ModelDataUrl``.
-* **azureml**: ``model/`` (register it as the model), ``code/score.py`` (``init()`` / ``run()``),
-  ``environment/conda.yaml``, and ``endpoint.yml`` + ``deployment.yml`` for ``az ml online-endpoint create`` /
-  ``az ml online-deployment create`` (managed online endpoint, key auth).
-* **vertex**: ``container/``, the custom-container build context (``server.py`` on ``$AIP_HTTP_PORT`` with the
-  model baked in at ``/opt/model``), and ``model/`` to upload to Cloud Storage as the model's ``artifactUri``
-  (``AIP_STORAGE_URI`` then takes precedence over the baked copy).
+* **sagemaker**: `model.tar.gz` with the model files at the root plus `code/inference.py` and
+  `code/requirements.txt` (the SageMaker inference-toolkit convention, for AWS framework containers such as
+  the PyTorch inference DLC), and `container/`, the build context of the derm-cloud "bring your own
+  container" image (`serve` entry point answering `/ping` and `/invocations` on 8080) that uses the same
+  `model.tar.gz` as `ModelDataUrl`.
+* **azureml**: `model/` (register it as the model), `code/score.py` (`init()` / `run()`),
+  `environment/conda.yaml`, and `endpoint.yml` + `deployment.yml` for `az ml online-endpoint create` /
+  `az ml online-deployment create` (managed online endpoint, key auth).
+* **vertex**: `container/`, the custom-container build context (`server.py` on `$AIP_HTTP_PORT` with the
+  model baked in at `/opt/model`), and `model/` to upload to Cloud Storage as the model's `artifactUri`
+  (`AIP_STORAGE_URI` then takes precedence over the baked copy).
 
-Each artefact carries its own copy of the ``derm_cloud`` library (pure Python), so the cloud runs exactly the
+Each artefact carries its own copy of the `derm_cloud` library (pure Python), so the cloud runs exactly the
 serving code that packaged it, with runtime requirements pinned to the versions installed here. The adapters
-themselves come from ``adapters/`` (thin wrappers over :mod:`derm_cloud.serving`). Archives are reproducible:
-sorted entries, zero timestamps and owners, so the same inputs give the same ``sha256`` in ``MANIFEST.json``.
+themselves come from `adapters/` (thin wrappers over `derm_cloud.serving`). Archives are reproducible:
+sorted entries, zero timestamps and owners, so the same inputs give the same `sha256` in `MANIFEST.json`.
 
 Example:
     >>> result = package_model("sagemaker", "~/.cache/derm-cloud/models/sklesion-0.2.2", "dist/sm")  # doctest: +SKIP
@@ -53,14 +53,14 @@ _ADAPTER_FILES = {
 
 @dataclass(frozen=True)
 class PackageResult:
-    """What :func:`package_model` wrote.
+    """What `package_model` wrote.
 
     Attributes:
-        cloud: ``sagemaker``, ``azureml`` or ``vertex``.
+        cloud: `sagemaker`, `azureml` or `vertex`.
         out_dir: the output folder.
         artefacts: the top-level artefacts to upload or build (archive, folders, YAML files).
-        manifest: ``MANIFEST.json`` (every file with its sha256, the model id, the derm-cloud version).
-        next_steps: the commands that deploy the artefacts (also written to ``README.txt``).
+        manifest: `MANIFEST.json` (every file with its sha256, the model id, the derm-cloud version).
+        next_steps: the commands that deploy the artefacts (also written to `README.txt`).
     """
 
     cloud: str
@@ -71,7 +71,7 @@ class PackageResult:
 
 
 def find_adapters_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The ``adapters/`` folder: ``explicit``, the copy shipped in the wheel, or the source checkout's.
+    """The `adapters/` folder: `explicit`, the copy shipped in the wheel, or the source checkout's.
 
     Raises:
         ConfigError: none of them exists; the message says how to point at one.
@@ -100,7 +100,7 @@ def runtime_requirements(extra: Iterable[str] = (), *, http_server: bool = False
     Args:
         extra: more distributions to add (pinned the same way).
         http_server: add the HTTP server the SageMaker and Vertex adapters run on (Starlette + uvicorn); Azure
-            ML runs ``score.py`` in its own server and needs neither.
+            ML runs `score.py` in its own server and needs neither.
     """
     wanted = [("onnxruntime", "1.18"), ("numpy", "1.26"), ("pillow", "10.0")]
     wanted += list(HTTP_SERVER_REQUIREMENTS) if http_server else []
@@ -147,19 +147,19 @@ def package_model(
     instance_count: int = 1,
     overwrite: bool = False,
 ) -> PackageResult:
-    """Write ``cloud``'s deployment artefacts for ``model_dir`` into ``out_dir``.
+    """Write `cloud`'s deployment artefacts for `model_dir` into `out_dir`.
 
     Args:
-        cloud: ``sagemaker``, ``azureml`` or ``vertex``.
-        model_dir: a model directory (``model.onnx`` + ``spec.json``, or an AutoML export) or ``sklesion``.
-        out_dir: output folder; must be empty or absent unless ``overwrite``.
-        adapters_dir: the ``adapters/`` folder (default: shipped copy, else the source checkout's).
+        cloud: `sagemaker`, `azureml` or `vertex`.
+        model_dir: a model directory (`model.onnx` + `spec.json`, or an AutoML export) or `sklesion`.
+        out_dir: output folder; must be empty or absent unless `overwrite`.
+        adapters_dir: the `adapters/` folder (default: shipped copy, else the source checkout's).
         endpoint_name, instance_type, instance_count: Azure ML endpoint and deployment settings.
-        overwrite: replace an existing, non-empty ``out_dir``.
+        overwrite: replace an existing, non-empty `out_dir`.
 
     Raises:
         ConfigError: unknown cloud, non-empty output folder, or adapters not found.
-        ModelSpecError: ``model_dir`` is not a servable model directory.
+        ModelSpecError: `model_dir` is not a servable model directory.
     """
     from derm_cloud.models.cache import resolve_model_dir
 

@@ -1,13 +1,13 @@
-"""Deploy SageMaker endpoints: JumpStart models with SDK v3 ``ModelBuilder``, or any image with boto3.
+"""Deploy SageMaker endpoints: JumpStart models with SDK v3 `ModelBuilder`, or any image with boto3.
 
-Two paths, both returning the endpoint name that ``derm_cloud.create("sagemaker", endpoint_name=...)`` takes:
+Two paths, both returning the endpoint name that `derm_cloud.create("sagemaker", endpoint_name=...)` takes:
 
-* :func:`deploy_jumpstart` builds a JumpStart image classifier (e.g. ``pytorch-ic-mobilenet-v2``) with the
-  SageMaker Python SDK v3 (``pip install 'derm-cloud[sagemaker-deploy]'``). ``ModelBuilder`` reads the JumpStart
-  model metadata from the public ``jumpstart-cache-prod-<region>`` S3 bucket, so it needs network access to S3.
-* :func:`create_endpoint` is the low-level path with only boto3: ``CreateModel`` -> ``CreateEndpointConfig``
-  (instances or ``ServerlessConfig``) -> ``CreateEndpoint`` -> wait for ``InService``. Use it for the
-  derm-cloud adapter image (``adapters/sagemaker``) or any other container; :func:`delete_endpoint` undoes it.
+* `deploy_jumpstart` builds a JumpStart image classifier (e.g. `pytorch-ic-mobilenet-v2`) with the
+  SageMaker Python SDK v3 (`pip install 'derm-cloud[sagemaker-deploy]'`). `ModelBuilder` reads the JumpStart
+  model metadata from the public `jumpstart-cache-prod-<region>` S3 bucket, so it needs network access to S3.
+* `create_endpoint` is the low-level path with only boto3: `CreateModel` -> `CreateEndpointConfig`
+  (instances or `ServerlessConfig`) -> `CreateEndpoint` -> wait for `InService`. Use it for the
+  derm-cloud adapter image (`adapters/sagemaker`) or any other container; `delete_endpoint` undoes it.
 
 Deployed endpoints bill while they exist (real-time per instance-hour; serverless per use): delete them when done.
 
@@ -57,7 +57,7 @@ class ServerlessSettings:
         memory_mb: 1024-6144 in 1024 steps; also sets the vCPUs and the price per second.
         max_concurrency: 1-200 concurrent invocations.
         provisioned_concurrency: warm capacity (billed while it exists) to avoid cold starts; at most
-            ``max_concurrency``.
+            `max_concurrency`.
 
     Example:
         >>> ServerlessSettings(memory_mb=3072).to_request()
@@ -78,7 +78,7 @@ class ServerlessSettings:
             raise ConfigError(f"provisioned_concurrency must be 1-{self.max_concurrency} (max_concurrency), got {pc}")
 
     def to_request(self) -> dict[str, int]:
-        """The ``ServerlessConfig`` of a production variant."""
+        """The `ServerlessConfig` of a production variant."""
         out = {"MemorySizeInMB": self.memory_mb, "MaxConcurrency": self.max_concurrency}
         if self.provisioned_concurrency is not None:
             out["ProvisionedConcurrency"] = self.provisioned_concurrency
@@ -100,10 +100,10 @@ def jumpstart_model_builder(
     env_vars: Mapping[str, str] | None = None,
     sagemaker_session: Any = None,
 ) -> Any:
-    """A v3 ``ModelBuilder`` for a JumpStart model, not yet built (no resources are created).
+    """A v3 `ModelBuilder` for a JumpStart model, not yet built (no resources are created).
 
-    Sets ``AWS_DEFAULT_REGION`` to ``region`` when it is unset, because importing ``sagemaker.serve`` raises
-    ``NoRegionError`` without one (a class body builds a boto3 client at import time).
+    Sets `AWS_DEFAULT_REGION` to `region` when it is unset, because importing `sagemaker.serve` raises
+    `NoRegionError` without one (a class body builds a boto3 client at import time).
 
     Raises:
         MissingDependencyError: the SageMaker SDK v3 is not installed.
@@ -148,12 +148,12 @@ def deploy_jumpstart(
 ) -> str:
     """Deploy a JumpStart image classifier and return its endpoint name.
 
-    Call the endpoint with ``response_format="jumpstart"`` (``Accept: application/json;verbose``).
+    Call the endpoint with `response_format="jumpstart"` (`Accept: application/json;verbose`).
 
     Raises:
         MissingDependencyError: the SageMaker SDK v3 is not installed.
-        ServiceError: JumpStart metadata could not be read (no network access to S3 in ``region``) or the
-            deployment failed; AuthenticationError, ThrottledError, ConfigError as for :func:`create_endpoint`.
+        ServiceError: JumpStart metadata could not be read (no network access to S3 in `region`) or the
+            deployment failed; AuthenticationError, ThrottledError, ConfigError as for `create_endpoint`.
     """
     builder = jumpstart_model_builder(
         model_id,
@@ -205,16 +205,16 @@ def create_endpoint(
     poll_seconds: float = 15.0,
     max_wait_seconds: float = 1800.0,
 ) -> str:
-    """Create model, endpoint config and endpoint with boto3; optionally wait for ``InService``.
+    """Create model, endpoint config and endpoint with boto3; optionally wait for `InService`.
 
-    Resources are named ``<endpoint_name>-model`` and ``<endpoint_name>-config``. ``data_capture_s3_uri``
-    turns on data capture (requests, i.e. images, are then stored in S3: declare ``data_capture=True`` on the
+    Resources are named `<endpoint_name>-model` and `<endpoint_name>-config`. `data_capture_s3_uri`
+    turns on data capture (requests, i.e. images, are then stored in S3: declare `data_capture=True` on the
     backend); serverless endpoints do not support it.
 
     Raises:
         ConfigError: invalid settings or a rejected request (name in use, missing role, quota).
         AuthenticationError: the caller may not create SageMaker resources or pass the role.
-        ServiceError: the endpoint reached ``Failed`` (with SageMaker's reason) or did not become ready in time.
+        ServiceError: the endpoint reached `Failed` (with SageMaker's reason) or did not become ready in time.
     """
     if serverless is not None and data_capture_s3_uri:
         raise ConfigError("serverless endpoints do not support data capture; drop data_capture_s3_uri")
@@ -253,7 +253,7 @@ def create_endpoint(
 
 
 def delete_endpoint(endpoint_name: str, *, region: str | None = None, client: Any = None) -> None:
-    """Delete an endpoint made by :func:`create_endpoint` plus its config and model (missing parts are skipped)."""
+    """Delete an endpoint made by `create_endpoint` plus its config and model (missing parts are skipped)."""
     sm = client or _control_client(region)
     steps = (
         ("delete_endpoint", {"EndpointName": endpoint_name}),

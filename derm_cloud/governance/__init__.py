@@ -1,14 +1,14 @@
 """Responsible delivery, computed from data: validation sets, dataset audits, skin tone, referral, risk notes.
 
-* :func:`build_validation_set`: a seeded, lesion-level, stratified validation set that reports unfilled cells.
-* :func:`audit_dataset` / :func:`compare_audits` / :func:`write_audit_report`: class balance, lesions,
+* `build_validation_set`: a seeded, lesion-level, stratified validation set that reports unfilled cells.
+* `audit_dataset` / `compare_audits` / `write_audit_report`: class balance, lesions,
   duplicates, metadata and skin-tone coverage, side by side, as Markdown, HTML and JSON.
-* :func:`estimate_ita` / :func:`fitzpatrick_from_metadata`: skin-tone groups, with their caveats (the second
-  lives with the dataset loaders, :mod:`derm_cloud.data.fields`, which read it from every manifest).
-* :class:`ReferralPolicy`, :class:`ReferralClassifier`, :func:`evaluate_referral`: human-in-the-loop rules and
+* `estimate_ita` / `fitzpatrick_from_metadata`: skin-tone groups, with their caveats (the second
+  lives with the dataset loaders, `derm_cloud.data.fields`, which read it from every manifest).
+* `ReferralPolicy`, `ReferralClassifier`, `evaluate_referral`: human-in-the-loop rules and
   what a sensitivity target costs in referrals.
-* :func:`risk_register`: dated, evidence-linked risk-register and DPIA entries from a comparator run.
-* :func:`compare_model_cards`: model facts side by side with the governance questions they leave open.
+* `risk_register`: dated, evidence-linked risk-register and DPIA entries from a comparator run.
+* `compare_model_cards`: model facts side by side with the governance questions they leave open.
 
 Nothing here makes a diagnosis; a clinician reviews every result. Heavy dependencies (pandas, matplotlib,
 imagehash) are imported only by the functions that need them.

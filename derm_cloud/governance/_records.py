@@ -1,10 +1,10 @@
 """One table of rows for the governance tools, whatever the dataset came from.
 
-The audit must see a dataset's rows *as stored*: :class:`derm_cloud.data.Dataset` refuses duplicate image
+The audit must see a dataset's rows *as stored*: `derm_cloud.data.Dataset` refuses duplicate image
 ids (rightly, for evaluation), but an audit exists to find them. So CSV and parquet manifests are read here
-row by row; a :class:`Dataset` or a pandas ``DataFrame`` is accepted too. Every source becomes a
-``DataFrame`` with the columns in :data:`COLUMNS` plus ``ref`` (something :func:`read_image` can read, or
-``None`` when the image is not available locally: HAM10000_metadata.csv has no file column).
+row by row; a `Dataset` or a pandas `DataFrame` is accepted too. Every source becomes a
+`DataFrame` with the columns in `COLUMNS` plus `ref` (something `read_image` can read, or
+`None` when the image is not available locally: HAM10000_metadata.csv has no file column).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def pandas() -> Any:
 
 
 def age_band(age: float | None) -> str:
-    """``47.0`` -> ``"45-59"``; missing -> ``"unknown"``."""
+    """`47.0` -> `"45-59"`; missing -> `"unknown"`."""
     if age is None or age != age:  # NaN check without importing math for a hot loop
         return "unknown"
     for name, low, high in AGE_BANDS:
@@ -65,9 +65,9 @@ class Table:
     Attributes:
         name: a short name for reports.
         source: the path or description it was read from.
-        frame: one row per stored row (duplicates kept), columns :data:`COLUMNS` + ``ref`` + ``extra``.
+        frame: one row per stored row (duplicates kept), columns `COLUMNS` + `ref` + `extra`.
         info: loading facts (raw row count, columns found, splits, loader notes).
-        dataset: the :class:`~derm_cloud.data.Dataset` it came from, when it came from one.
+        dataset: the `Dataset` it came from, when it came from one.
     """
 
     name: str
@@ -81,12 +81,12 @@ class Table:
 
 
 def load_table(source: Any, *, name: str | None = None, resolve_images: bool = True) -> Table:
-    """Read a dataset into a :class:`Table`.
+    """Read a dataset into a `Table`.
 
     Args:
-        source: a :class:`~derm_cloud.data.Dataset`, a pandas ``DataFrame`` (HAM10000 or manifest columns), a
+        source: a `Dataset`, a pandas `DataFrame` (HAM10000 or manifest columns), a
             CSV manifest / metadata file, a parquet file or a folder of parquet files (marmal88 layout), or
-            anything :func:`derm_cloud.data.load_dataset` reads.
+            anything `derm_cloud.data.load_dataset` reads.
         name: name for reports (default: derived from the source).
         resolve_images: look for image files next to a CSV that has no file column (HAM10000 layout).
 
@@ -124,7 +124,7 @@ def load_table(source: Any, *, name: str | None = None, resolve_images: bool = T
 
 
 def read_image(ref: Any) -> bytes:
-    """The encoded bytes of a table row's ``ref`` (a path or a dataset sample)."""
+    """The encoded bytes of a table row's `ref` (a path or a dataset sample)."""
     if hasattr(ref, "read_bytes"):
         data: bytes = ref.read_bytes()
         return data

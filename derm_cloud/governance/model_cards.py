@@ -1,7 +1,7 @@
 """Model cards side by side, with the governance questions each one leaves open.
 
-Built on :func:`derm_cloud.models.facts.model_facts` (which reads ONNX model directories, Hugging Face folders
-and hub ids, and falls back to a cited reference table offline). On top of the facts, :func:`model_card_flags`
+Built on `derm_cloud.models.facts.model_facts` (which reads ONNX model directories, Hugging Face folders
+and hub ids, and falls back to a cited reference table offline). On top of the facts, `model_card_flags`
 says what a deployment review must resolve: a permissive weights licence over non-commercial training images,
 training data that overlaps the evaluation data, no stated intended use, no published limitations, labels
 that are not lesion classes.
@@ -40,7 +40,7 @@ _ROWS = (
 
 @dataclass(frozen=True)
 class ModelCard:
-    """The facts a governance review compares, and the open questions (``flags``)."""
+    """The facts a governance review compares, and the open questions (`flags`)."""
 
     model: str
     kind: str | None = None
@@ -65,8 +65,8 @@ def model_card(model: Any, *, evaluation_dataset: str | None = None, offline: bo
     """The card of one model.
 
     Args:
-        model: a model directory, a short name (``sklesion``), a Hugging Face id or folder, a
-            :class:`~derm_cloud.models.facts.ModelFacts`, or a facts dict (``BackendInfo.model_facts``).
+        model: a model directory, a short name (`sklesion`), a Hugging Face id or folder, a
+            `ModelFacts`, or a facts dict (`BackendInfo.model_facts`).
         evaluation_dataset: name of the data the model will be evaluated on, to flag training overlap.
         offline: read hub ids from the local cache and the reference table only (no network).
     """

@@ -1,16 +1,18 @@
 """Skin-tone estimation: Individual Typology Angle (ITA) of the non-lesion skin, and Fitzpatrick types from metadata.
 
 HAM10000 and most dermoscopy sets record no skin type, so a fairness report on them can only group images by an
-*estimate* of skin colour. :func:`estimate_ita` computes the ITA (Chardon et al. 1991)::
+*estimate* of skin colour. `estimate_ita` computes the ITA (Chardon et al. 1991):
 
-    ITA = arctan((L* - 50) / b*) * 180 / pi
+```python
+ITA = arctan((L* - 50) / b*) * 180 / pi
+```
 
 on CIELAB values (sRGB, D65) of the healthy skin around the lesion, and maps it to the six ITA bands. Where
-the metadata carries a Fitzpatrick skin type (ISIC archive ``fitzpatrick_skin_type`` "I".."VI",
-Fitzpatrick17k ``fitzpatrick_scale`` 1..6 with -1 for unknown), the dataset loaders read it
-(:func:`derm_cloud.data.fields.fitzpatrick_from_metadata`); a recorded type always wins over an estimate.
+the metadata carries a Fitzpatrick skin type (ISIC archive `fitzpatrick_skin_type` "I".."VI",
+Fitzpatrick17k `fitzpatrick_scale` 1..6 with -1 for unknown), the dataset loaders read it
+(`derm_cloud.data.fields.fitzpatrick_from_metadata`); a recorded type always wins over an estimate.
 
-Caveats (stated wherever these estimates are shown; see :data:`ITA_CAVEAT`):
+Caveats (stated wherever these estimates are shown; see `ITA_CAVEAT`):
 
 * ITA measures constitutive skin colour, Fitzpatrick type measures sun reactivity: they correlate poorly and
   are not interchangeable; there is no canonical ITA -> Fitzpatrick mapping.
@@ -75,14 +77,14 @@ class SkinToneEstimate:
     """The ITA estimate of one image.
 
     Attributes:
-        ita: median ITA in degrees over the skin pixels used, ``None`` when too little skin was visible.
-        category: the ITA band (``"very light"`` ... ``"dark"``), ``None`` when ``ita`` is ``None``.
+        ita: median ITA in degrees over the skin pixels used, `None` when too little skin was visible.
+        category: the ITA band (`"very light"` ... `"dark"`), `None` when `ita` is `None`.
         pixels_used: how many pixels (after down-scaling) entered the median.
         method: how the estimate was made, for reports.
         caveat: why this is not a skin type; shown next to every figure built on it.
-        lightness: median L* of the pixels used (``None`` when unavailable).
-        yellowness: median b* of the pixels used (``None`` when unavailable).
-        reason: why ``ita`` is ``None`` (too little skin, blue/grey colour cast), else ``None``.
+        lightness: median L* of the pixels used (`None` when unavailable).
+        yellowness: median b* of the pixels used (`None` when unavailable).
+        reason: why `ita` is `None` (too little skin, blue/grey colour cast), else `None`.
     """
 
     ita: float | None
@@ -114,7 +116,7 @@ def ita_category(ita: float | None) -> str | None:
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """Convert sRGB ``uint8`` (or 0..1 float) pixels of shape (..., 3) to CIELAB under D65.
+    """Convert sRGB `uint8` (or 0..1 float) pixels of shape (..., 3) to CIELAB under D65.
 
     Example:
         >>> srgb_to_lab(np.array([255, 255, 255], dtype=np.uint8)).round(1).tolist()
@@ -132,7 +134,7 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
 
 def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
-    """Convert CIELAB (D65) values of shape (..., 3) to sRGB ``uint8`` (clipped to the gamut).
+    """Convert CIELAB (D65) values of shape (..., 3) to sRGB `uint8` (clipped to the gamut).
 
     Used to build test patches of a known colour and to draw ITA band swatches in reports.
     """
@@ -158,7 +160,7 @@ def estimate_ita(
 ) -> SkinToneEstimate:
     """Estimate the ITA of the skin around a lesion.
 
-    Steps: down-scale to ``max_side``; crop ``border_fraction`` from every edge (dermoscopy vignetting); drop
+    Steps: down-scale to `max_side`; crop `border_fraction` from every edge (dermoscopy vignetting); drop
     the corners outside the inscribed ellipse (the dark ring of a round dermoscope field) and the centre, where
     the lesion usually is; convert to CIELAB
     (D65); drop the lesion (Otsu threshold on L*, widened by a few pixels), hair (dark thin structures found by
@@ -166,18 +168,18 @@ def estimate_ita(
     of the median L* and median b* of what is left (medians resist the remaining hair, gel and lesion edges).
 
     Args:
-        image: a path, bytes, ``PIL.Image``, numpy ``uint8`` RGB array or a prepared image.
-        border_fraction: share of width/height cropped from each edge (``derm-ita`` removes >= 4%).
+        image: a path, bytes, `PIL.Image`, numpy `uint8` RGB array or a prepared image.
+        border_fraction: share of width/height cropped from each edge (`derm-ita` removes >= 4%).
         exclude_corners: ignore pixels outside the ellipse inscribed in the cropped image.
         exclude_lesion: segment the lesion and ignore it (switch off for patches of plain skin).
         inner_radius: also ignore the centre, inside this fraction of the ellipse (dermoscopy centres the
-            lesion); ``0`` keeps it.
+            lesion); `0` keeps it.
         max_side: longest side the image is reduced to first; the median barely changes, the run time does.
-        min_pixels: fewer usable skin pixels than this gives ``ita=None``.
+        min_pixels: fewer usable skin pixels than this gives `ita=None`.
         min_skin_fraction: so does keeping less than this share of the ring (the lesion fills the frame).
 
     Returns:
-        A :class:`SkinToneEstimate`; ``ita`` is ``None`` (with ``reason``) when too little skin is visible or
+        A `SkinToneEstimate`; `ita` is `None` (with `reason`) when too little skin is visible or
         the image has a blue/grey colour cast (median b* <= 0), where ITA is undefined.
 
     Raises:
@@ -293,7 +295,7 @@ def _dilate(mask: np.ndarray, size: int) -> np.ndarray:
 
 
 def _otsu(values: np.ndarray, bins: int = 128) -> tuple[float, float]:
-    """Otsu threshold of ``values`` and the distance between the two class means."""
+    """Otsu threshold of `values` and the distance between the two class means."""
     lo, hi = float(values.min()), float(values.max())
     if hi - lo < 1e-6:
         return lo, 0.0

@@ -1,5 +1,5 @@
-"""The Keras (torch backend) and onnxruntime calls shared by :mod:`~derm_cloud.models.keras_convert` and
-:mod:`~derm_cloud.models.keras_parity`: load, run, and bind a two-input ``[image, metadata]`` model.
+"""The Keras (torch backend) and onnxruntime calls shared by `derm_cloud.models.keras_convert` and
+`derm_cloud.models.keras_parity`: load, run, and bind a two-input `[image, metadata]` model.
 
 Internal: the public entry points are in those two modules. keras, torch and onnxruntime are imported inside
 the functions, so importing this module costs only numpy.
@@ -23,11 +23,11 @@ __all__ = ["fixed_batch", "import_keras_torch", "keras_predict", "load_keras_mod
 def import_keras_torch() -> Any:
     """Import Keras on the torch backend (no TensorFlow needed).
 
-    ``KERAS_BACKEND`` is read once, when keras is first imported, so it is set here before the import; if
+    `KERAS_BACKEND` is read once, when keras is first imported, so it is set here before the import; if
     keras was already imported with another backend the process cannot switch and an error says so.
 
     Returns:
-        The ``keras`` module.
+        The `keras` module.
 
     Raises:
         MissingDependencyError: keras or torch is not installed.
@@ -58,7 +58,7 @@ def import_keras_torch() -> Any:
 
 
 def load_keras_model(keras_path: Path) -> Any:
-    """Load ``model.keras`` (uncompiled) with Keras on the torch backend."""
+    """Load `model.keras` (uncompiled) with Keras on the torch backend."""
     keras = import_keras_torch()
     model = keras.saving.load_model(str(keras_path), compile=False)
     return model
@@ -74,7 +74,7 @@ def keras_predict(model: Any, images: NDArray[np.float32], meta: NDArray[np.floa
 
 
 def ort_session(onnx_path: Path) -> Any:
-    """A CPU onnxruntime session for ``onnx_path``."""
+    """A CPU onnxruntime session for `onnx_path`."""
     try:
         import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
     except ImportError as exc:
@@ -85,7 +85,7 @@ def ort_session(onnx_path: Path) -> Any:
 
 
 def fixed_batch(session: Any) -> int | None:
-    """The model's fixed batch size, or ``None`` when the batch dimension is symbolic."""
+    """The model's fixed batch size, or `None` when the batch dimension is symbolic."""
     dim = session.get_inputs()[0].shape[0]
     return dim if isinstance(dim, int) else None
 
@@ -93,7 +93,7 @@ def fixed_batch(session: Any) -> int | None:
 def ort_predict(
     session: Any, images: NDArray[np.float32], meta: NDArray[np.float32], batch_size: int
 ) -> NDArray[np.float32]:
-    """onnxruntime probabilities in chunks of ``batch_size`` (of 1 for a fixed-batch model)."""
+    """onnxruntime probabilities in chunks of `batch_size` (of 1 for a fixed-batch model)."""
     # Inputs are bound by position (image first, metadata second), not by name: the two conversion routes
     # name them differently.
     names = [i.name for i in session.get_inputs()]

@@ -1,7 +1,7 @@
 """Where fetched and converted models live: a per-user cache folder, never the repository.
 
-``$DERM_CLOUD_CACHE`` overrides the location (CI points it at a job folder); otherwise
-``$XDG_CACHE_HOME/derm-cloud`` or ``~/.cache/derm-cloud``.
+`$DERM_CLOUD_CACHE` overrides the location (CI points it at a job folder); otherwise
+`$XDG_CACHE_HOME/derm-cloud` or `~/.cache/derm-cloud`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def models_dir() -> Path:
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
-    """Turn ``"sklesion"`` or a path into an existing model directory.
+    """Turn `"sklesion"` or a path into an existing model directory.
 
     Raises:
         ModelSpecError: the short name is known but not fetched yet, naming the command that fetches it.

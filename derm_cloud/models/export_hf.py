@@ -1,12 +1,12 @@
 """Export a Hugging Face image-classification folder to a derm-cloud ONNX model directory, with a parity check.
 
-The result runs on the ``local-onnx`` backend and in every serving adapter with onnxruntime only (no torch or
-transformers at run time). ``spec.json`` is derived from the model itself: preprocessing from its image
-processor (size, resample, rescale, mean/std; the Anwarkh1 fallback of :mod:`derm_cloud.backends.local_hf`
-applies), labels from ``config.id2label``, output ``logits``; facts from the config, the safetensors and the model
-card. The legacy TorchScript exporter is used (``dynamo=False``: no onnxscript needed, dynamic batch axis).
+The result runs on the `local-onnx` backend and in every serving adapter with onnxruntime only (no torch or
+transformers at run time). `spec.json` is derived from the model itself: preprocessing from its image
+processor (size, resample, rescale, mean/std; the Anwarkh1 fallback of `derm_cloud.backends.local_hf`
+applies), labels from `config.id2label`, output `logits`; facts from the config, the safetensors and the model
+card. The legacy TorchScript exporter is used (`dynamo=False`: no onnxscript needed, dynamic batch axis).
 
-The export is refused unless onnxruntime reproduces torch's logits within ``atol`` (1e-4) on seeded noise and on
+The export is refused unless onnxruntime reproduces torch's logits within `atol` (1e-4) on seeded noise and on
 the optional real images, and unless derm-cloud's preprocessing reproduces the image processor's tensors.
 
 Example:
@@ -49,16 +49,16 @@ _RESAMPLE = {0: "nearest", 2: "pil_bilinear", 3: "pil_bicubic"}  # PIL.Image.Res
 
 @dataclass(frozen=True)
 class ExportReport:
-    """What ``export_hf`` produced and measured.
+    """What `export_hf` produced and measured.
 
     Attributes:
         model_dir: the new ONNX model directory.
         max_abs_diff: largest |torch - onnxruntime| logit difference over the parity inputs.
-        preprocess_max_abs_diff: largest pixel difference between the HF image processor and ``spec.json``
-            preprocessing on the verification images (``None`` without images).
+        preprocess_max_abs_diff: largest pixel difference between the HF image processor and `spec.json`
+            preprocessing on the verification images (`None` without images).
         parameters: parameter count of the torch model.
-        onnx_bytes: size of ``model.onnx``.
-        export_seconds: time spent in ``torch.onnx.export``.
+        onnx_bytes: size of `model.onnx`.
+        export_seconds: time spent in `torch.onnx.export`.
         preprocessing_note: set when image-processor defaults had to be used (Anwarkh1 quirk).
     """
 
@@ -72,7 +72,7 @@ class ExportReport:
 
 
 def require_export_deps() -> None:
-    """Raise :class:`MissingDependencyError` unless torch, onnx and onnxruntime import."""
+    """Raise `MissingDependencyError` unless torch, onnx and onnxruntime import."""
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -159,13 +159,13 @@ def _size_get(size: Any, key: str) -> Any:
 
 
 def preprocess_from_processor(processor: Any) -> Preprocess:
-    """Translate a transformers image processor into a :class:`Preprocess`.
+    """Translate a transformers image processor into a `Preprocess`.
 
-    Supports fixed ``{height, width}`` resizes (ViT, DeiT, BEiT, Swin ...) and ``shortest_edge`` resizes with an
+    Supports fixed `{height, width}` resizes (ViT, DeiT, BEiT, Swin ...) and `shortest_edge` resizes with an
     optional centre crop (MobileNet, ResNet-style). Anything else is refused rather than approximated.
 
     Raises:
-        ModelSpecError: the processor does something ``spec.json`` cannot express (e.g. ``crop_pct``).
+        ModelSpecError: the processor does something `spec.json` cannot express (e.g. `crop_pct`).
     """
     size = getattr(processor, "size", None)
     resample = getattr(processor, "resample", 2)
@@ -209,20 +209,20 @@ def export_hf(
     preprocess_atol: float = 1e-2,
     overwrite: bool = False,
 ) -> ExportReport:
-    """Export an HF image-classification folder to ``out_dir`` (``model.onnx`` + ``spec.json``).
+    """Export an HF image-classification folder to `out_dir` (`model.onnx` + `spec.json`).
 
     Args:
-        folder: a ``save_pretrained`` folder (``config.json`` + weights + preprocessor config).
-        out_dir: the new model directory; must not exist unless ``overwrite``.
+        folder: a `save_pretrained` folder (`config.json` + weights + preprocessor config).
+        out_dir: the new model directory; must not exist unless `overwrite`.
         opset: ONNX opset.
-        model_id: id written to ``spec.json`` (default: the folder name).
+        model_id: id written to `spec.json` (default: the folder name).
         verify_images: real images for the parity checks (recommended: a few of your own).
         atol: largest allowed logit difference between torch and onnxruntime.
         preprocess_atol: largest allowed pixel difference between the HF processor and the spec's preprocessing.
-        overwrite: replace an existing ``out_dir`` (only after the new export passed its checks).
+        overwrite: replace an existing `out_dir` (only after the new export passed its checks).
 
     Raises:
-        ConfigError: ``out_dir`` exists, or is the source folder.
+        ConfigError: `out_dir` exists, or is the source folder.
         ModelSpecError: the folder is not a loadable image classifier or its processor cannot be expressed.
         DermCloudError: a parity check failed (nothing is written).
     """

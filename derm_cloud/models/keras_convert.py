@@ -1,11 +1,11 @@
 """Convert a two-input Keras 3 classifier (image + metadata vector) to ONNX, without TensorFlow, and check it.
 
-Keras 3 runs on the *torch* backend here, where a functional model is a ``torch.nn.Module``; the TorchDynamo ONNX
+Keras 3 runs on the *torch* backend here, where a functional model is a `torch.nn.Module`; the TorchDynamo ONNX
 exporter then writes it with a symbolic batch dimension. Every conversion is verified numerically with
 onnxruntime (batched outputs equal per-image outputs; ONNX equals Keras);
-:func:`~derm_cloud.models.keras_parity.parity_check` then measures the agreement on real images. What is specific
+`parity_check` then measures the agreement on real images. What is specific
 to one model (input size, metadata layout, preprocessing) comes in an
-:class:`~derm_cloud.models.keras_inputs.ImageMetadataInputs`; see ``derm_cloud.models.sklesion.MODEL_INPUTS``.
+`ImageMetadataInputs`; see `derm_cloud.models.sklesion.MODEL_INPUTS`.
 
 Heavy dependencies (keras, torch, onnx, onnxruntime) are imported inside the functions that need them, so
 importing this module costs only numpy.
@@ -61,13 +61,13 @@ Route = Literal["torch-dynamo-dynamic-batch", "keras-export-fixed-batch"]
 
 @dataclass(frozen=True)
 class ConversionInfo:
-    """What :func:`convert_to_onnx` produced and how it was checked.
+    """What `convert_to_onnx` produced and how it was checked.
 
     Attributes:
         onnx_path: where the ONNX model was written.
-        route: ``"torch-dynamo-dynamic-batch"`` (preferred) or ``"keras-export-fixed-batch"`` (fallback).
+        route: `"torch-dynamo-dynamic-batch"` (preferred) or `"keras-export-fixed-batch"` (fallback).
         dynamic_batch: whether the batch dimension of every input and the output is symbolic.
-        max_batch: ``None`` when the batch is dynamic, else the fixed batch size (1).
+        max_batch: `None` when the batch is dynamic, else the fixed batch size (1).
         export_seconds: wall time of the export call alone (tracing, translation, optimisation, save).
         total_seconds: wall time of the whole call including loading Keras and the checks.
         opset: ONNX default-domain opset of the written model.
@@ -123,26 +123,26 @@ def convert_to_onnx(
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
 ) -> ConversionInfo:
-    """Convert a two-input ``model.keras`` to ONNX via Keras on the torch backend.
+    """Convert a two-input `model.keras` to ONNX via Keras on the torch backend.
 
-    Preferred route: ``torch.onnx.export(dynamo=True)`` on the Keras functional model (a ``torch.nn.Module``
-    under the torch backend) with ``dynamic_shapes`` marking dimension 0 of both inputs as one symbolic
-    ``batch``. The result is checked with onnxruntime: batched outputs at batch 1, 4 and 16 must equal the
+    Preferred route: `torch.onnx.export(dynamo=True)` on the Keras functional model (a `torch.nn.Module`
+    under the torch backend) with `dynamic_shapes` marking dimension 0 of both inputs as one symbolic
+    `batch`. The result is checked with onnxruntime: batched outputs at batch 1, 4 and 16 must equal the
     per-image batch-1 outputs within 1e-5, and outputs must match Keras within 1e-4. If the dynamic export
-    fails or does not pass, the function falls back to ``keras.Model.export(format="onnx")`` at a fixed
-    batch of 1 and says why in ``fallback_reason``.
+    fails or does not pass, the function falls back to `keras.Model.export(format="onnx")` at a fixed
+    batch of 1 and says why in `fallback_reason`.
 
-    The file is written to a temporary name beside ``onnx_path`` and renamed only after the checks passed.
+    The file is written to a temporary name beside `onnx_path` and renamed only after the checks passed.
 
     Args:
-        keras_path: the verified ``model.keras``.
+        keras_path: the verified `model.keras`.
         onnx_path: where to write the ONNX model.
         inputs: the model's input sizes and how to make plausible inputs for the checks.
         opset: ONNX opset to target (18 is supported by onnxruntime >= 1.14 and the cloud runtimes).
-        dynamic_batch: try the dynamic-batch route first (``False`` goes straight to the fixed-batch route).
+        dynamic_batch: try the dynamic-batch route first (`False` goes straight to the fixed-batch route).
 
     Returns:
-        A :class:`ConversionInfo` with the route, whether the batch is dynamic, timings and check figures.
+        A `ConversionInfo` with the route, whether the batch is dynamic, timings and check figures.
 
     Raises:
         ConversionError: no route produced a model that reproduces Keras.

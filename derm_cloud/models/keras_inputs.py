@@ -1,8 +1,8 @@
 """What converting and checking a two-input Keras classifier needs to know about the model, and inputs to try.
 
-A model taking ``[image NHWC float32, metadata float32]`` is described by an :class:`ImageMetadataInputs`
-(:mod:`~derm_cloud.models.keras_convert` and :mod:`~derm_cloud.models.keras_parity` both take one);
-:func:`synthetic_inputs` draws plausible inputs for the numerical checks.
+A model taking `[image NHWC float32, metadata float32]` is described by an `ImageMetadataInputs`
+(`derm_cloud.models.keras_convert` and `derm_cloud.models.keras_parity` both take one);
+`synthetic_inputs` draws plausible inputs for the numerical checks.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ __all__ = ["ImageMetadataInputs", "synthetic_inputs"]
 
 @dataclass(frozen=True)
 class ImageMetadataInputs:
-    """What the conversion needs to know about a model taking ``[image NHWC float32, metadata float32]``.
+    """What the conversion needs to know about a model taking `[image NHWC float32, metadata float32]`.
 
     Attributes:
         height: image input height.
         width: image input width.
         metadata_length: length of the metadata vector.
-        random_metadata: ``(rng, n) -> [n, metadata_length]`` plausible metadata (valid one-hots), so the
+        random_metadata: `(rng, n) -> [n, metadata_length]` plausible metadata (valid one-hots), so the
             synthetic checks exercise the network's real operating range rather than zeros.
         missing_metadata: the "nothing known" vector, used by the parity check when no metadata is given.
-        preprocess: image file -> ``[height, width, 3]`` float32 model input.
-        preprocessing: one-line description of ``preprocess`` and the metadata encoding, for reports.
+        preprocess: image file -> `[height, width, 3]` float32 model input.
+        preprocessing: one-line description of `preprocess` and the metadata encoding, for reports.
 
     Example:
         >>> from derm_cloud.models.sklesion import MODEL_INPUTS
@@ -49,7 +49,7 @@ class ImageMetadataInputs:
 def synthetic_inputs(
     inputs: ImageMetadataInputs, n: int, seed: int = 0
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """``n`` plausible input pairs, seeded: images in 0..255 and valid metadata, drawn in that order.
+    """`n` plausible input pairs, seeded: images in 0..255 and valid metadata, drawn in that order.
 
     The checks then exercise the network's real operating range rather than zeros.
     """

@@ -1,7 +1,7 @@
 """Measure how closely a converted ONNX model reproduces its Keras original on real images.
 
 Keras runs on the torch backend (no TensorFlow); both runtimes get the very same preprocessed arrays, so the
-report measures the conversion alone. See :mod:`~derm_cloud.models.keras_convert` for the conversion.
+report measures the conversion alone. See `derm_cloud.models.keras_convert` for the conversion.
 
 Example:
     >>> from derm_cloud.models.sklesion import MODEL_INPUTS
@@ -36,12 +36,12 @@ class ParityReport:
 
     Attributes:
         n_images: number of images compared.
-        atol: tolerance on max |Δp| used for ``passed``.
+        atol: tolerance on max |Δp| used for `passed`.
         max_abs_diff: max over images and classes of |p_keras - p_onnx|.
         mean_abs_diff: mean of |p_keras - p_onnx| over images and classes.
         top1_agree: number of images whose argmax is the same in both.
-        top1_agreement: ``top1_agree / n_images``.
-        passed: ``max_abs_diff <= atol``.
+        top1_agreement: `top1_agree / n_images`.
+        passed: `max_abs_diff <= atol`.
         disagreements: names of the images whose argmax differs.
         batch_size: batch size used for both runtimes.
         keras_seconds: wall time of the Keras forward passes.
@@ -87,24 +87,24 @@ def parity_check(
 ) -> ParityReport:
     """Compare Keras (torch backend) and onnxruntime outputs on real images with the model's own preprocessing.
 
-    Both runtimes get the very same preprocessed arrays (``inputs.preprocess``), so the report measures the
+    Both runtimes get the very same preprocessed arrays (`inputs.preprocess`), so the report measures the
     conversion alone.
 
     Args:
-        keras_path: the original ``model.keras``.
+        keras_path: the original `model.keras`.
         onnx_path: the converted model.
         images: image files.
         inputs: the model's preprocessing and metadata layout.
-        atol: tolerance on max |Δp| for ``passed``.
-        metadata: one vector per image; ``None`` uses ``inputs.missing_metadata`` for every image.
+        atol: tolerance on max |Δp| for `passed`.
+        metadata: one vector per image; `None` uses `inputs.missing_metadata` for every image.
         batch_size: images per forward pass (a fixed-batch ONNX model is run one image at a time).
         progress: called with the number of images just compared, after each batch (for a bar or an ETA).
 
     Returns:
-        A :class:`ParityReport`.
+        A `ParityReport`.
 
     Raises:
-        ConfigError: no images, or ``metadata`` does not have one vector per image.
+        ConfigError: no images, or `metadata` does not have one vector per image.
 
     Example:
         >>> parity_check(keras_path, onnx_path, paths, MODEL_INPUTS, metadata=metas).passed  # doctest: +SKIP

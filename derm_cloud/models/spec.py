@@ -1,26 +1,28 @@
 """Model directory specs: what a model expects and how its outputs are labelled.
 
-A model directory holds ``model.onnx`` plus ``spec.json``::
+A model directory holds `model.onnx` plus `spec.json`:
 
-    {
-      "format": "derm-cloud-model/1",
-      "model_id": "sklesion-0.2.2",
-      "labels": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"],     # in output order
-      "output": "probabilities",                                       # or "logits" (softmax applied)
-      "image_input": {"index": 0, "layout": "NHWC"},                   # inputs bound by position, not name
-      "preprocess": {"resize": "squash", "height": 254, "width": 254,
-                     "interpolation": "bilinear_half_pixel", "crop": null,
-                     "scale": 1.0, "mean": [0, 0, 0], "std": [1, 1, 1],
-                     "channel_order": "RGB"},                        # optional; "BGR" reverses channels
-      "metadata_input": {"index": 1, "encoding": "sklesion-v1"},      # or null
-      "max_batch": null,                                               # 1 for fixed-batch exports
-      "model_file": "model.onnx",                                      # or model.tflite (local-tflite, LiteRT)
-      "facts": {"architecture": "...", "licence": "...", ...}          # for `derm-cloud models info`
-    }
+```text
+{
+  "format": "derm-cloud-model/1",
+  "model_id": "sklesion-0.2.2",
+  "labels": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"],     # in output order
+  "output": "probabilities",                                       # or "logits" (softmax applied)
+  "image_input": {"index": 0, "layout": "NHWC"},                   # inputs bound by position, not name
+  "preprocess": {"resize": "squash", "height": 254, "width": 254,
+                 "interpolation": "bilinear_half_pixel", "crop": null,
+                 "scale": 1.0, "mean": [0, 0, 0], "std": [1, 1, 1],
+                 "channel_order": "RGB"},                        # optional; "BGR" reverses channels
+  "metadata_input": {"index": 1, "encoding": "sklesion-v1"},      # or null
+  "max_batch": null,                                               # 1 for fixed-batch exports
+  "model_file": "model.onnx",                                      # or model.tflite (local-tflite, LiteRT)
+  "facts": {"architecture": "...", "licence": "...", ...}          # for `derm-cloud models info`
+}
+```
 
 Inputs are bound by position because the same model exported by two routes gets different input names
-(``input_0`` vs ``input_layer_2`` for sklesion). A directory holding ``model.onnx`` and ``labels.json`` but no
-``spec.json`` is read as an Azure AutoML for Images ONNX export (logits, ``input1`` NCHW, resize 256, centre
+(`input_0` vs `input_layer_2` for sklesion). A directory holding `model.onnx` and `labels.json` but no
+`spec.json` is read as an Azure AutoML for Images ONNX export (logits, `input1` NCHW, resize 256, centre
 crop 224, ImageNet mean/std), as documented by Microsoft.
 """
 
@@ -57,20 +59,20 @@ class Preprocess:
     """How to turn an RGB image into the model's input tensor.
 
     Attributes:
-        resize: ``squash`` to exactly height x width (aspect not kept); ``shorter_side`` scales the shorter side
-            to ``shorter`` keeping the aspect ratio (then ``crop`` is usually set); ``crop_to_aspect`` cuts the
+        resize: `squash` to exactly height x width (aspect not kept); `shorter_side` scales the shorter side
+            to `shorter` keeping the aspect ratio (then `crop` is usually set); `crop_to_aspect` cuts the
             largest centred region with the aspect ratio of height x width, then scales it to that size (what
-            Windows ML does when an image is bound to a model's input); ``none``.
-        height, width: target of a ``squash`` or ``crop_to_aspect`` resize.
-        shorter: target shorter side of a ``shorter_side`` resize.
-        interpolation: ``bilinear_half_pixel`` = TensorFlow/ONNX bilinear without antialiasing (what
-            ``tf.image.resize`` does); ``pil_bilinear`` = Pillow's (antialiased when shrinking, what Hugging Face
+            Windows ML does when an image is bound to a model's input); `none`.
+        height, width: target of a `squash` or `crop_to_aspect` resize.
+        shorter: target shorter side of a `shorter_side` resize.
+        interpolation: `bilinear_half_pixel` = TensorFlow/ONNX bilinear without antialiasing (what
+            `tf.image.resize` does); `pil_bilinear` = Pillow's (antialiased when shrinking, what Hugging Face
             image processors do).
-        crop: centre crop ``[height, width]`` after resizing, or ``None``.
-        scale: multiply pixel values (0..255) by this (``1/255`` for most models; 1.0 when the model
+        crop: centre crop `[height, width]` after resizing, or `None`.
+        scale: multiply pixel values (0..255) by this (`1/255` for most models; 1.0 when the model
             normalises itself).
-        mean, std: per-channel normalisation applied after ``scale``, in the model's channel order.
-        channel_order: ``RGB``, or ``BGR`` for models that take their channels reversed (Custom Vision's
+        mean, std: per-channel normalisation applied after `scale`, in the model's channel order.
+        channel_order: `RGB`, or `BGR` for models that take their channels reversed (Custom Vision's
             TensorFlow/TFLite exports; ONNX exports fold the flip into the graph instead).
     """
 
@@ -176,7 +178,7 @@ class ModelSpec:
 
     @classmethod
     def load(cls, directory: str | Path) -> ModelSpec:
-        """Read the spec of a model directory (``spec.json``, or an Azure AutoML ``labels.json`` export).
+        """Read the spec of a model directory (`spec.json`, or an Azure AutoML `labels.json` export).
 
         Raises:
             ModelSpecError: the directory, model file or spec is missing or invalid.
@@ -208,7 +210,7 @@ class ModelSpec:
 
     @classmethod
     def automl(cls, labels_path: Path) -> ModelSpec:
-        """Spec of an Azure AutoML for Images multi-class ONNX export (``model.onnx`` + ``labels.json``)."""
+        """Spec of an Azure AutoML for Images multi-class ONNX export (`model.onnx` + `labels.json`)."""
         try:
             labels = json.loads(labels_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
@@ -270,7 +272,7 @@ class ModelSpec:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form written to ``spec.json``."""
+        """The JSON form written to `spec.json`."""
         return {
             "format": SPEC_FORMAT,
             "model_id": self.model_id,
@@ -287,7 +289,7 @@ class ModelSpec:
         }
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``spec.json`` into ``directory`` (atomically) and return its path."""
+        """Write `spec.json` into `directory` (atomically) and return its path."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tmp = d / "spec.json.tmp"

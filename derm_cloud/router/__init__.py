@@ -1,7 +1,7 @@
 """Route one request across several deployments: fallbacks, cooldowns, hedging, load balancing, shadowing.
 
-:class:`Router` is itself a :class:`~derm_cloud.Classifier`, so everything that takes a classifier (the
-comparator, the serving adapters, an app) takes a router. See ``docs/router.md``.
+`Router` is itself a `Classifier`, so everything that takes a classifier (the
+comparator, the serving adapters, an app) takes a router. See `docs/router.md`.
 
 Example:
     >>> from derm_cloud.router import Deployment, Router, RouterPolicy

@@ -1,14 +1,16 @@
-"""Build a :class:`~derm_cloud.router.Router` from the ``[[backends]]`` entries the comparator reads.
+"""Build a `Router` from the `[[backends]]` entries the comparator reads.
 
-The file is parsed and validated by :mod:`derm_cloud.compare.run.config_file` (same keys, same errors with line
-numbers) and each entry is built by the comparator's own :func:`~derm_cloud.compare.run.backends.prepare`, which
-starts an emulator for ``emulate = true``. So the backends an architect compared offline are, entry for entry,
-the deployments an engineer routes across::
+The file is parsed and validated by `derm_cloud.compare.run.config_file` (same keys, same errors with line
+numbers) and each entry is built by the comparator's own `prepare`, which
+starts an emulator for `emulate = true`. So the backends an architect compared offline are, entry for entry,
+the deployments an engineer routes across:
 
-    router = router_from_config("compare.toml", deployments=["sagemaker", "local"], shadow="vertex")
+```python
+router = router_from_config("compare.toml", deployments=["sagemaker", "local"], shadow="vertex")
+```
 
 It builds on the comparator, so it stands on the comparator's layer, above the rest of the router (which
-imports nothing of it): import it from here, not from :mod:`derm_cloud.router`.
+imports nothing of it): import it from here, not from `derm_cloud.router`.
 """
 
 from __future__ import annotations
@@ -37,20 +39,20 @@ def router_from_config(
     name: str = "router",
     **router_kwargs: Any,
 ) -> Router:
-    """A router over the config's backends, in file order (or the order of ``deployments``).
+    """A router over the config's backends, in file order (or the order of `deployments`).
 
     Args:
-        source: a ``.toml``/``.yaml`` comparison config path, or the same content as a dict.
-        deployments: backend names to route across, in fallback order; default: every backend but ``shadow``.
+        source: a `.toml`/`.yaml` comparison config path, or the same content as a dict.
+        deployments: backend names to route across, in fallback order; default: every backend but `shadow`.
         groups: backend name -> group for load balancing equivalent deployments.
-        shadow: backend name to run as the shadow (see :class:`~derm_cloud.router.ShadowComparison`).
+        shadow: backend name to run as the shadow (see `ShadowComparison`).
         shadow_sample_rate, shadow_queue_size: the shadow's sampling share and queue bound.
         name: the router's name.
-        **router_kwargs: ``policy``, ``hedge``, ``telemetry``, ``max_workers`` for :class:`Router`.
+        **router_kwargs: `policy`, `hedge`, `telemetry`, `max_workers` for `Router`.
 
     Raises:
         ConfigFileError: the file is invalid (the message names the key and its line).
-        ConfigError: a name in ``deployments``, ``groups`` or ``shadow`` is not a backend of the file.
+        ConfigError: a name in `deployments`, `groups` or `shadow` is not a backend of the file.
     """
     from derm_cloud.compare.run.backends import prepare
     from derm_cloud.compare.run.config_file import load_config, parse_config
@@ -95,7 +97,7 @@ def router_from_config(
 
 
 class _Stopper:
-    """Closes an emulator started for the router (emulators have ``stop``, the router calls ``close``)."""
+    """Closes an emulator started for the router (emulators have `stop`, the router calls `close`)."""
 
     def __init__(self, emulator: Any) -> None:
         self.emulator = emulator

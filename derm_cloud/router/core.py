@@ -1,4 +1,4 @@
-"""``Router``: several deployments behind one :class:`~derm_cloud.Classifier`, as LiteLLM's Router is for LLMs.
+"""`Router`: several deployments behind one `Classifier`, as LiteLLM's Router is for LLMs.
 
 Per request the router
 
@@ -20,7 +20,7 @@ Per request the router
    requests each was sent.
 
 Each deployment is called through its single-attempt primitive inside the router's own
-:class:`~derm_cloud.RetryPolicy`, so retries never stack (router x backend x SDK).
+`RetryPolicy`, so retries never stack (router x backend x SDK).
 """
 
 from __future__ import annotations
@@ -55,16 +55,16 @@ class Router(Classifier):
     optional hedging, load balancing, shadow comparison and telemetry.
 
     Args:
-        deployments: :class:`Deployment` objects, or classifiers (named after their backend).
-        name: the router's name (its ``model_id``; in spans, logs and ``Prediction.route``).
+        deployments: `Deployment` objects, or classifiers (named after their backend).
+        name: the router's name (its `model_id`; in spans, logs and `Prediction.route`).
         policy: deadline, share, attempts, cooldown and balance rules.
-        hedge: a :class:`HedgePolicy` to hedge slow calls; ``None`` (default) never hedges. Hedged requests
+        hedge: a `HedgePolicy` to hedge slow calls; `None` (default) never hedges. Hedged requests
             are billed by two providers: hedging can double cost.
-        shadow: a :class:`~derm_cloud.router.ShadowComparison` fed a sampled share of answered requests.
-        telemetry: spans, logs and metrics; default: a fresh :class:`~derm_cloud.observability.Telemetry`.
+        shadow: a `ShadowComparison` fed a sampled share of answered requests.
+        telemetry: spans, logs and metrics; default: a fresh `Telemetry`.
         max_workers: threads for deployment calls (abandoned slow calls hold one until they return).
-        owns: objects whose ``close()`` runs with the router's (the emulators that
-            :func:`~derm_cloud.router.config.router_from_config` started).
+        owns: objects whose `close()` runs with the router's (the emulators that
+            `router_from_config` started).
 
     Example:
         >>> router = Router([Deployment("cloud", sagemaker_clf), Deployment("local", onnx_clf)],
@@ -134,7 +134,7 @@ class Router(Classifier):
 
     def status(self) -> list[dict[str, Any]]:
         """Per deployment: group, calls in flight, cooldown seconds left and its configuration fault, if any
-        (``{"error", "detail", "since", "count"}``: it cannot authenticate or is not found), for a health
+        (`{"error", "detail", "since", "count"}`: it cannot authenticate or is not found), for a health
         endpoint."""
         return [
             {
@@ -154,8 +154,8 @@ class Router(Classifier):
         Run it when the app starts: a deployment that cannot authenticate or does not exist fails here, loudly,
         instead of hiding behind the fallback's answers. The probe is a 64x64 plain JPEG (no patient data),
         sent once through each deployment's single-attempt call, no retry; what it costs per provider is in
-        ``docs/router.md`` (nothing for a local model or a real-time endpoint billed by the hour, one request's
-        price for a per-request API). A failure is recorded as a live call's would be (``status()``, metric,
+        `docs/router.md` (nothing for a local model or a real-time endpoint billed by the hour, one request's
+        price for a per-request API). A failure is recorded as a live call's would be (`status()`, metric,
         WARNING).
 
         Args:
@@ -167,9 +167,9 @@ class Router(Classifier):
             One `DeploymentCheck` per deployment, then the shadow's.
 
         Raises:
-            DeploymentCheckError: naming every deployment that cannot authenticate (``AuthenticationError``:
-                credentials, role, permission) or was not found (``NotFoundError``), each with its error; with
-                ``strict``, every deployment that failed.
+            DeploymentCheckError: naming every deployment that cannot authenticate (`AuthenticationError`:
+                credentials, role, permission) or was not found (`NotFoundError`), each with its error; with
+                `strict`, every deployment that failed.
         """
         self._check_open()
         return check_deployments(self, timeout_s=timeout_s, strict=strict)
@@ -196,7 +196,7 @@ class Router(Classifier):
 
         Raises:
             InvalidImageError: the input is not a usable image (nothing is sent anywhere).
-            DeadlineExceededError: no deployment answered within ``policy.deadline_s``.
+            DeadlineExceededError: no deployment answered within `policy.deadline_s`.
             CircuitOpenError: every deployment is cooling down.
             RemoteError: every deployment failed (the class of the last failure); the message lists them all.
         """
@@ -206,7 +206,7 @@ class Router(Classifier):
         return self._route(prepared, as_metadata(metadata), queue)
 
     def _prepare_for(self, image: ImageInput, queue: list[DeploymentState]) -> PreparedImage:
-        """Prepare the image as the first deployment to be called would (``Classifier._prepare``'s rules).
+        """Prepare the image as the first deployment to be called would (`Classifier._prepare`'s rules).
 
         A local model decodes every pixel, and its strict decode refuses a damaged JPEG, so the separate entropy
         check is left out and the decode done now (before anything is sent: a fallback cloud then gets bytes
@@ -228,7 +228,7 @@ class Router(Classifier):
         *,
         batch_size: int = 16,
     ) -> list[Prediction]:
-        """Route many images, in input order, ``concurrency`` at a time; every image is validated first."""
+        """Route many images, in input order, `concurrency` at a time; every image is validated first."""
         self._check_open()
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")

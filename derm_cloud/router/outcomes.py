@@ -46,9 +46,9 @@ def give_up(
 ) -> BaseException:
     """The typed error for a request no deployment answered.
 
-    * every deployment cooling down: :class:`CircuitOpenError`;
-    * the deadline passed (or nothing failed outright): :class:`DeadlineExceededError`;
-    * otherwise the class of the last failure (``ThrottledError``, ``ServiceError`` ...), so callers that
+    * every deployment cooling down: `CircuitOpenError`;
+    * the deadline passed (or nothing failed outright): `DeadlineExceededError`;
+    * otherwise the class of the last failure (`ThrottledError`, `ServiceError` ...), so callers that
       handle one backend's errors handle the router's the same way.
     """
     summary = "; ".join(f"{s.deployment}: {s.reason} ({s.detail})" for s in skipped) or "no deployment tried"
@@ -71,14 +71,14 @@ def give_up(
 
 
 def failure_reason(exc: BaseException) -> str:
-    """How a failed call is listed in ``Route.skipped``: a call that ran out of its share of the deadline is a
-    ``deadline`` whichever clock noticed first (the router's wait loop, or the call's own watchdog, which under
-    load can fire a moment earlier); anything else is an ``error``."""
+    """How a failed call is listed in `Route.skipped`: a call that ran out of its share of the deadline is a
+    `deadline` whichever clock noticed first (the router's wait loop, or the call's own watchdog, which under
+    load can fire a moment earlier); anything else is an `error`."""
     return "deadline" if isinstance(exc, DeadlineExceededError) else "error"
 
 
 def describe_error(exc: BaseException) -> str:
-    """``"ThrottledError: <message>"``; backend messages carry names, statuses and ids, never image data."""
+    """`"ThrottledError: <message>"`; backend messages carry names, statuses and ids, never image data."""
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -88,7 +88,7 @@ def default_name(clf: Classifier) -> str:
 
 
 def keeps_own_deadline(clf: Classifier) -> bool:
-    """Whether a call to ``clf`` needs no watchdog thread to keep a deadline.
+    """Whether a call to `clf` needs no watchdog thread to keep a deadline.
 
     True when its SDK enforces the timeout it is given as a deadline on the whole call (gRPC), or when the model
     runs in this process: there is no network to hang on, and a local call abandoned at its deadline would keep

@@ -1,7 +1,7 @@
 """The router's parts: deployments, the routing policy, hedging, and per-deployment live state.
 
-A :class:`Deployment` is one backend behind the router, with its own circuit breaker (the cooldown). Deployments
-that share a ``group`` are equivalent (the same model on two endpoints, two regions ...): the router balances
+A `Deployment` is one backend behind the router, with its own circuit breaker (the cooldown). Deployments
+that share a `group` are equivalent (the same model on two endpoints, two regions ...): the router balances
 load across a group, and falls back from group to group in the order they were given.
 """
 
@@ -27,12 +27,12 @@ class Deployment:
     """One backend behind a router.
 
     Attributes:
-        name: unique name in the router (shown in ``Prediction.route`` and in metrics).
+        name: unique name in the router (shown in `Prediction.route` and in metrics).
         classifier: the backend. Inside the router only its single-attempt primitive is called, so its own
-            :class:`~derm_cloud.RetryPolicy` never runs there: the router's policy is the only retry loop.
+            `RetryPolicy` never runs there: the router's policy is the only retry loop.
         group: deployments with the same group are equivalent and load-balanced; default: the name (alone).
-        breaker: the deployment's cooldown: after ``failure_threshold`` consecutive failures it is skipped for
-            ``reset_after`` seconds, then one probe call decides. Default: from :class:`RouterPolicy`.
+        breaker: the deployment's cooldown: after `failure_threshold` consecutive failures it is skipped for
+            `reset_after` seconds, then one probe call decides. Default: from `RouterPolicy`.
 
     Example:
         >>> Deployment("sagemaker-eu", clf, group="sagemaker")  # doctest: +SKIP
@@ -59,15 +59,15 @@ class RouterPolicy:
 
     Attributes:
         deadline_s: seconds for one request, every fallback included; past it the router raises
-            :class:`~derm_cloud.DeadlineExceededError`.
+            `DeadlineExceededError`.
         share: each deployment but the last one tried gets this share of the time left; the last gets all of
             it. With 0.6 and 5 s: 3 s for the first, 1.2 s for the second, 0.8 s for a third.
         attempts_per_deployment: calls to one deployment before moving on (retryable errors only, with
-            backoff and ``Retry-After`` inside its share). 1 = fall back at once.
+            backoff and `Retry-After` inside its share). 1 = fall back at once.
         base_delay, max_delay: backoff between those attempts, in seconds.
         cooldown_failures: consecutive failures that put a deployment into cooldown.
         cooldown_s: how long a deployment cools down before one probe call is let through.
-        balance: how to order equivalent deployments: ``round_robin`` or ``least_in_flight``.
+        balance: how to order equivalent deployments: `round_robin` or `least_in_flight`.
     """
 
     deadline_s: float = 10.0
@@ -97,14 +97,14 @@ class HedgePolicy:
     """Send the same payload to the next deployment when the first is slower than usual.
 
     Hedging costs money: every hedged request is billed by two providers. It is off unless a router is given
-    a ``HedgePolicy``.
+    a `HedgePolicy`.
 
     Attributes:
         percentile: the hedge fires after this percentile of the first deployment's latency, estimated from its
             own recent calls as the router saw them: a call cut short (by a hedge that answered first, or at
             its share of the deadline) counts as "longer than the time it was cut", never as its late answer
             (see `derm_cloud.router.latency.LatencyWindow`).
-        min_samples: calls observed before the percentile is trusted; until then ``initial_delay_s``.
+        min_samples: calls observed before the percentile is trusted; until then `initial_delay_s`.
         initial_delay_s: hedge delay while there are too few observations.
         window: how many recent calls are kept per deployment.
     """
@@ -127,7 +127,7 @@ class HedgePolicy:
 class DeploymentState:
     """A deployment with its live counters: calls in flight and recent latencies (see `LatencyWindow`).
 
-    ``keeps_deadline``: a call to it needs no watchdog thread (its SDK enforces the timeout as a deadline, or the
+    `keeps_deadline`: a call to it needs no watchdog thread (its SDK enforces the timeout as a deadline, or the
     model runs in this process); see `keeps_own_deadline()`.
     """
 
@@ -155,15 +155,15 @@ class DeploymentState:
             self.in_flight -= 1
 
     def observe(self, seconds: float) -> None:
-        """A call that answered after ``seconds`` while the router waited for it."""
+        """A call that answered after `seconds` while the router waited for it."""
         self.latency.answered(seconds)
 
     def cut(self, seconds: float) -> None:
-        """A call the router stopped waiting for after ``seconds`` (hedge won, share spent, request answered)."""
+        """A call the router stopped waiting for after `seconds` (hedge won, share spent, request answered)."""
         self.latency.cut(seconds)
 
     def hedge_delay(self, hedge: HedgePolicy) -> float:
-        """Seconds to wait before hedging a call to this deployment: the ``hedge.percentile`` of its latency,
+        """Seconds to wait before hedging a call to this deployment: the `hedge.percentile` of its latency,
         calls cut short counted as "longer than that" (Kaplan-Meier), not as their late answers."""
         if len(self.latency) < hedge.min_samples:
             return hedge.initial_delay_s

@@ -51,7 +51,7 @@ class RoutedRequest:
         router: the router the request goes through (its policy, hedge, telemetry and worker threads).
         prepared, meta: the image and patient metadata every deployment receives.
         queue: the deployments in the order to try them (consumed as they are launched).
-        deadline_at: ``time.monotonic()`` when the request's deadline passes.
+        deadline_at: `time.monotonic()` when the request's deadline passes.
         parent: the tracing context of the request's span, parent of each call's span.
     """
 
@@ -189,7 +189,7 @@ class RoutedRequest:
         return tuple(billed.items())
 
     def _hedge_at(self) -> float | None:
-        """When to hedge the one call in flight, or ``None`` (hedging off, already hedged, nothing to hedge to)."""
+        """When to hedge the one call in flight, or `None` (hedging off, already hedged, nothing to hedge to)."""
         hedge, pending = self.router.hedge, self.pending
         if hedge is None or self.hedged or len(pending) != 1 or not any(_can_launch(q) for q in self.queue):
             return None

@@ -1,15 +1,15 @@
 """Shadow comparison: do two providers agree on live traffic? Answered off the answer's path.
 
-A router hands every answered request to :meth:`ShadowComparison.offer`. A sampled share of them is put on a
+A router hands every answered request to `ShadowComparison.offer`. A sampled share of them is put on a
 bounded queue (never waited on: a full queue drops the request and counts the drop) and a background worker
 sends the same prepared image and metadata to the shadow backend. The shadow's answer is compared with the
 live answer; nothing about it ever reaches the caller, and a shadow failure only counts as one.
 
 Kept per pair (live deployment, shadow): top-1 agreement, Cohen's kappa of the top-1 labels, max and mean
-``|dp|`` over the seven class probabilities, melanoma-call disagreements (one says melanoma at argmax, the
+`|dp|` over the seven class probabilities, melanoma-call disagreements (one says melanoma at argmax, the
 other does not) and latency of both sides. Per request only the request id and the scores are kept, never image
-bytes or patient fields; the id is the caller's ``Prediction.request_id``, so records join the live answers.
-:meth:`ShadowComparison.report` is JSON the comparator's report can include; :meth:`ShadowComparison.to_markdown`
+bytes or patient fields; the id is the caller's `Prediction.request_id`, so records join the live answers.
+`ShadowComparison.report` is JSON the comparator's report can include; `ShadowComparison.to_markdown`
 is a small table.
 """
 
@@ -42,7 +42,7 @@ HUMAN_REVIEW_NOTE = "Triage and research support only, never a diagnosis: a clin
 
 
 def kappa_from_counts(pairs: dict[tuple[str, str], int]) -> float | None:
-    """Cohen's kappa from counts of (rater A label, rater B label); ``None`` when chance agreement is 1.
+    """Cohen's kappa from counts of (rater A label, rater B label); `None` when chance agreement is 1.
 
     Example:
         >>> round(kappa_from_counts({("mel", "mel"): 1, ("nv", "nv"): 1, ("nv", "bcc"): 1, ("bcc", "bcc"): 1}), 3)
@@ -248,7 +248,7 @@ class ShadowComparison:
         return True
 
     def report(self, *, records: bool = False) -> dict[str, Any]:
-        """Agreement per pair plus counts (JSON-compatible); ``records=True`` adds the per-request records."""
+        """Agreement per pair plus counts (JSON-compatible); `records=True` adds the per-request records."""
         with self._lock:
             out: dict[str, Any] = {
                 "shadow": self.name,
@@ -262,7 +262,7 @@ class ShadowComparison:
         return out
 
     def to_json(self, path: str | os.PathLike[str], *, records: bool = False) -> Path:
-        """Write :meth:`report` to ``path``; returns the path."""
+        """Write `report` to `path`; returns the path."""
         p = Path(path)
         p.write_text(json.dumps(self.report(records=records), indent=2))
         return p

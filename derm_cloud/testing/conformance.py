@@ -1,7 +1,7 @@
 """What the conformance suite needs to know about a backend under test; reusable by third-party backends.
 
-A third-party backend's own tests can build a :class:`Subject` and run the same checks as derm-cloud's
-``tests/conformance`` suite (see that folder for the checks).
+A third-party backend's own tests can build a `Subject` and run the same checks as derm-cloud's
+`tests/conformance` suite (see that folder for the checks).
 """
 
 from __future__ import annotations

@@ -1,23 +1,25 @@
 """pytest fixtures for your own CI: cloud emulators hosting a tiny model, and backends wired to them.
 
-This module is a registered pytest plugin (entry point ``pytest11``): installing derm-cloud makes the fixtures
-available in every pytest session, with no ``conftest.py`` line (the ``emulators`` extra and the cloud's own
-extra bring what the emulators and backends import when a test asks for them)::
+This module is a registered pytest plugin (entry point `pytest11`): installing derm-cloud makes the fixtures
+available in every pytest session, with no `conftest.py` line (the `emulators` extra and the cloud's own
+extra bring what the emulators and backends import when a test asks for them):
 
-    def test_my_app_survives_throttling(sagemaker_emulator, sagemaker_classifier):
-        from derm_cloud.testing.emulators.base import Fault
-        sagemaker_emulator.inject(Fault("throttle", times=1, retry_after=0.1))
-        assert sagemaker_classifier.predict("lesion.jpg").label is not None
+```python
+def test_my_app_survives_throttling(sagemaker_emulator, sagemaker_classifier):
+    from derm_cloud.testing.emulators.base import Fault
+    sagemaker_emulator.inject(Fault("throttle", times=1, retry_after=0.1))
+    assert sagemaker_classifier.predict("lesion.jpg").label is not None
+```
 
-An existing ``pytest_plugins = ["derm_cloud.testing.fixtures"]`` line keeps working (the plugin is registered
-under that name, so it is not loaded twice); ``-p no:derm_cloud.testing.fixtures`` turns it off.
+An existing `pytest_plugins = ["derm_cloud.testing.fixtures"]` line keeps working (the plugin is registered
+under that name, so it is not loaded twice); `-p no:derm_cloud.testing.fixtures` turns it off.
 
-Each emulator fixture hosts ``derm_model_dir`` (a tiny seeded ONNX classifier built at test time; override the
+Each emulator fixture hosts `derm_model_dir` (a tiny seeded ONNX classifier built at test time; override the
 fixture to host a real model) and is reset (recorded requests, pending faults) before each test. Nothing starts
 until a test asks for a fixture.
 
-When pytest-asyncio is installed and your project does not set ``asyncio_default_fixture_loop_scope``, the
-plugin sets its default to ``"function"`` (the default pytest-asyncio announces), so that a project that merely
+When pytest-asyncio is installed and your project does not set `asyncio_default_fixture_loop_scope`, the
+plugin sets its default to `"function"` (the default pytest-asyncio announces), so that a project that merely
 installs derm-cloud's test tools does not get pytest-asyncio's configuration deprecation warning. A value you set
 in your own configuration always wins.
 """
@@ -38,15 +40,15 @@ _parsers: dict[int, pytest.Parser] = {}
 
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
-    """Remember the session's parser: :func:`pytest_configure` may give an ini option a default."""
+    """Remember the session's parser: `pytest_configure` may give an ini option a default."""
     _parsers[id(pluginmanager)] = parser
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Default pytest-asyncio's fixture loop scope to ``"function"`` when the project leaves it unset.
+    """Default pytest-asyncio's fixture loop scope to `"function"` when the project leaves it unset.
 
-    Runs before pytest-asyncio's own ``pytest_configure``, which warns (an error under ``-W error``) when the
+    Runs before pytest-asyncio's own `pytest_configure`, which warns (an error under `-W error`) when the
     option has no value. Registering the option again only changes its default; a configured value still wins.
     """
     parser = _parsers.pop(id(config.pluginmanager), None)
@@ -110,7 +112,7 @@ def _fresh(emu: Any) -> Any:
 
 @pytest.fixture
 def sagemaker_emulator(_sagemaker_emulator_session: Any) -> Any:
-    """SageMaker runtime emulator with endpoint ``derm-cloud`` (derm-cloud adapter response format)."""
+    """SageMaker runtime emulator with endpoint `derm-cloud` (derm-cloud adapter response format)."""
     return _fresh(_sagemaker_emulator_session)
 
 
@@ -142,23 +144,23 @@ def _backend(kind: str, emu: Any) -> Iterator[Classifier]:
 
 @pytest.fixture
 def sagemaker_classifier(sagemaker_emulator: Any) -> Iterator[Classifier]:
-    """The ``sagemaker`` backend (real boto3 client) pointed at :func:`sagemaker_emulator`."""
+    """The `sagemaker` backend (real boto3 client) pointed at `sagemaker_emulator`."""
     yield from _backend("sagemaker", sagemaker_emulator)
 
 
 @pytest.fixture
 def azure_ml_classifier(azure_ml_emulator: Any) -> Iterator[Classifier]:
-    """The ``azure-ml`` backend pointed at :func:`azure_ml_emulator`."""
+    """The `azure-ml` backend pointed at `azure_ml_emulator`."""
     yield from _backend("azure-ml", azure_ml_emulator)
 
 
 @pytest.fixture
 def custom_vision_classifier(custom_vision_emulator: Any) -> Iterator[Classifier]:
-    """The ``azure-custom-vision`` backend (real msrest client) pointed at :func:`custom_vision_emulator`."""
+    """The `azure-custom-vision` backend (real msrest client) pointed at `custom_vision_emulator`."""
     yield from _backend("azure-custom-vision", custom_vision_emulator)
 
 
 @pytest.fixture
 def vertex_classifier(vertex_emulator: Any) -> Iterator[Classifier]:
-    """The ``vertex`` backend (real GAPIC REST client) pointed at :func:`vertex_emulator`."""
+    """The `vertex` backend (real GAPIC REST client) pointed at `vertex_emulator`."""
     yield from _backend("vertex", vertex_emulator)

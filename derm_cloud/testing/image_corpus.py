@@ -1,8 +1,8 @@
 """Image corpora built at test time from one real image: every accepted input kind, and damaged JPEGs.
 
 Nothing is stored: the corpora are derived from an image the caller reads (a HAM10000 file, which stays in the
-shared data folder), with a seeded generator, so a failing case can be rebuilt exactly. ``scan_damage`` and
-``reencodings`` feed ``benchmarks/jpeg_damage.py`` and its tests; ``synthetic_photos`` are clean non-dermoscopy
+shared data folder), with a seeded generator, so a failing case can be rebuilt exactly. `scan_damage` and
+`reencodings` feed `benchmarks/jpeg_damage.py` and its tests; `synthetic_photos` are clean non-dermoscopy
 images (flat backgrounds, gradients, a straight horizontal edge) that a damage check must not refuse.
 """
 
@@ -92,11 +92,11 @@ def _scan_start(data: bytes) -> int:
 
 
 def damaged_jpegs(jpeg: bytes, seed: int, flips: int = 20) -> Iterator[tuple[str, bytes]]:
-    """Damaged variants of a JPEG, seeded: ``(kind, bytes)`` with kind one of
+    """Damaged variants of a JPEG, seeded: `(kind, bytes)` with kind one of
 
-    ``cut`` (cut at 25/50/75/90%), ``cut+eoi`` (the same, closed with a forged FF D9), ``flip-entropy`` (one
-    bit flipped in the entropy-coded data), ``flip-header`` (one bit flipped in the header segments) and
-    ``patch-sof`` (the frame header's height, width or component count rewritten).
+    `cut` (cut at 25/50/75/90%), `cut+eoi` (the same, closed with a forged FF D9), `flip-entropy` (one
+    bit flipped in the entropy-coded data), `flip-header` (one bit flipped in the header segments) and
+    `patch-sof` (the frame header's height, width or component count rewritten).
     """
     rng = np.random.default_rng(seed)
     start = _scan_start(jpeg)
@@ -141,27 +141,27 @@ def _offset(jpeg: bytes, at: float, size: int = 0) -> int:
 
 
 def zero_block(jpeg: bytes, at: float, size: int = 512) -> bytes:
-    """``size`` bytes of the scan zeroed from ``at`` (0-1, a fraction of the scan): a lost sector or packet."""
+    """`size` bytes of the scan zeroed from `at` (0-1, a fraction of the scan): a lost sector or packet."""
     pos = _offset(jpeg, at, size)
     return jpeg[:pos] + bytes(size) + jpeg[pos + size :]
 
 
 def copy_block(jpeg: bytes, at: float, source: float, size: int = 512) -> bytes:
-    """``size`` bytes of the scan at ``at`` overwritten with the bytes at ``source``: a misplaced sector."""
+    """`size` bytes of the scan at `at` overwritten with the bytes at `source`: a misplaced sector."""
     pos, src = _offset(jpeg, at, size), _offset(jpeg, source, size)
     return jpeg[:pos] + jpeg[src : src + size] + jpeg[pos + size :]
 
 
 def flip_bit(jpeg: bytes, at: float, bit: int) -> bytes:
-    """One bit of the scan flipped at ``at``."""
+    """One bit of the scan flipped at `at`."""
     return _flip(jpeg, _offset(jpeg, at, 1), bit)
 
 
 def scan_damage(jpeg: bytes, seed: int) -> Iterator[tuple[str, bytes]]:
-    """Seeded damage to a JPEG's entropy-coded data: ``(kind, bytes)``, as many of each kind as SCAN_DAMAGE says.
+    """Seeded damage to a JPEG's entropy-coded data: `(kind, bytes)`, as many of each kind as SCAN_DAMAGE says.
 
-    Kinds: ``zero512``/``zero4096`` (a block zeroed), ``sector-copy`` (512 bytes from elsewhere in the scan),
-    ``bit-flip``, ``cut`` (the file ends early) and ``cut+eoi`` (the same, closed with a forged FF D9).
+    Kinds: `zero512`/`zero4096` (a block zeroed), `sector-copy` (512 bytes from elsewhere in the scan),
+    `bit-flip`, `cut` (the file ends early) and `cut+eoi` (the same, closed with a forged FF D9).
     """
     rng = np.random.default_rng(seed)
     start, end = scan_span(jpeg)
@@ -189,7 +189,7 @@ def reencodings(jpeg: bytes) -> dict[str, bytes]:
     """The image re-encoded as other encoders write JPEGs: progressive, optimised tables, restart markers, 4:2:0.
 
     The original is not included. Progressive and optimised files use image-specific Huffman tables;
-    ``restart`` puts a restart marker after every MCU row (as many cameras do).
+    `restart` puts a restart marker after every MCU row (as many cameras do).
     """
     rgb = Image.open(io.BytesIO(jpeg)).convert("RGB")
     return {

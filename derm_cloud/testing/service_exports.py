@@ -4,22 +4,22 @@ They are real, small networks (a strided convolution, pooling, a linear layer, s
 order and dtype differences change their outputs, as they would a trained model's. Layout details and their
 sources:
 
-* Custom Vision ONNX (Microsoft ``customvision-export-samples``, ``samples/python/onnx/classification*``):
-  ``model.onnx`` with one input ``data`` ``[1, 3, 224, 224]``, BGR 0..255 declared in the ONNX metadata
-  (``Image.BitmapPixelFormat=Bgr8``, ``Image.NominalPixelRange=NominalRange_0_255``), ``labels.txt`` in output
-  order; ``OnnxFloat16`` makes input, weights and output float16; older compact exports end in ``ZipMap``
-  (``loss``) beside a ``classLabel``-style output. ``cvexport.manifest`` carries platform, flavor and iteration
+* Custom Vision ONNX (Microsoft `customvision-export-samples`, `samples/python/onnx/classification*`):
+  `model.onnx` with one input `data` `[1, 3, 224, 224]`, BGR 0..255 declared in the ONNX metadata
+  (`Image.BitmapPixelFormat=Bgr8`, `Image.NominalPixelRange=NominalRange_0_255`), `labels.txt` in output
+  order; `OnnxFloat16` makes input, weights and output float16; older compact exports end in `ZipMap`
+  (`loss`) beside a `classLabel`-style output. `cvexport.manifest` carries platform, flavor and iteration
   (its field names follow exports seen in the wild, not a published schema).
-* SageMaker JumpStart PyTorch IC ``model.tar.gz``: the network (TorchScript here) and
-  ``class_label_to_prediction_index.json``.
-* Custom Vision ``TensorFlowLite`` (same sample repo, ``samples/python/tensorflow_lite/classification``):
-  ``model.tflite`` taking float32 ``[1, 224, 224, 3]`` BGR 0..255, ``labels.txt``; the manifest says platform
-  ``TensorFlow``, flavor ``TensorFlowLite``. The network is the ONNX stand-in's, weight for weight, so the two
+* SageMaker JumpStart PyTorch IC `model.tar.gz`: the network (TorchScript here) and
+  `class_label_to_prediction_index.json`.
+* Custom Vision `TensorFlowLite` (same sample repo, `samples/python/tensorflow_lite/classification`):
+  `model.tflite` taking float32 `[1, 224, 224, 3]` BGR 0..255, `labels.txt`; the manifest says platform
+  `TensorFlow`, flavor `TensorFlowLite`. The network is the ONNX stand-in's, weight for weight, so the two
   exports of one iteration can be compared.
-* Vertex AI AutoML Edge TFLite: ``model.tflite`` + ``dict.txt`` (Google's documented export files); the uint8
-  input ``[1, 224, 224, 3]`` with quantization (here scale 1/128, zero point 128: the model reads pixels as
+* Vertex AI AutoML Edge TFLite: `model.tflite` + `dict.txt` (Google's documented export files); the uint8
+  input `[1, 224, 224, 3]` with quantization (here scale 1/128, zero point 128: the model reads pixels as
   -1..1) and uint8 scores (scale 1/256) are the quantized edge models' interface. The TFLite files are written
-  from the flatbuffers schema (:mod:`derm_cloud.testing.tflite_writer`), no TensorFlow involved.
+  from the flatbuffers schema (`derm_cloud.testing.tflite_writer`), no TensorFlow involved.
 
 Example:
     >>> folder = build_custom_vision_export(tmp_path / "cv", flavor="OnnxFloat16")  # doctest: +SKIP
@@ -88,7 +88,7 @@ def build_custom_vision_export(
     iteration_id: str = "b7d2c1e0-3f4a-4c2b-9e1d-0a1b2c3d4e5f",
     seed: int = 0,
 ) -> Path:
-    """Write a Custom Vision compact-domain classification export into ``folder`` and return it."""
+    """Write a Custom Vision compact-domain classification export into `folder` and return it."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -167,7 +167,7 @@ def custom_vision_export_zip(tags: Sequence[str] = CUSTOM_VISION_TAGS, **options
 
 
 def build_jumpstart_artifact(target: Path, labels: Sequence[str] = JUMPSTART_LABELS, *, seed: int = 0) -> Path:
-    """Write a JumpStart PyTorch image-classification ``model.tar.gz`` at ``target`` and return it."""
+    """Write a JumpStart PyTorch image-classification `model.tar.gz` at `target` and return it."""
     import tempfile
 
     import torch
@@ -203,7 +203,7 @@ def build_jumpstart_artifact(target: Path, labels: Sequence[str] = JUMPSTART_LAB
 
 
 def folder_zip(folder: Path) -> bytes:
-    """The files of ``folder`` as the zip a service's download link serves."""
+    """The files of `folder` as the zip a service's download link serves."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(folder.iterdir()):
@@ -223,7 +223,7 @@ def build_custom_vision_tflite_export(
     iteration_id: str = "b7d2c1e0-3f4a-4c2b-9e1d-0a1b2c3d4e5f",
     seed: int = 0,
 ) -> Path:
-    """Write a Custom Vision ``TensorFlowLite`` classification export into ``folder`` and return it."""
+    """Write a Custom Vision `TensorFlowLite` classification export into `folder` and return it."""
     from derm_cloud.testing.tflite_writer import tiny_classifier_tflite
 
     conv, dense, bias = _tflite_weights(seed, len(tags))
@@ -250,12 +250,12 @@ def build_custom_vision_tflite_export(
 def build_vertex_edge_export(
     folder: Path, labels: Sequence[str] = VERTEX_EDGE_LABELS, *, quantized: bool = True, seed: int = 0
 ) -> Path:
-    """Write a Vertex AI AutoML Edge image-classification TFLite export into ``folder`` and return it.
+    """Write a Vertex AI AutoML Edge image-classification TFLite export into `folder` and return it.
 
     Args:
-        folder: where to write ``model.tflite`` and ``dict.txt``.
+        folder: where to write `model.tflite` and `dict.txt`.
         labels: the dataset's labels, in output order.
-        quantized: uint8 input and output with quantization parameters (the default edge export); ``False``
+        quantized: uint8 input and output with quantization parameters (the default edge export); `False`
             writes a float32 model.
         seed: weights seed.
     """

@@ -1,10 +1,10 @@
 """Write small, real TFLite classifiers without TensorFlow, straight from the flatbuffers schema.
 
-The ``tflite`` package carries the generated schema code (builder functions for ``Model``, ``SubGraph``,
-``Tensor``, ``Operator`` ...); this module uses it to write the same tiny network the ONNX stand-ins use: a
-``PAD`` and strided ``CONV_2D`` with fused ReLU, ``MEAN`` over height and width, ``FULLY_CONNECTED``,
-``SOFTMAX``. With ``input_quant``/``output_quant`` the model takes and returns uint8 tensors with quantization
-parameters, as quantized edge exports do (``DEQUANTIZE`` in front, ``QUANTIZE`` behind; the arithmetic in between
+The `tflite` package carries the generated schema code (builder functions for `Model`, `SubGraph`,
+`Tensor`, `Operator` ...); this module uses it to write the same tiny network the ONNX stand-ins use: a
+`PAD` and strided `CONV_2D` with fused ReLU, `MEAN` over height and width, `FULLY_CONNECTED`,
+`SOFTMAX`. With `input_quant`/`output_quant` the model takes and returns uint8 tensors with quantization
+parameters, as quantized edge exports do (`DEQUANTIZE` in front, `QUANTIZE` behind; the arithmetic in between
 stays float32, which keeps the stand-in small while exercising exactly what a runner must handle: quantize the
 input, dequantize the output).
 
@@ -24,7 +24,7 @@ __all__ = ["Quantization", "tiny_classifier_tflite"]
 
 @dataclass(frozen=True)
 class Quantization:
-    """Affine uint8 quantization: ``real = scale * (q - zero_point)``."""
+    """Affine uint8 quantization: `real = scale * (q - zero_point)`."""
 
     scale: float
     zero_point: int
@@ -66,15 +66,15 @@ def tiny_classifier_tflite(
     output_quant: Quantization | None = None,
     description: str = "derm-cloud tflite stand-in",
 ) -> bytes:
-    """A TFLite flatbuffer: ``[1, H, W, 3]`` in, ``[1, n_labels]`` softmax scores out.
+    """A TFLite flatbuffer: `[1, H, W, 3]` in, `[1, n_labels]` softmax scores out.
 
     Args:
-        conv_ohwi: convolution filter ``[out_channels, 5, 5, 3]`` (TFLite's OHWI), stride 4, padding 2, no bias.
-        dense_oi: fully connected weights ``[n_labels, out_channels]``.
-        bias: fully connected bias ``[n_labels]``.
+        conv_ohwi: convolution filter `[out_channels, 5, 5, 3]` (TFLite's OHWI), stride 4, padding 2, no bias.
+        dense_oi: fully connected weights `[n_labels, out_channels]`.
+        bias: fully connected bias `[n_labels]`.
         height, width: input size.
-        input_quant: make the input uint8 with these parameters (``None``: float32).
-        output_quant: make the output uint8 with these parameters (``None``: float32).
+        input_quant: make the input uint8 with these parameters (`None`: float32).
+        output_quant: make the output uint8 with these parameters (`None`: float32).
         description: the model's description string.
     """
     import flatbuffers

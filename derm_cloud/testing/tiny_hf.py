@@ -1,8 +1,8 @@
 """A tiny random ViT image classifier saved as a Hugging Face folder, built at test time (no downloads).
 
-``build_tiny_vit`` writes the same files as ``save_pretrained`` of a real hub model (``config.json``,
-``model.safetensors``, ``preprocessor_config.json``), so the ``local-hf`` backend, ``derm-cloud models
-export-hf`` and ``models info`` run their real code paths on it in about a second. The weights are random: the
+`build_tiny_vit` writes the same files as `save_pretrained` of a real hub model (`config.json`,
+`model.safetensors`, `preprocessor_config.json`), so the `local-hf` backend, `derm-cloud models
+export-hf` and `models info` run their real code paths on it in about a second. The weights are random: the
 scores are reproducible for a given seed but mean nothing, and the folder's facts say so.
 
 Example:
@@ -45,19 +45,19 @@ def build_tiny_vit(
     image_size: int = 224,
     readme: bool = True,
 ) -> Path:
-    """Write a tiny random ``ViTForImageClassification`` folder (about 130k parameters, 0.5 MB).
+    """Write a tiny random `ViTForImageClassification` folder (about 130k parameters, 0.5 MB).
 
     Config as in docs/reference/local-models.md section 3: hidden size 64, 2 layers, 4 heads, intermediate 128, patch
     16.
-    The image processor is a ``ViTImageProcessor`` with 224x224 bilinear resize, 1/255 and mean/std 0.5, the
+    The image processor is a `ViTImageProcessor` with 224x224 bilinear resize, 1/255 and mean/std 0.5, the
     values the Anwarkh1 model is used with.
 
     Args:
         directory: folder to create (parents too); existing files are overwritten.
-        labels: class names in output order, e.g. ``CLASS_CODES`` or :data:`ANWARKH1_LABELS`.
+        labels: class names in output order, e.g. `CLASS_CODES` or `ANWARKH1_LABELS`.
         seed: torch seed of the random weights.
         image_size: input side in pixels (a multiple of the patch size 16).
-        readme: also write a model card (``README.md``) with licence and intended use, as hub models have.
+        readme: also write a model card (`README.md`) with licence and intended use, as hub models have.
 
     Returns:
         The folder.

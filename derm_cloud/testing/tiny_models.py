@@ -77,7 +77,7 @@ def build_tiny_onnx_model(
     with_metadata: bool = False,
     model_id: str = "tiny-onnx",
 ) -> Path:
-    """Write a derm-cloud model directory (``model.onnx`` + ``spec.json``) holding a tiny classifier."""
+    """Write a derm-cloud model directory (`model.onnx` + `spec.json`) holding a tiny classifier."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     (d / "model.onnx").write_bytes(_graph(len(labels), size, layout, output, seed, 10 if with_metadata else None))
@@ -109,7 +109,7 @@ def build_tiny_onnx_model(
 
 
 def build_tiny_automl_export(directory: str | Path, *, labels: Sequence[str] = CLASS_CODES, seed: int = 1) -> Path:
-    """Write the Azure AutoML for Images export layout: ``model.onnx`` (logits, 224 NCHW) + ``labels.json``."""
+    """Write the Azure AutoML for Images export layout: `model.onnx` (logits, 224 NCHW) + `labels.json`."""
     import json
 
     d = Path(directory)

@@ -1,8 +1,8 @@
 """Salvage a damaged run store: keep every intact row, drop the rest, and count what was dropped truthfully.
 
 A run store can be damaged by a full disk, a copy cut short, a file system that lost a page, or a tool that
-overwrote its start. SQLite then refuses the file (`file is not a database`, ``database disk image is
-malformed``) or, when only the tail of a page was lost, reads zero bytes into a row whose JSON no longer parses.
+overwrote its start. SQLite then refuses the file (`file is not a database`, `database disk image is
+malformed`) or, when only the tail of a page was lost, reads zero bytes into a row whose JSON no longer parses.
 
 `repair_store` works on a copy, in three steps:
 

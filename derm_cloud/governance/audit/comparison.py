@@ -18,7 +18,7 @@ def compare_audits(
     """Compare two audits (class mix, images per lesion, overlap, rows vs images).
 
     Args:
-        left, right: audits from :func:`audit_dataset`.
+        left, right: audits from `audit_dataset`.
         tables: the two sources again (paths, datasets or frames) to count shared image and lesion ids; when
             omitted, the overlap is computed from the sources recorded in the audits.
     """

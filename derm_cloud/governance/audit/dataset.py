@@ -1,4 +1,4 @@
-"""``audit_dataset``: count what one dataset holds, from its rows as stored and the images found locally."""
+"""`audit_dataset`: count what one dataset holds, from its rows as stored and the images found locally."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def audit_dataset(
     """Audit one dataset.
 
     Args:
-        dataset: a :class:`~derm_cloud.data.Dataset`, a CSV / parquet path, a HAM10000 folder or a ``DataFrame``.
+        dataset: a `Dataset`, a CSV / parquet path, a HAM10000 folder or a `DataFrame`.
         name: name for the report.
         images: run the image sections (duplicates, ITA) on the images available locally.
         max_images: check at most this many images (a seeded random sample; duplicates are then only found
@@ -43,9 +43,9 @@ def audit_dataset(
         hash_distance: Hamming distance within which both the pHash and the dHash of two images must fall for
             them to count as duplicates (0 = identical hashes only).
         seed: seed of the image sample.
-        cache: shared ``{path: facts}`` so that auditing overlapping datasets hashes each image once.
-        progress: ``progress(task, total)`` returns a counter called once per image checked (the CLI passes a
-            :class:`derm_cloud.progress.Progress`).
+        cache: shared `{path: facts}` so that auditing overlapping datasets hashes each image once.
+        progress: `progress(task, total)` returns a counter called once per image checked (the CLI passes a
+            `derm_cloud.progress.Progress`).
 
     Example:
         >>> audit = audit_dataset("../shared/data/ham10000/dev.csv", images=False)  # doctest: +SKIP

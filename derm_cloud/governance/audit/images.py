@@ -26,9 +26,9 @@ def image_sections(
     cache: dict[str, Any],
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> None:
-    """Fill ``audit.images_checked``, ``audit.duplicates`` and ``audit.ita`` from the images available locally.
+    """Fill `audit.images_checked`, `audit.duplicates` and `audit.ita` from the images available locally.
 
-    ``progress(task, total)`` returns a counter called once per image read (see :mod:`derm_cloud.progress`).
+    `progress(task, total)` returns a counter called once per image read (see `derm_cloud.progress`).
     """
     from derm_cloud.governance.skin_tone import estimate_ita
 
@@ -112,7 +112,7 @@ def _bits(matrix: Any) -> int:
 
 
 def _duplicate_groups(hashes: np.ndarray, distance: int) -> list[list[int]]:
-    """Connected groups of images whose pHash *and* dHash are within ``distance`` bits (union-find).
+    """Connected groups of images whose pHash *and* dHash are within `distance` bits (union-find).
 
     pHash alone confuses dermoscopy images with the same layout (a small dark lesion centred on plain skin are
     4 bits apart, different lesions); requiring the gradient-based dHash to agree too removes those, while a

@@ -1,6 +1,6 @@
 """Write dataset audits as Markdown, self-contained HTML (plots as base64 PNG) and JSON.
 
-Plots use matplotlib's object API (``Figure`` + Agg canvas), never ``pyplot``, so a library call does not touch
+Plots use matplotlib's object API (`Figure` + Agg canvas), never `pyplot`, so a library call does not touch
 the caller's global figure state or backend.
 """
 
@@ -29,10 +29,10 @@ ATTRIBUTION = "HAM10000: Tschandl, Rosendahl & Kittler, Sci. Data 5, 180161 (201
 def write_audit_report(
     audits: list[DatasetAudit], out_dir: str | Path, comparison: AuditComparison | None = None
 ) -> dict[str, Any]:
-    """Write ``audit.md``, ``audit.html`` (plots embedded) and ``audit.json`` into ``out_dir``.
+    """Write `audit.md`, `audit.html` (plots embedded) and `audit.json` into `out_dir`.
 
     Returns:
-        ``{"markdown": path, "html": path, "json": path, "plots": [paths]}``.
+        `{"markdown": path, "html": path, "json": path, "plots": [paths]}`.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
-"""What a dataset audit finds, as data: :class:`DatasetAudit` for one dataset, :class:`AuditComparison` for two.
+"""What a dataset audit finds, as data: `DatasetAudit` for one dataset, `AuditComparison` for two.
 
-Every section is a plain field, so the audit serialises to JSON unchanged (:meth:`DatasetAudit.to_dict`) and the
-Markdown and HTML reports (:mod:`.report`) only read it.
+Every section is a plain field, so the audit serialises to JSON unchanged (`DatasetAudit.to_dict`) and the
+Markdown and HTML reports (`report`) only read it.
 """
 
 from __future__ import annotations
@@ -16,22 +16,22 @@ __all__ = ["AuditComparison", "DatasetAudit"]
 
 @dataclass
 class DatasetAudit:
-    """Everything :func:`audit_dataset` found; every count is over unique image ids unless it says rows.
+    """Everything `audit_dataset` found; every count is over unique image ids unless it says rows.
 
     Attributes:
         name, source: the dataset.
-        rows: rows as stored; ``unique_images`` distinct image ids; ``duplicate_rows`` rows repeating an id.
-        rows_per_image: ``{rows: number of image ids stored that many times}``.
-        lesions: distinct lesion ids (``None`` without a lesion column).
-        images_per_lesion: mean, median, max and ``{images: lesions}`` distribution.
+        rows: rows as stored; `unique_images` distinct image ids; `duplicate_rows` rows repeating an id.
+        rows_per_image: `{rows: number of image ids stored that many times}`.
+        lesions: distinct lesion ids (`None` without a lesion column).
+        images_per_lesion: mean, median, max and `{images: lesions}` distribution.
         class_counts, class_share: images per class (canonical order) and their share of labelled images.
         class_lesions: lesions per class.
-        dx_type: ``{dx_type: images}``; ``dx_type_by_class``: ``{class: {dx_type: images}}``.
-        completeness: share of images with each metadata field known (``unknown`` counts as missing).
-        age: known count, mean, median, min, max and ``bands``.
+        dx_type: `{dx_type: images}`; `dx_type_by_class`: `{class: {dx_type: images}}`.
+        completeness: share of images with each metadata field known (`unknown` counts as missing).
+        age: known count, mean, median, min, max and `bands`.
         sex, site, fitzpatrick: group counts.
-        splits: images per split when the data has splits; ``split_leaks``: ids/lesions found in several splits.
-        images_available: images readable here; ``images_checked`` how many the image sections used.
+        splits: images per split when the data has splits; `split_leaks`: ids/lesions found in several splits.
+        images_available: images readable here; `images_checked` how many the image sections used.
         duplicates: perceptual-hash duplicate groups (image ids) and how many cross lesions or labels.
         ita: skin-tone estimate counts per ITA band, undefined estimates, the values, and the caveat.
         findings: plain-language statements computed from the figures above.
@@ -78,9 +78,9 @@ class AuditComparison:
 
     Attributes:
         left, right: the dataset names.
-        class_share_diff: ``{class: right share - left share}`` in percentage points.
+        class_share_diff: `{class: right share - left share}` in percentage points.
         total_variation: half the sum of absolute share differences (0 = same mix, 1 = disjoint).
-        images_per_lesion: ``{"left": mean, "right": mean}``.
+        images_per_lesion: `{"left": mean, "right": mean}`.
         overlap: image ids and lesion ids in both.
         findings: plain-language differences, including why one has more rows than the other has images.
     """

@@ -54,7 +54,7 @@ class Context:
 
 
 def load_referral(item: Any) -> dict[str, Any]:
-    """A referral evaluation as a dict with its ``_source``: accepts the object, its dict or a JSON path."""
+    """A referral evaluation as a dict with its `_source`: accepts the object, its dict or a JSON path."""
     if hasattr(item, "to_dict"):
         return {**item.to_dict(), "_source": "referral evaluation (in memory)"}
     if isinstance(item, Mapping):
@@ -72,7 +72,7 @@ def load_referral(item: Any) -> dict[str, Any]:
 
 
 def fmt_ci(ci: Any) -> str:
-    """`` (95% CI 0.812-0.903)`` for a two-number interval, else nothing."""
+    """` (95% CI 0.812-0.903)` for a two-number interval, else nothing."""
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
         return f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
     return ""

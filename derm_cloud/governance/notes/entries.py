@@ -30,12 +30,12 @@ class RiskEntry:
     """One register entry.
 
     Attributes:
-        id: stable within a run (``R01``...), prefixed by the run id in the Markdown.
+        id: stable within a run (`R01`...), prefixed by the run id in the Markdown.
         date: the day the entry was generated (ISO).
         category: clinical performance, calibration, fairness, evidence gap, training data, data protection,
             cost or human oversight.
-        backend: the backend it concerns (``None`` for the whole comparison).
-        severity: ``high``, ``medium``, ``low`` or ``info``.
+        backend: the backend it concerns (`None` for the whole comparison).
+        severity: `high`, `medium`, `low` or `info`.
         title, finding, action: what was found and what to do.
         evidence: the figures it rests on.
         dpia: also belongs in the DPIA notes.

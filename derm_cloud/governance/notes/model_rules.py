@@ -1,6 +1,6 @@
 """Register rules about the model: clinical performance, calibration, fairness, training data, model card.
 
-Each rule reads figures from the comparator report (format ``derm-cloud-comparison/1``), compares them with the
+Each rule reads figures from the comparator report (format `derm-cloud-comparison/1`), compares them with the
 stated levels, and cites the JSON path of every figure it used.
 """
 

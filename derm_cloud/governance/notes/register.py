@@ -1,4 +1,4 @@
-"""``risk_register``: read a finished comparator run and gather every rule's entries, most severe first."""
+"""`risk_register`: read a finished comparator run and gather every rule's entries, most severe first."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ _SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
 
 
 def load_run(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
-    """Read a run's ``report.json`` from a run folder or the file itself.
+    """Read a run's `report.json` from a run folder or the file itself.
 
     Raises:
         ConfigError: no report there, or not the comparator's format.
@@ -60,14 +60,14 @@ def risk_register(
     """Build the register from a run.
 
     Args:
-        run: the run folder, its ``report.json``, or the report dict.
+        run: the run folder, its `report.json`, or the report dict.
         min_sensitivity: the level melanoma / malignant sensitivity must reach, overall and per group.
         max_ece: the highest acceptable expected calibration error.
         max_gap: the largest acceptable sensitivity gap between groups.
         min_group_positives: groups with fewer melanomas are "too small to judge".
-        budget: monthly budget in the price catalogue's currency (``None``: costs reported, not judged).
-        referrals: referral evaluations (:class:`~derm_cloud.governance.referral.ReferralEvaluation`, their
-            dicts, or paths to ``referral.json``); ``referral*.json`` and ``*/referral.json`` in the run folder are
+        budget: monthly budget in the price catalogue's currency (`None`: costs reported, not judged).
+        referrals: referral evaluations (`ReferralEvaluation`, their
+            dicts, or paths to `referral.json`); `referral*.json` and `*/referral.json` in the run folder are
             read too.
         today: the date written on entries (default: today).
     """

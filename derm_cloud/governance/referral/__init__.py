@@ -2,19 +2,19 @@
 
 From the rules to the evidence for them, one module each:
 
-* :mod:`.policy`: :class:`ReferralPolicy`, explicit rules (malignant probability, low confidence, disagreement
-  between backends), and the :class:`ReferralDecision` with its reasons;
-* :mod:`.classifier`: :class:`ReferralClassifier`, any classifier (or several) whose every prediction comes with
+* `policy`: `ReferralPolicy`, explicit rules (malignant probability, low confidence, disagreement
+  between backends), and the `ReferralDecision` with its reasons;
+* `classifier`: `ReferralClassifier`, any classifier (or several) whose every prediction comes with
   a decision;
-* :mod:`.scores` and :mod:`.prevalence`: the score each image is thresholded on, the threshold search, Wilson
+* `scores` and `prevalence`: the score each image is thresholded on, the threshold search, Wilson
   intervals, and referral rates re-weighted to a stated class mix;
-* :mod:`.evaluation`: :func:`evaluate_referral`, the referral-rate / sensitivity trade-off on labelled data
+* `evaluation`: `evaluate_referral`, the referral-rate / sensitivity trade-off on labelled data
   (in sample), overall and per group;
-* :mod:`.holdout`: thresholds that hold out of sample (lesion-disjoint cross-fitting, a calibration split, a
+* `holdout`: thresholds that hold out of sample (lesion-disjoint cross-fitting, a calibration split, a
   saved policy applied unchanged);
-* :mod:`.files` and :mod:`.report`: ``predictions.jsonl`` and ``policy.json`` with their provenance; Markdown
+* `files` and `report`: `predictions.jsonl` and `policy.json` with their provenance; Markdown
   and the trade-off plot;
-* :mod:`.run`: one run over a dataset, as ``derm-cloud governance referral`` does it.
+* `run`: one run over a dataset, as `derm-cloud governance referral` does it.
 
 Referral is triage support, never a diagnosis: a clinician reviews every result, referred or not.
 

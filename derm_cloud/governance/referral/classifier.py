@@ -1,4 +1,4 @@
-"""``ReferralClassifier``: every prediction of a classifier (or of several) comes with a referral decision.
+"""`ReferralClassifier`: every prediction of a classifier (or of several) comes with a referral decision.
 
 With several classifiers the first is the primary (its prediction is returned) and all of them feed the
 decision, so disagreement between backends triggers a referral. Referral is triage support, never a
@@ -30,7 +30,7 @@ __all__ = ["Referral", "ReferralClassifier"]
 
 
 class Referral(NamedTuple):
-    """What :class:`ReferralClassifier` returns: unpack as ``prediction, decision = app.predict(...)``."""
+    """What `ReferralClassifier` returns: unpack as `prediction, decision = app.predict(...)`."""
 
     prediction: Prediction
     decision: ReferralDecision
@@ -43,8 +43,8 @@ class ReferralClassifier:
     decision, so disagreement between backends triggers a referral.
 
     Args:
-        classifier: a :class:`~derm_cloud.base.Classifier`, or a sequence of them.
-        policy: the rules (default: :class:`ReferralPolicy` defaults).
+        classifier: a `Classifier`, or a sequence of them.
+        policy: the rules (default: `ReferralPolicy` defaults).
         close_wrapped: close the wrapped classifiers when this wrapper is closed.
 
     Example:
@@ -91,14 +91,14 @@ class ReferralClassifier:
         *,
         batch_size: int = 16,
     ) -> list[Referral]:
-        """:meth:`predict` for many images, each backend batching natively where it can."""
+        """`predict` for many images, each backend batching natively where it can."""
         items = [_reusable(i) for i in images]
         metas = list(metadata) if metadata is not None else None
         per_backend = [clf.predict_batch(items, metas, batch_size=batch_size) for clf in self.classifiers]
         return [Referral(preds[0], self.policy.evaluate(preds)) for preds in zip(*per_backend, strict=True)]
 
     async def apredict(self, image: ImageInput, metadata: MetadataInput = None) -> Referral:
-        """Async :meth:`predict`: the backends are called concurrently."""
+        """Async `predict`: the backends are called concurrently."""
         data = _reusable(image)
         preds = await asyncio.gather(*(clf.apredict(data, metadata) for clf in self.classifiers))
         return Referral(preds[0], self.policy.evaluate(preds))

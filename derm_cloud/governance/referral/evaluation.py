@@ -1,8 +1,8 @@
 """How many referrals a sensitivity target costs: the referral-rate / sensitivity trade-off on labelled data.
 
-The malignant-probability rule refers an image when ``max(p_mel, p_bcc, p_akiec) >= t``. Lowering ``t`` catches
-more melanomas and refers more patients. :func:`evaluate_referral` draws that curve for melanoma and for all
-malignant classes, finds the largest ``t`` whose sensitivity reaches a target (for example 0.95: the fewest
+The malignant-probability rule refers an image when `max(p_mel, p_bcc, p_akiec) >= t`. Lowering `t` catches
+more melanomas and refers more patients. `evaluate_referral` draws that curve for melanoma and for all
+malignant classes, finds the largest `t` whose sensitivity reaches a target (for example 0.95: the fewest
 referrals that meet it), and reports the same operating point per group (sex, age band, site, skin tone) with
 Wilson confidence intervals and a flag for groups too small to judge.
 
@@ -38,15 +38,15 @@ class OperatingPoint:
     """The threshold that reaches a sensitivity target, and what it costs.
 
     Attributes:
-        target: ``"mel"`` or ``"malignant"``.
+        target: `"mel"` or `"malignant"`.
         target_sensitivity: the sensitivity asked for.
-        threshold: refer when the top malignant probability is >= this; ``None`` when the target cannot be
+        threshold: refer when the top malignant probability is >= this; `None` when the target cannot be
             reached (no positives) or other rules already reach it.
         sensitivity, sensitivity_ci: achieved sensitivity and its Wilson 95% interval.
         detected, positives: referred positives and all positives.
         referred, n, referral_rate: referrals among all images and their share.
         benign_referred: share of benign images referred (1 - specificity of the rule).
-        referral_rate_at_prevalence: the rate re-weighted to a stated class prevalence (``None`` if none given).
+        referral_rate_at_prevalence: the rate re-weighted to a stated class prevalence (`None` if none given).
     """
 
     target: str
@@ -85,13 +85,13 @@ class ReferralEvaluation:
 
     Attributes:
         backend, model_id: whose predictions these are.
-        n: images evaluated; ``class_counts`` their labels.
+        n: images evaluated; `class_counts` their labels.
         target_sensitivity: the target the points were fitted to.
-        rule: the rule swept (``max(p_akiec, p_bcc, p_mel) >= t``), plus fixed ``base_rules`` if any.
-        curve: ``threshold``, ``referral_rate``, ``sensitivity_mel``, ``sensitivity_malignant`` (same length).
-        points: the operating point per target (``"mel"``, ``"malignant"``).
+        rule: the rule swept (`max(p_akiec, p_bcc, p_mel) >= t`), plus fixed `base_rules` if any.
+        curve: `threshold`, `referral_rate`, `sensitivity_mel`, `sensitivity_malignant` (same length).
+        points: the operating point per target (`"mel"`, `"malignant"`).
         groups: per group at the melanoma operating point.
-        prevalence: the class prevalence used for re-weighted rates (``None`` = none given).
+        prevalence: the class prevalence used for re-weighted rates (`None` = none given).
         notes: caveats (fitted on the data it is reported on; class mix; small groups).
     """
 
@@ -109,7 +109,7 @@ class ReferralEvaluation:
     notes: list[str] = field(default_factory=list)
 
     def policy(self, target: str = "mel", base: ReferralPolicy | None = None) -> ReferralPolicy:
-        """The fitted policy: ``base``'s other rules with the threshold of ``target``'s operating point."""
+        """The fitted policy: `base`'s other rules with the threshold of `target`'s operating point."""
         point = self.points[target]
         if point.threshold is None:
             raise ConfigError(f"no threshold was fitted for {target!r} (no positives, or base rules reach it)")
@@ -121,7 +121,7 @@ class ReferralEvaluation:
         return out
 
     def summary_lines(self) -> list[str]:
-        """The printout of ``derm-cloud governance referral``: one line per target."""
+        """The printout of `derm-cloud governance referral`: one line per target."""
         lines = []
         for target, p in self.points.items():
             what = "melanoma" if target == "mel" else "malignant (mel, bcc, akiec)"
@@ -156,13 +156,13 @@ def evaluate_referral(
     """Fit the malignant threshold to a sensitivity target and report what it costs.
 
     Args:
-        predictions: one backend's predictions, aligned with ``labels``.
+        predictions: one backend's predictions, aligned with `labels`.
         labels: canonical class codes.
         target_sensitivity: e.g. 0.95.
-        groups: ``{attribute: group per image}`` (``{"sex": [...], "skin_tone": [...]}``) for per-group figures.
-        base_policy: other rules applied on top (its confidence rule refers regardless of ``t``); its own
-            malignant thresholds are ignored, since ``t`` is what is being fitted.
-        prevalence: ``{class: share}`` to re-weight referral rates to a stated mix (for example a clinic's).
+        groups: `{attribute: group per image}` (`{"sex": [...], "skin_tone": [...]}`) for per-group figures.
+        base_policy: other rules applied on top (its confidence rule refers regardless of `t`); its own
+            malignant thresholds are ignored, since `t` is what is being fitted.
+        prevalence: `{class: share}` to re-weight referral rates to a stated mix (for example a clinic's).
         min_group_positives: groups with fewer melanomas than this are flagged too small to judge.
 
     Raises:
@@ -233,7 +233,7 @@ _NATURAL_ORDER = (
 
 
 def _group_order(group: str) -> tuple[int, int, str]:
-    """Age bands and ITA bands in their natural order, other groups alphabetically, ``unknown`` last."""
+    """Age bands and ITA bands in their natural order, other groups alphabetically, `unknown` last."""
     if group == "unknown":
         return (2, 0, group)
     if group in _NATURAL_ORDER:

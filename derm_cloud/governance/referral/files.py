@@ -1,12 +1,12 @@
-"""Files of a referral run: ``predictions.jsonl`` (with the model's facts) and ``policy.json`` (with provenance).
+"""Files of a referral run: `predictions.jsonl` (with the model's facts) and `policy.json` (with provenance).
 
-``predictions.jsonl`` starts with a header line holding the backend, model id and the model's declared facts
-(training data, licence ...), so a later ``--predictions`` run can still warn about training-data overlap. The
-other lines are ``{"image_id", "label", "prediction"}``. Files without the header (written by older versions or
+`predictions.jsonl` starts with a header line holding the backend, model id and the model's declared facts
+(training data, licence ...), so a later `--predictions` run can still warn about training-data overlap. The
+other lines are `{"image_id", "label", "prediction"}`. Files without the header (written by older versions or
 other tools) are read too; their overlap check then works from the image ids alone.
 
-``policy.json`` holds the policy under ``"policy"`` plus ``"fitted_on"`` (dataset, model, image and lesion ids)
-and ``"expected"`` (the out-of-sample figures), so ``--policy`` can say whether new data overlaps the fitting
+`policy.json` holds the policy under `"policy"` plus `"fitted_on"` (dataset, model, image and lesion ids)
+and `"expected"` (the out-of-sample figures), so `--policy` can say whether new data overlaps the fitting
 data and compare what it measures with what was expected.
 """
 
@@ -33,7 +33,7 @@ def write_predictions(
     *,
     model_facts: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write ``predictions.jsonl``: a header line with the model facts, then one line per image."""
+    """Write `predictions.jsonl`: a header line with the model facts, then one line per image."""
     rows = list(rows)
     first = rows[0][2] if rows else None
     header = {
@@ -49,7 +49,7 @@ def write_predictions(
 
 
 def read_predictions(path: str | os.PathLike[str]) -> tuple[dict[str, Prediction], dict[str, Any]]:
-    """``({image_id: prediction}, model_facts)`` from a ``predictions.jsonl`` (facts ``{}`` without a header).
+    """`({image_id: prediction}, model_facts)` from a `predictions.jsonl` (facts `{}` without a header).
 
     Raises:
         ConfigError: the file is missing or a line is not a predictions line; the message names the line.
@@ -76,13 +76,13 @@ def read_predictions(path: str | os.PathLike[str]) -> tuple[dict[str, Prediction
 
 
 class SavedPolicy:
-    """A ``policy.json`` and what it records about how it was fitted.
+    """A `policy.json` and what it records about how it was fitted.
 
     Attributes:
         policy: the rules.
-        fitted_on: dataset name, model id, image and lesion ids the threshold was fitted on (``{}`` when the file
+        fitted_on: dataset name, model id, image and lesion ids the threshold was fitted on (`{}` when the file
             holds a bare policy).
-        expected: the out-of-sample figures recorded when it was fitted (``{}`` when absent).
+        expected: the out-of-sample figures recorded when it was fitted (`{}` when absent).
     """
 
     def __init__(self, policy: ReferralPolicy, fitted_on: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
@@ -92,7 +92,7 @@ class SavedPolicy:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SavedPolicy:
-        """Read ``policy.json`` (a bare policy dict or one written by ``--out``).
+        """Read `policy.json` (a bare policy dict or one written by `--out`).
 
         Raises:
             ConfigError: missing file, invalid JSON or unknown policy keys.
@@ -114,7 +114,7 @@ def save_policy(
     fitted_on: Mapping[str, Any],
     expected: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write ``policy.json`` with provenance; :meth:`ReferralPolicy.load` reads it too."""
+    """Write `policy.json` with provenance; `ReferralPolicy.load` reads it too."""
     payload = {
         "policy": policy.to_dict(),
         "fitted_on": dict(fitted_on),

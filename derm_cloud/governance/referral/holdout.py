@@ -4,14 +4,14 @@ A threshold fitted to reach a sensitivity target on a set reaches it on that set
 it does less well (on HAM10000, a threshold fitted on dev.csv for melanoma sensitivity 0.95 gives about 0.91 on
 other lesions). So the headline of a referral evaluation is an *out-of-sample* figure:
 
-* **cross-fitting** (default): the lesions are dealt into ``k`` folds (lesion-disjoint, so no lesion has images on
+* **cross-fitting** (default): the lesions are dealt into `k` folds (lesion-disjoint, so no lesion has images on
   both sides; stratified so each fold holds its share of melanomas and other malignant lesions). For each fold
-  the threshold is fitted on the other ``k - 1`` folds and applied to it; the pooled held-out decisions give the
+  the threshold is fitted on the other `k - 1` folds and applied to it; the pooled held-out decisions give the
   sensitivity and referral rate with Wilson 95% intervals. This estimates what the fitting procedure delivers
   on new lesions from the same source; the policy shipped is the one fitted on all the data.
-* **calibration split**: the rows whose ``split`` column names the calibration split fit the threshold, every other
+* **calibration split**: the rows whose `split` column names the calibration split fit the threshold, every other
   row evaluates it (a lesion on both sides is reported).
-* **saved policy**: :func:`evaluate_saved_policy` applies a ``policy.json`` unchanged to new labelled data.
+* **saved policy**: `evaluate_saved_policy` applies a `policy.json` unchanged to new labelled data.
 
 Referral is triage support, never a diagnosis: a clinician reviews every result, referred or not.
 
@@ -50,15 +50,15 @@ class HeldOutPoint:
     """Sensitivity and referral rate of a threshold on images it was not fitted on.
 
     Attributes:
-        target: ``"mel"`` or ``"malignant"``.
-        target_sensitivity: the sensitivity the threshold was fitted to reach (``None`` for a saved policy).
-        sensitivity, sensitivity_ci: held-out sensitivity and its Wilson 95% interval (``None`` without positives).
+        target: `"mel"` or `"malignant"`.
+        target_sensitivity: the sensitivity the threshold was fitted to reach (`None` for a saved policy).
+        sensitivity, sensitivity_ci: held-out sensitivity and its Wilson 95% interval (`None` without positives).
         detected, positives: referred positives and all positives among the held-out images.
         referral_rate, referral_rate_ci: share of held-out images referred, with its Wilson 95% interval.
         referred, n: referred and evaluated held-out images.
         thresholds: the threshold applied to each fold (one entry for a split or a saved policy).
         in_sample_sensitivity, in_sample_referral_rate: the figures of the threshold fitted on all the data and
-            evaluated on the same data, for comparison (``None`` for a saved policy).
+            evaluated on the same data, for comparison (`None` for a saved policy).
     """
 
     target: str
@@ -81,11 +81,11 @@ class HoldoutEvaluation:
     """Out-of-sample referral figures for one backend.
 
     Attributes:
-        method: ``"cross-fitting"``, ``"calibration split"`` or ``"saved policy"``.
+        method: `"cross-fitting"`, `"calibration split"` or `"saved policy"`.
         description: how the data was split, in one sentence (folds, lesions, split names).
         n_fit, n_evaluated: images the threshold(s) were fitted on and evaluated on (cross-fitting: every image
-            is evaluated once, and each is in the fitting part of ``k - 1`` folds).
-        points: the held-out figures per target (``"mel"``, ``"malignant"``).
+            is evaluated once, and each is in the fitting part of `k - 1` folds).
+        points: the held-out figures per target (`"mel"`, `"malignant"`).
         notes: caveats (lesions on both sides of a split, overlap with the policy's fitting data ...).
     """
 
@@ -186,7 +186,7 @@ def _point(
 def _fit_and_apply(
     score: np.ndarray, base: np.ndarray, positive: np.ndarray, fit: np.ndarray, apply: np.ndarray, goal: float
 ) -> tuple[np.ndarray, float | None]:
-    """Fit the threshold on ``fit`` and return the decisions on ``apply`` (no positives to fit on: refer all)."""
+    """Fit the threshold on `fit` and return the decisions on `apply` (no positives to fit on: refer all)."""
     t = fit_threshold(score[fit], base[fit], positive[fit], goal)
     if t is None and not positive[fit].any():
         return np.ones(int(apply.sum()), dtype=bool), 0.0  # nothing to fit on: the only safe threshold
@@ -213,15 +213,15 @@ def cross_fit_referral(
     """Cross-fit the malignant threshold over lesion-disjoint folds and report the pooled held-out figures.
 
     Args:
-        predictions: one backend's predictions, aligned with ``labels``.
+        predictions: one backend's predictions, aligned with `labels`.
         labels: canonical class codes.
-        lesion_ids: lesion per image (``None`` entries: the image is its own lesion); ``None`` = all images
+        lesion_ids: lesion per image (`None` entries: the image is its own lesion); `None` = all images
             independent, which is optimistic when a lesion has several images.
         target_sensitivity: the sensitivity each fold's threshold is fitted to reach.
         folds: number of folds (default 5).
         seed: seed of the fold assignment.
         base_policy: a confidence rule applied on top, as in
-            :func:`~derm_cloud.governance.referral.evaluate_referral`.
+            `evaluate_referral`.
 
     Raises:
         ConfigError: mismatched lengths, unknown labels, unmapped predictions, or too few lesions for the folds.
@@ -276,7 +276,7 @@ def calibration_split_referral(
     base_policy: ReferralPolicy | None = None,
     split_name: str = "calibration",
 ) -> HoldoutEvaluation:
-    """Fit on the images flagged in ``calibrate`` and evaluate on the others.
+    """Fit on the images flagged in `calibrate` and evaluate on the others.
 
     Raises:
         ConfigError: either side is empty, or the inputs are malformed.

@@ -1,17 +1,17 @@
 """Referral policy: when a classifier's output must go to a clinician first (human in the loop).
 
-A :class:`ReferralPolicy` holds explicit rules:
+A `ReferralPolicy` holds explicit rules:
 
 * **malignant probability**: refer when any malignant class (mel, bcc, akiec) has probability at or above its
   threshold;
-* **low confidence**: refer when the top class's probability is below ``min_confidence``;
+* **low confidence**: refer when the top class's probability is below `min_confidence`;
 * **disagreement**: with several backends, refer when their top-1 classes (or their benign/malignant calls)
   differ;
 * a model whose labels do not map onto the lesion classes cannot triage: always refer.
 
-:meth:`ReferralPolicy.evaluate` turns one or several predictions into a :class:`ReferralDecision` with the
-reasons. :class:`~derm_cloud.governance.referral.ReferralClassifier` applies a policy to every prediction of a
-classifier, and :func:`~derm_cloud.governance.referral.evaluate_referral` fits the malignant threshold to a
+`ReferralPolicy.evaluate` turns one or several predictions into a `ReferralDecision` with the
+reasons. `ReferralClassifier` applies a policy to every prediction of a
+classifier, and `evaluate_referral` fits the malignant threshold to a
 target sensitivity on labelled data.
 
 Referral is triage support, never a diagnosis: a clinician reviews every result, referred or not.
@@ -47,10 +47,10 @@ class ReferralDecision:
     """Whether to refer, and why.
 
     Attributes:
-        refer: ``True`` when any rule fired.
+        refer: `True` when any rule fired.
         reasons: one sentence per fired rule, naming the figure, the threshold and the backend.
-        rules: the rule ids that fired (``malignant_probability``, ``low_confidence``, ``disagreement``,
-            ``unmapped``), for counting and logs.
+        rules: the rule ids that fired (`malignant_probability`, `low_confidence`, `disagreement`,
+            `unmapped`), for counting and logs.
         predictions: the predictions the decision was made from.
         note: the human-review statement every decision carries.
     """
@@ -77,13 +77,13 @@ class ReferralPolicy:
     """Explicit, inspectable referral rules.
 
     Args:
-        malignant_threshold: refer when any malignant class has probability >= this (``None`` switches the rule
-            off unless ``thresholds`` is given).
-        thresholds: per-class thresholds (``{"mel": 0.1, "bcc": 0.3, "akiec": 0.3}``); override
-            ``malignant_threshold`` for the classes they name. Any class may be listed.
-        min_confidence: refer when the top-1 probability is below this (``None`` = off).
+        malignant_threshold: refer when any malignant class has probability >= this (`None` switches the rule
+            off unless `thresholds` is given).
+        thresholds: per-class thresholds (`{"mel": 0.1, "bcc": 0.3, "akiec": 0.3}`); override
+            `malignant_threshold` for the classes they name. Any class may be listed.
+        min_confidence: refer when the top-1 probability is below this (`None` = off).
         refer_on_disagreement: with several predictions, refer when they disagree.
-        disagreement: ``"top1"`` (different top classes) or ``"malignancy"`` (one calls it malignant, another
+        disagreement: `"top1"` (different top classes) or `"malignancy"` (one calls it malignant, another
             benign).
 
     Raises:
@@ -185,7 +185,7 @@ class ReferralPolicy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReferralPolicy:
-        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        """Inverse of `to_dict`; unknown keys are an error naming them."""
         known = {"malignant_threshold", "thresholds", "min_confidence", "refer_on_disagreement", "disagreement"}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -193,7 +193,7 @@ class ReferralPolicy:
         return cls(**dict(data))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the policy as JSON (``derm-cloud governance referral --out`` writes the fitted one)."""
+        """Write the policy as JSON (`derm-cloud governance referral --out` writes the fitted one)."""
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(self.to_dict(), fh, indent=2)
 

@@ -23,13 +23,13 @@ HAM10000_MIX: dict[str, float] = {
 
 
 def parse_prevalence(spec: str | None) -> dict[str, float] | None:
-    """``"ham10000"`` or ``"mel=0.02,bcc=0.03"`` -> class shares.
+    """`"ham10000"` or `"mel=0.02,bcc=0.03"` -> class shares.
 
-    Classes not listed share the remaining mass in HAM10000's proportions, so ``"mel=0.02"`` means "2%
+    Classes not listed share the remaining mass in HAM10000's proportions, so `"mel=0.02"` means "2%
     melanoma, the rest mixed as in HAM10000".
 
     Raises:
-        ConfigError: an entry is not ``CLASS=SHARE``, a share is not a number, or the shares exceed 1.
+        ConfigError: an entry is not `CLASS=SHARE`, a share is not a number, or the shares exceed 1.
     """
     if not spec:
         return None
@@ -59,7 +59,7 @@ def parse_prevalence(spec: str | None) -> dict[str, float] | None:
 
 
 def prevalence_weights(y: np.ndarray, prevalence: Mapping[str, float] | None) -> np.ndarray | None:
-    """Per-image weights that re-weight the set's class mix to ``prevalence`` (classes absent here are dropped)."""
+    """Per-image weights that re-weight the set's class mix to `prevalence` (classes absent here are dropped)."""
     if not prevalence:
         return None
     unknown = sorted(set(prevalence) - set(CLASS_CODES))

@@ -1,13 +1,13 @@
-"""One referral run over a labelled dataset, as ``derm-cloud governance referral`` does it.
+"""One referral run over a labelled dataset, as `derm-cloud governance referral` does it.
 
 Given a dataset's labelled samples and one backend's predictions for them:
 
-* :func:`fit_referral` fits the malignant threshold in sample (curve, operating points, per-group figures) and
+* `fit_referral` fits the malignant threshold in sample (curve, operating points, per-group figures) and
   measures what the fitting procedure delivers out of sample (lesion-disjoint cross-fitting, or a calibration
-  split), grouping images by sex, age band, site and skin tone (:func:`referral_groups`);
-* :func:`write_referral_outputs` writes ``referral.json``, ``referral.md``, ``referral.png``,
-  ``predictions.jsonl`` and the fitted ``policy.json`` (with what it was fitted on and what to expect);
-* :func:`check_saved_policy` applies a saved ``policy.json`` unchanged to new data, saying how that data
+  split), grouping images by sex, age band, site and skin tone (`referral_groups`);
+* `write_referral_outputs` writes `referral.json`, `referral.md`, `referral.png`,
+  `predictions.jsonl` and the fitted `policy.json` (with what it was fitted on and what to expect);
+* `check_saved_policy` applies a saved `policy.json` unchanged to new data, saying how that data
   relates to the data the policy was fitted on.
 
 Referral is triage support, never a diagnosis: a clinician reviews every result, referred or not.
@@ -48,7 +48,7 @@ __all__ = ["ReferralFit", "check_saved_policy", "fit_referral", "referral_groups
 
 @dataclass
 class ReferralFit:
-    """What :func:`fit_referral` found.
+    """What `fit_referral` found.
 
     Attributes:
         evaluation: the in-sample trade-off (curve, operating points, groups) of the images fitted on.
@@ -66,8 +66,8 @@ def referral_groups(samples: Sequence[Sample], skin_tone: str = "auto") -> dict[
 
     Args:
         samples: labelled samples.
-        skin_tone: ``"auto"`` (the Fitzpatrick type when any sample records one, else the ITA band estimated
-            from the image), ``"fitzpatrick"``, ``"ita"`` or ``"none"`` (no skin-tone groups).
+        skin_tone: `"auto"` (the Fitzpatrick type when any sample records one, else the ITA band estimated
+            from the image), `"fitzpatrick"`, `"ita"` or `"none"` (no skin-tone groups).
     """
     groups = {
         "sex": [s.metadata.sex for s in samples],
@@ -102,14 +102,14 @@ def fit_referral(
     """The in-sample evaluation (curve, groups) and the out-of-sample headline (cross-fitting or a split).
 
     Args:
-        samples: labelled samples, aligned with ``predictions``.
+        samples: labelled samples, aligned with `predictions`.
         predictions: one backend's predictions.
         target_sensitivity: the sensitivity the threshold is fitted to reach.
-        min_confidence: also refer when the top class is below this probability (a rule kept on top of ``t``).
-        skin_tone: where skin-tone groups come from (see :func:`referral_groups`).
-        prevalence: ``{class: share}`` to re-weight referral rates to a stated class mix.
-        folds, seed: the lesion-disjoint cross-fitting (ignored with ``calibration_split``).
-        calibration_split: fit on the samples whose ``split`` column is this name and report on the others; the
+        min_confidence: also refer when the top class is below this probability (a rule kept on top of `t`).
+        skin_tone: where skin-tone groups come from (see `referral_groups`).
+        prevalence: `{class: share}` to re-weight referral rates to a stated class mix.
+        folds, seed: the lesion-disjoint cross-fitting (ignored with `calibration_split`).
+        calibration_split: fit on the samples whose `split` column is this name and report on the others; the
             in-sample view (curve, groups) is then that split's.
 
     Raises:
@@ -175,14 +175,14 @@ def write_referral_outputs(
     limit: int | None = None,
     model_facts: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write ``predictions.jsonl``, ``referral.json``, ``referral.md``, ``referral.png`` and ``policy.json``.
+    """Write `predictions.jsonl`, `referral.json`, `referral.md`, `referral.png` and `policy.json`.
 
-    ``policy.json`` is written only when a melanoma threshold was fitted; it records the data it was fitted on
-    and the out-of-sample figures to expect, so a later :func:`check_saved_policy` can compare.
+    `policy.json` is written only when a melanoma threshold was fitted; it records the data it was fitted on
+    and the out-of-sample figures to expect, so a later `check_saved_policy` can compare.
 
     Args:
         out: the folder (created).
-        fit: from :func:`fit_referral`.
+        fit: from `fit_referral`.
         samples, predictions: all the samples evaluated and their predictions (aligned).
         dataset_name, source, limit: the dataset, for the record.
         command: the command line that reproduces the run.
@@ -235,13 +235,13 @@ def check_saved_policy(
     """Apply a saved policy unchanged to labelled predictions, with notes on how the data relates to its fit.
 
     Args:
-        saved: the loaded ``policy.json``.
+        saved: the loaded `policy.json`.
         samples, predictions: the labelled samples and one backend's predictions (aligned).
         dataset_name, source, policy_file: for the record.
         overlap: a training-data overlap warning about the model and this data, put first in the notes.
 
     Returns:
-        The evaluation, and the JSON-compatible record (``policy-evaluation.json``).
+        The evaluation, and the JSON-compatible record (`policy-evaluation.json`).
     """
     held = evaluate_saved_policy(saved.policy, predictions, [str(s.label) for s in samples])
     held.notes[:0] = fitting_overlap(

@@ -1,8 +1,8 @@
 """What every referral evaluation starts from: one score per image, the threshold search and Wilson intervals.
 
-The malignant-probability rule refers an image when its score, ``max(p_mel, p_bcc, p_akiec)``, is at or above a
-threshold ``t``; a confidence rule, when the policy has one, refers some images whatever ``t`` is (``base``).
-In-sample fitting (:mod:`.evaluation`) and out-of-sample fitting (:mod:`.holdout`) share these pieces, so
+The malignant-probability rule refers an image when its score, `max(p_mel, p_bcc, p_akiec)`, is at or above a
+threshold `t`; a confidence rule, when the policy has one, refers some images whatever `t` is (`base`).
+In-sample fitting (`evaluation`) and out-of-sample fitting (`holdout`) share these pieces, so
 both check their inputs with the same messages and search thresholds the same way.
 """
 
@@ -32,7 +32,7 @@ class Scores(NamedTuple):
         score: the top malignant probability.
         base: referred by the policy's other (confidence) rule, whatever the threshold.
         labels: the class codes.
-        base_rules: that other rule in words (``None`` when there is none).
+        base_rules: that other rule in words (`None` when there is none).
     """
 
     score: np.ndarray
@@ -42,7 +42,7 @@ class Scores(NamedTuple):
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
-    """Wilson score interval for a proportion (``None`` when ``n`` is 0).
+    """Wilson score interval for a proportion (`None` when `n` is 0).
 
     Example:
         >>> [round(x, 3) for x in wilson_interval(289, 304)]
@@ -88,7 +88,7 @@ def referral_scores(
 
 
 def fit_threshold(score: np.ndarray, base: np.ndarray, positive: np.ndarray, target: float) -> float | None:
-    """Largest t with sensitivity(base | score >= t) >= target; ``None`` if there are no positives."""
+    """Largest t with sensitivity(base | score >= t) >= target; `None` if there are no positives."""
     n_pos = int(positive.sum())
     if n_pos == 0:
         return None

@@ -1,4 +1,4 @@
-"""``build_validation_set``: a seeded, lesion-level, stratified pick, and the strata it balances over."""
+"""`build_validation_set`: a seeded, lesion-level, stratified pick, and the strata it balances over."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ def skin_tone_groups(table: Table, *, source: str = "auto") -> tuple[list[str], 
 
     Args:
         table: the rows.
-        source: ``"auto"`` (Fitzpatrick if any row has one, else ITA), ``"fitzpatrick"``, ``"ita"`` or ``"none"``.
+        source: `"auto"` (Fitzpatrick if any row has one, else ITA), `"fitzpatrick"`, `"ita"` or `"none"`.
 
     Returns:
-        The group per row (``"FST III"``, ``"light"``, ``"unknown"``...) and the source used.
+        The group per row (`"FST III"`, `"light"`, `"unknown"`...) and the source used.
     """
     from derm_cloud.governance.skin_tone import estimate_ita
 
@@ -66,21 +66,21 @@ def build_validation_set(
     """Pick a seeded, lesion-level, stratified validation set.
 
     Args:
-        dataset: a :class:`~derm_cloud.data.Dataset`, a manifest path (CSV, parquet, HAM10000 layout) or a
-            ``DataFrame``; rows need labels.
+        dataset: a `Dataset`, a manifest path (CSV, parquet, HAM10000 layout) or a
+            `DataFrame`; rows need labels.
         size: images wanted (the result is exactly this many unless the lesions left are all larger than the
-            remaining room; ``notes`` then says so). Ignored when ``holdout_fraction`` is given.
+            remaining room; `notes` then says so). Ignored when `holdout_fraction` is given.
         seed: the same seed and data always give the same set.
-        strata: any of ``label``, ``sex``, ``age_band``, ``site``, ``skin_tone``.
-        holdout_fraction: the share of images to hold out instead of an absolute ``size``.
-        allocation: ``balanced`` (equal images per class, capped by what exists, the surplus spread over the
-            others) or ``proportional`` (the data's own class mix).
+        strata: any of `label`, `sex`, `age_band`, `site`, `skin_tone`.
+        holdout_fraction: the share of images to hold out instead of an absolute `size`.
+        allocation: `balanced` (equal images per class, capped by what exists, the surplus spread over the
+            others) or `proportional` (the data's own class mix).
         min_per_group: lesions wanted in every group of every non-label stratum.
-        min_per_cell: lesions wanted for every class within every group (``0`` to skip those cells).
-        images_per_lesion: keep at most this many images of a chosen lesion (the others go to ``excluded``,
-            in neither split); ``None`` keeps them all.
-        skin_tone: where the skin-tone stratum comes from: ``auto``, ``fitzpatrick``, ``ita`` or ``none``.
-        skin_tones: precomputed ``{image_id: group}`` (overrides ``skin_tone``), for example a cached ITA run.
+        min_per_cell: lesions wanted for every class within every group (`0` to skip those cells).
+        images_per_lesion: keep at most this many images of a chosen lesion (the others go to `excluded`,
+            in neither split); `None` keeps them all.
+        skin_tone: where the skin-tone stratum comes from: `auto`, `fitzpatrick`, `ita` or `none`.
+        skin_tones: precomputed `{image_id: group}` (overrides `skin_tone`), for example a cached ITA run.
 
     Raises:
         ConfigError: a bad parameter, an unknown stratum, or unlabelled data.

@@ -23,12 +23,12 @@ class ValidationSet:
 
     Attributes:
         selected: image ids of the validation set, in source order.
-        rest: image ids of the remaining data (no lesion in common with ``selected``).
-        excluded: other images of chosen lesions left out by ``images_per_lesion`` (in neither split).
+        rest: image ids of the remaining data (no lesion in common with `selected`).
+        excluded: other images of chosen lesions left out by `images_per_lesion` (in neither split).
         seed, size_requested, strata, allocation: the parameters, for the report.
         cells: coverage of every cell, classes first.
-        skin_tone_source: ``"fitzpatrick"`` (metadata), ``"ita"`` (estimated from images) or ``"none"``.
-        source: the dataset's name; ``source_rows`` how many rows it had.
+        skin_tone_source: `"fitzpatrick"` (metadata), `"ita"` (estimated from images) or `"none"`.
+        source: the dataset's name; `source_rows` how many rows it had.
         notes: facts worth reporting (duplicates dropped, size not reached exactly ...).
     """
 
@@ -67,12 +67,12 @@ class ValidationSet:
         return chosen & rest
 
     def write_manifest(self, path: str | os.PathLike[str], *, rest_path: str | os.PathLike[str] | None = None) -> Path:
-        """Write the validation set as a CSV manifest that :func:`derm_cloud.data.load_dataset` reads.
+        """Write the validation set as a CSV manifest that `derm_cloud.data.load_dataset` reads.
 
-        Columns follow the HAM10000 layout (``image_id, lesion_id, dx, dx_type, age, sex, localization``) plus
-        ``fitzpatrick``/``skin_tone`` when known and ``file``: the image path relative to the manifest's folder
-        (images are referenced, never copied). Images stored inside parquet files have no path: their ``file``
-        is empty and they are found by ``image_id`` in the parquet source.
+        Columns follow the HAM10000 layout (`image_id, lesion_id, dx, dx_type, age, sex, localization`) plus
+        `fitzpatrick`/`skin_tone` when known and `file`: the image path relative to the manifest's folder
+        (images are referenced, never copied). Images stored inside parquet files have no path: their `file`
+        is empty and they are found by `image_id` in the parquet source.
         """
         out = Path(path)
         self._write(out, self.selected)
@@ -146,7 +146,7 @@ class ValidationSet:
         return "\n".join(lines) + "\n"
 
     def write_report(self, stem: str | os.PathLike[str]) -> tuple[Path, Path]:
-        """Write ``<stem>.json`` and ``<stem>.md``; returns both paths."""
+        """Write `<stem>.json` and `<stem>.md`; returns both paths."""
         stem = os.fspath(stem)
         json_path, md_path = Path(stem + ".json"), Path(stem + ".md")
         json_path.write_text(json.dumps(self.report(), indent=2, default=str) + "\n")

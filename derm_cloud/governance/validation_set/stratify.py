@@ -1,4 +1,4 @@
-"""The selection algorithm behind :func:`~derm_cloud.governance.validation_set.build_validation_set`.
+"""The selection algorithm behind `build_validation_set`.
 
 Lesions are the unit: a greedy, seeded pick that first fills every group and every class-within-group to its
 minimum, then fills each class to its image quota with a seeded random draw (so groups keep their natural mix
@@ -28,13 +28,13 @@ class CellCoverage:
     """How well one cell of the stratification was filled.
 
     Attributes:
-        stratum: ``"label"``, ``"sex"``, ..., or ``"label x site"`` for a class within a group.
-        value: the group (``"female"``, ``"mel | back"``...).
+        stratum: `"label"`, `"sex"`, ..., or `"label x site"` for a class within a group.
+        value: the group (`"female"`, `"mel | back"`...).
         available: images (classes) or lesions (groups, cells) in the source data that fall in the cell.
         chosen: how many of those are in the validation set.
         target: how many were wanted (the class quota, or the minimum per group / cell).
-        reason: why the cell is short (``None`` when filled).
-        unit: ``"images"`` for classes, ``"lesions"`` for groups and classes within groups.
+        reason: why the cell is short (`None` when filled).
+        unit: `"images"` for classes, `"lesions"` for groups and classes within groups.
     """
 
     stratum: str
@@ -74,7 +74,7 @@ def lesion_units(groups: Any, images_per_lesion: int | None, seed: int) -> dict[
 
 
 def class_quota(available: dict[str, int], size: int, allocation: str) -> dict[str, int]:
-    """Images per class: water-filling for ``balanced``, largest remainder for ``proportional``."""
+    """Images per class: water-filling for `balanced`, largest remainder for `proportional`."""
     present = [c for c in CLASS_CODES if available.get(c, 0) > 0]
     if allocation == "proportional":
         total = sum(available[c] for c in present)
@@ -113,9 +113,9 @@ def select_units(
     labels = list(rows["label"])
     """Greedy, seeded pick of lesion units; returns the chosen unit indices and the coverage of every cell.
 
-    Cells: ``("label", c)`` (counted in images against the class quota), ``(stratum, group)`` for the other
-    strata (at least ``min_per_group`` lesions) and ``("label x stratum", "c / group")`` (at least
-    ``min_per_cell`` lesions). Each step takes the unit that fills the most missing cells per image, then the
+    Cells: `("label", c)` (counted in images against the class quota), `(stratum, group)` for the other
+    strata (at least `min_per_group` lesions) and `("label x stratum", "c / group")` (at least
+    `min_per_cell` lesions). Each step takes the unit that fills the most missing cells per image, then the
     most under-quota class; the seeded jitter breaks the remaining ties.
     """
     cell_keys: list[tuple[str, str]] = []

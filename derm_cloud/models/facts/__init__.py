@@ -1,15 +1,15 @@
 """Model facts side by side: what a model is, how big, what it was trained on and what it may be used for.
 
-:func:`model_facts` reads an ONNX model directory (``spec.json`` + the graph), a Hugging Face folder
-(``config.json``, safetensors header, ``README.md`` model card) or a hub id (the same files through
-``huggingface_hub`` when online). Where the model itself is silent, a small table of facts taken from public
-sources fills the gap (:data:`KNOWN_FACTS`, each entry citing its URL); every fact records where it came from.
+`model_facts` reads an ONNX model directory (`spec.json` + the graph), a Hugging Face folder
+(`config.json`, safetensors header, `README.md` model card) or a hub id (the same files through
+`huggingface_hub` when online). Where the model itself is silent, a small table of facts taken from public
+sources fills the gap (`KNOWN_FACTS`, each entry citing its URL); every fact records where it came from.
 
-``render_facts`` prints several models side by side as text or Markdown, which is how the workshop compares
+`render_facts` prints several models side by side as text or Markdown, which is how the workshop compares
 "MobileNetV2 vs skin-cancer ViT vs sklesion" offline.
 
-One module per source of facts: :mod:`.record` (the facts and the reference table), :mod:`.model_dir`,
-:mod:`.huggingface` and :mod:`.model_card` (the readers), :mod:`.lookup` (which reader) and :mod:`.render`.
+One module per source of facts: `record` (the facts and the reference table), `model_dir`,
+`huggingface` and `model_card` (the readers), `lookup` (which reader) and `render`.
 
 Example:
     >>> rows = [model_facts("sklesion"), model_facts("Anwarkh1/Skin_Cancer-Image_Classification")]  # doctest: +SKIP

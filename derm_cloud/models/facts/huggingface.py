@@ -1,6 +1,6 @@
-"""Facts from a Hugging Face model: a local folder or a hub id (``config.json``, safetensors, the model card).
+"""Facts from a Hugging Face model: a local folder or a hub id (`config.json`, safetensors, the model card).
 
-Online, the hub is read through ``huggingface_hub``; offline (``HF_HUB_OFFLINE`` or ``local_files_only``), a hub
+Online, the hub is read through `huggingface_hub`; offline (`HF_HUB_OFFLINE` or `local_files_only`), a hub
 id gets the reference-table facts and a note saying so.
 """
 
@@ -36,10 +36,10 @@ def safetensors_parameters(files: Sequence[Path]) -> int:
 
 
 def processor_config_problem(raw: dict[str, Any] | None) -> str | None:
-    """Why a ``preprocessor_config.json`` cannot be trusted as an image-processor config, or ``None``.
+    """Why a `preprocessor_config.json` cannot be trusted as an image-processor config, or `None`.
 
     Anwarkh1/Skin_Cancer-Image_Classification ships a renamed copy of its model config there (no
-    ``image_mean``, ``image_std`` or ``size``; docs/reference/dermatology.md section 3.1), so the values must come
+    `image_mean`, `image_std` or `size`; docs/reference/dermatology.md section 3.1), so the values must come
     from the
     processor class defaults, explicitly.
     """

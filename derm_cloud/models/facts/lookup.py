@@ -1,4 +1,4 @@
-"""``model_facts``: which reader a model needs (model directory, cached short name, Hugging Face folder or hub id)."""
+"""`model_facts`: which reader a model needs (model directory, cached short name, Hugging Face folder or hub id)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ def model_facts(
     """Facts about an ONNX model directory, a Hugging Face folder, a hub id or a cached short name.
 
     Args:
-        path_or_hub_id: a model directory, an HF folder, ``"owner/name"`` or ``"sklesion"``/``"mobilenet-v2"``.
+        path_or_hub_id: a model directory, an HF folder, `"owner/name"` or `"sklesion"`/`"mobilenet-v2"`.
         revision: hub revision (branch, tag or commit) for hub ids.
-        local_files_only: never contact the hub (default: ``HF_HUB_OFFLINE``). Offline, hub ids get the
+        local_files_only: never contact the hub (default: `HF_HUB_OFFLINE`). Offline, hub ids get the
             reference-table facts and a note saying so.
 
     Raises:
@@ -58,6 +58,6 @@ def model_facts(
 
 
 def _short_name_dir(text: str) -> Path | None:
-    """The cache folder of a short name (``sklesion``, ``mobilenet-v2``), or ``None`` for anything else."""
+    """The cache folder of a short name (`sklesion`, `mobilenet-v2`), or `None` for anything else."""
     names = {name: folder for name, (folder, _) in KNOWN_MODELS.items()}
     return models_dir() / names[text] if text in names else None

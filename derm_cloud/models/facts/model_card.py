@@ -1,4 +1,4 @@
-"""Licence, training data, intended use and limitations from a Hugging Face model card (``README.md``)."""
+"""Licence, training data, intended use and limitations from a Hugging Face model card (`README.md`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ __all__ = ["parse_model_card"]
 
 
 def parse_model_card(text: str) -> dict[str, str]:
-    """Licence, training data, intended use and limitations from a hub model card (``README.md``).
+    """Licence, training data, intended use and limitations from a hub model card (`README.md`).
 
-    Reads the YAML front matter keys ``license`` and ``datasets`` and the first paragraph of sections whose
+    Reads the YAML front matter keys `license` and `datasets` and the first paragraph of sections whose
     heading mentions intended use, limitations or training data. Small by design: no YAML library needed.
     """
     out: dict[str, str] = {}

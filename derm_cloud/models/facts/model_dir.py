@@ -1,4 +1,4 @@
-"""Facts from a derm-cloud model directory: ``spec.json`` and the ONNX graph or the TFLite file beside it."""
+"""Facts from a derm-cloud model directory: `spec.json` and the ONNX graph or the TFLite file beside it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ __all__ = ["describe_preprocess", "model_dir_facts"]
 
 
 def describe_preprocess(pre: Preprocess) -> str:
-    """A spec's preprocessing in words, e.g. ``resize 224x224 pil_bilinear, x1/255, mean [0.5 ...]``."""
+    """A spec's preprocessing in words, e.g. `resize 224x224 pil_bilinear, x1/255, mean [0.5 ...]`."""
     if pre.resize == "squash":
         steps = [f"resize {pre.height}x{pre.width} {pre.interpolation} (aspect not kept)"]
     elif pre.resize == "shorter_side":

@@ -1,7 +1,7 @@
-"""What is known about a model (:class:`ModelFacts`), and the cited reference table that fills the gaps.
+"""What is known about a model (`ModelFacts`), and the cited reference table that fills the gaps.
 
 Where a model itself is silent, a small table of facts taken from public sources fills the gap
-(:data:`KNOWN_FACTS`, each entry citing its URL, in ``models/data/known_models.json``); every fact records where it
+(`KNOWN_FACTS`, each entry citing its URL, in `models/data/known_models.json`); every fact records where it
 came from.
 """
 
@@ -39,14 +39,14 @@ class ModelFacts:
 
     Attributes:
         model: the id or path as given.
-        kind: ``onnx`` (model directory), ``hf-folder``, ``hf-hub`` or ``reference`` (table only).
+        kind: `onnx` (model directory), `hf-folder`, `hf-hub` or `reference` (table only).
         architecture, parameters, file_size_bytes, opset: structure and size.
-        inputs: ``(name, shape)`` per model input (ONNX graphs).
+        inputs: `(name, shape)` per model input (ONNX graphs).
         labels: output labels in order.
         maps_to_ham10000: whether the labels map onto the seven HAM10000 classes.
         preprocessing: how images are turned into tensors, in words.
         licence, training_data, intended_use, known_limitations: from the model or its card.
-        sources: fact name -> where it came from (``spec.json``, ``model card``, a URL ...).
+        sources: fact name -> where it came from (`spec.json`, `model card`, a URL ...).
         notes: anything the reader should know about these facts (offline hub, fallbacks ...).
         extra: further facts (parity, quantisation agreement ...).
     """
@@ -70,7 +70,7 @@ class ModelFacts:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-compatible form (``derm-cloud models info --json``)."""
+        """JSON-compatible form (`derm-cloud models info --json`)."""
         d = asdict(self)
         d["inputs"] = [{"name": n, "shape": list(s)} for n, s in self.inputs]
         d["labels"], d["notes"] = list(self.labels), list(self.notes)
@@ -78,9 +78,9 @@ class ModelFacts:
 
 
 def known_facts(*names: str | None) -> dict[str, Any] | None:
-    """The :data:`KNOWN_FACTS` entry for the first of ``names`` that is an alias (case-insensitive).
+    """The `KNOWN_FACTS` entry for the first of `names` that is an alias (case-insensitive).
 
-    Matching is exact: ``someone/skin_cancer-image_classification`` is not assumed to be Anwarkh1's model.
+    Matching is exact: `someone/skin_cancer-image_classification` is not assumed to be Anwarkh1's model.
     """
     for name in names:
         if not name:
@@ -110,7 +110,7 @@ def with_known(facts: ModelFacts, entry: dict[str, Any] | None) -> ModelFacts:
 
 
 def labels_map(labels: Sequence[str]) -> bool | None:
-    """Whether labels map onto the seven HAM10000 classes (``None`` when there are no labels)."""
+    """Whether labels map onto the seven HAM10000 classes (`None` when there are no labels)."""
     if not labels:
         return None
     try:

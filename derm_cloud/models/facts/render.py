@@ -74,7 +74,7 @@ def render_facts(facts: Sequence[ModelFacts], fmt: Literal["text", "markdown"] =
 
     Args:
         facts: the models to show, in column order.
-        fmt: ``text`` (wrapped columns for a terminal) or ``markdown`` (a GitHub table).
+        fmt: `text` (wrapped columns for a terminal) or `markdown` (a GitHub table).
         width: column width of the text form.
     """
     header = ["fact", *(f.model for f in facts)]

@@ -1,16 +1,16 @@
 """Bring a model trained inside a managed service home: its export becomes a derm-cloud model directory.
 
-``import_model(source)`` takes a folder, an archive or the download URL a service gives, recognises the layout,
-and writes a folder that ``local-onnx`` (ONNX) or ``local-tflite`` (TFLite) loads, with provenance (service,
-project, iteration, export flavor, dates, source, SHA-256) in ``spec.json`` facts, which ``derm-cloud models
-info`` and the model-card comparison show. Layouts understood:
+`import_model(source)` takes a folder, an archive or the download URL a service gives, recognises the layout,
+and writes a folder that `local-onnx` (ONNX) or `local-tflite` (TFLite) loads, with provenance (service,
+project, iteration, export flavor, dates, source, SHA-256) in `spec.json` facts, which `derm-cloud models
+info` and the model-card comparison show. Layouts understood:
 
-* ``azure-custom-vision-onnx``: Custom Vision compact-domain ONNX exports of every generation: the 2018
-  single-file ``.onnx`` (WinMLTools, opset 1, upgraded by :mod:`.onnx_legacy`), "ONNX1.2" (opset 7) and the
-  current zip, float32 and ``OnnxFloat16`` (:mod:`.custom_vision`);
-* ``sagemaker-jumpstart-pytorch-ic``: JumpStart PyTorch image-classification ``model.tar.gz`` (:mod:`.jumpstart`);
-* ``azure-custom-vision-tflite``: Custom Vision ``TensorFlowLite`` exports (:mod:`.tflite_exports`);
-* ``vertex-automl-edge-tflite``: Vertex AI AutoML Edge image classification TFLite exports (:mod:`.tflite_exports`).
+* `azure-custom-vision-onnx`: Custom Vision compact-domain ONNX exports of every generation: the 2018
+  single-file `.onnx` (WinMLTools, opset 1, upgraded by `onnx_legacy`), "ONNX1.2" (opset 7) and the
+  current zip, float32 and `OnnxFloat16` (`custom_vision`);
+* `sagemaker-jumpstart-pytorch-ic`: JumpStart PyTorch image-classification `model.tar.gz` (`jumpstart`);
+* `azure-custom-vision-tflite`: Custom Vision `TensorFlowLite` exports (`tflite_exports`);
+* `vertex-automl-edge-tflite`: Vertex AI AutoML Edge image classification TFLite exports (`tflite_exports`).
 
 TensorFlow SavedModel exports (Custom Vision's other TensorFlow flavors) are recognised and refused with the
 reason: converting them needs TensorFlow, which derm-cloud does not install (docs/reversible.md).
@@ -46,7 +46,7 @@ LAYOUTS = (
 
 @dataclass(frozen=True)
 class ImportResult:
-    """A model directory written by :func:`import_model`."""
+    """A model directory written by `import_model`."""
 
     model_dir: Path
     layout: str
@@ -54,7 +54,7 @@ class ImportResult:
 
 
 def detect_layout(folder: Path) -> str:
-    """Which service export ``folder`` holds.
+    """Which service export `folder` holds.
 
     Raises:
         ModelSpecError: no known layout, or one this version cannot run (the message says which and why).
@@ -99,13 +99,13 @@ def import_model(
     """Import a service export into a derm-cloud model directory.
 
     Args:
-        source: a folder, ``.zip``/``.tar.gz`` archive, lone ``.onnx`` file or ``https://`` download URL of the
+        source: a folder, `.zip`/`.tar.gz` archive, lone `.onnx` file or `https://` download URL of the
             export.
         out: the model directory to write (default: the model cache, named after the model id).
-        provenance: what the caller knows that the files do not say (``project``, ``iteration``, ``flavor``,
-            ``exported``, ``training_job`` ...).
+        provenance: what the caller knows that the files do not say (`project`, `iteration`, `flavor`,
+            `exported`, `training_job` ...).
         trust_pickle: allow loading pickled PyTorch models (they run code while loading).
-        overwrite: replace ``out`` if it exists.
+        overwrite: replace `out` if it exists.
     """
     from derm_cloud.models.imports import custom_vision, jumpstart, tflite_exports
     from derm_cloud.models.imports.sources import unpack
@@ -146,7 +146,7 @@ def import_model(
 
 def _with_label_space(spec: ModelSpec, folder: Path) -> ModelSpec:
     """Record whether the export's labels are the HAM10000 classes or a label space of its own (plankton, food):
-    such a model imports all the same, and classify shows its own labels (``allow_unmapped``), never lesion ones."""
+    such a model imports all the same, and classify shows its own labels (`allow_unmapped`), never lesion ones."""
     from derm_cloud.taxonomy import LabelMap
 
     mapped = LabelMap.for_labels(spec.labels, allow_unmapped=True).mapped

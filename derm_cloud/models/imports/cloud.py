@@ -1,18 +1,18 @@
-"""Fetch a trained model out of its managed service through the service's own API, ready for ``import_model``.
+"""Fetch a trained model out of its managed service through the service's own API, ready for `import_model`.
 
-* Custom Vision: ``CustomVisionTrainingClient.export_iteration`` then ``get_exports`` until the export is
-  ``Done``; its ``download_uri`` (a signed, expiring link) is what :func:`~derm_cloud.models.imports.import_model`
+* Custom Vision: `CustomVisionTrainingClient.export_iteration` then `get_exports` until the export is
+  `Done`; its `download_uri` (a signed, expiring link) is what `import_model`
   downloads. An export already done for the same platform and flavor is reused instead of requested again.
-* SageMaker: ``describe_training_job`` gives ``ModelArtifacts.S3ModelArtifacts`` (``s3://.../output/model.tar.gz``),
+* SageMaker: `describe_training_job` gives `ModelArtifacts.S3ModelArtifacts` (`s3://.../output/model.tar.gz`),
   downloaded with the S3 client.
 
-* Vertex AI: ``ModelService.ExportModel`` (the API behind ``aiplatform.Model.export_model``), a long-running
-  operation that writes the AutoML Edge export (``tflite``: ``model.tflite`` + ``dict.txt``) to Cloud Storage; the
-  folder is then downloaded with ``google-cloud-storage``. See :func:`export_vertex_model` (in
-  :mod:`derm_cloud.models.imports.vertex_export`).
+* Vertex AI: `ModelService.ExportModel` (the API behind `aiplatform.Model.export_model`), a long-running
+  operation that writes the AutoML Edge export (`tflite`: `model.tflite` + `dict.txt`) to Cloud Storage; the
+  folder is then downloaded with `google-cloud-storage`. See `export_vertex_model` (in
+  `derm_cloud.models.imports.vertex_export`).
 
 Keys are handed to the SDK only; they are not logged or stored, and the signed download link's query (its SAS
-credential) is dropped from the provenance that lands in ``spec.json``.
+credential) is dropped from the provenance that lands in `spec.json`.
 """
 
 from __future__ import annotations
@@ -42,15 +42,15 @@ def export_custom_vision(
     """Request (or reuse) an export of a trained Custom Vision iteration and return its download URL.
 
     Args:
-        endpoint: the *training* resource endpoint (``https://<resource>.cognitiveservices.azure.com``).
+        endpoint: the *training* resource endpoint (`https://<resource>.cognitiveservices.azure.com`).
         training_key: the training resource's key (not the prediction key).
         project_id, iteration_id: what to export (Custom Vision portal > Performance).
-        platform: ``ONNX`` (flavors ``None`` for float32, ``OnnxFloat16``) or ``TensorFlow`` with flavor
-            ``TensorFlowLite`` (runs under ``local-tflite``).
+        platform: `ONNX` (flavors `None` for float32, `OnnxFloat16`) or `TensorFlow` with flavor
+            `TensorFlowLite` (runs under `local-tflite`).
         flavor: the export flavor.
         poll_seconds: wait between status checks.
         timeout: give up after this many seconds.
-        client: a ``CustomVisionTrainingClient`` built elsewhere.
+        client: a `CustomVisionTrainingClient` built elsewhere.
 
     Raises:
         AuthenticationError, NotFoundError, ConfigError: the key, ids or platform are wrong.
@@ -153,7 +153,7 @@ def sagemaker_model_artifacts(
     sagemaker_client: Any = None,
     s3_client: Any = None,
 ) -> tuple[Path, str]:
-    """Download a training job's ``model.tar.gz``; returns the local file and its ``s3://`` URI.
+    """Download a training job's `model.tar.gz`; returns the local file and its `s3://` URI.
 
     Raises:
         NotFoundError: no such training job, or it has no model artefact yet (not Completed).

@@ -1,16 +1,16 @@
-"""``derm-cloud models import``: bring a model exported from a managed service home, as a local model folder.
+"""`derm-cloud models import`: bring a model exported from a managed service home, as a local model folder.
 
     derm-cloud models import EXPORT [--out DIR] [--project P] [--iteration I] [--flavor F] [--trust-pickle]
     derm-cloud models import --custom-vision PROJECT_ID ITERATION_ID [--flavor OnnxFloat16] [--endpoint URL]
     derm-cloud models import --sagemaker-training-job NAME [--region R]
     derm-cloud models import --vertex-model MODEL_ID --project P --location L --destination gs://BUCKET/PREFIX
 
-EXPORT is a folder, a ``.zip``/``.tar.gz`` archive or the download URL a service gave. With ``--custom-vision``
-the export is requested through the training API (key from ``$AZURE_CUSTOM_VISION_TRAINING_KEY``, endpoint from
-``--endpoint`` or ``$AZURE_CUSTOM_VISION_TRAINING_ENDPOINT``); with ``--sagemaker-training-job`` the job's
-``model.tar.gz`` is downloaded from S3; with ``--vertex-model`` the model is exported (``--flavor``: the export
-format, default ``tflite``) to ``--destination`` and the folder downloaded (Application Default Credentials;
-``--endpoint`` overrides the Vertex host). The folder written loads with ``local-onnx`` (``local-tflite`` for
+EXPORT is a folder, a `.zip`/`.tar.gz` archive or the download URL a service gave. With `--custom-vision`
+the export is requested through the training API (key from `$AZURE_CUSTOM_VISION_TRAINING_KEY`, endpoint from
+`--endpoint` or `$AZURE_CUSTOM_VISION_TRAINING_ENDPOINT`); with `--sagemaker-training-job` the job's
+`model.tar.gz` is downloaded from S3; with `--vertex-model` the model is exported (`--flavor`: the export
+format, default `tflite`) to `--destination` and the folder downloaded (Application Default Credentials;
+`--endpoint` overrides the Vertex host). The folder written loads with `local-onnx` (`local-tflite` for
 TFLite exports).
 """
 
@@ -133,7 +133,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def _fetch_vertex(args: argparse.Namespace, out_dir: Path) -> tuple[str, dict[str, Any]]:
-    """Export ``--vertex-model`` to ``--destination`` and download it; the folder and its provenance."""
+    """Export `--vertex-model` to `--destination` and download it; the folder and its provenance."""
     from derm_cloud.models.imports.cloud import export_vertex_model
 
     missing = [

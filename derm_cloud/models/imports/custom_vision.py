@@ -2,37 +2,37 @@
 
 Three generations of export are public, each published with Microsoft's own way of feeding it:
 
-* "ONNX" (2018): one ``.onnx`` download, WinMLTools 0.1, IR 3, opset 1 with Windows-only and experimental
-  operators, a ZipMap ``map`` output, no image metadata; fed by a Windows ML app
+* "ONNX" (2018): one `.onnx` download, WinMLTools 0.1, IR 3, opset 1 with Windows-only and experimental
+  operators, a ZipMap `map` output, no image metadata; fed by a Windows ML app
   (Azure-Samples/cognitive-services-onnx-customvision-sample);
-* "ONNX1.2" (2018-19): OnnxMLTools 1.2.2, IR 3, opset 7, ``Image.BitmapPixelFormat=Bgr8``, a ZipMap ``seq(map)``
+* "ONNX1.2" (2018-19): OnnxMLTools 1.2.2, IR 3, opset 7, `Image.BitmapPixelFormat=Bgr8`, a ZipMap `seq(map)`
   output; fed by a Windows ML app (Azure-Samples/cognitive-services-onnx12-customvision-sample);
-* current: a zip of ``model.onnx`` (a plain score tensor; float16 for ``OnnxFloat16``), ``labels.txt`` and
-  ``cvexport.manifest``; fed by ``predict.py`` (Azure-Samples/customvision-export-samples).
+* current: a zip of `model.onnx` (a plain score tensor; float16 for `OnnxFloat16`), `labels.txt` and
+  `cvexport.manifest`; fed by `predict.py` (Azure-Samples/customvision-export-samples).
 
 How an export is fed, and where each rule comes from:
 
-* pixel format and range: the ONNX metadata ``Image.BitmapPixelFormat`` and ``Image.NominalPixelRange`` (keys and
-  values case-insensitive, ONNX ``docs/MetadataProps.md``); where a key is absent, Windows ML's documented
-  defaults: ``Bgr8`` for a 3-channel input, ``NominalRange_0_255``, ``SRGB`` (MicrosoftDocs/windows-ai-docs
-  ``docs/windows-ml/bind-a-model.md``). Microsoft's ``predict.py`` reads an absent range as 0-1 instead; every
+* pixel format and range: the ONNX metadata `Image.BitmapPixelFormat` and `Image.NominalPixelRange` (keys and
+  values case-insensitive, ONNX `docs/MetadataProps.md`); where a key is absent, Windows ML's documented
+  defaults: `Bgr8` for a 3-channel input, `NominalRange_0_255`, `SRGB` (MicrosoftDocs/windows-ai-docs
+  `docs/windows-ml/bind-a-model.md`). Microsoft's `predict.py` reads an absent range as 0-1 instead; every
   public export without the key takes 0-255 (the ONNX1.2 one subtracts the mean [104, 117, 123] first thing,
   the 2018 ones answer one class for every image when fed 0-1: tests/check_customvision_real_exports.py);
 * resize, Windows ML generations (producer WinMLTools or OnnxMLTools): Windows ML's image binding, the largest
-  centred region with the input's aspect ratio scaled to the input size (``crop_to_aspect``); the scaler's filter
-  is not published and a bilinear one is ASSUMED (``facts.assumptions`` says so);
-* resize, current generation: ``predict.py``, Pillow's default filter (bicubic) straight to the input size;
+  centred region with the input's aspect ratio scaled to the input size (`crop_to_aspect`); the scaler's filter
+  is not published and a bilinear one is ASSUMED (`facts.assumptions` says so);
+* resize, current generation: `predict.py`, Pillow's default filter (bicubic) straight to the input size;
 * the image input's size: the input tensor's height and width.
 
-The 2018 generation does not load in onnxruntime as published; :mod:`.onnx_legacy` repairs and upgrades it.
-The BGR flip, float16 casts and ZipMap are folded into the graph (:mod:`.onnx_adapt`) so the folder runs under
-``local-onnx`` like any model; the folder is loaded in onnxruntime before it is written, so an export that
-cannot run is refused at import with onnxruntime's own reason. An optional ``cvexport.manifest`` (JSON) is read
-for provenance. Tags need not be lesion classes (``import_model`` records ``facts.label_space``).
+The 2018 generation does not load in onnxruntime as published; `onnx_legacy` repairs and upgrades it.
+The BGR flip, float16 casts and ZipMap are folded into the graph (`onnx_adapt`) so the folder runs under
+`local-onnx` like any model; the folder is loaded in onnxruntime before it is written, so an export that
+cannot run is refused at import with onnxruntime's own reason. An optional `cvexport.manifest` (JSON) is read
+for provenance. Tags need not be lesion classes (`import_model` records `facts.label_space`).
 
 Microsoft notes that the sample's preprocessing "differs slightly" from the prediction API's; the API's own
 resize is not published, so an imported export is compared with its cloud endpoint by measurement, never
-assumed equal (``derm-cloud compare`` pairs them; docs/reversible.md has the figures).
+assumed equal (`derm-cloud compare` pairs them; docs/reversible.md has the figures).
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ _BIND_A_MODEL = "Windows ML default when the key is absent (windows-ai-docs, win
 
 
 def is_custom_vision_export(folder: Path) -> bool:
-    """A folder with exactly one ``.onnx`` file and ``labels.txt``, or whose model carries its tags in a ZipMap
-    (the 2018 exports download as a single ``.onnx``)."""
+    """A folder with exactly one `.onnx` file and `labels.txt`, or whose model carries its tags in a ZipMap
+    (the 2018 exports download as a single `.onnx`)."""
     models = list(folder.glob("*.onnx"))
     if len(models) != 1:
         return False
@@ -60,7 +60,7 @@ def is_custom_vision_export(folder: Path) -> bool:
 
 
 def write_model_dir(folder: Path, out: Path, provenance: dict[str, Any]) -> ModelSpec:
-    """Adapt the export in ``folder`` into a derm-cloud model directory ``out``; returns its spec."""
+    """Adapt the export in `folder` into a derm-cloud model directory `out`; returns its spec."""
     import onnx
 
     from derm_cloud.models.imports.onnx_adapt import adapt_classifier_graph

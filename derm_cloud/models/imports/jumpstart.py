@@ -1,14 +1,14 @@
-"""SageMaker JumpStart PyTorch image-classification artefacts (``model.tar.gz``) as derm-cloud model folders.
+"""SageMaker JumpStart PyTorch image-classification artefacts (`model.tar.gz`) as derm-cloud model folders.
 
-A JumpStart ``pytorch-ic-*`` fine-tuning job writes ``model.tar.gz`` with the trained network and
-``class_label_to_prediction_index.json`` (``{"daisy": 0, "dandelion": 1, ...}``: the tag of each output index).
-The network is converted to ONNX here with ``torch.onnx`` and checked against PyTorch on the same tensor.
+A JumpStart `pytorch-ic-*` fine-tuning job writes `model.tar.gz` with the trained network and
+`class_label_to_prediction_index.json` (`{"daisy": 0, "dandelion": 1, ...}`: the tag of each output index).
+The network is converted to ONNX here with `torch.onnx` and checked against PyTorch on the same tensor.
 Preprocessing is torchvision's ImageNet evaluation transform (Resize 256, CenterCrop 224, ImageNet mean/std),
 the transform JumpStart's PyTorch image-classification scripts use; the endpoint answers softmax probabilities,
 so the folder declares logits and derm-cloud applies the same softmax.
 
-Loading: a TorchScript file loads without running code from it. A pickled ``nn.Module`` (``torch.save(model)``)
-runs code while loading, so it is read only with ``trust_pickle=True`` (your own training job's output), and
+Loading: a TorchScript file loads without running code from it. A pickled `nn.Module` (`torch.save(model)`)
+runs code while loading, so it is read only with `trust_pickle=True` (your own training job's output), and
 unpickling a torchvision model needs torchvision installed.
 """
 
@@ -38,7 +38,7 @@ def _model_files(folder: Path) -> list[Path]:
 
 
 def write_model_dir(folder: Path, out: Path, provenance: dict[str, Any], *, trust_pickle: bool = False) -> ModelSpec:
-    """Convert the artefact in ``folder`` into a derm-cloud model directory ``out``; returns its spec."""
+    """Convert the artefact in `folder` into a derm-cloud model directory `out`; returns its spec."""
     try:
         import numpy as np
         import torch

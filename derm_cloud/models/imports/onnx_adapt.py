@@ -1,10 +1,10 @@
 """Small ONNX graph edits that let a service's export run under derm-cloud's one preprocessing path.
 
-An export's own input conventions (BGR channel order, float16 tensors, a ``ZipMap`` that turns scores into a
+An export's own input conventions (BGR channel order, float16 tensors, a `ZipMap` that turns scores into a
 sequence of dicts) are folded into the graph itself, so the model directory takes the same RGB float32 NCHW
 tensor as every other model and returns one float32 score row per image. The edits are exact: a channel
-``Gather`` and ``Cast`` nodes change no value beyond float16 rounding, which the original graph applied too.
-New constants are ``Constant`` nodes, not initializers: an IR 3 graph (Custom Vision's 2018 exports) must declare
+`Gather` and `Cast` nodes change no value beyond float16 rounding, which the original graph applied too.
+New constants are `Constant` nodes, not initializers: an IR 3 graph (Custom Vision's 2018 exports) must declare
 every initializer as a graph input too, and onnxruntime would then list the constant as an input to feed.
 """
 
@@ -20,14 +20,14 @@ __all__ = ["Adapted", "adapt_classifier_graph"]
 
 @dataclass(frozen=True)
 class Adapted:
-    """What :func:`adapt_classifier_graph` changed.
+    """What `adapt_classifier_graph` changed.
 
     Attributes:
-        model: the edited ``onnx.ModelProto``.
+        model: the edited `onnx.ModelProto`.
         input_hw: (height, width) of the image input, from its shape.
         bgr: a channel flip was added (the export expects BGR).
         float16: casts were added around a float16 graph.
-        zipmap_labels: the labels a removed ``ZipMap`` carried (output order), if there was one.
+        zipmap_labels: the labels a removed `ZipMap` carried (output order), if there was one.
         fixed_batch: the export's batch axis is fixed to 1.
     """
 
@@ -43,7 +43,7 @@ def adapt_classifier_graph(model: Any, *, bgr: bool) -> Adapted:
     """Rewrite a one-input image classifier so it takes RGB float32 NCHW and returns float32 scores.
 
     Args:
-        model: an ``onnx.ModelProto`` with one image input ``[N, 3, H, W]``.
+        model: an `onnx.ModelProto` with one image input `[N, 3, H, W]`.
         bgr: whether the model expects its channels in BGR order.
 
     Raises:
@@ -133,7 +133,7 @@ def adapt_classifier_graph(model: Any, *, bgr: bool) -> Adapted:
 
 
 def _needed_for(nodes: list[Any], output: str) -> list[Any]:
-    """The nodes ``output`` depends on, in their original (topological) order."""
+    """The nodes `output` depends on, in their original (topological) order."""
     producers = {out: n for n in nodes for out in n.output}
     keep: set[int] = set()
     stack = [output]

@@ -2,26 +2,26 @@
 
 Custom Vision's first ONNX exports (2018, WinMLTools 0.1, IR 3, opset 1) were written for Windows ML and break
 ONNX's own rules in ways Windows ML tolerated: nodes out of topological order, initializers not declared as graph
-inputs (IR < 4 requires it), a ``BatchNormalization`` without the ``consumed_inputs`` opset 1 requires, a
-``MaxPool`` ``dilations`` attribute that opset only gained in version 10, a ZipMap output declared as a ``map``
+inputs (IR < 4 requires it), a `BatchNormalization` without the `consumed_inputs` opset 1 requires, a
+`MaxPool` `dilations` attribute that opset only gained in version 10, a ZipMap output declared as a `map`
 instead of a sequence of maps. They also use operators onnxruntime does not have: the Windows-only
-``com.microsoft`` ``LegacyPadding`` and ONNX 1.0's experimental ``FC`` and ``ImageScaler``, and onnxruntime only
-guarantees opset 7 and later. :func:`upgrade_for_onnxruntime` repairs the first kind, rewrites the operators into
-standard ones from their published definitions, and upgrades the opset with ``onnx.version_converter``:
+`com.microsoft` `LegacyPadding` and ONNX 1.0's experimental `FC` and `ImageScaler`, and onnxruntime only
+guarantees opset 7 and later. `upgrade_for_onnxruntime` repairs the first kind, rewrites the operators into
+standard ones from their published definitions, and upgrades the opset with `onnx.version_converter`:
 
-* ``FC`` (``Y = X W^T + b``) becomes ``Gemm`` with ``transB=1``;
-* ``ImageScaler`` (``y = scale * x + bias[c]``) becomes ``Identity`` (scale 1, no bias, as every export seen
-  has) or ``Mul`` and ``Add``;
-* ``LegacyPadding`` pads for a Caffe-style pooling: the window count is ``ceil((size + 2 pad - kernel) / stride)
-  + 1``, less one if the last window would start in the padding, and the input is padded at the end (with the
-  node's ``value``, -FLT_MAX before a max pool) so that a ``VALID`` pooling yields exactly those windows. It
-  becomes a ``Pad``; the amounts need the tensor's height and width, known once the graph is at opset 7;
-* an opset-1 ``Add``/``Mul``/``Sub``/``Div`` with ``broadcast=1`` has its constant operand reshaped to line up
-  with the input's axes from ``axis`` before the upgrade: the version converter (onnx 1.23) turns such a ``[3]``
-  operand at ``axis=1`` into ``Unsqueeze(axes=[1, 2, 3])``, a ``[3, 1, 1, 1]`` tensor that silently makes the
+* `FC` (`Y = X W^T + b`) becomes `Gemm` with `transB=1`;
+* `ImageScaler` (`y = scale * x + bias[c]`) becomes `Identity` (scale 1, no bias, as every export seen
+  has) or `Mul` and `Add`;
+* `LegacyPadding` pads for a Caffe-style pooling: the window count is `ceil((size + 2 pad - kernel) / stride)
+  + 1`, less one if the last window would start in the padding, and the input is padded at the end (with the
+  node's `value`, -FLT_MAX before a max pool) so that a `VALID` pooling yields exactly those windows. It
+  becomes a `Pad`; the amounts need the tensor's height and width, known once the graph is at opset 7;
+* an opset-1 `Add`/`Mul`/`Sub`/`Div` with `broadcast=1` has its constant operand reshaped to line up
+  with the input's axes from `axis` before the upgrade: the version converter (onnx 1.23) turns such a `[3]`
+  operand at `axis=1` into `Unsqueeze(axes=[1, 2, 3])`, a `[3, 1, 1, 1]` tensor that silently makes the
   batch three images long.
 
-The upgraded graph stays at IR 3 (every new constant is a ``Constant`` node, never an undeclared initializer).
+The upgraded graph stays at IR 3 (every new constant is a `Constant` node, never an undeclared initializer).
 The tests check it against an independent numpy run of the original graph (tests/customvision_reference.py).
 """
 
@@ -45,10 +45,10 @@ _PLACEHOLDER = "derm_cloud_placeholder:"
 
 @dataclass(frozen=True)
 class Upgraded:
-    """What :func:`upgrade_for_onnxruntime` returns.
+    """What `upgrade_for_onnxruntime` returns.
 
     Attributes:
-        model: the ``onnx.ModelProto`` (the input, edited in place, or the version converter's copy).
+        model: the `onnx.ModelProto` (the input, edited in place, or the version converter's copy).
         steps: each change made, in words, for the model's facts (empty when the export needed none).
     """
 
@@ -57,7 +57,7 @@ class Upgraded:
 
 
 def default_opset(model: Any) -> int:
-    """The model's ``ai.onnx`` opset version."""
+    """The model's `ai.onnx` opset version."""
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
@@ -134,7 +134,7 @@ def _refuse_unknown_operators(model: Any, opset: int) -> None:
 
 
 def _sort_topologically(graph: Any) -> int:
-    """Reorder ``graph.node`` so every node follows its inputs' producers; how many nodes were out of place."""
+    """Reorder `graph.node` so every node follows its inputs' producers; how many nodes were out of place."""
     available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     pending = list(graph.node)
     ordered: list[Any] = []
@@ -223,7 +223,7 @@ def _image_input(graph: Any) -> str:
 
 
 def _explicit_broadcasts(model: Any) -> list[str]:
-    """Reshape the constant operand of each legacy ``broadcast=1`` node to line up with numpy broadcasting."""
+    """Reshape the constant operand of each legacy `broadcast=1` node to line up with numpy broadcasting."""
     from onnx import helper, numpy_helper
 
     graph = model.graph

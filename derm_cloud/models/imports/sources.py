@@ -1,8 +1,8 @@
-"""Where an export comes from: a folder, a ``.zip`` / ``.tar.gz`` archive, a lone ``.onnx`` file, or an ``https://``
+"""Where an export comes from: a folder, a `.zip` / `.tar.gz` archive, a lone `.onnx` file, or an `https://`
 URL a service gave.
 
-Archives are unpacked with every member checked to stay inside the target folder (a crafted ``../`` entry or
-an absolute path is refused, not silently skipped), and URLs are downloaded through ``requests`` into a
+Archives are unpacked with every member checked to stay inside the target folder (a crafted `../` entry or
+an absolute path is refused, not silently skipped), and URLs are downloaded through `requests` into a
 temporary file whose SHA-256 is recorded as provenance. Query strings (SAS tokens, signed URLs) are never kept:
 only the URL without its query is stored.
 """
@@ -38,7 +38,7 @@ class Unpacked:
 
 
 def public_url(url: str) -> str:
-    """``url`` without its query and fragment: signed download links carry credentials there.
+    """`url` without its query and fragment: signed download links carry credentials there.
 
     Example:
         >>> public_url("https://acct.blob.core.windows.net/exports/m.zip?sv=2020&sig=SECRET")
@@ -60,7 +60,7 @@ def sha256_file(path: Path) -> str:
 
 
 def unpack(source: str | Path, *, timeout: float = 120.0) -> Unpacked:
-    """A folder holding the export: ``source`` itself, or a temporary folder it was downloaded/unpacked into.
+    """A folder holding the export: `source` itself, or a temporary folder it was downloaded/unpacked into.
 
     Raises:
         ConfigError: the source does not exist or cannot be downloaded.

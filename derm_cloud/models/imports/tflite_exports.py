@@ -1,19 +1,19 @@
-"""TFLite exports (Custom Vision ``TensorFlowLite``, Vertex AI AutoML Edge) as ``local-tflite`` model folders.
+"""TFLite exports (Custom Vision `TensorFlowLite`, Vertex AI AutoML Edge) as `local-tflite` model folders.
 
-The ``.tflite`` file is copied unchanged; ``spec.json`` records how to feed it, so LiteRT runs it without
+The `.tflite` file is copied unchanged; `spec.json` records how to feed it, so LiteRT runs it without
 TensorFlow. Layout details and where they come from:
 
-* **Custom Vision** ``TensorFlowLite`` (Microsoft ``customvision-export-samples``,
-  ``samples/python/tensorflow_lite/classification/predict.py``): ``labels.txt`` (one tag per line, output order)
-  and ``model.tflite`` with one float32 input ``[1, H, W, 3]``; the sample resizes with Pillow's default filter
-  (bicubic) straight to ``W x H``, keeps pixels 0..255 and reverses the channels to BGR. An optional
-  ``cvexport.manifest`` gives platform, flavor and iteration for provenance.
-* **Vertex AI AutoML Edge** image classification: ``model.tflite`` plus ``dict.txt`` (one label per line) is
-  the export Google documents; an input ``[1, 224, 224, 3]`` uint8 with quantization and a uint8 quantized score
+* **Custom Vision** `TensorFlowLite` (Microsoft `customvision-export-samples`,
+  `samples/python/tensorflow_lite/classification/predict.py`): `labels.txt` (one tag per line, output order)
+  and `model.tflite` with one float32 input `[1, H, W, 3]`; the sample resizes with Pillow's default filter
+  (bicubic) straight to `W x H`, keeps pixels 0..255 and reverses the channels to BGR. An optional
+  `cvexport.manifest` gives platform, flavor and iteration for provenance.
+* **Vertex AI AutoML Edge** image classification: `model.tflite` plus `dict.txt` (one label per line) is
+  the export Google documents; an input `[1, 224, 224, 3]` uint8 with quantization and a uint8 quantized score
   output are what the quantized edge models have, and both are read from the file itself, not assumed. What is
   *assumed* (Google publishes no reference preprocessing for these exports that we could check): a plain resize
   to the input size with Pillow bilinear, pixels fed raw (uint8 models), or scaled to 0..1 (float models).
-  ``tflite_metadata.json``, when present, is kept as provenance only.
+  `tflite_metadata.json`, when present, is kept as provenance only.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ def _single_tflite(folder: Path) -> Path | None:
 
 
 def is_custom_vision_tflite(folder: Path) -> bool:
-    """A folder with ``labels.txt`` and exactly one ``.tflite`` file."""
+    """A folder with `labels.txt` and exactly one `.tflite` file."""
     return (folder / "labels.txt").is_file() and _single_tflite(folder) is not None
 
 
 def is_vertex_edge_tflite(folder: Path) -> bool:
-    """A folder with ``dict.txt`` and exactly one ``.tflite`` file."""
+    """A folder with `dict.txt` and exactly one `.tflite` file."""
     return (folder / "dict.txt").is_file() and _single_tflite(folder) is not None
 
 
@@ -101,7 +101,7 @@ def _write(folder: Path, model_path: Path, out: Path, spec: ModelSpec, label_fil
 
 
 def write_custom_vision_tflite(folder: Path, out: Path, provenance: dict[str, Any]) -> ModelSpec:
-    """Write the Custom Vision ``TensorFlowLite`` export in ``folder`` as a model directory ``out``."""
+    """Write the Custom Vision `TensorFlowLite` export in `folder` as a model directory `out`."""
     from derm_cloud.models.imports.custom_vision import _manifest
 
     labels = _labels(folder / "labels.txt")
@@ -148,7 +148,7 @@ def write_custom_vision_tflite(folder: Path, out: Path, provenance: dict[str, An
 
 
 def write_vertex_edge_tflite(folder: Path, out: Path, provenance: dict[str, Any]) -> ModelSpec:
-    """Write the Vertex AI AutoML Edge TFLite export in ``folder`` as a model directory ``out``."""
+    """Write the Vertex AI AutoML Edge TFLite export in `folder` as a model directory `out`."""
     labels = _labels(folder / "dict.txt")
     model_path = _single_tflite(folder)
     assert model_path is not None  # detect_layout checked

@@ -1,10 +1,10 @@
-"""Vertex AI ``ModelService.ExportModel`` then a Cloud Storage download: an AutoML Edge export, on this machine.
+"""Vertex AI `ModelService.ExportModel` then a Cloud Storage download: an AutoML Edge export, on this machine.
 
-The GAPIC ``aiplatform_v1.ModelServiceClient`` is used rather than the high-level ``aiplatform.Model`` because it
-takes an ``api_endpoint`` (with ``http://`` for a local emulator) and credentials per client, with no global
-``aiplatform.init`` state. The export is a long-running operation; when it is done its
-``ExportModelOperationMetadata.output_info.artifact_output_uri`` names the ``gs://`` folder holding the files
-(for ``tflite``: ``model.tflite`` + ``dict.txt``), which ``google-cloud-storage`` downloads.
+The GAPIC `aiplatform_v1.ModelServiceClient` is used rather than the high-level `aiplatform.Model` because it
+takes an `api_endpoint` (with `http://` for a local emulator) and credentials per client, with no global
+`aiplatform.init` state. The export is a long-running operation; when it is done its
+`ExportModelOperationMetadata.output_info.artifact_output_uri` names the `gs://` folder holding the files
+(for `tflite`: `model.tflite` + `dict.txt`), which `google-cloud-storage` downloads.
 """
 
 from __future__ import annotations
@@ -44,28 +44,28 @@ def export_vertex_model(
     """Export a trained Vertex AI model to Cloud Storage, wait for it, and download the exported folder.
 
     Args:
-        model: the model id (``1234...``) or its full name ``projects/P/locations/L/models/ID``.
-        project, location: where the model lives (``us-central1`` ...).
-        destination: ``gs://BUCKET/PREFIX``; Vertex writes ``<destination>/model-<id>/<format>/<timestamp>/``.
+        model: the model id (`1234...`) or its full name `projects/P/locations/L/models/ID`.
+        project, location: where the model lives (`us-central1` ...).
+        destination: `gs://BUCKET/PREFIX`; Vertex writes `<destination>/model-<id>/<format>/<timestamp>/`.
         out_dir: local folder the exported files are downloaded into (created if missing).
-        export_format_id: one of the model's ``supportedExportFormats`` (``tflite`` runs under ``local-tflite``).
+        export_format_id: one of the model's `supportedExportFormats` (`tflite` runs under `local-tflite`).
         credentials: Google credentials (default: Application Default Credentials; anonymous when
-            ``api_endpoint`` is a loopback emulator).
-        api_endpoint: Vertex host (default ``{location}-aiplatform.googleapis.com``); a local emulator needs the
-            ``http://`` scheme.
-        storage_client: a ``google.cloud.storage.Client`` (default: one built with ``credentials``; it honours
-            ``STORAGE_EMULATOR_HOST``, anonymously, as Google's client does).
+            `api_endpoint` is a loopback emulator).
+        api_endpoint: Vertex host (default `{location}-aiplatform.googleapis.com`); a local emulator needs the
+            `http://` scheme.
+        storage_client: a `google.cloud.storage.Client` (default: one built with `credentials`; it honours
+            `STORAGE_EMULATOR_HOST`, anonymously, as Google's client does).
         poll_seconds: wait between operation polls.
         timeout: give up waiting for the export after this many seconds.
 
     Returns:
-        The local folder holding the exported files and the ``gs://`` URI they came from.
+        The local folder holding the exported files and the `gs://` URI they came from.
 
     Raises:
         NotFoundError: no such model in that project/location.
         AuthenticationError: no credentials, or they may not export the model.
-        ConfigError: the destination is not ``gs://`` or the model does not offer ``export_format_id``.
-        ServiceError: the export operation failed; DeadlineExceededError: it did not finish within ``timeout``.
+        ConfigError: the destination is not `gs://` or the model does not offer `export_format_id`.
+        ServiceError: the export operation failed; DeadlineExceededError: it did not finish within `timeout`.
     """
     if not destination.startswith("gs://") or len(destination) <= len("gs://"):
         raise ConfigError(f"destination must be a Cloud Storage folder gs://BUCKET/PREFIX, got {destination!r}")
@@ -174,7 +174,7 @@ def _storage_client(project: str, credentials: Any) -> Any:
 
 
 def _download_folder(storage: Any, artifact_uri: str, out_dir: Path) -> Path:
-    """Download every object under ``artifact_uri`` into ``out_dir``, keeping the sub-folders."""
+    """Download every object under `artifact_uri` into `out_dir`, keeping the sub-folders."""
     from google.api_core import exceptions as gexc
 
     bucket, _, prefix = artifact_uri[len("gs://") :].partition("/")

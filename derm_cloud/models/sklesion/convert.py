@@ -1,6 +1,6 @@
-"""Keras -> ONNX conversion and the parity check, given sklesion's inputs (:data:`MODEL_INPUTS`).
+"""Keras -> ONNX conversion and the parity check, given sklesion's inputs (`MODEL_INPUTS`).
 
-The generic work is in :mod:`~derm_cloud.models.keras_convert` and :mod:`~derm_cloud.models.keras_parity`.
+The generic work is in `derm_cloud.models.keras_convert` and `derm_cloud.models.keras_parity`.
 """
 
 from __future__ import annotations
@@ -53,11 +53,11 @@ def convert_to_onnx(
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
 ) -> ConversionInfo:
-    """Convert sklesion's ``model.keras`` to ONNX via Keras on the torch backend (route A), with its checks.
+    """Convert sklesion's `model.keras` to ONNX via Keras on the torch backend (route A), with its checks.
 
-    :func:`derm_cloud.models.keras_convert.convert_to_onnx` given :data:`MODEL_INPUTS`: dynamic batch first,
+    `derm_cloud.models.keras_convert.convert_to_onnx` given `MODEL_INPUTS`: dynamic batch first,
     verified with onnxruntime, else Keras' own fixed-batch export; it documents the arguments, the returned
-    :class:`ConversionInfo` and the errors (``ConversionError``, ``MissingDependencyError``).
+    `ConversionInfo` and the errors (`ConversionError`, `MissingDependencyError`).
 
     Example:
         >>> convert_to_onnx(Path("keras/model.keras"), Path("out/model.onnx")).dynamic_batch  # doctest: +SKIP
@@ -78,9 +78,9 @@ def parity_check(
 ) -> ParityReport:
     """Compare Keras (torch backend) and onnxruntime outputs on real images with the author's preprocessing.
 
-    :func:`derm_cloud.models.keras_parity.parity_check` given :data:`MODEL_INPUTS`; ``metadata`` holds one
-    10-float vector per image (see :func:`encode_metadata`), ``None`` the "all unknown" vector for every image.
-    Returns a :class:`ParityReport`; raises ``ConfigError`` for no images or a metadata count that differs.
+    `derm_cloud.models.keras_parity.parity_check` given `MODEL_INPUTS`; `metadata` holds one
+    10-float vector per image (see `encode_metadata`), `None` the "all unknown" vector for every image.
+    Returns a `ParityReport`; raises `ConfigError` for no images or a metadata count that differs.
 
     Example:
         >>> parity_check(Path("model.keras"), Path("model.onnx"), paths, metadata=metas).passed  # doctest: +SKIP

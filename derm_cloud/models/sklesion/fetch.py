@@ -1,4 +1,4 @@
-"""The end-to-end fetch: download, convert, check parity, write ``spec.json``, rename into place."""
+"""The end-to-end fetch: download, convert, check parity, write `spec.json`, rename into place."""
 
 from __future__ import annotations
 
@@ -32,14 +32,14 @@ __all__ = ["build_spec_dict", "fetch_sklesion", "is_complete_model_dir"]
 
 
 def build_spec_dict(conversion: ConversionInfo, parity: ParityReport) -> dict[str, Any]:
-    """Build the model spec written as ``spec.json`` (a plain dict until the shared spec class exists).
+    """Build the model spec written as `spec.json` (a plain dict until the shared spec class exists).
 
     Args:
-        conversion: the result of :func:`convert_to_onnx`.
-        parity: the result of :func:`parity_check` on the verification images.
+        conversion: the result of `convert_to_onnx`.
+        parity: the result of `parity_check` on the verification images.
 
     Returns:
-        A JSON-serialisable dict in the ``derm-cloud-model/1`` layout.
+        A JSON-serialisable dict in the `derm-cloud-model/1` layout.
     """
     return {
         "format": "derm-cloud-model/1",
@@ -107,13 +107,13 @@ def build_spec_dict(conversion: ConversionInfo, parity: ParityReport) -> dict[st
 
 
 def is_complete_model_dir(model_dir: Path) -> bool:
-    """Whether ``model_dir`` is a finished fetch (``model.onnx`` and a ``spec.json`` for this model id).
+    """Whether `model_dir` is a finished fetch (`model.onnx` and a `spec.json` for this model id).
 
     Args:
         model_dir: candidate directory.
 
     Returns:
-        ``True`` if both files exist and the spec names :data:`MODEL_ID`.
+        `True` if both files exist and the spec names `MODEL_ID`.
     """
     spec_path = model_dir / "spec.json"
     if not (model_dir / "model.onnx").is_file() or not spec_path.is_file():
@@ -139,30 +139,30 @@ def fetch_sklesion(
     verify_description: str | None = None,
     parity_progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> Path:
-    """Download, verify, convert and parity-check sklesion; install it as ``<cache_dir>/sklesion-0.2.2/``.
+    """Download, verify, convert and parity-check sklesion; install it as `<cache_dir>/sklesion-0.2.2/`.
 
-    Everything happens in a hidden temporary directory inside ``cache_dir`` which is renamed to the final
+    Everything happens in a hidden temporary directory inside `cache_dir` which is renamed to the final
     name only after every check passed, so a crashed or failed fetch never leaves a directory that looks
-    complete. An existing complete directory is returned as is unless ``force`` is set.
+    complete. An existing complete directory is returned as is unless `force` is set.
 
     Args:
         cache_dir: parent directory of the model directory (created if missing).
         verify_images: real images for the parity check (at least one; 20 or more recommended).
-        verify_metadata: one metadata vector per verification image; ``None`` uses "unknown" metadata.
+        verify_metadata: one metadata vector per verification image; `None` uses "unknown" metadata.
         atol: maximum allowed |Δp| between Keras and ONNX.
         min_top1_agreement: minimum fraction of images with the same argmax.
-        keep_keras: also keep the verified ``model.keras`` in the model directory (86 MB), so the parity can be
+        keep_keras: also keep the verified `model.keras` in the model directory (86 MB), so the parity can be
             re-checked later without the network.
         force: rebuild even if a complete directory exists (it is replaced only once the new one is ready).
         opset: ONNX opset to target.
         progress: called with one line per stage as it starts (and with what the previous stage took).
-        verify_description: what the verification images are, recorded in ``spec.json`` beside the parity
+        verify_description: what the verification images are, recorded in `spec.json` beside the parity
             figures (real dermoscopy or the generated fallback set).
-        parity_progress: ``parity_progress(task, total)`` returns a counter of images compared (a
-            :class:`derm_cloud.progress.Progress`: a bar with an ETA in a terminal, plain lines elsewhere).
+        parity_progress: `parity_progress(task, total)` returns a counter of images compared (a
+            `derm_cloud.progress.Progress`: a bar with an ETA in a terminal, plain lines elsewhere).
 
     Returns:
-        The model directory containing ``model.onnx``, ``spec.json`` and (if kept) ``model.keras``.
+        The model directory containing `model.onnx`, `spec.json` and (if kept) `model.keras`.
 
     Raises:
         ChecksumMismatchError: the wheel or the model file does not have its pinned digest.

@@ -1,7 +1,7 @@
 """The author's image preprocessing without TensorFlow, and a verification manifest read into model inputs.
 
-:func:`~derm_cloud.preprocess.resize_bilinear_half_pixel` is ``tf.image.resize(method="bilinear",
-antialias=False)`` in numpy; the local runtime needs neither TensorFlow nor torch.
+`resize_bilinear_half_pixel` is `tf.image.resize(method="bilinear",
+antialias=False)` in numpy; the local runtime needs neither TensorFlow nor torch.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["load_image_rgb", "load_verify_set", "preprocess_image"]
 def load_image_rgb(path: Path) -> NDArray[np.uint8]:
     """Decode an image file to an HxWx3 uint8 RGB array.
 
-    EXIF orientation is deliberately ignored, as ``tf.image.decode_jpeg`` (the author's decoder) ignores it.
+    EXIF orientation is deliberately ignored, as `tf.image.decode_jpeg` (the author's decoder) ignores it.
 
     Args:
         path: image file (JPEG, PNG, ...).
@@ -64,17 +64,17 @@ def load_verify_set(
     csv_path: Path,
     limit: int | None = None,
 ) -> tuple[list[Path], list[NDArray[np.float32]]]:
-    """Read a HAM10000-style manifest (e.g. ``dev.csv``) into image paths and encoded metadata.
+    """Read a HAM10000-style manifest (e.g. `dev.csv`) into image paths and encoded metadata.
 
-    The manifest needs columns ``age``, ``sex``, ``localization`` and either ``file`` (relative to the
-    manifest's folder) or ``image_id`` (looked up as ``images/<image_id>.jpg``).
+    The manifest needs columns `age`, `sex`, `localization` and either `file` (relative to the
+    manifest's folder) or `image_id` (looked up as `images/<image_id>.jpg`).
 
     Args:
         csv_path: the manifest.
-        limit: read only the first ``limit`` rows.
+        limit: read only the first `limit` rows.
 
     Returns:
-        ``(image_paths, metadata_vectors)`` in manifest order.
+        `(image_paths, metadata_vectors)` in manifest order.
     """
     csv_path = Path(csv_path)
     paths: list[Path] = []

@@ -1,6 +1,6 @@
 """The upstream artefact, pinned: the sklesion 0.2.2 wheel on PyPI, its digests, and the model it holds.
 
-The generic work (download, SHA-256, extraction) is done by :mod:`~derm_cloud.models.pypi`.
+The generic work (download, SHA-256, extraction) is done by `derm_cloud.models.pypi`.
 """
 
 from __future__ import annotations
@@ -48,14 +48,14 @@ def download_wheel(
     method: Literal["auto", "pip", "urllib"] = "auto",
     timeout: float = 600.0,
 ) -> Path:
-    """Download the ``sklesion==0.2.2`` wheel (no dependencies) and verify its pinned SHA-256.
+    """Download the `sklesion==0.2.2` wheel (no dependencies) and verify its pinned SHA-256.
 
-    A wheel already present in ``dest_dir`` with the right digest is reused without network access.
+    A wheel already present in `dest_dir` with the right digest is reused without network access.
 
     Args:
         dest_dir: directory to download into (created if missing).
-        method: ``"pip"`` runs ``python -m pip download --no-deps`` (honours pip's index configuration),
-            ``"urllib"`` reads PyPI's JSON simple index directly, ``"auto"`` uses pip when it is importable and
+        method: `"pip"` runs `python -m pip download --no-deps` (honours pip's index configuration),
+            `"urllib"` reads PyPI's JSON simple index directly, `"auto"` uses pip when it is importable and
             urllib otherwise.
         timeout: seconds allowed for the download.
 
@@ -63,7 +63,7 @@ def download_wheel(
         Path of the verified wheel.
 
     Raises:
-        ChecksumMismatchError: the wheel's digest is not :data:`WHEEL_SHA256` (the file is deleted).
+        ChecksumMismatchError: the wheel's digest is not `WHEEL_SHA256` (the file is deleted).
         ConversionError: the download itself failed.
 
     Example:
@@ -77,18 +77,18 @@ def download_wheel(
 
 
 def extract_keras_model(wheel_path: Path, dest_dir: Path) -> Path:
-    """Extract ``sklesion/model.keras`` from the wheel and verify its pinned SHA-256.
+    """Extract `sklesion/model.keras` from the wheel and verify its pinned SHA-256.
 
     Args:
         wheel_path: the sklesion wheel (a zip file).
-        dest_dir: directory to write ``model.keras`` into (created if missing).
+        dest_dir: directory to write `model.keras` into (created if missing).
 
     Returns:
-        Path of the verified ``model.keras``.
+        Path of the verified `model.keras`.
 
     Raises:
-        ChecksumMismatchError: the extracted file's digest is not :data:`KERAS_SHA256` (nothing is left behind).
-        ConversionError: the wheel is not a zip file or has no ``sklesion/model.keras``.
+        ChecksumMismatchError: the extracted file's digest is not `KERAS_SHA256` (nothing is left behind).
+        ConversionError: the wheel is not a zip file or has no `sklesion/model.keras`.
 
     Example:
         >>> extract_keras_model(wheel, Path("keras"))  # doctest: +SKIP

@@ -1,13 +1,13 @@
 """How to point each cloud SDK (and each derm-cloud backend) at a running emulator, ready to copy.
 
-:func:`connection` describes one running emulator as plain data: its URL, the names a client needs (endpoint,
+`connection` describes one running emulator as plain data: its URL, the names a client needs (endpoint,
 project, deployment ...), the dummy credentials the SDK insists on, the environment variables the SDK or the
-derm-cloud backend reads, the ``derm_cloud.create`` arguments, and two Python snippets (the provider's own SDK,
-and derm-cloud) that run verbatim against the emulator. ``derm-cloud emulate`` prints it; ``--json`` prints the
-dict. Every value is a string, a number, a list or a dict, never ``None``, so a script can read any field.
+derm-cloud backend reads, the `derm_cloud.create` arguments, and two Python snippets (the provider's own SDK,
+and derm-cloud) that run verbatim against the emulator. `derm-cloud emulate` prints it; `--json` prints the
+dict. Every value is a string, a number, a list or a dict, never `None`, so a script can read any field.
 
-One module per cloud (:mod:`.aws`, :mod:`.azure`, :mod:`.google`) builds the details of its emulators;
-:mod:`.snippet` writes the derm-cloud snippet they share and :mod:`.connection` picks the builder.
+One module per cloud (`aws`, `azure`, `google`) builds the details of its emulators;
+`snippet` writes the derm-cloud snippet they share and `connection` picks the builder.
 
 Example:
     >>> from derm_cloud.testing.launch import start  # doctest: +SKIP

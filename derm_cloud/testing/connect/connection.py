@@ -1,4 +1,4 @@
-"""``connection``: one running emulator described as plain data, and ``render_text`` to print it."""
+"""`connection`: one running emulator described as plain data, and `render_text` to print it."""
 
 from __future__ import annotations
 
@@ -11,20 +11,20 @@ __all__ = ["connection", "render_text"]
 
 
 def connection(kind: str, emulator: Any) -> dict[str, Any]:
-    """Connection details for a running emulator of ``kind`` (a backend type such as ``"sagemaker"``).
+    """Connection details for a running emulator of `kind` (a backend type such as `"sagemaker"`).
 
     Args:
-        kind: one of ``sagemaker``, ``azure-ml``, ``azure-custom-vision``, ``vertex``, ``google-vision``,
-            ``azure-openai``, ``vertex-gemini``, ``rekognition-custom-labels``.
-        emulator: the running emulator (from :func:`derm_cloud.testing.launch.start` or its own class).
+        kind: one of `sagemaker`, `azure-ml`, `azure-custom-vision`, `vertex`, `google-vision`,
+            `azure-openai`, `vertex-gemini`, `rekognition-custom-labels`.
+        emulator: the running emulator (from `derm_cloud.testing.launch.start` or its own class).
 
     Returns:
-        A JSON-compatible dict with ``kind``, ``url``, ``sdk``, the cloud's own fields (flat), ``env``,
-        ``backend`` (``{"type", "options"}`` for ``derm_cloud.create``), ``python_sdk`` and ``python_derm_cloud``
-        (snippets that classify ``lesion.jpg``) and ``notes``.
+        A JSON-compatible dict with `kind`, `url`, `sdk`, the cloud's own fields (flat), `env`,
+        `backend` (`{"type", "options"}` for `derm_cloud.create`), `python_sdk` and `python_derm_cloud`
+        (snippets that classify `lesion.jpg`) and `notes`.
 
     Raises:
-        ValueError: ``kind`` is not an emulated cloud.
+        ValueError: `kind` is not an emulated cloud.
     """
     builders = {
         "sagemaker": aws.sagemaker,

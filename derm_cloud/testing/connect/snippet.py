@@ -13,7 +13,7 @@ IMAGE = "lesion.jpg"
 
 
 def derm_cloud_snippet(info: dict[str, Any]) -> str:
-    """``derm_cloud.create`` with the emulator's options (secrets come from ``env`` where the backend reads it)."""
+    """`derm_cloud.create` with the emulator's options (secrets come from `env` where the backend reads it)."""
     backend = info["backend"]
     lines = ["import derm_cloud", ""]
     options = dict(backend["options"])

@@ -1,26 +1,28 @@
 """Azure AI Custom Vision prediction API on 127.0.0.1, hosting a real model directory.
 
-Speaks the v3.0/v3.1 classification routes the ``azure-cognitiveservices-vision-customvision`` SDK calls
-(docs/reference/cloud-apis.md section 3)::
+Speaks the v3.0/v3.1 classification routes the `azure-cognitiveservices-vision-customvision` SDK calls
+(docs/reference/cloud-apis.md section 3):
 
-    POST /customvision/v3.{0,1}/prediction/{projectId}/classify/iterations/{publishedName}/image[/nostore]
-    POST /customvision/v3.{0,1}/prediction/{projectId}/classify/iterations/{publishedName}/url[/nostore]
+```text
+POST /customvision/v3.{0,1}/prediction/{projectId}/classify/iterations/{publishedName}/image[/nostore]
+POST /customvision/v3.{0,1}/prediction/{projectId}/classify/iterations/{publishedName}/url[/nostore]
+```
 
-The image arrives as ``multipart/form-data`` (part ``imageData``; the SDK always sends multipart) or as
-``application/octet-stream``. The answer is an ``ImagePrediction`` whose probabilities come from the hosted
-model (via :class:`derm_cloud.serving.ModelServer`), tags named as configured and sorted by probability.
+The image arrives as `multipart/form-data` (part `imageData`; the SDK always sends multipart) or as
+`application/octet-stream`. The answer is an `ImagePrediction` whose probabilities come from the hosted
+model (via `derm_cloud.serving.ModelServer`), tags named as configured and sorted by probability.
 
-Answers follow Microsoft's published OpenAPI documents of each version (``tests/specs/azure``, checked by
-``tests/fidelity``): ``Prediction.tagType`` only on v3.1 routes (v3.0 has no such field). Errors use the service's
-two body shapes: the API gateway's ``{"error": {"code": "401", "message": ...}}`` for a wrong or missing
-``Prediction-Key`` and for rate limiting (429 with ``Retry-After``; the spec's ``CustomVisionErrorCodes`` has no
-rate-limit code), and the spec's ``CustomVisionError`` ``{"code", "message"}`` with a ``CustomVisionErrorCodes``
-value for everything else (``NotFoundProject``, ``NotFoundIteration``, ``BadRequestImageSizeBytes``,
-``BadRequestImageFormat``). Which code the live service sends for an unknown project or iteration is not
+Answers follow Microsoft's published OpenAPI documents of each version (`tests/specs/azure`, checked by
+`tests/fidelity`): `Prediction.tagType` only on v3.1 routes (v3.0 has no such field). Errors use the service's
+two body shapes: the API gateway's `{"error": {"code": "401", "message": ...}}` for a wrong or missing
+`Prediction-Key` and for rate limiting (429 with `Retry-After`; the spec's `CustomVisionErrorCodes` has no
+rate-limit code), and the spec's `CustomVisionError` `{"code", "message"}` with a `CustomVisionErrorCodes`
+value for everything else (`NotFoundProject`, `NotFoundIteration`, `BadRequestImageSizeBytes`,
+`BadRequestImageFormat`). Which code the live service sends for an unknown project or iteration is not
 documented (docs/reference/cloud-apis.md section 3).
 
-Every call is kept in :attr:`CustomVisionEmulator.calls` with whether the stored or the no-store route was
-used, so tests can prove that images are only kept on opt-in (:attr:`CustomVisionEmulator.stored_images`).
+Every call is kept in `CustomVisionEmulator.calls` with whether the stored or the no-store route was
+used, so tests can prove that images are only kept on opt-in (`CustomVisionEmulator.stored_images`).
 
 Example:
     >>> with CustomVisionEmulator(model_dir) as emu:  # doctest: +SKIP
@@ -81,11 +83,11 @@ class CustomVisionCall:
 
     Attributes:
         project_id, published_name: the iteration addressed.
-        stored: ``True`` for the ``/image`` and ``/url`` routes (the service keeps the image 30 days),
-            ``False`` for ``/nostore``.
-        via: ``multipart``, ``octet-stream`` or ``url``.
+        stored: `True` for the `/image` and `/url` routes (the service keeps the image 30 days),
+            `False` for `/nostore`.
+        via: `multipart`, `octet-stream` or `url`.
         image: the image bytes exactly as received (for EXIF and size assertions).
-        prediction_id: the ``id`` returned.
+        prediction_id: the `id` returned.
     """
 
     project_id: str
@@ -108,14 +110,14 @@ class CustomVisionEmulator(EmulatorServer):
     """The Custom Vision prediction endpoint, hosting real models as published iterations.
 
     Args:
-        model_dir: model directory published as ``project_id`` / ``published_name`` (``None``: publish later
-            with :meth:`publish`).
+        model_dir: model directory published as `project_id` / `published_name` (`None`: publish later
+            with `publish`).
         project_id: project GUID of that first iteration.
         published_name: its publish name.
-        prediction_key: the key every request must carry in ``Prediction-Key``.
-        tags: tag names for the model's labels, either in label order or as ``{model_label: tag_name}``
-            (e.g. the names a team typed when training: ``{"mel": "Melanoma"}``); default: the labels.
-        max_image_bytes: the service's image size limit (400 ``BadRequestImageSizeBytes`` above it).
+        prediction_key: the key every request must carry in `Prediction-Key`.
+        tags: tag names for the model's labels, either in label order or as `{model_label: tag_name}`
+            (e.g. the names a team typed when training: `{"mel": "Melanoma"}`); default: the labels.
+        max_image_bytes: the service's image size limit (400 `BadRequestImageSizeBytes` above it).
         host, port: where to listen (port 0 picks a free port).
     """
 
@@ -177,7 +179,7 @@ class CustomVisionEmulator(EmulatorServer):
 
     @property
     def last_image_bytes(self) -> bytes | None:
-        """The image of the last classification, exactly as received (``None`` before any)."""
+        """The image of the last classification, exactly as received (`None` before any)."""
         with self._calls_lock:
             return self.calls[-1].image if self.calls else None
 
@@ -277,7 +279,7 @@ class CustomVisionEmulator(EmulatorServer):
             return _error(400, "BadRequestImageUrl", "Unable to download the image from the URL"), "url"
 
     def fault_response(self, fault: Fault) -> Response:
-        """Injected failures in the service's shapes (``{"code", "message"}`` bodies; rate limits from the gateway)."""
+        """Injected failures in the service's shapes (`{"code", "message"}` bodies; rate limits from the gateway)."""
         if fault.kind == "throttle":
             # CustomVisionErrorCodes has no rate-limit code: the API gateway answers 429 in its own shape.
             headers = retry_after_header(fault.retry_after)
@@ -298,9 +300,9 @@ class CustomVisionEmulator(EmulatorServer):
 
 
 def parse_multipart(body: bytes, content_type: str) -> dict[str, bytes]:
-    """Parts of a ``multipart/form-data`` body by field name, byte-exact.
+    """Parts of a `multipart/form-data` body by field name, byte-exact.
 
-    Split on CRLF + ``--boundary`` as RFC 2046 defines, so binary image data containing the boundary's
+    Split on CRLF + `--boundary` as RFC 2046 defines, so binary image data containing the boundary's
     characters elsewhere is not cut.
 
     Raises:
@@ -332,9 +334,9 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, bytes]:
 def custom_vision_backend_for(
     emulator: CustomVisionEmulator, *, project_id: str | None = None, published_name: str | None = None, **options: Any
 ) -> AzureCustomVisionClassifier:
-    """An ``azure-custom-vision`` backend whose real SDK client talks to ``emulator``.
+    """An `azure-custom-vision` backend whose real SDK client talks to `emulator`.
 
-    Extra ``options`` go to :class:`~derm_cloud.backends.azure_custom_vision.AzureCustomVisionClassifier`.
+    Extra `options` go to `AzureCustomVisionClassifier`.
     """
     from derm_cloud.backends.azure_custom_vision import AzureCustomVisionClassifier
 

@@ -1,25 +1,27 @@
 """An Azure Machine Learning managed online endpoint on 127.0.0.1: scoring plus the management routes the SDK uses.
 
-Scoring (docs/reference/cloud-apis.md section 4.3), what the ``azure-ml`` backend calls::
+Scoring (docs/reference/cloud-apis.md section 4.3), what the `azure-ml` backend calls:
 
-    POST /score   Authorization: Bearer <key or token>   [azureml-model-deployment: <name>]
-    {"input_data": {"columns": ["image"], "data": ["<base64>", ...]}}  ->  [{"probs": [...], "labels": [...]}]
+```text
+POST /score   Authorization: Bearer <key or token>   [azureml-model-deployment: <name>]
+{"input_data": {"columns": ["image"], "data": ["<base64>", ...]}}  ->  [{"probs": [...], "labels": [...]}]
+```
 
-Each deployment hosts a real model directory through :class:`derm_cloud.serving.ModelServer` (the same core
-as the Azure ML adapter's ``score.py``), or answers with a function of the request body. Without the header,
+Each deployment hosts a real model directory through `derm_cloud.serving.ModelServer` (the same core
+as the Azure ML adapter's `score.py`), or answers with a function of the request body. Without the header,
 requests follow the endpoint's traffic split (smooth weighted round robin: deterministic, exact proportions);
-answers carry ``azureml-model-deployment`` and ``x-request-id`` like the service.
+answers carry `azureml-model-deployment` and `x-request-id` like the service.
 
-Management plane, just enough for the real ``azure-ai-ml`` ``MLClient`` pointed here with
-``AZUREML_DEV_URL_MFE`` (docs/reference/cloud-apis.md section 4.4 b): ``GET onlineEndpoints/{ep}``, ``POST
-.../listKeys``,
-``POST .../token`` (``aml_token`` auth), ``GET .../deployments`` and ``GET .../deployments/{name}``, so that
-``online_endpoints.get``, ``get_keys``, ``invoke`` and ``online_deployments.get`` work.
+Management plane, just enough for the real `azure-ai-ml` `MLClient` pointed here with
+`AZUREML_DEV_URL_MFE` (docs/reference/cloud-apis.md section 4.4 b): `GET onlineEndpoints/{ep}`, `POST
+.../listKeys`,
+`POST .../token` (`aml_token` auth), `GET .../deployments` and `GET .../deployments/{name}`, so that
+`online_endpoints.get`, `get_keys`, `invoke` and `online_deployments.get` work.
 
-Error bodies: the scoring router's 401 (``key_auth_access_denied``) and 404 are reported in community
+Error bodies: the scoring router's 401 (`key_auth_access_denied`) and 404 are reported in community
 sources, not in vendor docs (docs/reference/cloud-apis.md 4.3: unverified); a non-200 answer from the model container
 reaches
-the client as 424 (Azure ML's "model error"), with the container's body; 429/503 carry ``Retry-After``.
+the client as 424 (Azure ML's "model error"), with the container's body; 429/503 carry `Retry-After`.
 
 Example:
     >>> with AzureMLEmulator(model_dir) as emu:  # doctest: +SKIP
@@ -85,14 +87,14 @@ class AzureMLEmulator(EmulatorServer):
     """One managed online endpoint with named deployments, hosting real models.
 
     Args:
-        model_dir: model directory of the first deployment (``None``: add deployments with :meth:`add_deployment`).
+        model_dir: model directory of the first deployment (`None`: add deployments with `add_deployment`).
         endpoint_name: the endpoint's name in the management routes.
         deployment: the first deployment's name (it gets 100 % of traffic).
         key: the primary key; a secondary key is generated.
-        auth_mode: ``key``, ``aml_token`` (tokens issued by the token route) or ``aad_token`` (tokens listed in
-            :attr:`aad_tokens`).
+        auth_mode: `key`, `aml_token` (tokens issued by the token route) or `aad_token` (tokens listed in
+            `aad_tokens`).
         subscription_id, resource_group, workspace, location: the identifiers the management routes answer to.
-        instance_type, instance_count: the first deployment's SKU (reported to ``online_deployments.get``).
+        instance_type, instance_count: the first deployment's SKU (reported to `online_deployments.get`).
         host, port: where to listen.
     """
 
@@ -146,7 +148,7 @@ class AzureMLEmulator(EmulatorServer):
         instance_type: str = "Standard_DS3_v2",
         instance_count: int = 1,
     ) -> None:
-        """Add a deployment hosting ``model_dir`` (or answering ``respond(body)``) with a traffic share in %."""
+        """Add a deployment hosting `model_dir` (or answering `respond(body)`) with a traffic share in %."""
         from derm_cloud.serving import ModelServer
 
         if (model_dir is None) == (respond is None):
@@ -155,7 +157,7 @@ class AzureMLEmulator(EmulatorServer):
         self._deployments.add(Deployment(name, server, respond, instance_type, instance_count, traffic))
 
     def set_traffic(self, traffic: Mapping[str, int]) -> None:
-        """Set the traffic split, e.g. ``{"blue": 90, "green": 10}`` (deployments not named get 0)."""
+        """Set the traffic split, e.g. `{"blue": 90, "green": 10}` (deployments not named get 0)."""
         self._deployments.set_traffic(traffic)
 
     @property
@@ -164,7 +166,7 @@ class AzureMLEmulator(EmulatorServer):
 
     @property
     def last_image_bytes(self) -> bytes | None:
-        """The last image of the last scoring request, decoded from base64 (``None`` before any)."""
+        """The last image of the last scoring request, decoded from base64 (`None` before any)."""
         try:
             return self.calls[-1].images()[-1] if self.calls else None
         except (ValueError, KeyError, TypeError, IndexError):
@@ -325,9 +327,9 @@ class AzureMLEmulator(EmulatorServer):
 
 
 def azure_ml_backend_for(emulator: AzureMLEmulator, **options: Any) -> AzureMlClassifier:
-    """An ``azure-ml`` backend scoring against ``emulator`` (key auth unless ``options`` say otherwise).
+    """An `azure-ml` backend scoring against `emulator` (key auth unless `options` say otherwise).
 
-    Extra ``options`` go to :class:`~derm_cloud.backends.azure_ml.AzureMlClassifier`.
+    Extra `options` go to `AzureMlClassifier`.
     """
     from derm_cloud.backends.azure_ml import AzureMlClassifier
 
@@ -341,10 +343,10 @@ def azure_ml_backend_for(emulator: AzureMLEmulator, **options: Any) -> AzureMlCl
 
 
 def ml_client_for(emulator: AzureMLEmulator, credential: Any = None) -> Any:
-    """A real ``azure.ai.ml.MLClient`` whose management calls go to ``emulator``.
+    """A real `azure.ai.ml.MLClient` whose management calls go to `emulator`.
 
-    Builds it with ``AZUREML_DEV_URL_MFE`` set to the emulator (the SDK's developer override of
-    ``https://management.azure.com``; an ``http://`` value turns off its HTTPS check), then restores the
+    Builds it with `AZUREML_DEV_URL_MFE` set to the emulator (the SDK's developer override of
+    `https://management.azure.com`; an `http://` value turns off its HTTPS check), then restores the
     variable. Uses a static token credential unless one is given.
     """
     import os

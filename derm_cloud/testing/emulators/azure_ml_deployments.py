@@ -51,7 +51,7 @@ class Deployments:
         return iter(self._by_name)
 
     def set_traffic(self, traffic: Mapping[str, int]) -> None:
-        """Set the split, e.g. ``{"blue": 90, "green": 10}`` (deployments not named get 0).
+        """Set the split, e.g. `{"blue": 90, "green": 10}` (deployments not named get 0).
 
         Raises:
             ValueError: a name is not a deployment.
@@ -64,7 +64,7 @@ class Deployments:
                 d.traffic, d._credit = int(traffic.get(d.name, 0)), 0
 
     def pick(self) -> Deployment | None:
-        """The deployment that serves the next request (``None`` when no deployment has traffic)."""
+        """The deployment that serves the next request (`None` when no deployment has traffic)."""
         # Smooth weighted round robin (nginx): exact shares over every sum-of-weights requests, no randomness.
         with self._lock:
             live = [d for d in self._by_name.values() if d.traffic > 0]

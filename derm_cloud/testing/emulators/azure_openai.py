@@ -1,26 +1,28 @@
 """Azure OpenAI chat completions emulator (image input, structured output) on 127.0.0.1.
 
-Speaks the wire contract the ``openai`` package uses with ``AzureOpenAI(azure_endpoint=emu.url, ...)``::
+Speaks the wire contract the `openai` package uses with `AzureOpenAI(azure_endpoint=emu.url, ...)`:
 
-    POST /openai/deployments/{deployment}/chat/completions?api-version=...
-    api-key: <key>                      (or Authorization: Bearer <Entra token>)
-    {"model": ..., "messages": [{"role": "user", "content": [{"type": "text", ...},
-      {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,...", "detail": "low"}}]}],
-     "response_format": {"type": "json_schema", "json_schema": {"name": ..., "strict": true, "schema": {...}}}}
+```text
+POST /openai/deployments/{deployment}/chat/completions?api-version=...
+api-key: <key>                      (or Authorization: Bearer <Entra token>)
+{"model": ..., "messages": [{"role": "user", "content": [{"type": "text", ...},
+  {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,...", "detail": "low"}}]}],
+ "response_format": {"type": "json_schema", "json_schema": {"name": ..., "strict": true, "schema": {...}}}}
+```
 
 It is a contract emulator, not a language model. When a model directory is hosted, the numbers it "self-reports"
 are that real model's probabilities, rounded the way an LLM writes them (2 decimals by default, so they need
 not sum to 1); without one they are a deterministic function of the image's colour statistics. It answers one
 JSON object with exactly the keys the request's schema requires. Token usage is estimated: text as characters/4
-plus a per-message overhead, images by the GPT-4o rule in docs/reference/cloud-apis.md §7 (``low`` = 85;
-``high``/``auto`` =
+plus a per-message overhead, images by the GPT-4o rule in docs/reference/cloud-apis.md §7 (`low` = 85;
+`high`/`auto` =
 85 + 170 per 512-px tile after fitting 2048x2048 and scaling the short side down to 768; small images are not
 upscaled - whether the service upscales them is unverified).
 
-Azure-shaped failures: wrong key -> 401, unknown deployment -> 404 ``DeploymentNotFound``, missing
-``api-version`` -> 404, undecodable image -> 400, an injected ``Fault("error", status=400)`` -> the content
-filter's 400 (``code: content_filter``, ``ResponsibleAIPolicyViolation``), ``Fault("throttle")`` -> 429 with
-``Retry-After`` and ``retry-after-ms``. ``scripted_content`` replaces the message content (e.g. prose that is
+Azure-shaped failures: wrong key -> 401, unknown deployment -> 404 `DeploymentNotFound`, missing
+`api-version` -> 404, undecodable image -> 400, an injected `Fault("error", status=400)` -> the content
+filter's 400 (`code: content_filter`, `ResponsibleAIPolicyViolation`), `Fault("throttle")` -> 429 with
+`Retry-After` and `retry-after-ms`. `scripted_content` replaces the message content (e.g. prose that is
 not JSON) to test the client's validation.
 
 Example:
@@ -84,11 +86,11 @@ class AzureOpenAIEmulator(EmulatorServer):
     """An Azure OpenAI resource with chat deployments that read images.
 
     Args:
-        model_dir: a derm-cloud model directory whose real probabilities are reported (rounded); ``None``
+        model_dir: a derm-cloud model directory whose real probabilities are reported (rounded); `None`
             answers from image colour statistics instead.
-        deployments: deployment names that exist; others get 404 ``DeploymentNotFound``.
-        api_key: the key the ``api-key`` header must carry. Bearer tokens are accepted when ``accept_bearer``.
-        model_name: the ``model`` field of answers (the deployment's model version).
+        deployments: deployment names that exist; others get 404 `DeploymentNotFound`.
+        api_key: the key the `api-key` header must carry. Bearer tokens are accepted when `accept_bearer`.
+        model_name: the `model` field of answers (the deployment's model version).
         decimals: how many decimals the "self-reported" numbers keep.
     """
 
@@ -259,7 +261,7 @@ class AzureOpenAIEmulator(EmulatorServer):
 
 
 def _completion(model: str, content: str, prompt_tokens: int) -> Response:
-    """A chat completion as the published spec's ``createChatCompletionResponse`` describes it."""
+    """A chat completion as the published spec's `createChatCompletionResponse` describes it."""
     completion_tokens = _text_tokens(content)
     request_id = str(uuid.uuid4())
     payload = {
@@ -332,9 +334,9 @@ def _stat_scores(pixels: Any, keys: Sequence[str]) -> dict[str, float]:
 
 
 def azure_openai_backend_for(emulator: AzureOpenAIEmulator, **options: Any) -> AzureOpenaiClassifier:
-    """An :class:`~derm_cloud.backends.azure_openai.AzureOpenaiClassifier` wired to a running emulator.
+    """An `AzureOpenaiClassifier` wired to a running emulator.
 
-    Options are passed through (``detail``, ``retry``, ``timeout`` ...); the deployment defaults to the
+    Options are passed through (`detail`, `retry`, `timeout` ...); the deployment defaults to the
     emulator's first one.
     """
     from derm_cloud.backends.azure_openai import AzureOpenaiClassifier

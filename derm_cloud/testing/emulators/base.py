@@ -1,20 +1,22 @@
 """The HTTP machinery every cloud emulator shares: a loopback server, fault injection, request recording.
 
-An emulator subclasses :class:`EmulatorServer` and implements :meth:`EmulatorServer.handle` for its cloud's wire
+An emulator subclasses `EmulatorServer` and implements `EmulatorServer.handle` for its cloud's wire
 contract. This base gives each of them, identically:
 
-* a ``ThreadingHTTPServer`` on ``127.0.0.1`` (port 0 by default) speaking HTTP/1.1 keep-alive with
-  ``TCP_NODELAY`` (without it Nagle + delayed ACK add ~44 ms to every call and latency figures are fiction);
-* :class:`Fault` injection: 429 with ``Retry-After``, 5xx, slow answers, timeouts (no answer), connection
+* a `ThreadingHTTPServer` on `127.0.0.1` (port 0 by default) speaking HTTP/1.1 keep-alive with
+  `TCP_NODELAY` (without it Nagle + delayed ACK add ~44 ms to every call and latency figures are fiction);
+* `Fault` injection: 429 with `Retry-After`, 5xx, slow answers, timeouts (no answer), connection
   resets, malformed and truncated bodies, and cold start (the first N calls answer "not ready");
 * a record of every request (method, path, headers, body) so tests can assert what reached the provider:
   no EXIF, the no-store path, an auth header, a size within limits. Secrets in headers are kept only as
-  ``<redacted:N chars>``.
+  `<redacted:N chars>`.
 
-Start as a context manager or with :meth:`start`/:meth:`stop`::
+Start as a context manager or with `start`/`stop`:
 
-    with SageMakerEmulator(model_dir) as emu:
-        client = boto3.client("sagemaker-runtime", endpoint_url=emu.url, ...)
+```python
+with SageMakerEmulator(model_dir) as emu:
+    client = boto3.client("sagemaker-runtime", endpoint_url=emu.url, ...)
+```
 """
 
 from __future__ import annotations
@@ -71,19 +73,19 @@ class Response:
 
 @dataclass(frozen=True)
 class Fault:
-    """One injected failure, applied to the next ``times`` matching requests.
+    """One injected failure, applied to the next `times` matching requests.
 
     Attributes:
-        kind: ``throttle`` (429 + Retry-After), ``error`` (status, default 500), ``slow`` (answer after
-            ``delay`` s), ``drip`` (the answer's body a byte every 50 ms for ``delay`` s, then the rest: a socket
-            read timeout never fires; over gRPC, the whole answer held back ``delay`` s in 50 ms steps),
-            ``timeout`` (hold the connection ``delay`` s, then close without answering), ``reset`` (close the
-            socket at once), ``malformed`` (200 with a body that is not the contract), ``truncated`` (200 whose
-            body stops half-way), ``not_ready`` (the cloud's cold-start answer).
+        kind: `throttle` (429 + Retry-After), `error` (status, default 500), `slow` (answer after
+            `delay` s), `drip` (the answer's body a byte every 50 ms for `delay` s, then the rest: a socket
+            read timeout never fires; over gRPC, the whole answer held back `delay` s in 50 ms steps),
+            `timeout` (hold the connection `delay` s, then close without answering), `reset` (close the
+            socket at once), `malformed` (200 with a body that is not the contract), `truncated` (200 whose
+            body stops half-way), `not_ready` (the cloud's cold-start answer).
         times: how many requests it applies to.
-        status: HTTP status for ``error``.
-        retry_after: seconds sent in ``Retry-After`` for ``throttle``.
-        delay: seconds for ``slow``, ``drip`` and ``timeout``.
+        status: HTTP status for `error`.
+        retry_after: seconds sent in `Retry-After` for `throttle`.
+        delay: seconds for `slow`, `drip` and `timeout`.
         path_contains: apply only to requests whose path contains this.
     """
 
@@ -113,7 +115,7 @@ class RecordedRequest:
 
 
 def header_value(headers: Mapping[str, str], name: str) -> str | None:
-    """The value of header ``name`` (case-insensitive, as HTTP header names are), or ``None``.
+    """The value of header `name` (case-insensitive, as HTTP header names are), or `None`.
 
     Example:
         >>> header_value({"content-type": "image/jpeg"}, "Content-Type")
@@ -127,7 +129,7 @@ def header_value(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def retry_after_header(seconds: float | None) -> dict[str, str]:
-    """``{"Retry-After": "<seconds>"}``, or no header when ``seconds`` is ``None`` (a fault without one).
+    """`{"Retry-After": "<seconds>"}`, or no header when `seconds` is `None` (a fault without one).
 
     Example:
         >>> retry_after_header(0.25), retry_after_header(None)
@@ -188,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(out)
 
     def _drip(self, body: bytes, seconds: float) -> bytes:
-        """Write ``body`` a byte at a time for ``seconds``; return what is left to write."""
+        """Write `body` a byte at a time for `seconds`; return what is left to write."""
         until = time.monotonic() + seconds
         while body and time.monotonic() < until:
             self.wfile.write(body[:1])
@@ -218,7 +220,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class EmulatorServer(ABC):
-    """Base class of the cloud emulators: override :meth:`handle` and :meth:`fault_response`."""
+    """Base class of the cloud emulators: override `handle` and `fault_response`."""
 
     #: short name used by ``derm-cloud emulate`` and in reports.
     name = "emulator"
@@ -263,7 +265,7 @@ class EmulatorServer(ABC):
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:43121``."""
+        """Base URL, e.g. `http://127.0.0.1:43121`."""
         return f"http://{self._host}:{self.port}"
 
     # --- faults and records ---------------------------------------------------------------------------------
@@ -302,7 +304,7 @@ class EmulatorServer(ABC):
             self.requests.append(RecordedRequest(method, path, safe, body, time.time()))
 
     def requests_to(self, path_contains: str) -> list[RecordedRequest]:
-        """Recorded requests whose path contains ``path_contains``."""
+        """Recorded requests whose path contains `path_contains`."""
         return [r for r in self.requests if path_contains in r.path]
 
     # --- what subclasses implement ----------------------------------------------------------------------------
@@ -328,10 +330,10 @@ class EmulatorServer(ABC):
 
 
 class OneModelEmulator(EmulatorServer):
-    """An emulator that serves one model directory through ``ModelServer`` (Gemini, Rekognition).
+    """An emulator that serves one model directory through `ModelServer` (Gemini, Rekognition).
 
-    The model is loaded once, at :meth:`start`, so the first request's latency is not the load time; a request
-    that arrives first (a test calling :meth:`handle` directly) loads it under the lock.
+    The model is loaded once, at `start`, so the first request's latency is not the load time; a request
+    that arrives first (a test calling `handle` directly) loads it under the lock.
     """
 
     def __init__(self, model_dir: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 0) -> None:

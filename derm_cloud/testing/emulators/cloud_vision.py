@@ -1,16 +1,16 @@
-"""Google Cloud Vision ``images:annotate`` emulator (label detection) on 127.0.0.1.
+"""Google Cloud Vision `images:annotate` emulator (label detection) on 127.0.0.1.
 
-A contract emulator, not a model: it answers the wire format of ``POST /v1/images:annotate``
+A contract emulator, not a model: it answers the wire format of `POST /v1/images:annotate`
 (docs/reference/cloud-apis.md §6)
 with a few generic labels ("Skin", "Mole", "Brown", "Pink", "Close-up", "Pattern") whose scores are computed
 deterministically from simple image statistics (skin-colour pixel share, centre-versus-border darkness, hue
 shares, texture). The same image always gets the same labels; the numbers mean nothing medically, exactly like
-the real service's generic labels for a lesion photo. ``mid`` values are emulator ids, not Knowledge Graph ids.
+the real service's generic labels for a lesion photo. `mid` values are emulator ids, not Knowledge Graph ids.
 
-Honoured: ``features[].type`` ``LABEL_DETECTION`` (as a name or the enum number 4 that the REST transport sends),
-``maxResults`` (default 10), up to 16 images per request, per-image errors in ``responses[i].error`` (``Bad
-image data.``), a request size limit (10 MB, decimal, as published for Product Search; an option), an API key check
-(``x-goog-api-key`` header or ``?key=``) when ``api_key`` is set, and injected :class:`Fault` s in Google's error
+Honoured: `features[].type` `LABEL_DETECTION` (as a name or the enum number 4 that the REST transport sends),
+`maxResults` (default 10), up to 16 images per request, per-image errors in `responses[i].error` (`Bad
+image data.`), a request size limit (10 MB, decimal, as published for Product Search; an option), an API key check
+(`x-goog-api-key` header or `?key=`) when `api_key` is set, and injected `Fault` s in Google's error
 envelope. Other feature types are ignored (their annotations are simply absent).
 
 Example:
@@ -45,7 +45,7 @@ DEFAULT_MAX_REQUEST_BYTES = 10_000_000  # "10 MB" as published: decimal bytes, a
 
 
 def label_scores(pixels: np.ndarray) -> dict[str, float]:
-    """Deterministic generic-label scores in [0, 1] for an RGB ``uint8`` array (the emulator's "model").
+    """Deterministic generic-label scores in [0, 1] for an RGB `uint8` array (the emulator's "model").
 
     Example:
         >>> import numpy as np
@@ -82,8 +82,8 @@ class CloudVisionEmulator(EmulatorServer):
     """Cloud Vision label detection over REST.
 
     Args:
-        api_key: when set, requests must carry it (``x-goog-api-key`` or ``?key=``): missing -> 403, wrong -> 400.
-        max_request_bytes: request body limit (400 ``INVALID_ARGUMENT`` above); ``None`` disables it.
+        api_key: when set, requests must carry it (`x-goog-api-key` or `?key=`): missing -> 403, wrong -> 400.
+        max_request_bytes: request body limit (400 `INVALID_ARGUMENT` above); `None` disables it.
         min_score: labels scoring below this are not returned (the service also omits weak labels).
     """
 
@@ -192,7 +192,7 @@ class CloudVisionEmulator(EmulatorServer):
 
 
 def cloud_vision_backend_for(emulator: CloudVisionEmulator, **options: Any) -> GcpVisionClassifier:
-    """A :class:`~derm_cloud.backends.gcp_vision.GcpVisionClassifier` wired to a running emulator (REST, http).
+    """A `GcpVisionClassifier` wired to a running emulator (REST, http).
 
     Uses the emulator's API key when it has one, anonymous credentials otherwise; options pass through.
     """

@@ -1,18 +1,20 @@
 """Azure Custom Vision *training* API emulator: iteration exports, driven through the real training SDK.
 
-Speaks the routes ``CustomVisionTrainingClient`` calls to leave the service with a model::
+Speaks the routes `CustomVisionTrainingClient` calls to leave the service with a model:
 
-    POST /customvision/v3.x[-preview]/training/projects/{projectId}/iterations/{iterationId}/export?platform=&flavor=
-    GET  /customvision/v3.x[-preview]/training/projects/{projectId}/iterations/{iterationId}/export
-    GET  /exports/{token}.zip?<SAS-like query>          (the download link; no key, like a blob SAS URL)
+```text
+POST /customvision/v3.x[-preview]/training/projects/{projectId}/iterations/{iterationId}/export?platform=&flavor=
+GET  /customvision/v3.x[-preview]/training/projects/{projectId}/iterations/{iterationId}/export
+GET  /exports/{token}.zip?<SAS-like query>          (the download link; no key, like a blob SAS URL)
+```
 
-``POST`` answers an ``Export`` with status ``Exporting``; the export becomes ``Done`` with a ``downloadUri`` after
-``polls_until_done`` list calls, as the service finishes asynchronously (``downloadUri`` is ``""`` until then, as
+`POST` answers an `Export` with status `Exporting`; the export becomes `Done` with a `downloadUri` after
+`polls_until_done` list calls, as the service finishes asynchronously (`downloadUri` is `""` until then, as
 Microsoft's published example shows). The archive served is built at test time by
-:mod:`derm_cloud.testing.service_exports` in the real layout. Wrong ``Training-Key`` -> the API gateway's 401,
-unknown project or iteration -> 404 ``NotFoundProject`` / ``NotFoundIteration``, a platform/flavor the iteration
-cannot export -> 400 ``BadRequestProjectUnsupportedExportPlatform``: ``CustomVisionErrorCodes`` values of the
-published Training spec (``tests/fidelity/test_fidelity_azure_training.py`` checks every answer against it); which
+`derm_cloud.testing.service_exports` in the real layout. Wrong `Training-Key` -> the API gateway's 401,
+unknown project or iteration -> 404 `NotFoundProject` / `NotFoundIteration`, a platform/flavor the iteration
+cannot export -> 400 `BadRequestProjectUnsupportedExportPlatform`: `CustomVisionErrorCodes` values of the
+published Training spec (`tests/fidelity/test_fidelity_azure_training.py` checks every answer against it); which
 code the live service picks for each case is not documented.
 
 Example:
@@ -54,11 +56,11 @@ class CustomVisionTrainingEmulator(EmulatorServer):
     """A Custom Vision training resource with one project and one trained classification iteration.
 
     Args:
-        builders: ``{(platform, flavor): () -> zip bytes}`` for the exports the iteration offers; default: ONNX
-            float32 and ``OnnxFloat16`` stand-ins.
+        builders: `{(platform, flavor): () -> zip bytes}` for the exports the iteration offers; default: ONNX
+            float32 and `OnnxFloat16` stand-ins.
         project_id, iteration_id: the ids the routes accept.
-        training_key: the key the ``Training-Key`` header must carry.
-        polls_until_done: list calls answered ``Exporting`` before an export is ``Done``.
+        training_key: the key the `Training-Key` header must carry.
+        polls_until_done: list calls answered `Exporting` before an export is `Done`.
     """
 
     name = "azure-custom-vision-training"

@@ -1,22 +1,24 @@
-"""Vertex AI Gemini ``generateContent`` emulator on 127.0.0.1, driven through the real ``google-genai`` SDK.
+"""Vertex AI Gemini `generateContent` emulator on 127.0.0.1, driven through the real `google-genai` SDK.
 
-Speaks the REST contract the SDK uses in Vertex mode with ``HttpOptions(base_url=emu.url)``::
+Speaks the REST contract the SDK uses in Vertex mode with `HttpOptions(base_url=emu.url)`:
 
-    POST /{v1|v1beta1}/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent
-    Authorization: Bearer <token>
-    {"contents": [{"role": "user", "parts": [{"inlineData": {"mimeType": "image/jpeg", "data": "<base64>"}},
-                                             {"text": "..."}]}],
-     "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": {...}, ...}}
+```text
+POST /{v1|v1beta1}/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent
+Authorization: Bearer <token>
+{"contents": [{"role": "user", "parts": [{"inlineData": {"mimeType": "image/jpeg", "data": "<base64>"}},
+                                         {"text": "..."}]}],
+ "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": {...}, ...}}
+```
 
 Like the Azure OpenAI emulator it is a contract emulator, not a language model: when a model directory is hosted
 the numbers it "self-reports" are that model's probabilities rounded the way an LLM writes them (2 decimals), so
 they need not sum to 1. Token usage is estimated: text as characters/4; an image as 258 tokens when both sides are
 at most 384 px, else 258 per 768x768 tile (Google's published rule for Gemini 2.x; not checked against a bill).
 
-Google-shaped failures (``{"error": {"code", "message", "status"}}``): no bearer token -> 401 UNAUTHENTICATED,
-unknown model -> 404 NOT_FOUND, undecodable image -> 400 INVALID_ARGUMENT, ``Fault("throttle")`` -> 429
-RESOURCE_EXHAUSTED with ``Retry-After``, ``Fault("not_ready")`` -> 503 UNAVAILABLE. ``finish_reason`` set to
-``"SAFETY"`` answers a withheld candidate, as the service does when its filters trip.
+Google-shaped failures (`{"error": {"code", "message", "status"}}`): no bearer token -> 401 UNAUTHENTICATED,
+unknown model -> 404 NOT_FOUND, undecodable image -> 400 INVALID_ARGUMENT, `Fault("throttle")` -> 429
+RESOURCE_EXHAUSTED with `Retry-After`, `Fault("not_ready")` -> 503 UNAVAILABLE. `finish_reason` set to
+`"SAFETY"` answers a withheld candidate, as the service does when its filters trip.
 
 Example:
     >>> with GeminiEmulator(model_dir) as emu:  # doctest: +SKIP
@@ -63,7 +65,7 @@ def gemini_image_tokens(width: int, height: int) -> int:
 
 
 class GeminiEmulator(OneModelEmulator):
-    """Vertex AI's Gemini ``generateContent`` for one project and location.
+    """Vertex AI's Gemini `generateContent` for one project and location.
 
     Args:
         model_dir: a derm-cloud model directory whose probabilities are "self-reported" (rounded).
@@ -220,7 +222,7 @@ def _b64(data: str) -> bytes:
 
 
 def gemini_backend_for(emulator: GeminiEmulator, **options: Any) -> GcpGeminiClassifier:
-    """A :class:`~derm_cloud.backends.gcp_gemini.GcpGeminiClassifier` wired to a running emulator (dummy token)."""
+    """A `GcpGeminiClassifier` wired to a running emulator (dummy token)."""
     from google.oauth2.credentials import Credentials
 
     from derm_cloud.backends.gcp_gemini import GcpGeminiClassifier

@@ -1,22 +1,22 @@
 """Amazon Rekognition Custom Labels emulator on 127.0.0.1, driven through real boto3.
 
 moto covers too little of this API to test a client (docs/reference/cloud-apis.md, section 2.8): its
-``detect_custom_labels`` returns one hard-coded label for any input, and the project-version lifecycle
-(``start_project_version`` / ``stop_project_version``) is not implemented. This emulator speaks the AWS JSON 1.1
-protocol (``POST /`` with ``X-Amz-Target: RekognitionService.<Operation>``) for the four operations a
+`detect_custom_labels` returns one hard-coded label for any input, and the project-version lifecycle
+(`start_project_version` / `stop_project_version`) is not implemented. This emulator speaks the AWS JSON 1.1
+protocol (`POST /` with `X-Amz-Target: RekognitionService.<Operation>`) for the four operations a
 classification client uses, hosting a real model:
 
-* ``DetectCustomLabels``: ``Image.Bytes`` (base64 in JSON, as botocore sends it) must be a JPEG or PNG under
-  4.0 MB (decimal) or the answer is ``ImageTooLargeException`` / ``InvalidImageFormatException``; the model's
-  probabilities come back as ``Confidence`` 0-100 (float32 precision, as the service's JSON shows), sorted,
-  filtered by ``MinConfidence`` (omitted: each label's assumed threshold, ``assumed_threshold``) and
-  ``MaxResults``. A version that is not RUNNING answers ``ResourceNotReadyException``.
-* ``DescribeProjectVersions``, ``StartProjectVersion`` (STARTING, then RUNNING after ``start_seconds``),
-  ``StopProjectVersion`` (STOPPING, then STOPPED).
+* `DetectCustomLabels`: `Image.Bytes` (base64 in JSON, as botocore sends it) must be a JPEG or PNG under
+  4.0 MB (decimal) or the answer is `ImageTooLargeException` / `InvalidImageFormatException`; the model's
+  probabilities come back as `Confidence` 0-100 (float32 precision, as the service's JSON shows), sorted,
+  filtered by `MinConfidence` (omitted: each label's assumed threshold, `assumed_threshold`) and
+  `MaxResults`. A version that is not RUNNING answers `ResourceNotReadyException`.
+* `DescribeProjectVersions`, `StartProjectVersion` (STARTING, then RUNNING after `start_seconds`),
+  `StopProjectVersion` (STOPPING, then STOPPED).
 
-Injected faults answer in Rekognition's shapes: ``throttle`` -> ``ProvisionedThroughputExceededException``,
-``error`` -> ``InternalServerError`` (500, a server fault in botocore's model), or AWS's common
-``ServiceUnavailable`` for status 503, ``not_ready`` -> ``ResourceNotReadyException``.
+Injected faults answer in Rekognition's shapes: `throttle` -> `ProvisionedThroughputExceededException`,
+`error` -> `InternalServerError` (500, a server fault in botocore's model), or AWS's common
+`ServiceUnavailable` for status 503, `not_ready` -> `ResourceNotReadyException`.
 
 Example:
     >>> with RekognitionEmulator(model_dir) as emu:  # doctest: +SKIP
@@ -78,9 +78,9 @@ class RekognitionEmulator(OneModelEmulator):
         project: project name (part of the ARNs).
         version: version name.
         region: the region in the ARNs.
-        running: whether the version starts RUNNING (``False``: TRAINING_COMPLETED, must be started).
-        label_names: ``{model_label: tag_name}`` renames, as tags chosen at training (``{"mel": "Melanoma"}``).
-        assumed_threshold: the per-label threshold used when a request omits ``MinConfidence``.
+        running: whether the version starts RUNNING (`False`: TRAINING_COMPLETED, must be started).
+        label_names: `{model_label: tag_name}` renames, as tags chosen at training (`{"mel": "Melanoma"}`).
+        assumed_threshold: the per-label threshold used when a request omits `MinConfidence`.
         start_seconds: how long STARTING and STOPPING last.
     """
 
@@ -238,7 +238,7 @@ class RekognitionEmulator(OneModelEmulator):
         return super().fault_response(fault)
 
     def runtime_client(self, *, connect_timeout: float = 2.0, read_timeout: float = 10.0) -> Any:
-        """A real boto3 ``rekognition`` client pointed at this emulator (dummy keys; one attempt per call)."""
+        """A real boto3 `rekognition` client pointed at this emulator (dummy keys; one attempt per call)."""
         import boto3
         from botocore.config import Config
 
@@ -284,7 +284,7 @@ def _error(status: int, code: str, message: str, headers: Mapping[str, str] | No
 
 
 def rekognition_backend_for(emulator: RekognitionEmulator, **options: Any) -> AwsRekognitionClassifier:
-    """An :class:`~derm_cloud.backends.aws_rekognition.AwsRekognitionClassifier` wired to a running emulator."""
+    """An `AwsRekognitionClassifier` wired to a running emulator."""
     from derm_cloud.backends.aws_rekognition import AwsRekognitionClassifier
 
     options.setdefault("client", emulator.runtime_client())

@@ -1,17 +1,17 @@
-"""SageMaker runtime emulator: ``POST /endpoints/{name}/invocations`` on 127.0.0.1, driven through real boto3.
+"""SageMaker runtime emulator: `POST /endpoints/{name}/invocations` on 127.0.0.1, driven through real boto3.
 
-Hosts endpoints by name, each backed by a real model (:class:`~derm_cloud.serving.ModelServer`, answering in the
+Hosts endpoints by name, each backed by a real model (`ModelServer`, answering in the
 JumpStart, Hugging Face DLC, built-in algorithm or derm-cloud adapter shape) or by scripted container responses.
 It reproduces the service's wire behaviour that clients must handle (docs/reference/cloud-apis.md section 2):
 
-* response headers ``x-Amzn-Invoked-Production-Variant`` and ``x-amzn-RequestId``; variants chosen round-robin
-  or by ``TargetVariant``;
-* errors as botocore parses them (code from ``x-amzn-ErrorType``): ``ValidationError`` 400 (unknown endpoint or
-  variant), ``ModelError`` 424 with ``OriginalStatusCode`` / ``OriginalMessage`` / ``LogStreamArn`` when the
-  container answers 4xx/5xx, ``ModelNotReadyException`` 429 during a cold start, ``ThrottlingException`` 400 (AWS's
-  common error, answered with 400, not 429), ``InternalFailure`` 500, ``ServiceUnavailable`` 503; each status is
+* response headers `x-Amzn-Invoked-Production-Variant` and `x-amzn-RequestId`; variants chosen round-robin
+  or by `TargetVariant`;
+* errors as botocore parses them (code from `x-amzn-ErrorType`): `ValidationError` 400 (unknown endpoint or
+  variant), `ModelError` 424 with `OriginalStatusCode` / `OriginalMessage` / `LogStreamArn` when the
+  container answers 4xx/5xx, `ModelNotReadyException` 429 during a cold start, `ThrottlingException` 400 (AWS's
+  common error, answered with 400, not 429), `InternalFailure` 500, `ServiceUnavailable` 503; each status is
   the one botocore's service model or AWS's Common Errors page gives (tests/fidelity/test_fidelity_aws.py checks);
-* payload limits: 6 MiB real-time, 4 MB serverless; larger bodies come back as ``ModelError`` with original
+* payload limits: 6 MiB real-time, 4 MB serverless; larger bodies come back as `ModelError` with original
   status 413, as the service reports them.
 
 Example:
@@ -54,7 +54,7 @@ _ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.sagemaker/"
 
 
 class SageMakerRuntimeEmulator(EmulatorServer):
-    """The ``sagemaker-runtime`` data plane on 127.0.0.1 (see the module docstring).
+    """The `sagemaker-runtime` data plane on 127.0.0.1 (see the module docstring).
 
     Args:
         account_id: shown in error messages, like the real service.
@@ -89,8 +89,8 @@ class SageMakerRuntimeEmulator(EmulatorServer):
         scripted: Iterable[ContainerResponse | bytes | str | dict[str, Any] | list[Any]] = (),
         container_url: str | None = None,
     ) -> HostedEndpoint:
-        """Host an endpoint backed by ``model`` (a model directory, loaded once, or a ModelServer), by a running
-        container at ``container_url``, or by scripted responses only.
+        """Host an endpoint backed by `model` (a model directory, loaded once, or a ModelServer), by a running
+        container at `container_url`, or by scripted responses only.
 
         Raises:
             ConfigError: nothing to answer with, or no variant.
@@ -130,9 +130,9 @@ class SageMakerRuntimeEmulator(EmulatorServer):
 
     @property
     def last_image_bytes(self) -> bytes | None:
-        """The image of the last invocation as received: the raw body, or the base64 ``inputs`` of a JSON body.
+        """The image of the last invocation as received: the raw body, or the base64 `inputs` of a JSON body.
 
-        ``None`` before any invocation, or when the last JSON body carries no decodable image.
+        `None` before any invocation, or when the last JSON body carries no decodable image.
         """
         import base64
         import binascii
@@ -150,7 +150,7 @@ class SageMakerRuntimeEmulator(EmulatorServer):
             return None
 
     def runtime_client(self, *, connect_timeout: float = 2.0, read_timeout: float = 10.0) -> Any:
-        """A boto3 ``sagemaker-runtime`` client for this emulator: dummy keys, one attempt; cached per timeouts."""
+        """A boto3 `sagemaker-runtime` client for this emulator: dummy keys, one attempt; cached per timeouts."""
         import boto3
         from botocore.config import Config
 
@@ -319,10 +319,10 @@ def sagemaker_backend_for(
     read_timeout: float = 10.0,
     **options: Any,
 ) -> AwsSagemakerClassifier:
-    """An :class:`AwsSagemakerClassifier` whose boto3 client points at ``emulator`` (dummy credentials).
+    """An `AwsSagemakerClassifier` whose boto3 client points at `emulator` (dummy credentials).
 
-    Options not given are taken from the hosted endpoint: ``serverless``, ``response_format`` and, for the
-    built-in format, ``class_names`` from the model's labels.
+    Options not given are taken from the hosted endpoint: `serverless`, `response_format` and, for the
+    built-in format, `class_names` from the model's labels.
 
     Example:
         >>> clf = sagemaker_backend_for(emu, "derm", retry=RetryPolicy(max_attempts=2))  # doctest: +SKIP

@@ -1,7 +1,7 @@
 """What one emulated SageMaker endpoint holds, and the container answers it relays.
 
-An endpoint is backed by a model (:class:`~derm_cloud.serving.ModelServer`), by a running serving container it
-forwards ``/invocations`` to (as SageMaker does), or by scripted :class:`ContainerResponse` values served in order.
+An endpoint is backed by a model (`ModelServer`), by a running serving container it
+forwards `/invocations` to (as SageMaker does), or by scripted `ContainerResponse` values served in order.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ __all__ = ["ContainerResponse", "HostedEndpoint", "as_container", "forward_to_co
 
 @dataclass(frozen=True)
 class ContainerResponse:
-    """What the model container answers (a scripted response); non-2xx becomes a ``ModelError``."""
+    """What the model container answers (a scripted response); non-2xx becomes a `ModelError`."""
 
     body: bytes | str | Any = b""
     status: int = 200
@@ -42,15 +42,15 @@ class HostedEndpoint:
 
     Attributes:
         name: endpoint name.
-        server: the model behind it (``None`` for scripted-only endpoints).
+        server: the model behind it (`None` for scripted-only endpoints).
         response_format: which container's shape the model answers in.
-        variants: production variant names; calls rotate through them unless ``TargetVariant`` is set.
+        variants: production variant names; calls rotate through them unless `TargetVariant` is set.
         serverless: 4 MB payload limit instead of 6 MiB.
-        cold_start_calls: the first N calls answer ``ModelNotReadyException``.
+        cold_start_calls: the first N calls answer `ModelNotReadyException`.
         model_latency: seconds the "container" takes per call.
         scripted: container responses served before the model (in order).
-        container_url: a running serving container (``adapters/sagemaker/serve.py``) to forward
-            ``/invocations`` to, as SageMaker forwards to the container, instead of an in-process model.
+        container_url: a running serving container (`adapters/sagemaker/serve.py`) to forward
+            `/invocations` to, as SageMaker forwards to the container, instead of an in-process model.
         invocations: calls that reached the endpoint (after routing errors).
     """
 
@@ -71,7 +71,7 @@ class HostedEndpoint:
 
 
 def forward_to_container(url: str, h: Mapping[str, str], body: bytes) -> ContainerResponse:
-    """POST to a container's ``/invocations`` with the headers SageMaker passes through."""
+    """POST to a container's `/invocations` with the headers SageMaker passes through."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 8080, timeout=60)
     passed = ("content-type", "accept", "x-amzn-sagemaker-custom-attributes")

@@ -1,25 +1,25 @@
-"""Vertex AI online prediction emulator: REST and gRPC, hosting real models through :mod:`derm_cloud.serving`.
+"""Vertex AI online prediction emulator: REST and gRPC, hosting real models through `derm_cloud.serving`.
 
-Speaks what ``google-cloud-aiplatform`` sends (docs/reference/cloud-apis.md §5):
+Speaks what `google-cloud-aiplatform` sends (docs/reference/cloud-apis.md §5):
 
-* REST ``POST /v1/projects/{p}/locations/{l}/endpoints/{e}:predict`` -> ``{"predictions": [...], "deployedModelId",
-  "model", "modelDisplayName", "modelVersionId"}``, and ``GET /v1/projects/{p}/locations/{l}/endpoints/{e}`` (the
-  endpoint resource that high-level ``aiplatform.Endpoint.predict`` reads before its first call);
-* gRPC ``google.cloud.aiplatform.v1.PredictionService/Predict`` on an insecure ``127.0.0.1`` port (generic
-  handlers; the client needs an injected ``grpc.insecure_channel``), recorded in ``requests`` like REST calls
-  with method ``"GRPC"``, the call metadata as headers and the request as JSON;
-* errors in Google's envelope ``{"error": {"code", "message", "status"}}`` (REST) or as gRPC status codes: 404
-  ``NOT_FOUND`` for unknown endpoints, 400 ``INVALID_ARGUMENT`` for bad instances or an oversized request, 401
-  ``UNAUTHENTICATED`` / 403 ``PERMISSION_DENIED`` when ``access_token`` is set, and injected :class:`Fault` s
-  (429 ``RESOURCE_EXHAUSTED`` with ``Retry-After`` and a ``RetryInfo`` detail, 503 ``UNAVAILABLE`` ...). Bodies
-  round-trip through the SDK's own proto types (``tests/fidelity/test_fidelity_vertex.py`` checks).
+* REST `POST /v1/projects/{p}/locations/{l}/endpoints/{e}:predict` -> `{"predictions": [...], "deployedModelId",
+  "model", "modelDisplayName", "modelVersionId"}`, and `GET /v1/projects/{p}/locations/{l}/endpoints/{e}` (the
+  endpoint resource that high-level `aiplatform.Endpoint.predict` reads before its first call);
+* gRPC `google.cloud.aiplatform.v1.PredictionService/Predict` on an insecure `127.0.0.1` port (generic
+  handlers; the client needs an injected `grpc.insecure_channel`), recorded in `requests` like REST calls
+  with method `"GRPC"`, the call metadata as headers and the request as JSON;
+* errors in Google's envelope `{"error": {"code", "message", "status"}}` (REST) or as gRPC status codes: 404
+  `NOT_FOUND` for unknown endpoints, 400 `INVALID_ARGUMENT` for bad instances or an oversized request, 401
+  `UNAUTHENTICATED` / 403 `PERMISSION_DENIED` when `access_token` is set, and injected `Fault` s
+  (429 `RESOURCE_EXHAUSTED` with `Retry-After` and a `RetryInfo` detail, 503 `UNAVAILABLE` ...). Bodies
+  round-trip through the SDK's own proto types (`tests/fidelity/test_fidelity_vertex.py` checks).
 
-Each endpoint hosts a real model directory in one of two shapes: ``automl`` (AutoML image classification:
-instance ``{"content": b64}``, parameters ``confidenceThreshold`` / ``maxPredictions``, predictions ``ids`` as
-strings, ``displayNames``, ``confidences``) or ``custom`` (the derm-cloud custom container: instance ``{"b64",
-"metadata"}`` -> ``{"labels", "probabilities", ...}``).
+Each endpoint hosts a real model directory in one of two shapes: `automl` (AutoML image classification:
+instance `{"content": b64}`, parameters `confidenceThreshold` / `maxPredictions`, predictions `ids` as
+strings, `displayNames`, `confidences`) or `custom` (the derm-cloud custom container: instance `{"b64",
+"metadata"}` -> `{"labels", "probabilities", ...}`).
 
-The request size limit defaults to 1.5 MB (``max_request_bytes``): that figure is stated in places but is
+The request size limit defaults to 1.5 MB (`max_request_bytes`): that figure is stated in places but is
 unverified in our reference (docs/reference/cloud-apis.md §5.1), so it is an option, not a fact.
 
 Example:
@@ -71,13 +71,13 @@ class VertexEmulator(VertexGrpcServer):
     """A Vertex AI project with prediction endpoints, over REST and (optionally) gRPC.
 
     Args:
-        model_dir: model directory hosted on the first endpoint (``None``: add endpoints with :meth:`add_endpoint`).
-        schema: ``automl`` or ``custom`` for that endpoint.
+        model_dir: model directory hosted on the first endpoint (`None`: add endpoints with `add_endpoint`).
+        schema: `automl` or `custom` for that endpoint.
         project, location: the resource path the emulator answers for; other projects/locations get 404.
         endpoint_id: id of the first endpoint.
-        max_request_bytes: request size limit (1.5 MB default is unverified); ``None`` disables it.
-        access_token: when set, calls must carry ``Authorization: Bearer <token>`` (401 without, 403 if wrong).
-        grpc: also start the gRPC server (needs ``grpcio``).
+        max_request_bytes: request size limit (1.5 MB default is unverified); `None` disables it.
+        access_token: when set, calls must carry `Authorization: Bearer <token>` (401 without, 403 if wrong).
+        grpc: also start the gRPC server (needs `grpcio`).
     """
 
     name = "vertex"
@@ -144,7 +144,7 @@ class VertexEmulator(VertexGrpcServer):
         return next(iter(self.endpoints))
 
     def resource_name(self, endpoint_id: str | None = None) -> str:
-        """``projects/{p}/locations/{l}/endpoints/{e}`` of an endpoint (default: the first)."""
+        """`projects/{p}/locations/{l}/endpoints/{e}` of an endpoint (default: the first)."""
         return f"projects/{self.project}/locations/{self.location}/endpoints/{endpoint_id or self.endpoint_id}"
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ class VertexEmulator(VertexGrpcServer):
 
     @property
     def grpc_target(self) -> str:
-        """``127.0.0.1:PORT`` of the gRPC server, for ``grpc.insecure_channel``."""
+        """`127.0.0.1:PORT` of the gRPC server, for `grpc.insecure_channel`."""
         if self._grpc_port is None:
             raise RuntimeError("the gRPC server is not running; construct with grpc=True and call start()")
         return f"{self._host}:{self._grpc_port}"
@@ -172,7 +172,7 @@ class VertexEmulator(VertexGrpcServer):
     # --- the shared core ----------------------------------------------------------------------------------------
 
     def _predict(self, project: str, location: str, endpoint_id: str, body: dict[str, Any], size: int) -> bytes:
-        """The JSON PredictResponse for one request, or raise :class:`_GoogleError`."""
+        """The JSON PredictResponse for one request, or raise `_GoogleError`."""
         from derm_cloud.serving import ServingError
 
         hosted = self._endpoint(project, location, endpoint_id)
@@ -297,12 +297,12 @@ class VertexEmulator(VertexGrpcServer):
 def vertex_backend_for(
     emulator: VertexEmulator, transport: Literal["rest", "grpc"] = "rest", **options: Any
 ) -> GcpVertexClassifier:
-    """A :class:`~derm_cloud.backends.gcp_vertex.GcpVertexClassifier` wired to a running emulator.
+    """A `GcpVertexClassifier` wired to a running emulator.
 
-    REST uses ``api_endpoint="http://127.0.0.1:PORT"`` (the scheme is required); gRPC gets an injected
-    ``grpc.insecure_channel`` (the SDK would otherwise build a TLS channel). Both use anonymous credentials
-    unless ``credentials=`` is passed. Other options (``schema``, ``retry``, ``timeout`` ...) pass through;
-    ``schema`` defaults to the endpoint's.
+    REST uses `api_endpoint="http://127.0.0.1:PORT"` (the scheme is required); gRPC gets an injected
+    `grpc.insecure_channel` (the SDK would otherwise build a TLS channel). Both use anonymous credentials
+    unless `credentials=` is passed. Other options (`schema`, `retry`, `timeout` ...) pass through;
+    `schema` defaults to the endpoint's.
     """
     from derm_cloud.backends.gcp_vertex import GcpVertexClassifier
 

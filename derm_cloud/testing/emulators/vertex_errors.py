@@ -30,12 +30,12 @@ class _GoogleError(Exception):
         return {"error": error}
 
     def response(self) -> Response:
-        """The REST answer: the JSON envelope, with ``Retry-After`` when a retry delay is set."""
+        """The REST answer: the JSON envelope, with `Retry-After` when a retry delay is set."""
         return Response.json(self.envelope(), self.http, retry_after_header(self.retry_after))
 
 
 def _duration(error: _GoogleError) -> str:
-    """``retry_after`` as protobuf's JSON printer writes a Duration (``"0.500s"``, ``"2s"``), as Google sends it."""
+    """`retry_after` as protobuf's JSON printer writes a Duration (`"0.500s"`, `"2s"`), as Google sends it."""
     from google.protobuf import duration_pb2
 
     delay = duration_pb2.Duration()

@@ -1,7 +1,7 @@
-"""The gRPC side of the Vertex AI emulator: ``PredictionService/Predict`` on an insecure ``127.0.0.1`` port.
+"""The gRPC side of the Vertex AI emulator: `PredictionService/Predict` on an insecure `127.0.0.1` port.
 
 `VertexGrpcServer` is the base class of `derm_cloud.testing.emulators.vertex.VertexEmulator`: it starts the
-gRPC server, answers ``Predict`` through the emulator's shared core (auth, endpoint lookup, the hosted model)
+gRPC server, answers `Predict` through the emulator's shared core (auth, endpoint lookup, the hosted model)
 and applies injected faults the way a gRPC server shows them (status codes, late answers, broken bytes).
 """
 
@@ -90,9 +90,9 @@ class VertexGrpcServer(EmulatorServer):
     def _grpc_fault(self, fault: Fault, context: grpc.ServicerContext) -> bytes | None:
         """Apply a fault to a gRPC call: abort, delay, or return deliberately broken response bytes.
 
-        ``slow`` and ``drip`` are the real answer, late, as on REST: a gRPC message cannot be sent a byte at a
-        time, and gRPC's deadline covers the whole call anyway, so ``drip`` delays the answer in small steps
-        like ``slow``. Every delay ends early when the client gives up (deadline or cancel), as a server would.
+        `slow` and `drip` are the real answer, late, as on REST: a gRPC message cannot be sent a byte at a
+        time, and gRPC's deadline covers the whole call anyway, so `drip` delays the answer in small steps
+        like `slow`. Every delay ends early when the client gives up (deadline or cancel), as a server would.
         """
         gave_up = _GoogleError(504, "Deadline Exceeded")  # what the client reports itself once its deadline passed
         if fault.kind in ("slow", "drip"):
@@ -137,7 +137,7 @@ class VertexGrpcServer(EmulatorServer):
 
 
 def _wait_for_client(context: grpc.ServicerContext, seconds: float) -> bool:
-    """Sleep up to ``seconds`` in 50 ms steps; ``False`` as soon as the client has gone (deadline passed, cancelled).
+    """Sleep up to `seconds` in 50 ms steps; `False` as soon as the client has gone (deadline passed, cancelled).
 
     So an injected delay holds one of the server's worker threads no longer than the client waits for it.
     """

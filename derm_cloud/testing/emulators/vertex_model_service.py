@@ -1,24 +1,24 @@
-"""Vertex AI ``ModelService.ExportModel`` and the Cloud Storage JSON API routes that fetch an export, on one port.
+"""Vertex AI `ModelService.ExportModel` and the Cloud Storage JSON API routes that fetch an export, on one port.
 
 Speaks what the real SDKs send when a model trained in Vertex AI leaves the service:
 
-* ``aiplatform_v1.ModelServiceClient`` (REST transport, ``api_endpoint="http://127.0.0.1:PORT"``):
-  ``GET /v1/projects/{p}/locations/{l}/models/{m}`` (the ``Model``, with ``supportedExportFormats``),
-  ``POST .../models/{m}:export`` (a long-running ``Operation`` named ``.../models/{m}/operations/{n}``, whose
-  ``ExportModelOperationMetadata.outputInfo.artifactOutputUri`` names the folder the export lands in) and
-  ``GET .../models/{m}/operations/{n}`` (``done`` after ``polls_until_done`` polls; the SDK's REST operations
-  client polls it under ``/ui/`` rather than ``/v1/``, the first binding in its ``http_options``, so both answer);
-* ``google.cloud.storage.Client`` (``client_options={"api_endpoint": url}``):
-  ``GET /storage/v1/b/{bucket}`` (the bucket), ``GET /storage/v1/b/{bucket}/o?prefix=`` (list objects) and
-  ``GET /download/storage/v1/b/{bucket}/o/{object}?alt=media`` (object bytes, with ``x-goog-hash`` so the client
+* `aiplatform_v1.ModelServiceClient` (REST transport, `api_endpoint="http://127.0.0.1:PORT"`):
+  `GET /v1/projects/{p}/locations/{l}/models/{m}` (the `Model`, with `supportedExportFormats`),
+  `POST .../models/{m}:export` (a long-running `Operation` named `.../models/{m}/operations/{n}`, whose
+  `ExportModelOperationMetadata.outputInfo.artifactOutputUri` names the folder the export lands in) and
+  `GET .../models/{m}/operations/{n}` (`done` after `polls_until_done` polls; the SDK's REST operations
+  client polls it under `/ui/` rather than `/v1/`, the first binding in its `http_options`, so both answer);
+* `google.cloud.storage.Client` (`client_options={"api_endpoint": url}`):
+  `GET /storage/v1/b/{bucket}` (the bucket), `GET /storage/v1/b/{bucket}/o?prefix=` (list objects) and
+  `GET /download/storage/v1/b/{bucket}/o/{object}?alt=media` (object bytes, with `x-goog-hash` so the client
   checks them).
 
 The export is written into the in-memory bucket when the operation finishes, laid out as Vertex writes an AutoML
-Edge export: ``<outputUriPrefix>/model-<modelId>/<format>/<timestamp>/`` + the files the ``exporter`` builds
-(default: :func:`~derm_cloud.testing.service_exports.build_vertex_edge_export`, ``model.tflite`` + ``dict.txt``).
-Errors use Google's envelope ``{"error": {"code", "message", "status"}}``: unknown project/location/model -> 404
-``NOT_FOUND``; a format the model does not list -> 400 ``FAILED_PRECONDITION`` (status assumed, not verified);
-a wrong bearer token -> 401/403 when ``access_token`` is set; an ``export_error`` makes the operation finish with
+Edge export: `<outputUriPrefix>/model-<modelId>/<format>/<timestamp>/` + the files the `exporter` builds
+(default: `build_vertex_edge_export`, `model.tflite` + `dict.txt`).
+Errors use Google's envelope `{"error": {"code", "message", "status"}}`: unknown project/location/model -> 404
+`NOT_FOUND`; a format the model does not list -> 400 `FAILED_PRECONDITION` (status assumed, not verified);
+a wrong bearer token -> 401/403 when `access_token` is set; an `export_error` makes the operation finish with
 that error instead of a response.
 
 Example:
@@ -79,12 +79,12 @@ class VertexModelServiceEmulator(EmulatorServer):
     """A Vertex AI project with one trained AutoML model that can be exported, and the bucket it exports to.
 
     Args:
-        exporter: ``folder -> folder`` writing the export's files (default: the AutoML Edge TFLite stand-in).
+        exporter: `folder -> folder` writing the export's files (default: the AutoML Edge TFLite stand-in).
         project, location, model_id: the resource the routes accept; others get 404.
-        export_formats: the ``supportedExportFormats`` ids the model lists.
-        polls_until_done: operation polls answered ``done: false`` before the export is finished.
-        timestamp: the ``<timestamp>`` folder Vertex adds under ``<format>/`` (fixed so tests can name it).
-        access_token: when set, calls must carry ``Authorization: Bearer <token>`` (401 without, 403 if wrong).
+        export_formats: the `supportedExportFormats` ids the model lists.
+        polls_until_done: operation polls answered `done: false` before the export is finished.
+        timestamp: the `<timestamp>` folder Vertex adds under `<format>/` (fixed so tests can name it).
+        access_token: when set, calls must carry `Authorization: Bearer <token>` (401 without, 403 if wrong).
         export_error: finish every export operation with this error message instead of a response.
     """
 
@@ -121,7 +121,7 @@ class VertexModelServiceEmulator(EmulatorServer):
         self._lock = threading.Lock()
 
     def storage_client(self) -> Any:
-        """A ``google.cloud.storage.Client`` pointed at this emulator with anonymous credentials."""
+        """A `google.cloud.storage.Client` pointed at this emulator with anonymous credentials."""
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
@@ -270,7 +270,7 @@ class VertexModelServiceEmulator(EmulatorServer):
 
 
 def _hashes(data: bytes) -> str:
-    """The ``x-goog-hash`` header GCS sends: ``crc32c=<b64>,md5=<b64>``."""
+    """The `x-goog-hash` header GCS sends: `crc32c=<b64>,md5=<b64>`."""
     import google_crc32c
 
     crc = base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
