@@ -65,6 +65,7 @@ __all__ = [
     "ModelSpecError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PolicyMismatchError",
     "RemoteError",
     "RunStoreDamagedError",
     "ServiceError",
@@ -103,6 +104,20 @@ class UnmappableLabelsError(ConfigError):
     def __init__(self, message: str, labels: list[str] | None = None) -> None:
         super().__init__(message)
         self.labels = list(labels or [])
+
+
+class PolicyMismatchError(ConfigError):
+    """A saved referral policy is applied to predictions of another model or metadata mode than it was fitted on.
+
+    A threshold is a point on one model's score scale in one input mode; it does not transfer.
+
+    Attributes:
+        differences: what differs (``field``, the policy's value, the predictions' value), as dicts.
+    """
+
+    def __init__(self, message: str, differences: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.differences = list(differences or [])
 
 
 class InvalidImageError(DermCloudError, ValueError):
