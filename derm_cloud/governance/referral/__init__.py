@@ -2,22 +2,22 @@
 
 From the rules to the evidence for them, one module each:
 
-* :mod:`.policy`: :class:`ReferralPolicy`, explicit rules (malignant probability, low confidence, disagreement
-  between backends), and the :class:`ReferralDecision` with its reasons;
-* :mod:`.classifier`: :class:`ReferralClassifier`, any classifier (or several) whose every prediction comes with
+* `policy`: `ReferralPolicy`, explicit rules (malignant probability, low confidence, disagreement
+  between backends), and the `ReferralDecision` with its reasons;
+* `classifier`: `ReferralClassifier`, any classifier (or several) whose every prediction comes with
   a decision;
-* :mod:`.scores` and :mod:`.prevalence`: the score each image is thresholded on, the threshold search, Wilson
+* `scores` and `prevalence`: the score each image is thresholded on, the threshold search, Wilson
   intervals, and referral rates re-weighted to a stated class mix;
-* :mod:`.evaluation`: :func:`evaluate_referral`, the referral-rate / sensitivity trade-off on labelled data
+* `evaluation`: `evaluate_referral`, the referral-rate / sensitivity trade-off on labelled data
   (in sample), overall and per group;
-* :mod:`.holdout`: thresholds that hold out of sample (lesion-disjoint cross-fitting, a calibration split, a
+* `holdout`: thresholds that hold out of sample (lesion-disjoint cross-fitting, a calibration split, a
   saved policy applied unchanged), with lesion-clustered intervals;
-* :mod:`.conservative`: a threshold whose out-of-sample lower bound reaches the target (nested folds);
-* :mod:`.provenance`, :mod:`.policy_file`: whose probabilities a policy belongs to (model fingerprint, metadata
+* `conservative`: a threshold whose out-of-sample lower bound reaches the target (nested folds);
+* `provenance`, `policy_file`: whose probabilities a policy belongs to (model fingerprint, metadata
   mode, data hash) and ``policy.json`` as a versioned artefact, refused on other predictions;
-* :mod:`.files` and :mod:`.report`: ``predictions.jsonl`` (a referral run's, or the comparator's); Markdown and
+* `files` and `report`: ``predictions.jsonl`` (a referral run's, or the comparator's); Markdown and
   the trade-off plot;
-* :mod:`.run`: one run over a dataset, as ``derm-cloud governance referral`` does it.
+* `run`: one run over a dataset, as ``derm-cloud governance referral`` does it.
 
 Referral is triage support, never a diagnosis: a clinician reviews every result, referred or not.
 

@@ -9,10 +9,10 @@ more:
   times: ``repeats`` deals, each image's held-out decision averaged over them). For each candidate in-sample
   target ``tau`` (from the target up to 1, in steps of 0.001) a threshold is fitted on all but one fold and applied
   to it; the pooled held-out decisions give an out-of-sample sensitivity and its lower 95% bound (Wilson,
-  lesion-clustered: :func:`~derm_cloud.governance.referral.scores.clustered_wilson_interval`). The smallest
+  lesion-clustered: `clustered_wilson_interval`). The smallest
   ``tau`` whose bound reaches the target plus ``margin`` wins (the fewest referrals that keep the promise), and
   the threshold is fitted to ``tau`` on all the fitting data.
-* **outer folds estimate what that procedure delivers.** :func:`nested_conservative_referral` runs the whole
+* **outer folds estimate what that procedure delivers.** `nested_conservative_referral` runs the whole
   procedure (inner folds included) on all but one outer fold and applies its threshold to the held-out fold; the
   pooled outer decisions give the sensitivity and referral rate to expect on new lesions from the same source, with
   lesion-clustered Wilson intervals. The shipped threshold is the procedure run on all the data.
@@ -90,7 +90,7 @@ def choose_conservative_threshold(
     """The threshold of the smallest in-sample target whose inner-fold lower bound reaches ``goal``.
 
     Args:
-        score, base, positive: the fitting set (see :func:`~derm_cloud.governance.referral.scores.referral_scores`).
+        score, base, positive: the fitting set (see `referral_scores`).
         keys: the lesion key of each image (the inner folds and the interval's clusters).
         labels: class codes (the folds are stratified by them).
         goal: the lower bound to reach (target plus margin).
@@ -238,10 +238,10 @@ def nested_conservative_referral(
         lesion_ids: lesion per image (``None`` entries: the image is its own lesion).
         target_sensitivity: the sensitivity whose lower bound must be reached.
         margin: asked on top of the target by the inner folds (0 = the target itself; the default is
-            :data:`DEFAULT_MARGIN`, chosen on dev.csv).
+            `DEFAULT_MARGIN`, chosen on dev.csv).
         target: ``"mel"`` or ``"malignant"``.
         outer_folds, inner_folds, seed: the lesion-disjoint folds (the same seed deals both levels).
-        repeats: deals of the inner folds whose held-out decisions are averaged (:func:`choose_conservative_threshold`).
+        repeats: deals of the inner folds whose held-out decisions are averaged (`choose_conservative_threshold`).
         base_policy: a confidence rule kept on top of the threshold.
 
     Raises:

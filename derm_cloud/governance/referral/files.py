@@ -89,7 +89,7 @@ def read_predictions(path: str | os.PathLike[str]) -> tuple[dict[str, Prediction
     """``({image_id: prediction}, model_facts)`` from a single-backend ``predictions.jsonl`` (either layout).
 
     Raises:
-        ConfigError: see :func:`load_predictions`.
+        ConfigError: see `load_predictions`.
     """
     found = load_predictions(path)
     return found.predictions, found.model_facts

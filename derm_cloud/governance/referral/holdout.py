@@ -11,7 +11,7 @@ other lesions). So the headline of a referral evaluation is an *out-of-sample* f
   on new lesions from the same source; the policy shipped is the one fitted on all the data.
 * **calibration split**: the rows whose ``split`` column names the calibration split fit the threshold, every other
   row evaluates it (a lesion on both sides is reported).
-* **saved policy**: :func:`evaluate_saved_policy` applies a ``policy.json`` unchanged to new labelled data.
+* **saved policy**: `evaluate_saved_policy` applies a ``policy.json`` unchanged to new labelled data.
 
 Referral is triage support, never a diagnosis: a clinician reviews every result, referred or not.
 
@@ -230,7 +230,7 @@ def cross_fit_referral(
         folds: number of folds (default 5).
         seed: seed of the fold assignment.
         base_policy: a confidence rule applied on top, as in
-            :func:`~derm_cloud.governance.referral.evaluate_referral`.
+            `evaluate_referral`.
 
     Raises:
         ConfigError: mismatched lengths, unknown labels, unmapped predictions, or too few lesions for the folds.
@@ -336,7 +336,7 @@ def evaluate_saved_policy(
 ) -> HoldoutEvaluation:
     """Apply a saved policy unchanged (every rule it holds) to labelled predictions.
 
-    This applies the rules only; :func:`~derm_cloud.governance.referral.check_saved_policy` first checks that a
+    This applies the rules only; `check_saved_policy` first checks that a
     saved ``policy.json`` belongs to the model and metadata mode of the predictions.
 
     Example:

@@ -1,8 +1,8 @@
 """``policy.json``: a fitted referral policy as a versioned artefact, and the check before it is applied.
 
-Schema version 2 (:data:`~derm_cloud.governance.referral.provenance.SCHEMA_VERSION`) holds:
+Schema version 2 (`SCHEMA_VERSION`) holds:
 
-* ``policy``: the rules (:meth:`ReferralPolicy.load` reads this key, so the rules stay usable on their own);
+* ``policy``: the rules (`ReferralPolicy.load` reads this key, so the rules stay usable on their own);
 * ``model``: backend, model id, fingerprint and ``metadata_mode`` (``used`` / ``blind``) of the probabilities it
   was fitted on;
 * ``target``: what it detects (``mel``), the sensitivity promised and the margin; ``method``: how the threshold
@@ -12,7 +12,7 @@ Schema version 2 (:data:`~derm_cloud.governance.referral.provenance.SCHEMA_VERSI
   lesion ids;
 * ``expected``: the out-of-sample estimate with its intervals and how it was measured.
 
-:meth:`SavedPolicy.check` refuses (:class:`~derm_cloud.errors.PolicyMismatchError`) predictions of another model
+`SavedPolicy.check` refuses (`PolicyMismatchError`) predictions of another model
 or metadata mode, and a file without ``schema_version``: such a file cannot show what it was fitted on, and
 accepting it with a warning would keep the silent path this check closes (a metadata-fitted policy applied to
 metadata-free predictions kept 0.862 melanoma sensitivity against a promised 0.95, with no message). An explicit
@@ -127,7 +127,8 @@ class SavedPolicy:
         """
         found = identity_differences(self.identity if self.schema_version else None, applied)
         if found and not allow_mismatch:
-            raise PolicyMismatchError(mismatch_message(self.path, found), [d.to_dict() for d in found])
+            fitted = self.identity if self.schema_version else None
+            raise PolicyMismatchError(mismatch_message(self.path, fitted, applied, found), [d.to_dict() for d in found])
         return found
 
     def to_record(self) -> dict[str, Any]:
@@ -142,23 +143,30 @@ class SavedPolicy:
         }
 
 
-def mismatch_message(path: str, found: Sequence[Difference]) -> str:
-    """One line: what differs (both values), and the two fixes."""
+def mismatch_message(
+    path: str, fitted: ModelIdentity | None, applied: ModelIdentity, found: Sequence[Difference]
+) -> str:
+    """One line: both identities, what differs, and the two fixes."""
     fix = (
         "refit the policy on these predictions (derm-cloud governance referral --out), or pass --allow-mismatch "
         "(allow_mismatch=True) to apply it anyway, recorded in the result"
     )
-    if any(d.field == "schema" for d in found):
+    if fitted is None or any(d.field == "schema" for d in found):
         return (
             f"{path} has no schema_version: it was written before policies recorded their model and metadata mode, "
-            f"so it cannot be checked against these predictions ({found[0].predictions}); {fix}"
+            f"so it cannot be checked against these predictions ({applied.describe()}); {fix}"
         )
-    parts = []
+    what = []
     for d in found:
-        what = "model" if d.field == "model" else "metadata mode"
-        how = f" by {d.how}" if d.how in ("fingerprint", "model id") else f", {d.how}" if d.how else ""
-        parts.append(f"{what}: fitted on {d.policy}, these predictions are {d.predictions}{how}")
-    return f"{path} does not belong to these predictions ({'; '.join(parts)}): a threshold does not transfer; {fix}"
+        if d.field == "metadata_mode":
+            what.append("the metadata mode" + (" (unrecorded)" if d.how else ""))
+        else:
+            what.append(f"the model (compared by {d.how})" if d.how in ("fingerprint", "model id") else
+                        "the model (unrecorded, so it cannot be matched)")  # fmt: skip
+    return (
+        f"{path} was fitted on {fitted.describe()} but these predictions are from {applied.describe()}: "
+        f"{' and '.join(what)} differ{'s' if len(what) == 1 else ''}, and a threshold does not transfer; {fix}"
+    )
 
 
 def save_policy(
@@ -172,7 +180,7 @@ def save_policy(
     method: Mapping[str, Any] | None = None,
     data_hash: str | None = None,
 ) -> None:
-    """Write ``policy.json`` (schema version 2); :meth:`ReferralPolicy.load` reads its rules too."""
+    """Write ``policy.json`` (schema version 2); `ReferralPolicy.load` reads its rules too."""
     payload = {
         "schema_version": SCHEMA_VERSION,
         "policy": policy.to_dict(),

@@ -3,8 +3,8 @@
 A threshold on ``max(p_mel, p_bcc, p_akiec)`` is a point on one model's score scale, in one input mode: the same
 sklesion weights score a lesion differently with patient metadata than without (on dev.csv a policy fitted with
 metadata keeps 0.862 melanoma sensitivity on metadata-free predictions instead of 0.95). So a saved policy
-records a :class:`ModelIdentity` and is refused where the predictions it is applied to have another one
-(:func:`identity_differences`, :class:`~derm_cloud.errors.PolicyMismatchError`).
+records a `ModelIdentity` and is refused where the predictions it is applied to have another one
+(`identity_differences`, `PolicyMismatchError`).
 
 The model is identified by its fingerprint, the SHA-256 of its ``spec.json`` and weights that the comparator's
 same-model check computes (``derm_cloud.compare.same_model.model_fingerprint``; the command line passes it in,
@@ -86,7 +86,7 @@ class ModelIdentity:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ModelIdentity | None:
-        """Inverse of :meth:`to_dict`; ``None`` for ``None`` or an empty mapping."""
+        """Inverse of `to_dict`; ``None`` for ``None`` or an empty mapping."""
         if not data:
             return None
         mode = data.get("metadata_mode")

@@ -2,15 +2,15 @@
 
 Given a dataset's labelled samples and one backend's predictions for them:
 
-* :func:`fit_referral` fits the malignant threshold in sample (curve, operating points, per-group figures) and
+* `fit_referral` fits the malignant threshold in sample (curve, operating points, per-group figures) and
   measures what the fitting procedure delivers out of sample (lesion-disjoint cross-fitting, or a calibration
-  split), grouping images by sex, age band, site and skin tone (:func:`referral_groups`); with
+  split), grouping images by sex, age band, site and skin tone (`referral_groups`); with
   ``fit="conservative"`` it also fits the threshold whose out-of-sample lower bound reaches the target
-  (:mod:`.conservative`, nested folds) and ships that one;
-* :func:`write_referral_outputs` writes ``referral.json``, ``referral.md``, ``referral.png``,
+  (`conservative`, nested folds) and ships that one;
+* `write_referral_outputs` writes ``referral.json``, ``referral.md``, ``referral.png``,
   ``predictions.jsonl`` and the fitted ``policy.json`` (its model, metadata mode, data hash, method and what to
-  expect: :mod:`.policy_file`);
-* :func:`check_saved_policy` applies a saved ``policy.json`` unchanged to new data after checking that it belongs
+  expect: `policy_file`);
+* `check_saved_policy` applies a saved ``policy.json`` unchanged to new data after checking that it belongs
   to their model and metadata mode, saying how that data relates to the data the policy was fitted on.
 
 Referral is triage support, never a diagnosis: a clinician reviews every result, referred or not.
@@ -60,7 +60,7 @@ __all__ = ["ReferralFit", "check_saved_policy", "fit_referral", "referral_groups
 
 @dataclass
 class ReferralFit:
-    """What :func:`fit_referral` found.
+    """What `fit_referral` found.
 
     Attributes:
         evaluation: the in-sample trade-off (curve, operating points, groups) of the images fitted on.
@@ -139,14 +139,14 @@ def fit_referral(
         predictions: one backend's predictions.
         target_sensitivity: the sensitivity the threshold is fitted to reach.
         min_confidence: also refer when the top class is below this probability (a rule kept on top of ``t``).
-        skin_tone: where skin-tone groups come from (see :func:`referral_groups`).
+        skin_tone: where skin-tone groups come from (see `referral_groups`).
         prevalence: ``{class: share}`` to re-weight referral rates to a stated class mix.
         folds, seed: the lesion-disjoint cross-fitting (ignored with ``calibration_split``).
         calibration_split: fit on the samples whose ``split`` column is this name and report on the others; the
             in-sample view (curve, groups) is then that split's.
         fit: ``"point"`` (the threshold reaches the target on the fitting data) or ``"conservative"`` (the lower
             95% bound of its out-of-sample sensitivity reaches ``target_sensitivity + margin``, chosen by
-            ``inner_folds`` and measured by ``folds`` outer folds: :mod:`.conservative`).
+            ``inner_folds`` and measured by ``folds`` outer folds: `conservative`).
         margin, inner_folds, inner_repeats: of the conservative fit (defaults chosen on dev.csv).
 
     Raises:
@@ -239,11 +239,11 @@ def write_referral_outputs(
 
     ``policy.json`` is written only when a melanoma threshold was fitted; it records the model and metadata mode
     of the predictions, what it was fitted on (with a hash of those labels and probabilities), how, and the
-    out-of-sample figures to expect, so a later :func:`check_saved_policy` can refuse other predictions and compare.
+    out-of-sample figures to expect, so a later `check_saved_policy` can refuse other predictions and compare.
 
     Args:
         out: the folder (created).
-        fit: from :func:`fit_referral`.
+        fit: from `fit_referral`.
         samples, predictions: all the samples evaluated and their predictions (aligned).
         dataset_name, source, limit: the dataset, for the record.
         command: the command line that reproduces the run.

@@ -2,7 +2,7 @@
 
 The malignant-probability rule refers an image when its score, ``max(p_mel, p_bcc, p_akiec)``, is at or above a
 threshold ``t``; a confidence rule, when the policy has one, refers some images whatever ``t`` is (``base``).
-In-sample fitting (:mod:`.evaluation`) and out-of-sample fitting (:mod:`.holdout`) share these pieces, so
+In-sample fitting (`evaluation`) and out-of-sample fitting (`holdout`) share these pieces, so
 both check their inputs with the same messages and search thresholds the same way.
 """
 
@@ -90,7 +90,7 @@ def clustered_wilson_interval(
     Args:
         hits: one boolean per image (referred, detected ...), or a share in [0, 1] (a decision averaged over
             several deals of folds).
-        clusters: the lesion key of each image (see :func:`lesion_keys`).
+        clusters: the lesion key of each image (see `lesion_keys`).
         confidence: two-sided level.
 
     Example:
