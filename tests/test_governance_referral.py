@@ -440,4 +440,7 @@ def test_cli_calibration_split_and_overlap_note_survives_predictions(
     # Without a header (another tool's file), the HAM10000 image ids alone still raise it.
     (out / "predictions.jsonl").write_text("\n".join(lines[1:]) + "\n")
     assert main(args) == 0
-    assert "note: Training-data overlap: The model declares no training data" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "note: Training-data overlap: The model declares no training data" in printed
+    # Nor does it say whose probabilities these are: a policy fitted on it could never be checked.
+    assert "records no model or metadata mode" in printed and "unless --allow-mismatch" in printed

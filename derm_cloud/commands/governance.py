@@ -194,6 +194,10 @@ def run_referral(args: argparse.Namespace) -> int:
     ev, held = fit.evaluation, fit.held_out
     if overlap:
         ev.notes.insert(0, f"Training-data overlap: {overlap}")
+    if identity.metadata_mode is None or not (identity.fingerprint or identity.model_id):
+        ev.notes.insert(0, f"{args.predictions} records no model or metadata mode (a file without its header, or a "
+                        "comparison without report.json beside it): the saved policy will be refused on any "
+                        "predictions unless --allow-mismatch; refit from a file that records them")  # fmt: skip
     if args.out:
         write_referral_outputs(
             args.out,
