@@ -69,6 +69,7 @@ __all__ = [
     "ModelSpecError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PolicyMismatchError",
     "RemoteError",
     "RunStoreDamagedError",
     "ServiceError",
@@ -120,6 +121,20 @@ class DeploymentCheckError(ConfigError):
         super().__init__(message)
         # The causes quote provider errors, which may carry an endpoint URL or a key: redacted like the message.
         self.failures = {name: redact(cause) for name, cause in failures.items()}
+
+
+class PolicyMismatchError(ConfigError):
+    """A saved referral policy is applied to predictions of another model or metadata mode than it was fitted on.
+
+    A threshold is a point on one model's score scale in one input mode; it does not transfer.
+
+    Attributes:
+        differences: what differs (`field`, the policy's value, the predictions' value), as dicts.
+    """
+
+    def __init__(self, message: str, differences: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.differences = list(differences or [])
 
 
 class InvalidImageError(DermCloudError, ValueError):

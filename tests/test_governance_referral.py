@@ -21,6 +21,7 @@ from derm_cloud.governance.referral import (
     ReferralClassifier,
     ReferralPolicy,
     calibration_split_referral,
+    clustered_wilson_interval,
     cross_fit_referral,
     evaluate_referral,
     evaluate_saved_policy,
@@ -320,8 +321,20 @@ def test_cross_fitting_matches_an_independent_fold_by_fold_computation() -> None
         point = held.points[key]
         assert (point.detected, point.positives, point.referred) == (detected, positives, referred)
         assert point.sensitivity == pytest.approx(detected / positives)
-        assert point.sensitivity_ci == pytest.approx(wilson_interval(detected, positives))
-        assert point.referral_rate_ci == pytest.approx(wilson_interval(referred, len(labels)))
+        # Intervals count lesions, not images: the clustered Wilson interval of the same decisions.
+        hits = np.zeros(len(labels), dtype=bool)
+        for f in range(4):
+            hits[folds == f] = [
+                max(preds[i].probabilities[c] for c in ("akiec", "bcc", "mel")) >= held.points[key].thresholds[f]
+                for i in np.flatnonzero(folds == f)
+            ]
+        pos = np.isin(labels, classes)
+        assert int(hits[pos].sum()) == detected
+        assert point.sensitivity_ci == pytest.approx(
+            clustered_wilson_interval(hits[pos], [lid for lid, p in zip(lesions, pos, strict=True) if p])
+        )
+        assert point.referral_rate_ci == pytest.approx(clustered_wilson_interval(hits, lesions))
+        assert point.referral_rate_ci != pytest.approx(wilson_interval(referred, len(labels)))  # lesions repeat
         in_sample = evaluate_referral(preds, labels).points[key]
         assert point.in_sample_sensitivity == pytest.approx(in_sample.sensitivity)
         assert point.in_sample_referral_rate == pytest.approx(in_sample.referral_rate)
@@ -427,4 +440,7 @@ def test_cli_calibration_split_and_overlap_note_survives_predictions(
     # Without a header (another tool's file), the HAM10000 image ids alone still raise it.
     (out / "predictions.jsonl").write_text("\n".join(lines[1:]) + "\n")
     assert main(args) == 0
-    assert "note: Training-data overlap: The model declares no training data" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "note: Training-data overlap: The model declares no training data" in printed
+    # Nor does it say whose probabilities these are: a policy fitted on it could never be checked.
+    assert "records no model or metadata mode" in printed and "unless --allow-mismatch" in printed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,12 @@ def register(sub: Any) -> None:
         "max(p_mel, p_bcc, p_akiec) >= t' that reaches the target melanoma (and malignant) sensitivity, the "
         f"referral rate it costs, overall and per group. {DISCLAIMER}",
     )
-    r.add_argument("--backend", "-b", default="local-onnx", help="backend name (default local-onnx)")
+    r.add_argument(
+        "--backend",
+        "-b",
+        help="backend to run (default local-onnx); with --predictions, the backend whose rows to read from a "
+        "comparator's predictions.jsonl that holds several",
+    )
     r.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help="backend option")
     r.add_argument("--dataset", "-d", required=True, help="labelled dataset (CSV manifest, HAM10000 folder, parquet)")
     r.add_argument("--target-sensitivity", type=float, default=0.95, help="default 0.95")
@@ -47,13 +53,40 @@ def register(sub: Any) -> None:
         default="auto",
         help="skin-tone groups (auto: Fitzpatrick when recorded, else ITA estimated from the images)",
     )
-    r.add_argument("--predictions", help="reuse a predictions.jsonl written by an earlier --out instead of running")
+    r.add_argument(
+        "--predictions",
+        help="reuse a predictions.jsonl instead of running: one written by an earlier --out, or a `derm-cloud "
+        "compare` run's (its report.json beside it names the model)",
+    )
+    r.add_argument(
+        "--fit",
+        choices=["point", "conservative"],
+        default="point",
+        help="point: the threshold reaches the target on the fitting data (default); conservative: the lower 95%% "
+        "bound of its out-of-sample sensitivity reaches it (nested lesion-disjoint folds), at a higher referral rate",
+    )
+    r.add_argument(
+        "--margin",
+        type=float,
+        help="conservative fit: the inner folds aim the lower bound at target + this (default 0.0075, chosen on "
+        "dev.csv)",
+    )
+    r.add_argument("--inner-folds", type=int, default=5, help="conservative fit: folds that choose the threshold")
+    r.add_argument(
+        "--inner-repeats", type=int, default=5, help="conservative fit: deals of the inner folds averaged (default 5)"
+    )
+    r.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="with --policy: apply it even to predictions of another model or metadata mode (recorded in the result)",
+    )
     held = r.add_mutually_exclusive_group()
     held.add_argument(
         "--folds",
         type=int,
         default=5,
-        help="lesion-disjoint folds for the out-of-sample (cross-fitted) headline (default 5)",
+        help="lesion-disjoint folds for the out-of-sample (cross-fitted) headline; the outer folds of a "
+        "conservative fit (default 5)",
     )
     held.add_argument(
         "--calibration-split",
@@ -112,16 +145,17 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 def run_referral(args: argparse.Namespace) -> int:
     from derm_cloud.data import dataset_overlap_warning, load_dataset
-    from derm_cloud.governance.referral import (
-        SavedPolicy,
-        fit_referral,
-        parse_prevalence,
-        read_predictions,
-        write_referral_outputs,
-    )
+    from derm_cloud.governance.referral import SavedPolicy, fit_referral, parse_prevalence, write_referral_outputs
+    from derm_cloud.governance.referral.conservative import DEFAULT_MARGIN
+    from derm_cloud.governance.referral.printout import fit_lines
 
     if not 0 < args.target_sensitivity <= 1:
         raise ConfigError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
+    if args.fit == "point" and (args.margin is not None):
+        raise ConfigError("--margin applies to the conservative fit; add --fit conservative")
+    if args.inner_folds < 2 or args.inner_repeats < 1:
+        raise ConfigError(f"--inner-folds must be >= 2 and --inner-repeats >= 1, got {args.inner_folds}, "
+                          f"{args.inner_repeats}")  # fmt: skip
     saved = SavedPolicy.load(args.policy) if args.policy else None
     ds = load_dataset(args.dataset)
     if args.limit:
@@ -130,20 +164,18 @@ def run_referral(args: argparse.Namespace) -> int:
     if not samples:
         raise ConfigError(f"{ds.name} has no labels; the referral evaluation needs a labelled dataset")
     if args.predictions:
-        by_id, facts = read_predictions(args.predictions)
-        missing = [s.image_id for s in samples if s.image_id not in by_id]
-        if missing:
-            raise ConfigError(f"{args.predictions} has no prediction for {len(missing)} images (e.g. {missing[0]})")
-        preds = [by_id[s.image_id] for s in samples]
-        backend_note = f"predictions from {args.predictions}"
+        preds, facts, identity = _stored_predictions(args, samples)
+        backend_note = f"predictions of {identity.backend or 'one backend'} from {args.predictions}"
     else:
-        preds, facts = _run_backend(args, samples)
-        backend_note = f"backend {args.backend}"
+        # A saved policy is checked against the backend before any image is sent: a refusal costs no run.
+        check = (lambda who: saved.check(who, allow_mismatch=args.allow_mismatch)) if saved is not None else None
+        preds, facts, identity = _run_backend(args, samples, check)
+        backend_note = f"backend {identity.backend}"
     # Checked for stored predictions too: the facts travel in the predictions file's header, and without them
     # the image ids alone still reveal HAM10000 images.
     overlap = dataset_overlap_warning(facts, ds)
     if saved is not None:
-        return _saved_policy_run(args, saved, ds, samples, preds, facts, overlap, backend_note)
+        return _saved_policy_run(args, saved, ds, samples, preds, (facts, identity), overlap, backend_note)
     fit = fit_referral(
         samples,
         preds,
@@ -154,10 +186,18 @@ def run_referral(args: argparse.Namespace) -> int:
         folds=args.folds,
         seed=args.seed,
         calibration_split=args.calibration_split,
+        fit=args.fit,
+        margin=DEFAULT_MARGIN if args.margin is None else args.margin,
+        inner_folds=args.inner_folds,
+        inner_repeats=args.inner_repeats,
     )
     ev, held = fit.evaluation, fit.held_out
     if overlap:
         ev.notes.insert(0, f"Training-data overlap: {overlap}")
+    if identity.metadata_mode is None or not (identity.fingerprint or identity.model_id):
+        ev.notes.insert(0, f"{args.predictions} records no model or metadata mode (a file without its header, or a "
+                        "comparison without report.json beside it): the saved policy will be refused on any "
+                        "predictions unless --allow-mismatch; refit from a file that records them")  # fmt: skip
     if args.out:
         write_referral_outputs(
             args.out,
@@ -169,33 +209,14 @@ def run_referral(args: argparse.Namespace) -> int:
             limit=args.limit,
             command=_command_line(args),
             model_facts=facts,
+            identity=identity,
         )
     if args.json:
-        print(json.dumps({**ev.to_dict(), "out_of_sample": held.to_dict()}, indent=2, default=str))
+        extra = {"conservative": fit.conservative.to_dict()} if fit.conservative is not None else {}
+        out = {**ev.to_dict(), "out_of_sample": held.to_dict(), **extra, "model": identity.to_dict()}
+        print(json.dumps(out, indent=2, default=str))
         return 0
-    print(
-        f"Referral on {ds.name}: {ev.n} images ({ev.class_counts['mel']} melanoma, "
-        f"{sum(ev.class_counts[c] for c in ('akiec', 'bcc', 'mel'))} malignant), {backend_note}, "
-        f"model {ev.model_id}"
-    )
-    print(f"Rule: refer when {ev.rule}" + (f", or {ev.base_rules}" if ev.base_rules else ""))
-    print(f"Out of sample, target sensitivity {args.target_sensitivity:.2f}: {held.description}")
-    for target in held.points:
-        print(f"  {held.headline(target)}")
-    print("In sample (threshold fitted on all the images above, measured on the same images):")
-    for line in ev.summary_lines():
-        print(f"  {line}")
-    if ev.groups:
-        print("Per group at the melanoma threshold (sensitivity, referral rate; * = too few melanomas to judge):")
-        for g in ev.groups:
-            sens = "  n/a" if g.sensitivity is None else f"{g.sensitivity:.3f}"
-            flag = " *" if g.too_small else ""
-            print(
-                f"  {g.attribute:<14} {g.group:<18} n={g.n:<5} mel={g.positives:<4} sens={sens} "
-                f"rate={g.referral_rate:.3f}{flag}"
-            )
-    for note in held.notes[:-1] + ev.notes:
-        print(f"note: {note}")
+    print("\n".join(fit_lines(fit, dataset_name=ds.name, source_note=backend_note, identity=identity)))
     if args.out:
         print(f"wrote {Path(args.out) / 'referral.json'} (cite it with `derm-cloud governance notes RUN --referral`)")
     return 0
@@ -203,12 +224,20 @@ def run_referral(args: argparse.Namespace) -> int:
 
 def _command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run, recorded in `referral.json`."""
+    source = [f"--predictions {args.predictions}"] if args.predictions else []
+    if args.backend or not args.predictions:
+        source.append(f"--backend {args.backend or 'local-onnx'}")
+    conservative = [f"--inner-folds {args.inner_folds}", f"--inner-repeats {args.inner_repeats}"]
+    if args.margin is not None:
+        conservative.insert(0, f"--margin {args.margin}")
+    fit = [f"--fit {args.fit}"] + (conservative if args.fit == "conservative" else [])
     return " ".join(
-        ["derm-cloud governance referral", f"--backend {args.backend}"]
+        ["derm-cloud governance referral", *source]
         + [f"-o {o}" for o in args.option]
         + [f"--dataset {args.dataset}", f"--target-sensitivity {args.target_sensitivity}"]
-        + ([f"--limit {args.limit} --seed {args.seed}"] if args.limit else [])
+        + ([f"--limit {args.limit} --seed {args.seed}"] if args.limit else [f"--seed {args.seed}"])
         + ([f"--calibration-split {args.calibration_split}"] if args.calibration_split else [f"--folds {args.folds}"])
+        + fit
         + (["--no-metadata"] if args.no_metadata else [])
         + ([f"--min-confidence {args.min_confidence}"] if args.min_confidence is not None else [])
     )
@@ -220,55 +249,98 @@ def _saved_policy_run(
     ds: Any,
     samples: list[Any],
     preds: list[Any],
-    facts: dict[str, Any],
+    model: tuple[dict[str, Any], Any],
     overlap: str | None,
     backend_note: str,
 ) -> int:
     from derm_cloud.governance.referral import check_saved_policy, write_predictions
+    from derm_cloud.governance.referral.printout import saved_policy_lines
 
+    facts, identity = model
     held, payload = check_saved_policy(
         saved,
         samples,
         preds,
+        identity=identity,
         dataset_name=ds.name,
         source=str(args.dataset),
         policy_file=str(args.policy),
         overlap=overlap,
+        allow_mismatch=args.allow_mismatch,
     )
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_predictions(
             out / "predictions.jsonl", ((s.image_id, s.label, p) for s, p in zip(samples, preds, strict=True)),
-            model_facts=facts,
+            model_facts=facts, identity=identity,
         )  # fmt: skip
         (out / "policy-evaluation.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", "utf-8")
     if args.json:
         print(json.dumps(payload, indent=2, default=str))
         return 0
-    print(f"Saved policy {args.policy} on {ds.name}: {len(samples)} images, {backend_note}, model {preds[0].model_id}")
-    print(f"Policy: {saved.policy.describe()}")
-    for target in held.points:
-        print(f"  {held.headline(target)}")
-    mel_expected = (saved.expected.get("mel") or {}).get("sensitivity")
-    if mel_expected is not None:
-        print(f"  expected when fitted (out of sample): melanoma sensitivity {float(mel_expected):.3f}")
-    for note in held.notes:
-        print(f"note: {note}")
+    lines = saved_policy_lines(
+        saved, held, policy_file=str(args.policy), dataset_name=ds.name, source_note=backend_note, identity=identity
+    )
+    print("\n".join(lines))
     if args.out:
         print(f"wrote {Path(args.out) / 'policy-evaluation.json'}")
     return 0
 
 
-def _run_backend(args: argparse.Namespace, samples: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+def _stored_predictions(args: argparse.Namespace, samples: list[Any]) -> tuple[list[Any], dict[str, Any], Any]:
+    """The predictions of `samples` from `--predictions` (either layout), their facts and identity."""
+    from derm_cloud.governance.referral import ModelIdentity, load_predictions
+
+    found = load_predictions(args.predictions, backend=args.backend)
+    missing = [s.image_id for s in samples if s.image_id not in found.predictions]
+    if missing:
+        failed = [i for i in missing if i in found.failed]
+        if failed:
+            kinds = sorted({found.failed[i] for i in failed})
+            raise ConfigError(
+                f"{args.predictions}: backend {found.identity.backend if found.identity else '?'} has no answer for "
+                f"{len(failed)} of the {len(samples)} images ({', '.join(kinds)}; e.g. {failed[0]}); resume or "
+                "rerun the comparison until every image is answered"
+            )
+        hint = ""
+        if found.run.get("limit"):
+            hint = (
+                f"; the comparison used a subset (limit {found.run['limit']}, seed {found.run.get('seed', 0)}): pass "
+                f"--limit {found.run['limit']} --seed {found.run.get('seed', 0)} with the same --dataset"
+            )
+        raise ConfigError(
+            f"{args.predictions} has no prediction for {len(missing)} of the {len(samples)} images (e.g. "
+            f"{missing[0]}){hint}"
+        )
+    identity = found.identity or ModelIdentity(args.backend, None, None, None)
+    return [found.predictions[s.image_id] for s in samples], found.model_facts, identity
+
+
+def _run_backend(
+    args: argparse.Namespace, samples: list[Any], check: Callable[[Any], object] | None = None
+) -> tuple[list[Any], dict[str, Any], Any]:
     import derm_cloud
     from derm_cloud.commands.classify import parse_options
+    from derm_cloud.compare.run.facts import model_fingerprint
+    from derm_cloud.governance.referral import ModelIdentity
     from derm_cloud.types import PatientMetadata
 
     preds = []
     step = max(1, args.batch_size)
-    with derm_cloud.create(args.backend, **parse_options(args.option, args.backend)) as clf:
-        facts = dict(clf.describe().model_facts)
+    backend = args.backend or "local-onnx"
+    with derm_cloud.create(backend, **parse_options(args.option, backend)) as clf:
+        info = clf.describe()
+        facts = dict(info.model_facts)
+        # The fingerprint the comparator's same-model check uses: the SHA-256 of the spec and weights.
+        identity = ModelIdentity(
+            backend=backend,
+            model_id=info.model_id,
+            fingerprint=model_fingerprint(facts.get("model_dir")),
+            metadata_mode="used" if clf.uses_metadata and not args.no_metadata else "blind",
+        )
+        if check is not None:
+            check(identity)
         # Chunks keep memory flat: predict_batch decodes every image it is given before it starts.
         for lo in range(0, len(samples), step):
             chunk = samples[lo : lo + step]
@@ -276,7 +348,7 @@ def _run_backend(args: argparse.Namespace, samples: list[Any]) -> tuple[list[Any
             preds.extend(clf.predict_batch([s.read_bytes() for s in chunk], metas, batch_size=step))
             print(f"\r  {min(lo + step, len(samples))}/{len(samples)} images", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    return preds, facts
+    return preds, facts, identity
 
 
 # --- notes and model cards ---------------------------------------------------------------------------------------

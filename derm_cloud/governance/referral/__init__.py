@@ -11,9 +11,12 @@ From the rules to the evidence for them, one module each:
 * `evaluation`: `evaluate_referral`, the referral-rate / sensitivity trade-off on labelled data
   (in sample), overall and per group;
 * `holdout`: thresholds that hold out of sample (lesion-disjoint cross-fitting, a calibration split, a
-  saved policy applied unchanged);
-* `files` and `report`: `predictions.jsonl` and `policy.json` with their provenance; Markdown
-  and the trade-off plot;
+  saved policy applied unchanged), with lesion-clustered intervals;
+* `conservative`: a threshold whose out-of-sample lower bound reaches the target (nested folds);
+* `provenance`, `policy_file`: whose probabilities a policy belongs to (model fingerprint, metadata
+  mode, data hash) and `policy.json` as a versioned artefact, refused on other predictions;
+* `files` and `report`: `predictions.jsonl` (a referral run's, or the comparator's); Markdown and
+  the trade-off plot;
 * `run`: one run over a dataset, as `derm-cloud governance referral` does it.
 
 Referral is triage support, never a diagnosis: a clinician reviews every result, referred or not.
@@ -28,6 +31,7 @@ Example:
 from __future__ import annotations
 
 from derm_cloud.governance.referral.classifier import Referral, ReferralClassifier
+from derm_cloud.governance.referral.conservative import ConservativeReferral, nested_conservative_referral
 from derm_cloud.governance.referral.evaluation import (
     GroupReferral,
     OperatingPoint,
@@ -35,10 +39,9 @@ from derm_cloud.governance.referral.evaluation import (
     evaluate_referral,
 )
 from derm_cloud.governance.referral.files import (
-    SavedPolicy,
-    fitting_overlap,
+    PredictionsFile,
+    load_predictions,
     read_predictions,
-    save_policy,
     write_predictions,
 )
 from derm_cloud.governance.referral.holdout import (
@@ -50,7 +53,9 @@ from derm_cloud.governance.referral.holdout import (
     lesion_folds,
 )
 from derm_cloud.governance.referral.policy import HUMAN_REVIEW, MALIGNANT, ReferralDecision, ReferralPolicy
+from derm_cloud.governance.referral.policy_file import SavedPolicy, fitting_overlap, save_policy
 from derm_cloud.governance.referral.prevalence import HAM10000_MIX, parse_prevalence
+from derm_cloud.governance.referral.provenance import SCHEMA_VERSION, ModelIdentity, data_hash
 from derm_cloud.governance.referral.report import plot_referral, referral_markdown
 from derm_cloud.governance.referral.run import (
     ReferralFit,
@@ -59,16 +64,20 @@ from derm_cloud.governance.referral.run import (
     referral_groups,
     write_referral_outputs,
 )
-from derm_cloud.governance.referral.scores import wilson_interval
+from derm_cloud.governance.referral.scores import clustered_wilson_interval, wilson_interval
 
 __all__ = [
     "HAM10000_MIX",
     "HUMAN_REVIEW",
     "MALIGNANT",
+    "SCHEMA_VERSION",
+    "ConservativeReferral",
     "GroupReferral",
     "HeldOutPoint",
     "HoldoutEvaluation",
+    "ModelIdentity",
     "OperatingPoint",
+    "PredictionsFile",
     "Referral",
     "ReferralClassifier",
     "ReferralDecision",
@@ -78,12 +87,16 @@ __all__ = [
     "SavedPolicy",
     "calibration_split_referral",
     "check_saved_policy",
+    "clustered_wilson_interval",
     "cross_fit_referral",
+    "data_hash",
     "evaluate_referral",
     "evaluate_saved_policy",
     "fit_referral",
     "fitting_overlap",
     "lesion_folds",
+    "load_predictions",
+    "nested_conservative_referral",
     "parse_prevalence",
     "plot_referral",
     "read_predictions",

@@ -30,7 +30,13 @@ import numpy as np
 
 from derm_cloud.errors import ConfigError
 from derm_cloud.governance.referral.policy import HUMAN_REVIEW, MALIGNANT, ReferralPolicy
-from derm_cloud.governance.referral.scores import TARGETS, fit_threshold, referral_scores, wilson_interval
+from derm_cloud.governance.referral.scores import (
+    TARGETS,
+    clustered_wilson_interval,
+    fit_threshold,
+    lesion_keys,
+    referral_scores,
+)
 from derm_cloud.types import Prediction
 
 __all__ = [
@@ -157,24 +163,27 @@ def lesion_folds(labels: Sequence[str], lesion_ids: Sequence[str | None], folds:
     return np.array([fold_of[k] for k in keys])
 
 
-def _point(
+def held_out_point(
     target: str,
     goal: float | None,
     referred: np.ndarray,
     positive: np.ndarray,
     thresholds: list[float | None],
+    clusters: Sequence[str] | None = None,
     in_sample: tuple[float | None, float | None] = (None, None),
 ) -> HeldOutPoint:
+    """Pooled held-out figures; intervals are lesion-clustered Wilson ones when `clusters` are given."""
     n_pos, detected, n = int(positive.sum()), int((referred & positive).sum()), len(referred)
+    keys = list(clusters) if clusters is not None else [f"image:{i}" for i in range(n)]
     return HeldOutPoint(
         target=target,
         target_sensitivity=goal,
         sensitivity=detected / n_pos if n_pos else None,
-        sensitivity_ci=wilson_interval(detected, n_pos),
+        sensitivity_ci=clustered_wilson_interval(referred[positive], [k for k, p in zip(keys, positive) if p]),
         detected=detected,
         positives=n_pos,
         referral_rate=float(referred.mean()) if n else 0.0,
-        referral_rate_ci=wilson_interval(int(referred.sum()), n),
+        referral_rate_ci=clustered_wilson_interval(referred, keys),
         referred=int(referred.sum()),
         n=n,
         thresholds=thresholds,
@@ -183,7 +192,7 @@ def _point(
     )
 
 
-def _fit_and_apply(
+def fit_and_apply(
     score: np.ndarray, base: np.ndarray, positive: np.ndarray, fit: np.ndarray, apply: np.ndarray, goal: float
 ) -> tuple[np.ndarray, float | None]:
     """Fit the threshold on `fit` and return the decisions on `apply` (no positives to fit on: refer all)."""
@@ -196,7 +205,7 @@ def _fit_and_apply(
 
 def _in_sample(score: np.ndarray, base: np.ndarray, positive: np.ndarray, goal: float) -> tuple[float, float]:
     everything = np.ones(len(score), dtype=bool)
-    referred, _ = _fit_and_apply(score, base, positive, everything, everything, goal)
+    referred, _ = fit_and_apply(score, base, positive, everything, everything, goal)
     return float((referred & positive).sum() / max(1, positive.sum())), float(referred.mean())
 
 
@@ -228,6 +237,7 @@ def cross_fit_referral(
     """
     score, base, y, _ = referral_scores(predictions, labels, base_policy)
     ids = list(lesion_ids) if lesion_ids is not None else [None] * len(y)
+    keys = lesion_keys(ids, len(y))
     fold = lesion_folds(y.tolist(), ids, folds, seed)
     points = {}
     for target, codes in TARGETS.items():
@@ -236,21 +246,23 @@ def cross_fit_referral(
         thresholds: list[float | None] = []
         for f in range(folds):
             held = fold == f
-            referred[held], t = _fit_and_apply(score, base, positive, ~held, held, target_sensitivity)
+            referred[held], t = fit_and_apply(score, base, positive, ~held, held, target_sensitivity)
             thresholds.append(t)
-        points[target] = _point(
+        points[target] = held_out_point(
             target,
             target_sensitivity,
             referred,
             positive,
             thresholds,
+            keys,
             _in_sample(score, base, positive, target_sensitivity),
         )
-    n_lesions = len({lid if lid else f"image:{i}" for i, lid in enumerate(ids)})
+    n_lesions = len(set(keys))
     unit = "lesion-disjoint" if any(ids) else "image-level (no lesion ids: images of one lesion may straddle folds)"
     notes = [
         "Out-of-sample figures come from thresholds fitted on the other folds; the saved policy is fitted on all "
-        "the data, so expect figures like the out-of-sample ones on new lesions from the same source.",
+        "the data, so expect figures like the out-of-sample ones on new lesions from the same source. Intervals "
+        "are Wilson's with the lesion-clustered effective sample size.",
         HUMAN_REVIEW,
     ]
     if not any(ids):
@@ -290,13 +302,14 @@ def calibration_split_referral(
             f"the calibration split {split_name!r} holds {int(fit.sum())} of {y.size} images; it needs some images "
             "and must leave some to evaluate on (check the manifest's split column)"
         )
+    held_keys = [k for k, f in zip(lesion_keys(lesion_ids, len(y)), fit, strict=True) if not f]
     points = {}
     for target, codes in TARGETS.items():
         positive = np.isin(y, codes)
-        referred, t = _fit_and_apply(score, base, positive, fit, ~fit, target_sensitivity)
-        fitted = _fit_and_apply(score, base, positive, fit, fit, target_sensitivity)[0]
+        referred, t = fit_and_apply(score, base, positive, fit, ~fit, target_sensitivity)
+        fitted = fit_and_apply(score, base, positive, fit, fit, target_sensitivity)[0]
         in_sample = (float((fitted & positive[fit]).sum() / max(1, positive[fit].sum())), float(fitted.mean()))
-        points[target] = _point(target, target_sensitivity, referred, positive[~fit], [t], in_sample)
+        points[target] = held_out_point(target, target_sensitivity, referred, positive[~fit], [t], held_keys, in_sample)
     notes = [HUMAN_REVIEW]
     if lesion_ids is not None:
         fit_lesions = {lid for lid, f in zip(lesion_ids, fit, strict=True) if lid and f}
@@ -316,16 +329,25 @@ def calibration_split_referral(
 
 
 def evaluate_saved_policy(
-    policy: ReferralPolicy, predictions: Sequence[Prediction], labels: Sequence[str]
+    policy: ReferralPolicy,
+    predictions: Sequence[Prediction],
+    labels: Sequence[str],
+    lesion_ids: Sequence[str | None] | None = None,
 ) -> HoldoutEvaluation:
     """Apply a saved policy unchanged (every rule it holds) to labelled predictions.
+
+    This applies the rules only; `check_saved_policy` first checks that a
+    saved `policy.json` belongs to the model and metadata mode of the predictions.
 
     Example:
         >>> ev = evaluate_saved_policy(ReferralPolicy.load("policy.json"), preds, labels)  # doctest: +SKIP
     """
     y = referral_scores(predictions, labels, None).labels
     referred = np.array([policy.evaluate(p).refer for p in predictions])
-    points = {target: _point(target, None, referred, np.isin(y, codes), []) for target, codes in TARGETS.items()}
+    keys = lesion_keys(lesion_ids, len(y))
+    points = {
+        target: held_out_point(target, None, referred, np.isin(y, codes), [], keys) for target, codes in TARGETS.items()
+    }
     return HoldoutEvaluation(
         method="saved policy",
         description=f"saved policy ({policy.describe()}) applied unchanged to {len(y)} images",

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from derm_cloud.governance.referral.conservative import ConservativeReferral
     from derm_cloud.governance.referral.evaluation import ReferralEvaluation
     from derm_cloud.governance.referral.holdout import HoldoutEvaluation
 
@@ -13,14 +14,35 @@ __all__ = ["plot_referral", "referral_markdown"]
 
 
 def referral_markdown(
-    evaluation: ReferralEvaluation, *, title: str | None = None, held: HoldoutEvaluation | None = None
+    evaluation: ReferralEvaluation,
+    *,
+    title: str | None = None,
+    held: HoldoutEvaluation | None = None,
+    conservative: ConservativeReferral | None = None,
 ) -> str:
-    """The evaluation as Markdown: out-of-sample headline (when given), operating points, groups, caveats."""
+    """The evaluation as Markdown: the shipped policy's out-of-sample figures, operating points, groups, caveats."""
     e = evaluation
     lines = [f"# {title or f'Referral trade-off: {e.backend} / {e.model_id}'}", ""]
+    if conservative is not None:
+        c = conservative
+        lines += [
+            f"**Conservative fit (the policy saved)**: {c.held_out.description}.",
+            "",
+            f"- {c.headline()}",
+            *[f"- {c.held_out.headline(t)}" for t in c.held_out.points if t != c.target],
+            "",
+        ]
+        if held is not None and c.threshold is not None:
+            p, q = held.points[c.target], c.held_out.points[c.target]
+            lines += [
+                f"Cost: out-of-sample referral rate {q.referral_rate:.3f} against {p.referral_rate:.3f} for the point "
+                f"fit below ({q.referral_rate - p.referral_rate:+.3f}).",
+                "",
+            ]
     if held is not None:
         lines += [
-            f"**Out of sample**, target sensitivity {e.target_sensitivity:.2f}: {held.description}.",
+            f"**Out of sample{' (point fit)' if conservative is not None else ''}**, target sensitivity "
+            f"{e.target_sensitivity:.2f}: {held.description}.",
             "",
             *[f"- {held.headline(target)}" for target in held.points],
             "",
