@@ -21,10 +21,19 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from derm_cloud.data.fetch import SourceFile
+
+class SourceFile(Protocol):
+    """What the check needs of a catalogue entry (`derm_cloud.data.fetch.SourceFile`), declared here so that this
+    module, which fetch imports, does not import fetch back."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def rows(self) -> int | None: ...
+
 
 __all__ = ["check_csv", "check_tar", "check_zip", "integrity_check"]
 
