@@ -4,16 +4,19 @@
     python scripts/screenshot_report.py /tmp/report/report.html docs/images/report.png
 
 Needs playwright (the `dev` extra) and Debian's chromium (`apt-get install chromium`, or DERM_CLOUD_CHROMIUM).
+The PNG records the run it shows (text chunk "derm-cloud run", from report.json beside the report): the README's
+console excerpt must come from the same run (tests/test_docs.py checks it).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from playwright.sync_api import sync_playwright
 
 
@@ -31,9 +34,12 @@ def main() -> None:
         page.goto(args.report.resolve().as_uri())
         png = page.screenshot(full_page=False)
         browser.close()
+    run_id = json.loads((args.report.parent / "report.json").read_text())["run"]["run_id"]
+    info = PngImagePlugin.PngInfo()
+    info.add_text("derm-cloud run", run_id)
     # A 128-colour palette keeps text sharp and the file small (a report page is mostly flat colour).
-    Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=128).save(args.out, optimize=True)
-    print(f"{args.out}: {args.out.stat().st_size / 1024:.0f} KB")
+    Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=128).save(args.out, optimize=True, pnginfo=info)
+    print(f"{args.out}: {args.out.stat().st_size / 1024:.0f} KB, run {run_id}")
 
 
 if __name__ == "__main__":

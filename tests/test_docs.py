@@ -55,6 +55,18 @@ def test_report_picture_is_small() -> None:
     assert picture.stat().st_size < 300 * 1024
 
 
+def test_readme_text_and_picture_come_from_the_same_run() -> None:
+    # The picture once showed p50 876-1,124 ms (a loaded run) above text from another run showing 157 ms.
+    # scripts/screenshot_report.py stamps the run id into the PNG; the README's console excerpt names its run.
+    from PIL import Image
+
+    with Image.open(ROOT / "docs" / "images" / "report.png") as picture:
+        run_id = picture.text.get("derm-cloud run")  # type: ignore[attr-defined]
+    assert run_id, "take the picture with scripts/screenshot_report.py, which records the run it shows"
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(rf"^run {re.escape(run_id)}$", readme, re.MULTILINE), f"the README's excerpt is not run {run_id}"
+
+
 def test_readme_links_point_at_files_in_the_repository() -> None:
     readme = (ROOT / "README.md").read_text()
     targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
