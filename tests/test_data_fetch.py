@@ -13,14 +13,13 @@ import dataclasses
 import hashlib
 import io
 import json
-import threading
 import zipfile
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from file_host import FileHost, file_host
 from PIL import Image
 from tests_helpers import DEV_CSV, dev_image, dev_rows
 
@@ -33,62 +32,10 @@ from derm_cloud.errors import ChecksumMismatchError, ConfigError, DownloadError
 ATTRIBUTION = "HAM10000, Tschandl et al. 2018, CC BY-NC 4.0"
 
 
-class Mirror:
-    """Files by path, served with Range support; ``cut`` paths send half their body once, then close."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.cut: set[str] = set()
-        self.log: list[tuple[str, str | None]] = []
-        mirror = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = self.path.split("?")[0]
-                rng = self.headers.get("Range")
-                mirror.log.append((path, rng))
-                body = mirror.files.get(path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
-                if start >= len(body) and rng:
-                    self.send_response(416)
-                    self.end_headers()
-                    return
-                self.send_response(206 if rng else 200)
-                self.send_header("Content-Length", str(len(body) - start))
-                if rng:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.end_headers()
-                if path in mirror.cut:
-                    mirror.cut.discard(path)
-                    self.wfile.write(body[start : start + (len(body) - start) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body[start:])
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/m"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def put(self, url: str, body: bytes) -> str:
-        """Serve ``body`` where the mirror maps the real ``url``; returns the local path."""
-        path = mirror_url(url, self.base).split("?")[0].removeprefix(self.base.rsplit("/m", 1)[0])
-        self.files[path] = body
-        return path
-
-
 @pytest.fixture
-def mirror() -> Iterator[Mirror]:
-    m = Mirror()
-    yield m
-    m.server.shutdown()
-    m.server.server_close()
+def mirror() -> Iterator[FileHost]:
+    with file_host() as host:
+        yield host
 
 
 def jpeg(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -150,7 +97,7 @@ def published_rows(source: DatasetSource, name: str) -> int:
 # cut / corrupt, {label: count} expected after loading, images expected).
 
 
-def build_ham10000(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
+def build_ham10000(m: FileHost, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
     rows = ham_rows(6)
     serve_ham10000(m, rows)
     counts: dict[str, int] = {}
@@ -159,7 +106,7 @@ def build_ham10000(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str
     return source, "/m/dataverse.harvard.edu/api/access/datafile/1", counts, 6
 
 
-def serve_ham10000(m: Mirror, rows: list[dict[str, Any]]) -> None:
+def serve_ham10000(m: FileHost, rows: list[dict[str, Any]]) -> None:
     """HAM10000 as Harvard Dataverse serves it: the JSON file listing (with each file's MD5) and the three files,
     HAM10000_images_part_1.zip and _part_2.zip (JPEGs at the archive's root) and the metadata CSV."""
     half = len(rows) // 2
@@ -178,7 +125,7 @@ def serve_ham10000(m: Mirror, rows: list[dict[str, Any]]) -> None:
     m.put(f"{server}/api/datasets/:persistentId/", json.dumps({"data": {"latestVersion": {"files": listing}}}).encode())
 
 
-def build_pad(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
+def build_pad(m: FileHost, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
     diag = ["MEL", "BCC", "NEV", "SCC", "SEK", "ACK"]
     names = [f"PAT_{i}_{100 + i}_{500 + i}.png" for i in range(6)]
     header = ["patient_id", "lesion_id", "age", "gender", "fitspatrick", "region", "diagnostic", "img_id", "biopsed"]
@@ -194,7 +141,7 @@ def build_pad(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str, dic
     return dataclasses.replace(source, files=tuple(files)), big, {"mel": 1, "bcc": 1, "nv": 1, "akiec": 2, "bkl": 1}, 6
 
 
-def build_isic2019(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
+def build_isic2019(m: FileHost, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
     rows = ham_rows(5)
     images = zipped({f"ISIC_2019_Training_Input/{r['image_id']}.jpg": r["data"] for r in rows})
     cols = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
@@ -215,7 +162,7 @@ def build_isic2019(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str
     return source, mirror_url(str(source.files[0].url), "/m"), counts, 5
 
 
-def build_isic2020(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
+def build_isic2020(m: FileHost, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
     ids = [f"ISIC_{9000000 + i}" for i in range(5)]
     images = zipped({f"train/{i}.jpg": jpeg(k) for k, i in enumerate(ids)})
     diagnoses = ["melanoma", "nevus", "unknown", "seborrheic keratosis", "unknown"]
@@ -231,7 +178,7 @@ def build_isic2020(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str
     return source, mirror_url(str(source.files[0].url), "/m"), {"mel": 1, "nv": 1, "bkl": 1}, 5
 
 
-def build_fitzpatrick17k(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
+def build_fitzpatrick17k(m: FileHost, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
     conditions = ["melanoma", "psoriasis", "basal cell carcinoma", "dermatofibroma", "melanoma"]
     header = ["md5hash", "fitzpatrick_scale", "fitzpatrick_centaur", "label", "nine_partition_label",
               "three_partition_label", "qc", "url", "url_alphanum"]  # fmt: skip
@@ -245,7 +192,7 @@ def build_fitzpatrick17k(m: Mirror, source: DatasetSource) -> tuple[DatasetSourc
     return source, mirror_url(str(source.files[0].url), "/m"), {"mel": 1, "bcc": 1, "df": 1}, 4
 
 
-def build_marmal88(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
+def build_marmal88(m: FileHost, source: DatasetSource) -> tuple[DatasetSource, str, dict[str, int], int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -279,7 +226,7 @@ def build_marmal88(m: Mirror, source: DatasetSource) -> tuple[DatasetSource, str
     return source, big, counts, 6
 
 
-BUILDERS: dict[str, Callable[[Mirror, DatasetSource], tuple[DatasetSource, str, dict[str, int], int]]] = {
+BUILDERS: dict[str, Callable[[FileHost, DatasetSource], tuple[DatasetSource, str, dict[str, int], int]]] = {
     "ham10000": build_ham10000,
     "pad-ufes-20": build_pad,
     "isic2019": build_isic2019,
@@ -299,10 +246,10 @@ def test_every_scriptable_catalogue_entry_has_a_builder_and_a_licence() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
-def test_fetch_resumes_verifies_and_loads(name: str, mirror: Mirror, tmp_path: Path) -> None:
+def test_fetch_resumes_verifies_and_loads(name: str, mirror: FileHost, tmp_path: Path) -> None:
     source, big, counts, n_images = BUILDERS[name](mirror, catalogue()[name])
     # 1. The biggest file is cut half-way and no retry is allowed: a typed error, the partial file is kept.
-    mirror.cut.add(big)
+    mirror.fail_next(big, "cut")
     dest = tmp_path / name
     with pytest.raises(DownloadError, match="run the same command again to resume"):
         fetch_dataset(source, dest=dest, mirror=mirror.base, quiet=True, retries=0)
@@ -340,7 +287,7 @@ def test_fetch_resumes_verifies_and_loads(name: str, mirror: Mirror, tmp_path: P
         assert "unreachable" in " ".join(result.notes) and (dest / "missing.txt").read_text().count("\n") == 1
 
 
-def test_ham10000_layout_is_the_standard_one(mirror: Mirror, tmp_path: Path) -> None:
+def test_ham10000_layout_is_the_standard_one(mirror: FileHost, tmp_path: Path) -> None:
     source, _, _, _ = build_ham10000(mirror, catalogue()["ham10000"])
     result = fetch_dataset(source, dest=tmp_path / "ham", mirror=mirror.base, quiet=True)
     ds = load_dataset(result.load_path)
@@ -348,7 +295,7 @@ def test_ham10000_layout_is_the_standard_one(mirror: Mirror, tmp_path: Path) -> 
     assert all(s.lesion_id for s in ds) and (tmp_path / "ham" / "HAM10000_images_part_2").is_dir()
 
 
-def test_pad_metadata_reaches_the_samples(mirror: Mirror, tmp_path: Path) -> None:
+def test_pad_metadata_reaches_the_samples(mirror: FileHost, tmp_path: Path) -> None:
     source, _, _, _ = build_pad(mirror, catalogue()["pad-ufes-20"])
     ds = load_dataset(fetch_dataset(source, dest=tmp_path / "pad", mirror=mirror.base, quiet=True).load_path)
     by_id = {s.image_id: s for s in ds}
@@ -359,7 +306,7 @@ def test_pad_metadata_reaches_the_samples(mirror: Mirror, tmp_path: Path) -> Non
 
 
 def test_cli_fetch_prints_licence_and_progress_lines(
-    mirror: Mirror, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    mirror: FileHost, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     build_isic2020(mirror, catalogue()["isic2020"])
     monkeypatch.setenv("DERM_CLOUD_DATA_MIRROR", mirror.base)
@@ -383,7 +330,7 @@ def test_cli_fetch_prints_licence_and_progress_lines(
         fetch_dataset("ddi")
 
 
-def test_progress_bar_in_a_terminal_plain_lines_otherwise(mirror: Mirror, tmp_path: Path) -> None:
+def test_progress_bar_in_a_terminal_plain_lines_otherwise(mirror: FileHost, tmp_path: Path) -> None:
     plain = io.StringIO()
     p = Progress("x.zip", 4_000_000, interval=0.0, stream=plain)
     p.update(1_000_000)
@@ -404,7 +351,7 @@ def test_progress_bar_in_a_terminal_plain_lines_otherwise(mirror: Mirror, tmp_pa
     assert quiet.getvalue() == ""
     # A cut connection with retries left is resumed inside one call.
     path = mirror.put("https://example.org/f.bin", bytes(range(256)) * 400)
-    mirror.cut.add(path)
+    mirror.fail_next(path, "cut")
     got = download(mirror_url("https://example.org/f.bin", mirror.base), tmp_path / "f.bin", retries=2, quiet=True)
     assert got.size == 102400 and (tmp_path / "f.bin").read_bytes() == mirror.files[path]
     assert [rng is not None for p_, rng in mirror.log if p_ == path] == [False, True]

@@ -12,98 +12,23 @@ from __future__ import annotations
 import dataclasses
 import io
 import socket
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
+from file_host import FileHost, file_host
 
 from derm_cloud.data.download import download
 from derm_cloud.data.fetch import DatasetSource, SourceFile, catalogue, fetch_dataset, mirror_url
 from derm_cloud.errors import DownloadError
 
 
-class FaultyHost:
-    """Serves files by path; ``faults[path]`` makes the next answer(s) for that path misbehave.
-
-    Faults: ``"no-length-cut"`` (no Content-Length, half the body, then close: the client cannot tell it is
-    short), ``"range-from-zero"`` / ``"range-elsewhere"`` (a resume answered with 206 whose Content-Range starts at
-    0 or 7 bytes past the offset asked for), ``"stall"`` (headers, then silence until the test ends).
-    """
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.faults: dict[str, list[str]] = {}
-        self.log: list[tuple[str, str | None]] = []
-        self.release = threading.Event()
-        host = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = self.path.split("?")[0]
-                rng = self.headers.get("Range")
-                host.log.append((path, rng))
-                body = host.files.get(path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                queue = host.faults.get(path) or []
-                fault = queue.pop(0) if queue else None
-                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
-                if fault == "no-length-cut":
-                    self.send_response(200)
-                    self.end_headers()  # HTTP/1.0, no Content-Length: the body ends when the connection closes
-                    self.wfile.write(body[: len(body) // 2])
-                    self.close_connection = True
-                    return
-                if fault == "stall":
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.flush()
-                    host.release.wait(30)
-                    return
-                if rng and fault in ("range-from-zero", "range-elsewhere"):
-                    start = 0 if fault == "range-from-zero" else min(start + 7, len(body) - 1)
-                if rng and start >= len(body):
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{len(body)}")
-                    self.end_headers()
-                    return
-                self.send_response(206 if rng else 200)
-                self.send_header("Content-Length", str(len(body) - start))
-                if rng:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.end_headers()
-                self.wfile.write(body[start:])
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/m"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def put(self, url: str, body: bytes, *faults: str) -> str:
-        """Serve ``body`` where the mirror maps ``url``; the faults apply to its next answers, in order."""
-        path = mirror_url(url, "/m").split("?")[0]
-        self.files[path] = body
-        self.faults[path] = list(faults)
-        return path
-
-
 @pytest.fixture
-def host() -> Iterator[FaultyHost]:
-    h = FaultyHost()
-    yield h
-    h.release.set()
-    h.server.shutdown()
-    h.server.server_close()
+def host() -> Iterator[FileHost]:
+    with file_host() as h:
+        yield h
 
 
 def a_zip(n: int = 40) -> bytes:
@@ -115,7 +40,7 @@ def a_zip(n: int = 40) -> bytes:
     return buf.getvalue()
 
 
-def isic2020_source(host: FaultyHost, images: bytes, *faults: str) -> tuple[DatasetSource, str]:
+def isic2020_source(host: FileHost, images: bytes, *faults: str) -> tuple[DatasetSource, str]:
     """The ISIC 2020 catalogue entry (no digest published), its files served by ``host``."""
     source = catalogue()["isic2020"]
     truth = b"image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis\n"
@@ -127,7 +52,7 @@ def isic2020_source(host: FaultyHost, images: bytes, *faults: str) -> tuple[Data
     return dataclasses.replace(source, files=files), big
 
 
-def test_a_body_without_length_cut_half_way_is_resumed_not_kept(host: FaultyHost, tmp_path: Path) -> None:
+def test_a_body_without_length_cut_half_way_is_resumed_not_kept(host: FileHost, tmp_path: Path) -> None:
     archive = a_zip()
     source, big = isic2020_source(host, archive, "no-length-cut")
     result = fetch_dataset(source, dest=tmp_path / "isic", mirror=host.base, quiet=True, retries=1)
@@ -138,7 +63,7 @@ def test_a_body_without_length_cut_half_way_is_resumed_not_kept(host: FaultyHost
     assert len(list((tmp_path / "isic" / "images").rglob("*.jpg"))) == 40 and result.files
 
 
-def test_a_short_body_with_no_retry_left_is_an_error_not_a_file(host: FaultyHost, tmp_path: Path) -> None:
+def test_a_short_body_with_no_retry_left_is_an_error_not_a_file(host: FileHost, tmp_path: Path) -> None:
     archive = a_zip()
     source, _ = isic2020_source(host, archive, "no-length-cut")
     with pytest.raises(DownloadError, match="incomplete") as err:
@@ -148,7 +73,7 @@ def test_a_short_body_with_no_retry_left_is_an_error_not_a_file(host: FaultyHost
     assert (tmp_path / "isic" / "downloads" / "ISIC_2020_Training_JPEG.zip.part").stat().st_size == len(archive) // 2
 
 
-def test_a_csv_cut_mid_row_and_a_short_csv_are_refused(host: FaultyHost, tmp_path: Path) -> None:
+def test_a_csv_cut_mid_row_and_a_short_csv_are_refused(host: FileHost, tmp_path: Path) -> None:
     url = "https://example.org/truth.csv"
     rows = b"image,MEL\n" + b"".join(f"ISIC_{i:07d},0.0\n".encode() for i in range(100))
     host.put(url, rows, "no-length-cut")
@@ -168,7 +93,7 @@ def test_a_csv_cut_mid_row_and_a_short_csv_are_refused(host: FaultyHost, tmp_pat
     assert not (tmp_path / "s.csv").exists() and not (tmp_path / "s.csv.part").exists()
 
 
-def test_a_zip_with_a_bad_crc_is_deleted_with_a_clear_error(host: FaultyHost, tmp_path: Path) -> None:
+def test_a_zip_with_a_bad_crc_is_deleted_with_a_clear_error(host: FileHost, tmp_path: Path) -> None:
     archive = bytearray(a_zip())
     archive[100] ^= 0xFF  # inside the first member's data: the central directory is intact, the CRC is not
     host.put("https://example.org/x.zip", bytes(archive))
@@ -181,7 +106,7 @@ def test_a_zip_with_a_bad_crc_is_deleted_with_a_clear_error(host: FaultyHost, tm
     assert not (tmp_path / "x.zip").exists() and not (tmp_path / "x.zip.part").exists()
 
 
-def test_a_cut_file_an_older_fetch_kept_is_resumed(host: FaultyHost, tmp_path: Path) -> None:
+def test_a_cut_file_an_older_fetch_kept_is_resumed(host: FileHost, tmp_path: Path) -> None:
     archive = a_zip()
     source, big = isic2020_source(host, archive)
     kept = tmp_path / "isic" / "downloads" / "ISIC_2020_Training_JPEG.zip"
@@ -192,7 +117,7 @@ def test_a_cut_file_an_older_fetch_kept_is_resumed(host: FaultyHost, tmp_path: P
 
 
 @pytest.mark.parametrize("fault", ["range-from-zero", "range-elsewhere"])
-def test_a_206_that_does_not_start_at_the_offset_is_not_appended(host: FaultyHost, tmp_path: Path, fault: str) -> None:
+def test_a_206_that_does_not_start_at_the_offset_is_not_appended(host: FileHost, tmp_path: Path, fault: str) -> None:
     body = bytes(range(256)) * 64
     path = host.put("https://example.org/f.bin", body, fault)
     part = tmp_path / "f.bin.part"
@@ -202,7 +127,7 @@ def test_a_206_that_does_not_start_at_the_offset_is_not_appended(host: FaultyHos
     assert next(rng for p, rng in host.log if p == path) == "bytes=5000-"
 
 
-def test_a_silent_host_is_reported_while_it_stalls_and_fails_clearly(host: FaultyHost, tmp_path: Path) -> None:
+def test_a_silent_host_is_reported_while_it_stalls_and_fails_clearly(host: FileHost, tmp_path: Path) -> None:
     host.put("https://example.org/big.zip", a_zip(), "stall", "stall")
     stream = io.StringIO()
     started = time.monotonic()

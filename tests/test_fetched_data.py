@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from test_data_fetch import Mirror, serve_ham10000
+from file_host import FileHost, file_host
+from test_data_fetch import serve_ham10000
 from tests_helpers import dev_image, dev_rows
 
 from derm_cloud.cli import main
@@ -48,16 +49,14 @@ def real_rows() -> tuple[list[dict[str, Any]], set[str]]:
 
 
 @pytest.fixture
-def dataverse() -> Iterator[Mirror]:
+def dataverse() -> Iterator[FileHost]:
     """A mirror of Harvard Dataverse on 127.0.0.1 (https://HOST/PATH served at MIRROR/HOST/PATH)."""
-    m = Mirror()
-    yield m
-    m.server.shutdown()
-    m.server.server_close()
+    with file_host() as host:
+        yield host
 
 
 @pytest.fixture
-def fetched(dataverse: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> tuple[Path, set[str]]:
+def fetched(dataverse: FileHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> tuple[Path, set[str]]:
     """`derm-cloud data fetch ham10000 --mirror URL` into an empty cache; nothing else points at data."""
     rows, dev_ids = real_rows()
     serve_ham10000(dataverse, rows)
