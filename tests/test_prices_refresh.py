@@ -123,9 +123,11 @@ def test_age_counts_from_the_price_date_and_undated_or_old_prices_are_flagged(
     assert fresh["source_kind"] == "api" and fresh["age_days"] == (dt.date.today() - dt.date(2026, 10, 1)).days
     assert fresh["stale"] is (fresh["age_days"] > 90)
     assert [layer["origin"] for layer in shown["layers"]] == ["prices.json (shipped)", str(out)]
+    assert shown["layers"][0]["age_days"] == (dt.date.today() - dt.date(2026, 11, 25)).days
     assert main(["prices", "show", "--catalogue", str(out), "--max-age-days", "90"]) == 0
     text = capsys.readouterr().out
-    assert "STALE aws.sagemaker.realtime.ml.c5.xlarge" in text and "catalogue: prices.json (shipped)" in text
+    assert "STALE aws.sagemaker.realtime.ml.c5.xlarge" in text
+    assert "catalogue: prices.json (shipped): 17 entries, dated 2026-11-25 (" in text
 
 
 def test_every_shipped_entry_says_where_its_figure_came_from() -> None:

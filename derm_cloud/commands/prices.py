@@ -71,7 +71,7 @@ def run_refresh(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from derm_cloud.compare.run.prices import PriceCatalogue, entry_age_days
+    from derm_cloud.compare.run.prices import PriceCatalogue, entry_age_days, layer_age_days
 
     if args.max_age_days < 0:
         raise ConfigError(f"--max-age-days must be 0 or more, got {args.max_age_days}")
@@ -87,8 +87,9 @@ def run_show(args: argparse.Namespace) -> int:
                 "id": e.id,
                 "class": e.price_class,
                 "region": e.region,
-                "sku": e.sku_id or e.sku,
+                "sku": e.sku + (f" [{e.sku_id}]" if e.sku_id else ""),
                 "price": e.price,
+                "price_text": _price_text(e),
                 "unit": e.unit,
                 "as_of": e.as_of,
                 "age_days": age,
@@ -99,15 +100,18 @@ def run_show(args: argparse.Namespace) -> int:
             }
         )
     if args.json:
-        print(json.dumps({"layers": catalogue.layers, "max_age_days": args.max_age_days, "entries": rows}, indent=2))
+        layers = [{**layer, "age_days": layer_age_days(layer, today)} for layer in catalogue.layers]
+        print(json.dumps({"layers": layers, "max_age_days": args.max_age_days, "entries": rows}, indent=2))
         return 0
     for layer in catalogue.layers:
-        print(f"catalogue: {layer['origin']}: {layer['entries']} entries, dated {layer['date'] or 'not stated'}")
+        age = layer_age_days(layer, today)
+        dated = f"dated {layer['date']} ({age} days ago)" if age is not None else "undated"
+        print(f"catalogue: {layer['origin']}: {layer['entries']} entries, {dated}")
     print(f"prices older than {args.max_age_days} days (or undated) are marked STALE")
     for row in rows:
         age_text = "undated" if row["age_days"] is None else f"{row['age_days']} d"
         flag = "STALE " if row["stale"] else ""
-        price = "-" if row["price"] is None else f"{row['price']:g}"
+        price = row["price_text"]
         print(
             f"{flag}{row['id']}: {price} per {row['unit']}; {row['class']}; {row['region']}; SKU {row['sku']}; "
             f"as of {row['as_of']} ({age_text}); from {row['source_kind']} ({row['origin']})"
@@ -115,3 +119,14 @@ def run_show(args: argparse.Namespace) -> int:
     stale = sum(r["stale"] for r in rows)
     print(f"{stale} of {len(rows)} prices are stale; refresh with `derm-cloud prices refresh`")
     return 0
+
+
+def _price_text(entry: Any) -> str:
+    """The figure as the entry states it: one price, input/output token prices, or its tiers."""
+    if entry.price is not None:
+        return f"{entry.price:g}"
+    if entry.input_per_million is not None:
+        return f"{entry.input_per_million:g} in / {entry.output_per_million:g} out"
+    if entry.tiers:
+        return " then ".join(f"{price:g}" + (f" to {upto:,.0f}" if upto else " above") for upto, price in entry.tiers)
+    return "-"

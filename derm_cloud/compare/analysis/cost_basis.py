@@ -114,7 +114,7 @@ def catalogue_age(
     today: dt.date | None = None,
 ) -> dict[str, Any]:
     """The catalogue's layers with their dates, each used price's age, and the stale ones (with warnings)."""
-    from derm_cloud.compare.run.prices import entry_age_days
+    from derm_cloud.compare.run.prices import entry_age_days, layer_age_days
 
     ages = {k: entry_age_days(e, today) for k, e in used.items()}
     stale = sorted(k for k, age in ages.items() if age is None or age > max_age_days)
@@ -125,7 +125,7 @@ def catalogue_age(
         for k in stale
     ]
     return {
-        "layers": catalogue.layers,
+        "layers": [{**layer, "age_days": layer_age_days(layer, today)} for layer in catalogue.layers],
         "max_age_days": max_age_days,
         "ages": ages,
         "stale": stale,

@@ -52,7 +52,10 @@ def cost_section(summary: Mapping[str, Any], table: Table) -> Section:
         for k, v in cost["prices_used"].items()
     ]
     catalogue = cost.get("catalogue") or {}
-    layers = "; ".join(f"{x['origin']} ({x.get('date') or 'undated'})" for x in catalogue.get("layers", []))
+    layers = "; ".join(
+        f"{x['origin']} ({x['date']}, {x.get('age_days')} days old)" if x.get("date") else f"{x['origin']} (undated)"
+        for x in catalogue.get("layers", [])
+    )
     intro = (
         f"Monthly volume {cost['volume']:,} predictions; melanoma prevalence "
         f"{fmt(cost['melanoma_prevalence'], 'pct')}. " + summary["methods"]["cost"]

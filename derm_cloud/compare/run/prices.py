@@ -38,6 +38,7 @@ __all__ = [
     "PriceEntry",
     "default_price_class",
     "entry_age_days",
+    "layer_age_days",
     "user_catalogue_path",
 ]
 
@@ -167,6 +168,14 @@ class PriceEntry:
             if m:
                 return dt.date(int(m[1]), int(m[2] or 1), int(m[3] or 1))
         return None
+
+
+def layer_age_days(layer: Mapping[str, Any], today: dt.date | None = None) -> int | None:
+    """Days since a catalogue layer was compiled or refreshed (`None`: it states no date)."""
+    m = _DATE.search(str(layer.get("date") or ""))
+    if m is None:
+        return None
+    return ((today or dt.date.today()) - dt.date(int(m[1]), int(m[2] or 1), int(m[3] or 1))).days
 
 
 def entry_age_days(entry: PriceEntry, today: dt.date | None = None) -> int | None:
