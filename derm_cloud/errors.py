@@ -70,6 +70,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "PolicyMismatchError",
+    "PriceSourceError",
     "RemoteError",
     "RunStoreDamagedError",
     "ServiceError",
@@ -286,6 +287,13 @@ class DownloadError(DermCloudError, ConnectionError):
     """A dataset download failed (unreachable host, HTTP error, cut connection).
 
     What was downloaded is kept as a `.part` file: running the same command again resumes from it.
+    """
+
+
+class PriceSourceError(DermCloudError, ConnectionError):
+    """A provider's public price API could not be read (offline, HTTP error, an answer not in its format).
+
+    `derm-cloud prices refresh` writes nothing when it is raised: the catalogue in use stays as it was.
     """
 
 

@@ -25,6 +25,11 @@ from tests_helpers import (
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The suite prices with the shipped snapshot: a user catalogue from `derm-cloud prices refresh` on this
+    # machine would change every cost figure. Tests that want one pass its path.
+    import tempfile
+
+    os.environ["DERM_CLOUD_PRICES"] = str(Path(tempfile.mkdtemp(prefix="derm-cloud-prices-")) / "none.json")
     config.addinivalue_line("markers", "ham10000: reads the HAM10000 dev images ($DERM_CLOUD_DATA or ../shared/data)")
     config.addinivalue_line(
         "markers", "project_data: pins figures of the project's data folder (its 1,321-image dev split), not a fetch's"

@@ -144,7 +144,8 @@ def test_upload_shows_predictions_side_by_side(page: Any, demo: dict[str, Any], 
             assert got == pytest.approx(want, abs=1e-5), label
         assert card["ms"] > 0
     assert cards["local-onnx"]["cost"] == "no per-call charge (runs on this machine)"
-    assert "$0.115 per instance-hour" in cards["sagemaker (emulated)"]["cost"]
+    # An always-on endpoint's call costs its month shared over the stated volume: 0.115 x 730 / 100,000.
+    assert cards["sagemaker (emulated)"]["cost"].startswith("$0.00084 per call at 100,000 calls/month (1 x ")
     assert cards["local-onnx"]["stores"].startswith("no: the image stays on this machine")
     referral = page.locator("#dc-referral")
     assert referral.get_attribute("data-refer") in ("true", "false")

@@ -47,6 +47,12 @@ def register(sub: Any) -> None:
         metavar="DIR",
         help="folder of sample images to offer (default: the dermapred example image, fetched from PyPI once)",
     )
+    p.add_argument(
+        "--monthly-volume",
+        type=int,
+        default=100_000,
+        help="calls per month an always-on endpoint's cost is shared over in each card's cost line (default 100000)",
+    )
     p.add_argument("--policy", metavar="FILE", help="referral policy JSON (default: derm-cloud's default rules)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -85,6 +91,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from derm_cloud.demo.app import DemoSession, private_upload_dir, run_demo
     from derm_cloud.demo.backends import DEFAULT_BACKENDS, backends_from_config, open_backends
 
+    if args.monthly_volume <= 0:
+        raise ConfigError(f"--monthly-volume must be positive, got {args.monthly_volume}")
     if args.max_upload_mb <= 0:
         raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     if args.config and args.backend:
@@ -113,6 +121,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
         samples=samples,
         policy=policy,
         catalogue=PriceCatalogue.load(),
+        monthly_volume=args.monthly_volume,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         upload_root=upload_dir,
         attribution=attribution,

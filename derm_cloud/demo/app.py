@@ -37,7 +37,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from derm_cloud.demo.reaper import UploadReaper
-from derm_cloud.demo.render import DISCLAIMER, BackendResult, render_error, render_results, render_status
+from derm_cloud.demo.render import (
+    DEFAULT_MONTHLY_VOLUME,
+    DISCLAIMER,
+    BackendResult,
+    render_error,
+    render_results,
+    render_status,
+)
 from derm_cloud.errors import ConfigError, DermCloudError, InvalidImageError
 from derm_cloud.images import ImageLimits, load_image
 
@@ -99,6 +106,7 @@ class DemoSession:
         samples: sample images offered in the picker (read from disk, never deleted).
         policy: the referral rules.
         catalogue: prices for the cost of each call (`None`: costs show as unknown).
+        monthly_volume: calls per month an always-on endpoint's monthly cost is shared over.
         max_upload_bytes: largest upload accepted.
         upload_root: gradio's upload folder; only files inside it are deleted after reading.
         attribution: credit line for the samples, shown under the picker.
@@ -108,6 +116,7 @@ class DemoSession:
     samples: list[Path] = field(default_factory=list)
     policy: ReferralPolicy | None = None
     catalogue: PriceCatalogue | None = None
+    monthly_volume: int = DEFAULT_MONTHLY_VOLUME
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     upload_root: Path | None = None
     attribution: str = ""
@@ -182,7 +191,13 @@ class DemoSession:
         policy = self.policy or ReferralPolicy()
         answered = [r.prediction for r in results if r.prediction is not None]
         decision = policy.evaluate(answered) if answered else None
-        return render_results(results, decision, policy_text=policy.describe(), catalogue=self.catalogue)
+        return render_results(
+            results,
+            decision,
+            policy_text=policy.describe(),
+            catalogue=self.catalogue,
+            monthly_volume=self.monthly_volume,
+        )
 
     # --- helpers -------------------------------------------------------------------------------------------------
 

@@ -24,13 +24,24 @@ if TYPE_CHECKING:
     from derm_cloud.governance.referral import ReferralDecision
     from derm_cloud.types import Prediction
 
-__all__ = ["DISCLAIMER", "BackendResult", "call_cost", "render_error", "render_results", "render_status"]
+__all__ = [
+    "DEFAULT_MONTHLY_VOLUME",
+    "DISCLAIMER",
+    "BackendResult",
+    "call_cost",
+    "render_error",
+    "render_results",
+    "render_status",
+]
 
 DISCLAIMER = (
     "This is not a diagnosis. derm-cloud supports triage and research only; a clinician reviews every result, "
     "referred or not. Do not use it to decide on treatment."
 )
 TOP_K = 3
+#: Calls per month an always-on endpoint's cost is shared over (the comparator's default `monthly_volume`).
+DEFAULT_MONTHLY_VOLUME = 100_000
+HOURS_PER_MONTH = 730
 
 
 @dataclass(frozen=True)
@@ -49,11 +60,17 @@ def _money(value: float, currency: str) -> str:
     return f"{symbol}{text}" if symbol else f"{text} {currency}"
 
 
-def call_cost(info: BackendInfo, prediction: Prediction | None, catalogue: PriceCatalogue | None) -> str:
+def call_cost(
+    info: BackendInfo,
+    prediction: Prediction | None,
+    catalogue: PriceCatalogue | None,
+    monthly_volume: int = DEFAULT_MONTHLY_VOLUME,
+) -> str:
     """The cost of one call in words, from the price catalogue; `"unknown"` (with why) when it has no price.
 
-    Always-on services (instance or node hours) have no price per call: the text gives the hourly rate and
-    says that the cost of a call depends on traffic, rather than inventing a figure.
+    An always-on service (instance or node hours) costs the same whatever the traffic, so a call's cost is the
+    month's bill shared over `monthly_volume` calls: the text states that volume, the instance count and the
+    hourly rate it comes from.
 
     Example:
         >>> from derm_cloud.base import BackendInfo
@@ -70,11 +87,14 @@ def call_cost(info: BackendInfo, prediction: Prediction | None, catalogue: Price
     b = info.billing
     if entry.basis == "per_request" and entry.price is not None:
         return f"{_money(entry.price, entry.currency)} per call ({dated})"
-    if entry.basis in ("instance_hour", "node_hour") and entry.price is not None:
+    if entry.basis in ("instance_hour", "node_hour") and entry.price is not None and entry.always_on:
         unit = "instance" if entry.basis == "instance_hour" else "node"
+        count = int(b.get("instances", b.get("nodes", 1)))
+        per_call = entry.price * count * HOURS_PER_MONTH / monthly_volume
         return (
-            f"always on: {_money(entry.price, entry.currency)} per {unit}-hour; a call's share depends on traffic "
-            f"({dated})"
+            f"{_money(per_call, entry.currency)} per call at {monthly_volume:,} calls/month ({count} x "
+            f"{entry.sku or unit} x {HOURS_PER_MONTH} h at {_money(entry.price, entry.currency)} per {unit}-hour, "
+            f"always on whatever the traffic; {entry.price_class}, {entry.region}; {dated})"
         )
     if entry.basis == "serverless_gb_second" and entry.price is not None and prediction is not None:
         memory_gb = b.get("memory_gb")
@@ -121,7 +141,7 @@ def render_error(message: str, title: str = "Cannot use this image") -> str:
     )
 
 
-def _card(result: BackendResult, catalogue: PriceCatalogue | None) -> str:
+def _card(result: BackendResult, catalogue: PriceCatalogue | None, monthly_volume: int) -> str:
     info = result.info
     name = html.escape(result.name)
     where = "emulated on 127.0.0.1 (same model, real SDK)" if info.emulated else (info.region or "this machine")
@@ -145,10 +165,11 @@ def _card(result: BackendResult, catalogue: PriceCatalogue | None) -> str:
             )
     else:
         rows.append('<tr><td colspan="2">labels are not lesion classes: this backend cannot triage</td></tr>')
+    cost = html.escape(call_cost(info, p, catalogue, monthly_volume))
     facts = (
         f'<ul class="dc-facts"><li>latency: <span class="dc-latency" data-ms="{p.latency_ms:.1f}">'
         f"{p.latency_ms:.0f} ms</span> ({p.attempts} attempt{'s' if p.attempts != 1 else ''})</li>"
-        f'<li>cost of this call: <span class="dc-cost">{html.escape(call_cost(info, p, catalogue))}</span></li>'
+        f'<li>cost of this call: <span class="dc-cost">{cost}</span></li>'
         f'<li>stores the image: <span class="dc-stores">{html.escape(_stores(info))}</span></li></ul>'
     )
     return head + f"<table class='dc-top'>{''.join(rows)}</table>{facts}</div>"
@@ -161,9 +182,10 @@ def render_results(
     policy_text: str,
     catalogue: PriceCatalogue | None,
     image_note: str = "",
+    monthly_volume: int = DEFAULT_MONTHLY_VOLUME,
 ) -> str:
     """The side-by-side predictions, the referral decision with reasons, and the not-a-diagnosis statement."""
-    cards = "".join(_card(r, catalogue) for r in results)
+    cards = "".join(_card(r, catalogue, monthly_volume) for r in results)
     if decision is None:
         referral = (
             '<div id="dc-referral" class="dc-referral" data-refer="unknown"><b>No referral decision:</b> '

@@ -15,6 +15,9 @@ Formulas (V = predictions per month, H = 730 hours, t = seconds per prediction, 
 * `per_token`: `input_tokens x in_price + output_tokens x out_price` per prediction (measured token usage
   when the backend reports it, else the billing keys `input_tokens` / `output_tokens`).
 * `per_1000_units`: tiered price per 1,000 units (image x feature), free tier included.
+
+What each figure assumes, whether the compared prices are on like bases (class, region) and how old they are:
+`derm_cloud.compare.analysis.cost_basis`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from derm_cloud.compare.analysis.cost_basis import MAX_PRICE_AGE_DAYS, assumptions, catalogue_age, like_bases
 
 if TYPE_CHECKING:
     from derm_cloud.compare.run.config import ComparisonConfig
@@ -159,6 +164,7 @@ def backend_cost(
         out["idle_monthly"] = 0.0 if entry.basis != "per_1000_units" else _tiered(0, entry.tiers)
         per = model.per_prediction()
         out["per_1k_at_throughput"] = per * 1000 if per is not None else out["per_1k_at_volume"]
+    out["assumptions"] = assumptions(entry, billing, out, volume)
     if entry.alternatives:
         out["warnings"].append(
             f"{name}: sources disagree on {entry.id}: {entry.price} used, alternatives {list(entry.alternatives)}"
@@ -252,8 +258,9 @@ def cost_section(
     volume: int,
     melanoma_prevalence: float | None,
     utilisation: float = 0.5,
+    max_price_age_days: int = MAX_PRICE_AGE_DAYS,
 ) -> dict[str, Any]:
-    """Costs of every backend, the monthly-cost curves, break-even volumes and the as-of dates used."""
+    """Costs of every backend, curves, break-even volumes, like-basis warnings and the prices used with their age."""
     per: dict[str, dict[str, Any]] = {}
     fns: dict[str, Callable[[float], float | None]] = {}
     bases: dict[str, str] = {}
@@ -276,6 +283,10 @@ def cost_section(
     volumes = [round(10 ** (2 + i * 0.125)) for i in range(49)]  # 100 .. 1e8
     curves = {name: [[v, fn(v)] for v in volumes] for name, fn in fns.items()}
     used = {c["entry"]["id"]: c["entry"] for c in per.values() if "entry" in c}
+    basis_warnings, alternatives = like_bases(per, catalogue)
+    for name, found in alternatives.items():
+        per[name]["like_for_like"] = found
+    age = catalogue_age(catalogue, {k: catalogue.entries[k] for k in used}, max_price_age_days)
     return {
         "volume": volume,
         "melanoma_prevalence": melanoma_prevalence,
@@ -285,11 +296,30 @@ def cost_section(
         "curves": curves,
         "break_even": break_even_volumes(fns, bases),
         "prices_used": {
-            k: {x: e.get(x) for x in ("as_of", "source", "status", "region", "currency", "origin")}
+            k: {
+                **{x: e.get(x) for x in _USED_FIELDS},
+                "age_days": age["ages"][k],
+                "stale": k in age["stale"],
+            }
             for k, e in used.items()
         },
-        "warnings": [w for c in per.values() for w in c["warnings"]],
+        "catalogue": {x: age[x] for x in ("layers", "max_age_days", "stale")},
+        "warnings": [w for c in per.values() for w in c["warnings"]] + basis_warnings + age["warnings"],
     }
+
+
+_USED_FIELDS = (
+    "as_of",
+    "source",
+    "status",
+    "region",
+    "currency",
+    "origin",
+    "price_class",
+    "sku",
+    "sku_id",
+    "source_kind",
+)
 
 
 def costs(

@@ -43,8 +43,9 @@ HOW_TO_LABEL = (
 )
 COST_METHOD = (
     "Prices from the shipped catalogue (derm-cloud docs, reference/cloud-apis.md section 11; each with source, "
-    "as-of date and status) "
-    "plus any [cost] prices files. Always-on endpoints (instance-hour, node-hour) cost rate x instances x 730 h "
+    "as-of date and status; read from web pages), the user catalogue `derm-cloud prices refresh` reads from the "
+    "providers' price APIs, and any [cost] prices files. Always-on endpoints (instance-hour, node-hour) cost "
+    "rate x instances x 730 h "
     "per month whatever the traffic (idle cost), with instances raised to carry the monthly volume at the "
     "measured throughput and the configured utilisation; per-request, serverless (GB-second x measured "
     "latency), per-token (measured token usage) and tiered per-1,000-unit prices scale with volume. Cost per "

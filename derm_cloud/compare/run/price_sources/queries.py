@@ -1,0 +1,123 @@
+"""Which catalogue entry each price-API query fills, and how to find its SKU in the API's answer.
+
+The filters follow each API's documented attributes: Azure Retail Prices' OData fields (`serviceName`,
+`armRegionName`, `armSkuName`, `priceType`; learn.microsoft.com/rest/api/cost-management/retail-prices/
+azure-retail-prices), the AWS Price List's product attributes (`regionCode`, `instanceName`, `component`;
+docs.aws.amazon.com/awsaccountbilling/latest/aboutv2/using-price-list-query-api.html) and the Cloud Billing
+Catalog's SKU descriptions and `serviceRegions` (cloud.google.com/billing/v1/how-tos/catalog-api). SKU names
+and descriptions change: an entry whose query finds nothing keeps its old price and the refresh says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PROVIDERS", "QUERIES", "PriceQuery"]
+
+PROVIDERS = ("azure", "aws", "google")
+
+
+@dataclass(frozen=True)
+class PriceQuery:
+    """One catalogue entry to fill from one provider's price API.
+
+    Attributes:
+        entry_id: the catalogue id it fills (an existing entry is updated, a missing one added).
+        provider: "azure", "aws" or "google".
+        service: what is billed, in words (the entry's `service`).
+        basis: the entry's billing basis (`derm_cloud.compare.run.prices.BASES`).
+        price_class: the entry's price class (`PRICE_CLASSES`).
+        sku: the provider's name for what is sold (instance type, machine type).
+        region: the provider's region code.
+        unit: the catalogue's unit text.
+        filters: Azure OData `eq` clauses, or AWS `TERM_MATCH` field/value pairs.
+        service_code: AWS `ServiceCode` or the Google Billing service id.
+        exclude: Azure only: a regex on productName / skuName / meterName that rules an item out
+            (Windows, Spot and Low Priority meters share a Linux VM's armSkuName).
+        components: Google only: (description regex, quantity) pairs summed into one price, for a
+            machine billed per vCPU-hour and per GiB-hour of memory.
+    """
+
+    entry_id: str
+    provider: str
+    service: str
+    basis: str
+    price_class: str
+    sku: str
+    region: str
+    unit: str
+    filters: tuple[tuple[str, str], ...] = ()
+    service_code: str = ""
+    exclude: str = ""
+    components: tuple[tuple[str, float], ...] = ()
+
+
+def _sagemaker(instance: str) -> PriceQuery:
+    return PriceQuery(
+        entry_id=f"aws.sagemaker.realtime.{instance}",
+        provider="aws",
+        service=f"Amazon SageMaker real-time endpoint, {instance}",
+        basis="instance_hour",
+        price_class="real-time instance",
+        sku=instance,
+        region="us-east-1",
+        unit="instance-hour",
+        filters=(("regionCode", "us-east-1"), ("instanceName", instance), ("component", "Hosting")),
+        service_code="AmazonSageMaker",
+    )
+
+
+def _azure_vm(size: str) -> PriceQuery:
+    return PriceQuery(
+        entry_id=f"azure.ml.online.{size}",
+        provider="azure",
+        service=f"Azure Machine Learning managed online endpoint, {size} (Linux VM, pay as you go)",
+        basis="instance_hour",
+        price_class="real-time instance",
+        sku=size,
+        region="eastus",
+        unit="VM-hour per instance",
+        filters=(
+            ("serviceName", "Virtual Machines"),
+            ("armRegionName", "eastus"),
+            ("armSkuName", size),
+            ("priceType", "Consumption"),
+        ),
+        exclude=r"(?i)windows|spot|low priority",
+    )
+
+
+# Vertex AI's service id in the Cloud Billing catalogue (services.list: displayName "Vertex AI").
+VERTEX_SERVICE = "C7E2-9256-1C43"
+
+QUERIES: tuple[PriceQuery, ...] = (
+    *(_sagemaker(i) for i in ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge", "ml.g4dn.xlarge")),
+    *(_azure_vm(s) for s in ("Standard_DS3_v2", "Standard_F4s_v2")),
+    PriceQuery(
+        entry_id="gcp.vertex.automl.image_classification.online",
+        provider="google",
+        service="Vertex AI AutoML image classification: deployment and online prediction",
+        basis="node_hour",
+        price_class="node-hour",
+        sku="AutoML image classification online prediction",
+        region="us-central1",
+        unit="node-hour, 24/7 while deployed",
+        service_code=VERTEX_SERVICE,
+        components=((r"(?i)automl image classification.*(online|deployment)", 1.0),),
+    ),
+    PriceQuery(
+        entry_id="gcp.vertex.custom.online.n1-standard-2",
+        provider="google",
+        service="Vertex AI custom-trained model online prediction, n1-standard-2 node (2 vCPU, 7.5 GiB)",
+        basis="node_hour",
+        price_class="real-time instance",
+        sku="n1-standard-2",
+        region="us-central1",
+        unit="node-hour (2 vCPU-hours + 7.5 GiB-hours), 24/7 while deployed",
+        service_code=VERTEX_SERVICE,
+        components=(
+            (r"(?i)prediction.*N1 Predefined Instance Core", 2.0),
+            (r"(?i)prediction.*N1 Predefined Instance Ram", 7.5),
+        ),
+    ),
+)
