@@ -203,3 +203,42 @@ def test_a_provider_reencode_is_named_as_the_cause_and_exported_per_image(defaul
     jsonl = [json.loads(line) for line in (default_run.output_dir / "predictions.jsonl").open()]
     assert {(r["backend"], r["image_id"]) for r in jsonl if r["reencoded"]} == changed
     assert all(r["reencoded"] is None for r in jsonl if (r["backend"], r["image_id"]) not in changed)
+
+
+# --- item 7: report.json has a JSON Schema, checked in the tests ---------------------------------------------------
+
+
+def test_report_json_matches_its_schema_and_a_removed_or_mistyped_field_fails(default_run: ComparisonResult) -> None:
+    import copy
+
+    import jsonschema
+
+    import derm_cloud
+    from derm_cloud.compare.report.schema import SCHEMA_PATH, ReportSchemaError, load_schema, validate_report
+
+    assert SCHEMA_PATH.parent.is_relative_to(Path(derm_cloud.__file__).parent)  # shipped inside the package
+    jsonschema.Draft202012Validator.check_schema(load_schema())
+    report = json.loads(default_run.json.read_text(encoding="utf-8"))
+    validate_report(default_run.json)  # the path form; write_report already checked it (DERM_CLOUD_VALIDATE_REPORT)
+
+    def broken(change: Any) -> dict[str, Any]:
+        data = copy.deepcopy(report)
+        change(data)
+        return data
+
+    cases = {
+        "'exports' is a required property": lambda d: d.pop("exports"),
+        "'note' is a required property": lambda d: d["metadata"].pop("note"),
+        "'in_sample' is a required property": lambda d: d["quality"]["backends"]["local"].pop("in_sample"),
+        "True was expected": lambda d: d["quality"]["backends"]["local"]["melanoma"]["at_specificity"][0].update(
+            in_sample="yes"
+        ),
+        "'1' is not of type 'integer'": lambda d: d["same_model"]["groups"][0]["pairs"][0]["reencoded"].update(
+            images="1"
+        ),
+        "'balanced_acuracy' was unexpected": lambda d: d.update(balanced_acuracy=0.5),
+        "'0.8' is not of type 'number', 'null'": lambda d: d["cost"]["backends"]["vertex"].update(monthly="0.8"),
+    }
+    for message, change in cases.items():
+        with pytest.raises(ReportSchemaError, match=message.replace("(", r"\(")):
+            validate_report(broken(change))
