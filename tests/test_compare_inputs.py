@@ -242,3 +242,28 @@ def test_report_json_matches_its_schema_and_a_removed_or_mistyped_field_fails(de
     for message, change in cases.items():
         with pytest.raises(ReportSchemaError, match=message.replace("(", r"\(")):
             validate_report(broken(change))
+
+
+def test_an_emulator_hosting_a_model_without_metadata_input_cannot_use_metadata(
+    tmp_path: Path, manifest: Path, tiny_model_dir: Path, tiny_meta_model_dir: Path
+) -> None:
+    from derm_cloud.compare.run.backends import can_use_metadata, open_runtimes
+    from derm_cloud.compare.run.config_file import parse_config
+
+    cfg = config(tmp_path, manifest, tiny_meta_model_dir)
+    cfg["backends"] = [
+        {"name": "sm-meta", "type": "sagemaker", "emulate": True, "model_dir": str(tiny_meta_model_dir)},
+        {"name": "sm-plain", "type": "sagemaker", "emulate": True, "model_dir": str(tiny_model_dir)},
+    ]
+    runtimes = open_runtimes(parse_config(cfg), skip_unavailable=False, warnings=[])
+    try:
+        # Both clients send age, sex and site; only the endpoint whose model has a metadata input can use them.
+        assert all(rt.classifier.uses_metadata for rt in runtimes)
+        assert {rt.name: can_use_metadata(rt) for rt in runtimes} == {
+            "sm-meta": True,
+            "sm-meta +metadata": True,
+            "sm-plain": False,
+        }
+    finally:
+        for rt in runtimes:
+            rt.close()
