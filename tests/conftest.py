@@ -4,6 +4,7 @@ Tests that read the HAM10000 images are found from their code (see ``tests_helpe
 ``ham10000``; without the data folder they are skipped with a reason naming how to get it, and under ``CI=true``
 the run fails at collection instead, so CI can never pass by skipping them. Tests marked ``project_data`` pin
 figures of the project's own data folder: on the dev split a fetch derives they are skipped the same way.
+Every report.json a test writes is checked against its JSON Schema (``DERM_CLOUD_VALIDATE_REPORT``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from tests_helpers import (
     is_data_path,
     needs_ham10000,
 )
+
+# Every report.json any test writes (in this process or a CLI subprocess) is checked against the shipped schema
+# (derm_cloud/compare/report/report.schema.json): a field removed or retyped fails the test that wrote it.
+os.environ.setdefault("DERM_CLOUD_VALIDATE_REPORT", "1")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -21,6 +21,9 @@ What is compared and how:
   folder are replaced by ``<output>``, ``<data>`` and ``<cache>``; the run id by ``<run_id>``. Timings, dates and
   fingerprints live in other sections (``run``, ``latency``, ``dataset``), which are not compared.
 
+Each run's report.json is also checked against the JSON Schema shipped in the package
+(``derm_cloud/compare/report/report.schema.json``).
+
 The probabilities come from onnxruntime on this machine's CPU (the CI runs here too); a CPU with other vector
 instructions can differ in the 7th digit, and the message then says so. To record anew (only when a change of
 figures is intended, and say why in the commit):
@@ -40,6 +43,7 @@ import pytest
 from tests_helpers import DATA_DIR, DEV_CSV
 
 from derm_cloud.compare import run_comparison
+from derm_cloud.compare.report.schema import validate_report
 
 GOLDEN = Path(__file__).parent / "golden" / "compare"
 PREDICTIONS = GOLDEN / "predictions.csv"
@@ -59,6 +63,9 @@ def golden_config(output: Path, tiny_model: Path) -> dict[str, Any]:
         "backends_in_parallel": False,
         "dataset": {"source": str(DEV_CSV), "limit": 30},
         "fairness": {"skin_tone": "auto", "min_group_size": 5},
+        # One metadata mode, as every comparison ran before issue 20 (since then the default adds a with-metadata
+        # row for each capable backend when backends differ): the recorded figures stay comparable.
+        "metadata": {"mode": "auto", "variants": False},
         "scenarios": {
             "bootstrap": 100,
             "request_timeout_s": 120,
@@ -106,6 +113,7 @@ def run_golden(output: Path) -> tuple[list[dict[str, str]], dict[str, Any]]:
 
     tiny = build_tiny_onnx_model(output.parent / "tiny-onnx")  # seeded weights: the same model every time
     result = run_comparison(golden_config(output, tiny), progress=False)
+    validate_report(result.json)  # the run's own report.json matches the schema shipped in the package
     swap = _replacements(output, result.run_id)
     report = json.loads(result.json.read_text(encoding="utf-8"))
     rows = [normalise(r, swap) for r in _csv_rows(result.output_dir / "predictions.csv")]

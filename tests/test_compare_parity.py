@@ -49,7 +49,7 @@ def test_variants_add_an_other_mode_row_for_backends_that_can_use_metadata() -> 
         plan_metadata({"a": True}, "sometimes")
 
 
-def test_mixed_modes_warn_and_variant_rows_do_not() -> None:
+def test_mixed_modes_warn_and_variant_rows_are_stated_not_warned() -> None:
     mixed = {"a": {"uses_metadata": True, "metadata_used": True}, "b": {"metadata_used": False}}
     report, warnings = metadata_summary(mixed)
     assert report["mode"] == "mixed" and len(warnings) == 1 and "MIXED METADATA MODES" in warnings[0]
@@ -59,7 +59,10 @@ def test_mixed_modes_warn_and_variant_rows_do_not() -> None:
         "b": {"metadata_used": False},
     }
     report, warnings = metadata_summary(variant)
-    assert warnings == [] and report["mode"].startswith("metadata-blind, plus explicit variant rows")
+    assert report["mode"].startswith("metadata-blind, plus explicit variant rows")
+    # Not a warning: a note at the top saying which row used what (issue 20).
+    assert warnings == [report["note"]] and "MIXED" not in warnings[0]
+    assert "Image-only (metadata-blind), the cross-backend comparison: a, b. With metadata: a +metadata" in warnings[0]
 
 
 # --- same-model check ----------------------------------------------------------------------------------------

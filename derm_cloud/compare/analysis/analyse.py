@@ -19,7 +19,7 @@ from derm_cloud.compare.analysis.fairness import fairness_section
 from derm_cloud.compare.analysis.latency import latency_section
 from derm_cloud.compare.analysis.metadata import metadata_summary
 from derm_cloud.compare.analysis.pareto import pareto_section
-from derm_cloud.compare.analysis.predictions import prediction_rows
+from derm_cloud.compare.analysis.predictions import prediction_rows, reencoded_images
 from derm_cloud.compare.analysis.quality import quality_section
 from derm_cloud.compare.analysis.same_model import same_model_report
 from derm_cloud.compare.analysis.summary import Summary
@@ -50,7 +50,7 @@ def analyse(results: RunResults, config: ComparisonConfig) -> Summary:
     answers = {
         name: {i: r.probs for i, r in results.answers(name).items() if r.ok and r.probs} for name in results.backends
     }
-    same_model, mismatches = same_model_report(results.backends, answers)
+    same_model, mismatches = same_model_report(results.backends, answers, reencoded=reencoded_images(results))
     export_parity, export_gaps = export_parity_report(results.backends, answers)
     top_warnings += mismatches + export_gaps
     warn[:0] = top_warnings

@@ -35,7 +35,7 @@ from derm_cloud.compare.analysis.metrics import (
 from derm_cloud.errors import ConfigError
 from derm_cloud.taxonomy import CLASS_CODES, MALIGNANT_CODES
 
-__all__ = ["ISIC_THRESHOLD", "PER_CLASS_DEFINITIONS", "quality_report"]
+__all__ = ["IN_SAMPLE_METRICS", "IN_SAMPLE_REASON", "ISIC_THRESHOLD", "PER_CLASS_DEFINITIONS", "quality_report"]
 
 K = len(CLASS_CODES)
 #: The ISIC 2018 Task 3 per-category rule: a class is called when its probability exceeds 0.5.
@@ -46,6 +46,13 @@ PER_CLASS_DEFINITIONS = {
     "p_over_0_5": "a class is called when its own probability exceeds 0.5 (the ISIC 2018 leaderboard's "
     "per-category rule); an image may be called for no class",
 }
+#: Why a sensitivity at a fixed specificity is in-sample: the report marks it so in every format.
+IN_SAMPLE_REASON = (
+    "in-sample: the threshold on the score is chosen on the same images the sensitivity is measured on, so the "
+    "figure is optimistic; fix the threshold on another split (derm-cloud governance referral) before relying on it"
+)
+#: The figures of each backend's quality entry that are fitted on the data they are measured on.
+IN_SAMPLE_METRICS = ("melanoma.at_specificity", "malignant.at_specificity")
 
 
 def quality_report(
@@ -110,6 +117,7 @@ def quality_report(
         "calibration": _calibration(y, p, n_bins),
         "ci": _intervals(y, p, n_boot, seed, groups),
         "prevalence": _prevalence_section(y, per_class, malignant, stated, dataset_note),
+        "in_sample": dict.fromkeys(IN_SAMPLE_METRICS, IN_SAMPLE_REASON),
         "warnings": _warnings(y, renormalised),
     }
 
@@ -175,7 +183,7 @@ def _melanoma(y: np.ndarray, p: np.ndarray, specificities: Sequence[float]) -> d
     return {
         **_binary_stats(truth, np.argmax(p, axis=1) == MEL),
         "auc": _auc_entry(truth, p[:, MEL])[0],
-        "at_specificity": [sensitivity_at_specificity(truth, p[:, MEL], s) for s in specificities],
+        "at_specificity": [_in_sample(sensitivity_at_specificity(truth, p[:, MEL], s)) for s in specificities],
         "threshold_note": "thresholds on p(mel) chosen on this data (in-sample, optimistic); a sample is "
         "called melanoma when p(mel) >= threshold",
     }
@@ -189,9 +197,14 @@ def _malignant(y: np.ndarray, p: np.ndarray, specificities: Sequence[float]) -> 
         **_binary_stats(truth, np.isin(np.argmax(p, axis=1), MALIGNANT_INDICES)),
         "classes": sorted(MALIGNANT_CODES),
         "auc": _auc_entry(truth, score)[0],
-        "at_specificity": [sensitivity_at_specificity(truth, score, s) for s in specificities],
+        "at_specificity": [_in_sample(sensitivity_at_specificity(truth, score, s)) for s in specificities],
         "score": "sum of p(mel), p(bcc), p(akiec); called malignant at argmax when the top class is one of them",
     }
+
+
+def _in_sample(entry: dict[str, Any]) -> dict[str, Any]:
+    """An operating point whose threshold was chosen on the data it is measured on, flagged as such."""
+    return {**entry, "in_sample": True}
 
 
 def _calibration(y: np.ndarray, p: np.ndarray, n_bins: int) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 Written beside the report:
 
 ```text
-predictions.csv     one row per image and backend: truth, lesion, metadata mode, label, 7 probabilities
+predictions.csv     one row per image and backend: truth, lesion, metadata mode, label, 7 probabilities, reencoded
 predictions.jsonl   the same rows as JSON lines
+quality_metrics.csv one row per backend and headline quality figure: value, 95% CI, in_sample and why
+quality_metrics.json  the same rows as a JSON list
 isic/<backend>.csv  an ISIC 2018 Task 3 submission per label-mapped backend (image,MEL,NV,BCC,AKIEC,BKL,DF,VASC)
 isic/ground_truth.csv  the labelled images in the same format (one-hot), for the official scorer
 ```
@@ -23,11 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from derm_cloud.compare.analysis.predictions import PREDICTION_FIELDS
+from derm_cloud.compare.analysis.quality_report import IN_SAMPLE_REASON
 
 if TYPE_CHECKING:
     from derm_cloud.compare.analysis.summary import Summary
 
-__all__ = ["ISIC_COLUMNS", "isic_file_name", "write_exports"]
+__all__ = ["ISIC_COLUMNS", "QUALITY_METRIC_FIELDS", "isic_file_name", "quality_metric_rows", "write_exports"]
 
 #: ISIC 2018 Task 3 column order and the canonical code of each column.
 ISIC_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -39,6 +42,55 @@ ISIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("DF", "df"),
     ("VASC", "vasc"),
 )
+
+
+#: The columns of quality_metrics.csv.
+QUALITY_METRIC_FIELDS = ("backend", "metric", "value", "ci_low", "ci_high", "n", "in_sample", "in_sample_reason")
+
+
+def quality_metric_rows(quality: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The headline quality figures of every scored backend, one row each, in-sample ones flagged with why.
+
+    Args:
+        quality: the summary's quality section.
+    """
+    rows: list[dict[str, Any]] = []
+    for name, q in (quality.get("backends") or {}).items():
+        if not q.get("n"):
+            continue
+        ci = q.get("ci") or {}
+        mel, mal = q.get("melanoma") or {}, q.get("malignant") or {}
+        figures: list[tuple[str, Any, Any, str | None]] = [
+            ("accuracy", q.get("accuracy"), ci.get("accuracy"), None),
+            ("balanced_accuracy", q.get("balanced_accuracy"), ci.get("balanced_accuracy"), None),
+            ("macro_auc", q.get("macro_auc"), ci.get("macro_auc"), None),
+            ("melanoma_sensitivity", mel.get("sensitivity"), ci.get("melanoma_sensitivity"), None),
+            ("melanoma_specificity", mel.get("specificity"), None, None),
+            ("melanoma_auc", mel.get("auc"), None, None),
+            ("melanoma_referral_sensitivity", q.get("melanoma_referral_sensitivity"), None, None),
+            ("ece", (q.get("calibration") or {}).get("ece"), None, None),
+        ]
+        in_sample = q.get("in_sample") or {}
+        for key, section in (("melanoma", mel), ("malignant", mal)):
+            why = in_sample.get(f"{key}.at_specificity", IN_SAMPLE_REASON)
+            for point in section.get("at_specificity") or []:
+                metric = f"{key}_sensitivity_at_specificity_{point['target_specificity']:.2f}"
+                figures.append((metric, point.get("sensitivity"), None, why if point.get("in_sample") else None))
+        for metric, value, interval, why in figures:
+            low, high = (interval or [None, None])[:2]
+            rows.append(
+                {
+                    "backend": name,
+                    "metric": metric,
+                    "value": value,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n": q.get("n"),
+                    "in_sample": why is not None,
+                    "in_sample_reason": why,
+                }
+            )
+    return rows
 
 
 def isic_file_name(backend: str) -> str:
@@ -64,6 +116,12 @@ def write_exports(summary: Summary, output_dir: Path) -> dict[str, Any]:
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
     with (output_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(row) + "\n" for row in rows)
+    metrics = quality_metric_rows(summary.quality)
+    with (output_dir / "quality_metrics.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=QUALITY_METRIC_FIELDS)
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in metrics)
+    (output_dir / "quality_metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
     header = ["image", *(col for col, _code in ISIC_COLUMNS)]
     files: dict[str, str] = {}
     for name, facts in summary.backends.items():
@@ -80,6 +138,8 @@ def write_exports(summary: Summary, output_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {
         "predictions_csv": "predictions.csv",
         "predictions_jsonl": "predictions.jsonl",
+        "quality_metrics_csv": "quality_metrics.csv",
+        "quality_metrics_json": "quality_metrics.json",
         "isic_submissions": files,
     }
     if truth:

@@ -70,9 +70,10 @@ def parity_section(summary: Mapping[str, Any], table: Table) -> Section:
     tol = same.get("tolerance", 1e-4)
     pair_rows = _same_model_rows(same, tol)
     intro = (
-        f"Metadata mode: {meta.get('mode', 'n/a')}. By default every backend answers in one mode: with patient "
-        "metadata (age, sex, site) only when every backend can use it, metadata-blind otherwise; [metadata] "
-        "variants = true adds rows in the other mode so the gain from metadata is measured on its own. "
+        f"Metadata mode: {meta.get('mode', 'n/a')}. By default the backends are compared in one mode: with patient "
+        "metadata (age, sex, site) when every backend can use it; otherwise image-only, plus a with-metadata row "
+        "for each backend that can use it, so its own figure with metadata is measured too ([metadata] "
+        "variants = false runs one mode only). "
         "Same-model check: backends serving the same model file (SHA-256 of spec.json and the model) in the same "
         f"metadata mode should give the same probabilities; a largest gap above {tol:g} is an input or "
         "preprocessing mismatch (or a provider path that loses precision, such as an LLM writing rounded "
@@ -89,7 +90,16 @@ def parity_section(summary: Mapping[str, Any], table: Table) -> Section:
     return "Input parity: metadata and same-model check", intro, tables
 
 
-_SAME_MODEL_HEADERS = ["same model", "model fingerprint", "metadata", "images", "largest |p gap|", "where", "verdict"]
+_SAME_MODEL_HEADERS = [
+    "same model",
+    "model fingerprint",
+    "metadata",
+    "images",
+    "largest |p gap|",
+    "where",
+    "re-encoded for one (above tol.)",
+    "verdict",
+]
 _EXPORT_HEADERS = [
     "cloud vs home (export_of)",
     "images",
@@ -100,6 +110,21 @@ _EXPORT_HEADERS = [
     "melanoma calls differ",
     "what can explain a gap",
 ]
+
+
+def _reencoded_cell(enc: Mapping[str, Any]) -> str:
+    """How many shared images a provider limit re-encoded for one backend of the pair, and how many are above tol."""
+    if not enc.get("images"):
+        return "0"
+    return f"{enc['images']} ({enc['above_tolerance']} above)"
+
+
+def _verdict(pair: Mapping[str, Any], verdict: Mapping[bool | None, str]) -> str:
+    """The pair's verdict, naming the re-encode when it explains every image above the tolerance."""
+    enc = pair.get("reencoded") or {}
+    if pair.get("mismatch") and enc.get("above_tolerance") and not enc.get("unexplained_above_tolerance"):
+        return "MISMATCH: caused by the re-encode (a provider limit), see predictions.csv reencoded"
+    return verdict[pair.get("mismatch")]
 
 
 def _same_model_rows(same: Mapping[str, Any], tol: float) -> list[list[Any]]:
@@ -116,7 +141,8 @@ def _same_model_rows(same: Mapping[str, Any], tol: float) -> list[list[Any]]:
             pair["images"],
             _gap(pair.get("max_abs_gap")),
             f"{pair.get('class', '')} on {pair.get('image_id', '')}" if pair.get("max_abs_gap") else "",
-            verdict[pair.get("mismatch")],
+            _reencoded_cell(pair.get("reencoded") or {}),
+            _verdict(pair, verdict),
         ]
         for group in same.get("groups", [])
         for pair in group["pairs"]

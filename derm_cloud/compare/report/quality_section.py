@@ -1,4 +1,8 @@
-"""The report's quality sections: per-backend figures with intervals, per-class figures, PPV/NPV at a prevalence."""
+"""The report's quality sections: per-backend figures with intervals, per-class figures, PPV/NPV at a prevalence.
+
+A figure fitted on the data it is measured on (the sensitivity at a fixed specificity picks its threshold on
+the same images) carries `IN_SAMPLE_MARK` in its column header, and the section's text says why.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,12 @@ from typing import Any
 
 from derm_cloud.compare.report.cells import Section, Table, fmt, fmt_ci
 
-__all__ = ["min_group_size", "quality_sections"]
+__all__ = ["IN_SAMPLE_MARK", "PER_CLASS_RULE_NAMES", "min_group_size", "quality_sections"]
+
+#: Appended to the header of every in-sample figure (its reason is in the section's text and in report.json).
+IN_SAMPLE_MARK = " [in-sample]"
+#: How the text names each per-class rule of `per_class_definitions` (a key is not a name: `p_over_0_5`).
+PER_CLASS_RULE_NAMES = {"argmax": "argmax (top-1)", "p_over_0_5": "p > 0.5 (ISIC 2018 rule)"}
 
 _HEADERS = [
     "backend",
@@ -16,7 +25,7 @@ _HEADERS = [
     "balanced acc.",
     "macro AUC",
     "mel. sensitivity",
-    "mel. sens. @ spec 0.90",
+    "mel. sens. @ spec 0.90" + IN_SAMPLE_MARK,
     "ECE",
 ]
 _PER_CLASS_HEADERS = [
@@ -52,12 +61,16 @@ def quality_sections(summary: Mapping[str, Any], table: Table) -> list[Section]:
             continue
         rows.append(_backend_row(name, q))
         per_class += _per_class_rows(name, q, minimum)
-    defs = next((q.get("per_class_definitions") for q in quality["backends"].values() if q.get("n")), None)
-    definitions = " ".join(f"Per class, {k.replace('_', ' ')}: {v}." for k, v in (defs or {}).items())
+    scored = [q for q in quality["backends"].values() if q.get("n")]
+    defs = next((q.get("per_class_definitions") for q in scored), None)
+    definitions = " ".join(f"Per class, {PER_CLASS_RULE_NAMES.get(k, k)}: {v}." for k, v in (defs or {}).items())
+    reason = next((r for q in scored for r in (q.get("in_sample") or {}).values()), None)
+    in_sample = f" Figures marked{IN_SAMPLE_MARK} are {reason}." if reason else ""
     intro = (
         f"{quality['labelled_images']} labelled images; 95% CIs in brackets. "
         + summary["methods"]["quality"]
-        + f" {definitions} Classes with fewer than {minimum} positives are flagged (fairness.min_group_size)."
+        + f" {definitions}{in_sample} Classes with fewer than {minimum} positives are flagged "
+        "(fairness.min_group_size)."
     )
     out: list[Section] = [("Quality", intro, [table(_HEADERS, rows), table(_PER_CLASS_HEADERS, per_class)])]
     prev = _prevalence_rows(quality)

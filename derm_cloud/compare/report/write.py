@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,11 @@ from derm_cloud.compare.report.plots import Figure, make_figures
 if TYPE_CHECKING:
     from derm_cloud.compare.analysis.summary import Summary
 
-__all__ = ["ReportFiles", "write_report"]
+__all__ = ["VALIDATE_ENV", "ReportFiles", "write_report"]
+
+#: When this environment variable is set, `write_report` checks the report.json it wrote against the shipped
+#: schema (`derm_cloud.compare.report.schema`) and raises `ReportSchemaError` if it does not match.
+VALIDATE_ENV = "DERM_CLOUD_VALIDATE_REPORT"
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,10 @@ def write_report(summary: Summary, output_dir: Path) -> ReportFiles:
         data=data,
     )
     files.json.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    if os.environ.get(VALIDATE_ENV):  # the test suite sets it: every report any test writes matches the schema
+        from derm_cloud.compare.report.schema import validate_report
+
+        validate_report(files.json)
     files.html.write_text(render_html(data, figures), encoding="utf-8")
     files.markdown.write_text(render_markdown(data), encoding="utf-8")
     return files

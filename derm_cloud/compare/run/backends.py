@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from derm_cloud.base import Classifier
     from derm_cloud.compare.run.config import BackendConfig, ComparisonConfig
 
-__all__ = ["BackendRecipe", "BackendRuntime", "apply_metadata_plan", "inject_delay", "open_runtimes", "prepare"]
+__all__ = [
+    "BackendRecipe",
+    "BackendRuntime",
+    "apply_metadata_plan",
+    "can_use_metadata",
+    "inject_delay",
+    "open_runtimes",
+    "prepare",
+]
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,22 @@ def prepare(cfg: BackendConfig, default_timeout: float) -> BackendRuntime:
     return BackendRuntime(cfg, recipe, classifier, emulator, bucket, cfg.timeout_s or default_timeout)
 
 
+def can_use_metadata(rt: BackendRuntime) -> bool:
+    """Whether patient metadata sent to this backend reaches a model that takes it.
+
+    The backend must send it (`Classifier.uses_metadata`) and, behind an emulator, the hosted model must have a
+    metadata input: a SageMaker client sends age, sex and site whatever model the endpoint serves, and a
+    with-metadata row of a model without that input would only repeat its image-only row.
+    """
+    if not rt.classifier.uses_metadata:
+        return False
+    if rt.emulator is None or not rt.cfg.model_dir:
+        return True
+    from derm_cloud.models.spec import ModelSpec
+
+    return ModelSpec.load(_resolve_model(rt.cfg.model_dir)).metadata_encoding is not None
+
+
 def inject_delay(emulator: Any, delay: float) -> None:
     from derm_cloud.testing.emulators.base import Fault
 
@@ -190,7 +214,7 @@ def apply_metadata_plan(
         variants: the config's `[metadata] variants`.
         open_variant: opens a second runtime of a backend under a new name (its own emulator and client).
     """
-    capable = {rt.name: rt.classifier.uses_metadata for rt in runtimes}
+    capable = {rt.name: can_use_metadata(rt) for rt in runtimes}
     plan = plan_metadata(capable, mode, variants)
     for rt in runtimes:
         rt.recipe = replace(rt.recipe, use_metadata=plan.use[rt.name])

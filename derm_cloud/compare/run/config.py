@@ -117,7 +117,7 @@ class ComparisonConfig:
     backends: tuple[BackendConfig, ...]
     source_file: Path | None = None
     #: ``mode`` (auto, blind, each) and ``variants``: see `derm_cloud.compare.run.metadata_modes`.
-    metadata: dict[str, Any] = field(default_factory=lambda: {"mode": "auto", "variants": False})
+    metadata: dict[str, Any] = field(default_factory=lambda: {"mode": "auto", "variants": "auto"})
 
     def scenario(self, name: str) -> ScenarioConfig:
         return self.scenarios[name]

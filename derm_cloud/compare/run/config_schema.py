@@ -57,6 +57,12 @@ def _bool(v: Any) -> bool:
     return v
 
 
+def _bool_or_auto(v: Any) -> bool | str:
+    if v != "auto" and not isinstance(v, bool):
+        raise BadValueError(f'must be true, false or "auto", got {v!r}')
+    return v  # type: ignore[no-any-return]
+
+
 def _table(v: Any) -> dict[str, Any]:
     if not isinstance(v, Mapping):
         raise BadValueError(f"must be a table of key = value pairs, got {v!r}")
@@ -131,9 +137,10 @@ SCHEMA: dict[str, dict[str, tuple[Checker, Any]]] = {
         "min_group_size": (_num(1, integer=True), 30),
     },
     "metadata": {
-        # auto: every backend gets patient metadata only if all can use it; blind: none; each: each that can.
+        # auto: every backend gets patient metadata only if all can use it, else image-only plus a with-metadata
+        # row for each capable backend; blind: none; each: each that can. See compare/run/metadata_modes.py.
         "mode": (_choice("auto", "blind", "each"), "auto"),
-        "variants": (_bool, False),
+        "variants": (_bool_or_auto, "auto"),
     },
     "cost": {
         "prices": (_paths, ()),

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from derm_cloud.compare.run.backends import can_use_metadata
 from derm_cloud.compare.run.config import redact_config
 
 if TYPE_CHECKING:
@@ -95,8 +96,8 @@ def backend_facts(rt: BackendRuntime) -> dict[str, Any]:
     facts["billing"] = {**facts.get("billing", {}), **rt.cfg.billing}
     facts["rate_limit"] = rt.cfg.rate_limit
     facts["options"] = redact_config(rt.cfg.options)
-    facts["uses_metadata"] = rt.classifier.uses_metadata
-    facts["metadata_used"] = rt.recipe.use_metadata and rt.classifier.uses_metadata
+    facts["uses_metadata"] = can_use_metadata(rt)
+    facts["metadata_used"] = rt.recipe.use_metadata and facts["uses_metadata"]
     facts["variant_of"] = rt.variant_of
     facts["export_of"] = rt.cfg.export_of
     if rt.cfg.emulate and rt.cfg.model_dir:
