@@ -93,7 +93,7 @@ class JobRecord:
         output_uri: where the job writes its outputs.
         objects: input object name -> image id.
         collected: output object names already read (never read twice).
-        submitted: epoch seconds when the job was created; `finished` when it was seen terminal.
+        submitted: epoch seconds when the upload of the inputs began; `finished` when the job was seen terminal.
         submissions: how many times this record submitted a job (1 unless the first submit never returned).
     """
 
@@ -243,16 +243,15 @@ def _collect(provider: BatchProvider, record: JobRecord, path: Path, status: Job
     record.collected.extend(o for o in found.objects if o not in record.collected)
     record.save(path)
     failures = dict(found.failures)
-    unhandled = [
-        i
-        for i in record.objects.values()
-        if i not in found.predictions and i not in failures and status.state != "succeeded"
-    ]
-    # Images a job never got to (it failed or was stopped as a whole) are failures with the job's cause,
-    # unless an earlier call already collected their predictions.
     already = set(record.extra.get("collected_ids", []))
-    for image_id in unhandled:
-        if image_id not in already:
+    # Images with neither an answer nor an error, unless an earlier call collected them: a job that failed or was
+    # stopped as a whole never got to them; a job that succeeded without writing them lost them.
+    for image_id in record.objects.values():
+        if image_id in found.predictions or image_id in failures or image_id in already:
+            continue
+        if status.state == "succeeded":
+            failures[image_id] = "no output: the job finished without writing an answer or an error for this image"
+        else:
             failures[image_id] = f"not processed: job {status.provider_state}: {status.message}".strip(": ")
     record.extra["collected_ids"] = sorted(already | set(found.predictions) | set(found.failures))
     record.save(path)
@@ -260,8 +259,8 @@ def _collect(provider: BatchProvider, record: JobRecord, path: Path, status: Job
     result = BatchResult(
         record.job_id, status, provider.labels, found.predictions, failures, turnaround, len(found.objects)
     )
-    job_level = [i for i in failures if i not in found.failures]
-    if status.state in ("failed", "stopped") and job_level:
+    job_level = [i for i in failures if i not in found.failures and status.state != "succeeded"]
+    if job_level:
         raise BatchJobFailedError(
             f"{provider.name} batch job {record.job_id} {status.provider_state}: {status.message or 'no reason given'}"
             f"; {len(found.predictions)} prediction(s) collected, {len(job_level)} image(s) not processed",
