@@ -18,7 +18,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from derm_cloud.batch import BATCH_KINDS, BatchImage, JobRecord, check_images, run_batch, start_emulated
+from derm_cloud.batch import (
+    BATCH_KINDS,
+    BatchImage,
+    JobRecord,
+    JobStatus,
+    OutputBatch,
+    check_images,
+    run_batch,
+    start_emulated,
+)
 from derm_cloud.errors import BatchJobFailedError, ConfigError, InvalidImageError
 from derm_cloud.serving import ModelServer
 from derm_cloud.testing.emulators.batch_runner import JobFault
@@ -165,3 +174,45 @@ def test_bad_inputs_get_typed_errors(tmp_path: Path) -> None:
     (tmp_path / "job.json").write_text("{not json")
     with pytest.raises(ConfigError, match="delete it to submit a new job"):
         JobRecord.load(tmp_path / "job.json")
+
+
+class _ScriptedProvider:
+    """A provider whose job answers only some images: what `run_batch` must make of a job's outputs."""
+
+    name = "scripted"
+    labels = ("a", "b")
+
+    def __init__(self, state: str, answered: dict[str, list[float]]) -> None:
+        self.state, self.answered, self.submitted = state, answered, 0
+
+    def submit(self, images: list[BatchImage], job_name: str) -> JobRecord:
+        self.submitted += 1
+        return JobRecord("scripted", job_name, "mem://in", "mem://out", {i.image_id: i.image_id for i in images})
+
+    def status(self, record: JobRecord) -> JobStatus:
+        return JobStatus(self.state, self.state.upper(), "")  # type: ignore[arg-type]
+
+    def read_outputs(self, record: JobRecord) -> OutputBatch:
+        return OutputBatch(["out-1"], dict(self.answered))
+
+
+def test_an_image_a_finished_job_wrote_nothing_for_is_reported(tmp_path: Path) -> None:
+    provider = _ScriptedProvider("succeeded", {"x": [0.3, 0.7]})
+    inputs = [BatchImage("x", b"1"), BatchImage("y", b"2")]
+    result = run_batch(provider, inputs, record_path=tmp_path / "job.json", job_name="j")
+    assert result.predictions == {"x": [0.3, 0.7]}
+    assert list(result.failures) == ["y"] and "no output" in result.failures["y"]
+
+
+def test_a_job_still_running_at_the_deadline_keeps_its_record_for_later(tmp_path: Path) -> None:
+    provider = _ScriptedProvider("running", {})
+    with pytest.raises(TimeoutError, match="call again with record"):
+        run_batch(provider, [BatchImage("x", b"1")], record_path=tmp_path / "job.json", job_name="j", timeout_s=0.05)
+    provider.state = "succeeded"
+    provider.answered = {"x": [0.5, 0.5]}
+    result = run_batch(provider, [], record_path=tmp_path / "job.json", job_name="j")
+    assert result.predictions == {"x": [0.5, 0.5]} and provider.submitted == 1
+    other = _ScriptedProvider("succeeded", {})
+    other.name = "another-cloud"
+    with pytest.raises(ConfigError, match="records a scripted job"):
+        run_batch(other, [], record_path=tmp_path / "job.json", job_name="j")
