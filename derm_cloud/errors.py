@@ -27,6 +27,7 @@ DermCloudError
     +-- ServiceError                          5xx or a model-side failure
     +-- InvalidResponseError (ValueError)     the provider answered something we cannot parse
     +-- CircuitOpenError                      too many recent failures: calls are short-circuited
+    +-- BatchJobFailedError                   a batch job failed as a whole; its partial outputs are kept
 
 DermCloudDeprecationWarning (FutureWarning)   a supported cloud service is being retired
 ```
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "BackendNotFoundError",
+    "BatchJobFailedError",
     "ChecksumMismatchError",
     "CircuitOpenError",
     "ConfigError",
@@ -281,6 +283,21 @@ class CircuitOpenError(RemoteError):
     @first_cause.setter
     def first_cause(self, value: str | None) -> None:
         self._first_cause = None if value is None else redact(value, limit=None)
+
+
+class BatchJobFailedError(RemoteError):
+    """A cloud batch job ended failed (or stopped) as a whole, not only for some of its images.
+
+    Attributes:
+        job_id: the provider's job name or resource name.
+        partial: the `derm_cloud.batch.BatchResult` collected before raising: outputs the job did write
+            are never lost, and images it never handled are listed with the job's failure as their cause.
+    """
+
+    def __init__(self, message: str, *, job_id: str = "", partial: object = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.job_id = job_id
+        self.partial = partial
 
 
 class DownloadError(DermCloudError, ConnectionError):

@@ -42,6 +42,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "applications",
         (
             "derm_cloud.demo",
+            "derm_cloud.batch",
             "derm_cloud.compare",
             "derm_cloud.governance",
             "derm_cloud.deploy",

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from derm_cloud.compare.analysis.agreement import agreement_section
+from derm_cloud.compare.analysis.batch import batch_section
 from derm_cloud.compare.analysis.cost import costs
 from derm_cloud.compare.analysis.evidence import evidence_line, overlap_warnings
 from derm_cloud.compare.analysis.export_parity import export_parity_report
@@ -63,6 +64,8 @@ def analyse(results: RunResults, config: ComparisonConfig) -> Summary:
     warn += _contention_warning(config, results)
     cost = costs(config, results, latency, quality)
     warn += cost["warnings"]
+    batch, batch_mismatches = batch_section(config, results, cost)
+    top_warnings += batch_mismatches
     return Summary(
         title=config.title,
         run=_run_facts(results, config),
@@ -86,6 +89,7 @@ def analyse(results: RunResults, config: ComparisonConfig) -> Summary:
         warnings=list(dict.fromkeys(warn)),
         headline=quality_headline(quality, results.default_run),
         predictions=prediction_rows(results),
+        batch=batch,
     )
 
 

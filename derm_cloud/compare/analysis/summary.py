@@ -46,6 +46,7 @@ class Summary:
         warnings: everything the report warns about, each once.
         headline: the summary's first line when quality was not measured (`None` otherwise).
         predictions: per-image answers of every backend (for the exports, not in report.json).
+        batch: each backend's batch job beside its real-time figures (`derm_cloud.compare.analysis.batch`).
     """
 
     title: str
@@ -70,6 +71,7 @@ class Summary:
     warnings: list[str]
     headline: str | None = None
     predictions: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    batch: dict[str, Any] = field(default_factory=lambda: {"enabled": False, "backends": {}})
 
     def to_dict(self) -> dict[str, Any]:
         """The report data as report.json holds it (every section; the per-image answers left out)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from derm_cloud.compare.report.batch_section import batch_section
 from derm_cloud.compare.report.cells import Section, Table
 from derm_cloud.compare.report.cost_section import cost_section
 from derm_cloud.compare.report.groups_section import agreement_sections, fairness_section
@@ -24,4 +25,6 @@ def sections(summary: Mapping[str, Any], table: Table) -> list[Section]:
     out.append(fairness_section(summary, table))
     out.append(latency_section(summary, table))
     out.append(cost_section(summary, table))
+    if summary.get("batch", {}).get("backends"):
+        out.append(batch_section(summary, table))
     return out

@@ -173,6 +173,8 @@ SCHEMA: dict[str, dict[str, tuple[Checker, Any]]] = {
         "warm_queries": (_num(1, integer=True), 3),
         "not_ready_calls": (_num(0, integer=True), 1),
     },
+    # Off unless asked for: one cloud batch job per emulated sagemaker / vertex / azure-ml backend (issue 23).
+    "scenarios.batch": {"enabled": (_bool, False), "startup_s": (_num(0.0), 0.0)},
     "backends": {
         "name": (_str, None),
         "type": (_str, None),
@@ -193,7 +195,7 @@ SCHEMA: dict[str, dict[str, tuple[Checker, Any]]] = {
     },
 }
 TOP_TABLES = ("dataset", "population", "fairness", "metadata", "cost", "scenarios", "backends")
-SCENARIOS = ("quality", "single_stream", "server", "offline", "cold_start")
+SCENARIOS = ("quality", "single_stream", "server", "offline", "cold_start", "batch")
 # Emulators that host no model (generic label services).
 EMULATORS_WITHOUT_MODEL = frozenset({"google-vision"})
 # Dataset sources that are names, not paths ("ham10000:dev": the labelled HAM10000 dev split this machine has).

@@ -136,6 +136,12 @@ def _send_requests(
         for name, facts in infos.items():
             store.set_fact(run_id, name, "describe", facts)
         _executor(config).run(Job(run_id, store, config, ds.samples, runtimes, progress_bars))
+        if config.scenarios["batch"].enabled:
+            from derm_cloud.compare.run.batch_executor import run_batch_scenario
+
+            run_batch_scenario(Job(run_id, store, config, ds.samples, runtimes), warnings)
+            for name, facts in infos.items():  # a resumed run's job facts were stored by an earlier session
+                facts.update({k: v for k, v in store.facts(run_id, name).items() if k == "batch"})
         clock.append(time.perf_counter())
     finally:
         for rt in runtimes:
