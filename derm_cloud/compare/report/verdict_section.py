@@ -50,7 +50,8 @@ def _cell(key: str, j: Mapping[str, Any]) -> str:
         m_lo, m_hi = j["margin_interval"]
         return text + f", margin {j['margin']:+.3g} [{m_lo:+.3g}, {m_hi:+.3g}]"
     if key == "max_monthly_usd" and value is not None:
-        return f"{status} {fmt(value, 'usd')}, margin {fmt(j['margin'], 'usd')}"
+        margin = j["margin"]
+        return f"{status} {fmt(value, 'usd')}, margin {'-' if margin < 0 else '+'}${abs(margin):,.2f}"
     if j.get("reason"):
         shown = f" {fmt(value, 'ms')}" if key.startswith("max_p") and value is not None else ""
         return f"{status}{shown} ({j['reason']})"
