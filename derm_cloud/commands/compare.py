@@ -34,7 +34,49 @@ def register(sub: Any) -> None:
         action="store_true",
         help="salvage a damaged run store first: keep every intact row, report what was dropped, then resume",
     )
+    _decision_flags(p)
     p.set_defaults(handler=run_compare)
+
+
+def _decision_flags(p: argparse.ArgumentParser) -> None:
+    """Flags that override the config's [decision] table (docs/verdict.md explains the rules)."""
+    g = p.add_argument_group("decision constraints (override the config's [decision] table)")
+    g.add_argument(
+        "--min-mel-sensitivity",
+        type=float,
+        metavar="S",
+        help="melanoma sensitivity at top-1 (argmax) whose 95%% lower bound must reach S (0-1)",
+    )
+    g.add_argument("--min-balanced-accuracy", type=float, metavar="B", help="95%% lower bound must reach B (0-1)")
+    g.add_argument("--max-p95-ms", type=float, metavar="MS", help="p95 latency whose 95%% upper bound must be <= MS")
+    g.add_argument("--max-p99-ms", type=float, metavar="MS", help="p99 latency whose 95%% upper bound must be <= MS")
+    g.add_argument(
+        "--latency-scenario",
+        choices=["single_stream", "server"],
+        help="the measured load the latency limits are judged at (default single_stream)",
+    )
+    g.add_argument("--max-monthly-usd", type=float, metavar="USD", help="budget at [population] monthly_volume")
+    g.add_argument("--no-image-storage", action="store_true", default=None, help="the provider must not keep images")
+    g.add_argument("--allowed-regions", metavar="R1,R2", help="regions images may go to (this machine always may)")
+    g.add_argument(
+        "--fail-on-unmet",
+        action="store_true",
+        help="exit 1 (reason on stderr) when no backend meets every constraint: a CI gate",
+    )
+
+
+def _decision_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {
+        "min_melanoma_sensitivity": args.min_mel_sensitivity,
+        "min_balanced_accuracy": args.min_balanced_accuracy,
+        "max_p95_ms": args.max_p95_ms,
+        "max_p99_ms": args.max_p99_ms,
+        "latency_scenario": args.latency_scenario,
+        "max_monthly_usd": args.max_monthly_usd,
+        "no_image_storage": args.no_image_storage,
+        "allowed_regions": [r.strip() for r in args.allowed_regions.split(",")] if args.allowed_regions else None,
+    }
+    return {k: v for k, v in flags.items() if v is not None}
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -45,10 +87,12 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.resume and args.fresh:
         raise ConfigError("--resume and --fresh contradict each other; pass one")
     if args.check:
-        from derm_cloud.compare.run.config_file import load_config, parse_config
+        from derm_cloud.compare.run.config_file import load_config, parse_config, with_decision
         from derm_cloud.compare.run.defaults import DEFAULT_CONFIG_TOML
 
         cfg = load_config(args.config) if args.config else parse_config(DEFAULT_CONFIG_TOML)
+        if overrides := _decision_overrides(args):
+            cfg = with_decision(cfg, overrides)
         where = "--dataset" if args.dataset else f"[dataset] source of {args.config}"
         dataset = _check_dataset(args.dataset or cfg.dataset.source, cfg.dataset.options, args.config, where)
         names = ", ".join(f"{b.name} ({b.type}{', emulated' if b.emulate else ''})" for b in cfg.backends)
@@ -71,6 +115,8 @@ def run_compare(args: argparse.Namespace) -> int:
     elif evidence_text(result.summary):
         print(evidence_text(result.summary))
     print(f"run {result.run_id}{' (resumed)' if result.resumed else ''}")
+    if (verdict_line := (result.summary.get("verdict") or {}).get("recommendation")) is not None:
+        print(verdict_line)
     for line in _headline(result.summary):
         print(line)
     if result.warnings:
@@ -79,6 +125,10 @@ def run_compare(args: argparse.Namespace) -> int:
             print(f"  - {w}", file=sys.stderr)
     print(f"report: {result.html}\n        {result.markdown}\n        {result.json}")
     print(DISCLAIMER)
+    verdict = result.summary.get("verdict") or {}
+    if args.fail_on_unmet and verdict.get("unmet"):
+        print(f"derm-cloud: --fail-on-unmet: {verdict['unmet']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -125,6 +175,7 @@ def _run(args: argparse.Namespace, run_comparison: Any) -> Any:
         fresh=args.fresh,
         executor=args.executor,
         progress=False if args.quiet else None,
+        decision=_decision_overrides(args),
     )
 
 

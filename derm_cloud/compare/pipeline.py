@@ -31,7 +31,7 @@ from typing import Any
 from derm_cloud.compare.analysis.analyse import analyse
 from derm_cloud.compare.report.write import write_report
 from derm_cloud.compare.run.config import ComparisonConfig
-from derm_cloud.compare.run.config_file import load_config, parse_config
+from derm_cloud.compare.run.config_file import load_config, parse_config, with_decision
 from derm_cloud.compare.run.execute import execute_run
 from derm_cloud.errors import ConfigError
 
@@ -109,6 +109,7 @@ def run_comparison(
     fresh: bool = False,
     executor: str | None = None,
     progress: bool | None = None,
+    decision: Mapping[str, Any] | None = None,
 ) -> ComparisonResult:
     """Run (or resume) a comparison and write its report.
 
@@ -123,6 +124,8 @@ def run_comparison(
         executor: override the executor (`"local"` or `"ray"`).
         progress: `True` progress bars, `False` none, `None` (default) bars when stderr is a terminal and
             periodic plain lines (count, elapsed, ETA) when it is not.
+        decision: `[decision]` keys that replace the config's (`{"min_melanoma_sensitivity": 0.95}`); they
+            judge the results without changing them, so the same stored run is judged again.
 
     Returns:
         A `ComparisonResult` with the report paths and data.
@@ -131,6 +134,8 @@ def run_comparison(
         ConfigError: a bad config, dataset or resume id; the message names the fix.
     """
     config = _with_overrides(_as_config(config_or_path), dataset, limit, output, executor)
+    if decision:
+        config = with_decision(config, decision)
     results, resumed = execute_run(
         config, resume=resume, fresh=fresh, default_run=config_or_path is None, progress=progress
     )

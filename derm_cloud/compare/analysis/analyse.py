@@ -25,6 +25,7 @@ from derm_cloud.compare.analysis.quality import quality_section
 from derm_cloud.compare.analysis.same_model import same_model_report
 from derm_cloud.compare.analysis.summary import Summary
 from derm_cloud.compare.analysis.texts import HOW_TO_LABEL, attribution, methods, quality_headline
+from derm_cloud.compare.analysis.verdict import verdict_section
 from derm_cloud.compare.run.config import redact_config
 
 if TYPE_CHECKING:
@@ -66,6 +67,22 @@ def analyse(results: RunResults, config: ComparisonConfig) -> Summary:
     warn += cost["warnings"]
     batch, batch_mismatches = batch_section(config, results, cost)
     top_warnings += batch_mismatches
+    predictions = prediction_rows(results)
+    defaults = config.scenario_defaults
+    verdict = verdict_section(
+        config.decision,
+        backends=results.backends,
+        quality=quality,
+        latency=latency,
+        latency_samples=latency_samples,
+        cost=cost,
+        same_model=same_model,
+        predictions=predictions,
+        volume=config.monthly_volume,
+        n_boot=defaults["bootstrap"],
+        seed=config.seed,
+        method=defaults["percentile_method"],
+    )
     return Summary(
         title=config.title,
         run=_run_facts(results, config),
@@ -88,8 +105,9 @@ def analyse(results: RunResults, config: ComparisonConfig) -> Summary:
         attribution=attribution(config, results.dataset),
         warnings=list(dict.fromkeys(warn)),
         headline=quality_headline(quality, results.default_run),
-        predictions=prediction_rows(results),
+        predictions=predictions,
         batch=batch,
+        verdict=verdict,
     )
 
 

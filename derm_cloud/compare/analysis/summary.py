@@ -45,6 +45,8 @@ class Summary:
         attribution: credits of the images used.
         warnings: everything the report warns about, each once.
         headline: the summary's first line when quality was not measured (`None` otherwise).
+        verdict: each backend judged against the `[decision]` constraints, the ranking and the recommendation
+            (`derm_cloud.compare.analysis.verdict`); the report opens with it.
         predictions: per-image answers of every backend (for the exports, not in report.json).
         batch: each backend's batch job beside its real-time figures (`derm_cloud.compare.analysis.batch`).
     """
@@ -70,6 +72,7 @@ class Summary:
     attribution: list[str]
     warnings: list[str]
     headline: str | None = None
+    verdict: dict[str, Any] = field(default_factory=dict)
     predictions: list[dict[str, Any]] = field(default_factory=list, repr=False)
     batch: dict[str, Any] = field(default_factory=lambda: {"enabled": False, "backends": {}})
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from derm_cloud.compare.report.cells import Section, Table, fmt, fmt_ci
+from derm_cloud.compare.report.model_groups import model_labels, model_notes
 from derm_cloud.compare.report.quality_section import min_group_size
 
 __all__ = ["agreement_sections", "fairness_section"]
@@ -51,7 +52,10 @@ def fairness_section(summary: Mapping[str, Any], table: Table) -> Section:
         return ("Fairness by group", fairness.get("how_to") or fairness.get("reason", ""), [])
     minimum = min_group_size(summary)
     rows = []
-    for name, rep in fairness["backends"].items():
+    labels = model_labels(summary)  # one model, one set of group figures
+    for backend, rep in fairness["backends"].items():
+        if (name := labels.get(backend, backend)) is None:
+            continue
         for attr, a in rep.get("attributes", {}).items():
             for group, g in a.get("groups", {}).items():
                 m = g["metrics"]
@@ -72,6 +76,6 @@ def fairness_section(summary: Mapping[str, Any], table: Table) -> Section:
     desc = " ".join(f"{k}: {v.rstrip('.')}." for k, v in fairness.get("descriptions", {}).items())
     desc += (
         f" A group is flagged small below {minimum} images, and its melanoma sensitivity is flagged below "
-        f"{minimum} melanomas (fairness.min_group_size): such figures are barely measured."
-    )
+        f"{minimum} melanomas (fairness.min_group_size): such figures are barely measured. {model_notes(summary)}"
+    ).strip()
     return ("Fairness by group", desc, [table(_FAIRNESS_HEADERS, rows)])

@@ -14,6 +14,7 @@ from derm_cloud.compare.report.parity import evidence_text, top_warnings
 from derm_cloud.compare.report.plots import Figure
 from derm_cloud.compare.report.sections import sections
 from derm_cloud.compare.report.summary_table import summary_table
+from derm_cloud.compare.report.verdict_section import verdict_parts
 
 __all__ = ["render_html"]
 
@@ -23,8 +24,9 @@ color:#222;line-height:1.45}table{border-collapse:collapse;margin:.6em 0 1.2em;f
 th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}th{background:#f3f3f3}td:first-child,
 th:first-child{text-align:left}.banner{background:#fff4e5;border-left:5px solid #f0a000;padding:.6em 1em}
 .warn li{margin:.2em 0}.emu{background:#e8f0ff;border:1px solid #7aa0e0;border-radius:3px;padding:0 .3em;
-font-size:.8em}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}img{max-width:100%}
+font-size:.8em}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}img{max-width:min(100%,800px)}
 pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}.muted{color:#666;font-size:.9em}
+.verdict{background:#eaf6ea;border-left:5px solid #2a8a2a;padding:.6em 1em;font-size:1.1em}
 """
 # The section each figure is shown in (a figure of no section gets one of its own at the end).
 _FIG_SECTION = {
@@ -50,10 +52,11 @@ def render_html(summary: Mapping[str, Any], figures: Sequence[Figure]) -> str:
     for title, figs in by_section.items():
         parts.append(f"<h2>{esc(title or 'Figures')}</h2>")
         parts += [_figure(f) for f in figs]
+    # The run's facts are an appendix: folded, so that the figures a reader compares fit in a few screens.
     parts += [
-        "<h2>Run, backends and versions</h2>",
+        "<h2>Run, backends and versions</h2><details><summary>facts of this run, its backends and its config</summary>",
         *facts_tables(summary, html_table),
-        "<h3>Config</h3><pre>" + esc(json.dumps(summary["run"]["config"], indent=1)) + "</pre>",
+        "<h3>Config</h3><pre>" + esc(json.dumps(summary["run"]["config"], indent=1)) + "</pre></details>",
     ]
     if summary["attribution"]:
         parts.append(
@@ -72,6 +75,10 @@ def _opening(summary: Mapping[str, Any]) -> list[str]:
         f"<h1>{esc(summary['title'])}</h1>",
         f"<p class='banner'><strong>{esc(summary['disclaimer'])}</strong></p>",
     ]
+    recommendation, how, verdict_tables = verdict_parts(summary, html_table)
+    if recommendation:
+        parts += ["<h2>Verdict</h2>", f"<p class='verdict'><strong>{esc(recommendation)}</strong></p>"]
+        parts += [verdict_tables[0], f"<p class='muted'>{esc(how)}</p>", *verdict_tables[1:]]
     if summary["emulated"]:
         parts.append(
             "<p class='banner'><span class='emu'>EMULATED</span> "

@@ -10,6 +10,7 @@ from derm_cloud.compare.report.facts_section import facts_tables
 from derm_cloud.compare.report.parity import evidence_text, top_warnings
 from derm_cloud.compare.report.sections import sections
 from derm_cloud.compare.report.summary_table import summary_table
+from derm_cloud.compare.report.verdict_section import verdict_parts
 
 __all__ = ["render_markdown"]
 
@@ -17,6 +18,11 @@ __all__ = ["render_markdown"]
 def render_markdown(summary: Mapping[str, Any]) -> str:
     """report.md: what report.html shows, figures by file name instead of embedded."""
     lines = [f"# {summary['title']}", "", f"> {summary['disclaimer']}", ""]
+    recommendation, how, verdict_tables = verdict_parts(summary, md_table)
+    if recommendation:
+        lines += ["## Verdict", "", f"**{recommendation}**", "", verdict_tables[0], "", how, ""]
+        for t in verdict_tables[1:]:
+            lines += [t, ""]
     if summary["emulated"]:
         lines += [
             f"**EMULATED backends:** {', '.join(summary['emulated'])} (a derm-cloud emulator on 127.0.0.1 "

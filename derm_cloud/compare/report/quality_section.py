@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from derm_cloud.compare.report.cells import Section, Table, fmt, fmt_ci
+from derm_cloud.compare.report.model_groups import model_labels, model_notes
 
 __all__ = ["IN_SAMPLE_MARK", "PER_CLASS_RULE_NAMES", "min_group_size", "quality_sections"]
 
@@ -55,7 +56,10 @@ def quality_sections(summary: Mapping[str, Any], table: Table) -> list[Section]:
     minimum = min_group_size(summary)
     rows: list[list[Any]] = []
     per_class: list[list[Any]] = []
-    for name, q in quality["backends"].items():
+    labels = model_labels(summary)  # one model, one row: backends with identical answers share theirs
+    for backend, q in quality["backends"].items():
+        if (name := labels.get(backend, backend)) is None:
+            continue
         if not q.get("n"):
             rows.append([name, q.get("skipped", "no answers")] + [""] * 6)
             continue
@@ -70,10 +74,11 @@ def quality_sections(summary: Mapping[str, Any], table: Table) -> list[Section]:
         f"{quality['labelled_images']} labelled images; 95% CIs in brackets. "
         + summary["methods"]["quality"]
         + f" {definitions}{in_sample} Classes with fewer than {minimum} positives are flagged "
-        "(fairness.min_group_size)."
-    )
+        "(fairness.min_group_size). "
+        + model_notes(summary)
+    ).strip()
     out: list[Section] = [("Quality", intro, [table(_HEADERS, rows), table(_PER_CLASS_HEADERS, per_class)])]
-    prev = _prevalence_rows(quality)
+    prev = _prevalence_rows(quality, labels)
     if prev:
         out.append(
             (
@@ -129,9 +134,11 @@ def _per_class_rows(name: str, q: Mapping[str, Any], minimum: int) -> list[list[
     return rows
 
 
-def _prevalence_rows(quality: Mapping[str, Any]) -> list[list[Any]]:
+def _prevalence_rows(quality: Mapping[str, Any], labels: Mapping[str, str | None]) -> list[list[Any]]:
     prev = []
-    for name, q in quality["backends"].items():
+    for backend, q in quality["backends"].items():
+        if (name := labels.get(backend, backend)) is None:
+            continue
         stated = (q.get("prevalence") or {}).get("at_stated_prevalence") or {}
         for key, v in stated.items():
             prev.append(

@@ -118,6 +118,8 @@ class ComparisonConfig:
     source_file: Path | None = None
     #: ``mode`` (auto, blind, each) and ``variants``: see `derm_cloud.compare.run.metadata_modes`.
     metadata: dict[str, Any] = field(default_factory=lambda: {"mode": "auto", "variants": "auto"})
+    #: ``[decision]`` constraints the verdict judges (`derm_cloud.compare.analysis.verdict`); empty: none.
+    decision: dict[str, Any] = field(default_factory=dict)
 
     def scenario(self, name: str) -> ScenarioConfig:
         return self.scenarios[name]
@@ -135,7 +137,8 @@ class ComparisonConfig:
         # Redacted so no raw secret (api_key, ...) is hashed into an id stored and shown in reports; rotating a
         # key does not change what the results depend on.
         d = redact_config(self.to_dict())
-        for key in ("output", "title", "executor", "ray", "source_file", "backends_in_parallel"):
+        # The decision constraints judge the results; they do not change them (a new threshold reuses the run).
+        for key in ("output", "title", "executor", "ray", "source_file", "backends_in_parallel", "decision"):
             d.pop(key, None)
         blob = json.dumps({"config": d, "dataset": dataset_fingerprint}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()

@@ -64,7 +64,7 @@ from derm_cloud.compare.run.config_schema import (
 )
 from derm_cloud.errors import ConfigError
 
-__all__ = ["load_config", "parse_config"]
+__all__ = ["load_config", "parse_config", "with_decision"]
 
 
 def load_config(path: str | os.PathLike[str]) -> ComparisonConfig:
@@ -107,6 +107,30 @@ def parse_config(
     else:
         data, locate = parse_toml(text_or_dict, file)
     return _Validator(locate, file, Path(base_dir) if base_dir is not None else Path.cwd()).config(data)
+
+
+def with_decision(config: ComparisonConfig, overrides: Mapping[str, Any]) -> ComparisonConfig:
+    """The config with `[decision]` keys replaced (the command line's flags), each checked as the file's are.
+
+    Raises:
+        ConfigError: an unknown key or a bad value, named as `decision.<key>` with the rule it breaks.
+    """
+    table = dict(config.decision) or {k: default for k, (_check, default) in SCHEMA["decision"].items()}
+    for key, value in overrides.items():
+        if key not in SCHEMA["decision"]:
+            raise ConfigError(f"decision.{key}: unknown key; allowed keys: {', '.join(sorted(SCHEMA['decision']))}")
+        try:
+            table[key] = SCHEMA["decision"][key][0](value)
+        except BadValueError as exc:
+            raise ConfigError(f"decision.{key} (command line): {exc}") from None
+    limits = [k for k in ("max_p95_ms", "max_p99_ms") if table[k] is not None]
+    scenario = table["latency_scenario"]
+    if limits and not config.scenarios[scenario].enabled:
+        raise ConfigError(
+            f"decision.{limits[0]}: judged on the {scenario} scenario, which this config disables; enable "
+            f"[scenarios.{scenario}] or drop the latency limit"
+        )
+    return config.with_overrides(decision=table)
 
 
 class _Validator:
@@ -156,6 +180,7 @@ class _Validator:
         cost = self.section(data.get("cost", {}), "cost", ("cost",))
         fairness = self.section(data.get("fairness", {}), "fairness", ("fairness",))
         metadata = self.section(data.get("metadata", {}), "metadata", ("metadata",))
+        decision = self.section(data.get("decision", {}), "decision", ("decision",))
         raw_scen = data.get("scenarios", {})
         if not isinstance(raw_scen, Mapping):
             raise self.fail(("scenarios",), "must be a table")
@@ -164,6 +189,7 @@ class _Validator:
             name: self.section(raw_scen.get(name, {}), f"scenarios.{name}", ("scenarios", name)) for name in SCENARIOS
         }
         backends = self.backends(data.get("backends"))
+        self.check_decision(decision, scenarios)
         src = dataset["source"]
         if src is not None and "://" not in src and src not in DATASET_SHORT_NAMES:
             src = str(self.path(src))
@@ -187,6 +213,7 @@ class _Validator:
             backends=backends,
             source_file=Path(self.file) if self.file else None,
             metadata=metadata,
+            decision=decision,
         )
 
     def backends(self, raw: Any) -> tuple[BackendConfig, ...]:
@@ -224,6 +251,17 @@ class _Validator:
                     f"export of), got {target!r}",
                 )
         return tuple(out)
+
+    def check_decision(self, decision: Mapping[str, Any], scenarios: Mapping[str, Mapping[str, Any]]) -> None:
+        """A latency limit needs the scenario it is judged on to be measured."""
+        scenario = decision["latency_scenario"]
+        limits = [k for k in ("max_p95_ms", "max_p99_ms") if decision[k] is not None]
+        if limits and not scenarios[scenario]["enabled"]:
+            raise self.fail(
+                ("decision", "latency_scenario"),
+                f"{', '.join(limits)} is judged on the {scenario} scenario, which is disabled: enable "
+                f"[scenarios.{scenario}] or set latency_scenario to a measured one",
+            )
 
     def check_type(self, name: str, path: tuple[str | int, ...]) -> None:
         if ":" in name:

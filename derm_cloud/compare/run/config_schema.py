@@ -78,6 +78,20 @@ def _choice(*options: str) -> Checker:
     return check
 
 
+def _share(v: Any) -> float:
+    if not isinstance(v, bool) and isinstance(v, (int, float)) and 1 < v <= 100:
+        raise BadValueError(f"is a share between 0 and 1, got {v!r}: write {v / 100:g} for {v:g}%")
+    return float(_num(0.0, 1.0)(v))
+
+
+def _regions(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
+        raise BadValueError(f"must be a region name or a list of region names (e.g. ['eu-west-1']), got {v!r}")
+    return tuple(v)
+
+
 def _int_list(v: Any) -> tuple[int, ...]:
     if not isinstance(v, list) or not v or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
         raise BadValueError(f"must be a non-empty list of integers, got {v!r}")
@@ -146,6 +160,18 @@ SCHEMA: dict[str, dict[str, tuple[Checker, Any]]] = {
         "prices": (_paths, ()),
         "utilisation": (_num(0.01, 1.0), 0.5),
     },
+    # Decision constraints the verdict judges each backend against (derm_cloud.compare.analysis.verdict);
+    # None: not a constraint. The figures' 95% intervals decide, so a straddled threshold is "cannot tell".
+    "decision": {
+        "min_melanoma_sensitivity": (_opt(_share), None),
+        "min_balanced_accuracy": (_opt(_share), None),
+        "max_p95_ms": (_opt(_num(0.001)), None),
+        "max_p99_ms": (_opt(_num(0.001)), None),
+        "latency_scenario": (_choice("single_stream", "server"), "single_stream"),
+        "max_monthly_usd": (_opt(_num(0.0)), None),
+        "no_image_storage": (_bool, False),
+        "allowed_regions": (_regions, ()),
+    },
     "scenarios": {
         "warmup": (_num(0, integer=True), 5),
         "min_samples": (_num(1, integer=True), 100),
@@ -194,7 +220,7 @@ SCHEMA: dict[str, dict[str, tuple[Checker, Any]]] = {
         "transport": (_opt(_str), None),
     },
 }
-TOP_TABLES = ("dataset", "population", "fairness", "metadata", "cost", "scenarios", "backends")
+TOP_TABLES = ("dataset", "population", "fairness", "metadata", "cost", "decision", "scenarios", "backends")
 SCENARIOS = ("quality", "single_stream", "server", "offline", "cold_start", "batch")
 # Emulators that host no model (generic label services).
 EMULATORS_WITHOUT_MODEL = frozenset({"google-vision"})
