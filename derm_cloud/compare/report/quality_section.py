@@ -74,8 +74,7 @@ def quality_sections(summary: Mapping[str, Any], table: Table) -> list[Section]:
         f"{quality['labelled_images']} labelled images; 95% CIs in brackets. "
         + summary["methods"]["quality"]
         + f" {definitions}{in_sample} Classes with fewer than {minimum} positives are flagged "
-        "(fairness.min_group_size). "
-        + model_notes(summary)
+        "(fairness.min_group_size). " + model_notes(summary)
     ).strip()
     out: list[Section] = [("Quality", intro, [table(_HEADERS, rows), table(_PER_CLASS_HEADERS, per_class)])]
     prev = _prevalence_rows(quality, labels)
