@@ -69,9 +69,17 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # One backend per provider, the model toolbox (specs, cache, preprocessing, conversion), dataset loaders.
     (
         "providers",
-        ("derm_cloud.backends", "derm_cloud.models", "derm_cloud.preprocess", "derm_cloud.data", "derm_cloud.registry"),
+        (
+            "derm_cloud.backends",
+            "derm_cloud.embedders",
+            "derm_cloud.models",
+            "derm_cloud.preprocess",
+            "derm_cloud.data",
+            "derm_cloud.registry",
+        ),
     ),
-    ("base", ("derm_cloud.base",)),
+    # The two interfaces: Classifier, and Embedder beside it (embedders' backends and registry are providers).
+    ("base", ("derm_cloud.base", "derm_cloud.embedders.base")),
     # What the Classifier base class stands on: image input, payloads, retries, telemetry, option parsing.
     (
         "core",
