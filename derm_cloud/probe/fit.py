@@ -105,7 +105,8 @@ def fit_probe(
         seed: seed of folds, subsamples and the solver.
         outer_splits: outer folds for the out-of-fold figures and the learning curve.
         sizes: learning-curve training sizes (those at or above a fold's training part are skipped).
-        holdout: share of lesions set aside as `holdout.csv` for an independent comparison.
+        holdout: about this share of the lesions is set aside as `holdout.csv` for an independent comparison
+            (one of `round(1 / holdout)` lesion-disjoint, class-stratified folds).
         cache_root: embedding cache folder (default: derm-cloud's cache).
         overwrite: replace `out_dir` when it exists.
         progress: called with one line of progress text at a time.
@@ -154,7 +155,8 @@ def fit_probe(
     holdout_path = None
     if held:
         _write_manifest(held, staging / "holdout.csv")
-        spec["data"]["holdout"] = {"file": "holdout.csv", "images": len(held), "fraction": holdout}
+        share = round(len(held) / (len(held) + len(samples)), 3)  # one of round(1/holdout) folds: near, not equal
+        spec["data"]["holdout"] = {"file": "holdout.csv", "images": len(held), "asked": holdout, "share": share}
     (staging / "probe.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     if out.exists():
         shutil.rmtree(out)

@@ -59,7 +59,7 @@ def probe_section(summary: Mapping[str, Any], table: Table) -> Section | None:
         )
         for point in facts["learning_curve"]:
             curve_rows.append(
-                [name, fmt(point.get("n")), fmt_ci(point.get("balanced_accuracy"), point.get("ci"), "pct")]
+                [name, fmt(point.get("n"), "int"), fmt_ci(point.get("balanced_accuracy"), point.get("ci"), "pct")]
             )
     intro = (
         "A probe embeds each image with a foundation model (or a local encoder) and classifies the embedding with "
@@ -119,6 +119,9 @@ def learning_curve_figure(summary: Mapping[str, Any]) -> Figure | None:
             ax.axhspan(ci[0], ci[1], color=colour, alpha=0.08)
         rows.append({"backend": name, "kind": "reference", "balanced_accuracy": value, "ci": ci})
     ax.set_xscale("log")
+    sizes = sorted({round(float(r["n"])) for r in rows if r.get("kind") == "probe"})
+    ax.set_xticks(sizes, [str(n) for n in sizes])  # the sizes themselves, not powers of ten
+    ax.minorticks_off()
     ax.set_xlabel("labelled images the head was trained on (per fold, log scale)")
     ax.set_ylabel("balanced accuracy")
     ax.set_ylim(0, 1)
