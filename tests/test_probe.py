@@ -215,3 +215,20 @@ def test_report_section_and_learning_curve_figure(probe_dir: Path) -> None:
     kinds = [(r["backend"], r["kind"]) for r in figure.rows]
     assert kinds.count(("probe", "probe")) == len(facts["learning_curve"]) and ("sklesion", "reference") in kinds
     assert probe_section({"backends": {"sklesion": {"model_facts": {}}}}, md_table) is None
+
+
+def test_sklesion_embedder_on_real_lesions(sklesion_model_dir: Path, dev_images: list[Path], tmp_path: Path) -> None:
+    """The real cut: exact on dermoscopy, and sklesion's own head on the embedder's output is sklesion's answer."""
+    import onnx
+
+    from derm_cloud.preprocess import softmax
+
+    spec, check = export_classifier_embedder(sklesion_model_dir, tmp_path / "emb", images=dev_images[:2])
+    assert (spec.dimension, check.images) == (32, 8)
+    assert check.max_abs_diff_embedding <= 1e-5 and check.max_abs_diff_probabilities <= 1e-5
+    with LocalOnnxEmbedder(tmp_path / "emb") as emb:
+        vector = emb.embed(dev_images[2]).vector  # an image the export's check never saw
+    with derm_cloud.create("local-onnx", model_dir=sklesion_model_dir, use_metadata=False) as clf:
+        expected = clf.predict(dev_images[2]).vector()
+    _, weight, bias = penultimate_layer(onnx.load(str(sklesion_model_dir / "model.onnx")).graph)
+    np.testing.assert_allclose(softmax(vector[None, :] @ weight + bias)[0], expected, atol=1e-5)
