@@ -521,3 +521,17 @@ def test_connection_snippets_run_against_the_emulators(
         with contextlib.redirect_stdout(printed):
             exec(compile(info[snippet], f"<{kind} {snippet}>", "exec"), {})
         assert printed.getvalue().strip() == str(DIM), info[snippet]
+
+
+def test_vertex_container_refusing_the_request_is_a_final_service_error(medsiglip: VertexEmbeddingEmulator) -> None:
+    from derm_cloud.errors import ServiceError
+
+    medsiglip.max_instances = 1  # MedSigLIP's MAX_EMBEDDINGS_PER_REQUEST, off by default
+    try:
+        emb = vertex_embedder_for(medsiglip, images_per_request=2, retry=_fast_retry())
+        with emb, pytest.raises(ServiceError, match="TOO_MANY_PATCHES_ERROR") as caught:
+            emb.embed_batch([_image(50), _image(51)])
+    finally:
+        medsiglip.max_instances = None
+    assert not caught.value.retryable and "schema=" not in str(caught.value)
+    assert len(medsiglip.requests_to(":predict")) == 1

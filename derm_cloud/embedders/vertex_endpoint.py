@@ -222,7 +222,11 @@ class VertexEndpointEmbedder(Embedder):
             payload = json_format.MessageToDict(type(response).pb(response))
         except Exception as exc:
             translated = translate_google_error(
-                exc, backend=self.backend_name, service="Vertex AI", transport=self.transport, what=self.endpoint
+                exc,
+                backend=self.backend_name,
+                service=f"Vertex AI ({self.service_name})",
+                transport=self.transport,
+                what=self.endpoint,
             )
             if translated is None:
                 raise  # not an SDK, transport or protobuf error: a bug, shown as itself
