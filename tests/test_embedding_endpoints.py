@@ -189,6 +189,34 @@ def test_derm_foundation_accepts_the_model_garden_notebook_instances(medsiglip: 
     assert [len(p["embedding"]) for p in answer["predictions"]] == [DIM, DIM]
 
 
+def test_derm_foundation_notebook_call_with_the_high_level_sdk(
+    medsiglip: VertexEmbeddingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The notebook's own call: aiplatform.Endpoint(...).predict(instances=[{"input_bytes": ...}]); it reads the
+    # endpoint resource first (GET), then predicts, and its vector is the embedder's.
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform
+    from google.cloud.aiplatform import initializer
+
+    config = initializer._Config()  # a private config: the SDK's process-wide settings are restored afterwards
+    monkeypatch.setattr(initializer, "global_config", config)
+    config.init(
+        project=medsiglip.project,
+        location=medsiglip.location,
+        credentials=AnonymousCredentials(),
+        api_transport="rest",
+        api_endpoint=medsiglip.url,
+    )
+    data = _image(16)
+    response = aiplatform.Endpoint(medsiglip.resource_name("3456789012")).predict(
+        instances=[{"input_bytes": base64.b64encode(data).decode()}]
+    )
+    assert [r.method for r in medsiglip.requests] == ["GET", "POST"]
+    embedding_vector = np.array(response.predictions[0]["embedding"]).flatten()
+    with vertex_embedder_for(medsiglip, endpoint_id="3456789012") as emb:
+        assert np.array_equal(emb.embed(data).vector, embedding_vector.astype(np.float32))
+
+
 # --- malformed requests are refused as the services refuse them ------------------------------------------------
 
 
