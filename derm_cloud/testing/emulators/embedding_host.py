@@ -19,8 +19,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:
     from derm_cloud.embedders.base import Embedder
 
@@ -41,6 +39,8 @@ def hash_text_vector(text: str, dimension: int) -> list[float]:
         >>> len(v), round(sum(x * x for x in v), 6), v == hash_text_vector("dermoscopy melanoma", 8)
         (8, 1.0, True)
     """
+    import numpy as np  # imported when used: the emulator modules import the standard library only
+
     seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
     vector = np.random.default_rng(seed).standard_normal(dimension)
     return [float(x) for x in vector / np.linalg.norm(vector)]
