@@ -45,6 +45,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "derm_cloud.compare",
             "derm_cloud.governance",
             "derm_cloud.deploy",
+            "derm_cloud.probe",
             "derm_cloud.router.config",
         ),
     ),

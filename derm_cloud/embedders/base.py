@@ -171,7 +171,7 @@ class Embedder(ABC):
             RemoteError: the provider failed after the retry policy gave up.
         """
         self._check_open()
-        return self._embed_prepared([self._prepare(image)])[0]
+        return self.embed_prepared([self._prepare(image)])[0]
 
     def embed_batch(self, images: Iterable[ImageInput], *, batch_size: int = 64) -> list[Embedding]:
         """Embed many images, in input order; each image is checked before any is sent.
@@ -191,7 +191,7 @@ class Embedder(ABC):
         for lo in range(0, len(checked), batch_size):
             window = checked[lo : lo + batch_size]
             chunk = [_indexed(lo + i, len(items), self._prepare, item) for i, item in enumerate(window)]
-            out.extend(self._embed_prepared(chunk))
+            out.extend(self.embed_prepared(chunk))
             del chunk
         return out
 
@@ -240,7 +240,7 @@ class Embedder(ABC):
 
     # --- shared plumbing -------------------------------------------------------------------------------------
 
-    def _embed_prepared(self, payloads: Sequence[PreparedImage]) -> list[Embedding]:
+    def embed_prepared(self, payloads: Sequence[PreparedImage]) -> list[Embedding]:
         """Embed prepared payloads (for callers that prepared them once, such as a probe classifier)."""
         self._check_open()
         return self._run_requests(list(payloads), self._embed_many)
