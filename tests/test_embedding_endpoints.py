@@ -563,3 +563,45 @@ def test_vertex_container_refusing_the_request_is_a_final_service_error(medsigli
         medsiglip.max_instances = None
     assert not caught.value.retryable and "schema=" not in str(caught.value)
     assert len(medsiglip.requests_to(":predict")) == 1
+
+
+# --- an embedding model folder hosted by the emulators, as `derm-cloud emulate` does ------------------------
+
+
+def test_emulate_hosts_an_embedder_folder_and_prints_working_details(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from derm_cloud.cli import main
+    from derm_cloud.embedders.local_onnx import LocalOnnxEmbedder
+    from derm_cloud.testing.launch import build_local_embedder, start
+    from derm_cloud.testing.tiny_embedders import build_tiny_embedder
+
+    folder = build_tiny_embedder(tmp_path / "tiny-embedder")
+    assert (
+        main(
+            [
+                "emulate",
+                "vertex-medsiglip",
+                "azure-medimageinsight",
+                "--embed-model-dir",
+                str(folder),
+                "--once",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [p["backend"]["type"] for p in printed] == ["vertex-medsiglip", "azure-medimageinsight"]
+    assert all("tiny-embedder" in p["notes"][0] and "stand-in" in p["notes"][0] for p in printed)
+    data = _image(60, (64, 48), "JPEG")
+    with LocalOnnxEmbedder(folder) as local:
+        for kind in ("vertex-derm-foundation", "azure-medimageinsight"):
+            emu = start(kind, folder, options={}, transport="rest")
+            try:
+                with build_local_embedder(kind, emu, {}) as emb:
+                    got = emb.embed(data).vector
+                direct = local.embed(emu.last_image_bytes).vector
+            finally:
+                emu.stop()
+            assert float(np.max(np.abs(got - direct))) <= 1e-6, kind  # measured 0.0
