@@ -45,9 +45,10 @@ def register(sub: Any) -> None:
     p.add_argument("--model-dir", default="sklesion", help="model directory or 'sklesion' (default)")
     p.add_argument(
         "--embed-model-dir",
-        default=None,
-        help="embedding model directory (model.onnx + spec.json) the embedding endpoints host as a stand-in for "
-        "the provider's model",
+        default="sklesion",
+        help="embedder folder (model.onnx + embedder.json) or its name in the cache, default: sklesion (exported "
+        "by `derm-cloud models embedder sklesion`): the embedding endpoints host it as a stand-in for the "
+        "provider's model",
     )
     p.add_argument("--transport", choices=["rest", "grpc"], default="rest", help="Vertex transport")
     p.add_argument(
@@ -77,11 +78,6 @@ def run(args: argparse.Namespace) -> int:
     unknown = [k for k in kinds if k not in _KINDS + _EMBED_KINDS]
     if unknown:
         raise ConfigError(f"unknown cloud(s) {unknown}; choose from {', '.join(_KINDS + _EMBED_KINDS)} or all")
-    if any(k in _EMBED_KINDS for k in kinds) and not args.embed_model_dir:
-        raise ConfigError(
-            "embedding endpoints host an embedding model: pass --embed-model-dir DIR (an embedding ONNX model "
-            "directory, model.onnx + spec.json)"
-        )
     faults = []
     known = get_args(FaultKind)
     for spec in args.fault:
@@ -94,7 +90,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--fault {spec!r}: TIMES must be a whole number, e.g. throttle:3") from None
     classifier_kinds = [k for k in kinds if k in _KINDS]
     model_dir = resolve_model_dir(args.model_dir) if classifier_kinds else None
-    embed_dir = resolve_model_dir(args.embed_model_dir) if args.embed_model_dir else None
+    embed_dir = None
+    if any(k in _EMBED_KINDS for k in kinds):
+        from derm_cloud.embedders.local_onnx import resolve_embedder_dir
+
+        embed_dir = resolve_embedder_dir(args.embed_model_dir)  # a folder, or a name in the cache
     running = []
     try:
         for kind in kinds:

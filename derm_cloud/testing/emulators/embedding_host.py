@@ -50,7 +50,7 @@ class HostedEncoder:
     """An image encoder an emulated endpoint hosts: an embedding model directory (ONNX) or any `Embedder`.
 
     Args:
-        model: an embedding model directory (`model.onnx` + `spec.json`, run by the `local-onnx` embedder) or
+        model: an embedding model directory (`model.onnx` + `embedder.json`, run by the `local-onnx` embedder) or
             an `Embedder` built elsewhere (the emulator then owns it and closes it).
 
     Raises:

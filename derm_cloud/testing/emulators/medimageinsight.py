@@ -68,7 +68,7 @@ class MedImageInsightEmulator(AzureMLEmulator):
     """One managed online endpoint with a MedImageInsight deployment hosting a real image encoder.
 
     Args:
-        model: embedding model directory (`model.onnx` + `spec.json`) or an `Embedder`; `None`: an endpoint
+        model: embedding model directory (`model.onnx` + `embedder.json`) or an `Embedder`; `None`: an endpoint
             without deployments (add them with `add_medimageinsight_deployment`).
         endpoint_name, deployment: as in the page's example (`medimageinsight`, `medimageinsight-v1`).
         instance_type: the deployment's SKU, reported to `online_deployments.get` (a GPU SKU by default).
