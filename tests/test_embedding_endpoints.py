@@ -605,3 +605,12 @@ def test_emulate_hosts_an_embedder_folder_and_prints_working_details(
             finally:
                 emu.stop()
             assert float(np.max(np.abs(got - direct))) <= 1e-6, kind  # measured 0.0
+
+
+def test_an_emulator_needs_no_credentials_object(medsiglip: VertexEmbeddingEmulator) -> None:
+    # What a command line can pass: strings only (`derm-cloud probe fit --embedder-option api_endpoint=...`).
+    import derm_cloud
+
+    options = {"endpoint_id": medsiglip.endpoint_id, "project": medsiglip.project, "api_endpoint": medsiglip.url}
+    with derm_cloud.create_embedder("vertex-medsiglip", **options) as emb:
+        assert emb.embed(_image(70)).dimension == DIM

@@ -67,7 +67,8 @@ class VertexEndpointEmbedder(Embedder):
         transport: `rest` or `grpc`.
         api_endpoint: the service host: for REST with the scheme (`https://...`, `http://127.0.0.1:PORT` for an
             emulator); a dedicated endpoint's DNS name for Model Garden deployments.
-        credentials: google-auth credentials (default: Application Default Credentials).
+        credentials: google-auth credentials (default: Application Default Credentials; anonymous for an
+            emulator on this machine).
         channel: an already built gRPC channel (emulators: `grpc.insecure_channel`); handed over, closed by `close`.
         client: a `PredictionServiceClient` built elsewhere (the caller keeps ownership).
         images_per_request: instances per `predict` call (micro-batch).
@@ -154,6 +155,12 @@ class VertexEndpointEmbedder(Embedder):
                 )
 
                 return aiplatform_v1.PredictionServiceClient(transport=PredictionServiceGrpcTransport(channel=channel))
+            if credentials is None and is_loopback(self.api_endpoint):
+                # An emulator on this machine wants no OAuth token; without this, google-auth would look for
+                # Application Default Credentials, which a command line (`derm-cloud probe fit`) cannot pass.
+                from google.auth.credentials import AnonymousCredentials
+
+                credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
             return aiplatform_v1.PredictionServiceClient(
                 transport=self.transport, credentials=credentials, client_options={"api_endpoint": self.api_endpoint}
             )
