@@ -611,6 +611,7 @@ def test_an_emulator_needs_no_credentials_object(medsiglip: VertexEmbeddingEmula
     # What a command line can pass: strings only (`derm-cloud probe fit --embedder-option api_endpoint=...`).
     import derm_cloud
 
-    options = {"endpoint_id": medsiglip.endpoint_id, "project": medsiglip.project, "api_endpoint": medsiglip.url}
+    # The endpoint id as `--embedder-option endpoint_id=2345678901` parses it: a number.
+    options = {"endpoint_id": int(medsiglip.endpoint_id), "project": medsiglip.project, "api_endpoint": medsiglip.url}
     with derm_cloud.create_embedder("vertex-medsiglip", **options) as emb:
         assert emb.embed(_image(70)).dimension == DIM

@@ -61,7 +61,8 @@ class VertexEndpointEmbedder(Embedder):
     """Embeddings from a Vertex AI endpoint serving one of Google's HAI-DEF models (base of the two below).
 
     Args:
-        endpoint_id: the endpoint id, or its full resource name `projects/P/locations/L/endpoints/E`.
+        endpoint_id: the endpoint id (digits; an int is taken too), or its full resource name
+            `projects/P/locations/L/endpoints/E`.
         project: Google Cloud project id (or number).
         location: region of the endpoint.
         transport: `rest` or `grpc`.
@@ -90,7 +91,7 @@ class VertexEndpointEmbedder(Embedder):
 
     def __init__(
         self,
-        endpoint_id: str,
+        endpoint_id: str | int,
         *,
         project: str | None = None,
         location: str = "us-central1",
@@ -118,7 +119,8 @@ class VertexEndpointEmbedder(Embedder):
             raise ConfigError(f"max_request_bytes must be at least 64 KiB, got {max_request_bytes}")
         from derm_cloud.backends.gcp_vertex import _parse_endpoint
 
-        self.project, self.location, self.endpoint_id = _parse_endpoint(endpoint_id, project, location)
+        # Vertex endpoint ids are digits: a command line's KEY=VALUE parses them as numbers.
+        self.project, self.location, self.endpoint_id = _parse_endpoint(str(endpoint_id), project, location)
         self.endpoint = f"projects/{self.project}/locations/{self.location}/endpoints/{self.endpoint_id}"
         super().__init__(
             model_id=self.endpoint,
