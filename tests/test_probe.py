@@ -182,7 +182,36 @@ def test_probe_refuses_another_embedding_space(probe_dir: Path, tmp_path: Path) 
 
 def test_head_file_with_pickled_objects_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "head.npz"
-    np.savez(path, mean=np.zeros(2), scale=np.ones(2), coef=np.zeros((1, 2)), intercept=np.zeros(1),
-             beta=np.asarray(1.0), classes=np.asarray([{"code": "mel"}], dtype=object))  # fmt: skip
+    arrays = {"mean": np.zeros(2), "scale": np.ones(2), "coef": np.zeros((1, 2)), "intercept": np.zeros(1)}
+    np.savez(path, beta=np.asarray(1.0), classes=np.asarray([{"code": "mel"}], dtype=object), **arrays)
     with pytest.raises(ModelSpecError, match="cannot read the probe head"):
         LinearHead.load(path)
+
+
+def test_report_section_and_learning_curve_figure(probe_dir: Path) -> None:
+    from derm_cloud.compare.report.cells import md_table
+    from derm_cloud.compare.report.probe_section import learning_curve_figure, probe_section
+
+    with ProbeClassifier(probe_dir) as clf:
+        facts = clf.describe().model_facts
+    summary = {
+        "backends": {"probe": {"model_facts": facts}, "sklesion": {"model_facts": {"architecture": "Xception"}}},
+        "quality": {
+            "backends": {
+                "probe": {"balanced_accuracy": 0.61, "ci": {"balanced_accuracy": [0.5, 0.7]}},
+                "sklesion": {"balanced_accuracy": 0.72, "ci": {"balanced_accuracy": [0.65, 0.79]}},
+            }
+        },
+        "emulated": [],
+    }
+    section = probe_section(summary, md_table)
+    assert section is not None
+    title, intro, tables = section
+    assert "Probes" in title and "counted as nil" in intro
+    assert "| 61.0% [50.0%, 70.0%] |" in tables[0]  # this run's figure beside the out-of-fold one
+    assert tables[1].count("| probe |") == len(facts["learning_curve"])
+    figure = learning_curve_figure(summary)
+    assert figure is not None and figure.png.startswith(b"\x89PNG")
+    kinds = [(r["backend"], r["kind"]) for r in figure.rows]
+    assert kinds.count(("probe", "probe")) == len(facts["learning_curve"]) and ("sklesion", "reference") in kinds
+    assert probe_section({"backends": {"sklesion": {"model_facts": {}}}}, md_table) is None

@@ -10,13 +10,14 @@ graph in milliseconds. Images of different colours get different embeddings; it 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from derm_cloud.models.spec import ModelSpec, Preprocess
 from derm_cloud.taxonomy import CLASS_CODES
 
-__all__ = ["TINY_EMBEDDER_DIMENSION", "build_tiny_classifier_with_head", "build_tiny_embedder"]
+__all__ = ["TINY_EMBEDDER_DIMENSION", "build_tiny_classifier_with_head", "build_tiny_embedder", "build_tiny_probe"]
 
 TINY_EMBEDDER_DIMENSION = 5
 
@@ -77,4 +78,53 @@ def build_tiny_embedder(directory: str | Path, *, size: int = 16, seed: int = 0)
     d = Path(directory)
     source = build_tiny_classifier_with_head(d.with_name(d.name + "-classifier"), size=size, seed=seed)
     export_classifier_embedder(source, d, model_id="tiny-embedder", overwrite=True)
+    return d
+
+
+def build_tiny_probe(
+    directory: str | Path,
+    *,
+    embedder_name: str = "local-onnx",
+    embedder_options: dict[str, Any] | None = None,
+    embedder_model_id: str = "tiny-embedder",
+    dimension: int = TINY_EMBEDDER_DIMENSION,
+    seed: int = 0,
+) -> Path:
+    """Write a probe folder with a seeded random head (no fitting) over a recorded embedder.
+
+    By default the embedder is a tiny local one written beside the folder; pass another registry name, its
+    options, model id and dimension to put the head over an emulated endpoint's embeddings.
+    """
+    import json
+
+    from derm_cloud.backends.probe import PROBE_FORMAT
+    from derm_cloud.backends.probe_head import LinearHead
+
+    d = Path(directory)
+    if embedder_options is None:
+        embedder_options = {"model_dir": str(build_tiny_embedder(d.with_name(d.name + "-embedder")))}
+    rng = np.random.default_rng(seed)
+    d.mkdir(parents=True, exist_ok=True)
+    LinearHead(
+        mean=np.full(dimension, 0.3),
+        scale=np.full(dimension, 0.2),
+        coef=rng.normal(0, 1.0, size=(len(CLASS_CODES), dimension)),
+        intercept=rng.normal(0, 0.1, size=len(CLASS_CODES)),
+        beta=1.0,
+        classes=tuple(CLASS_CODES),
+    ).save(d / "head.npz")
+    spec = {
+        "format": PROBE_FORMAT,
+        "model_id": f"tiny-probe-{embedder_model_id}",
+        "embedder": {
+            "name": embedder_name,
+            "options": embedder_options,
+            "model_id": embedder_model_id,
+            "dimension": dimension,
+        },
+        "labels": list(CLASS_CODES),
+        "head": {"file": "head.npz", "kind": "seeded random linear head (test fixture)"},
+        "facts": {"training_data": "none: random seeded weights", "intended_use": "software tests only"},
+    }
+    (d / "probe.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     return d
