@@ -36,6 +36,27 @@ _BUILTIN: tuple[BackendEntry, ...] = (
         ("onnxruntime",),
         "any image encoder exported to ONNX, on this machine (onnxruntime); e.g. sklesion cut at its penultimate layer",
     ),
+    BackendEntry(
+        "vertex-medsiglip",
+        "derm_cloud.embedders.vertex_endpoint:VertexMedSiglipEmbedder",
+        "vertex",
+        ("google-cloud-aiplatform",),
+        "Google's MedSigLIP deployed from Vertex AI Model Garden: images and text in one space (zero-shot)",
+    ),
+    BackendEntry(
+        "vertex-derm-foundation",
+        "derm_cloud.embedders.vertex_endpoint:VertexDermFoundationEmbedder",
+        "vertex",
+        ("google-cloud-aiplatform",),
+        "Google's Derm Foundation (legacy) deployed from Vertex AI Model Garden: skin-image embeddings",
+    ),
+    BackendEntry(
+        "azure-medimageinsight",
+        "derm_cloud.embedders.azure_medimageinsight:MedImageInsightEmbedder",
+        "azure",
+        ("requests",),
+        "Microsoft's MedImageInsight on an Azure AI Foundry / Azure ML managed online endpoint: images and text",
+    ),
 )
 
 _EXTRA: dict[str, BackendEntry] = {}
