@@ -135,6 +135,9 @@ def test_embedding_cache_resumes_and_stores_no_image(tiny_embedder_dir: Path, ma
     x, _, embedded = cache.embed_all(emb, readers, chunk=8)  # the first chunk was kept
     assert embedded == 12 and x.shape == (20, TINY_EMBEDDER_DIMENSION)
     assert cache.embed_all(emb, readers)[2] == 0
+    other = LocalOnnxEmbedder(build_tiny_embedder(tmp_path / "redeployed", seed=3))  # same key, another model
+    with pytest.raises(derm_cloud.ConfigError, match="the model behind it changed"):
+        cache.embed_all(other, readers)
     cache.close()
     stored = cache.path.read_bytes()
     assert readers[0]()[16:48] not in stored and b"manifest" not in stored  # vectors and digests only

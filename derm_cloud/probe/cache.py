@@ -99,6 +99,8 @@ class EmbeddingCache:
             raise ConfigError(f"this cache holds {self.key!r} embeddings, not {embedder_key(embedder)!r}")
         digests = [hashlib.sha256(read()).hexdigest() for read in readers]
         have = self.get(digests)
+        if have:
+            self._check_canary(embedder, readers, digests, have)
         first: dict[str, int] = {}  # one embedding per distinct content, however many names it has
         for i, digest in enumerate(digests):
             if digest not in have:
@@ -113,6 +115,24 @@ class EmbeddingCache:
             if progress is not None:
                 progress(min(lo + chunk, len(todo)), len(todo))
         return np.stack([have[d] for d in digests]).astype(np.float32), digests, len(todo)
+
+    def _check_canary(
+        self,
+        embedder: Embedder,
+        readers: Sequence[Callable[[], bytes]],
+        digests: Sequence[str],
+        have: dict[str, np.ndarray],
+    ) -> None:
+        """Embed one cached image again: an endpoint redeployed with another model under the same id (or two
+        emulators answering for one endpoint id) would otherwise mix two embedding spaces in one fit."""
+        index = next(i for i, d in enumerate(digests) if d in have)
+        fresh = embedder.embed_batch([readers[index]()])[0].vector
+        cached = have[digests[index]]
+        if fresh.shape != cached.shape or not np.allclose(fresh, cached, rtol=1e-3, atol=1e-4):
+            raise ConfigError(
+                f"{self.key} answers differently from the embeddings cached in {self.path} for the same image: the "
+                "model behind it changed. Delete that file (or pass another cache folder) and embed again"
+            )
 
     def close(self) -> None:
         """Close the database."""
