@@ -235,3 +235,16 @@ def test_sklesion_embedder_on_real_lesions(sklesion_model_dir: Path, dev_images:
         expected = clf.predict(dev_images[2]).vector()
     _, weight, bias = penultimate_layer(onnx.load(str(sklesion_model_dir / "model.onnx")).graph)
     np.testing.assert_allclose(softmax(vector[None, :] @ weight + bias)[0], expected, atol=1e-5)
+
+
+def test_probe_on_a_stand_in_encoder_says_so(probe_dir: Path) -> None:
+    class StandIn(LocalOnnxEmbedder):
+        def describe(self) -> derm_cloud.BackendInfo:
+            info = super().describe()
+            facts = dict(info.model_facts, stand_in="hosts a local encoder as a stand-in for MedSigLIP")
+            return derm_cloud.BackendInfo(**{**info.__dict__, "emulated": True, "model_facts": facts})
+
+    recorded = json.loads((probe_dir / "probe.json").read_text())["embedder"]["options"]["model_dir"]
+    with ProbeClassifier(probe_dir, embedder=StandIn(recorded)) as clf:
+        info = clf.describe()
+    assert info.emulated and "stand-in for MedSigLIP" in info.model_facts["stand_in"]

@@ -178,6 +178,8 @@ class ProbeClassifier(Classifier):
             "learning_curve": self.spec.get("learning_curve"),
             "model_dir": str(self.directory),
         }
+        if "stand_in" in inner.model_facts:  # an emulated endpoint's encoder is not the provider's: say so here too
+            facts["stand_in"] = inner.model_facts["stand_in"]
         return BackendInfo(
             backend=self.backend_name,
             provider=inner.provider,
