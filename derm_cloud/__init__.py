@@ -16,9 +16,12 @@ from __future__ import annotations
 import typing as _typing
 
 from derm_cloud.base import BackendInfo, Classifier, RawResult
+from derm_cloud.embedders.base import Embedder, Embedding, RawEmbedding
+from derm_cloud.embedders.registry import available_embedders, create_embedder, get_embedder_class, register_embedder
 from derm_cloud.errors import (
     AuthenticationError,
     BackendNotFoundError,
+    CapabilityError,
     ChecksumMismatchError,
     CircuitOpenError,
     ConfigError,
@@ -76,6 +79,7 @@ __all__ = [
     "AuthenticationError",
     "BackendInfo",
     "BackendNotFoundError",
+    "CapabilityError",
     "ChecksumMismatchError",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -87,6 +91,8 @@ __all__ = [
     "DeploymentCheckError",
     "DermCloudDeprecationWarning",
     "DermCloudError",
+    "Embedder",
+    "Embedding",
     "HedgePolicy",
     "ImageLimits",
     "InvalidImageError",
@@ -105,6 +111,7 @@ __all__ = [
     "Prediction",
     "PreparedImage",
     "Preprocess",
+    "RawEmbedding",
     "RawResult",
     "RemoteError",
     "RetryPolicy",
@@ -119,9 +126,13 @@ __all__ = [
     "UnmappableLabelsError",
     "__version__",
     "available_backends",
+    "available_embedders",
     "create",
+    "create_embedder",
     "get_backend_class",
+    "get_embedder_class",
     "load_image",
     "prepare_payload",
     "register_backend",
+    "register_embedder",
 ]

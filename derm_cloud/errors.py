@@ -10,6 +10,7 @@ DermCloudError
 |   +-- ModelSpecError                        a model directory or spec file is wrong
 |   +-- UnmappableLabelsError                 provider labels do not map to the HAM10000 taxonomy
 |   +-- DeploymentCheckError                  Router.check(): a deployment cannot authenticate or is not found
+|   +-- CapabilityError                       the backend cannot do what was asked (text from an image-only embedder)
 +-- InvalidImageError (ValueError)            the input is not an image we can send anywhere
 |   +-- PayloadTooLargeError                  too big for the provider, even after re-encoding
 +-- MissingDependencyError (ImportError)      an optional extra is not installed
@@ -55,6 +56,7 @@ __all__ = [
     "AuthenticationError",
     "BackendNotFoundError",
     "BatchJobFailedError",
+    "CapabilityError",
     "ChecksumMismatchError",
     "CircuitOpenError",
     "ConfigError",
@@ -124,6 +126,13 @@ class DeploymentCheckError(ConfigError):
         super().__init__(message)
         # The causes quote provider errors, which may carry an endpoint URL or a key: redacted like the message.
         self.failures = {name: redact(cause) for name, cause in failures.items()}
+
+
+class CapabilityError(ConfigError):
+    """The backend cannot do what was asked: an image-only embedder asked to embed text, for example.
+
+    A choice of backend, not a failure of one: the message names the backends that can.
+    """
 
 
 class PolicyMismatchError(ConfigError):

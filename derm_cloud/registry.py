@@ -148,6 +148,13 @@ _BUILTIN: tuple[BackendEntry, ...] = (
         ("boto3",),
         "Amazon Rekognition Custom Labels image-classification model (billed per inference-unit hour while running)",
     ),
+    BackendEntry(
+        "probe",
+        "derm_cloud.backends.probe:ProbeClassifier",
+        None,
+        ("numpy",),
+        "an embedder (local encoder or foundation-model endpoint) + a linear head trained by `derm-cloud probe fit`",
+    ),
 )
 
 

@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "derm_cloud.compare",
             "derm_cloud.governance",
             "derm_cloud.deploy",
+            "derm_cloud.probe",
             "derm_cloud.router.config",
         ),
     ),
@@ -70,9 +71,17 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # One backend per provider, the model toolbox (specs, cache, preprocessing, conversion), dataset loaders.
     (
         "providers",
-        ("derm_cloud.backends", "derm_cloud.models", "derm_cloud.preprocess", "derm_cloud.data", "derm_cloud.registry"),
+        (
+            "derm_cloud.backends",
+            "derm_cloud.embedders",
+            "derm_cloud.models",
+            "derm_cloud.preprocess",
+            "derm_cloud.data",
+            "derm_cloud.registry",
+        ),
     ),
-    ("base", ("derm_cloud.base",)),
+    # The two interfaces: Classifier, and Embedder beside it (embedders' backends and registry are providers).
+    ("base", ("derm_cloud.base", "derm_cloud.embedders.base")),
     # What the Classifier base class stands on: image input, payloads, retries, telemetry, option parsing.
     (
         "core",

@@ -19,6 +19,8 @@ _KINDS = (
     "vertex-gemini",
     "rekognition-custom-labels",
 )
+#: Embedding endpoints: started only when named (they host an embedding model, `--embed-model-dir`).
+_EMBED_KINDS = ("vertex-medsiglip", "vertex-derm-foundation", "azure-medimageinsight")
 
 
 def register(sub: Any) -> None:
@@ -32,8 +34,22 @@ def register(sub: Any) -> None:
             "are for tests: no authentication beyond fixed test keys, no TLS."
         ),
     )
-    p.add_argument("clouds", nargs="*", default=["all"], metavar="CLOUD", help=f"{', '.join(_KINDS)} or all")
+    p.add_argument(
+        "clouds",
+        nargs="*",
+        default=["all"],
+        metavar="CLOUD",
+        help=f"{', '.join(_KINDS)} or all (classifier APIs); embedding endpoints, only when named: "
+        f"{', '.join(_EMBED_KINDS)}",
+    )
     p.add_argument("--model-dir", default="sklesion", help="model directory or 'sklesion' (default)")
+    p.add_argument(
+        "--embed-model-dir",
+        default="sklesion",
+        help="embedder folder (model.onnx + embedder.json) or its name in the cache, default: sklesion (exported "
+        "by `derm-cloud models embedder sklesion`): the embedding endpoints host it as a stand-in for the "
+        "provider's model",
+    )
     p.add_argument("--transport", choices=["rest", "grpc"], default="rest", help="Vertex transport")
     p.add_argument(
         "--fault",
@@ -59,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     from derm_cloud.testing.launch import start
 
     kinds = list(_KINDS) if args.clouds in (["all"], []) else args.clouds
-    unknown = [k for k in kinds if k not in _KINDS]
+    unknown = [k for k in kinds if k not in _KINDS + _EMBED_KINDS]
     if unknown:
-        raise ConfigError(f"unknown cloud(s) {unknown}; choose from {', '.join(_KINDS)} or all")
+        raise ConfigError(f"unknown cloud(s) {unknown}; choose from {', '.join(_KINDS + _EMBED_KINDS)} or all")
     faults = []
     known = get_args(FaultKind)
     for spec in args.fault:
@@ -72,11 +88,18 @@ def run(args: argparse.Namespace) -> int:
             faults.append(Fault(kind, times=int(times or 1)))  # type: ignore[arg-type]
         except ValueError:
             raise ConfigError(f"--fault {spec!r}: TIMES must be a whole number, e.g. throttle:3") from None
-    model_dir = resolve_model_dir(args.model_dir)
+    classifier_kinds = [k for k in kinds if k in _KINDS]
+    model_dir = resolve_model_dir(args.model_dir) if classifier_kinds else None
+    embed_dir = None
+    if any(k in _EMBED_KINDS for k in kinds):
+        from derm_cloud.embedders.local_onnx import resolve_embedder_dir
+
+        embed_dir = resolve_embedder_dir(args.embed_model_dir)  # a folder, or a name in the cache
     running = []
     try:
         for kind in kinds:
-            emu = start(kind, None if kind == "google-vision" else model_dir, options={}, transport=args.transport)
+            hosted = embed_dir if kind in _EMBED_KINDS else None if kind == "google-vision" else model_dir
+            emu = start(kind, hosted, options={}, transport=args.transport)
             running.append(emu)
             for fault in faults:
                 emu.inject(fault)

@@ -7,6 +7,7 @@ derm-cloud models fetch sklesion|mobilenet-v2 [--cache DIR] [--verify-images PAT
 derm-cloud models export-hf FOLDER OUT [--opset 17] [--verify-images PATH ...]
 derm-cloud models quantize MODEL_DIR OUT --images PATH ... [--method dynamic|static]
 derm-cloud models info MODEL ... [--markdown | --json] [--offline]
+derm-cloud models embedder sklesion|MODEL_DIR [--out DIR] [--verify-images PATH ...] [--overwrite]
 derm-cloud models list [--cache DIR] [--json]
 derm-cloud models import EXPORT|--custom-vision P I|--sagemaker-training-job NAME  (models/imports/command.py)
 ```
@@ -93,6 +94,13 @@ def register(sub: Any) -> None:
     i.add_argument("--revision", help="hub revision for hub ids")
     i.set_defaults(handler=run_info)
 
+    emb = msub.add_parser("embedder", help="cut a classifier at its penultimate layer into an image embedder")
+    emb.add_argument("name", help="classifier folder (spec.json + model.onnx) or short name: sklesion")
+    emb.add_argument("--out", type=Path, help="embedder folder (default for sklesion: the cache, where probes find it)")
+    emb.add_argument("--verify-images", nargs="+", type=Path, default=[], metavar="PATH", help="images for the check")
+    emb.add_argument("--overwrite", action="store_true", help="replace the folder if it exists")
+    emb.set_defaults(handler=_run_embedder_export)
+
     ls = msub.add_parser("list", help="models in the cache")
     ls.add_argument("--cache", type=Path, help="models folder (default: derm-cloud's cache)")
     ls.add_argument("--json", action="store_true")
@@ -101,6 +109,13 @@ def register(sub: Any) -> None:
     from derm_cloud.models.imports.command import register_import
 
     register_import(msub)
+
+
+def _run_embedder_export(args: argparse.Namespace) -> int:
+    from derm_cloud.commands.probe import run_embedder_export  # the probe commands own the embedder tooling
+
+    args.verify_images = expand_images(args.verify_images)
+    return run_embedder_export(args)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:

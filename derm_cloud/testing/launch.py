@@ -21,8 +21,9 @@ from derm_cloud.errors import ConfigError
 
 if TYPE_CHECKING:
     from derm_cloud.base import Classifier
+    from derm_cloud.embedders.base import Embedder
 
-__all__ = ["EMULATED_TYPES", "build_local", "start"]
+__all__ = ["EMULATED_EMBEDDER_TYPES", "EMULATED_TYPES", "build_local", "build_local_embedder", "start"]
 
 _MODULES = {
     "sagemaker": ("sagemaker", "SageMakerRuntimeEmulator", "sagemaker_backend_for"),
@@ -36,10 +37,18 @@ _MODULES = {
 }
 #: backend types that ``emulate = true`` supports.
 EMULATED_TYPES = frozenset(_MODULES)
+#: Embedding endpoints (`derm_cloud.embedders`): the emulator hosts an embedding model, the helper builds an embedder.
+_EMBEDDING_MODULES = {
+    "vertex-medsiglip": ("vertex_embeddings", "VertexEmbeddingEmulator", "vertex_embedder_for"),
+    "vertex-derm-foundation": ("vertex_embeddings", "VertexEmbeddingEmulator", "vertex_embedder_for"),
+    "azure-medimageinsight": ("medimageinsight", "MedImageInsightEmulator", "medimageinsight_embedder_for"),
+}
+#: embedder types with an emulator.
+EMULATED_EMBEDDER_TYPES = frozenset(_EMBEDDING_MODULES)
 
 
 def _module(kind: str) -> Any:
-    name = f"derm_cloud.testing.emulators.{_MODULES[kind][0]}"
+    name = f"derm_cloud.testing.emulators.{(_MODULES.get(kind) or _EMBEDDING_MODULES[kind])[0]}"
     try:
         return importlib.import_module(name)
     except ImportError as exc:
@@ -47,7 +56,13 @@ def _module(kind: str) -> Any:
 
 
 def start(kind: str, model_dir: Path | None, *, options: Mapping[str, Any], transport: str | None) -> Any:
-    """Start the emulator for `kind` hosting `model_dir` (Cloud Vision hosts no model: generic labels)."""
+    """Start the emulator for `kind` hosting `model_dir` (Cloud Vision hosts no model: generic labels).
+
+    For an embedder type (`vertex-medsiglip`, `vertex-derm-foundation`, `azure-medimageinsight`) `model_dir` is an
+    embedding model directory, hosted as a stand-in for the provider's model.
+    """
+    if kind in _EMBEDDING_MODULES:
+        return _start_embedding(kind, model_dir, transport)
     if kind not in _MODULES:
         raise ConfigError(
             f"no derm-cloud emulator for backend type {kind!r}; emulate = true works for {', '.join(sorted(_MODULES))}"
@@ -70,6 +85,30 @@ def start(kind: str, model_dir: Path | None, *, options: Mapping[str, Any], tran
     emu.start()
     emu.derm_transport = transport or "rest"
     return emu
+
+
+def _start_embedding(kind: str, model_dir: Path | None, transport: str | None) -> Any:
+    if model_dir is None:
+        raise ConfigError(f"the {kind} emulator hosts an embedding model: pass its model directory")
+    cls = getattr(_module(kind), _EMBEDDING_MODULES[kind][1])
+    if kind.startswith("vertex-"):
+        api = kind.removeprefix("vertex-")
+        emu = cls(model_dir, serving_api=api, grpc=(transport or "rest") == "grpc")
+    else:
+        emu = cls(model_dir)
+    emu.start()
+    emu.derm_transport = transport or "rest"
+    return emu
+
+
+def build_local_embedder(kind: str, emulator: Any, options: Mapping[str, Any]) -> Embedder:
+    """The embedder wired to a live embedding-endpoint emulator in this process (the emulator module's helper)."""
+    helper = getattr(_module(kind), _EMBEDDING_MODULES[kind][2])
+    opts = dict(options)
+    if kind.startswith("vertex-"):
+        transport = opts.pop("transport", None) or getattr(emulator, "derm_transport", "rest")
+        return helper(emulator, transport=transport, **opts)  # type: ignore[no-any-return]
+    return helper(emulator, **opts)  # type: ignore[no-any-return]
 
 
 def build_local(kind: str, emulator: Any, options: Mapping[str, Any]) -> Classifier:

@@ -175,6 +175,17 @@ def _local_hf(request: pytest.FixtureRequest) -> Iterator[Subject]:
         yield Subject(clf)
 
 
+@factory("local-probe[tiny-embedder]")
+@contextmanager
+def _probe_tiny(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    import derm_cloud
+    from derm_cloud.testing.tiny_embedders import build_tiny_probe
+
+    tmp: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+    with derm_cloud.create("probe", model_dir=build_tiny_probe(tmp.mktemp("probe") / "probe")) as clf:
+        yield Subject(clf)
+
+
 @pytest.fixture(params=sorted(FACTORIES), scope="module")
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     with FACTORIES[request.param](request) as s:

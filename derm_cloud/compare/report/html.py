@@ -36,6 +36,7 @@ _FIG_SECTION = {
     "offline_throughput": "Latency",
     "cost_vs_volume": "Cost",
     "pareto": "Cost, latency and quality",
+    "learning_curve": "Probes: foundation-model embeddings with a trained head",
 }
 
 

@@ -11,6 +11,7 @@ from derm_cloud.compare.report.cost_section import cost_section
 from derm_cloud.compare.report.groups_section import agreement_sections, fairness_section
 from derm_cloud.compare.report.latency_section import latency_section
 from derm_cloud.compare.report.parity import parity_section
+from derm_cloud.compare.report.probe_section import probe_section
 from derm_cloud.compare.report.quality_section import quality_sections
 
 __all__ = ["sections"]
@@ -19,6 +20,8 @@ __all__ = ["sections"]
 def sections(summary: Mapping[str, Any], table: Table) -> list[Section]:
     """(title, intro text, rendered tables) per section: quality, input parity, agreement, fairness, latency, cost."""
     out = quality_sections(summary, table)
+    if (probes := probe_section(summary, table)) is not None:
+        out.append(probes)
     if "metadata" in summary:
         out.append(parity_section(summary, table))
     out += agreement_sections(summary, table)

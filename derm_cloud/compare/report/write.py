@@ -29,6 +29,7 @@ from derm_cloud.compare.report.exports import write_exports
 from derm_cloud.compare.report.html import render_html
 from derm_cloud.compare.report.markdown import render_markdown
 from derm_cloud.compare.report.plots import Figure, make_figures
+from derm_cloud.compare.report.probe_section import learning_curve_figure
 
 if TYPE_CHECKING:
     from derm_cloud.compare.analysis.summary import Summary
@@ -64,6 +65,8 @@ def write_report(summary: Summary, output_dir: Path) -> ReportFiles:
     data["run"] = _stamped(data["run"])
     data["exports"] = write_exports(summary, output_dir)
     figures = make_figures(data)
+    if (curve := learning_curve_figure(data)) is not None:
+        figures.append(curve)
     data["figures"] = {
         f.name: {
             "caption": f.caption,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from derm_cloud.testing.connect import aws, azure, google
+from derm_cloud.testing.connect import aws, azure, embeddings, google
 from derm_cloud.testing.connect.snippet import derm_cloud_snippet
 
 __all__ = ["connection", "render_text"]
@@ -15,7 +15,8 @@ def connection(kind: str, emulator: Any) -> dict[str, Any]:
 
     Args:
         kind: one of `sagemaker`, `azure-ml`, `azure-custom-vision`, `vertex`, `google-vision`,
-            `azure-openai`, `vertex-gemini`, `rekognition-custom-labels`.
+            `azure-openai`, `vertex-gemini`, `rekognition-custom-labels`, or an embedding endpoint:
+            `vertex-medsiglip`, `vertex-derm-foundation`, `azure-medimageinsight`.
         emulator: the running emulator (from `derm_cloud.testing.launch.start` or its own class).
 
     Returns:
@@ -35,6 +36,9 @@ def connection(kind: str, emulator: Any) -> dict[str, Any]:
         "azure-openai": azure.azure_openai,
         "vertex-gemini": google.gemini,
         "rekognition-custom-labels": aws.rekognition,
+        "vertex-medsiglip": embeddings.vertex_embeddings,
+        "vertex-derm-foundation": embeddings.vertex_embeddings,
+        "azure-medimageinsight": embeddings.medimageinsight,
     }
     if kind not in builders:
         raise ValueError(f"no emulator connection details for {kind!r}; choose from {', '.join(builders)}")

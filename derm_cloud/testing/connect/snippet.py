@@ -18,6 +18,8 @@ def derm_cloud_snippet(info: dict[str, Any]) -> str:
     lines = ["import derm_cloud", ""]
     options = dict(backend["options"])
     extra = ""
+    if info.get("embedder"):
+        return _embedder_snippet(backend["type"], options)
     if backend["type"] in ("vertex", "google-vision") and not options.get("api_key"):
         if options.get("transport") == "grpc":
             lines.insert(0, "import grpc")
@@ -36,4 +38,17 @@ def derm_cloud_snippet(info: dict[str, Any]) -> str:
     args = "".join(f"    {name}={value!r},\n" for name, value in options.items())
     lines.append(f"with derm_cloud.create(\n    {backend['type']!r},\n{args}{extra}) as clf:")
     lines.append(f"    print(clf.predict({IMAGE!r}).top(3))")
+    return "\n".join(lines) + "\n"
+
+
+def _embedder_snippet(kind: str, options: dict[str, Any]) -> str:
+    """`derm_cloud.create_embedder` with the emulator's options, embedding the snippet image."""
+    lines = ["import derm_cloud", ""]
+    extra = ""
+    if kind.startswith("vertex-"):
+        lines.insert(0, "from google.auth.credentials import AnonymousCredentials")
+        extra = "    credentials=AnonymousCredentials(),\n"
+    args = "".join(f"    {name}={value!r},\n" for name, value in options.items())
+    lines.append(f"with derm_cloud.create_embedder(\n    {kind!r},\n{args}{extra}) as emb:")
+    lines.append(f"    print(emb.embed({IMAGE!r}).dimension)")
     return "\n".join(lines) + "\n"
