@@ -9,6 +9,7 @@ from derm_cloud.compare.report.cells import Section, Table
 from derm_cloud.compare.report.cost_section import cost_section
 from derm_cloud.compare.report.groups_section import agreement_sections, fairness_section
 from derm_cloud.compare.report.latency_section import latency_section
+from derm_cloud.compare.report.pareto_section import pareto_section
 from derm_cloud.compare.report.parity import parity_section
 from derm_cloud.compare.report.quality_section import quality_sections
 
@@ -16,7 +17,7 @@ __all__ = ["sections"]
 
 
 def sections(summary: Mapping[str, Any], table: Table) -> list[Section]:
-    """(title, intro text, rendered tables) per section: quality, input parity, agreement, fairness, latency, cost."""
+    """(title, intro, tables) per section: quality, input parity, agreement, fairness, latency, cost, Pareto."""
     out = quality_sections(summary, table)
     if "metadata" in summary:
         out.append(parity_section(summary, table))
@@ -24,4 +25,6 @@ def sections(summary: Mapping[str, Any], table: Table) -> list[Section]:
     out.append(fairness_section(summary, table))
     out.append(latency_section(summary, table))
     out.append(cost_section(summary, table))
+    if summary.get("pareto", {}).get("points"):
+        out.append(pareto_section(summary, table))
     return out
