@@ -150,24 +150,28 @@ def test_pareto_bands_rank_only_like_with_like() -> None:
     def facts(emulated: bool) -> dict[str, Any]:
         return {"emulated": emulated}
 
-    backends = {"real": facts(False), "cheap-emu": facts(True), "dear-emu": facts(True), "local": facts(False)}
-    p90 = {"real": 400.0, "cheap-emu": 900.0, "dear-emu": 50.0, "local": 80.0}
+    names = ("real", "cheap-emu", "dear-emu", "local", "labels-emu")
+    backends = {n: facts(n.endswith("-emu")) for n in names}
+    p90 = {"real": 400.0, "cheap-emu": 900.0, "dear-emu": 50.0, "local": 80.0, "labels-emu": 10.0}
     latency = {n: {"single_stream": {"p90_ms": v}} for n, v in p90.items()}
-    prices = {"real": 1.0, "cheap-emu": 0.5, "dear-emu": 2.0, "local": None}
+    prices = {"real": 1.0, "cheap-emu": 0.5, "dear-emu": 2.0, "local": None, "labels-emu": 0.1}
     cost = {"backends": {n: {"known": v is not None, "per_1k_at_volume": v} for n, v in prices.items()}}
-    quality = {"backends": {n: {"balanced_accuracy": 0.8} for n in backends}}
+    quality = {"backends": {n: {"balanced_accuracy": 0.8} for n in names if n != "labels-emu"}}
     out = pareto_section(backends, latency, quality, cost)
-    # The emulator's 50 ms never beats a real endpoint's 400 ms: the emulated ones are ranked on cost and quality.
+    # The emulator's 50 ms never beats a real endpoint's 400 ms: the emulated ones are ranked on cost and quality,
+    # and a backend without quality figures is not ranked against those with them.
     assert {p["name"]: p["pareto_optimal"] for p in out["points"]} == {
         "real": True,
         "cheap-emu": True,
         "dear-emu": False,
         "local": True,
+        "labels-emu": True,
     }
-    assert [b["ranked_on"] for b in out["bands"]] == [
-        ["cost", "latency", "quality"],
-        ["cost", "quality"],
-        ["latency", "quality"],
+    assert [(b["ranked_on"], b["backends"]) for b in out["bands"]] == [
+        (["cost", "latency", "quality"], ["real"]),
+        (["cost", "quality"], ["cheap-emu", "dear-emu"]),
+        (["latency", "quality"], ["local"]),
+        (["cost"], ["labels-emu"]),
     ]
 
 

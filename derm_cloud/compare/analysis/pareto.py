@@ -58,7 +58,7 @@ def _band_name(point: Mapping[str, Any], axes: Sequence[str]) -> str:
         latency = "emulator latency (not ranked)"
     else:
         latency = "measured latency" if "latency" in axes else "no latency"
-    return f"{cost}, {latency}"
+    return f"{cost}, {latency}" + ("" if "quality" in axes else ", no quality")
 
 
 def pareto_bands(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -73,7 +73,9 @@ request_timeout_s = 120
 concurrency = 2
 
 [scenarios.single_stream]
-queries = 12
+# 40 round-robin queries: enough for the p50 of backends serving one model to agree within 10% (12 were not,
+# on a loaded machine); see docs/comparison-method.md, "Latency on one machine".
+queries = 40
 
 [scenarios.server]
 queries = 12

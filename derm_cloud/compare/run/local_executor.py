@@ -85,8 +85,9 @@ class LocalExecutor:
         if here and job.config.scenarios["single_stream"].enabled:
             async with self._window(job, "single_stream", here, concurrent=False, timed=True):
                 await self.single_stream_rounds(job, here, ticks)
-        for rt in here:
-            async with self._window(job, "server, offline, cold_start", [rt], concurrent=False, timed=True):
+        alone = [name for name in ("server", "offline", "cold_start") if job.config.scenarios[name].enabled]
+        for rt in here if alone else []:
+            async with self._window(job, ", ".join(alone), [rt], concurrent=False, timed=True):
                 await self._latency(job, rt, ticks[rt.name], single_stream=False)
 
     async def _each(self, runtimes: Sequence[BackendRuntime], parallel: bool, work: Callable[[Any], Any]) -> None:
