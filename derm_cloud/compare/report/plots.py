@@ -227,7 +227,7 @@ def _pareto(summary: Mapping[str, Any]) -> Figure | None:
     known = [p for p in placed if p["cost"] is not None]
     unknown = [p for p in placed if p["cost"] is None]
     fig = _new(8.5, 4.6)
-    grid = fig.add_gridspec(1, 2, width_ratios=(4, 1)) if known and unknown else None
+    grid = fig.add_gridspec(1, 2, width_ratios=(3, 1)) if known and unknown else None
     axes: list[tuple[Any, list[dict[str, Any]]]] = []
     if known:
         axes.append((fig.add_subplot(grid[0, 0]) if grid is not None else fig.add_subplot(1, 1, 1), known))
@@ -241,6 +241,8 @@ def _pareto(summary: Mapping[str, Any]) -> Figure | None:
             x = p["cost"] if p["cost"] is not None else k
             _pareto_point(ax, p, x, colour[p["name"]], k, summary)
     if known:
+        if all(p["cost"] > 0 for p in known):  # prices span orders of magnitude: a log axis keeps them apart
+            axes[0][0].set_xscale("log")
         axes[0][0].set_xlabel("USD per 1,000 predictions at the configured volume")
         axes[0][0].set_ylabel("single-stream p90 latency (ms)")
     if unknown:
