@@ -73,8 +73,8 @@ request_timeout_s = 120
 concurrency = 2
 
 [scenarios.single_stream]
-# 40 round-robin queries: enough for the p50 of backends serving one model to agree within 10% (12 were not,
-# on a loaded machine); see docs/comparison-method.md, "Latency on one machine".
+# 40 round-robin queries: 12 left the p50s of backends serving one model 17% apart on a loaded machine (more
+# queries, less noise); see docs/comparison-method.md, "Latency on one machine".
 queries = 40
 
 [scenarios.server]
