@@ -17,7 +17,7 @@ from derm_cloud.compare.analysis.cost import costs
 from derm_cloud.compare.analysis.evidence import evidence_line, overlap_warnings
 from derm_cloud.compare.analysis.export_parity import export_parity_report
 from derm_cloud.compare.analysis.fairness import fairness_section
-from derm_cloud.compare.analysis.latency import latency_section
+from derm_cloud.compare.analysis.latency import latency_section, machine_summary
 from derm_cloud.compare.analysis.metadata import metadata_summary
 from derm_cloud.compare.analysis.pareto import pareto_section
 from derm_cloud.compare.analysis.predictions import prediction_rows, reencoded_images
@@ -62,7 +62,9 @@ def analyse(results: RunResults, config: ComparisonConfig) -> Summary:
     if not quality["available"]:
         fairness["how_to"] = HOW_TO_LABEL
     latency, latency_samples = latency_section(config, results, warn)
-    warn += _contention_warning(config, results)
+    machine, load_warnings = machine_summary(results.machine)
+    top_warnings += load_warnings
+    warn[:0] = load_warnings
     cost = costs(config, results, latency, quality)
     warn += cost["warnings"]
     batch, batch_mismatches = batch_section(config, results, cost)
@@ -85,7 +87,7 @@ def analyse(results: RunResults, config: ComparisonConfig) -> Summary:
     )
     return Summary(
         title=config.title,
-        run=_run_facts(results, config),
+        run={**_run_facts(results, config), "machine": machine},
         dataset=results.dataset_facts,
         evidence=evidence_line(common, len(results.dataset)),
         metadata=metadata,
@@ -129,18 +131,6 @@ def _run_warnings(results: RunResults) -> list[str]:
             "stood in for the cloud; their latency is this machine's plus the real SDK's, not the cloud's"
         )
     return out
-
-
-def _contention_warning(config: ComparisonConfig, results: RunResults) -> list[str]:
-    """Backends computing on this machine at the same time slow each other down: say so."""
-    local_cpu = [n for n, f in results.backends.items() if f.get("emulated") or f.get("provider") == "local"]
-    if not (config.backends_in_parallel and len(local_cpu) > 1):
-        return []
-    return [
-        f"{len(local_cpu)} backends that compute on this machine ({', '.join(local_cpu)}) ran at the same time: "
-        "their latency and throughput include contention with each other; set backends_in_parallel = false "
-        "for isolated figures"
-    ]
 
 
 def _run_facts(results: RunResults, config: ComparisonConfig) -> dict[str, Any]:

@@ -11,6 +11,10 @@ Warm-up queries run at the start of every latency scenario in every process and 
 use `numpy.percentile` with the configured method (`linear` = Hyndman & Fan type 7, numpy's default;
 `inverted_cdf` = nearest rank); confidence intervals are 95 % percentile-bootstrap intervals (seeded).
 Errors and client-side timeouts are counted, and excluded from the latency percentiles.
+
+Every backend's latency carries its basis (`derm_cloud.compare.run.facts.latency_basis`): an emulated backend's
+is the 127.0.0.1 emulator's, not the provider's. `machine_summary` gives the cores, CPU model and load average
+the run recorded, and the warning when the load exceeded the cores while latency was timed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from derm_cloud.compare.run.facts import LATENCY_BASES, latency_basis
+
 if TYPE_CHECKING:
     from derm_cloud.compare.run.config import ComparisonConfig
     from derm_cloud.compare.run.results import RunResults
@@ -32,6 +38,7 @@ __all__ = [
     "cold_start_summary",
     "latency_section",
     "latency_summary",
+    "machine_summary",
     "offline_summary",
     "percentile",
     "server_summary",
@@ -223,8 +230,11 @@ def latency_section(
     latency: dict[str, Any] = {}
     samples: dict[str, list[float]] = {}
     small: dict[str, list[str]] = {}
-    for name in results.backends:
+    for name, facts in results.backends.items():
         latency[name], samples[name] = _backend_latency(config, results, name)
+        basis = latency_basis(facts)
+        # What the figures measure, beside them: an emulator's latency is never read as the provider's.
+        latency[name]["basis"] = {"key": basis, "label": LATENCY_BASES[basis], "timed_alone": basis != "remote"}
         for scen, summary in latency[name].items():
             if isinstance(summary, Mapping) and summary.get("below_min_samples"):
                 small.setdefault(scen, []).append(f"{name} {summary['ok']}")
@@ -266,3 +276,49 @@ def _backend_latency(config: ComparisonConfig, results: RunResults, name: str) -
     if sc["cold_start"].enabled:
         out["cold_start"] = cold_start_summary(results.rows_of(name, "cold_start"))
     return out, samples
+
+
+def machine_summary(sessions: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """The machine that timed the run, its load while timing, and the warning when that load exceeded its cores.
+
+    Args:
+        sessions: per process session, what the run stage recorded (`RunResults.machine`): `cores`,
+            `usable_cores`, `cpu_model`, `before` and `after` readings (`{"at": epoch s, "load": [1, 5, 15]}`)
+            and `windows` (each phase's backends, `timed` flag and `start` and `end` readings).
+
+    Returns:
+        `(facts, warnings)`: the facts for report.json (`max_timing_load` is the highest 1-minute load read at
+        the start or end of a timed window) and at most one warning for the top of the report.
+    """
+    if not sessions:
+        return {"recorded": False}, []
+    last = sessions[-1]
+    cores = last.get("usable_cores") or last.get("cores")
+    worst: tuple[float, Mapping[str, Any]] | None = None
+    for session in sessions:
+        for window in session.get("windows", []):
+            if not window.get("timed"):
+                continue
+            for reading in (window.get("start"), window.get("end")):
+                load = (reading or {}).get("load")
+                if load and (worst is None or load[0] > worst[0]):
+                    worst = (float(load[0]), window)
+    facts: dict[str, Any] = {
+        "recorded": True,
+        "cores": last.get("cores"),
+        "usable_cores": last.get("usable_cores"),
+        "cpu_model": last.get("cpu_model"),
+        "platform": last.get("platform"),
+        "max_timing_load": worst[0] if worst else None,
+        "load_exceeded_cores": bool(worst and cores and worst[0] > cores),
+        "sessions": list(sessions),
+    }
+    if not facts["load_exceeded_cores"] or worst is None:
+        return facts, []
+    window = worst[1]
+    return facts, [
+        f"MACHINE LOADED WHILE TIMING: the 1-minute load average reached {worst[0]:.1f} on {cores} cores (during "
+        f"{window['phase']} of {', '.join(window['backends'])}): other work competed for the CPU, so latency of "
+        "the backends computing on this machine includes that contention and may differ between them by more "
+        "than they do; rerun when `uptime` shows a load below the core count"
+    ]

@@ -1,7 +1,8 @@
 """The report's figures: each returns the PNG bytes and the rows of data it draws (written as JSON and CSV).
 
 matplotlib is used through `matplotlib.figure.Figure` with the Agg canvas: no pyplot state, no display
-needed, safe from threads. Emulated backends are drawn hatched / marked "(EMULATED)" in every legend.
+needed, safe from threads. Emulated backends are marked "(EMULATED)" in every legend, and in every latency
+figure "(127.0.0.1 emulator, not the provider)": their latency is the emulator's on this machine.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ def _label(name: str, summary: Mapping[str, Any]) -> str:
     return f"{name} (EMULATED)" if name in summary.get("emulated", []) else name
 
 
+def _latency_label(name: str, summary: Mapping[str, Any]) -> str:
+    """A backend's name as a latency figure shows it: an emulated backend's latency is the emulator's."""
+    if name in summary.get("emulated", []):
+        return f"{name} (127.0.0.1 emulator, not the provider)"
+    return name
+
+
 def _reliability(summary: Mapping[str, Any]) -> Figure | None:
     backends = {
         n: q["calibration"]["reliability"]
@@ -88,7 +96,7 @@ def _latency(summary: Mapping[str, Any]) -> Figure | None:
     ax = fig.add_subplot(1, 1, 1)
     names = list(samples)
     ax.boxplot([samples[n] for n in names], vert=False, whis=(1, 99), showfliers=True)
-    ax.set_yticks(range(1, len(names) + 1), [_label(n, summary) for n in names])
+    ax.set_yticks(range(1, len(names) + 1), [_latency_label(n, summary) for n in names], fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("single-stream latency per request (ms, log scale; whiskers p1-p99)")
     rows = [{"backend": n, "query": i, "latency_ms": v} for n in names for i, v in enumerate(samples[n])]
@@ -107,7 +115,8 @@ def _throughput(summary: Mapping[str, Any]) -> Figure | None:
     for k, name in enumerate(dict.fromkeys(r["backend"] for r in rows)):
         pts = [(r["concurrency"], r["throughput_qps"]) for r in rows if r["backend"] == name and r["throughput_qps"]]
         if pts:
-            ax.plot(*zip(*pts, strict=True), marker="o", color=_COLOURS[k % len(_COLOURS)], label=_label(name, summary))
+            colour = _COLOURS[k % len(_COLOURS)]
+            ax.plot(*zip(*pts, strict=True), marker="o", color=colour, label=_latency_label(name, summary))
     ax.set_xlabel("requests in flight (offline scenario)")
     ax.set_ylabel("throughput (successful answers / s)")
     ax.legend(fontsize=8)
@@ -210,37 +219,78 @@ def _group_bars(ax: Any, mine: list[tuple[int, dict[str, Any]]], k: int, width: 
 
 
 def _pareto(summary: Mapping[str, Any]) -> Figure | None:
+    """Cost against latency, every backend drawn: unknown cost in a band of its own, emulated ones hollow."""
     points = summary["pareto"]["points"]
-    usable = [p for p in points if p["cost"] is not None and p["latency"] is not None]
-    if not usable:
+    placed = [p for p in points if p["latency"] is not None]
+    if not placed:
         return None
+    known = [p for p in placed if p["cost"] is not None]
+    unknown = [p for p in placed if p["cost"] is None]
+    fig = _new(8.5, 4.6)
+    grid = fig.add_gridspec(1, 2, width_ratios=(3, 1)) if known and unknown else None
+    axes: list[tuple[Any, list[dict[str, Any]]]] = []
+    if known:
+        axes.append((fig.add_subplot(grid[0, 0]) if grid is not None else fig.add_subplot(1, 1, 1), known))
+    if unknown:
+        share = axes[0][0] if axes else None
+        ax_u = fig.add_subplot(grid[0, 1], sharey=share) if grid is not None else fig.add_subplot(1, 1, 1)
+        axes.append((ax_u, unknown))
+    colour = {p["name"]: _COLOURS[k % len(_COLOURS)] for k, p in enumerate(points)}
+    for ax, members in axes:
+        for k, p in enumerate(members):
+            x = p["cost"] if p["cost"] is not None else k
+            _pareto_point(ax, p, x, colour[p["name"]], k, summary)
+    if known:
+        if all(p["cost"] > 0 for p in known):  # prices span orders of magnitude: a log axis keeps them apart
+            axes[0][0].set_xscale("log")
+        axes[0][0].set_xlabel("USD per 1,000 predictions at the configured volume")
+        axes[0][0].set_ylabel("single-stream p90 latency (ms)")
+    if unknown:
+        ax_u = axes[-1][0]
+        ax_u.set_xticks([])
+        ax_u.set_xlim(-0.5, max(1, len(unknown)) - 0.5 + 1.5)
+        ax_u.set_xlabel("cost unknown (own band)")
+        if not known:
+            ax_u.set_ylabel("single-stream p90 latency (ms)")
+    missing = [p["name"] for p in points if p["latency"] is None]
+    fig.suptitle(
+        "Cost / latency / quality (size = balanced accuracy; outlined = Pareto-optimal in its band; hollow = "
+        "emulated: latency of the 127.0.0.1 emulator, not ranked)"
+        + (f"; no latency: {', '.join(missing)}" if missing else ""),
+        fontsize=8,
+    )
+    return Figure(
+        "pareto", "Cost, latency and quality of each backend (Pareto view, by band)", _png(fig), points_rows(summary)
+    )
+
+
+def points_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The Pareto figure's data: every point with its band, the axes it is ranked on and whether it is optimal."""
     front = set(summary["pareto"]["front"])
-    fig = _new()
-    ax = fig.add_subplot(1, 1, 1)
-    for k, p in enumerate(usable):
-        size = 60 + 400 * (p["quality"] or 0.0)
-        ax.scatter(
-            p["cost"],
-            p["latency"],
-            s=size,
-            color=_COLOURS[k % len(_COLOURS)],
-            alpha=0.7,
-            edgecolors="black" if p["name"] in front else "none",
-            linewidths=2,
-        )
-        quality = f"{p['quality']:.2f}" if p["quality"] is not None else "n/a"
-        ax.annotate(
-            f"{_label(p['name'], summary)}\nbal. acc. {quality}",
-            (p["cost"], p["latency"]),
-            xytext=(6, 4 + 9 * (k % 3)),
-            textcoords="offset points",
-            fontsize=7,
-        )
-    ax.set_xlabel("USD per 1,000 predictions at the configured volume")
-    ax.set_ylabel("single-stream p90 latency (ms)")
-    ax.set_title("Cost / latency / quality (marker size = balanced accuracy; outlined = Pareto-optimal)", fontsize=9)
-    rows = [dict(p, pareto_optimal=p["name"] in front) for p in points]
-    return Figure("pareto", "Cost, latency and quality of each backend (Pareto view)", _png(fig), rows)
+    return [{**p, "pareto_optimal": p.get("pareto_optimal", p["name"] in front)} for p in summary["pareto"]["points"]]
+
+
+def _pareto_point(ax: Any, p: Mapping[str, Any], x: float, colour: str, k: int, summary: Mapping[str, Any]) -> None:
+    size = 60 + 400 * (p["quality"] or 0.0)
+    optimal = bool(p.get("pareto_optimal"))
+    ax.scatter(
+        x,
+        p["latency"],
+        s=size,
+        facecolors="none" if p["emulated"] else colour,
+        edgecolors="black" if optimal else colour,
+        linewidths=2.5 if optimal else 1.5,
+        alpha=0.8,
+    )
+    quality = f"{p['quality']:.2f}" if p["quality"] is not None else "n/a"
+    name = f"{p['name']} (127.0.0.1 emulator)" if p["emulated"] else p["name"]
+    ax.annotate(
+        f"{name}\nbal. acc. {quality}",
+        (x, p["latency"]),
+        xytext=(6, 4 + 9 * (k % 3)),
+        textcoords="offset points",
+        fontsize=6,
+    )
 
 
 def make_figures(summary: Mapping[str, Any]) -> list[Figure]:

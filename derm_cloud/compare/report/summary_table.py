@@ -49,7 +49,8 @@ def summary_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]
                 fmt(q.get("macro_auc")),
                 fmt((q.get("melanoma") or {}).get("sensitivity"), "pct"),
                 fmt((q.get("calibration") or {}).get("ece")),
-                " / ".join(fmt(ss.get(k), "ms") for k in ("p50_ms", "p90_ms", "p99_ms")),
+                " / ".join(fmt(ss.get(k), "ms") for k in ("p50_ms", "p90_ms", "p99_ms"))
+                + (" (127.0.0.1 emulator)" if facts.get("emulated") and ss else ""),
                 verdict,
                 fmt((lat.get("offline") or {}).get("best_throughput_qps"), "num"),
                 fmt(cost.get("per_1k_at_volume"), "usd") if cost.get("known") else "unknown",

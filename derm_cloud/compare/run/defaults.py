@@ -73,7 +73,9 @@ request_timeout_s = 120
 concurrency = 2
 
 [scenarios.single_stream]
-queries = 12
+# 40 round-robin queries: 12 left the p50s of backends serving one model 17% apart on a loaded machine (more
+# queries, less noise); see docs/comparison-method.md, "Latency on one machine".
+queries = 40
 
 [scenarios.server]
 queries = 12

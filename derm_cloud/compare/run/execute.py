@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from derm_cloud.compare.run.backends import open_runtimes
 from derm_cloud.compare.run.calls import PAYLOADS
 from derm_cloud.compare.run.config import redact_config
-from derm_cloud.compare.run.facts import backend_facts
+from derm_cloud.compare.run.facts import MACHINE_FACT, backend_facts, load_reading, machine_facts
 from derm_cloud.compare.run.local_executor import Job, LocalExecutor
 from derm_cloud.compare.run.results import RunResults, collect_results
 from derm_cloud.compare.run.store import RunStore
@@ -127,15 +127,17 @@ def _send_requests(
     from derm_cloud.progress import Progress, mode_for
 
     clock = [time.perf_counter()]
+    machine = {**machine_facts(), "session": store.session, "before": load_reading()}
     runtimes = open_runtimes(config, skip_unavailable=default_run, warnings=warnings)
     clock.append(time.perf_counter())
     # Bars in a terminal, periodic plain lines in a log (CI, `| tee`), nothing when progress=False (-q).
     progress_bars = Progress(mode_for(enabled=progress), prefix="derm-cloud: compare")
+    job = Job(run_id, store, config, ds.samples, runtimes, progress_bars)
     try:
         infos = {rt.name: backend_facts(rt) for rt in runtimes}
         for name, facts in infos.items():
             store.set_fact(run_id, name, "describe", facts)
-        _executor(config).run(Job(run_id, store, config, ds.samples, runtimes, progress_bars))
+        _executor(config).run(job)
         if config.scenarios["batch"].enabled:
             from derm_cloud.compare.run.batch_executor import run_batch_scenario
 
@@ -147,6 +149,10 @@ def _send_requests(
         for rt in runtimes:
             rt.close()
         progress_bars.close()
+        # The machine's cores and load before and after this session, and during each phase (kept even when
+        # the session stops half-way: the resumed report shows every session's).
+        machine.update(after=load_reading(), windows=job.windows)
+        store.set_fact(run_id, MACHINE_FACT, f"session-{store.session}", machine)
     return infos, {"setup (emulators, backends)": clock[1] - clock[0], "requests": clock[2] - clock[1]}
 
 

@@ -5,16 +5,26 @@
 * `model_fingerprint`: SHA-256 of a model directory's `spec.json` and model file, which the same-model check
   (`derm_cloud.compare.analysis.same_model`) compares.
 * `versions`: Python, platform and the installed versions of derm-cloud and every SDK the backends use.
+* `machine_facts`, `load_reading`: the cores, CPU model and load average of the machine that timed the
+  backends (read before and after each run and each timing window).
+* `computes_here`: whether a backend's answer is computed on this machine (a local model, an emulator, any
+  endpoint on a loopback address): such backends are timed one at a time, and their latency is labelled as
+  this machine's (`latency_basis`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import ipaddress
+import os
 import platform
 import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from derm_cloud.compare.run.backends import can_use_metadata
 from derm_cloud.compare.run.config import redact_config
@@ -22,7 +32,29 @@ from derm_cloud.compare.run.config import redact_config
 if TYPE_CHECKING:
     from derm_cloud.compare.run.backends import BackendRuntime
 
-__all__ = ["backend_facts", "model_fingerprint", "versions"]
+__all__ = [
+    "LATENCY_BASES",
+    "MACHINE_FACT",
+    "backend_facts",
+    "computes_here",
+    "latency_basis",
+    "load_reading",
+    "machine_facts",
+    "model_fingerprint",
+    "runtime_computes_here",
+    "versions",
+]
+
+#: The run store's `facts` rows (their `backend` column) that hold each session's machine facts.
+MACHINE_FACT = "<machine>"
+
+#: What a backend's latency measures, by where its answer is computed (the report prints the label).
+LATENCY_BASES = {
+    "emulator": "127.0.0.1 emulator, not the provider",
+    "local": "local model on this machine",
+    "loopback": "endpoint on this machine (loopback address)",
+    "remote": "the provider's endpoint, over the network",
+}
 
 _SDKS = (
     "derm-cloud",
@@ -85,6 +117,80 @@ def model_fingerprint(model_dir: str | Path | None) -> str | None:
     return digest.hexdigest()
 
 
+def _loopback(endpoint: str | None) -> bool:
+    """Whether a URL (or gRPC `host:port` target) names this machine."""
+    if not endpoint:
+        return False
+    host = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def latency_basis(facts: Mapping[str, Any]) -> str:
+    """`emulator`, `local`, `loopback` or `remote`: where the backend described by `facts` computes its answer.
+
+    `facts` is a backend's `describe()` as a dict (or what `backend_facts` records): `emulated` (a derm-cloud
+    emulator stood in for the cloud), `provider == "local"` (a local model), and `endpoint` (a loopback host).
+    """
+    if facts.get("emulated"):
+        return "emulator"
+    if facts.get("provider") == "local":
+        return "local"
+    return "loopback" if _loopback(facts.get("endpoint")) else "remote"
+
+
+def computes_here(facts: Mapping[str, Any]) -> bool:
+    """Whether the backend computes on this machine, so that timing it beside another would time contention."""
+    return latency_basis(facts) != "remote"
+
+
+def runtime_computes_here(rt: BackendRuntime) -> bool:
+    """`computes_here` of a running backend (its `describe()`, and `emulate = true` from its config)."""
+    info = rt.classifier.describe()
+    facts = {"emulated": info.emulated or rt.cfg.emulate, "provider": info.provider, "endpoint": info.endpoint}
+    return computes_here(facts)
+
+
+def load_average() -> tuple[float, float, float] | None:
+    """The 1, 5 and 15-minute load averages (`None` where the system has none)."""
+    try:
+        return os.getloadavg()
+    except (AttributeError, OSError):
+        return None
+
+
+def load_reading() -> dict[str, Any]:
+    """The time (seconds since the epoch) and the 1/5/15-minute load averages now."""
+    load = load_average()
+    return {"at": time.time(), "load": list(load) if load is not None else None}
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def machine_facts() -> dict[str, Any]:
+    """Cores (all, and those this process may use), CPU model and platform of this machine."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+    }
+
+
 def backend_facts(rt: BackendRuntime) -> dict[str, Any]:
     """`describe()` as a dict plus what the report needs: emulation, the hosted model's facts."""
     from dataclasses import asdict
@@ -113,5 +219,6 @@ def backend_facts(rt: BackendRuntime) -> dict[str, Any]:
         getattr(rt.classifier, "model", None), "directory", None
     )
     facts["model_fingerprint"] = model_fingerprint(served)
+    facts["latency_basis"] = latency_basis(facts)
     # describe() may name the endpoint by a URL that carries its key (an Azure Functions ``?code=``).
     return dict(redact_config(facts))

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from derm_cloud.compare.run.facts import versions
+from derm_cloud.compare.run.facts import MACHINE_FACT, versions
 from derm_cloud.compare.run.groups import GroupColumns, group_columns
 from derm_cloud.compare.run.prices import PriceCatalogue
 
@@ -43,6 +43,8 @@ class RunResults:
         default_run: whether this is the embedded default comparison.
         warnings: what the run stage has to say (backends skipped, failed rows retried).
         timings_s: seconds spent setting up and sending requests.
+        machine: per process session, the machine's cores, CPU model and load average before and after it,
+            and each phase's window (`derm_cloud.compare.run.local_executor`), in session order.
     """
 
     run_id: str
@@ -60,6 +62,7 @@ class RunResults:
     default_run: bool = False
     warnings: tuple[str, ...] = ()
     timings_s: dict[str, float] = field(default_factory=dict)
+    machine: list[dict[str, Any]] = field(default_factory=list)
 
     def rows_of(self, backend: str, scenario: str) -> list[ResultRow]:
         """The stored rows of one backend and scenario (`quality`, `single_stream`, `offline/c=4` ...)."""
@@ -108,4 +111,5 @@ def collect_results(
         default_run=default_run,
         warnings=tuple(warnings),
         timings_s=dict(timings_s or {}),
+        machine=[v for _, v in sorted(store.facts(run_id, MACHINE_FACT).items(), key=lambda kv: kv[1]["session"])],
     )
