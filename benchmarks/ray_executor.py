@@ -75,13 +75,15 @@ def prepare(work: Path, n: int) -> Path:
 
 
 class Sampler(threading.Thread):
-    """Peak RSS of the Ray shard workers (summed) and of every process under this one, every 0.5 s."""
+    """Every 0.5 s: peak RSS of the Ray shard workers (summed) and of every process under this one, and the CPU
+    time each of them has used (the last sample before a worker exits counts: up to 0.5 s of it is missed)."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.workers_peak = 0
         self.ray_peak = 0
-        self.worker_pids: set[int] = set()
+        self.worker_cpu: dict[int, float] = {}
+        self.other_cpu: dict[int, float] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -94,14 +96,21 @@ class Sampler(threading.Thread):
                 try:
                     rss = proc.memory_info().rss
                     title = (proc.cmdline() or [""])[0]
+                    times = proc.cpu_times()
                 except psutil.Error:
                     continue
                 everything += rss
+                cpu = self.worker_cpu if title.startswith("ray::ShardWorker") else self.other_cpu
+                cpu[proc.pid] = times.user + times.system
                 if title.startswith("ray::ShardWorker"):
                     workers += rss
-                    self.worker_pids.add(proc.pid)
             self.workers_peak = max(self.workers_peak, workers)
             self.ray_peak = max(self.ray_peak, everything)
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def child(executor: str, n: int, work: Path, cpus: int, actors: int, shard_size: int) -> dict[str, Any]:
@@ -138,9 +147,9 @@ def child(executor: str, n: int, work: Path, cpus: int, actors: int, shard_size:
     else:
         runner = LocalExecutor()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_s()
     runner.run(Job(run_id, store, cfg, samples, runtimes))
-    wall = time.perf_counter() - start
+    wall, driver_cpu = time.perf_counter() - start, _cpu_s() - cpu_start
     sampler.stop.set()
     stored = store.count(run_id)
     ok = sum(r.ok for r in store.results(run_id))
@@ -161,7 +170,10 @@ def child(executor: str, n: int, work: Path, cpus: int, actors: int, shard_size:
         "driver_rss_before_run_mb": rss_before,
         "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "workers_peak_rss_mb": sampler.workers_peak / 2**20 if executor == "ray" else None,
-        "shard_workers": len(sampler.worker_pids) if executor == "ray" else None,
+        "shard_workers": len(sampler.worker_cpu) if executor == "ray" else None,
+        "driver_cpu_ms_per_image": driver_cpu * 1000 / n,
+        "workers_cpu_ms_per_image": sum(sampler.worker_cpu.values()) * 1000 / n if executor == "ray" else None,
+        "ray_daemons_cpu_s": sum(sampler.other_cpu.values()) if executor == "ray" else None,
         "ray_processes_peak_rss_mb": sampler.ray_peak / 2**20 if executor == "ray" else None,
     }
 
@@ -203,12 +215,16 @@ def main() -> None:
             result = json.loads(line[0][len("RESULT ") :]) | {"uptime_before": load}
             results.append(result)
             print(json.dumps(result), flush=True)
-    print("\nexecutor | images | stored ok | wall s | images/s | driver peak RSS MB | workers peak RSS MB (sum)")
+    print(
+        "\nexecutor | images | stored ok | wall s | images/s | CPU ms an image (driver + workers) | "
+        "driver peak RSS MB | workers peak RSS MB (sum)"
+    )
     for r in results:
         workers = f"{r['workers_peak_rss_mb']:.0f}" if r["workers_peak_rss_mb"] is not None else "-"
+        cpu = r["driver_cpu_ms_per_image"] + (r["workers_cpu_ms_per_image"] or 0.0)
         print(
             f"{r['executor']} | {r['images']} | {r['ok']} | {r['wall_s']:.1f} | {r['images_per_s']:.0f} | "
-            f"{r['driver_peak_rss_mb']:.0f} | {workers}"
+            f"{cpu:.2f} | {r['driver_peak_rss_mb']:.0f} | {workers}"
         )
     by = {(r["executor"], r["images"]): r for r in results}
     if len(sizes) > 1 and ("ray", sizes[0]) in by and ("ray", sizes[-1]) in by:
