@@ -144,8 +144,9 @@ def test_shards_are_stored_as_they_finish_with_the_local_executors_probabilities
     tmp_path: Path, tiny_model_dir: Path, local_ray: None
 ) -> None:
     samples = ManifestSamples(_generated_manifest(tmp_path / "data", 120))
-    # The first shard sleeps 2 s on its first image: the shards sent after it finish (and are stored) first.
-    faults = WorkerFaults(tmp_path, slow_at="gen-000000", slow_s=2.0)
+    # The first shard waits until the other actor has classified the second shard's first image: the shard sent
+    # after it finishes (and is stored) first.
+    faults = WorkerFaults(tmp_path, hold_at="gen-000000", until="gen-000010")
     on_ray = _quality_job(tiny_model_dir, tmp_path / "ray", samples)
     local = _quality_job(tiny_model_dir, tmp_path / "local", samples)
     try:

@@ -1,4 +1,4 @@
-"""Faults inside a Ray worker of the comparator: a worker killed mid-shard, a slow shard, a log of what ran.
+"""Faults inside a Ray worker of the comparator: a worker killed mid-shard, a held shard, a log of what ran.
 
 `WorkerFaults` is the `on_sample` hook of `derm_cloud.compare.run.ray_executor.RayExecutor`: the executor
 calls it in the worker just before each sample is classified. Its state lives in files of one folder, since
@@ -34,14 +34,17 @@ class WorkerFaults:
     Attributes:
         directory: where the log and the kill marker are kept (shared by the driver and the workers).
         kill_at: SIGKILL the worker process the first time it reaches this image (before classifying it).
-        slow_at: sleep `slow_s` seconds before this image (a shard that finishes after the ones sent later).
-        slow_s: how long.
+        hold_at: hold this image (and so its shard) until another worker has classified `until` (a shard that
+            finishes after one sent later), or for `hold_s` seconds when `until` is `None`.
+        until: the image to wait for.
+        hold_s: the longest hold.
     """
 
     directory: Path
     kill_at: str | None = None
-    slow_at: str | None = None
-    slow_s: float = 0.0
+    hold_at: str | None = None
+    until: str | None = None
+    hold_s: float = 60.0
 
     def __call__(self, sample: Sample) -> None:
         if sample.image_id == self.kill_at:
@@ -51,8 +54,10 @@ class WorkerFaults:
                 pass
             else:
                 os.kill(os.getpid(), signal.SIGKILL)
-        if sample.image_id == self.slow_at:
-            time.sleep(self.slow_s)
+        if sample.image_id == self.hold_at:
+            deadline = time.monotonic() + self.hold_s
+            while time.monotonic() < deadline and (self.until is None or self.until not in self.classified()):
+                time.sleep(0.05)
         # One short O_APPEND write per line: lines from several processes never interleave.
         fd = os.open(self.directory / "classified.log", os.O_CREAT | os.O_APPEND | os.O_WRONLY)
         try:

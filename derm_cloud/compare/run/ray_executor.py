@@ -17,7 +17,6 @@ stored is ever sent twice, so a killed driver reruns from where the store stands
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +31,9 @@ if TYPE_CHECKING:
     from derm_cloud.data import Sample
 
 __all__ = ["RayExecutor", "ShardWorker"]
+
+# Seconds to wait for all of a backend's actors before the first shard; later starters join as they come up.
+_START_GRACE_S = 60.0
 
 
 class ShardWorker:
@@ -106,7 +108,8 @@ class RayExecutor(LocalExecutor):
         init: extra `ray.init` keyword arguments (`num_cpus`, `runtime_env` ...), and the `[ray]` keys
             `max_inflight` (shards in flight per backend, default two per actor), `retries` (how often a shard
             whose worker died is sent again, default 3), `actor_cpus` (CPUs each actor reserves, default 1)
-            and `start_timeout_s` (how long actors may take to start, default 300).
+            and `start_timeout_s` (how long to wait for a first actor; default: as long as Ray takes to find it a
+            CPU).
         on_sample: run in the worker before each sample (fault injection in tests).
     """
 
@@ -125,7 +128,8 @@ class RayExecutor(LocalExecutor):
         self.max_inflight = max(1, int(options.pop("max_inflight", 2 * self.actors)))
         self.retries = max(0, int(options.pop("retries", 3)))
         self.actor_cpus = float(options.pop("actor_cpus", 1))
-        self.start_timeout_s = float(options.pop("start_timeout_s", 300))
+        timeout = options.pop("start_timeout_s", None)
+        self.start_timeout_s = float(timeout) if timeout is not None else None
         self.init = options
         self.on_sample = on_sample
 
@@ -181,25 +185,21 @@ class RayExecutor(LocalExecutor):
         actor_cls: Any = ray.remote(num_cpus=self.actor_cpus, max_restarts=-1, max_task_retries=self.retries)(
             ShardWorker
         )
-        actors = [actor_cls.remote(rt.recipe, rate, self.on_sample) for _ in range(self.actors)]
+        return [actor_cls.remote(rt.recipe, rate, self.on_sample) for _ in range(self.actors)]
+
+    def _ready(self, ray: Any, ref: Any, rt: BackendRuntime) -> bool:
+        """Whether an actor's backend is built; raises the error that building it raised."""
         try:
-            ray.get([a.ready.remote() for a in actors], timeout=self.start_timeout_s)
-        except ray.exceptions.GetTimeoutError as exc:
-            self._stop(actors)
-            resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
-            raise ConfigError(
-                f"backend {rt.name!r}: {self.actors} Ray actors of {self.actor_cpus:g} CPU did not all start within "
-                f"{self.start_timeout_s:g} s (cluster resources: {resources}); lower [ray] actors "
-                "or actor_cpus, or raise start_timeout_s"
-            ) from exc
+            ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
-            self._stop(actors)
             cause = exc.cause if isinstance(exc.cause, DermCloudError) else None
             if cause is None:
                 raise ConfigError(f"backend {rt.name!r} could not be built in a Ray worker: {exc.cause}") from exc
             cause.add_note(f"(raised while building backend {rt.name!r} in a Ray worker)")
             raise cause from None
-        return actors
+        except ray.exceptions.RayActorError:
+            return False  # died before it was ready, as often as it may: the other actors carry on
+        return True
 
     def _stop(self, actors: list[Any]) -> None:
         import ray
@@ -211,32 +211,58 @@ class RayExecutor(LocalExecutor):
         import ray
 
         shards = self._shards(job, rt)
-        first = next(shards, None)  # nothing left to do: no actor is started
-        if first is None:
+        shard = next(shards, None)  # nothing left to do: no actor is started
+        if shard is None:
             return
-        actors = await asyncio.to_thread(self._start_actors, rt)
+        actors = self._start_actors(rt)
+        # Shards go only to actors that are up: an actor still waiting for a CPU (another backend's actors hold
+        # them, or more actors than CPUs) takes none, so two backends side by side never wait on each other.
+        starting = {actors[k].ready.remote(): k for k in range(len(actors))}
+        usable: list[int] = []
         # ref -> (actor index, shard); at most max_inflight entries, so memory does not grow with the dataset.
         pending: dict[Any, tuple[int, list[Sample]]] = {}
         load = [0] * len(actors)
-        queue = itertools.chain([first], shards)
+        per_actor = -(-self.max_inflight // len(actors))  # no actor hoards the shards in flight
+        since = time.monotonic()
         try:
-            while True:
-                while len(pending) < self.max_inflight:
-                    shard = next(queue, None)
-                    if shard is None:
+            # Give every actor a moment to come up (starting is slow), so the first shards spread over all.
+            while starting and time.monotonic() - since < _START_GRACE_S:
+                wait = _START_GRACE_S - (time.monotonic() - since)
+                up, _ = await asyncio.to_thread(ray.wait, list(starting), num_returns=1, timeout=max(0.0, wait))
+                for ref in up:
+                    k = starting.pop(ref)
+                    if self._ready(ray, ref, rt):
+                        usable.append(k)
+            while shard is not None or pending:
+                while shard is not None and usable and len(pending) < self.max_inflight:
+                    k = min(usable, key=load.__getitem__)  # the least busy actor: a slow one holds up no other
+                    if load[k] >= per_actor:
                         break
-                    k = load.index(min(load))  # the least busy actor: a slow one does not hold up the rest
                     pending[actors[k].predict.remote(shard)] = (k, shard)
                     load[k] += 1
-                if not pending:
-                    return
-                ready, _ = await asyncio.to_thread(ray.wait, list(pending), num_returns=1)
+                    shard = next(shards, None)
+                if not pending and not starting:
+                    raise ConfigError(f"backend {rt.name!r}: no Ray actor could start; see the Ray logs of the cluster")
+                timeout = None if pending or self.start_timeout_s is None else 1.0
+                ready, _ = await asyncio.to_thread(ray.wait, [*pending, *starting], num_returns=1, timeout=timeout)
+                if not ready and self.start_timeout_s is not None and time.monotonic() - since > self.start_timeout_s:
+                    resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
+                    raise ConfigError(
+                        f"backend {rt.name!r}: no Ray actor of {self.actor_cpus:g} CPU started within "
+                        f"{self.start_timeout_s:g} s (cluster resources: {resources}); lower [ray] "
+                        "actor_cpus, free CPUs for it, or raise start_timeout_s"
+                    )
                 for ref in ready:
-                    k, shard = pending.pop(ref)
+                    if ref in starting:
+                        k = starting.pop(ref)
+                        if self._ready(ray, ref, rt):
+                            usable.append(k)
+                        continue
+                    k, done = pending.pop(ref)
                     load[k] -= 1
-                    for image_id, out in self._collect(ray, ref, shard):
+                    for image_id, out in self._collect(ray, ref, done):
                         self._write(job, rt, image_id, "quality", 0, out)
-                    tick(len(shard))
+                    tick(len(done))
         finally:
             self._stop(actors)
 
