@@ -40,6 +40,8 @@ RETRYABLE_ERROR_TYPES = frozenset(
         "ServiceError",
         "CircuitOpenError",
         "ClientTimeout",
+        # A Ray worker died on the shard as many times as it may be retried (a killed node, out of memory).
+        "WorkerLost",
     }
 )
 
@@ -306,6 +308,16 @@ class RunStore:
                 (run_id, backend, scenario),
             )
         return {(str(r[0]), int(r[1])) for r in rows}
+
+    def stored_ids(self, run_id: str, backend: str, scenario: str, image_ids: Sequence[str]) -> set[str]:
+        """Which of `image_ids` have a result (repeat 0): one query a shard, never every stored key at once."""
+        ids, found = list(image_ids), set[str]()
+        for i in range(0, len(ids), 500):  # well under SQLite's limit on bound parameters
+            marks = ", ".join("?" for _ in ids[i : i + 500])
+            sql = "SELECT image_id FROM results WHERE run_id = ? AND backend = ? AND scenario = ? AND repeat = 0"
+            sql += f" AND image_id IN ({marks})"
+            found.update(str(r[0]) for r in self._db.execute(sql, (run_id, backend, scenario, *ids[i : i + 500])))
+        return found
 
     def drop_retryable_failures(self, run_id: str) -> int:
         """Delete the run's failed rows whose error is retryable, so a resume runs them again.
