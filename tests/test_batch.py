@@ -216,3 +216,21 @@ def test_a_job_still_running_at_the_deadline_keeps_its_record_for_later(tmp_path
     other.name = "another-cloud"
     with pytest.raises(ConfigError, match="records a scripted job"):
         run_batch(other, [], record_path=tmp_path / "job.json", job_name="j")
+
+
+def test_an_earlier_invoke_naming_a_deployment_does_not_reroute_a_batch_job(
+    tiny_model_dir: Path, images: list[BatchImage], tmp_path: Path
+) -> None:
+    # azure-ai-ml keeps invoke headers in one class-level dict: an online invoke with deployment_name="green"
+    # elsewhere in the process left "azureml-model-deployment: green" on every later batch invoke (seen in the
+    # whole suite, never in this file alone).
+    from azure.ai.ml.constants._endpoint import EndpointInvokeFields
+
+    EndpointInvokeFields.DEFAULT_HEADER[EndpointInvokeFields.MODEL_DEPLOYMENT] = "green"
+    emulator, provider = start_emulated("azure-ml", tiny_model_dir)
+    try:
+        result = run_batch(provider, images[:3], record_path=tmp_path / "job.json", job_name="after-green")
+    finally:
+        emulator.stop()
+        EndpointInvokeFields.DEFAULT_HEADER.pop(EndpointInvokeFields.MODEL_DEPLOYMENT, None)
+    assert result.status.state == "succeeded" and sorted(result.predictions) == sorted(i.image_id for i in images[:3])

@@ -89,6 +89,7 @@ class AzureMLBatchEndpoint:
         for image in images:
             self._call(self.container.upload_blob, folder + image.image_id, image.data, overwrite=True)
             objects[image.image_id] = image.image_id  # the scoring script reports the file name
+        _forget_stale_deployment_header()
         job = self._call(
             self.ml.batch_endpoints.invoke,
             self.endpoint_name,
@@ -162,3 +163,21 @@ class AzureMLBatchEndpoint:
             raise RemoteError(str(exc.message), backend=self.name, status=exc.status_code) from exc
         except AzureError as exc:
             raise RemoteError(f"{type(exc).__name__}: {exc}", backend=self.name, retryable=True) from exc
+
+
+def _forget_stale_deployment_header() -> None:
+    """Drop a deployment name an earlier `invoke` left in azure-ai-ml's shared default headers.
+
+    azure-ai-ml (1.35) builds each invoke's headers on the class-level dict `EndpointInvokeFields.DEFAULT_HEADER`
+    itself, not a copy (`headers = EndpointInvokeFields.DEFAULT_HEADER`; `_batch_endpoint_operations.py` and
+    `_online_endpoint_operations.py`), so once any invoke in the process named a deployment, every later invoke
+    without one is routed to that deployment ("Deployment 'green' does not exist on endpoint ..."). A job meant
+    for the endpoint's default deployment must not inherit it.
+    """
+    try:
+        from azure.ai.ml.constants._endpoint import EndpointInvokeFields
+    except ImportError:  # a later SDK without the shared dict: nothing to clean
+        return
+    shared = getattr(EndpointInvokeFields, "DEFAULT_HEADER", None)
+    if isinstance(shared, dict):
+        shared.pop(getattr(EndpointInvokeFields, "MODEL_DEPLOYMENT", "azureml-model-deployment"), None)
