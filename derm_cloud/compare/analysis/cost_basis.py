@@ -114,9 +114,7 @@ def catalogue_age(
     today: dt.date | None = None,
 ) -> dict[str, Any]:
     """The catalogue's layers with their dates, each used price's age, and the stale ones (with warnings)."""
-    from derm_cloud.compare.run.prices import entry_age_days, layer_age_days
-
-    ages = {k: entry_age_days(e, today) for k, e in used.items()}
+    ages = {k: e.age_days(today) for k, e in used.items()}
     stale = sorted(k for k, age in ages.items() if age is None or age > max_age_days)
     warnings = [
         f"price {k} is {'undated' if ages[k] is None else f'{ages[k]} days old'} (as of {used[k].as_of}, "
@@ -125,7 +123,7 @@ def catalogue_age(
         for k in stale
     ]
     return {
-        "layers": [{**layer, "age_days": layer_age_days(layer, today)} for layer in catalogue.layers],
+        "layers": catalogue.layers_with_age(today),
         "max_age_days": max_age_days,
         "ages": ages,
         "stale": stale,

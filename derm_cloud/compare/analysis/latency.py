@@ -12,7 +12,7 @@ use `numpy.percentile` with the configured method (`linear` = Hyndman & Fan type
 `inverted_cdf` = nearest rank); confidence intervals are 95 % percentile-bootstrap intervals (seeded).
 Errors and client-side timeouts are counted, and excluded from the latency percentiles.
 
-Every backend's latency carries its basis (`derm_cloud.compare.run.facts.latency_basis`): an emulated backend's
+Every backend's latency carries its basis (`derm_cloud.compare.run.latency_basis`): an emulated backend's
 is the 127.0.0.1 emulator's, not the provider's. `machine_summary` gives the cores, CPU model and load average
 the run recorded, and the warning when the load exceeded the cores while latency was timed.
 """
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from derm_cloud.compare.run.facts import LATENCY_BASES, latency_basis
+from derm_cloud.compare.run.latency_basis import LATENCY_BASES, latency_basis
 
 if TYPE_CHECKING:
     from derm_cloud.compare.run.config import ComparisonConfig

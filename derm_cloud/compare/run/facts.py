@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import ipaddress
 import os
 import platform
 import sys
@@ -24,10 +23,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from derm_cloud.compare.run.backends import can_use_metadata
 from derm_cloud.compare.run.config import redact_config
+from derm_cloud.compare.run.latency_basis import LATENCY_BASES, latency_basis
 
 if TYPE_CHECKING:
     from derm_cloud.compare.run.backends import BackendRuntime
@@ -47,14 +46,6 @@ __all__ = [
 
 #: The run store's `facts` rows (their `backend` column) that hold each session's machine facts.
 MACHINE_FACT = "<machine>"
-
-#: What a backend's latency measures, by where its answer is computed (the report prints the label).
-LATENCY_BASES = {
-    "emulator": "127.0.0.1 emulator, not the provider",
-    "local": "local model on this machine",
-    "loopback": "endpoint on this machine (loopback address)",
-    "remote": "the provider's endpoint, over the network",
-}
 
 _SDKS = (
     "derm-cloud",
@@ -115,32 +106,6 @@ def model_fingerprint(model_dir: str | Path | None) -> str | None:
             _CACHE[key] = h.hexdigest()
         digest.update(path.name.encode() + b"\0" + _CACHE[key].encode())
     return digest.hexdigest()
-
-
-def _loopback(endpoint: str | None) -> bool:
-    """Whether a URL (or gRPC `host:port` target) names this machine."""
-    if not endpoint:
-        return False
-    host = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def latency_basis(facts: Mapping[str, Any]) -> str:
-    """`emulator`, `local`, `loopback` or `remote`: where the backend described by `facts` computes its answer.
-
-    `facts` is a backend's `describe()` as a dict (or what `backend_facts` records): `emulated` (a derm-cloud
-    emulator stood in for the cloud), `provider == "local"` (a local model), and `endpoint` (a loopback host).
-    """
-    if facts.get("emulated"):
-        return "emulator"
-    if facts.get("provider") == "local":
-        return "local"
-    return "loopback" if _loopback(facts.get("endpoint")) else "remote"
 
 
 def computes_here(facts: Mapping[str, Any]) -> bool:

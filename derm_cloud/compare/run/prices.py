@@ -169,6 +169,11 @@ class PriceEntry:
                 return dt.date(int(m[1]), int(m[2] or 1), int(m[3] or 1))
         return None
 
+    def age_days(self, today: dt.date | None = None) -> int | None:
+        """Days since the price's date (`None`: undated, which callers treat as stale)."""
+        when = self.dated()
+        return None if when is None else ((today or dt.date.today()) - when).days
+
 
 def layer_age_days(layer: Mapping[str, Any], today: dt.date | None = None) -> int | None:
     """Days since a catalogue layer was compiled or refreshed (`None`: it states no date)."""
@@ -180,8 +185,7 @@ def layer_age_days(layer: Mapping[str, Any], today: dt.date | None = None) -> in
 
 def entry_age_days(entry: PriceEntry, today: dt.date | None = None) -> int | None:
     """Days since the entry's price date (`None`: undated, which callers treat as stale)."""
-    when = entry.dated()
-    return None if when is None else ((today or dt.date.today()) - when).days
+    return entry.age_days(today)
 
 
 class PriceCatalogue:
@@ -197,6 +201,10 @@ class PriceCatalogue:
         self.entries = dict(entries)
         #: Where the entries came from, in load order: {"origin", "date" (compiled or refreshed), "entries"}.
         self.layers = [dict(layer) for layer in layers]
+
+    def layers_with_age(self, today: dt.date | None = None) -> list[dict[str, Any]]:
+        """The layers, each with `age_days` since it was compiled or refreshed (`None`: it states no date)."""
+        return [{**layer, "age_days": layer_age_days(layer, today)} for layer in self.layers]
 
     @classmethod
     def load(
