@@ -272,7 +272,9 @@ def test_grpc_keeps_the_deadline_itself_and_rest_needs_the_watchdog(
         start = time.monotonic()
         with pytest.raises(DeadlineExceededError):
             clf.predict(dev_images[0])
-        assert time.monotonic() - start <= 1.0 * 1.05
+        # Cut at the 1 s deadline, long before the 3 s drip ends; the margin is for a busy machine's scheduling
+        # (1.19 s was seen once in a whole-suite run), not for the client.
+        assert time.monotonic() - start <= 1.5
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
