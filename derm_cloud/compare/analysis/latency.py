@@ -316,9 +316,14 @@ def machine_summary(sessions: Sequence[Mapping[str, Any]]) -> tuple[dict[str, An
     if not facts["load_exceeded_cores"] or worst is None:
         return facts, []
     window = worst[1]
+    # The load average counts this comparison's own threads too (the model's and the emulator's while a request
+    # is timed), so the reading before the run is what says how much *other* work there was.
+    before = (sessions[0].get("before") or {}).get("load")
+    at_start = f"; {before[0]:.1f} before the run started" if before else ""
     return facts, [
         f"MACHINE LOADED WHILE TIMING: the 1-minute load average reached {worst[0]:.1f} on {cores} cores (during "
-        f"{window['phase']} of {', '.join(window['backends'])}): other work competed for the CPU, so latency of "
-        "the backends computing on this machine includes that contention and may differ between them by more "
-        "than they do; rerun when `uptime` shows a load below the core count"
+        f"{window['phase']} of {', '.join(window['backends'])}{at_start}). The figure includes this comparison's "
+        "own work (the model's threads behind each timed request); beyond that, other work competed for the CPU, "
+        "so latency of the backends computing on this machine includes that contention and may differ between "
+        "them by more than they do; rerun when `uptime` shows a load below the core count"
     ]
