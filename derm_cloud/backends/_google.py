@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from derm_cloud.backends._http import cut_off_error
+from derm_cloud.backends._http import cut_off_error, is_loopback
 from derm_cloud.errors import (
     AuthenticationError,
     ConfigError,
     DeadlineExceededError,
     DermCloudError,
     InvalidResponseError,
+    MissingDependencyError,
     NotFoundError,
     PayloadTooLargeError,
     RemoteError,
@@ -24,7 +25,7 @@ from derm_cloud.errors import (
 )
 from derm_cloud.retry import retry_after_seconds
 
-__all__ = ["talks_grpc", "translate_google_error"]
+__all__ = ["prediction_service_client", "talks_grpc", "translate_google_error"]
 
 
 def _retry_after(exc: Any) -> float | None:
@@ -162,3 +163,39 @@ def _from_api_call_error(exc: Any, *, backend: str, service: str, transport: str
     if isinstance(exc, (gexc.ServerError, gexc.Aborted, gexc.Cancelled)):
         return ServiceError(f"{service} failed on its side: {message}", **common)
     return ServiceError(f"{service} error {status}: {message}", retryable=False, **common)
+
+
+def prediction_service_client(
+    *, backend: str, transport: str, api_endpoint: str, credentials: Any, channel: Any = None
+) -> Any:
+    """A Vertex AI `PredictionServiceClient` for a classifier or an embedder endpoint, errors translated.
+
+    An injected gRPC `channel` carries its own security (the SDK would otherwise insist on TLS). With no
+    credentials and an endpoint on this machine (an emulator), anonymous credentials are used: otherwise
+    google-auth looks for Application Default Credentials, which a command line cannot pass.
+    """
+    try:
+        from google.cloud import aiplatform_v1
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"the {backend} backend needs google-cloud-aiplatform; run: pip install 'derm-cloud[vertex]'"
+        ) from exc
+    try:
+        if channel is not None:
+            from google.cloud.aiplatform_v1.services.prediction_service.transports.grpc import (
+                PredictionServiceGrpcTransport,
+            )
+
+            return aiplatform_v1.PredictionServiceClient(transport=PredictionServiceGrpcTransport(channel=channel))
+        if credentials is None and is_loopback(api_endpoint):
+            from google.auth.credentials import AnonymousCredentials
+
+            credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+        return aiplatform_v1.PredictionServiceClient(
+            transport=transport, credentials=credentials, client_options={"api_endpoint": api_endpoint}
+        )
+    except Exception as exc:
+        translated = translate_google_error(exc, backend=backend, service="Vertex AI")
+        if translated is None:
+            raise
+        raise translated from exc

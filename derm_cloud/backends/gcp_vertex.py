@@ -21,13 +21,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from derm_cloud.backends._google import talks_grpc, translate_google_error
+from derm_cloud.backends._google import prediction_service_client, talks_grpc, translate_google_error
 from derm_cloud.backends._http import is_loopback
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.errors import (
     ConfigError,
     InvalidResponseError,
-    MissingDependencyError,
 )
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
 from derm_cloud.retry import RetryPolicy, call_timeout
@@ -139,30 +138,13 @@ class GcpVertexClassifier(Classifier):
         self.sdk_deadline = talks_grpc(self._client)
 
     def _build_client(self, credentials: Any, channel: grpc.Channel | None) -> Any:
-        try:
-            from google.cloud import aiplatform_v1
-        except ImportError as exc:
-            raise MissingDependencyError(
-                "the vertex backend needs google-cloud-aiplatform; run: pip install 'derm-cloud[vertex]'"
-            ) from exc
-        try:
-            if channel is not None:
-                from google.cloud.aiplatform_v1.services.prediction_service.transports.grpc import (
-                    PredictionServiceGrpcTransport,
-                )
-
-                # An injected channel carries its own security; the SDK would otherwise insist on TLS.
-                return aiplatform_v1.PredictionServiceClient(transport=PredictionServiceGrpcTransport(channel=channel))
-            return aiplatform_v1.PredictionServiceClient(
-                transport=self.transport,
-                credentials=credentials,
-                client_options={"api_endpoint": self.api_endpoint},
-            )
-        except Exception as exc:
-            translated = translate_google_error(exc, backend=self.backend_name, service="Vertex AI")
-            if translated is None:
-                raise
-            raise translated from exc
+        return prediction_service_client(
+            backend=self.backend_name,
+            transport=self.transport,
+            api_endpoint=self.api_endpoint,
+            credentials=credentials,
+            channel=channel,
+        )
 
     # --- the call -------------------------------------------------------------------------------------------------
 

@@ -36,12 +36,12 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from derm_cloud.backends._google import talks_grpc, translate_google_error
+from derm_cloud.backends._google import prediction_service_client, talks_grpc, translate_google_error
 from derm_cloud.backends._http import is_loopback
 from derm_cloud.base import BackendInfo
 from derm_cloud.embedders.base import Embedder, Embedding, RawEmbedding
 from derm_cloud.embedders.vertex_answers import parse_predictions
-from derm_cloud.errors import ConfigError, MissingDependencyError
+from derm_cloud.errors import ConfigError
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
 from derm_cloud.retry import RetryPolicy, call_timeout
 
@@ -144,33 +144,13 @@ class VertexEndpointEmbedder(Embedder):
         self.sdk_deadline = talks_grpc(self._client)
 
     def _build_client(self, credentials: Any, channel: grpc.Channel | None) -> Any:
-        try:
-            from google.cloud import aiplatform_v1
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"the {self.backend_name} embedder needs google-cloud-aiplatform; run: pip install 'derm-cloud[vertex]'"
-            ) from exc
-        try:
-            if channel is not None:
-                from google.cloud.aiplatform_v1.services.prediction_service.transports.grpc import (
-                    PredictionServiceGrpcTransport,
-                )
-
-                return aiplatform_v1.PredictionServiceClient(transport=PredictionServiceGrpcTransport(channel=channel))
-            if credentials is None and is_loopback(self.api_endpoint):
-                # An emulator on this machine wants no OAuth token; without this, google-auth would look for
-                # Application Default Credentials, which a command line (`derm-cloud probe fit`) cannot pass.
-                from google.auth.credentials import AnonymousCredentials
-
-                credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
-            return aiplatform_v1.PredictionServiceClient(
-                transport=self.transport, credentials=credentials, client_options={"api_endpoint": self.api_endpoint}
-            )
-        except Exception as exc:
-            translated = translate_google_error(exc, backend=self.backend_name, service="Vertex AI")
-            if translated is None:
-                raise
-            raise translated from exc
+        return prediction_service_client(
+            backend=self.backend_name,
+            transport=self.transport,
+            api_endpoint=self.api_endpoint,
+            credentials=credentials,
+            channel=channel,
+        )
 
     # --- requests ------------------------------------------------------------------------------------------
 
