@@ -1,7 +1,10 @@
 """Embeddings cached per (embedder, image content hash), so a probe fit that stops half-way resumes.
 
 One SQLite file per embedder in `<cache>/embeddings/`; a row holds the SHA-256 of the image file's bytes and
-the vector, never the image or its path. A chunk of embeddings is committed as soon as it is computed: an
+the vector, never the image or its path. The file is named after the embedding space (`embedder_key`): the
+backend, the model or endpoint id, and whether an emulator's stand-in encoder answers there; never the dimension,
+which an endpoint embedder learns from its first answer (so the key would change between runs).
+A chunk of embeddings is committed as soon as it is computed: an
 interrupted run (a crash, Ctrl-C, a provider outage) loses at most the chunk in flight, and the next run embeds
 only what is missing. The same image under another name, or in another manifest, is embedded once.
 """
@@ -23,8 +26,18 @@ __all__ = ["EmbeddingCache", "embedder_key"]
 
 
 def embedder_key(embedder: Embedder) -> str:
-    """What identifies an embedding space: the backend, the model id and the dimension."""
-    return f"{embedder.backend_name}:{embedder.model_id}:{embedder.dimension}"
+    """What identifies an embedding space: the backend, the model (or endpoint) id, and `emulated` for a stand-in.
+
+    An emulated endpoint answers under the provider's endpoint name with another encoder: its vectors must never
+    share a cache with the real endpoint's. A model redeployed under the same id is caught by the canary in
+    `EmbeddingCache.embed_all` (one cached image embedded again and compared).
+    """
+    stand_in = ":emulated" if embedder.describe().emulated else ""
+    return f"{embedder.backend_name}:{embedder.model_id}{stand_in}"
+
+
+def _file_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", key) + ".sqlite"
 
 
 class EmbeddingCache:
@@ -54,7 +67,29 @@ class EmbeddingCache:
 
             root = cache_dir() / "embeddings"
         key = embedder_key(embedder)
-        return cls(root / (re.sub(r"[^A-Za-z0-9._-]+", "_", key) + ".sqlite"), key)
+        cache = cls(root / _file_name(key), key)
+        if embedder.dimension is not None and not embedder.describe().emulated:
+            cache._adopt_legacy(root, f"{embedder.backend_name}:{embedder.model_id}:{embedder.dimension}")
+        return cache
+
+    def _adopt_legacy(self, root: Path, legacy_key: str) -> None:
+        """Take over the rows of a cache written under the former key (which ended in the dimension).
+
+        Only a key with a known dimension and no emulator is adopted (a local encoder: re-embedding a data set
+        can take half an hour); the canary in `embed_all` still checks the first image against the model.
+        """
+        legacy = root / _file_name(legacy_key)
+        if legacy == self.path or not legacy.is_file():
+            return
+        if self._db.execute("SELECT 1 FROM embeddings WHERE embedder = ? LIMIT 1", [self.key]).fetchone():
+            return
+        old = sqlite3.connect(legacy)
+        try:
+            rows = old.execute("SELECT sha256, vector FROM embeddings WHERE embedder = ?", [legacy_key]).fetchall()
+        finally:
+            old.close()
+        self._db.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?)", [(self.key, d, v) for d, v in rows])
+        self._db.commit()
 
     def get(self, digests: Sequence[str]) -> dict[str, np.ndarray]:
         """The cached vectors among `digests`."""
