@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import re
+import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +19,14 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from PIL import Image
 
+from derm_cloud import ModelSpecError
+from derm_cloud.backends.probe import ProbeClassifier
+from derm_cloud.compare.pipeline import run_comparison
 from derm_cloud.data import load_dataset
 from derm_cloud.embedders.local_onnx import LocalOnnxEmbedder
 from derm_cloud.embedders.vertex_endpoint import VertexMedSiglipEmbedder
 from derm_cloud.probe.cache import EmbeddingCache, embedder_key
+from derm_cloud.probe.fit import fit_probe
 from derm_cloud.taxonomy import CLASS_CODES
 from derm_cloud.testing.emulators.vertex_embeddings import VertexEmbeddingEmulator, vertex_embedder_for
 from derm_cloud.testing.tiny_embedders import TINY_EMBEDDER_DIMENSION, build_tiny_embedder
@@ -100,3 +107,88 @@ def test_a_local_encoders_cache_under_the_former_key_is_taken_over(
         assert cache.path != legacy_file
         assert cache.embed_all(emb, readers)[2] == 0  # taken over: nothing embedded again
         cache.close()
+
+
+@pytest.fixture(scope="module")
+def emulated_probe(
+    medsiglip: VertexEmbeddingEmulator, manifest: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A probe fitted through the emulator, as `derm-cloud probe fit --embedder vertex-medsiglip` records it."""
+    out = tmp_path_factory.mktemp("probe") / "probe-medsiglip"
+    options = {"endpoint_id": medsiglip.endpoint_id, "project": medsiglip.project, "api_endpoint": medsiglip.url}
+    with vertex_embedder_for(medsiglip) as emb:
+        fit_probe(
+            load_dataset(manifest),
+            emb,
+            out,
+            embedder_name="vertex-medsiglip",
+            embedder_options=options,
+            outer_splits=2,
+            sizes=(14,),
+            holdout=0.34,
+            cache_root=tmp_path_factory.mktemp("cache"),
+        )
+    return out
+
+
+def test_a_probe_fitted_through_an_emulator_records_no_port_and_says_how_to_compare_it(
+    emulated_probe: Path, tmp_path: Path
+) -> None:
+    recorded = json.loads((emulated_probe / "probe.json").read_text())["embedder"]
+    assert recorded["emulated"] is True and "api_endpoint" not in recorded["options"]
+    assert recorded["options"]["endpoint_id"] == "2345678901"  # the endpoint's identity stays
+    with pytest.raises(ModelSpecError, match="emulate = true"):
+        ProbeClassifier(emulated_probe)
+    # A folder written before the fix recorded the emulator's port; once the emulator stops, the same fix is named.
+    legacy = tmp_path / "legacy"
+    shutil.copytree(emulated_probe, legacy)
+    spec = json.loads((legacy / "probe.json").read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # closed when the block ends: nothing listens there
+    spec["embedder"].pop("emulated")
+    spec["embedder"]["options"]["api_endpoint"] = f"http://127.0.0.1:{dead}"
+    (legacy / "probe.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelSpecError, match=f"127.0.0.1:{dead}, where no emulator listens.*emulate = true"):
+        ProbeClassifier(legacy)
+
+
+def test_compare_with_emulate_true_starts_the_probes_embedding_emulator(
+    emulated_probe: Path, encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prices = tmp_path / "prices.json"
+    sku = "gcp.vertex.custom.n1-standard-8+NVIDIA_TESLA_T4"
+    entry = {"id": sku, "basis": "node_hour", "price": 1.0, "unit": "node-hour", "currency": "USD"}
+    entry |= {"region": "us-central1", "as_of": "2026-12-01", "source": "test value", "status": "test"}
+    prices.write_text(json.dumps({"entries": [entry]}))
+    monkeypatch.setenv("DERM_CLOUD_PRICES", str(tmp_path / "no-user-catalogue.json"))
+    options = {"model_dir": str(emulated_probe), "embedder_options": {"machine_type": "n1-standard-8"}}
+    options["embedder_options"]["accelerator"] = "NVIDIA_TESLA_T4"
+    cfg = {
+        "title": "probe through its emulated endpoint",
+        "output": str(tmp_path / "out"),
+        "seed": 1,
+        "dataset": {"source": str(emulated_probe / "holdout.csv")},
+        "scenarios": {
+            "warmup": 0,
+            "min_samples": 2,
+            "bootstrap": 20,
+            "single_stream": {"queries": 2},
+            "server": {"enabled": False},
+            "offline": {"enabled": False},
+            "cold_start": {"enabled": False},
+        },
+        "fairness": {"skin_tone": "none"},
+        "cost": {"prices": [str(prices)]},
+        "backends": [
+            {"name": "probe", "type": "probe", "emulate": True, "model_dir": str(encoder_dir), "options": options}
+        ],
+    }
+    result = run_comparison(cfg)
+    report = json.loads(result.json.read_text())
+    assert report["backends"]["probe"]["emulated"] is True
+    cost = report["cost"]["backends"]["probe"]
+    assert cost["known"] and cost["entry"]["id"] == sku
+    assert cost["assumptions"].startswith("embedding endpoint: 1 x ") and "counted as nil" in cost["assumptions"]
+    md = result.markdown.read_text()
+    assert "EMULATED" in md and "counted as nil" in md

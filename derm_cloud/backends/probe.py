@@ -16,8 +16,10 @@ The folder (`derm-cloud probe fit` writes it) holds `probe.json` and `head.npz`:
 }
 ```
 
-The embedder is created from the recorded registry name and options (options given here override them: an
-emulated endpoint's URL differs from run to run); its model id and dimension must be the recorded ones, since a
+The embedder is created from the recorded registry name and options (options given here override them). A
+probe fitted through an emulator records `"emulated": true` and its options without the emulator's address
+(127.0.0.1 and a port that changes from run to run): it is compared with `emulate = true`, which starts the
+emulator again and passes its address here; its model id and dimension must be the recorded ones, since a
 head trained on one embedding space means nothing in another. Image preparation (EXIF stripped) happens once,
 in this classifier; the embedder's retry policy retries the embedding calls; the head runs here on numpy.
 """
@@ -40,7 +42,7 @@ from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
 from derm_cloud.taxonomy import LabelMap
 from derm_cloud.types import PatientMetadata
 
-__all__ = ["PROBE_FORMAT", "ProbeClassifier", "read_probe_spec"]
+__all__ = ["PROBE_FORMAT", "ProbeClassifier", "read_probe_spec", "recordable_options"]
 
 PROBE_FORMAT = "derm-cloud-probe/1"
 
@@ -68,6 +70,47 @@ def read_probe_spec(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
         if key not in spec:
             raise ModelSpecError(f"{path}: missing required key {key!r}")
     return spec
+
+
+def recordable_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The embedder options worth recording: without an emulator's address (127.0.0.1 and an ephemeral port)."""
+    from derm_cloud.backends._http import is_loopback
+
+    return {k: v for k, v in options.items() if not (isinstance(v, str) and "://" in v and is_loopback(v))}
+
+
+def _unreachable_loopback(options: Mapping[str, Any]) -> str | None:
+    """The first loopback URL among `options` that nothing listens on (a stopped emulator), else `None`."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from derm_cloud.backends._http import is_loopback
+
+    for value in options.values():
+        if isinstance(value, str) and "://" in value and is_loopback(value):
+            parts = urlsplit(value)
+            try:
+                socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=1.0).close()
+            except OSError:
+                return value
+    return None
+
+
+def _check_endpoint(folder: Path, recorded: Mapping[str, Any], options: Mapping[str, Any], given: bool) -> None:
+    """Refuse, naming the fix, to create an embedder whose emulated endpoint is gone."""
+    fix = (
+        "compare it with `emulate = true` on its [[backends]] entry (the comparator starts the "
+        f"{recorded['name']} emulator hosting the stand-in encoder and points the embedder at it), or pass "
+        "embedder_options with the address of a running emulator"
+    )
+    if recorded.get("emulated") and not given:
+        raise ModelSpecError(
+            f"the probe in {folder} was fitted through an emulated {recorded['name']} endpoint (a stand-in "
+            f"encoder on 127.0.0.1, stopped since), so probe.json records no address to call: {fix}"
+        )
+    gone = _unreachable_loopback(options)
+    if gone is not None:
+        raise ModelSpecError(f"the probe in {folder} calls {gone}, where no emulator listens any more: {fix}")
 
 
 class ProbeClassifier(Classifier):
@@ -105,6 +148,7 @@ class ProbeClassifier(Classifier):
         self._owns_embedder = embedder is None
         if embedder is None:
             options = dict(recorded.get("options") or {}) | dict(embedder_options or {})
+            _check_endpoint(self.directory, recorded, options, given=bool(embedder_options))
             embedder = create_embedder(recorded["name"], **options)
         self.embedder = embedder
         try:
@@ -169,6 +213,9 @@ class ProbeClassifier(Classifier):
             # The head is a matrix product on this machine: its cost is counted as nil beside the embedding.
             "head": "linear head on this machine (numpy), cost counted as nil",
         }
+        replicas = billing.get("nodes") or billing.get("instance_count")
+        if replicas and "instances" not in billing:  # the endpoint's always-on replicas, as the cost model counts
+            billing["instances"] = int(replicas)
         facts = dict(self.spec.get("facts") or {}) | {
             "architecture": f"linear probe ({self.spec['head'].get('kind', 'logistic regression')}) on "
             f"{inner.model_id} embeddings ({self.head.dimension} values)",

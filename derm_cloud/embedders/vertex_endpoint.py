@@ -263,7 +263,10 @@ class VertexEndpointEmbedder(Embedder):
             emulated=self.emulated,
             labels_mapped=False,
             billing={
-                "sku": f"vertex.custom.{self.machine_type}" if self.machine_type else None,
+                # One price entry per machine and accelerator: gcp.vertex.custom.n1-standard-8+NVIDIA_TESLA_T4.
+                "sku": f"vertex.custom.{self.machine_type}" + (f"+{self.accelerator}" if self.accelerator else "")
+                if self.machine_type
+                else None,
                 "unit": "node-hour",
                 "machine_type": machine,
                 "accelerator": self.accelerator,

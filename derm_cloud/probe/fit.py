@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from derm_cloud.backends.probe import PROBE_FORMAT
+from derm_cloud.backends.probe import PROBE_FORMAT, recordable_options
 from derm_cloud.data.dataset import Dataset, Sample
 from derm_cloud.embedders.base import Embedder
 from derm_cloud.errors import ConfigError
@@ -146,6 +146,8 @@ def fit_probe(
     ).hexdigest()
     info = embedder.describe()
     spec = _spec(dataset, embedder, info.model_facts, embedder_name, embedder_options, data_hash, samples)
+    if info.emulated:  # the emulator's address dies with it: record the endpoint's identity, not its port
+        spec["embedder"] |= {"options": recordable_options(spec["embedder"]["options"]), "emulated": True}
     spec |= {"out_of_fold": oof, "learning_curve": curve}
     spec["head"] |= {k: v for k, v in chosen.items() if k != "export_max_abs_diff"}
     staging = out.with_name(out.name + ".partial")

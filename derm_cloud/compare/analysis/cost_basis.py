@@ -44,7 +44,17 @@ def geography(region: str) -> str | None:
 
 
 def assumptions(entry: PriceEntry, billing: Mapping[str, Any], out: Mapping[str, Any], volume: int) -> str:
-    """What the backend's per-month and per-1,000 figures assume, in one sentence."""
+    """What the backend's per-month and per-1,000 figures assume, in one sentence.
+
+    A backend made of an endpoint and a local part (a probe: embedding endpoint + head) says what the local part
+    adds (`billing["head"]`), so a reader sees the price is the endpoint's alone on purpose.
+    """
+    basis = _endpoint_basis(entry, billing, out, volume)
+    head = billing.get("head")
+    return f"embedding endpoint: {basis}; + {head}" if head else basis
+
+
+def _endpoint_basis(entry: PriceEntry, billing: Mapping[str, Any], out: Mapping[str, Any], volume: int) -> str:
     per_month = f"{volume:,} predictions/month"
     if entry.always_on:
         configured = int(billing.get("instances", 1))

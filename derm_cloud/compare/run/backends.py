@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from derm_cloud.compare.run.metadata_modes import plan_metadata
 from derm_cloud.compare.run.plans import TokenBucket
+from derm_cloud.compare.run.probe_emulation import EMBEDDING_BACKENDS, start_embedding_emulator
 from derm_cloud.errors import ConfigError, DermCloudError
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class BackendRecipe:
     def create(self, emulator: Any | None = None) -> Classifier:
         """Build the backend: against the live `emulator` when given (this process), else from the view."""
         if self.emulated is not None:
-            if emulator is not None:
+            if emulator is not None and self.type not in EMBEDDING_BACKENDS:
                 from derm_cloud.testing.launch import build_local
 
                 return build_local(self.type, emulator, self.options)
@@ -115,7 +116,9 @@ def prepare(cfg: BackendConfig, default_timeout: float) -> BackendRuntime:
 
     emulator = None
     view = None
-    if cfg.emulate:
+    if cfg.emulate and cfg.type in EMBEDDING_BACKENDS:  # the probe's embedding endpoint, hosting a stand-in
+        emulator = start_embedding_emulator(cfg)
+    elif cfg.emulate:
         model = _resolve_model(cfg.model_dir) if cfg.model_dir else None
         emulator = start(cfg.type, model, options=cfg.options, transport=cfg.emulator.get("transport"))
     try:

@@ -64,6 +64,8 @@ def capture(kind: str, emulator: Any) -> dict[str, Any]:
         view["deployment"] = sorted(emulator.deployments)[0]
     if kind == "vertex-gemini":
         view["model"] = sorted(emulator.models)[0]
+    if kind in _PROBES:
+        view["embedder"] = emulator.derm_embedder
     return view
 
 
@@ -88,6 +90,12 @@ def _boto_client(service: str, view: Mapping[str, Any]) -> Any:
         aws_secret_access_key="testing",
         config=Config(retries={"total_max_attempts": 1}, connect_timeout=2.0, read_timeout=60.0),
     )
+
+
+def _probe(view: Mapping[str, Any], opts: dict[str, Any]) -> Classifier:
+    from derm_cloud.compare.run.probe_emulation import build_probe
+
+    return build_probe(view, opts)
 
 
 def _sagemaker(view: Mapping[str, Any], opts: dict[str, Any]) -> Classifier:
@@ -186,4 +194,6 @@ _REMOTE: dict[str, Callable[[Mapping[str, Any], dict[str, Any]], Classifier]] = 
     "google-vision": _cloud_vision,
     "vertex-gemini": _gemini,
     "rekognition-custom-labels": _rekognition,
+    "probe": _probe,
 }
+_PROBES = frozenset({"probe"})  # backends whose emulator is their embedder's (see probe_emulation)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from derm_cloud.compare.run.backends import can_use_metadata
 from derm_cloud.compare.run.config import redact_config
 from derm_cloud.compare.run.latency_basis import LATENCY_BASES, latency_basis
+from derm_cloud.compare.run.probe_emulation import EMBEDDING_BACKENDS
 
 if TYPE_CHECKING:
     from derm_cloud.compare.run.backends import BackendRuntime
@@ -171,7 +172,8 @@ def backend_facts(rt: BackendRuntime) -> dict[str, Any]:
     facts["metadata_used"] = rt.recipe.use_metadata and facts["uses_metadata"]
     facts["variant_of"] = rt.variant_of
     facts["export_of"] = rt.cfg.export_of
-    if rt.cfg.emulate and rt.cfg.model_dir:
+    # A probe's emulator hosts a stand-in encoder, not a classifier: its facts come from the probe folder.
+    if rt.cfg.emulate and rt.cfg.model_dir and rt.cfg.type not in EMBEDDING_BACKENDS:
         from derm_cloud.models.cache import resolve_model_dir
         from derm_cloud.models.spec import ModelSpec
 
