@@ -52,6 +52,9 @@ AZURE_ITEMS = [
     _azure("Standard_DS3_v2", "Virtual Machines DSv2 Series", "DS3 v2 Spot", 0.04, "DZH318Z0BQ4L/00A2"),
     _azure("Standard_DS3_v2", "Virtual Machines DSv2 Series", "DS3 v2 Low Priority", 0.05, "DZH318Z0BQ4L/00A3"),
     _azure("Standard_DS3_v2", "Virtual Machines DSv2 Series", "DS3 v2", 0.229, "DZH318Z0BQ4L/00A4"),
+    # The MedImageInsight instance type: a Spot meter beside the pay-as-you-go one.
+    _azure("Standard_NC4as_T4_v3", "Virtual Machines NCasT4_v3 Series", "NC4as T4 v3 Spot", 0.2, "DZH318Z0CSHF/00B1"),
+    _azure("Standard_NC4as_T4_v3", "Virtual Machines NCasT4_v3 Series", "NC4as T4 v3", 0.6, "DZH318Z0CSHF/00B2"),
 ]
 
 
@@ -142,9 +145,10 @@ def _google(sku_id: str, description: str, region: str, units: str, nanos: int, 
     }
 
 
-# Five SKUs in three pages of two (nextPageToken twice); the europe-west4 core SKU must not be chosen.
+# Six SKUs (the refresh tests serve one a page); the europe-west4 core SKU must not be chosen.
 _CORE = "Vertex AI: Online/Batch Prediction N1 Predefined Instance Core"
 _RAM = "Vertex AI: Online/Batch Prediction N1 Predefined Instance Ram"
+_T4 = "Vertex AI: Online/Batch Prediction Nvidia Tesla T4 GPU"
 GOOGLE_SKUS = {
     VERTEX: [
         _google("1A2B-0000-0001", "Vertex AI: Training on N1 Instance Core", "us-central1", "0", 36_000_000, "h"),
@@ -174,6 +178,15 @@ GOOGLE_SKUS = {
         ),
         _google(
             "1A2B-0000-0005", "AutoML Image Classification Online Prediction", "us-central1", "1", 375_000_000, "h"
+        ),
+        # The GPU of a MedSigLIP node (n1-standard-8 + one T4).
+        _google(
+            "1A2B-0000-0006",
+            "Vertex AI: Online/Batch Prediction Nvidia Tesla T4 GPU",
+            "us-central1",
+            "0",
+            400_000_000,
+            "h",
         ),
     ]
 }

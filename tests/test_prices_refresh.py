@@ -64,6 +64,34 @@ def test_refresh_through_the_mirror_updates_entries_from_all_three_apis(
     assert f"wrote {out}" in printed
 
 
+def test_refresh_prices_the_embedding_endpoints_machines(clean: PriceApisEmulator, tmp_path: Path) -> None:
+    """The probe rows' endpoints: MedImageInsight's Azure instance, MedSigLIP's and Derm Foundation's Vertex nodes."""
+    out = tmp_path / "prices.json"
+    result = refresh_prices(out, endpoints=endpoints_for(clean.url, {}))
+    catalogue = PriceCatalogue.load(user_catalogue=out)
+    azure = catalogue.entries["azure.ml.online.Standard_NC4as_T4_v3"]
+    assert (azure.price, azure.sku_id, azure.price_class) == (0.6, "DZH318Z0CSHF/00B2", "real-time instance")
+    node = 8 * 0.0375 + 30 * 0.005  # n1-standard-8: 8 vCPU-hours + 30 GiB-hours
+    cpu = catalogue.entries["gcp.vertex.custom.n1-standard-8"]
+    gpu = catalogue.entries["gcp.vertex.custom.n1-standard-8+NVIDIA_TESLA_T4"]
+    assert cpu.price == pytest.approx(node) and gpu.price == pytest.approx(node + 0.4)
+    assert gpu.sku_id == "1A2B-0000-0003+1A2B-0000-0004+1A2B-0000-0006" and gpu.always_on
+    assert {"gcp.vertex.custom.n1-standard-8", "azure.ml.online.Standard_NC4as_T4_v3"} <= set(result.added)
+    # The embedder's sku finds them: what a probe row over that endpoint is priced with.
+    from derm_cloud.embedders.vertex_endpoint import VertexMedSiglipEmbedder
+
+    with VertexMedSiglipEmbedder(
+        "1", project="p", credentials=_anonymous(), machine_type="n1-standard-8", accelerator="NVIDIA_TESLA_T4"
+    ) as emb:
+        assert catalogue.lookup(emb.describe().billing["sku"], "gcp") is gpu
+
+
+def _anonymous() -> object:
+    from google.auth.credentials import AnonymousCredentials
+
+    return AnonymousCredentials()  # type: ignore[no-untyped-call]
+
+
 def test_each_api_is_read_page_by_page(clean: PriceApisEmulator, tmp_path: Path) -> None:
     refresh_prices(tmp_path / "p.json", endpoints=endpoints_for(clean.url, {}))
     azure = [r.path for r in clean.requests_to("/api/retail/prices")]
@@ -72,7 +100,7 @@ def test_each_api_is_read_page_by_page(clean: PriceApisEmulator, tmp_path: Path)
     aws_tokens = [json.loads(r.body).get("NextToken") for r in clean.requests if r.method == "POST"]
     assert "page-1" in aws_tokens  # ml.m5.large: the priced product is on the second page
     google = [r.path for r in clean.requests_to("/skus")]
-    assert len(google) == 5 and sum("pageToken=" in p for p in google) == 4  # one listing, five pages
+    assert len(google) == 6 and sum("pageToken=" in p for p in google) == 5  # one listing, six pages
 
 
 def test_an_api_error_writes_nothing_and_names_the_mirror(clean: PriceApisEmulator, tmp_path: Path) -> None:

@@ -92,7 +92,8 @@ VERTEX_SERVICE = "C7E2-9256-1C43"
 
 QUERIES: tuple[PriceQuery, ...] = (
     *(_sagemaker(i) for i in ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge", "ml.g4dn.xlarge")),
-    *(_azure_vm(s) for s in ("Standard_DS3_v2", "Standard_F4s_v2")),
+    # Standard_NC4as_T4_v3 (1 T4 GPU): the MedImageInsight deployment's instance type in Microsoft's examples.
+    *(_azure_vm(s) for s in ("Standard_DS3_v2", "Standard_F4s_v2", "Standard_NC4as_T4_v3")),
     PriceQuery(
         entry_id="gcp.vertex.automl.image_classification.online",
         provider="google",
@@ -120,4 +121,43 @@ QUERIES: tuple[PriceQuery, ...] = (
             (r"(?i)prediction.*N1 Predefined Instance Ram", 7.5),
         ),
     ),
+)
+
+
+def _vertex_embedding_node(machine: str, vcpus: int, ram_gib: float, accelerator: str = "") -> PriceQuery:
+    """A Vertex AI prediction node serving an embedding model from Model Garden (the embedders' sku).
+
+    The id is `gcp.vertex.custom.<machine>[+<accelerator>]`, the sku `VertexEndpointEmbedder.describe()` reports;
+    the price sums the N1 vCPU-hours, GiB-hours and (with one) the GPU-hour of a prediction node.
+    """
+    gpu = ((r"(?i)prediction.*tesla t4", 1.0),) if accelerator == "NVIDIA_TESLA_T4" else ()
+    return PriceQuery(
+        entry_id=f"gcp.vertex.custom.{machine}" + (f"+{accelerator}" if accelerator else ""),
+        provider="google",
+        service=f"Vertex AI prediction node, {machine} ({vcpus} vCPU, {ram_gib:g} GiB)"
+        + (f" + 1 {accelerator}" if accelerator else "")
+        + ", an embedding endpoint deployed from Model Garden",
+        basis="node_hour",
+        price_class="real-time instance",
+        sku=machine + (f" + {accelerator}" if accelerator else ""),
+        region="us-central1",
+        unit=f"node-hour ({vcpus} vCPU-hours + {ram_gib:g} GiB-hours"
+        + (" + 1 GPU-hour" if gpu else "")
+        + "), 24/7 while deployed",
+        service_code=VERTEX_SERVICE,
+        components=(
+            (r"(?i)prediction.*N1 Predefined Instance Core", float(vcpus)),
+            (r"(?i)prediction.*N1 Predefined Instance Ram", ram_gib),
+            *gpu,
+        ),
+    )
+
+
+# The machines Google's Model Garden notebooks use for the HAI-DEF embedders (github.com/Google-Health/
+# medsiglip and derm-foundation, notebooks/quick_start_with_model_garden.ipynb): n1-standard-8 (Derm
+# Foundation's CPU container), n1-standard-8 with one NVIDIA T4 (MedSigLIP).
+QUERIES = (
+    *QUERIES,
+    _vertex_embedding_node("n1-standard-8", 8, 30),
+    _vertex_embedding_node("n1-standard-8", 8, 30, "NVIDIA_TESLA_T4"),
 )
