@@ -192,3 +192,5 @@ def test_compare_with_emulate_true_starts_the_probes_embedding_emulator(
     assert cost["assumptions"].startswith("embedding endpoint: 1 x ") and "counted as nil" in cost["assumptions"]
     md = result.markdown.read_text()
     assert "EMULATED" in md and "counted as nil" in md
+    (stand_in,) = [w for w in result.warnings if w.startswith("STAND-IN MODEL (probe)")]
+    assert "stand-in for MedSigLIP" in stand_in and stand_in in md

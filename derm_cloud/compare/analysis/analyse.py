@@ -130,6 +130,10 @@ def _run_warnings(results: RunResults) -> list[str]:
             f"EMULATED backends ({', '.join(emulated)}): a derm-cloud emulator on 127.0.0.1 hosting the model "
             "stood in for the cloud; their latency is this machine's plus the real SDK's, not the cloud's"
         )
+    for name, facts in sorted(results.backends.items()):  # an embedding endpoint's emulator hosts another model
+        stand_in = (facts.get("model_facts") or {}).get("stand_in")
+        if facts.get("emulated") and stand_in:
+            out.append(f"STAND-IN MODEL ({name}): {stand_in}")
     return out
 
 
