@@ -20,7 +20,7 @@ from google.auth.credentials import AnonymousCredentials
 from PIL import Image
 
 from derm_cloud import ModelSpecError
-from derm_cloud.backends.probe import ProbeClassifier
+from derm_cloud.backends.probe import ProbeClassifier, recordable_options
 from derm_cloud.compare.pipeline import run_comparison
 from derm_cloud.data import load_dataset
 from derm_cloud.embedders.local_onnx import LocalOnnxEmbedder
@@ -137,6 +137,9 @@ def test_a_probe_fitted_through_an_emulator_records_no_port_and_says_how_to_comp
     recorded = json.loads((emulated_probe / "probe.json").read_text())["embedder"]
     assert recorded["emulated"] is True and "api_endpoint" not in recorded["options"]
     assert recorded["options"]["endpoint_id"] == "2345678901"  # the endpoint's identity stays
+    # Nor is a key ever written (an Azure endpoint's key is read from the caller, never from probe.json).
+    options = {"key": "k", "scoring_uri": "http://127.0.0.1:1/score", "instance_type": "Standard_NC4as_T4_v3"}
+    assert recordable_options(options) == {"instance_type": "Standard_NC4as_T4_v3"}
     with pytest.raises(ModelSpecError, match="emulate = true"):
         ProbeClassifier(emulated_probe)
     # A folder written before the fix recorded the emulator's port; once the emulator stops, the same fix is named.

@@ -72,11 +72,18 @@ def read_probe_spec(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return spec
 
 
+_SECRET_OPTIONS = frozenset({"key", "api_key", "token", "access_token", "credential", "credentials", "password"})
+
+
 def recordable_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The embedder options worth recording: without an emulator's address (127.0.0.1 and an ephemeral port)."""
+    """The embedder options worth recording: no secret, no emulator's address (127.0.0.1 and an ephemeral port)."""
     from derm_cloud.backends._http import is_loopback
 
-    return {k: v for k, v in options.items() if not (isinstance(v, str) and "://" in v and is_loopback(v))}
+    return {
+        k: v
+        for k, v in options.items()
+        if k not in _SECRET_OPTIONS and not (isinstance(v, str) and "://" in v and is_loopback(v))
+    }
 
 
 def _unreachable_loopback(options: Mapping[str, Any]) -> str | None:

@@ -146,8 +146,10 @@ def fit_probe(
     ).hexdigest()
     info = embedder.describe()
     spec = _spec(dataset, embedder, info.model_facts, embedder_name, embedder_options, data_hash, samples)
-    if info.emulated:  # the emulator's address dies with it: record the endpoint's identity, not its port
-        spec["embedder"] |= {"options": recordable_options(spec["embedder"]["options"]), "emulated": True}
+    # No key is ever written; an emulator's address dies with it: the endpoint's identity is kept, not its port.
+    spec["embedder"]["options"] = recordable_options(spec["embedder"]["options"])
+    if info.emulated:
+        spec["embedder"]["emulated"] = True
     spec |= {"out_of_fold": oof, "learning_curve": curve}
     spec["head"] |= {k: v for k, v in chosen.items() if k != "export_max_abs_diff"}
     staging = out.with_name(out.name + ".partial")

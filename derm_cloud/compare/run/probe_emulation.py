@@ -135,7 +135,7 @@ def embedder_overrides(view: Mapping[str, Any]) -> dict[str, Any]:
             return {"transport": "grpc", "channel": grpc.insecure_channel(view["grpc_target"])}
         return {"transport": "rest", "api_endpoint": view["url"], "credentials": AnonymousCredentials()}  # type: ignore[no-untyped-call]
     if kind == "azure-medimageinsight":
-        return {"scoring_uri": view["scoring_uri"], "key": view["key"], "endpoint_name": view["endpoint_name"]}
+        return {"scoring_uri": view["scoring_uri"], "key": view["key"]}  # its model id: the host, no port
     raise ConfigError(f"no emulator wiring for embedder {kind!r}")
 
 
