@@ -147,8 +147,11 @@ def test_async_close_and_context_manager() -> None:
     assert len(batch) == 3
     emb.close()
     emb.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(RuntimeError, match=r"^FakeEmbedder\(model_id='fake-1'\) is closed; create a new embedder$"):
         emb.embed(_jpeg((5, 5, 5)))
+    with FakeEmbedder() as entered:
+        assert isinstance(entered, FakeEmbedder) and not entered._closed
+    assert entered._closed
 
 
 def test_registry_names_and_errors() -> None:
