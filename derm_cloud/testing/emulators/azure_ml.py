@@ -233,9 +233,8 @@ class AzureMLEmulator(EmulatorServer):
     # --- management plane ---------------------------------------------------------------------------------------
 
     def _management(self, method: str, match: re.Match[str], headers: Mapping[str, str]) -> Response:
-        unauthorized = arm_unauthorized(headers)
-        if unauthorized is not None:
-            return unauthorized
+        if (refused := arm_unauthorized(headers)) is not None:
+            return refused
         same = in_workspace(match, self.subscription_id, self.resource_group, self.workspace)
         if not (same and match["ep"] == self.endpoint_name):
             return arm_error(404, "ResourceNotFound", f"Online endpoint {match['ep']!r} was not found")

@@ -130,9 +130,8 @@ class AzureMLBatchEmulator(EmulatorServer):
         if self.blobs.owns(path):
             return self.blobs.handle(method, path, headers, body)
         route = urlsplit(path).path
-        unauthorized = arm_unauthorized(headers)
-        if unauthorized is not None:
-            return unauthorized
+        if (refused := arm_unauthorized(headers)) is not None:
+            return refused
         score = _SCORE.match(route)
         if method == "POST" and score is not None and score["ep"] == self.endpoint_name:
             return self._invoke(json.loads(body or b"{}"), header_value(headers, "azureml-model-deployment"))
