@@ -1,0 +1,191 @@
+"""Embeddings through Vertex AI batch prediction jobs (`derm_cloud.batch.vertex_embeddings`, `probe.batch_embed`).
+
+One emulated MedSigLIP model, online (endpoint) and batch (job), hosting the same tiny encoder: the instances
+follow the HAI-DEF notebooks' batch shape; batch and online vectors of real dev images agree; the vectors fill the
+online embedder's cache so embedding again sends nothing; a killed client resumes without a second job; refused
+and malformed outputs are typed and name the image; `probe fit --embed-via batch` runs end to end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from derm_cloud.batch.vertex_embeddings import HaiDefInstances, start_emulated_embeddings
+from derm_cloud.embedders.vertex_endpoint import VertexEndpointEmbedder
+from derm_cloud.errors import ConfigError, InvalidResponseError
+from derm_cloud.probe.batch_embed import embed_by_batch
+from derm_cloud.probe.cache import EmbeddingCache
+from derm_cloud.testing.emulators.vertex_embeddings import VertexEmbeddingEmulator, vertex_embedder_for
+from derm_cloud.testing.tiny_embedders import TINY_EMBEDDER_DIMENSION, build_tiny_embedder
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _png(seed: int, size: int = 24) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _readers(blobs: list[bytes]) -> list[Any]:
+    return [lambda b=b: b for b in blobs]
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_embedder(tmp_path_factory.mktemp("enc") / "tiny-embedder")
+
+
+@pytest.fixture(scope="module")
+def online(encoder_dir: Path) -> Iterator[VertexEmbeddingEmulator]:
+    with VertexEmbeddingEmulator(encoder_dir, serving_api="medsiglip") as emu:
+        yield emu  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def embedder(online: VertexEmbeddingEmulator) -> Iterator[VertexEndpointEmbedder]:
+    # The declared dimension keeps the cache key the same before and after the endpoint's first answer.
+    with vertex_embedder_for(online, dimension=TINY_EMBEDDER_DIMENSION) as emb:
+        yield emb  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def batch(embedder: VertexEndpointEmbedder, encoder_dir: Path) -> Iterator[tuple[Any, Any]]:
+    emulator, provider = start_emulated_embeddings(embedder, encoder_dir, shard_size=3)
+    try:
+        yield emulator, provider
+    finally:
+        emulator.stop()
+
+
+def test_batch_and_online_embeddings_of_real_dev_images_agree(
+    embedder: VertexEndpointEmbedder, batch: tuple[Any, Any], dev_images: list[Path], tmp_path: Path
+) -> None:
+    emulator, provider = batch
+    paths = dev_images[:4]
+    blobs = [p.read_bytes() for p in paths]
+    done = embed_by_batch(
+        embedder, provider, _readers(blobs), [p.stem for p in paths], job_name="dev", cache_root=tmp_path, poll_s=0.05
+    )
+    assert done.embedded_now == 4 and not done.failures and done.job_id
+    online = np.stack([e.vector for e in embedder.embed_batch(blobs)])
+    cache = EmbeddingCache.for_embedder(embedder, tmp_path)
+    try:
+        vectors, _, embedded_now = cache.embed_all(embedder, _readers(blobs))
+    finally:
+        cache.close()
+    assert embedded_now == 0  # the fit afterwards embeds nothing: the batch job filled the same cache key
+    assert float(np.max(np.abs(vectors - online))) <= 1e-6
+    # The instances file holds the notebook's MedSigLIP batch shape: a gs:// link read with the job's account.
+    lines = [
+        json.loads(line)
+        for (_, name), data in emulator.gcs.objects.items()
+        if name.endswith("instances.jsonl")
+        for line in data.decode().splitlines()
+    ]
+    assert lines and all(set(line) == {"image"} for line in lines)
+    assert all(line["image"]["access_credential"] == "application_default" for line in lines)
+    assert all(line["image"]["gcs_uri"].startswith("gs://derm-cloud-embed/") for line in lines)
+    names = [name.rpartition("/")[2] for (_, name) in emulator.gcs.objects if "/output/" in name]
+    assert sorted(names) == ["prediction.results-00000-of-00002", "prediction.results-00001-of-00002"]
+
+
+def test_a_killed_client_resumes_the_same_job_and_a_full_cache_submits_nothing(
+    embedder: VertexEndpointEmbedder, batch: tuple[Any, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator, provider = batch
+    blobs = [_png(i) for i in range(5)] + [_png(0)]  # the last one repeats the first's content: embedded once
+    names = [f"img{i}" for i in range(6)]
+
+    class ClientKilledError(Exception):
+        pass
+
+    def die(record: Any) -> None:
+        raise ClientKilledError
+
+    before = emulator.batch.submissions
+    import derm_cloud.probe.batch_embed as module
+
+    original = module.run_batch
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "run_batch", lambda *a, **k: original(*a, **k, on_record=die))
+        with pytest.raises(ClientKilledError):
+            embed_by_batch(embedder, provider, _readers(blobs), names, job_name="k", cache_root=tmp_path, poll_s=0.05)
+    done = embed_by_batch(embedder, provider, _readers(blobs), names, job_name="k", cache_root=tmp_path, poll_s=0.05)
+    assert emulator.batch.submissions == before + 1  # re-attached by the record, not submitted again
+    assert done.embedded_now == 5 and done.distinct == 5 and not done.failures
+    again = embed_by_batch(embedder, provider, _readers(blobs), names, job_name="k", cache_root=tmp_path)
+    assert again.job_id is None and again.embedded_now == 0
+    assert emulator.batch.submissions == before + 1
+    text = done.record.read_text() if done.record else ""
+    assert "img0" not in text and "access_credential" not in text  # no names, no tokens in the record
+
+
+def test_an_anonymous_read_is_refused_per_image_with_the_fix(
+    embedder: VertexEndpointEmbedder, batch: tuple[Any, Any], tmp_path: Path
+) -> None:
+    _, provider = batch
+    anonymous = HaiDefInstances("medsiglip", backend="vertex-medsiglip", access_credential=None)
+    provider.instances, kept = anonymous, provider.instances
+    try:
+        done = embed_by_batch(
+            embedder, provider, _readers([_png(40)]), ["lesion-40"], job_name="anon", cache_root=tmp_path, poll_s=0.05
+        )
+    finally:
+        provider.instances = kept
+    assert done.embedded_now == 0
+    assert list(done.failures) == ["lesion-40"]
+    assert "application_default" in done.failures["lesion-40"]
+
+
+def test_a_malformed_output_is_a_typed_error_naming_the_image_and_keeps_the_rest(
+    embedder: VertexEndpointEmbedder, batch: tuple[Any, Any], tmp_path: Path
+) -> None:
+    emulator, provider = batch
+    container = next(iter(emulator.embedding_models.values()))
+    answer = container.container_answers
+    blobs = [_png(50), _png(51)]
+    bad_uri_part = hashlib.sha256(blobs[1]).hexdigest()
+
+    def truncated(endpoint_id: str, instances: list[Any]) -> list[dict[str, Any]]:
+        out = answer(endpoint_id, instances)
+        if bad_uri_part in json.dumps(instances):
+            out[0].pop("model_temperature")
+        return out
+
+    container.container_answers = truncated
+    try:
+        with pytest.raises(InvalidResponseError, match=r"image lesion-51: .*model_temperature"):
+            embed_by_batch(
+                embedder, provider, _readers(blobs), ["lesion-50", "lesion-51"], job_name="m", cache_root=tmp_path
+            )
+    finally:
+        container.container_answers = answer
+    cache = EmbeddingCache.for_embedder(embedder, tmp_path)
+    try:
+        digests = [hashlib.sha256(b).hexdigest() for b in blobs]
+        assert list(cache.get(digests)) == [digests[0]]  # the good vector was kept
+    finally:
+        cache.close()
+    # Run again: one new job for the missing image alone, which now answers well.
+    done = embed_by_batch(
+        embedder, provider, _readers(blobs), ["lesion-50", "lesion-51"], job_name="m", cache_root=tmp_path
+    )
+    assert done.embedded_now == 1 and not done.failures
+
+
+def test_a_non_vertex_embedder_has_no_batch_path(encoder_dir: Path) -> None:
+    from derm_cloud.embedders.local_onnx import LocalOnnxEmbedder
+
+    with LocalOnnxEmbedder(encoder_dir) as local, pytest.raises(ConfigError, match="vertex-medsiglip"):
+        start_emulated_embeddings(local, encoder_dir)  # type: ignore[arg-type]
