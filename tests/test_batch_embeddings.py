@@ -189,3 +189,76 @@ def test_a_non_vertex_embedder_has_no_batch_path(encoder_dir: Path) -> None:
 
     with LocalOnnxEmbedder(encoder_dir) as local, pytest.raises(ConfigError, match="vertex-medsiglip"):
         start_emulated_embeddings(local, encoder_dir)  # type: ignore[arg-type]
+
+
+def test_probe_fit_embed_via_batch_from_the_command_line(
+    online: VertexEmbeddingEmulator,
+    encoder_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from derm_cloud.cli import main
+    from derm_cloud.taxonomy import CLASS_CODES
+
+    rows = ["image_id,lesion_id,dx,file"]
+    for k, code in enumerate(CLASS_CODES):
+        for lesion in range(6):
+            colour = np.asarray([(k * 37) % 255, (k * 91) % 255, (k * 53) % 255])
+            noise = np.random.default_rng(k * 10 + lesion).normal(0, 20, (24, 24, 3))
+            Image.fromarray(np.clip(colour + noise, 0, 255).astype(np.uint8)).save(tmp_path / f"{code}{lesion}.png")
+            rows.append(f"{code}{lesion},L{code}{lesion},{code},{code}{lesion}.png")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.setenv("DERM_CLOUD_CACHE", str(tmp_path / "cache"))
+    endpoint = ["--embedder", "vertex-medsiglip", "--embedder-option", "endpoint_id=2345678901"]
+    endpoint += ["--embedder-option", "project=derm-cloud-test", "--embedder-option", f"api_endpoint={online.url}"]
+    common = ["probe", "fit", "--dataset", str(tmp_path / "labels.csv"), "--folds", "2", "--sizes", "14", *endpoint]
+    assert main([*common, "--out", str(tmp_path / "p0"), "--embed-via", "batch"]) != 0
+    assert "needs --batch-option model_id=<Model Registry id>" in capsys.readouterr().err
+    assert not (tmp_path / "p0").exists()
+    before = len(online.requests)
+    rc = main(
+        [*common, "--out", str(tmp_path / "p1"), "--embed-via", "batch", "--batch-option", f"emulate={encoder_dir}"]
+    )
+    out, err = capsys.readouterr()
+    assert rc == 0 and "42 embeddings cached" in err and "0 images embedded in this run" in out
+    predicts = [r for r in online.requests[before:] if r.method == "POST"]
+    assert len(predicts) == 1  # the cache's one-image check that the endpoint answers like the cached vectors
+    spec = json.loads((tmp_path / "p1" / "probe.json").read_text())
+    assert spec["embedder"]["name"] == "vertex-medsiglip" and spec["data"]["images"] == 42
+
+
+def test_instance_shapes_and_one_malformed_line_does_not_block_its_file() -> None:
+    from derm_cloud.batch.jobs import JobRecord
+    from derm_cloud.batch.vertex import VertexBatchPrediction
+    from derm_cloud.errors import InvalidImageError
+
+    derm = HaiDefInstances("derm-foundation")
+    assert derm.instance("gs://b/x.png", "image/png") == {"gcs_uri": "gs://b/x.png"}  # the job's account reads it
+    assert derm.read({"embedding": [[1, 2], [3]]}) == [1.0, 2.0, 3.0]  # flattened, as Google's notebook does
+    with pytest.raises(InvalidImageError, match="Failed to retrieve"):
+        derm.read({"error": {"description": "Failed to get prediction for instance. Reason: Failed to retrieve"}})
+
+    class Blob:
+        def __init__(self, name: str, lines: list[dict[str, Any]]) -> None:
+            self.name, self.data = name, "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+        def download_as_bytes(self) -> bytes:
+            return self.data
+
+    good = {"displayNames": ["mel", "nv"], "confidences": [0.25, 0.75]}
+    blobs = [
+        Blob("out/predictions_00001.jsonl", [{"instance": {"content": "gs://b/in/a"}, "prediction": good}]),
+        Blob("out/predictions_00002.jsonl", [{"instance": {"content": "gs://b/in/c"}, "prediction": {"ids": []}}]),
+    ]
+    storage = type("Storage", (), {"list_blobs": lambda self, bucket, prefix: blobs})()
+    provider = VertexBatchPrediction(
+        None, storage, project="p", location="l", model_id="m", bucket="b", labels=["nv", "mel"]
+    )
+    record = JobRecord(
+        "vertex", "j", "", "", {"gs://b/in/a": "a", "gs://b/in/c": "c"}, extra={"output_directory": "gs://b/out"}
+    )
+    found = provider.read_outputs(record)
+    assert found.predictions == {"a": [0.75, 0.25]}
+    assert list(found.malformed) == ["c"] and "predictions_00002.jsonl:1" in found.malformed["c"]
+    assert found.objects == ["out/predictions_00001.jsonl", "out/predictions_00002.jsonl"]
