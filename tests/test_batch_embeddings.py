@@ -124,7 +124,7 @@ def test_a_killed_client_resumes_the_same_job_and_a_full_cache_submits_nothing(
     done = embed_by_batch(embedder, provider, _readers(blobs), names, job_name="k", cache_root=tmp_path, poll_s=0.05)
     assert emulator.batch.submissions == before + 1  # re-attached by the record, not submitted again
     assert done.embedded_now == 5 and done.distinct == 5 and not done.failures
-    again = embed_by_batch(embedder, provider, _readers(blobs), names, job_name="k", cache_root=tmp_path)
+    again = embed_by_batch(embedder, provider, _readers(blobs), names, job_name="k", cache_root=tmp_path, poll_s=0.05)
     assert again.job_id is None and again.embedded_now == 0
     assert emulator.batch.submissions == before + 1
     text = done.record.read_text() if done.record else ""
@@ -167,7 +167,13 @@ def test_a_malformed_output_is_a_typed_error_naming_the_image_and_keeps_the_rest
     try:
         with pytest.raises(InvalidResponseError, match=r"image lesion-51: .*model_temperature"):
             embed_by_batch(
-                embedder, provider, _readers(blobs), ["lesion-50", "lesion-51"], job_name="m", cache_root=tmp_path
+                embedder,
+                provider,
+                _readers(blobs),
+                ["lesion-50", "lesion-51"],
+                job_name="m",
+                cache_root=tmp_path,
+                poll_s=0.05,
             )
     finally:
         container.container_answers = answer
@@ -179,7 +185,7 @@ def test_a_malformed_output_is_a_typed_error_naming_the_image_and_keeps_the_rest
         cache.close()
     # Run again: one new job for the missing image alone, which now answers well.
     done = embed_by_batch(
-        embedder, provider, _readers(blobs), ["lesion-50", "lesion-51"], job_name="m", cache_root=tmp_path
+        embedder, provider, _readers(blobs), ["lesion-50", "lesion-51"], job_name="m", cache_root=tmp_path, poll_s=0.05
     )
     assert done.embedded_now == 1 and not done.failures
 
@@ -262,3 +268,35 @@ def test_instance_shapes_and_one_malformed_line_does_not_block_its_file() -> Non
     assert found.predictions == {"a": [0.75, 0.25]}
     assert list(found.malformed) == ["c"] and "predictions_00002.jsonl:1" in found.malformed["c"]
     assert found.objects == ["out/predictions_00001.jsonl", "out/predictions_00002.jsonl"]
+
+
+def test_derm_foundation_batch_vectors_equal_its_online_ones(
+    online: VertexEmbeddingEmulator, batch: tuple[Any, Any], encoder_dir: Path, tmp_path: Path
+) -> None:
+    from derm_cloud.batch.vertex_embeddings import vertex_embedding_batch
+
+    emulator, _ = batch
+    online.add_embedding_endpoint("3456789012", encoder_dir, serving_api="derm-foundation")
+    emulator.add_embedding_model("7100000002", encoder_dir, serving_api="derm-foundation")
+    blobs = [_png(60), _png(61)]
+    with vertex_embedder_for(online, endpoint_id="3456789012", dimension=TINY_EMBEDDER_DIMENSION) as derm:
+        provider = vertex_embedding_batch(
+            derm,
+            model_id="7100000002",
+            bucket="derm-cloud-embed",
+            job_client=emulator.job_client(),
+            storage_client=emulator.storage_client(),
+        )
+        assert provider.machine_type == "n1-standard-8" and provider.accelerator_type is None
+        done = embed_by_batch(
+            derm, provider, _readers(blobs), ["a", "b"], job_name="df", cache_root=tmp_path, poll_s=0.05
+        )
+        assert done.embedded_now == 2 and not done.failures
+        cache = EmbeddingCache.for_embedder(derm, tmp_path)
+        try:
+            vectors, _, embedded_now = cache.embed_all(derm, _readers(blobs))
+        finally:
+            cache.close()
+        assert embedded_now == 0
+        online_vectors = np.stack([e.vector for e in derm.embed_batch(blobs)])
+    assert float(np.max(np.abs(vectors - online_vectors))) <= 1e-6
