@@ -300,3 +300,16 @@ def test_derm_foundation_batch_vectors_equal_its_online_ones(
         assert embedded_now == 0
         online_vectors = np.stack([e.vector for e in derm.embed_batch(blobs)])
     assert float(np.max(np.abs(vectors - online_vectors))) <= 1e-6
+
+
+def test_no_google_credentials_is_a_typed_error_naming_the_fix(
+    embedder: VertexEndpointEmbedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from derm_cloud.batch.vertex_embeddings import vertex_embedding_batch
+    from derm_cloud.errors import AuthenticationError
+
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud login here
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # and no metadata server to ask
+    with pytest.raises(AuthenticationError, match="gcloud auth application-default login"):
+        vertex_embedding_batch(embedder, model_id="456", bucket="my-bucket")

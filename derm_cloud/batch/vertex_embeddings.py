@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from derm_cloud.batch.vertex import VertexBatchPrediction
 from derm_cloud.embedders.vertex_answers import parse_predictions
-from derm_cloud.errors import ConfigError
+from derm_cloud.errors import AuthenticationError, ConfigError
 
 if TYPE_CHECKING:
     from derm_cloud.embedders.base import Embedder
@@ -119,6 +119,7 @@ def vertex_embedding_batch(
 
     Raises:
         ConfigError: the embedder is not a Vertex HAI-DEF embedder.
+        AuthenticationError: no clients were given and no Application Default Credentials are set.
     """
     api = _serving_api(embedder)
     if machine_type is None:
@@ -126,12 +127,20 @@ def vertex_embedding_batch(
         if api == "medsiglip" and accelerator_type is None:
             accelerator_type, accelerator_count = "NVIDIA_TESLA_T4", 1
     if job_client is None or storage_client is None:
+        from google.auth import exceptions as auth_exceptions
         from google.cloud import aiplatform_v1, storage
 
-        job_client = job_client or aiplatform_v1.JobServiceClient(
-            client_options={"api_endpoint": f"{embedder.location}-aiplatform.googleapis.com"}
-        )
-        storage_client = storage_client or storage.Client(project=embedder.project)
+        try:
+            job_client = job_client or aiplatform_v1.JobServiceClient(
+                client_options={"api_endpoint": f"{embedder.location}-aiplatform.googleapis.com"}
+            )
+            storage_client = storage_client or storage.Client(project=embedder.project)
+        except auth_exceptions.DefaultCredentialsError as exc:
+            raise AuthenticationError(
+                "a Vertex AI batch job needs Google Cloud credentials and none were found: run `gcloud auth "
+                "application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS to a service account key file)",
+                backend=embedder.backend_name,
+            ) from exc
     return VertexBatchPrediction(
         job_client,
         storage_client,
