@@ -313,3 +313,33 @@ def test_no_google_credentials_is_a_typed_error_naming_the_fix(
     monkeypatch.setenv("NO_GCE_CHECK", "True")  # and no metadata server to ask
     with pytest.raises(AuthenticationError, match="gcloud auth application-default login"):
         vertex_embedding_batch(embedder, model_id="456", bucket="my-bucket")
+
+
+def test_a_client_killed_after_reading_keeps_the_vectors_it_read(
+    embedder: VertexEndpointEmbedder, batch: tuple[Any, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from derm_cloud.batch.jobs import JobRecord
+
+    emulator, provider = batch
+    blobs = [_png(70), _png(71), _png(72), _png(73)]
+    save = JobRecord.save
+
+    def die_when_marking_outputs_read(self: JobRecord, path: Any) -> None:
+        if self.collected:
+            raise KeyboardInterrupt  # the client dies between reading the outputs and recording them read
+        save(self, path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(JobRecord, "save", die_when_marking_outputs_read)
+        with pytest.raises(KeyboardInterrupt):
+            embed_by_batch(
+                embedder, provider, _readers(blobs), list("abcd"), job_name="r", cache_root=tmp_path, poll_s=0.05
+            )
+    cache = EmbeddingCache.for_embedder(embedder, tmp_path)
+    try:
+        assert len(cache.get([hashlib.sha256(b).hexdigest() for b in blobs])) == 4  # stored before the record
+    finally:
+        cache.close()
+    submissions = emulator.batch.submissions
+    again = embed_by_batch(embedder, provider, _readers(blobs), list("abcd"), job_name="r", cache_root=tmp_path)
+    assert again.job_id is None and emulator.batch.submissions == submissions
