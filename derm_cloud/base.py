@@ -30,6 +30,7 @@ from derm_cloud.images import (
     check_input,
     prepare_payload,
 )
+from derm_cloud.lifecycle import Closable
 from derm_cloud.payload import Payload, collect_reencodes
 from derm_cloud.redaction import redact_url
 from derm_cloud.retry import RetryPolicy
@@ -89,7 +90,7 @@ class BackendInfo:
             object.__setattr__(self, "endpoint", redact_url(self.endpoint))
 
 
-class Classifier(ABC):
+class Classifier(Closable, ABC):
     """A skin-lesion classifier behind one provider; every backend returns the same `Prediction`.
 
     Use as a context manager so that sessions, sockets and runtimes are released:
@@ -105,6 +106,7 @@ class Classifier(ABC):
 
     #: registry name, set by each backend class.
     backend_name: ClassVar[str] = ""
+    _closed_hint: ClassVar[str] = "classifier"
     #: threads used by ``predict_batch`` for backends without native batching.
     default_concurrency: ClassVar[int] = 1
     #: the backend decodes every pixel of every image it prepares itself (a local model): its full decode
@@ -176,9 +178,6 @@ class Classifier(ABC):
     @abstractmethod
     def describe(self) -> BackendInfo:
         """Facts about this backend instance (provider, region, billing keys, data handling)."""
-
-    def _close(self) -> None:
-        """Release SDK clients or sessions; backends override when they hold any."""
 
     # --- the public interface ------------------------------------------------------------------------------
 
@@ -270,26 +269,7 @@ class Classifier(ABC):
 
         return await asyncio.to_thread(self.predict, image, metadata)
 
-    def close(self) -> None:
-        """Release resources; further calls raise. Safe to call twice."""
-        if not self._closed:
-            self._closed = True
-            self._close()
-
-    def __enter__(self) -> Classifier:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(model_id={self.model_id!r})"
-
     # --- shared plumbing -------------------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"{self!r} is closed; create a new classifier")
 
     def _call(self, image: PreparedImage, meta: PatientMetadata) -> tuple[RawResult, int]:
         if self.retry is None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from derm_cloud.errors import BackendNotFoundError, ConfigError, MissingDependencyError
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendEntry",
+    "EntryPointRegistry",
     "available_backends",
     "create",
     "get_backend_class",
@@ -35,6 +37,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "derm_cloud.backends"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -158,17 +162,148 @@ _BUILTIN: tuple[BackendEntry, ...] = (
 )
 
 
-_EXTRA: dict[str, BackendEntry] = {}
-# Entry points of every installed distribution, scanned once per process: importlib.metadata reads each
-# distribution's metadata files on every call, which cost milliseconds per create(). refresh_backends() rescans.
-_SCANNED: dict[str, BackendEntry] | None = None
+class EntryPointRegistry(Generic[T]):
+    """Named classes of one kind (backends, embedders): built-ins, an entry-point group, run-time registrations.
+
+    Nothing is imported until a class is asked for; the group's entry points are scanned once per process
+    (`importlib.metadata` reads each distribution's metadata files on every call, which cost milliseconds per
+    lookup) until `refresh()`. Run-time registrations are read on every lookup.
+
+    Args:
+        kind: what the entries are, in messages ("backend", "embedder").
+        group: the entry-point group third-party packages add entries through.
+        builtin: the entries shipped with derm-cloud, in listing order.
+        base: returns the class every entry must subclass (imported when first needed: base modules are heavier).
+        register_hint: the run-time registration function, named in the message for a wrong target.
+        known_hint: appended to the list of known names when a name is unknown.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        group: str,
+        builtin: tuple[BackendEntry, ...],
+        base: Callable[[], type[T]],
+        register_hint: str,
+        known_hint: str = "",
+    ) -> None:
+        self.kind = kind
+        self.group = group
+        self.builtin = builtin
+        self.base = base
+        self.register_hint = register_hint
+        self.known_hint = known_hint
+        #: run-time registrations, by name.
+        self.extra: dict[str, BackendEntry] = {}
+        self._scanned: dict[str, BackendEntry] | None = None
+
+    def register(self, name: str, target: str, *, extra: str | None = None, summary: str = "") -> None:
+        """Register a class at run time (the entry-point group is the usual way for packages)."""
+        if ":" not in target:
+            raise ConfigError(f"{self.kind} target must look like 'package.module:ClassName', got {target!r}")
+        self.extra[name] = BackendEntry(name, target, extra, (), summary or target, third_party=True)
+
+    def refresh(self) -> None:
+        """Forget the cached entry-point scan, so a package installed after the first lookup is seen."""
+        self._scanned = None
+
+    def entries(self) -> dict[str, BackendEntry]:
+        """Every known entry by name: built-in, then the entry-point group's, then run-time registrations."""
+        if self._scanned is None:
+            self._scanned = self._scan_entry_points()
+        return self._scanned | self.extra
+
+    def _scan_entry_points(self) -> dict[str, BackendEntry]:
+        entries = {e.name: e for e in self.builtin}
+        for ep in importlib.metadata.entry_points(group=self.group):
+            if ep.name not in entries:
+                dist = ep.dist.name if ep.dist is not None else ""
+                entries[ep.name] = BackendEntry(
+                    ep.name,
+                    ep.value,
+                    None,
+                    (dist,) if dist else (),
+                    f"third-party {self.kind} from {dist or ep.value}",
+                    third_party=True,
+                )
+        return entries
+
+    def get_class(self, name: str) -> type[T]:
+        """Import and return the class registered as `name`.
+
+        Raises:
+            BackendNotFoundError: no entry has that name, or its target names no subclass of the base.
+            MissingDependencyError: its optional dependencies are not installed.
+        """
+        kind = self.kind
+        entries = self.entries()
+        if name not in entries:
+            known = ", ".join(sorted(entries))
+            raise BackendNotFoundError(f"no {kind} named {name!r}; known {kind}s: {known}{self.known_hint}")
+        entry = entries[name]
+        missing = entry.missing
+        if missing:
+            raise MissingDependencyError(
+                f"{kind} {name!r} needs {', '.join(missing)}, which is not installed; run: {entry.install_hint}"
+            )
+        module_name, _, attr = entry.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"{kind} {name!r} could not import {exc.name or module_name}; run: {entry.install_hint}"
+            ) from exc
+        base = self.base()
+        cls = getattr(module, attr, None)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            # A wrong entry point (a typo in a plugin's pyproject, a renamed class) names the target to fix.
+            article = "an" if base.__name__[0] in "AEIOU" else "a"
+            problem = (
+                f"{module_name} has no attribute {attr!r}"
+                if cls is None
+                else f"{module_name}.{attr} is {cls!r}, not {article} {base.__name__} subclass"
+            )
+            raise BackendNotFoundError(
+                f"{kind} {name!r} points at {entry.target!r}, but {problem}; fix the entry point (or "
+                f"{self.register_hint}) target to 'package.module:ClassName'"
+            )
+        return cls
+
+    def create(self, name: str, **options: Any) -> T:
+        """Create an instance of the class registered as `name`, its options checked against its signature."""
+        cls = self.get_class(name)
+        try:
+            # Check option names first: a typo otherwise surfaces as a bare TypeError from deep in __init__.
+            inspect.signature(cls).bind(**options)
+        except TypeError as exc:
+            raise ConfigError(f"{self.kind} {name!r}: {exc}; see help({cls.__module__}.{cls.__name__})") from None
+        from derm_cloud.options import check_option_types
+
+        check_option_types(name, cls, options)
+        return cls(**options)
+
+
+def _classifier_base() -> type[Classifier]:
+    from derm_cloud.base import Classifier  # at run time only here: base is heavier than the registry
+
+    return Classifier
+
+
+_BACKENDS: EntryPointRegistry[Classifier] = EntryPointRegistry(
+    kind="backend",
+    group=ENTRY_POINT_GROUP,
+    builtin=_BUILTIN,
+    base=_classifier_base,
+    register_hint="register_backend",
+    known_hint=" (see `derm-cloud backends`)",
+)
+_EXTRA = _BACKENDS.extra
 
 
 def register_backend(name: str, target: str, *, extra: str | None = None, summary: str = "") -> None:
     """Register a backend at run time (the entry-point group is the usual way for packages)."""
-    if ":" not in target:
-        raise ConfigError(f"backend target must look like 'package.module:ClassName', got {target!r}")
-    _EXTRA[name] = BackendEntry(name, target, extra, (), summary or target, third_party=True)
+    _BACKENDS.register(name, target, extra=extra, summary=summary)
 
 
 def refresh_backends() -> None:
@@ -176,40 +311,12 @@ def refresh_backends() -> None:
 
     `register_backend` needs no refresh: run-time registrations are read on every lookup.
     """
-    global _SCANNED
-    _SCANNED = None
-
-
-def _scanned() -> dict[str, BackendEntry]:
-    global _SCANNED
-    if _SCANNED is None:
-        _SCANNED = _scan_entry_points()
-    return _SCANNED
-
-
-def _scan_entry_points() -> dict[str, BackendEntry]:
-    entries = {e.name: e for e in _BUILTIN}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in entries:
-            dist = ep.dist.name if ep.dist is not None else ""
-            entries[ep.name] = BackendEntry(
-                ep.name,
-                ep.value,
-                None,
-                (dist,) if dist else (),
-                f"third-party backend from {dist or ep.value}",
-                third_party=True,
-            )
-    return entries
-
-
-def _entries() -> dict[str, BackendEntry]:
-    return _scanned() | _EXTRA
+    _BACKENDS.refresh()
 
 
 def available_backends() -> list[BackendEntry]:
     """Every known backend, built-in then third-party, with whether it is installed. Imports nothing."""
-    return list(_entries().values())
+    return list(_BACKENDS.entries().values())
 
 
 def get_backend_class(name: str) -> type[Classifier]:
@@ -219,39 +326,7 @@ def get_backend_class(name: str) -> type[Classifier]:
         BackendNotFoundError: no backend has that name, or its target names no Classifier subclass.
         MissingDependencyError: its optional dependencies are not installed.
     """
-    entries = _entries()
-    if name not in entries:
-        raise BackendNotFoundError(
-            f"no backend named {name!r}; known backends: {', '.join(sorted(entries))} (see `derm-cloud backends`)"
-        )
-    entry = entries[name]
-    missing = entry.missing
-    if missing:
-        raise MissingDependencyError(
-            f"backend {name!r} needs {', '.join(missing)}, which is not installed; run: {entry.install_hint}"
-        )
-    module_name, _, attr = entry.target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"backend {name!r} could not import {exc.name or module_name}; run: {entry.install_hint}"
-        ) from exc
-    from derm_cloud.base import Classifier  # at run time only here: base is heavier than the registry
-
-    cls = getattr(module, attr, None)
-    if not (isinstance(cls, type) and issubclass(cls, Classifier)):
-        # A wrong entry point (a typo in a plugin's pyproject, a renamed class) names the target to fix.
-        problem = (
-            f"{module_name} has no attribute {attr!r}"
-            if cls is None
-            else f"{module_name}.{attr} is {cls!r}, not a Classifier subclass"
-        )
-        raise BackendNotFoundError(
-            f"backend {name!r} points at {entry.target!r}, but {problem}; fix the entry point (or register_backend) "
-            "target to 'package.module:ClassName'"
-        )
-    return cls
+    return _BACKENDS.get_class(name)
 
 
 def create(name: str, **options: Any) -> Classifier:
@@ -260,13 +335,4 @@ def create(name: str, **options: Any) -> Classifier:
     Example:
         >>> clf = create("local-onnx", model_dir="~/.cache/derm-cloud/models/sklesion-0.2.2")  # doctest: +SKIP
     """
-    cls = get_backend_class(name)
-    try:
-        # Check option names first: a typo otherwise surfaces as a bare TypeError from deep in __init__.
-        inspect.signature(cls).bind(**options)
-    except TypeError as exc:
-        raise ConfigError(f"backend {name!r}: {exc}; see help({cls.__module__}.{cls.__name__})") from None
-    from derm_cloud.options import check_option_types
-
-    check_option_types(name, cls, options)
-    return cls(**options)
+    return _BACKENDS.create(name, **options)

@@ -228,6 +228,27 @@ def test_emulator_router_answers(emu: AzureMLEmulator) -> None:
     assert emu.last_image_bytes == b"not an image"  # recorded as received, even when not an image
 
 
+def test_online_and_batch_emulators_answer_the_workspace_routes_alike(emu: AzureMLEmulator, automl_dir: Path) -> None:
+    # Both emulators serve ARM routes under one workspace path: no bearer token is ARM's 401, another
+    # subscription's workspace is a 404, each with ARM's {"error": {"code", "message"}} body.
+    import requests
+
+    from derm_cloud.testing.emulators.azure_ml_batch import AzureMLBatchEmulator
+
+    ws = "/resourceGroups/DERM-RG/providers/Microsoft.MachineLearningServices/workspaces/Derm-WS"
+    bearer = {"Authorization": "Bearer t"}
+    with AzureMLBatchEmulator(automl_dir) as batch:
+        for url in (
+            f"{emu.url}/subscriptions/{emu.subscription_id}{ws}/onlineEndpoints/{emu.endpoint_name}",
+            f"{batch.url}/subscriptions/{batch.subscription_id}{ws}/batchEndpoints/{batch.endpoint_name}",
+        ):
+            assert requests.get(url, headers=bearer, timeout=5).status_code == 200  # names ignore case
+            refused = requests.get(url, timeout=5)
+            assert refused.status_code == 401 and refused.json()["error"]["code"] == "AuthenticationFailed"
+            elsewhere = requests.get(url.replace("/subscriptions/0", "/subscriptions/1"), headers=bearer, timeout=5)
+            assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "ResourceNotFound"
+
+
 # --- errors and retries -----------------------------------------------------------------------------------------------
 
 

@@ -147,8 +147,11 @@ def test_async_close_and_context_manager() -> None:
     assert len(batch) == 3
     emb.close()
     emb.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(RuntimeError, match=r"^FakeEmbedder\(model_id='fake-1'\) is closed; create a new embedder$"):
         emb.embed(_jpeg((5, 5, 5)))
+    with FakeEmbedder() as entered:
+        assert isinstance(entered, FakeEmbedder) and not entered._closed
+    assert entered._closed
 
 
 def test_registry_names_and_errors() -> None:
@@ -166,6 +169,11 @@ def test_registry_names_and_errors() -> None:
             derm_cloud.create_embedder("fake-embedder", dimensoin=4)
         with pytest.raises(BackendNotFoundError, match="not an Embedder subclass"):
             derm_cloud.get_embedder_class("not-an-embedder")
+        # The same wording as for a classifier backend: the message names what is wrong with the target.
+        derm_cloud.register_embedder("no-such-class", f"{__name__}:Nope")
+        with pytest.raises(BackendNotFoundError, match=r"has no attribute 'Nope'.*\(or register_embedder\)"):
+            derm_cloud.get_embedder_class("no-such-class")
     finally:
         registry._EXTRA.pop("fake-embedder")
         registry._EXTRA.pop("not-an-embedder")
+        registry._EXTRA.pop("no-such-class", None)

@@ -465,6 +465,18 @@ def test_medimageinsight_wrong_key_is_refused(mii: MedImageInsightEmulator) -> N
         emb.embed(_image(12))
 
 
+def test_medimageinsight_failing_credential_says_what_to_check(mii: MedImageInsightEmulator) -> None:
+    # The same header set-up as the azure-ml classifier: the token failure is named, with the fix, and nothing is sent.
+    def broken() -> str:
+        raise RuntimeError("no az login session")
+
+    before = len(mii.requests)
+    emb = medimageinsight_embedder_for(mii, token_provider=broken)
+    with emb, pytest.raises(AuthenticationError, match=r"RuntimeError: no az login session.*az login"):
+        emb.embed_texts(["melanoma"])
+    assert len(mii.requests) == before
+
+
 def test_medimageinsight_round_trip_equals_the_hosted_onnx(mii: MedImageInsightEmulator, model_path: Path) -> None:
     with medimageinsight_embedder_for(mii) as emb:
         got = emb.embed(_image(13, (60, 45), "JPEG"))  # sent as PNG: the endpoint takes PNG only

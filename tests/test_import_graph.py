@@ -92,6 +92,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "derm_cloud.image_limits",
             "derm_cloud.image_metadata",
             "derm_cloud.jpeg_damage",
+            "derm_cloud.lifecycle",
             "derm_cloud.payload",
             "derm_cloud.retry",
             "derm_cloud.call_threads",

@@ -95,7 +95,9 @@ def test_closed_classifier_refuses_calls(tiny_model_dir: Path, dev_images: list[
     clf = derm_cloud.create("local-onnx", model_dir=tiny_model_dir)
     clf.close()
     clf.close()
-    with pytest.raises(RuntimeError, match="is closed"):
+    with pytest.raises(
+        RuntimeError, match=rf"^{type(clf).__name__}\(model_id='.+'\) is closed; create a new classifier$"
+    ):
         clf.predict(dev_images[0])
 
 

@@ -40,11 +40,12 @@ from derm_cloud.backends._azure_ml_wire import (
     _new_session,
     _region_from_uri,
     _row_json,
+    request_headers,
 )
 from derm_cloud.backends._azure_workspace import AML_SCOPE, TokenCredential, authorization, resolve_endpoint
 from derm_cloud.backends._http import is_loopback
 from derm_cloud.base import BackendInfo, Classifier, RawResult
-from derm_cloud.errors import AuthenticationError, ConfigError, DermCloudError, InvalidResponseError
+from derm_cloud.errors import ConfigError, DermCloudError, InvalidResponseError
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
 from derm_cloud.redaction import redact_url
 from derm_cloud.retry import RetryPolicy, call_timeout
@@ -260,17 +261,7 @@ class AzureMlClassifier(Classifier):
         import requests
 
         seconds = call_timeout(self.timeout, timeout)
-        try:
-            authorization = self._authorization()
-        except Exception as exc:  # azure-identity and user token providers raise their own types
-            raise AuthenticationError(
-                f"could not get a token for the endpoint ({type(exc).__name__}: {exc}); check the credential "
-                "(az login, managed identity) or pass key=",
-                backend=self.backend_name,
-            ) from exc
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "Authorization": authorization}
-        if self.deployment:
-            headers["azureml-model-deployment"] = self.deployment
+        headers = request_headers(self._authorization, self.deployment, backend=self.backend_name)
         try:
             response = self._session.post(self.scoring_uri, data=self._body(rows), headers=headers, timeout=seconds)
         except requests.RequestException as exc:

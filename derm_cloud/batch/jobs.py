@@ -148,6 +148,8 @@ class OutputBatch:
     objects: list[str] = field(default_factory=list)
     predictions: dict[str, list[float]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    #: image id -> why its prediction breaks the model's schema (a provider or model mismatch, not the image).
+    malformed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -157,11 +159,13 @@ class BatchResult:
     Attributes:
         job_id: the provider's job id.
         status: the job's final (or current) status.
-        labels: the order of each probability list.
-        predictions: image id -> probabilities, for the images read in this call.
-        failures: image id -> cause, for images the job failed or never handled.
+        labels: the order of each probability list (empty when the numbers are embeddings).
+        predictions: image id -> probabilities (or an embedding), for the images read in this call.
+        failures: image id -> cause, for images the job failed or never handled, or whose prediction was
+            malformed.
         turnaround_s: submit to terminal state, as this machine saw it (`None` while running).
         objects_read: output objects read in this call (0 when a re-attached client had read them all).
+        malformed: image id -> why, for the failures whose prediction broke the model's schema.
     """
 
     job_id: str
@@ -171,6 +175,7 @@ class BatchResult:
     failures: dict[str, str]
     turnaround_s: float | None
     objects_read: int
+    malformed: dict[str, str] = field(default_factory=dict)
 
 
 class BatchProvider(Protocol):
@@ -195,6 +200,7 @@ def run_batch(
     poll_s: float = 0.2,
     timeout_s: float = 3600.0,
     on_record: Callable[[JobRecord], None] | None = None,
+    on_outputs: Callable[[OutputBatch], None] | None = None,
 ) -> BatchResult:
     """Submit a job (or re-attach to the one `record_path` names), wait for it and collect its outputs.
 
@@ -206,6 +212,9 @@ def run_batch(
         poll_s: seconds between status calls.
         timeout_s: give up waiting after this long (the job keeps running; call again to re-attach).
         on_record: called with the record once it is saved (a test kills the client here).
+        on_outputs: called with what was read before the record marks those outputs read: a caller that keeps
+            results durably (the probe's embedding cache) stores them here, so a client killed after reading
+            reads them again instead of losing them.
 
     Raises:
         BatchJobFailedError: the job failed or was stopped as a whole; `.partial` holds what was collected.
@@ -235,14 +244,22 @@ def run_batch(
     if record.finished is None:
         record.finished = time.time()
         record.save(path)
-    return _collect(provider, record, path, status)
+    return _collect(provider, record, path, status, on_outputs)
 
 
-def _collect(provider: BatchProvider, record: JobRecord, path: Path, status: JobStatus) -> BatchResult:
+def _collect(
+    provider: BatchProvider,
+    record: JobRecord,
+    path: Path,
+    status: JobStatus,
+    on_outputs: Callable[[OutputBatch], None] | None = None,
+) -> BatchResult:
     found = provider.read_outputs(record)
+    if on_outputs is not None:
+        on_outputs(found)
     record.collected.extend(o for o in found.objects if o not in record.collected)
     record.save(path)
-    failures = dict(found.failures)
+    failures = dict(found.failures) | {i: f"malformed output: {why}" for i, why in found.malformed.items()}
     already = set(record.extra.get("collected_ids", []))
     # Images with neither an answer nor an error, unless an earlier call collected them: a job that failed or was
     # stopped as a whole never got to them; a job that succeeded without writing them lost them.
@@ -253,13 +270,24 @@ def _collect(provider: BatchProvider, record: JobRecord, path: Path, status: Job
             failures[image_id] = "no output: the job finished without writing an answer or an error for this image"
         else:
             failures[image_id] = f"not processed: job {status.provider_state}: {status.message}".strip(": ")
-    record.extra["collected_ids"] = sorted(already | set(found.predictions) | set(found.failures))
+    record.extra["collected_ids"] = sorted(
+        already | set(found.predictions) | set(found.failures) | set(found.malformed)
+    )
     record.save(path)
     turnaround = (record.finished - record.submitted) if record.finished else None
     result = BatchResult(
-        record.job_id, status, provider.labels, found.predictions, failures, turnaround, len(found.objects)
+        record.job_id,
+        status,
+        provider.labels,
+        found.predictions,
+        failures,
+        turnaround,
+        len(found.objects),
+        dict(found.malformed),
     )
-    job_level = [i for i in failures if i not in found.failures and status.state != "succeeded"]
+    job_level = [
+        i for i in failures if i not in found.failures and i not in found.malformed and status.state != "succeeded"
+    ]
     if job_level:
         raise BatchJobFailedError(
             f"{provider.name} batch job {record.job_id} {status.provider_state}: {status.message or 'no reason given'}"

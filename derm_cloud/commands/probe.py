@@ -3,6 +3,7 @@
 ```bash
 derm-cloud probe fit --dataset DEV.csv --out runs/probe-sklesion [--embedder local-onnx]
     [--embedder-option model_dir=sklesion ...] [--holdout 0.3] [--sizes 50 100 200 500] [--seed 0] [--overwrite]
+    [--embed-via batch --batch-option model_id=456 --batch-option bucket=my-bucket ...]
 derm-cloud probe info runs/probe-sklesion [--json]
 ```
 
@@ -51,6 +52,21 @@ def register(sub: Any) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--limit", type=int, help="a seeded class-stratified subset of N images (a quick look)")
     f.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    f.add_argument(
+        "--embed-via",
+        choices=["online", "batch"],
+        default="online",
+        help="batch: embed the images the cache lacks with one Vertex AI batch prediction job first (vertex-medsiglip"
+        ", vertex-derm-foundation; see docs/batch.md); the fit then finds them cached",
+    )
+    f.add_argument(
+        "--batch-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="batch job option, repeatable: model_id, bucket (required), machine_type, accelerator_type, "
+        "accelerator_count, service_account, poll_s; emulate=EMBEDDER_DIR runs the job on this machine's emulator",
+    )
     f.add_argument("--json", action="store_true", help="print probe.json instead of a summary")
     f.set_defaults(handler=run_fit)
     i = psub.add_parser("info", help="what a probe folder records: embedder, data, out-of-fold figures, curve")
@@ -87,7 +103,14 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.limit is not None:
         dataset = dataset.subset(min(args.limit, len(dataset)), seed=args.seed)
     start = time.perf_counter()
+    say = None if args.json else lambda line: print(line, file=sys.stderr, flush=True)
     with derm_cloud.create_embedder(args.embedder, **options) as embedder:
+        before = None
+        if args.embed_via == "batch":
+            from derm_cloud.probe.batch_embed import batch_cache_filler
+
+            batch_options = _options(args.batch_option)
+            before = batch_cache_filler(embedder, batch_options, job_name=f"probe-{args.out.name}", say=say)
         result = fit_probe(
             dataset,
             embedder,
@@ -99,7 +122,8 @@ def run_fit(args: argparse.Namespace) -> int:
             sizes=args.sizes,
             holdout=args.holdout,
             overwrite=args.overwrite,
-            progress=None if args.json else lambda line: print(line, file=sys.stderr, flush=True),
+            progress=say,
+            before_embedding=before,
         )
     if args.json:
         print(json.dumps(result.spec, indent=2))

@@ -32,12 +32,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from derm_cloud.backends._azure_ml_errors import _excerpt, translate_error
-from derm_cloud.backends._azure_ml_wire import HttpSession, _new_session, _region_from_uri
+from derm_cloud.backends._azure_ml_wire import HttpSession, _new_session, _region_from_uri, request_headers
 from derm_cloud.backends._azure_workspace import TokenCredential, authorization
 from derm_cloud.backends._http import is_loopback
 from derm_cloud.base import BackendInfo
 from derm_cloud.embedders.base import Embedder, RawEmbedding
-from derm_cloud.errors import AuthenticationError, ConfigError, DermCloudError, InvalidImageError, InvalidResponseError
+from derm_cloud.errors import ConfigError, DermCloudError, InvalidImageError, InvalidResponseError
 from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage
 from derm_cloud.redaction import redact_url
 from derm_cloud.retry import RetryPolicy, call_timeout
@@ -154,16 +154,7 @@ class MedImageInsightEmbedder(Embedder):
         import requests
 
         seconds = call_timeout(self.timeout, timeout)
-        try:
-            header = self._authorization()
-        except Exception as exc:  # azure-identity and user token providers raise their own types
-            raise AuthenticationError(
-                f"could not get a token for the endpoint ({type(exc).__name__}); check the credential or pass key=",
-                backend=self.backend_name,
-            ) from exc
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "Authorization": header}
-        if self.deployment:
-            headers["azureml-model-deployment"] = self.deployment
+        headers = request_headers(self._authorization, self.deployment, backend=self.backend_name)
         body = {
             "input_data": {"columns": ["image", "text"], "index": list(range(len(rows))), "data": rows},
             "params": {"get_scaling_factor": True},

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from derm_cloud.base import BackendInfo
 from derm_cloud.errors import CapabilityError, ConfigError, InvalidImageError, InvalidResponseError
 from derm_cloud.images import DEFAULT_LIMITS, ImageInput, ImageLimits, PreparedImage, check_input, prepare_payload
+from derm_cloud.lifecycle import Closable
 from derm_cloud.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ class Embedding:
         return int(self.vector.shape[0])
 
 
-class Embedder(ABC):
+class Embedder(Closable, ABC):
     """Embeddings of skin-lesion images from one encoder; every backend returns the same `Embedding`.
 
     Use as a context manager so that sessions, sockets and runtimes are released:
@@ -101,6 +102,7 @@ class Embedder(ABC):
 
     #: registry name, set by each backend class.
     backend_name: ClassVar[str] = ""
+    _closed_hint: ClassVar[str] = "embedder"
     #: provider requests in flight at once in `embed_batch`.
     default_concurrency: ClassVar[int] = 1
     #: inputs per provider request (Vertex `instances`, an Azure ML batch of rows, an ONNX batch).
@@ -153,9 +155,6 @@ class Embedder(ABC):
     @abstractmethod
     def describe(self) -> BackendInfo:
         """Facts about this embedder (provider, region, billing keys, data handling); `labels_mapped=False`."""
-
-    def _close(self) -> None:
-        """Release SDK clients, sessions or runtimes; backends override when they hold any."""
 
     # --- the public interface ------------------------------------------------------------------------------
 
@@ -222,21 +221,6 @@ class Embedder(ABC):
         import asyncio
 
         return await asyncio.to_thread(self.embed_batch, images, batch_size=batch_size)
-
-    def close(self) -> None:
-        """Release resources; further calls raise. Safe to call twice."""
-        if not self._closed:
-            self._closed = True
-            self._close()
-
-    def __enter__(self) -> Embedder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(model_id={self.model_id!r})"
 
     # --- shared plumbing -------------------------------------------------------------------------------------
 
@@ -315,10 +299,6 @@ class Embedder(ABC):
             batch_size=batch_size,
             extra=dict(raw.extra),
         )
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"{self!r} is closed; create a new embedder")
 
     def _no_text(self) -> CapabilityError:
         return CapabilityError(

@@ -12,13 +12,9 @@ my-encoder = "my_package.embedder:MyEmbedder"
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import inspect
 from typing import TYPE_CHECKING, Any
 
-from derm_cloud.errors import BackendNotFoundError, ConfigError, MissingDependencyError
-from derm_cloud.registry import BackendEntry
+from derm_cloud.registry import BackendEntry, EntryPointRegistry
 
 if TYPE_CHECKING:
     from derm_cloud.embedders.base import Embedder
@@ -59,34 +55,31 @@ _BUILTIN: tuple[BackendEntry, ...] = (
     ),
 )
 
-_EXTRA: dict[str, BackendEntry] = {}
-_SCANNED: dict[str, BackendEntry] | None = None
+
+def _embedder_base() -> type[Embedder]:
+    from derm_cloud.embedders.base import Embedder  # at run time only here: base is heavier than the registry
+
+    return Embedder
+
+
+_EMBEDDERS: EntryPointRegistry[Embedder] = EntryPointRegistry(
+    kind="embedder",
+    group=ENTRY_POINT_GROUP,
+    builtin=_BUILTIN,
+    base=_embedder_base,
+    register_hint="register_embedder",
+)
+_EXTRA = _EMBEDDERS.extra
 
 
 def register_embedder(name: str, target: str, *, extra: str | None = None, summary: str = "") -> None:
     """Register an embedder at run time (the entry-point group is the usual way for packages)."""
-    if ":" not in target:
-        raise ConfigError(f"embedder target must look like 'package.module:ClassName', got {target!r}")
-    _EXTRA[name] = BackendEntry(name, target, extra, (), summary or target, third_party=True)
-
-
-def _entries() -> dict[str, BackendEntry]:
-    global _SCANNED
-    if _SCANNED is None:
-        entries = {e.name: e for e in _BUILTIN}
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name not in entries:
-                dist = ep.dist.name if ep.dist is not None else ""
-                entries[ep.name] = BackendEntry(
-                    ep.name, ep.value, None, (dist,) if dist else (), f"third-party embedder from {dist}", True
-                )
-        _SCANNED = entries
-    return _SCANNED | _EXTRA
+    _EMBEDDERS.register(name, target, extra=extra, summary=summary)
 
 
 def available_embedders() -> list[BackendEntry]:
     """Every known embedder, built-in then third-party, with whether it is installed. Imports nothing."""
-    return list(_entries().values())
+    return list(_EMBEDDERS.entries().values())
 
 
 def get_embedder_class(name: str) -> type[Embedder]:
@@ -96,30 +89,7 @@ def get_embedder_class(name: str) -> type[Embedder]:
         BackendNotFoundError: no embedder has that name, or its target names no Embedder subclass.
         MissingDependencyError: its optional dependencies are not installed.
     """
-    entries = _entries()
-    if name not in entries:
-        raise BackendNotFoundError(f"no embedder named {name!r}; known embedders: {', '.join(sorted(entries))}")
-    entry = entries[name]
-    if entry.missing:
-        raise MissingDependencyError(
-            f"embedder {name!r} needs {', '.join(entry.missing)}, which is not installed; run: {entry.install_hint}"
-        )
-    module_name, _, attr = entry.target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"embedder {name!r} could not import {exc.name or module_name}; run: {entry.install_hint}"
-        ) from exc
-    from derm_cloud.embedders.base import Embedder
-
-    cls = getattr(module, attr, None)
-    if not (isinstance(cls, type) and issubclass(cls, Embedder)):
-        raise BackendNotFoundError(
-            f"embedder {name!r} points at {entry.target!r}, which is not an Embedder subclass; fix the entry point "
-            "(or register_embedder) target to 'package.module:ClassName'"
-        )
-    return cls
+    return _EMBEDDERS.get_class(name)
 
 
 def create_embedder(name: str, **options: Any) -> Embedder:
@@ -128,13 +98,4 @@ def create_embedder(name: str, **options: Any) -> Embedder:
     Example:
         >>> emb = create_embedder("local-onnx", model_dir="~/.cache/derm-cloud/models/sklesion-embed")  # doctest: +SKIP
     """
-    cls = get_embedder_class(name)
-    try:
-        # Check option names first: a typo otherwise surfaces as a bare TypeError from deep in __init__.
-        inspect.signature(cls).bind(**options)
-    except TypeError as exc:
-        raise ConfigError(f"embedder {name!r}: {exc}; see help({cls.__module__}.{cls.__name__})") from None
-    from derm_cloud.options import check_option_types
-
-    check_option_types(name, cls, options)
-    return cls(**options)
+    return _EMBEDDERS.create(name, **options)

@@ -93,6 +93,7 @@ def fit_probe(
     cache_root: Path | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
+    before_embedding: Callable[[Sequence[Sample]], None] | None = None,
 ) -> ProbeFit:
     """Embed `dataset`, measure a head by nested lesion-disjoint folds, fit it on all of it, write the folder.
 
@@ -110,6 +111,8 @@ def fit_probe(
         cache_root: embedding cache folder (default: derm-cloud's cache).
         overwrite: replace `out_dir` when it exists.
         progress: called with one line of progress text at a time.
+        before_embedding: called with the images to embed (holdout set aside) before the cache is read: a batch
+            job fills the cache here (`derm_cloud.probe.batch_embed`), so only what it missed is embedded online.
 
     Raises:
         ConfigError: unlabelled images, too few lesions or classes, `out_dir` exists without `overwrite`.
@@ -123,6 +126,8 @@ def fit_probe(
     if holdout:
         samples, held = _split_holdout(samples, holdout, seed)
         say(f"held out {len(held)} images ({len({s.lesion_id or s.image_id for s in held})} lesions)")
+    if before_embedding is not None:
+        before_embedding(samples)
     cache = EmbeddingCache.for_embedder(embedder, cache_root)
     try:
         x, digests, embedded = cache.embed_all(

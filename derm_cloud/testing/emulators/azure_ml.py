@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from derm_cloud.testing.emulators.azure_ml_arm import WORKSPACE_ROUTE, arm_error, arm_unauthorized, in_workspace
 from derm_cloud.testing.emulators.azure_ml_deployments import Deployment, Deployments
 from derm_cloud.testing.emulators.base import EmulatorServer, Fault, Response, header_value, retry_after_header
 
@@ -60,11 +61,7 @@ __all__ = [
 DEFAULT_ENDPOINT_KEY = "emulator-endpoint-key"
 AuthMode = Literal["key", "aml_token", "aad_token"]
 _REST_AUTH = {"key": "Key", "aml_token": "AMLToken", "aad_token": "AADToken"}
-_MGMT = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices"
-    r"/workspaces/(?P<ws>[^/]+)/onlineEndpoints/(?P<ep>[^/]+)(?P<rest>/.*)?$",
-    flags=re.IGNORECASE,
-)
+_MGMT = re.compile(WORKSPACE_ROUTE + r"/onlineEndpoints/(?P<ep>[^/]+)(?P<rest>/.*)?$", flags=re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -188,7 +185,7 @@ class AzureMLEmulator(EmulatorServer):
         mgmt = _MGMT.match(route)
         if mgmt is not None:
             return self._management(method, mgmt, headers)
-        return _arm_error(404, "NotFound", f"{method} {route} is not served by this emulator")
+        return arm_error(404, "NotFound", f"{method} {route} is not served by this emulator")
 
     def _score(self, headers: Mapping[str, str], body: bytes) -> Response:
         if not self._authorized(header_value(headers, "Authorization")):
@@ -236,27 +233,22 @@ class AzureMLEmulator(EmulatorServer):
     # --- management plane ---------------------------------------------------------------------------------------
 
     def _management(self, method: str, match: re.Match[str], headers: Mapping[str, str]) -> Response:
-        if not (header_value(headers, "Authorization") or "").lower().startswith("bearer "):
-            return _arm_error(401, "AuthenticationFailed", "Authentication failed: the Authorization header is missing")
-        same = (
-            match["sub"] == self.subscription_id
-            and match["rg"].lower() == self.resource_group.lower()
-            and match["ws"].lower() == self.workspace.lower()
-            and match["ep"] == self.endpoint_name
-        )
-        if not same:
-            return _arm_error(404, "ResourceNotFound", f"Online endpoint {match['ep']!r} was not found")
+        if (refused := arm_unauthorized(headers)) is not None:
+            return refused
+        same = in_workspace(match, self.subscription_id, self.resource_group, self.workspace)
+        if not (same and match["ep"] == self.endpoint_name):
+            return arm_error(404, "ResourceNotFound", f"Online endpoint {match['ep']!r} was not found")
         base = match.group(0)[: len(match.group(0)) - len(match["rest"] or "")]
         rest = (match["rest"] or "").rstrip("/")
         if method == "GET" and rest == "":
             return Response.json(self._endpoint_json(base))
         if method == "POST" and rest == "/listKeys":
             if self.auth_mode != "key":
-                return _arm_error(400, "BadArgument", "Keys are only available for endpoints with key auth")
+                return arm_error(400, "BadArgument", "Keys are only available for endpoints with key auth")
             return Response.json({"primaryKey": self.key, "secondaryKey": self.secondary_key})
         if method == "POST" and rest == "/token":
             if self.auth_mode != "aml_token":
-                return _arm_error(400, "BadArgument", "Tokens are only issued for endpoints with AMLToken auth")
+                return arm_error(400, "BadArgument", "Tokens are only issued for endpoints with AMLToken auth")
             token, now = secrets.token_urlsafe(32), time.time()
             self._tokens[token] = now + self.aml_token_lifetime
             return Response.json(
@@ -272,9 +264,9 @@ class AzureMLEmulator(EmulatorServer):
         if method == "GET" and rest.startswith("/deployments/"):
             found = self._deployments.get(rest.split("/")[2])
             if found is None:
-                return _arm_error(404, "ResourceNotFound", f"Deployment {rest.split('/')[2]!r} was not found")
+                return arm_error(404, "ResourceNotFound", f"Deployment {rest.split('/')[2]!r} was not found")
             return Response.json(self._deployment_json(base, found))
-        return _arm_error(404, "NotFound", f"{method} {rest or '/'} is not implemented by this emulator")
+        return arm_error(404, "NotFound", f"{method} {rest or '/'} is not implemented by this emulator")
 
     def _endpoint_json(self, resource_id: str) -> dict[str, Any]:
         return {
@@ -373,7 +365,3 @@ def ml_client_for(emulator: AzureMLEmulator, credential: Any = None) -> Any:
             del os.environ["AZUREML_DEV_URL_MFE"]
         else:
             os.environ["AZUREML_DEV_URL_MFE"] = saved
-
-
-def _arm_error(status: int, code: str, message: str) -> Response:
-    return Response.json({"error": {"code": code, "message": message}}, status)

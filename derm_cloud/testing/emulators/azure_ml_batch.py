@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from derm_cloud.testing.emulators.azure_blob import BlobStore
+from derm_cloud.testing.emulators.azure_ml_arm import WORKSPACE_ROUTE, arm_error, arm_unauthorized, in_workspace
 from derm_cloud.testing.emulators.base import EmulatorServer, Response, header_value
 from derm_cloud.testing.emulators.batch_runner import BatchJobs, EmulatedJob, JobFault
 
@@ -50,12 +51,8 @@ __all__ = ["DATASTORE_CONTAINER", "AzureMLBatchEmulator"]
 
 #: the container behind `workspaceblobstore`.
 DATASTORE_CONTAINER = "azureml-blobstore"
-_WS = (
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices"
-    r"/workspaces/(?P<ws>[^/]+)"
-)
-_ENDPOINT = re.compile(_WS + r"/batchEndpoints/(?P<ep>[^/]+)$", re.IGNORECASE)
-_JOB = re.compile(_WS + r"/jobs/(?P<job>[^/]+)$", re.IGNORECASE)
+_ENDPOINT = re.compile(WORKSPACE_ROUTE + r"/batchEndpoints/(?P<ep>[^/]+)$", re.IGNORECASE)
+_JOB = re.compile(WORKSPACE_ROUTE + r"/jobs/(?P<job>[^/]+)$", re.IGNORECASE)
 _SCORE = re.compile(r"^/batch/(?P<ep>[^/]+)/jobs$")
 _STATUS = {
     "queued": "Preparing",
@@ -133,8 +130,8 @@ class AzureMLBatchEmulator(EmulatorServer):
         if self.blobs.owns(path):
             return self.blobs.handle(method, path, headers, body)
         route = urlsplit(path).path
-        if not (header_value(headers, "Authorization") or "").lower().startswith("bearer "):
-            return _arm_error(401, "AuthenticationFailed", "Authentication failed: the Authorization header is missing")
+        if (refused := arm_unauthorized(headers)) is not None:
+            return refused
         score = _SCORE.match(route)
         if method == "POST" and score is not None and score["ep"] == self.endpoint_name:
             return self._invoke(json.loads(body or b"{}"), header_value(headers, "azureml-model-deployment"))
@@ -143,30 +140,26 @@ class AzureMLBatchEmulator(EmulatorServer):
             return Response.json(self._endpoint_json(route))
         if method == "GET" and job is not None and self._ours(job):
             if job["job"] not in self._jobs:
-                return _arm_error(404, "UserError", f"Job {job['job']} not found")
+                return arm_error(404, "UserError", f"Job {job['job']} not found")
             return Response.json(self._job_json(route, job["job"]))
-        return _arm_error(404, "ResourceNotFound", f"{method} {route} is not served by this emulator")
+        return arm_error(404, "ResourceNotFound", f"{method} {route} is not served by this emulator")
 
     def _ours(self, match: re.Match[str]) -> bool:
-        return (match["sub"], match["rg"].lower(), match["ws"].lower()) == (
-            self.subscription_id,
-            self.resource_group.lower(),
-            self.workspace.lower(),
-        )
+        return in_workspace(match, self.subscription_id, self.resource_group, self.workspace)
 
     def _invoke(self, request: dict[str, Any], deployment: str | None) -> Response:
         if deployment and deployment != self.deployment:
-            return _arm_error(
+            return arm_error(
                 400, "UserError", f"Deployment {deployment!r} does not exist on endpoint {self.endpoint_name}"
             )
         inputs = (request.get("properties") or {}).get("inputData") or {}
         folder = next((v.get("uri") for v in inputs.values() if isinstance(v, dict) and v.get("uri")), None)
         prefix = self._folder(str(folder or ""))
         if prefix is None:
-            return _arm_error(400, "UserError", f"input {folder!r} is not a folder of the workspace blob store")
+            return arm_error(400, "UserError", f"input {folder!r} is not a folder of the workspace blob store")
         files = [n for n in self.blobs.names(DATASTORE_CONTAINER, prefix) if n != prefix]
         if not files:
-            return _arm_error(400, "UserError", f"the input folder {folder} holds no files")
+            return arm_error(400, "UserError", f"the input folder {folder} holds no files")
         with self._count_lock:
             self._count += 1
             name = f"batchjob-{self._count:04d}-{int(time.time())}"
@@ -260,7 +253,3 @@ class AzureMLBatchEmulator(EmulatorServer):
                 "outputs": {"score": {"jobOutputType": "uri_folder", "uri": f"{_DATASTORE_URI}azureml/{name}/score/"}},
             },
         }
-
-
-def _arm_error(status: int, code: str, message: str) -> Response:
-    return Response.json({"error": {"code": code, "message": message}}, status)

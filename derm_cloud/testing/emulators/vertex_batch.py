@@ -11,6 +11,16 @@ https://cloud.google.com/vertex-ai/docs/image-data/classification/get-prediction
 "prediction": {"ids", "displayNames", "confidences"}}`) and `errors_NNNNN.jsonl` (`{"instance", "status"}`),
 a new pair of files every `shard_size` instances, so a job that fails half-way leaves what it finished.
 
+Google's HAI-DEF embedding models (`add_embedding_model`) run as a custom container would: each instance line
+goes to the container's predict logic, the one the emulated online endpoint runs (`VertexEmbeddingEmulator.
+container_answers`, hosting the same stand-in encoder), and the answers land in `prediction.results-NNNNN-of-MMMMM`
+(`{"instance", "prediction"}`; a per-instance refusal of the container is a prediction `{"error": ...}`, as
+online) and `prediction.errors_stats-NNNNN-of-MMMMM` (`{"instance", "error": {"code", "message"}}` for a request
+the container refused whole), the names the HAI-DEF Model Garden notebooks read. The container reads `gs://`
+objects of this emulator's Cloud Storage as the job's service account: a Derm Foundation instance with no token
+and a MedSigLIP one with `access_credential: "application_default"` may read them; an anonymous MedSigLIP read
+(no credential) is refused, since the emulated bucket is private.
+
 States: `JOB_STATE_PENDING` -> `JOB_STATE_RUNNING` -> `JOB_STATE_SUCCEEDED` (per-instance failures do not fail
 the job; `completionStats.failedCount` counts them), `JOB_STATE_FAILED` with `error` when a `JobFault` fails
 it, `JOB_STATE_CANCELLING` -> `JOB_STATE_CANCELLED` after cancel.
@@ -32,12 +42,16 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from derm_cloud.testing.emulators.base import EmulatorServer, Response
 from derm_cloud.testing.emulators.batch_runner import BatchJobs, EmulatedJob, JobFault
+from derm_cloud.testing.emulators.embedding_host import ObjectStore
 from derm_cloud.testing.emulators.gcs import GcsStore, split_gs_uri
+
+if TYPE_CHECKING:
+    from derm_cloud.testing.emulators.vertex_embeddings import ServingApi
 
 __all__ = ["VertexBatchEmulator"]
 
@@ -92,6 +106,7 @@ class VertexBatchEmulator(EmulatorServer):
         self.gcs = GcsStore()
         self.batch = BatchJobs()
         self.models: dict[str, Any] = {}  # model id -> ModelServer
+        self.embedding_models: dict[str, Any] = {}  # model id -> VertexEmbeddingEmulator (never started: its logic)
         self._jobs: dict[str, dict[str, Any]] = {}
         self._ids = 0
         self._id_lock = threading.Lock()
@@ -103,6 +118,26 @@ class VertexBatchEmulator(EmulatorServer):
         server = ModelServer(Path(model_dir).expanduser(), max_body_bytes=64 * 1024 * 1024)
         server.display_name = display_name or server.model_id  # type: ignore[attr-defined]
         self.models[model_id] = server
+        return self.model_name(model_id)
+
+    def add_embedding_model(
+        self, model_id: str, model: str | os.PathLike[str] | Any, *, serving_api: ServingApi = "medsiglip"
+    ) -> str:
+        """Upload a HAI-DEF embedding model (`medsiglip` or `derm-foundation` serving container) hosting `model`
+        (an embedder folder or an `Embedder`) as its stand-in encoder; returns its resource name."""
+        from derm_cloud.testing.emulators.vertex_embeddings import VertexEmbeddingEmulator
+
+        if serving_api not in ("medsiglip", "derm-foundation"):
+            raise ValueError(f"serving_api must be 'medsiglip' or 'derm-foundation', got {serving_api!r}")
+        container = VertexEmbeddingEmulator(
+            model,
+            serving_api=serving_api,
+            endpoint_id=model_id,
+            project=self.project,
+            location=self.location,
+        )
+        container.storage = _JobStorage(self.gcs, serving_api)
+        self.embedding_models[model_id] = container
         return self.model_name(model_id)
 
     def model_name(self, model_id: str) -> str:
@@ -159,7 +194,8 @@ class VertexBatchEmulator(EmulatorServer):
 
     def _create(self, request: dict[str, Any]) -> dict[str, Any]:
         model_id = str(request.get("model") or "").rpartition("/")[2]
-        if str(request.get("model") or "") != self.model_name(model_id) or model_id not in self.models:
+        known = model_id in self.models or model_id in self.embedding_models
+        if str(request.get("model") or "") != self.model_name(model_id) or not known:
             raise _GoogleError(404, f"The Model does not exist: {request.get('model')!r}")
         in_cfg, out_cfg = request.get("inputConfig") or {}, request.get("outputConfig") or {}
         if in_cfg.get("instancesFormat") != "jsonl" or out_cfg.get("predictionsFormat") != "jsonl":
@@ -176,28 +212,41 @@ class VertexBatchEmulator(EmulatorServer):
         with self._id_lock:
             self._ids += 1
             job_id = str(8_000_000_000 + self._ids)
-        server = self.models[model_id]
+        server = self.models.get(model_id)
+        container = self.embedding_models.get(model_id)
+        display = server.display_name if server is not None else f"{model_id}-embeddings"
         stamp = datetime.now(UTC).strftime("%Y_%m_%dT%H_%M_%S_%fZ")
-        folder = f"{out_path.rstrip('/')}/prediction-{server.display_name}-{stamp}".lstrip("/")
+        folder = f"{out_path.rstrip('/')}/prediction-{display}-{stamp}".lstrip("/")
         shard: dict[str, list[str]] = {"predictions": [], "errors": []}
         written = [0]
+        shards = -(-len(instances) // self.shard_size)  # a custom container's files say how many there are
 
         def flush() -> None:
             written[0] += 1
             for kind, lines in shard.items():
                 if lines:
-                    self.gcs.put(out_bucket, f"{folder}/{kind}_{written[0]:05d}.jsonl", "".join(lines).encode())
+                    leaf = f"{kind}_{written[0]:05d}.jsonl"
+                    if container is not None:
+                        name = "prediction.results" if kind == "predictions" else "prediction.errors_stats"
+                        leaf = f"{name}-{written[0] - 1:05d}-of-{shards:05d}"
+                    self.gcs.put(out_bucket, f"{folder}/{leaf}", "".join(lines).encode())
                 lines.clear()
 
         def work(job: EmulatedJob, line: str) -> str | None:
             instance = json.loads(line)
             cause = None
             try:
-                prediction = self._predict(server, instance)
+                if container is not None:
+                    prediction = self._embed(container, model_id, instance)
+                else:
+                    prediction = self._predict(server, instance)
                 shard["predictions"].append(json.dumps({"instance": instance, "prediction": prediction}) + "\n")
             except _GoogleError as exc:
                 cause = str(exc)
-                shard["errors"].append(json.dumps({"instance": instance, "status": cause}) + "\n")
+                failed: dict[str, Any] = {"instance": instance, "status": cause}
+                if container is not None:  # the documented error field: a google.rpc.Status
+                    failed = {"instance": instance, "error": {"code": 3, "message": cause}}
+                shard["errors"].append(json.dumps(failed) + "\n")
             if (job.done + 1) % self.shard_size == 0:
                 flush()
             return cause
@@ -237,6 +286,13 @@ class VertexBatchEmulator(EmulatorServer):
             raise _GoogleError(400, f"INVALID_ARGUMENT: {exc}") from None
         return dict(json.loads(served.body)["predictions"][0])
 
+    @staticmethod
+    def _embed(container: Any, model_id: str, instance: Any) -> dict[str, Any]:
+        try:
+            return dict(container.container_answers(model_id, [instance])[0])
+        except ValueError as exc:  # the container refused the request whole
+            raise _GoogleError(400, f"INVALID_ARGUMENT: the model container refused the instance: {exc}") from None
+
     def _resource(self, job_id: str) -> dict[str, Any]:
         job, spec = self.batch.get(job_id), self._jobs.get(job_id)
         if job is None or spec is None:
@@ -257,3 +313,28 @@ class VertexBatchEmulator(EmulatorServer):
         if job.state == "failed":
             out["error"] = {"code": 13, "message": job.message}
         return out
+
+
+class _JobStorage(ObjectStore):
+    """This emulator's Cloud Storage as a batch job's container reads it: with the job's service account."""
+
+    def __init__(self, gcs: GcsStore, serving_api: str) -> None:
+        super().__init__()
+        self.gcs, self.serving_api = gcs, serving_api
+
+    def read(self, uri: Any, token: Any) -> bytes:
+        # Derm Foundation reads with the container's default credentials when no bearer_token is given; MedSigLIP
+        # without an access_credential reads anonymously, which a private bucket refuses.
+        if token is None and self.serving_api == "medsiglip":
+            raise PermissionError(
+                f"anonymous read of {uri} refused: the bucket is private; set access_credential to "
+                "'application_default' so the job's service account reads it"
+            )
+        try:
+            bucket, name = split_gs_uri(str(uri))
+        except ValueError as exc:
+            raise FileNotFoundError(str(exc)) from None
+        data = self.gcs.get(bucket, name)
+        if data is None:
+            raise FileNotFoundError(f"no object {uri}")
+        return data

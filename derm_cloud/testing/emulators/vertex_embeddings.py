@@ -69,7 +69,7 @@ SIGLIP_INIT_BIAS = -10.0
 _DF_PREFIX = "Failed to get prediction for instance. Reason: "
 
 
-class _RequestError(Exception):
+class _RequestError(ValueError):
     """The whole request failed inside the container (MedSigLIP's request-level `{"error": CODE}`)."""
 
     def __init__(self, code: str, description: str) -> None:
@@ -183,10 +183,7 @@ class VertexEmbeddingEmulator(VertexEmulator):
         if not isinstance(instances, list) or not instances:
             raise _GoogleError(400, "Invalid JSON payload received. 'instances' must be a non-empty list.")
         try:
-            if hosted.serving_api == "derm-foundation":
-                predictions = [self._derm_foundation(hosted, instance) for instance in instances]
-            else:
-                predictions = self._medsiglip(hosted, instances)
+            predictions = self.container_answers(endpoint_id, instances)
         except _RequestError as exc:
             raise _GoogleError(400, f"The model container refused the request: {exc}") from None
         response = {
@@ -201,6 +198,20 @@ class VertexEmbeddingEmulator(VertexEmulator):
         return json.dumps(response).encode()
 
     # --- the two serving APIs ------------------------------------------------------------------------------
+
+    def container_answers(self, endpoint_id: str, instances: list[Any]) -> list[dict[str, Any]]:
+        """The model container's predictions for `instances`: its `/predict` answer without Vertex's envelope.
+
+        Vertex batch prediction sends a custom container the same `{"instances": [...]}` body, so the batch
+        emulator hosts HAI-DEF models through this (the same stand-in encoder, the same refusals).
+
+        Raises:
+            ValueError: the container refuses the request as a whole (MedSigLIP's request-level error code).
+        """
+        hosted = self.embedding_endpoints[endpoint_id]
+        if hosted.serving_api == "derm-foundation":
+            return [self._derm_foundation(hosted, instance) for instance in instances]
+        return self._medsiglip(hosted, instances)
 
     def _derm_foundation(self, hosted: HostedEmbeddingEndpoint, instance: Any) -> dict[str, Any]:
         """One instance as Derm Foundation's predictor.py answers it (its messages, word for word)."""

@@ -90,10 +90,38 @@ def _azure_vm(size: str) -> PriceQuery:
 # Vertex AI's service id in the Cloud Billing catalogue (services.list: displayName "Vertex AI").
 VERTEX_SERVICE = "C7E2-9256-1C43"
 
+
+def _vertex_node(machine: str, vcpus: float, ram_gib: float) -> PriceQuery:
+    # Billed per vCPU-hour and per GiB-hour of memory, on SKUs named after the machine family ("N1").
+    family = machine.split("-")[0].upper()
+    return PriceQuery(
+        entry_id=f"gcp.vertex.custom.online.{machine}",
+        provider="google",
+        service=f"Vertex AI custom-trained model online prediction, {machine} node ({vcpus:g} vCPU, {ram_gib:g} GiB)",
+        basis="node_hour",
+        price_class="real-time instance",
+        sku=machine,
+        region="us-central1",
+        unit=f"node-hour ({vcpus:g} vCPU-hours + {ram_gib:g} GiB-hours), 24/7 while deployed",
+        service_code=VERTEX_SERVICE,
+        components=(
+            (rf"(?i)prediction.*{family} Predefined Instance Core", float(vcpus)),
+            (rf"(?i)prediction.*{family} Predefined Instance Ram", float(ram_gib)),
+        ),
+    )
+
+
+# The SKUs priced, one row each: a new machine type is a new row. Each provider's builder above turns
+# a row into its query (the price API's filters and the catalogue entry's wording).
+SAGEMAKER_INSTANCES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge", "ml.g4dn.xlarge")
+# Standard_NC4as_T4_v3 (1 T4 GPU): the MedImageInsight deployment's instance type in Microsoft's examples.
+AZURE_VM_SIZES = ("Standard_DS3_v2", "Standard_F4s_v2", "Standard_NC4as_T4_v3")
+VERTEX_NODES = (("n1-standard-2", 2, 7.5),)  # (machine type, vCPUs, GiB of memory)
+
 QUERIES: tuple[PriceQuery, ...] = (
-    *(_sagemaker(i) for i in ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge", "ml.g4dn.xlarge")),
-    # Standard_NC4as_T4_v3 (1 T4 GPU): the MedImageInsight deployment's instance type in Microsoft's examples.
-    *(_azure_vm(s) for s in ("Standard_DS3_v2", "Standard_F4s_v2", "Standard_NC4as_T4_v3")),
+    *(_sagemaker(i) for i in SAGEMAKER_INSTANCES),
+    *(_azure_vm(s) for s in AZURE_VM_SIZES),
+    # AutoML is priced per node-hour of the product, not per machine type: a query of its own.
     PriceQuery(
         entry_id="gcp.vertex.automl.image_classification.online",
         provider="google",
@@ -106,21 +134,7 @@ QUERIES: tuple[PriceQuery, ...] = (
         service_code=VERTEX_SERVICE,
         components=((r"(?i)automl image classification.*(online|deployment)", 1.0),),
     ),
-    PriceQuery(
-        entry_id="gcp.vertex.custom.online.n1-standard-2",
-        provider="google",
-        service="Vertex AI custom-trained model online prediction, n1-standard-2 node (2 vCPU, 7.5 GiB)",
-        basis="node_hour",
-        price_class="real-time instance",
-        sku="n1-standard-2",
-        region="us-central1",
-        unit="node-hour (2 vCPU-hours + 7.5 GiB-hours), 24/7 while deployed",
-        service_code=VERTEX_SERVICE,
-        components=(
-            (r"(?i)prediction.*N1 Predefined Instance Core", 2.0),
-            (r"(?i)prediction.*N1 Predefined Instance Ram", 7.5),
-        ),
-    ),
+    *(_vertex_node(*n) for n in VERTEX_NODES),
 )
 
 
