@@ -118,7 +118,9 @@ def _rows(name: str, probs: np.ndarray, truth: list[str]) -> list[dict[str, Any]
     ]
 
 
-def _verdict(decision: dict[str, Any], mel_ci: list[float], emulated: bool = False) -> dict[str, Any]:
+def _verdict(
+    decision: dict[str, Any], mel_ci: list[float], emulated: bool = False, x_cost_known: bool = True
+) -> dict[str, Any]:
     truth = [CLASS_CODES[k % 7] for k in range(28)]
     probs = np.eye(7)[[CLASS_CODES.index(t) for t in truth]]
     q = {
@@ -134,7 +136,7 @@ def _verdict(decision: dict[str, Any], mel_ci: list[float], emulated: bool = Fal
         quality={"backends": dict.fromkeys(names, q)},
         latency={},
         latency_samples={"x": [200.0 + k for k in range(30)], "y": [100.0 + k for k in range(30)]},
-        cost={"backends": {n: {"known": True, "monthly": 50.0} for n in names}},
+        cost={"backends": {n: {"known": x_cost_known or n != "x", "monthly": 50.0} for n in names}},
         same_model={
             "groups": [{"fingerprint": "f" * 64, "pairs": [{"reference": "x", "backend": "y", "mismatch": False}]}]
         },
@@ -151,6 +153,17 @@ def test_equal_quality_and_cost_the_faster_is_recommended_and_grouped_as_one_mod
     assert v["recommendation"].startswith("Recommend y: meets all 2 constraints; quality indistinguishable from x")
     assert "faster" in v["recommendation"] and v["unmet"] is None
     assert v["models"][0]["backends"] == ["x", "y"] and "latency, cost and operations" in v["models"][0]["note"]
+
+
+def test_the_sentence_names_constraints_by_label_and_quality_groups_span_the_run() -> None:
+    # x's cost is unknown: it cannot tell the budget and ranks in a lower tier than y, with identical answers.
+    v = _verdict({"min_melanoma_sensitivity": 0.8, "max_monthly_usd": 100.0}, [0.85, 0.95], x_cost_known=False)
+    assert v["recommended"] == "y" and [r["tier"] for r in v["ranking"]] == ["meets all", "cannot tell some"]
+    assert v["recommendation"].endswith("; x cannot tell cost <= $100.00/month.")
+    assert "max_monthly_usd" not in v["recommendation"] + v["certainty"]
+    # One numbering per run: identical answers are one quality group whatever the constraint tier.
+    assert [r["quality_group"] for r in v["ranking"]] == [1, 1]
+    assert v["ranking"][1]["cannot_tell"] == ["max_monthly_usd"]  # report.json keeps the keys
 
 
 def test_no_backend_meets_the_floor_names_the_closest() -> None:
