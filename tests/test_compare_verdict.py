@@ -8,7 +8,9 @@ CC BY-NC 4.0, read in place). The verdict must pick the faster at equal quality,
 
 from __future__ import annotations
 
+import html
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +271,58 @@ def test_fail_on_unmet_exits_1_when_no_backend_reaches_the_floor(
     err = capsys.readouterr().err.splitlines()
     assert f"derm-cloud: --fail-on-unmet: No backend meets melanoma sensitivity >= {floor:g}; closest: " in err[-1]
     assert json.loads(result.json.read_text())["verdict"]["recommended"] is None
+
+
+class _OpenTables(HTMLParser):
+    """The first header cell of every table outside a `<details>` block (what a reader sees without a click)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folded, self.open_tables, self._first = 0, [], False
+        self.open_headings: list[str] = []
+        self._heading = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.folded += tag == "details"
+        self._heading = tag == "h2" and not self.folded
+        if tag == "table" and not self.folded:
+            self.open_tables.append("")
+            self._first = True
+
+    def handle_endtag(self, tag: str) -> None:
+        self.folded -= tag == "details"
+        self._first = self._first and tag != "th"
+        self._heading = self._heading and tag != "h2"
+
+    def handle_data(self, data: str) -> None:
+        if self._first:
+            self.open_tables[-1] += data
+        if self._heading:
+            self.open_headings.append(data)
+
+
+def test_one_model_report_is_decision_first_with_the_detail_folded(slowed_run: tuple[Path, Any]) -> None:
+    from PIL import Image
+
+    _path, result = slowed_run
+    page = result.html.read_text()
+    seen = _OpenTables()
+    seen.feed(page)
+    # Open: the verdict, quality once for the model group, the summary row per backend, the cost table.
+    assert seen.open_tables == ["rank", "backend", "backend", "backend"]
+    assert seen.open_headings[:3] == ["Verdict", "Quality", "Summary"]
+    assert page.index("<th>rank</th>") < page.index("<td>slowed = plain</td>") < page.index("<h2>Summary</h2>")
+    # Folded, not dropped: per-class figures, every latency scenario, the method text, the pairwise tests.
+    report = json.loads(result.json.read_text())
+    for detail in ("<th>backend: class</th>", "<th>single-stream</th>", "<th>pair</th>", "Ranked by: (1)"):
+        assert detail in page and page.rindex("<details>", 0, page.index(detail)) > page.rfind(
+            "</details>", 0, page.index(detail)
+        )
+    assert html.escape(report["methods"]["quality"])[:60] in page
+    assert "<script" not in page
+    # Figures identical for a model group are drawn once (one reliability panel); their data keep both backends.
+    assert Image.open(result.figures_dir / "reliability.png").size[0] < 400
+    assert {r["backend"] for r in json.loads((result.figures_dir / "reliability.json").read_text())} == {
+        "slowed",
+        "plain",
+    }
