@@ -34,8 +34,7 @@ td:first-child,th:first-child{text-align:left}.banner{background:#fff4e5;border-
 font-size:.8em}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}img{max-width:min(100%,800px)}
 pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}.muted{color:#666;font-size:.9em}
 .verdict{background:#eaf6ea;border-left:5px solid #2a8a2a;padding:.6em 1em;font-size:1.1em}
-.vt table{table-layout:fixed;width:100%;font-size:.78em}.vt td{text-align:left}.vt th:first-child{width:2.4em}
-.vt th:nth-child(2){width:7.5em}.vt th:nth-last-child(-n+3){width:4.8em}
+.vt{overflow-x:auto}.vt table{font-size:.8em}.vt td{text-align:left;white-space:pre}
 details{margin:.3em 0 1em}summary{cursor:pointer;color:#245;font-size:.92em}h2{margin:1em 0 .3em}
 """
 # How many of a section's tables stay open (its headline); the rest, its text and its figures are folded.
@@ -118,7 +117,7 @@ def _opening(summary: Mapping[str, Any], quality: Sequence[str]) -> list[str]:
     recommendation, certainty, how, verdict_tables = verdict_parts(summary, html_table)
     if recommendation:
         parts += ["<h2>Verdict</h2>", f"<p class='verdict'><strong>{esc(recommendation)}</strong></p>"]
-        # Fixed column widths (`.vt`): the constraint columns share the width, two lines a row.
+        # Cells keep their line breaks (`.vt`: figure, then margin; reasons wrapped short): two lines a row.
         parts += [f"<div class='vt'>{verdict_tables[0]}</div>", f"<p class='muted'>{esc(certainty)}</p>"]
         ranked = [f"<p class='muted'>{esc(how)}</p>", *verdict_tables[1:]]
         parts.append(_folded("how the backends are ranked, and the top one against each other", ranked))

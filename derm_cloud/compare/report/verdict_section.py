@@ -6,6 +6,7 @@ same way in HTML and Markdown (through the page's table writer).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,7 +56,7 @@ def _cell(key: str, j: Mapping[str, Any]) -> str:
         return f"{status} {fmt(value, 'usd')},\nmargin {'-' if margin < 0 else '+'}${abs(margin):,.2f}"
     if j.get("reason"):
         shown = f" {fmt(value, 'ms')}" if key.startswith("max_p") and value is not None else ""
-        return f"{status}{shown}\n({j['reason']})"
+        return f"{status}{shown}\n" + "\n".join(textwrap.wrap(f"({j['reason']})", 36))
     return f"{status} ({value})" if value is not None and not isinstance(value, bool) else status
 
 
