@@ -8,7 +8,9 @@ CC BY-NC 4.0, read in place). The verdict must pick the faster at equal quality,
 
 from __future__ import annotations
 
+import html
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +120,9 @@ def _rows(name: str, probs: np.ndarray, truth: list[str]) -> list[dict[str, Any]
     ]
 
 
-def _verdict(decision: dict[str, Any], mel_ci: list[float], emulated: bool = False) -> dict[str, Any]:
+def _verdict(
+    decision: dict[str, Any], mel_ci: list[float], emulated: bool = False, x_cost_known: bool = True
+) -> dict[str, Any]:
     truth = [CLASS_CODES[k % 7] for k in range(28)]
     probs = np.eye(7)[[CLASS_CODES.index(t) for t in truth]]
     q = {
@@ -134,7 +138,7 @@ def _verdict(decision: dict[str, Any], mel_ci: list[float], emulated: bool = Fal
         quality={"backends": dict.fromkeys(names, q)},
         latency={},
         latency_samples={"x": [200.0 + k for k in range(30)], "y": [100.0 + k for k in range(30)]},
-        cost={"backends": {n: {"known": True, "monthly": 50.0} for n in names}},
+        cost={"backends": {n: {"known": x_cost_known or n != "x", "monthly": 50.0} for n in names}},
         same_model={
             "groups": [{"fingerprint": "f" * 64, "pairs": [{"reference": "x", "backend": "y", "mismatch": False}]}]
         },
@@ -151,6 +155,17 @@ def test_equal_quality_and_cost_the_faster_is_recommended_and_grouped_as_one_mod
     assert v["recommendation"].startswith("Recommend y: meets all 2 constraints; quality indistinguishable from x")
     assert "faster" in v["recommendation"] and v["unmet"] is None
     assert v["models"][0]["backends"] == ["x", "y"] and "latency, cost and operations" in v["models"][0]["note"]
+
+
+def test_the_sentence_names_constraints_by_label_and_quality_groups_span_the_run() -> None:
+    # x's cost is unknown: it cannot tell the budget and ranks in a lower tier than y, with identical answers.
+    v = _verdict({"min_melanoma_sensitivity": 0.8, "max_monthly_usd": 100.0}, [0.85, 0.95], x_cost_known=False)
+    assert v["recommended"] == "y" and [r["tier"] for r in v["ranking"]] == ["meets all", "cannot tell some"]
+    assert v["recommendation"].endswith("; x cannot tell cost <= $100.00/month.")
+    assert "max_monthly_usd" not in v["recommendation"] + v["certainty"]
+    # One numbering per run: identical answers are one quality group whatever the constraint tier.
+    assert [r["quality_group"] for r in v["ranking"]] == [1, 1]
+    assert v["ranking"][1]["cannot_tell"] == ["max_monthly_usd"]  # report.json keeps the keys
 
 
 def test_no_backend_meets_the_floor_names_the_closest() -> None:
@@ -256,3 +271,58 @@ def test_fail_on_unmet_exits_1_when_no_backend_reaches_the_floor(
     err = capsys.readouterr().err.splitlines()
     assert f"derm-cloud: --fail-on-unmet: No backend meets melanoma sensitivity >= {floor:g}; closest: " in err[-1]
     assert json.loads(result.json.read_text())["verdict"]["recommended"] is None
+
+
+class _OpenTables(HTMLParser):
+    """The first header cell of every table outside a `<details>` block (what a reader sees without a click)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folded, self.open_tables, self._first = 0, [], False
+        self.open_headings: list[str] = []
+        self._heading = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.folded += tag == "details"
+        self._heading = tag == "h2" and not self.folded
+        if tag == "table" and not self.folded:
+            self.open_tables.append("")
+            self._first = True
+
+    def handle_endtag(self, tag: str) -> None:
+        self.folded -= tag == "details"
+        self._first = self._first and tag != "th"
+        self._heading = self._heading and tag != "h2"
+
+    def handle_data(self, data: str) -> None:
+        if self._first:
+            self.open_tables[-1] += data
+        if self._heading:
+            self.open_headings.append(data)
+
+
+def test_one_model_report_is_decision_first_with_the_detail_folded(slowed_run: tuple[Path, Any]) -> None:
+    from PIL import Image
+
+    _path, result = slowed_run
+    page = result.html.read_text()
+    seen = _OpenTables()
+    seen.feed(page)
+    # Open: the verdict, quality once for the model group, the summary row per backend, the cost table.
+    assert seen.open_tables == ["rank", "backend", "backend", "backend"]
+    assert seen.open_headings[:3] == ["Verdict", "Quality", "Summary"]
+    assert page.index("<th>rank</th>") < page.index("<td>slowed = plain</td>") < page.index("<h2>Summary</h2>")
+    # Folded, not dropped: per-class figures, every latency scenario, the method text, the pairwise tests.
+    report = json.loads(result.json.read_text())
+    for detail in ("<th>backend: class</th>", "<th>single-stream</th>", "<th>pair</th>", "Ranked by: (1)"):
+        assert detail in page and page.rindex("<details>", 0, page.index(detail)) > page.rfind(
+            "</details>", 0, page.index(detail)
+        )
+    assert html.escape(report["methods"]["quality"])[:60] in page
+    assert "<script" not in page
+    # Figures identical for a model group are drawn once (one reliability panel); their data keep both backends.
+    assert Image.open(result.figures_dir / "reliability.png").size[0] < 400
+    assert {r["backend"] for r in json.loads((result.figures_dir / "reliability.json").read_text())} == {
+        "slowed",
+        "plain",
+    }

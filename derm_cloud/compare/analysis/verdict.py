@@ -232,11 +232,13 @@ def _ranking(
                 "_tier_key": ({"meets all": 0, "cannot tell some": 1}.get(tier, 2), len(missed), len(unsure)),
             }
         )
-    rows.sort(key=lambda r: (r["_tier_key"], -(r["balanced_accuracy"] if r["balanced_accuracy"] is not None else -1)))
-    group, leader, tier_key = 0, None, None
+    # Quality groups are numbered once per run, best balanced accuracy first, whatever each backend's constraint
+    # tier: identical answers are one group even when a cost or a fact puts one backend in a lower tier.
+    rows.sort(key=lambda r: -(r["balanced_accuracy"] if r["balanced_accuracy"] is not None else -1))
+    group, leader = 0, None
     for r in rows:
-        if leader is None or r["_tier_key"] != tier_key or not _same_quality(pairs, leader, r["backend"]):
-            group, leader, tier_key = group + 1, r["backend"], r["_tier_key"]
+        if leader is None or not _same_quality(pairs, leader, r["backend"]):
+            group, leader = group + 1, r["backend"]
         r["quality_group"] = group
     rows.sort(
         key=lambda r: (
@@ -253,11 +255,22 @@ def _ranking(
     return rows
 
 
-def _why_first(a: Mapping[str, Any], b: Mapping[str, Any], pairs: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+def _named(keys: Sequence[str], labels: Mapping[str, str]) -> str:
+    """Constraint keys as the verdict table labels them (`melanoma sensitivity >= 0.9`, not the config key)."""
+    return ", ".join(labels.get(k, k) for k in keys)
+
+
+def _why_first(
+    a: Mapping[str, Any], b: Mapping[str, Any], pairs: Sequence[Mapping[str, Any]], labels: Mapping[str, str]
+) -> tuple[str, str]:
     """Why `a` ranks above `b`, and on what kind of evidence (`constraints`, `quality`, `cost`, `latency`)."""
     na, nb = a["backend"], b["backend"]
     if a["tier"] != b["tier"] or a["missed"] != b["missed"]:
-        what = f"misses {', '.join(b['missed'])}" if b["missed"] else f"cannot tell {', '.join(b['cannot_tell'])}"
+        what = (
+            f"misses {_named(b['missed'], labels)}"
+            if b["missed"]
+            else f"cannot tell {_named(b['cannot_tell'], labels)}"
+        )
         return f"{nb} {what}", "constraints"
     if a["quality_group"] != b["quality_group"]:
         p, a_side = _pair(pairs, na, nb)
@@ -321,8 +334,9 @@ def _unmet(constraints: Sequence[Mapping[str, Any]], ranking: Sequence[Mapping[s
         first = ranking[0]["backend"]
         return f"No backend is shown to meet {c['label']}: cannot tell ({first}: {judged[first][key].get('reason')})"
     top = ranking[0]
-    parts = [f"misses {', '.join(top['missed'])}"] if top["missed"] else []
-    parts += [f"cannot tell {', '.join(top['cannot_tell'])}"] if top["cannot_tell"] else []
+    labels = {c["key"]: c["label"] for c in constraints}
+    parts = [f"misses {_named(top['missed'], labels)}"] if top["missed"] else []
+    parts += [f"cannot tell {_named(top['cannot_tell'], labels)}"] if top["cannot_tell"] else []
     return f"No backend meets every constraint; closest: {top['backend']} ({'; '.join(parts)})"
 
 
@@ -348,22 +362,28 @@ def _recommend(
             peer_text += " (same model, same answers: between them the choice is latency, cost and operations)"
         elif model_peers:
             peer_text += f" ({', '.join(model_peers)}: same model, same answers)"
-    why, basis = _why_first(top, ranking[1], pairs) if len(ranking) > 1 else ("the only backend", "constraints")
+    labels = {c["key"]: c["label"] for c in constraints}
+    why, basis = _why_first(top, ranking[1], pairs, labels) if len(ranking) > 1 else ("the only backend", "constraints")
     emulated = " (its latency is an emulator's)" if backends[name].get("emulated") else ""
     if not constraints:
         text = (
             f"No [decision] constraints stated: by the ranking rule {name}{emulated} comes first{peer_text}; "
             f"{why}. State constraints in [decision] (or --min-mel-sensitivity ...) for a recommendation."
         )
-        return {"recommended": None, "recommendation": text, "unmet": None, "certainty": _certainty(basis, top)}
+        return {"recommended": None, "recommendation": text, "unmet": None, "certainty": _certainty(basis, top, labels)}
     if top["tier"] == "meets all":
         text = f"Recommend {name}{emulated}: meets all {len(constraints)} constraints{peer_text}; {why}."
-        return {"recommended": name, "recommendation": text, "unmet": None, "certainty": _certainty(basis, top)}
+        return {"recommended": name, "recommendation": text, "unmet": None, "certainty": _certainty(basis, top, labels)}
     unmet = _unmet(constraints, ranking, judged)
-    return {"recommended": None, "recommendation": unmet + ".", "unmet": unmet, "certainty": _certainty(None, top)}
+    return {
+        "recommended": None,
+        "recommendation": unmet + ".",
+        "unmet": unmet,
+        "certainty": _certainty(None, top, labels),
+    }
 
 
-def _certainty(basis: str | None, top: Mapping[str, Any]) -> str:
+def _certainty(basis: str | None, top: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     base = "Each constraint is judged on its 95% interval (cost on the catalogue's point figure)"
     if basis is None:
         return base + "; no recommendation is made while no backend meets every constraint."
@@ -373,5 +393,5 @@ def _certainty(basis: str | None, top: Mapping[str, Any]) -> str:
         "cost": "its lead is the catalogue's monthly cost (a point figure; see the price dates in the cost section)",
         "latency": "between indistinguishable-quality backends at one cost, latency decides",
     }[basis]
-    unsure = f"; cannot tell: {', '.join(top['cannot_tell'])}" if top["cannot_tell"] else ""
+    unsure = f"; cannot tell: {_named(top['cannot_tell'], labels)}" if top["cannot_tell"] else ""
     return f"{base}; {lead}{unsure}."

@@ -1,4 +1,11 @@
-"""The report as one self-contained HTML page: figures embedded as base64 PNG (opens offline, mails as one file)."""
+"""The report as one self-contained HTML page: figures embedded as base64 PNG (opens offline, mails as one file).
+
+Decision first and compact (issue 20: five backends of one model fit in a few 1280x1000 screens): the verdict,
+the summary table (every backend's quality, latency and cost on one row), then each section's headline table.
+What an architect reads only when checking (method text, per-class tables, every latency scenario, fairness
+groups, agreement, price sources, figures) is folded into `<details>` blocks: still in the page, still found by
+the browser's search, opened without JavaScript.
+"""
 
 from __future__ import annotations
 
@@ -20,14 +27,30 @@ __all__ = ["render_html"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.88em}
-th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}th{background:#f3f3f3}td:first-child,
-th:first-child{text-align:left}.banner{background:#fff4e5;border-left:5px solid #f0a000;padding:.6em 1em}
+color:#222;line-height:1.45}table{border-collapse:collapse;margin:.5em 0 1em;font-size:.84em}
+th,td{border:1px solid #ccc;padding:.2em .45em;text-align:right;white-space:pre-line}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}.banner{background:#fff4e5;border-left:5px solid #f0a000;padding:.6em 1em}
 .warn li{margin:.2em 0}.emu{background:#e8f0ff;border:1px solid #7aa0e0;border-radius:3px;padding:0 .3em;
 font-size:.8em}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}img{max-width:min(100%,800px)}
 pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}.muted{color:#666;font-size:.9em}
 .verdict{background:#eaf6ea;border-left:5px solid #2a8a2a;padding:.6em 1em;font-size:1.1em}
+.vt{overflow-x:auto}.vt table{font-size:.8em}.vt td{text-align:left;white-space:pre}
+details{margin:.3em 0 1em}summary{cursor:pointer;color:#245;font-size:.92em}h2{margin:1em 0 .3em}
 """
+# How many of a section's tables stay open (its headline); the rest, its text and its figures are folded.
+_SHOWN = {"Quality": 1, "Cost": 1}
+# What each folded block holds, as its summary line says it (a section not named here gets a generic line).
+_FOLDED = {
+    "Quality": "method, per-class figures and reliability diagrams",
+    "PPV and NPV at the stated prevalence": "PPV and NPV per class",
+    "Input parity: metadata and same-model check": "metadata modes and the same-model check",
+    "Agreement between backends": "pairwise agreement and disagreements",
+    "Fairness by group": "figures per group, flagged small groups",
+    "Latency": "every scenario per backend (single-stream with intervals, server, offline, cold start), the "
+    "method and the machine's load (the summary table holds p50 / p90 / p99, server p99 and best QPS)",
+    "Cost": "what the figures assume, break-even volumes, prices used with their source and age",
+    "Cost, latency and quality": "every backend's Pareto band",
+}
 # The section each figure is shown in (a figure of no section gets one of its own at the end).
 _FIG_SECTION = {
     "reliability": "Quality",
@@ -41,23 +64,25 @@ _FIG_SECTION = {
 
 
 def render_html(summary: Mapping[str, Any], figures: Sequence[Figure]) -> str:
-    """The whole page: banners, the summary table, warnings, every section with its figures, the run's facts."""
+    """The whole page: the verdict, quality, banners, the summary table, warnings, every section, the run's facts."""
     esc = html.escape
-    parts = _opening(summary)
     by_section: dict[str, list[Figure]] = {}
     for f in figures:
         by_section.setdefault(_FIG_SECTION.get(f.name, ""), []).append(f)
-    for title, intro, tables in sections(summary, html_table):
-        parts += [f"<h2>{esc(title)}</h2>", f"<p class='muted'>{esc(intro)}</p>", *tables]
-        parts += [_figure(f) for f in by_section.pop(title, [])]
+    rendered = [
+        (title, _section(title, intro, tables, by_section.pop(title, [])))
+        for title, intro, tables in sections(summary, html_table)
+    ]
+    # The quality of each model comes right after the verdict: with it, the first screen holds the decision.
+    parts = _opening(summary, [part for title, part in rendered if title == "Quality"])
+    parts += [part for title, part in rendered if title != "Quality"]
     for title, figs in by_section.items():
-        parts.append(f"<h2>{esc(title or 'Figures')}</h2>")
-        parts += [_figure(f) for f in figs]
+        parts += [f"<h2>{esc(title or 'Figures')}</h2>", _folded("figures", [_figure(f) for f in figs])]
     # The run's facts are an appendix: folded, so that the figures a reader compares fit in a few screens.
+    config = "<h3>Config</h3><pre>" + esc(json.dumps(summary["run"]["config"], indent=1)) + "</pre>"
     parts += [
-        "<h2>Run, backends and versions</h2><details><summary>facts of this run, its backends and its config</summary>",
-        *facts_tables(summary, html_table),
-        "<h3>Config</h3><pre>" + esc(json.dumps(summary["run"]["config"], indent=1)) + "</pre></details>",
+        "<h2>Run, backends and versions</h2>",
+        _folded("facts of this run, its backends and its config", [*facts_tables(summary, html_table), config]),
     ]
     if summary["attribution"]:
         parts.append(
@@ -67,8 +92,21 @@ def render_html(summary: Mapping[str, Any], figures: Sequence[Figure]) -> str:
     return "\n".join(parts)
 
 
-def _opening(summary: Mapping[str, Any]) -> list[str]:
-    """Head, title, the disclaimer and emulation banners, the top warnings, the summary table and all warnings."""
+def _section(title: str, intro: str, tables: Sequence[str], figures: Sequence[Figure]) -> str:
+    """A section's heading and headline table(s) in the open; its text, other tables and figures folded."""
+    shown = _SHOWN.get(title, 0)
+    folded = [f"<p class='muted'>{html.escape(intro)}</p>"] if intro else []
+    folded += [*tables[shown:], *(_figure(f) for f in figures)]
+    parts = [f"<h2>{html.escape(title)}</h2>", *tables[:shown]]
+    if not tables and not figures:  # nothing measured: the text says why or how to get it, in the open
+        parts += folded
+    elif folded:
+        parts.append(_folded(_FOLDED.get(title, "method and details"), folded))
+    return "\n".join(parts)
+
+
+def _opening(summary: Mapping[str, Any], quality: Sequence[str]) -> list[str]:
+    """Head, title, disclaimer, the verdict, quality, the banners and top warnings, the summary table, warnings."""
     esc = html.escape
     parts = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{esc(summary['title'])}</title>",
@@ -76,10 +114,14 @@ def _opening(summary: Mapping[str, Any]) -> list[str]:
         f"<h1>{esc(summary['title'])}</h1>",
         f"<p class='banner'><strong>{esc(summary['disclaimer'])}</strong></p>",
     ]
-    recommendation, how, verdict_tables = verdict_parts(summary, html_table)
+    recommendation, certainty, how, verdict_tables = verdict_parts(summary, html_table)
     if recommendation:
         parts += ["<h2>Verdict</h2>", f"<p class='verdict'><strong>{esc(recommendation)}</strong></p>"]
-        parts += [verdict_tables[0], f"<p class='muted'>{esc(how)}</p>", *verdict_tables[1:]]
+        # Cells keep their line breaks (`.vt`: figure, then margin; reasons wrapped short): two lines a row.
+        parts += [f"<div class='vt'>{verdict_tables[0]}</div>", f"<p class='muted'>{esc(certainty)}</p>"]
+        ranked = [f"<p class='muted'>{esc(how)}</p>", *verdict_tables[1:]]
+        parts.append(_folded("how the backends are ranked, and the top one against each other", ranked))
+    parts += quality
     if summary["emulated"]:
         parts.append(
             "<p class='banner'><span class='emu'>EMULATED</span> "
@@ -94,10 +136,15 @@ def _opening(summary: Mapping[str, Any]) -> list[str]:
         parts.append(f"<p class='banner'><strong>{esc(summary['headline'])}</strong></p>")
     parts += [f"<p>{esc(evidence_text(summary))}</p>", html_table(headers, rows)]
     if summary["warnings"]:
-        parts.append(
-            "<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{esc(w)}</li>" for w in summary["warnings"]) + "</ul>"
-        )
+        items = "<ul class='warn'>" + "".join(f"<li>{esc(w)}</li>" for w in summary["warnings"]) + "</ul>"
+        n = len(summary["warnings"])
+        parts += ["<h2>Warnings</h2>", _folded(f"{n} warning{'s' * (n != 1)}: the banners above and the rest", [items])]
     return parts
+
+
+def _folded(what: str, parts: Sequence[str]) -> str:
+    """A closed `<details>` block: in the page and found by search, opened by a click, no JavaScript needed."""
+    return f"<details><summary>{html.escape(what)}</summary>" + "\n".join(parts) + "</details>"
 
 
 def _figure(f: Figure) -> str:

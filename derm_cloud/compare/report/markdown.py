@@ -18,9 +18,9 @@ __all__ = ["render_markdown"]
 def render_markdown(summary: Mapping[str, Any]) -> str:
     """report.md: what report.html shows, figures by file name instead of embedded."""
     lines = [f"# {summary['title']}", "", f"> {summary['disclaimer']}", ""]
-    recommendation, how, verdict_tables = verdict_parts(summary, md_table)
+    recommendation, certainty, how, verdict_tables = verdict_parts(summary, md_table)
     if recommendation:
-        lines += ["## Verdict", "", f"**{recommendation}**", "", verdict_tables[0], "", how, ""]
+        lines += ["## Verdict", "", f"**{recommendation}**", "", verdict_tables[0], "", f"{certainty} {how}", ""]
         for t in verdict_tables[1:]:
             lines += [t, ""]
     if summary["emulated"]:

@@ -2,7 +2,9 @@
 
 matplotlib is used through `matplotlib.figure.Figure` with the Agg canvas: no pyplot state, no display
 needed, safe from threads. Emulated backends are marked "(EMULATED)" in every legend, and in every latency
-figure "(127.0.0.1 emulator, not the provider)": their latency is the emulator's on this machine.
+figure "(127.0.0.1 emulator, not the provider)": their latency is the emulator's on this machine. Backends of one
+model group (same model, same answers) are drawn once in the quality figures, under the group's label; their data
+rows are written for every backend.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
+
+from derm_cloud.compare.report.model_groups import model_labels
 
 __all__ = ["Figure", "make_figures"]
 
@@ -63,11 +67,20 @@ def _reliability(summary: Mapping[str, Any]) -> Figure | None:
     }
     if not backends:
         return None
-    cols = min(3, len(backends))
-    rows_n = math.ceil(len(backends) / cols)
+    labels = model_labels(summary)  # one panel per model group
+    drawn = [n for n in backends if labels.get(n, n) is not None]
+    cols = min(3, len(drawn))
+    rows_n = math.ceil(len(drawn) / cols)
     fig = _new(4.0 * cols, 3.6 * rows_n)
     rows: list[dict[str, Any]] = []
-    for k, (name, rel) in enumerate(backends.items()):
+    for name, rel in backends.items():
+        edges = rel["edges"]
+        for lo, hi, c, a, n in zip(
+            edges[:-1], edges[1:], rel["confidence"], rel["accuracy"], rel["counts"], strict=True
+        ):
+            rows.append({"backend": name, "bin_low": lo, "bin_high": hi, "confidence": c, "accuracy": a, "count": n})
+    for k, name in enumerate(drawn):
+        rel = backends[name]
         ax = fig.add_subplot(rows_n, cols, k + 1)
         edges = rel["edges"]
         mids = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
@@ -80,11 +93,7 @@ def _reliability(summary: Mapping[str, Any]) -> Figure | None:
         ax.set_xlabel("confidence (top class)")
         ax.set_ylabel("accuracy")
         ece = summary["quality"]["backends"][name]["calibration"]["ece"]
-        ax.set_title(f"{_label(name, summary)}\nECE {ece:.3f}", fontsize=9)
-        for lo, hi, c, a, n in zip(
-            edges[:-1], edges[1:], rel["confidence"], rel["accuracy"], rel["counts"], strict=True
-        ):
-            rows.append({"backend": name, "bin_low": lo, "bin_high": hi, "confidence": c, "accuracy": a, "count": n})
+        ax.set_title(f"{_label(labels.get(name) or name, summary)}\nECE {ece:.3f}", fontsize=8)
     return Figure("reliability", "Reliability diagrams (top-label confidence vs accuracy)", _png(fig), rows)
 
 
@@ -175,7 +184,8 @@ def _groups(summary: Mapping[str, Any]) -> Figure | None:
     if not rows:
         return None
     attrs = list(dict.fromkeys(r["attribute"] for r in rows))
-    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    labels = model_labels(summary)  # one set of bars per model group
+    backends = [n for n in dict.fromkeys(r["backend"] for r in rows) if labels.get(n, n) is not None]
     fig = _new(10.0, 3.2 * len(attrs))
     for i, attr in enumerate(attrs):
         ax = fig.add_subplot(len(attrs), 1, i + 1)
@@ -192,7 +202,7 @@ def _groups(summary: Mapping[str, Any]) -> Figure | None:
                 and r["balanced_accuracy"] is not None
             ]
             if mine:
-                _group_bars(ax, mine, k, width, _label(name, summary))
+                _group_bars(ax, mine, k, width, _label(labels.get(name) or name, summary))
         ax.set_xticks(
             [j + width * (len(backends) - 1) / 2 for j in range(len(groups))], groups, fontsize=7, rotation=20
         )

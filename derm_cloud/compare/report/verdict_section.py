@@ -6,6 +6,7 @@ same way in HTML and Markdown (through the page's table writer).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,11 +17,11 @@ __all__ = ["verdict_parts"]
 _STATUS = {"meets": "MEETS", "misses": "MISSES", "cannot tell": "CANNOT TELL"}
 
 
-def verdict_parts(summary: Mapping[str, Any], table: Table) -> tuple[str, str, list[str]]:
-    """`(recommendation, how sure and how ranked, [constraint table, pairwise table])`; empty when no verdict."""
+def verdict_parts(summary: Mapping[str, Any], table: Table) -> tuple[str, str, str, list[str]]:
+    """`(recommendation, how sure, how ranked, [constraint table, pairwise table])`; empty when no verdict."""
     v = summary.get("verdict") or {}
     if not v.get("ranking"):
-        return "", "", []
+        return "", "", "", []
     constraints = v["constraints"]
     emulated = set(summary.get("emulated") or [])
     headers = ["rank", "backend", *(c["label"] for c in constraints), "quality group", "USD / month", "p50 ms"]
@@ -28,15 +29,15 @@ def verdict_parts(summary: Mapping[str, Any], table: Table) -> tuple[str, str, l
     for r in v["ranking"]:
         name = r["backend"]
         cells = [_cell(c["key"], v["judgements"][name][c["key"]]) for c in constraints]
-        p50 = fmt(r["p50_ms"], "ms") + (" (emulated)" if name in emulated and r["p50_ms"] is not None else "")
+        p50 = fmt(r["p50_ms"], "ms") + ("\n(emulated)" if name in emulated and r["p50_ms"] is not None else "")
         rows.append([r["rank"], name, *cells, r["quality_group"], fmt(r["monthly_usd"], "usd"), p50])
     tables = [table(headers, rows)]
     pairs = _pair_rows(v)
     if pairs:
         tables.append(table(["pair", "quality (paired, same images)", "latency (single-stream p50)"], pairs))
     judged = "; ".join(f"{c['label']}: {c['judged_on']}" for c in constraints)
-    how = f"{v.get('certainty', '')} {v['rule']}" + (f" Judged on: {judged}." if judged else "")
-    return v["recommendation"], how, tables
+    how = v["rule"] + (f" Judged on: {judged}." if judged else "")
+    return v["recommendation"], v.get("certainty", ""), how, tables
 
 
 def _cell(key: str, j: Mapping[str, Any]) -> str:
@@ -48,13 +49,14 @@ def _cell(key: str, j: Mapping[str, Any]) -> str:
         kind = "ms" if key.startswith("max_p") else "num"
         text = f"{status} {fmt(value, kind)} [{fmt(lo, kind)}, {fmt(hi, kind)}]"
         m_lo, m_hi = j["margin_interval"]
-        return text + f", margin {j['margin']:+.3g} [{m_lo:+.3g}, {m_hi:+.3g}]"
+        # A line break between figure and margin (HTML shows it, Markdown a space) keeps a row two lines high.
+        return text + f",\nmargin {j['margin']:+.3g} [{m_lo:+.3g}, {m_hi:+.3g}]"
     if key == "max_monthly_usd" and value is not None:
         margin = j["margin"]
-        return f"{status} {fmt(value, 'usd')}, margin {'-' if margin < 0 else '+'}${abs(margin):,.2f}"
+        return f"{status} {fmt(value, 'usd')},\nmargin {'-' if margin < 0 else '+'}${abs(margin):,.2f}"
     if j.get("reason"):
         shown = f" {fmt(value, 'ms')}" if key.startswith("max_p") and value is not None else ""
-        return f"{status}{shown} ({j['reason']})"
+        return f"{status}{shown}\n" + "\n".join(textwrap.wrap(f"({j['reason']})", 36))
     return f"{status} ({value})" if value is not None and not isinstance(value, bool) else status
 
 
