@@ -25,7 +25,7 @@ from derm_cloud.testing.emulators.price_apis import PriceApisEmulator
 
 VERTEX = "gcp.vertex.automl.image_classification.online"
 SAGEMAKER = "aws.sagemaker.realtime.ml.m5.large"
-N1 = "gcp.vertex.custom.online.n1-standard-2"
+N1 = "gcp.vertex.custom.n1-standard-2"
 
 
 @pytest.fixture(scope="module")

@@ -91,22 +91,32 @@ def _azure_vm(size: str) -> PriceQuery:
 VERTEX_SERVICE = "C7E2-9256-1C43"
 
 
-def _vertex_node(machine: str, vcpus: float, ram_gib: float) -> PriceQuery:
-    # Billed per vCPU-hour and per GiB-hour of memory, on SKUs named after the machine family ("N1").
+def _vertex_node(machine: str, vcpus: float, ram_gib: float, accelerator: str = "") -> PriceQuery:
+    """A Vertex AI prediction node: a custom-container classifier's or a Model Garden embedding endpoint's.
+
+    The id is `gcp.vertex.custom.<machine>[+<accelerator>]`: the sku the Vertex classifier and embedders report
+    in `describe().billing` (with the provider prefix), so a refreshed price is the one their rows use. Billed
+    per vCPU-hour and per GiB-hour of memory on SKUs named after the machine family ("N1"), plus the GPU-hour.
+    """
     family = machine.split("-")[0].upper()
+    gpu = ((r"(?i)prediction.*tesla t4", 1.0),) if accelerator == "NVIDIA_TESLA_T4" else ()
     return PriceQuery(
-        entry_id=f"gcp.vertex.custom.online.{machine}",
+        entry_id=f"gcp.vertex.custom.{machine}" + (f"+{accelerator}" if accelerator else ""),
         provider="google",
-        service=f"Vertex AI custom-trained model online prediction, {machine} node ({vcpus:g} vCPU, {ram_gib:g} GiB)",
+        service=f"Vertex AI prediction node, {machine} ({vcpus:g} vCPU, {ram_gib:g} GiB)"
+        + (f" + 1 {accelerator}" if accelerator else ""),
         basis="node_hour",
         price_class="real-time instance",
-        sku=machine,
+        sku=machine + (f" + {accelerator}" if accelerator else ""),
         region="us-central1",
-        unit=f"node-hour ({vcpus:g} vCPU-hours + {ram_gib:g} GiB-hours), 24/7 while deployed",
+        unit=f"node-hour ({vcpus:g} vCPU-hours + {ram_gib:g} GiB-hours"
+        + (" + 1 GPU-hour" if gpu else "")
+        + "), 24/7 while deployed",
         service_code=VERTEX_SERVICE,
         components=(
             (rf"(?i)prediction.*{family} Predefined Instance Core", float(vcpus)),
             (rf"(?i)prediction.*{family} Predefined Instance Ram", float(ram_gib)),
+            *gpu,
         ),
     )
 
@@ -116,7 +126,15 @@ def _vertex_node(machine: str, vcpus: float, ram_gib: float) -> PriceQuery:
 SAGEMAKER_INSTANCES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge", "ml.g4dn.xlarge")
 # Standard_NC4as_T4_v3 (1 T4 GPU): the MedImageInsight deployment's instance type in Microsoft's examples.
 AZURE_VM_SIZES = ("Standard_DS3_v2", "Standard_F4s_v2", "Standard_NC4as_T4_v3")
-VERTEX_NODES = (("n1-standard-2", 2, 7.5),)  # (machine type, vCPUs, GiB of memory)
+# (machine type, vCPUs, GiB of memory[, accelerator]): n1-standard-2 is the Vertex classifier's default node;
+# n1-standard-8 (Derm Foundation's CPU container) and n1-standard-8 with one NVIDIA T4 (MedSigLIP) are the
+# machines Google's Model Garden notebooks use for the HAI-DEF embedders (github.com/Google-Health/medsiglip
+# and derm-foundation, notebooks/quick_start_with_model_garden.ipynb).
+VERTEX_NODES: tuple[tuple[str, float, float] | tuple[str, float, float, str], ...] = (
+    ("n1-standard-2", 2, 7.5),
+    ("n1-standard-8", 8, 30),
+    ("n1-standard-8", 8, 30, "NVIDIA_TESLA_T4"),
+)
 
 QUERIES: tuple[PriceQuery, ...] = (
     *(_sagemaker(i) for i in SAGEMAKER_INSTANCES),
@@ -135,43 +153,4 @@ QUERIES: tuple[PriceQuery, ...] = (
         components=((r"(?i)automl image classification.*(online|deployment)", 1.0),),
     ),
     *(_vertex_node(*n) for n in VERTEX_NODES),
-)
-
-
-def _vertex_embedding_node(machine: str, vcpus: int, ram_gib: float, accelerator: str = "") -> PriceQuery:
-    """A Vertex AI prediction node serving an embedding model from Model Garden (the embedders' sku).
-
-    The id is `gcp.vertex.custom.<machine>[+<accelerator>]`, the sku `VertexEndpointEmbedder.describe()` reports;
-    the price sums the N1 vCPU-hours, GiB-hours and (with one) the GPU-hour of a prediction node.
-    """
-    gpu = ((r"(?i)prediction.*tesla t4", 1.0),) if accelerator == "NVIDIA_TESLA_T4" else ()
-    return PriceQuery(
-        entry_id=f"gcp.vertex.custom.{machine}" + (f"+{accelerator}" if accelerator else ""),
-        provider="google",
-        service=f"Vertex AI prediction node, {machine} ({vcpus} vCPU, {ram_gib:g} GiB)"
-        + (f" + 1 {accelerator}" if accelerator else "")
-        + ", an embedding endpoint deployed from Model Garden",
-        basis="node_hour",
-        price_class="real-time instance",
-        sku=machine + (f" + {accelerator}" if accelerator else ""),
-        region="us-central1",
-        unit=f"node-hour ({vcpus} vCPU-hours + {ram_gib:g} GiB-hours"
-        + (" + 1 GPU-hour" if gpu else "")
-        + "), 24/7 while deployed",
-        service_code=VERTEX_SERVICE,
-        components=(
-            (r"(?i)prediction.*N1 Predefined Instance Core", float(vcpus)),
-            (r"(?i)prediction.*N1 Predefined Instance Ram", ram_gib),
-            *gpu,
-        ),
-    )
-
-
-# The machines Google's Model Garden notebooks use for the HAI-DEF embedders (github.com/Google-Health/
-# medsiglip and derm-foundation, notebooks/quick_start_with_model_garden.ipynb): n1-standard-8 (Derm
-# Foundation's CPU container), n1-standard-8 with one NVIDIA T4 (MedSigLIP).
-QUERIES = (
-    *QUERIES,
-    _vertex_embedding_node("n1-standard-8", 8, 30),
-    _vertex_embedding_node("n1-standard-8", 8, 30, "NVIDIA_TESLA_T4"),
 )
