@@ -187,3 +187,38 @@ def test_zero_shot_through_each_emulated_endpoint_beats_chance(
         row[1] for body in sent for row in body.get("input_data", {}).get("data", [])
     ]
     assert sum(1 for t in texts if t) == len(load_prompts().flat)  # every prompt embedded once, not per image
+
+
+def test_the_report_draws_zero_shot_as_the_no_labels_point(tiny_medsiglip: VertexEmbeddingEmulator) -> None:
+    from derm_cloud.compare.report.cells import md_table
+    from derm_cloud.compare.report.probe_section import learning_curve_figure, probe_section
+
+    with vertex_embedder_for(tiny_medsiglip) as emb, ZeroShotClassifier(embedder=emb) as clf:
+        facts = clf.describe().model_facts
+    curve = [{"asked": 50, "n": 50.0, "balanced_accuracy": 0.6, "ci": [0.5, 0.7]}]
+    summary: dict[str, Any] = {
+        "backends": {
+            "zero-shot": {"model_facts": facts},
+            "probe": {"model_facts": {"learning_curve": curve, "embedder": {}}},
+            "sklesion": {"model_facts": {}},
+        },
+        "quality": {
+            "backends": {
+                "zero-shot": {"balanced_accuracy": 0.31, "ci": {"balanced_accuracy": [0.2, 0.4]}},
+                "sklesion": {"balanced_accuracy": 0.72, "ci": {"balanced_accuracy": [0.65, 0.79]}},
+            }
+        },
+        "emulated": ["zero-shot"],
+    }
+    section = probe_section(summary, md_table)
+    assert section is not None
+    _title, intro, tables = section
+    assert "0 labels" in intro and "uncalibrated" in intro and "stand-in text tower" in intro
+    assert "| 31.0% [20.0%, 40.0%] |" in tables[0] and "own weights" in tables[0]
+    figure = learning_curve_figure(summary)
+    assert figure is not None
+    kinds = {(r["backend"], r["kind"], r.get("n")) for r in figure.rows}
+    assert ("zero-shot", "zero-shot", 0) in kinds and ("probe", "probe", 50.0) in kinds
+    assert ("sklesion", "reference", None) in kinds and not any(k[:2] == ("zero-shot", "reference") for k in kinds)
+    only = {**summary, "backends": {"zero-shot": {"model_facts": facts}}}
+    assert probe_section(only, md_table) is not None and learning_curve_figure(only) is not None
