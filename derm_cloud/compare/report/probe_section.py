@@ -185,4 +185,5 @@ def learning_curve_figure(summary: Mapping[str, Any]) -> Figure | None:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Learning curve: quality against the number of labelled images (95% CIs)", fontsize=9)
-    return Figure("learning_curve", "Probe learning curves (zero-shot at 0 labels) against this run's other backends", _png(fig), rows)
+    caption = "Probe learning curves (zero-shot at 0 labels) against this run's other backends"
+    return Figure("learning_curve", caption, _png(fig), rows)
