@@ -159,6 +159,13 @@ _BUILTIN: tuple[BackendEntry, ...] = (
         ("numpy",),
         "an embedder (local encoder or foundation-model endpoint) + a linear head trained by `derm-cloud probe fit`",
     ),
+    BackendEntry(
+        "zero-shot",
+        "derm_cloud.backends.zero_shot:ZeroShotClassifier",
+        None,
+        ("numpy",),
+        "an embedder that embeds text (MedSigLIP, MedImageInsight) + text prompts per class: no labels, uncalibrated",
+    ),
 )
 
 

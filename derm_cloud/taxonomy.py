@@ -28,6 +28,7 @@ __all__ = [
     "LabelMap",
     "LesionClass",
     "class_info",
+    "classes_named_in",
     "normalise_label",
 ]
 
@@ -99,6 +100,20 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
     "vasc": ("vasc", "vascular lesions", "vascular lesion"),
 }
 _SYNONYM_TO_CODE: dict[str, str] = {syn: code for code, syns in _SYNONYMS.items() for syn in syns}
+
+
+def classes_named_in(text: str) -> frozenset[str]:
+    """The class codes whose code, name or synonym appears in `text` as whole words.
+
+    Example:
+        >>> sorted(classes_named_in("A dermoscopy image of a malignant melanoma"))
+        ['mel']
+        >>> sorted(classes_named_in("melanoma or melanocytic nevus?"))
+        ['mel', 'nv']
+    """
+    words = re.sub(r"[^a-z0-9']+", " ", normalise_label(text))
+    normalised = f" {words} "
+    return frozenset(code for syn, code in _SYNONYM_TO_CODE.items() if f" {syn} " in normalised)
 
 
 @dataclass(frozen=True)

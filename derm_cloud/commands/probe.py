@@ -5,6 +5,8 @@ derm-cloud probe fit --dataset DEV.csv --out runs/probe-sklesion [--embedder loc
     [--embedder-option model_dir=sklesion ...] [--holdout 0.3] [--sizes 50 100 200 500] [--seed 0] [--overwrite]
     [--embed-via batch --batch-option model_id=456 --batch-option bucket=my-bucket ...]
 derm-cloud probe info runs/probe-sklesion [--json]
+derm-cloud probe zero-shot --embedder vertex-medsiglip --embedder-option ... --out runs/zero-shot-medsiglip
+    [--prompts PROMPTS.toml] [--temperature T] [--dataset DEV.csv [--limit N]] [--overwrite] [--json]
 ```
 
 `derm-cloud models embedder sklesion` (the `models` command) writes the local embedder `fit` uses by default;
@@ -22,7 +24,7 @@ from typing import Any
 
 from derm_cloud.errors import ConfigError
 
-__all__ = ["register", "run_embedder_export", "run_fit", "run_info"]
+__all__ = ["register", "run_embedder_export", "run_fit", "run_info", "run_zero_shot"]
 
 
 def register(sub: Any) -> None:
@@ -73,6 +75,25 @@ def register(sub: Any) -> None:
     i.add_argument("folder", type=Path)
     i.add_argument("--json", action="store_true")
     i.set_defaults(handler=run_info)
+    z = psub.add_parser(
+        "zero-shot",
+        help="embed text prompts per class once (no labels), optionally measure on a labelled set, save a folder",
+        description="Zero-shot from text prompts with an embedder that embeds text (MedSigLIP, MedImageInsight); the "
+        "folder it writes is served by the `zero-shot` backend. Scores are uncalibrated.",
+    )
+    z.add_argument("--out", type=Path, required=True, help="folder to write (zero_shot.json + text_embeddings.npz)")
+    z.add_argument("--embedder", required=True, help="embedder registry name (vertex-medsiglip, azure-medimageinsight)")
+    z.add_argument("--embedder-option", action="append", default=[], metavar="KEY=VALUE", help="as for `probe fit`")
+    z.add_argument("--prompts", type=Path, help="TOML prompt file ([prompts] with a list per class); default: built in")
+    z.add_argument("--temperature", type=float, help="multiplier on similarities (default: the model's own)")
+    z.add_argument(
+        "--dataset", help="labelled images to measure it on (every image is a test image: nothing is fitted)"
+    )
+    z.add_argument("--limit", type=int, help="a seeded class-stratified subset of N images of --dataset")
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    z.add_argument("--json", action="store_true", help="print zero_shot.json instead of a summary")
+    z.set_defaults(handler=run_zero_shot)
 
 
 def _options(pairs: list[str]) -> dict[str, Any]:
@@ -170,6 +191,56 @@ def run_info(args: argparse.Namespace) -> int:
 
     spec = read_probe_spec(args.folder)
     print(json.dumps(spec, indent=2) if args.json else summary(spec, args.folder))
+    return 0
+
+
+def run_zero_shot(args: argparse.Namespace) -> int:
+    import derm_cloud
+    from derm_cloud.probe.zero_shot import write_zero_shot
+
+    options = _options(args.embedder_option)
+    dataset = None
+    if args.dataset:
+        from derm_cloud.data import load_dataset
+
+        dataset = load_dataset(args.dataset)
+        if args.limit is not None:
+            dataset = dataset.subset(min(args.limit, len(dataset)), seed=args.seed)
+    with derm_cloud.create_embedder(args.embedder, **options) as embedder:
+        run = write_zero_shot(
+            embedder,
+            args.out,
+            embedder_name=args.embedder,
+            embedder_options=options,
+            prompts=args.prompts,
+            temperature=args.temperature,
+            dataset=dataset,
+            overwrite=args.overwrite,
+            progress=None if args.json else lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    spec = run.spec
+    if args.json:
+        print(json.dumps(spec, indent=2))
+        return 0
+    lines = [
+        f"zero-shot {spec['model_id']} in {run.folder}",
+        f"  embedder     {args.embedder} {spec['embedder']['model_id']} ({spec['embedder']['dimension']} values)",
+        f"  prompts      {spec['text_embeddings']['prompts']} ({spec['prompts_version']}), text embeddings sha256 "
+        f"{spec['text_embeddings']['fingerprint'][:12]}",
+        f"  temperature  {spec['temperature']['value']:.4g} ({spec['temperature']['source']})",
+    ]
+    measured = spec.get("measured")
+    if measured:
+        ci = measured.get("balanced_accuracy_ci") or [float("nan")] * 2
+        lines.append(
+            f"  measured on  {measured['source']}: {measured['images']} images, no labels used: balanced accuracy "
+            f"{measured['balanced_accuracy']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
+        )
+    for key in ("stand_in", "text_embeddings"):
+        if key in spec["facts"]:
+            lines.append(f"  STAND-IN     {spec['facts'][key]}")
+    lines.append("  scores are uncalibrated; for triage support and research: a clinician reviews every result")
+    print("\n".join(lines))
     return 0
 
 

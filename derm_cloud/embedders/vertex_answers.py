@@ -25,8 +25,10 @@ STAND_IN_NOTE = (
 )
 #: ... and, for a model that embeds text, this.
 TEXT_NOTE = (
-    "emulated text embeddings are hash vectors with no medical meaning: zero-shot figures from this emulator are "
-    "noise and must not be reported as the provider's"
+    "emulated text embeddings come from a stand-in text tower built from the stand-in image model's own classifier "
+    "weights (a prompt naming one HAM10000 class gets that class's weight vector, other text a hash vector with no "
+    "medical meaning): zero-shot figures from this emulator measure the plumbing (requests, prompts, scoring), never "
+    "the provider's model's zero-shot quality, and must not be reported as the provider's"
 )
 _AUTH_CODES = frozenset({"INVALID_CREDENTIALS_ERROR"})
 

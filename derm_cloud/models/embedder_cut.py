@@ -12,6 +12,11 @@ Two checks before the folder is written, on the same images through onnxruntime:
 2. the full graph's last layer applied to the embedding gives back the full graph's probabilities, which
    shows the cut sits exactly before the head.
 
+The dropped last layer is kept beside the cut graph as `dropped_head.npz` (`weight` `(classes, dim)`, `bias`,
+`labels`): the emulated embedding endpoints build their stand-in text tower from it (a prompt naming one class
+maps to that class's weight vector; `derm_cloud.testing.emulators.embedding_host`). It is the stand-in model's
+own head, recorded so that zero-shot through an emulator exercises the plumbing with vectors that mean something.
+
 Example:
     >>> export_classifier_embedder("sklesion", "~/.cache/derm-cloud/models/sklesion-0.2.2-embedder")  # doctest: +SKIP
 """
@@ -35,9 +40,11 @@ from derm_cloud.models.spec import ModelSpec
 from derm_cloud.preprocess import encode_metadata, image_tensor, softmax
 from derm_cloud.types import PatientMetadata
 
-__all__ = ["CutCheck", "export_classifier_embedder", "penultimate_layer"]
+__all__ = ["DROPPED_HEAD_FILE", "CutCheck", "export_classifier_embedder", "load_dropped_head", "penultimate_layer"]
 
 OUTPUT_NAME = "embedding"
+#: The classifier's last dense layer, dropped by the cut and kept beside it (weights per class).
+DROPPED_HEAD_FILE = "dropped_head.npz"
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,7 @@ def export_classifier_embedder(
                 "max_abs_diff_embedding": diff_embedding,
                 "max_abs_diff_probabilities": diff_probs,
             },
+            "dropped_head": {"file": DROPPED_HEAD_FILE, "labels": list(spec.labels)},
         },
     )
     staging = out.with_name(out.name + ".partial")
@@ -212,7 +220,35 @@ def export_classifier_embedder(
     staging.mkdir(parents=True)
     onnx.save(cut, str(staging / embedder.model_file))
     embedder.save(staging)
+    np.savez(
+        staging / DROPPED_HEAD_FILE,
+        weight=np.asarray(weight, np.float32).T,
+        bias=np.asarray(bias, np.float32),
+        labels=np.asarray(spec.labels, dtype=np.str_),
+    )
     if out.exists():
         shutil.rmtree(out)
     staging.replace(out)
     return embedder, check
+
+
+def load_dropped_head(directory: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]] | None:
+    """`(weight (classes, dim), bias (classes,), labels)` kept by the cut in an embedder folder, or `None`.
+
+    `None` when the folder has no `dropped_head.npz` (an encoder that was never a classifier, or a folder
+    exported before the head was kept).
+
+    Raises:
+        ModelSpecError: the file is there but unreadable or inconsistent.
+    """
+    path = Path(directory).expanduser() / DROPPED_HEAD_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            weight, bias, labels = data["weight"], data["bias"], tuple(str(x) for x in data["labels"].tolist())
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelSpecError(f"cannot read {path}: {exc}") from None
+    if weight.ndim != 2 or bias.shape != (weight.shape[0],) or len(labels) != weight.shape[0]:
+        raise ModelSpecError(f"{path} is inconsistent: weight {weight.shape}, bias {bias.shape}, {len(labels)} labels")
+    return weight.astype(np.float64), bias.astype(np.float64), labels

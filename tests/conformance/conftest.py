@@ -186,6 +186,20 @@ def _probe_tiny(request: pytest.FixtureRequest) -> Iterator[Subject]:
         yield Subject(clf)
 
 
+@factory("zero-shot[vertex-medsiglip]")
+@contextmanager
+def _zero_shot_medsiglip(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    import derm_cloud
+    from derm_cloud.testing.emulators.vertex_embeddings import VertexEmbeddingEmulator, vertex_embedder_for
+    from derm_cloud.testing.tiny_embedders import build_tiny_embedder
+
+    tmp: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+    encoder = build_tiny_embedder(tmp.mktemp("zero-shot") / "tiny-embedder")
+    emu = VertexEmbeddingEmulator(encoder, serving_api="medsiglip")
+    with emu, vertex_embedder_for(emu) as emb, derm_cloud.create("zero-shot", embedder=emb) as clf:
+        yield Subject(clf, emu)
+
+
 @pytest.fixture(params=sorted(FACTORIES), scope="module")
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     with FACTORIES[request.param](request) as s:

@@ -5,10 +5,15 @@ encoder given as an embedding ONNX (for example sklesion cut at its penultimate 
 local embedder, so a head trained on its vectors learns from real embeddings of real lesions. It is not the
 provider's model: dimensions, values and quality are the hosted encoder's.
 
-Text: the emulator has no text tower aligned with the hosted image encoder. It answers text requests in the
-published shape with `hash_text_vector`: a deterministic unit vector derived from the text's SHA-256. Such a
-vector has no medical meaning; zero-shot scores computed from it are noise and must never be reported as the
-provider's (`describe()` of a backend pointed at an emulator and `docs/backends/embeddings.md` say so).
+Text: the emulator has no text tower of the provider's. It answers text requests in the published shape with a
+stand-in text tower (`HostedEncoder.embed_text`): when the hosted encoder was cut from a classifier
+(`derm_cloud.models.embedder_cut` keeps the dropped last layer as `dropped_head.npz`), a prompt that names exactly
+one HAM10000 class (its code, name or a synonym of `derm_cloud.taxonomy`) is embedded as that class's weight vector
+in the stand-in model's own head, so zero-shot scoring through the emulator ranks classes the way that head does;
+any other text gets `hash_text_vector`, a deterministic unit vector derived from the text's SHA-256, with no
+meaning. Either way a zero-shot figure through an emulator measures the plumbing (requests, prompts, scoring),
+never MedSigLIP's or MedImageInsight's zero-shot quality (`describe()` of a backend pointed at an emulator and
+`docs/backends/embeddings.md` say so).
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ __all__ = ["TEXT_EMBEDDING_NOTE", "HostedEncoder", "ObjectStore", "hash_text_vec
 
 #: What every emulated text embedding is, in the words `describe()` and the docs use.
 TEXT_EMBEDDING_NOTE = (
-    "emulated text embeddings are SHA-256 hash vectors with no medical meaning (the emulator has no text tower "
-    "aligned with its image encoder); zero-shot figures from them are noise, not the provider's"
+    "emulated text embeddings come from a stand-in text tower built from the stand-in image model's own classifier "
+    "weights (a prompt naming exactly one HAM10000 class gets that class's weight vector; any other text a SHA-256 "
+    "hash vector with no medical meaning): a zero-shot figure through the emulator measures the plumbing (requests, "
+    "prompts, scoring), never the provider's model's zero-shot quality"
 )
 
 
@@ -66,6 +73,8 @@ class HostedEncoder:
             self.embedder = model
         self._lock = threading.Lock()  # one onnxruntime session, many server threads
         self._dimension: int | None = self.embedder.dimension
+        #: `{class code: weight vector}` of the head the encoder was cut from (empty: text is hashed only).
+        self.class_directions: dict[str, list[float]] = _class_directions(getattr(self.embedder, "directory", None))
 
     @property
     def model_id(self) -> str:
@@ -94,7 +103,13 @@ class HostedEncoder:
         return [float(x) for x in vector]
 
     def embed_text(self, text: str) -> list[float]:
-        """See `hash_text_vector`: a shape-correct vector without meaning."""
+        """The stand-in text tower: a class's head weight vector for a prompt naming exactly that class, else a
+        hash vector (see the module's docstring; a stand-in, not the provider's text encoder)."""
+        from derm_cloud.taxonomy import classes_named_in
+
+        named = classes_named_in(text)
+        if len(named) == 1 and (direction := self.class_directions.get(next(iter(named)))) is not None:
+            return list(direction)
         return hash_text_vector(text, self.dimension)
 
     def close(self) -> None:
@@ -125,6 +140,24 @@ class ObjectStore:
         if not isinstance(uri, str) or uri not in self.objects:
             raise FileNotFoundError(f"no object {uri}")
         return self.objects[uri]
+
+
+def _class_directions(directory: Any) -> dict[str, list[float]]:
+    """Unit weight vectors per class of the head an embedder folder was cut from (`{}` without one)."""
+    if directory is None:
+        return {}
+    import numpy as np
+
+    from derm_cloud.models.embedder_cut import load_dropped_head
+
+    head = load_dropped_head(directory)
+    if head is None:
+        return {}
+    weight, _bias, labels = head
+    norms = np.linalg.norm(weight, axis=1, keepdims=True)
+    return {
+        label: [float(x) for x in row] for label, row in zip(labels, weight / np.maximum(norms, 1e-12), strict=True)
+    }
 
 
 def _at_least(data: bytes, min_side: int) -> bytes:
