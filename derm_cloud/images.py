@@ -50,6 +50,7 @@ __all__ = [
     "check_input",
     "load_image",
     "metadata_markers",
+    "prepare_for_model",
     "prepare_payload",
     "strip_jpeg_metadata",
 ]
@@ -100,6 +101,23 @@ def prepare_payload(
 
 #: The name :func:`prepare_payload` had before payloads were shared between backends.
 load_image = prepare_payload
+
+
+def prepare_for_model(source: ImageInput, *, limits: ImageLimits = DEFAULT_LIMITS) -> Payload:
+    """`prepare_payload` for a caller about to classify every pixel: one full decode, which also verifies a JPEG.
+
+    A local model and a model server (the emulators, the serving adapters) decode every pixel anyway, so the
+    separate entropy check `prepare_payload` runs for bytes that go to a cloud undecoded would walk the same
+    Huffman data a second time. Here that check is the full decode itself (`verify_by_decoding`), run now, so
+    a damaged JPEG is refused by this call as `prepare_payload` would refuse it, and the pixels are kept.
+
+    Raises:
+        InvalidImageError: as `prepare_payload`.
+    """
+    payload = prepare_payload(source, limits=limits, verify_by_decoding=True)
+    if payload.verify_on_decode:
+        payload.array()
+    return payload
 
 
 def check_input(source: ImageInput, *, limits: ImageLimits = DEFAULT_LIMITS) -> ImageInput:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 from derm_cloud.backends._sagemaker_formats import custom_attributes_for
 from derm_cloud.errors import ConfigError, InvalidImageError
-from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage, load_image
+from derm_cloud.images import DEFAULT_LIMITS, ImageLimits, PreparedImage, prepare_for_model
 from derm_cloud.serving_errors import (
     BadRequestError,
     NotAcceptableError,
@@ -157,7 +157,9 @@ class ModelServer(CloudFormats):
             images = []
             for data, where in encoded:
                 try:
-                    images.append(load_image(data, limits=self.image_limits))
+                    # One strict decode that is also the damage check, as local-onnx decodes: the server
+                    # classifies every pixel, so a separate entropy walk first would decode the image twice.
+                    images.append(prepare_for_model(data, limits=self.image_limits))
                 except InvalidImageError as exc:
                     raise BadRequestError(f"{where}: {exc}") from None
             return images

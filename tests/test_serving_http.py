@@ -75,7 +75,7 @@ def test_budget_refuses_before_decoding(tiny_model_dir: Path, rgba_png: bytes, m
     def must_not_decode(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the image was decoded although its header shows it is over the budget")
 
-    monkeypatch.setattr("derm_cloud.serving.load_image", must_not_decode)
+    monkeypatch.setattr("derm_cloud.serving.prepare_for_model", must_not_decode)
     with pytest.raises(RequestTooLargeError, match=r"3000x3000 RGBA .*decode budget of 100 MB") as info:
         server.sagemaker_invocations(rgba_png, "image/png")
     assert info.value.status == 413
@@ -121,7 +121,7 @@ def test_request_that_can_never_fit_gets_413_not_503(tiny_model_dir: Path, monke
     def must_not_decode(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("an image was decoded for a request that can never fit the decode budget")
 
-    monkeypatch.setattr("derm_cloud.serving.load_image", must_not_decode)
+    monkeypatch.setattr("derm_cloud.serving.prepare_for_model", must_not_decode)
     for _ in range(3):  # the same answer on every try: a retry can never succeed
         with pytest.raises(RequestTooLargeError) as info:
             server.vertex_custom_predict(request)

@@ -232,11 +232,11 @@ class CustomVisionEmulator(EmulatorServer):
         self, iteration: _Iteration, project: str, name: str, image: bytes, via: str, *, stored: bool, v31: bool
     ) -> Response:
         from derm_cloud.errors import InvalidImageError
-        from derm_cloud.images import load_image
+        from derm_cloud.images import prepare_for_model
         from derm_cloud.types import PatientMetadata
 
         try:
-            prepared = load_image(image)
+            prepared = prepare_for_model(image)
         except InvalidImageError:
             return _error(400, "BadRequestImageFormat", "Bad Request Image Format, the image is not valid")
         probs = iteration.server.predict([prepared], [PatientMetadata()])[0]

@@ -166,12 +166,12 @@ class AzureOpenAIEmulator(EmulatorServer):
             return _error(400, "BadRequest", f"this emulator expects exactly one image_url part, got {len(images)}")
         url, detail = images[0]
         from derm_cloud.errors import InvalidImageError
-        from derm_cloud.images import load_image
+        from derm_cloud.images import prepare_for_model
 
         try:
             raw = _decode_data_uri(url)
             self.last_image_bytes = raw
-            prepared = load_image(raw)
+            prepared = prepare_for_model(raw)
         except (ValueError, InvalidImageError) as exc:
             return _error(400, "invalid_image", f"Invalid image data: {exc}")
         content = self._content(request, prepared)

@@ -131,12 +131,12 @@ class GeminiEmulator(OneModelEmulator):
         if len(images) != 1:
             return _error(400, "INVALID_ARGUMENT", f"this emulator expects exactly one inline image, got {len(images)}")
         from derm_cloud.errors import InvalidImageError
-        from derm_cloud.images import load_image
+        from derm_cloud.images import prepare_for_model
 
         try:
             raw = _b64(images[0])
             self.last_image_bytes = raw
-            prepared = load_image(raw)
+            prepared = prepare_for_model(raw)
         except (ValueError, InvalidImageError) as exc:
             return _error(400, "INVALID_ARGUMENT", f"Unable to process input image: {exc}")
         prompt_tokens = sum(max(1, math.ceil(len(t) / 4)) for t in texts) + gemini_image_tokens(*prepared.size)

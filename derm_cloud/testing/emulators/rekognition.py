@@ -157,12 +157,12 @@ class RekognitionEmulator(OneModelEmulator):
         if not (raw.startswith(b"\xff\xd8") or raw.startswith(b"\x89PNG\r\n\x1a\n")):
             return _error(400, "InvalidImageFormatException", "Request has unsupported image format")
         from derm_cloud.errors import InvalidImageError
-        from derm_cloud.images import load_image
+        from derm_cloud.images import prepare_for_model
         from derm_cloud.types import PatientMetadata
 
         self.last_image_bytes = raw
         try:
-            prepared = load_image(raw)
+            prepared = prepare_for_model(raw)
         except InvalidImageError:
             return _error(400, "InvalidImageFormatException", "Request has invalid image format")
         server = self._hosted()
