@@ -193,6 +193,17 @@ def test_zero_shot_through_each_emulated_endpoint_beats_chance(
     assert sum(1 for t in texts if t) == len(load_prompts().flat)  # every prompt embedded once, not per image
 
 
+def test_a_zero_shot_folder_never_records_the_endpoints_key(stand_in_endpoints: dict[str, Any], tmp_path: Path) -> None:
+    emu = stand_in_endpoints["azure-medimageinsight"]
+    options = {"scoring_uri": emu.scoring_uri, "key": emu.key, "instance_type": "Standard_NC4as_T4_v3"}
+    with medimageinsight_embedder_for(emu) as emb:
+        run = write_zero_shot(emb, tmp_path / "zs", embedder_name="azure-medimageinsight", embedder_options=options)
+    text = (run.folder / "zero_shot.json").read_text()
+    assert emu.key not in text and emu.scoring_uri not in text  # neither the key nor the emulator's port
+    recorded = json.loads(text)["embedder"]
+    assert recorded["options"] == {"instance_type": "Standard_NC4as_T4_v3"} and recorded["emulated"] is True
+
+
 def test_the_report_draws_zero_shot_as_the_no_labels_point(tiny_medsiglip: VertexEmbeddingEmulator) -> None:
     from derm_cloud.compare.report.cells import md_table
     from derm_cloud.compare.report.probe_section import learning_curve_figure, probe_section
