@@ -32,6 +32,7 @@ from derm_cloud.images import PreparedImage
 from derm_cloud.retry import RetryPolicy
 from derm_cloud.testing.emulators.base import Fault, Response
 from derm_cloud.testing.emulators.medimageinsight import (
+    EMULATED_SCALING_FACTOR,
     MedImageInsightEmulator,
     _score,
     medimageinsight_embedder_for,
@@ -485,7 +486,7 @@ def test_medimageinsight_round_trip_equals_the_hosted_onnx(mii: MedImageInsightE
         facts = emb.describe().model_facts
     assert sent is not None and sent.startswith(b"\x89PNG")
     assert float(np.max(np.abs(got.vector - _direct(model_path, sent)))) <= 1e-6  # measured 0.0
-    assert got.extra["scaling_factor"] == 1.0 and texts[0].dimension == DIM
+    assert got.extra["scaling_factor"] == EMULATED_SCALING_FACTOR == 4.516357 and texts[0].dimension == DIM
     assert "stand-in for Microsoft's MedImageInsight" in facts["stand_in"]
 
 

@@ -1,4 +1,4 @@
-"""A probe over an embedding endpoint: its cache key, its recorded endpoint, and `emulate = true` in a compare.
+"""A probe or zero-shot over an embedding endpoint: its cache key, its recorded endpoint, `emulate = true` in a compare.
 
 One MedSigLIP emulator (the real `google-cloud-aiplatform` REST client) hosts a tiny ONNX encoder for the module.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import pickle
 import re
 import shutil
 import socket
@@ -19,14 +20,18 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from PIL import Image
 
-from derm_cloud import ModelSpecError
+from derm_cloud import ConfigError, ModelSpecError
 from derm_cloud.backends.probe import ProbeClassifier, recordable_options
+from derm_cloud.backends.zero_shot import ZeroShotClassifier
 from derm_cloud.compare.pipeline import run_comparison
+from derm_cloud.compare.run.backends import prepare
+from derm_cloud.compare.run.config import BackendConfig
 from derm_cloud.data import load_dataset
 from derm_cloud.embedders.local_onnx import LocalOnnxEmbedder
 from derm_cloud.embedders.vertex_endpoint import VertexMedSiglipEmbedder
 from derm_cloud.probe.cache import EmbeddingCache, embedder_key
 from derm_cloud.probe.fit import fit_probe
+from derm_cloud.probe.zero_shot import write_zero_shot
 from derm_cloud.taxonomy import CLASS_CODES
 from derm_cloud.testing.emulators.vertex_embeddings import VertexEmbeddingEmulator, vertex_embedder_for
 from derm_cloud.testing.tiny_embedders import TINY_EMBEDDER_DIMENSION, build_tiny_embedder
@@ -197,3 +202,114 @@ def test_compare_with_emulate_true_starts_the_probes_embedding_emulator(
     assert "EMULATED" in md and "counted as nil" in md
     (stand_in,) = [w for w in result.warnings if w.startswith("STAND-IN MODEL (probe)")]
     assert "stand-in for MedSigLIP" in stand_in and stand_in in md
+
+
+# --- zero-shot, the other backend made of an embedder (and prompt embeddings instead of a head) ----------------
+
+
+@pytest.fixture(scope="module")
+def emulated_zero_shot(medsiglip: VertexEmbeddingEmulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A zero-shot folder written through the emulator, as `derm-cloud probe zero-shot` records it."""
+    out = tmp_path_factory.mktemp("zero-shot") / "zero-shot-medsiglip"
+    options = {"endpoint_id": medsiglip.endpoint_id, "project": medsiglip.project, "api_endpoint": medsiglip.url}
+    with vertex_embedder_for(medsiglip) as emb:
+        write_zero_shot(emb, out, embedder_name="vertex-medsiglip", embedder_options=options)
+    return out
+
+
+def test_a_zero_shot_folder_written_through_an_emulator_records_no_port_and_says_how_to_compare_it(
+    emulated_zero_shot: Path, medsiglip: VertexEmbeddingEmulator
+) -> None:
+    recorded = json.loads((emulated_zero_shot / "zero_shot.json").read_text())["embedder"]
+    assert recorded["emulated"] is True and "api_endpoint" not in recorded["options"]
+    assert recorded["options"]["endpoint_id"] == medsiglip.endpoint_id  # the endpoint's identity stays
+    with pytest.raises(ModelSpecError, match="emulate = true"):
+        ZeroShotClassifier(emulated_zero_shot)
+    # Options that name no address (a machine type) are no emulator either: the same fix is named.
+    with pytest.raises(ModelSpecError, match="zero-shot folder .*`emulate = true`"):
+        ZeroShotClassifier(emulated_zero_shot, embedder_options={"machine_type": "n1-standard-8"})
+
+
+def _compare_config(tmp_path: Path, manifest: Path, backends: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "title": "zero-shot through emulated embedding endpoints",
+        "output": str(tmp_path / "out"),
+        "seed": 1,
+        "dataset": {"source": str(manifest), "limit": 7},
+        "scenarios": {
+            "warmup": 0,
+            "min_samples": 2,
+            "bootstrap": 20,
+            "single_stream": {"queries": 2},
+            "server": {"enabled": False},
+            "offline": {"enabled": False},
+            "cold_start": {"enabled": False},
+        },
+        "fairness": {"skin_tone": "none"},
+        "backends": backends,
+    }
+
+
+def test_compare_with_emulate_true_starts_the_zero_shot_embedders_emulator(
+    emulated_zero_shot: Path, encoder_dir: Path, manifest: Path, tmp_path: Path
+) -> None:
+    backends: list[dict[str, object]] = [
+        # From the folder: the recorded MedSigLIP endpoint, served again by its emulator.
+        {
+            "name": "zs-folder",
+            "type": "zero-shot",
+            "emulate": True,
+            "model_dir": str(encoder_dir),
+            "options": {"model_dir": str(emulated_zero_shot)},
+        },
+        # Without a folder: the embedder named in the options; its real address (never called) is replaced.
+        {
+            "name": "zs-direct",
+            "type": "zero-shot",
+            "emulate": True,
+            "model_dir": str(encoder_dir),
+            "options": {
+                "embedder": "azure-medimageinsight",
+                "embedder_options": {"scoring_uri": "https://medimageinsight.westeurope.inference.ml.azure.com/score"},
+            },
+        },
+    ]
+    result = run_comparison(_compare_config(tmp_path, manifest, backends))
+    report = json.loads(result.json.read_text())
+    md = result.markdown.read_text()
+    assert "for zs-direct, zs-folder a stand-in encoder, not the provider's model" in md  # not "the same model"
+    for name, provider in (("zs-folder", "MedSigLIP"), ("zs-direct", "MedImageInsight")):
+        assert report["backends"][name]["emulated"] is True
+        assert report["quality"]["backends"][name]["n"] == 7
+        (stand_in,) = [w for w in result.warnings if w.startswith(f"STAND-IN MODEL ({name})")]
+        assert "stand-in for" in stand_in and provider in stand_in and stand_in in md
+
+
+def test_an_emulated_zero_shot_recipe_pickles_and_builds_where_the_emulator_object_is_not(
+    emulated_zero_shot: Path, encoder_dir: Path
+) -> None:
+    """What a Ray worker does: unpickle the recipe and build the backend from the emulator's view alone."""
+    cfg = BackendConfig(
+        name="zs",
+        type="zero-shot",
+        emulate=True,
+        model_dir=str(encoder_dir),
+        options={"model_dir": str(emulated_zero_shot)},
+    )
+    rt = prepare(cfg, 30.0)
+    try:
+        recipe = pickle.loads(pickle.dumps(rt.recipe))
+        assert recipe.emulated is not None and recipe.emulated["embedder"] == "vertex-medsiglip"
+        with recipe.create() as remote:
+            pixels = np.full((24, 24, 3), (190, 90, 70), np.uint8)
+            np.testing.assert_allclose(remote.predict(pixels).vector(), rt.classifier.predict(pixels).vector())
+    finally:
+        rt.close()
+    # A folder written on the provider's endpoint is refused: the stand-in's text vectors are other vectors.
+    real = encoder_dir.parent / "zero-shot-real"
+    shutil.copytree(emulated_zero_shot, real, dirs_exist_ok=True)
+    spec = json.loads((real / "zero_shot.json").read_text())
+    spec["embedder"].pop("emulated")
+    (real / "zero_shot.json").write_text(json.dumps(spec))
+    with pytest.raises(ConfigError, match="provider's vertex-medsiglip endpoint.*prompt embeddings"):
+        prepare(BackendConfig(name="zs", type="zero-shot", emulate=True, options={"model_dir": str(real)}), 30.0)

@@ -182,11 +182,26 @@ def test_zero_shot_through_each_emulated_endpoint_beats_chance(
     # Seven classes, one image each: chance is one right; the stand-in head's own directions get most right.
     assert correct >= 4, [max(p.probabilities, key=p.probabilities.__getitem__) for p in preds]
     assert all(abs(sum(p.probabilities.values()) - 1) < 1e-6 for p in preds)
+    # The same stand-in embeddings through either endpoint: the scores differ only by the endpoint's temperature.
+    # MedSigLIP's 10 and MedImageInsight's exp(4.516357) (Microsoft's published scaling_factor) put the median
+    # top score near 1; the former placeholder scaling_factor 1.0 (exp(1) = 2.7) left it at 0.57.
+    assert float(np.median([max(p.probabilities.values()) for p in preds])) > 0.9
     assert "stand-in" in info.model_facts["stand_in_text"] and info.emulated
     texts = [i.get("text") for body in sent for i in body.get("instances", [])] + [
         row[1] for body in sent for row in body.get("input_data", {}).get("data", [])
     ]
     assert sum(1 for t in texts if t) == len(load_prompts().flat)  # every prompt embedded once, not per image
+
+
+def test_a_zero_shot_folder_never_records_the_endpoints_key(stand_in_endpoints: dict[str, Any], tmp_path: Path) -> None:
+    emu = stand_in_endpoints["azure-medimageinsight"]
+    options = {"scoring_uri": emu.scoring_uri, "key": emu.key, "instance_type": "Standard_NC4as_T4_v3"}
+    with medimageinsight_embedder_for(emu) as emb:
+        run = write_zero_shot(emb, tmp_path / "zs", embedder_name="azure-medimageinsight", embedder_options=options)
+    text = (run.folder / "zero_shot.json").read_text()
+    assert emu.key not in text and emu.scoring_uri not in text  # neither the key nor the emulator's port
+    recorded = json.loads(text)["embedder"]
+    assert recorded["options"] == {"instance_type": "Standard_NC4as_T4_v3"} and recorded["emulated"] is True
 
 
 def test_the_report_draws_zero_shot_as_the_no_labels_point(tiny_medsiglip: VertexEmbeddingEmulator) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from derm_cloud.backends.probe_head import LinearHead
+from derm_cloud.backends.recorded_embedder import check_recorded_endpoint, recordable_options
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.embedders.base import Embedder, Embedding
 from derm_cloud.embedders.registry import create_embedder
@@ -72,54 +73,6 @@ def read_probe_spec(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return spec
 
 
-_SECRET_OPTIONS = frozenset({"key", "api_key", "token", "access_token", "credential", "credentials", "password"})
-
-
-def recordable_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The embedder options worth recording: no secret, no emulator's address (127.0.0.1 and an ephemeral port)."""
-    from derm_cloud.backends._http import is_loopback
-
-    return {
-        k: v
-        for k, v in options.items()
-        if k not in _SECRET_OPTIONS and not (isinstance(v, str) and "://" in v and is_loopback(v))
-    }
-
-
-def _unreachable_loopback(options: Mapping[str, Any]) -> str | None:
-    """The first loopback URL among `options` that nothing listens on (a stopped emulator), else `None`."""
-    import socket
-    from urllib.parse import urlsplit
-
-    from derm_cloud.backends._http import is_loopback
-
-    for value in options.values():
-        if isinstance(value, str) and "://" in value and is_loopback(value):
-            parts = urlsplit(value)
-            try:
-                socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=1.0).close()
-            except OSError:
-                return value
-    return None
-
-
-def _check_endpoint(folder: Path, recorded: Mapping[str, Any], options: Mapping[str, Any], given: bool) -> None:
-    """Refuse, naming the fix, to create an embedder whose emulated endpoint is gone."""
-    fix = (
-        "compare it with `emulate = true` on its [[backends]] entry (the comparator starts the "
-        f"{recorded['name']} emulator hosting the stand-in encoder and points the embedder at it), or pass "
-        "embedder_options with the address of a running emulator"
-    )
-    if recorded.get("emulated") and not given:
-        raise ModelSpecError(
-            f"the probe in {folder} was fitted through an emulated {recorded['name']} endpoint (a stand-in "
-            f"encoder on 127.0.0.1, stopped since), so probe.json records no address to call: {fix}"
-        )
-    gone = _unreachable_loopback(options)
-    if gone is not None:
-        raise ModelSpecError(f"the probe in {folder} calls {gone}, where no emulator listens any more: {fix}")
-
-
 class ProbeClassifier(Classifier):
     """Embed with an `Embedder`, classify the embedding with a trained linear head.
 
@@ -155,7 +108,7 @@ class ProbeClassifier(Classifier):
         self._owns_embedder = embedder is None
         if embedder is None:
             options = dict(recorded.get("options") or {}) | dict(embedder_options or {})
-            _check_endpoint(self.directory, recorded, options, given=bool(embedder_options))
+            check_recorded_endpoint(f"the probe in {self.directory} was fitted", "probe.json", recorded, options)
             embedder = create_embedder(recorded["name"], **options)
         self.embedder = embedder
         try:

@@ -23,7 +23,9 @@ supports triage and research, never a diagnosis; a clinician reviews every resul
 
 A zero-shot folder (`derm-cloud probe zero-shot` writes it) records the embedder, the prompts, the temperature
 and the prompt embeddings (`text_embeddings.npz`) with their SHA-256 fingerprint; the classifier created from it
-embeds one prompt again and refuses to run if the endpoint's text embeddings have changed.
+embeds one prompt again and refuses to run if the endpoint's text embeddings have changed. A folder written through
+an emulator records `"emulated": true` and no address (as a probe's, `derm_cloud.backends.recorded_embedder`):
+compare it with `emulate = true`, which starts the emulator again and passes its address here.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from derm_cloud.backends.recorded_embedder import check_recorded_endpoint
 from derm_cloud.backends.zero_shot_prompts import PromptSet, load_prompts
 from derm_cloud.base import BackendInfo, Classifier, RawResult
 from derm_cloud.embedders.base import Embedder, Embedding
@@ -232,6 +235,10 @@ class ZeroShotClassifier(Classifier):
             self.embedder = embedder
         else:
             options = dict(recorded.get("options") or {}) | dict(embedder_options or {})
+            if recorded:
+                check_recorded_endpoint(
+                    f"the zero-shot folder {self.directory} was written", SPEC_FILE, recorded, options
+                )
             self.embedder = create_embedder(str(embedder or recorded["name"]), **options)
         try:
             self.texts = self._prompt_embeddings(spec, stored, temperature)

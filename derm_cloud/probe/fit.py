@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from derm_cloud.backends.probe import PROBE_FORMAT, recordable_options
+from derm_cloud.backends.probe import PROBE_FORMAT
+from derm_cloud.backends.recorded_embedder import recordable_options
 from derm_cloud.data.dataset import Dataset, Sample
 from derm_cloud.embedders.base import Embedder
 from derm_cloud.errors import ConfigError

@@ -1,11 +1,12 @@
 """`derm-cloud probe zero-shot`: embed the prompts once, optionally measure on a labelled set, write the folder.
 
 The folder (`zero_shot.json` + `text_embeddings.npz`, read by `derm_cloud.backends.zero_shot.ZeroShotClassifier`)
-records the embedder (registry name, options, model id, dimension), the prompts and their version, the
-temperature and where it came from, and the prompt embeddings with their fingerprint. Nothing is fitted: with a
-labelled dataset every image is a test image, so its figures (balanced accuracy and melanoma sensitivity with 95%
-lesion-bootstrap intervals) are the "no labels" point of a learning curve. Image embeddings go through the same
-cache as `probe fit`'s, so a zero-shot run and a probe fit on the same images embed each image once.
+records the embedder (registry name, options without keys or an emulator's address, model id, dimension, and
+`"emulated": true` when written through an emulator), the prompts and their version, the temperature and where it
+came from, and the prompt embeddings with their fingerprint. Nothing is fitted: with a labelled dataset every image
+is a test image, so its figures (balanced accuracy and melanoma sensitivity with 95% lesion-bootstrap intervals)
+are the "no labels" point of a learning curve. Image embeddings go through the same cache as `probe fit`'s, so a
+zero-shot run and a probe fit on the same images embed each image once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from derm_cloud.backends.recorded_embedder import recordable_options
 from derm_cloud.backends.zero_shot import (
     SPEC_FILE,
     UNCALIBRATED_NOTE,
@@ -75,16 +77,19 @@ def write_zero_shot(
         f"embedded {len(prompt_set.flat)} prompts ({prompt_set.version}); temperature {texts.temperature:.4g} from "
         f"{texts.temperature_source}"
     )
-    facts = embedder.describe().model_facts
+    info = embedder.describe()
+    facts = info.model_facts
     spec: dict[str, Any] = {
         "format": ZERO_SHOT_FORMAT,
         "model_id": f"zero-shot:{embedder.model_id}:{texts.fingerprint[:8]}",
         "embedder": {
             "name": embedder_name,
-            "options": dict(embedder_options or {}),
+            # No key is ever written; an emulator's address dies with it: the endpoint's identity is kept, not its port.
+            "options": recordable_options(embedder_options or {}),
             "model_id": embedder.model_id,
             "dimension": embedder.dimension,
-        },
+        }
+        | ({"emulated": True} if info.emulated else {}),
         "prompts": prompt_set.to_dict(),
         "prompts_version": prompt_set.version,
         "prompts_sha256": prompt_set.fingerprint,

@@ -24,9 +24,16 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         for t in verdict_tables[1:]:
             lines += [t, ""]
     if summary["emulated"]:
+        # An embedding endpoint's emulator hosts a stand-in encoder, not the model the row is named after.
+        stand_ins = [
+            n
+            for n in summary["emulated"]
+            if ((summary["backends"].get(n) or {}).get("model_facts") or {}).get("stand_in")
+        ]
+        hosted = f"; for {', '.join(stand_ins)} a stand-in encoder, not the provider's model" if stand_ins else ""
         lines += [
             f"**EMULATED backends:** {', '.join(summary['emulated'])} (a derm-cloud emulator on 127.0.0.1 "
-            "hosting the same model, driven through the real SDK).",
+            f"hosting the same model{hosted}, driven through the real SDK).",
             "",
         ]
     for w in top_warnings(summary):

@@ -223,7 +223,7 @@ SCHEMA: dict[str, dict[str, tuple[Checker, Any]]] = {
 TOP_TABLES = ("dataset", "population", "fairness", "metadata", "cost", "decision", "scenarios", "backends")
 SCENARIOS = ("quality", "single_stream", "server", "offline", "cold_start", "batch")
 # Emulators that host no model (generic label services).
-# A probe's embedding emulator hosts sklesion's stand-in encoder unless model_dir names another.
-EMULATORS_WITHOUT_MODEL = frozenset({"google-vision", "probe"})
+# A probe's or zero-shot's embedding emulator hosts sklesion's stand-in encoder unless model_dir names another.
+EMULATORS_WITHOUT_MODEL = frozenset({"google-vision", "probe", "zero-shot"})
 # Dataset sources that are names, not paths ("ham10000:dev": the labelled HAM10000 dev split this machine has).
 DATASET_SHORT_NAMES = frozenset({"default", "dermapred-example", "ham10000:dev"})

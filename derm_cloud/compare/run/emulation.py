@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from derm_cloud.compare.run.probe_emulation import EMBEDDING_BACKENDS
 from derm_cloud.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def capture(kind: str, emulator: Any) -> dict[str, Any]:
         view["deployment"] = sorted(emulator.deployments)[0]
     if kind == "vertex-gemini":
         view["model"] = sorted(emulator.models)[0]
-    if kind in _PROBES:
+    if kind in EMBEDDING_BACKENDS:
         view["embedder"] = emulator.derm_embedder
     return view
 
@@ -92,10 +93,10 @@ def _boto_client(service: str, view: Mapping[str, Any]) -> Any:
     )
 
 
-def _probe(view: Mapping[str, Any], opts: dict[str, Any]) -> Classifier:
-    from derm_cloud.compare.run.probe_emulation import build_probe
+def _embedding_backend(view: Mapping[str, Any], opts: dict[str, Any]) -> Classifier:
+    from derm_cloud.compare.run.probe_emulation import build_embedding_backend
 
-    return build_probe(view, opts)
+    return build_embedding_backend(view, opts)
 
 
 def _sagemaker(view: Mapping[str, Any], opts: dict[str, Any]) -> Classifier:
@@ -194,6 +195,7 @@ _REMOTE: dict[str, Callable[[Mapping[str, Any], dict[str, Any]], Classifier]] = 
     "google-vision": _cloud_vision,
     "vertex-gemini": _gemini,
     "rekognition-custom-labels": _rekognition,
-    "probe": _probe,
+    # Backends whose emulator is their embedder's (EMBEDDING_BACKENDS of probe_emulation).
+    "probe": _embedding_backend,
+    "zero-shot": _embedding_backend,
 }
-_PROBES = frozenset({"probe"})  # backends whose emulator is their embedder's (see probe_emulation)

@@ -1,22 +1,26 @@
-"""`emulate = true` for a backend made of an embedder and a head (`probe`): start the embedder's emulator.
+"""`emulate = true` for a backend made of an embedder and a head (`probe`, `zero-shot`): start the embedder's emulator.
 
-A probe folder names its embedder (`vertex-medsiglip`, `vertex-derm-foundation`, `azure-medimageinsight`); the
-comparator starts that endpoint's emulator hosting the stand-in encoder (`model_dir`, default: sklesion cut at
-its penultimate layer, as `derm-cloud emulate` hosts) and creates the probe with embedder options pointing at it.
-The options are built from a picklable view of the emulator (`derm_cloud.compare.run.emulation.capture`), so a
-Ray worker builds the same probe through the real SDK client against the same 127.0.0.1 port.
+A probe folder (`derm-cloud probe fit`) or a zero-shot folder (`derm-cloud probe zero-shot`) names its embedder
+(`vertex-medsiglip`, `vertex-derm-foundation`, `azure-medimageinsight`); a zero-shot backend without a folder names
+it in its options (`embedder`, `embedder_options`). The comparator starts that endpoint's emulator hosting the
+stand-in encoder (`model_dir`, default: sklesion cut at its penultimate layer, as `derm-cloud emulate` hosts) and
+creates the backend with embedder options pointing at it. The options are built from a picklable view of the
+emulator (`derm_cloud.compare.run.emulation.capture`), so a Ray worker builds the same backend through the real SDK
+client against the same 127.0.0.1 port.
 
-A head means something only in the embedding space it was trained in: a probe fitted on the provider's endpoint
-is refused here (a stand-in encoder gives other vectors), and so is a stand-in whose dimension is not the head's.
+What the folder learnt from the embedder (a probe's head, a zero-shot folder's prompt embeddings) means something
+only in that embedding space: a folder made on the provider's endpoint is refused here (a stand-in encoder gives
+other vectors), and so is a stand-in whose dimension is not the recorded one.
 
 Example:
     >>> emu = start_embedding_emulator(cfg)  # doctest: +SKIP
-    >>> clf = build_probe(capture("probe", emu), {"model_dir": "runs/probe-medsiglip"})  # doctest: +SKIP
+    >>> clf = build_embedding_backend(capture("probe", emu), {"model_dir": "runs/probe-medsiglip"})  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from derm_cloud.errors import ConfigError
@@ -25,64 +29,84 @@ if TYPE_CHECKING:
     from derm_cloud.base import Classifier
     from derm_cloud.compare.run.config import BackendConfig
 
-__all__ = ["EMBEDDING_BACKENDS", "build_probe", "embedder_overrides", "start_embedding_emulator"]
+__all__ = ["EMBEDDING_BACKENDS", "build_embedding_backend", "embedder_overrides", "start_embedding_emulator"]
 
-#: Backend types whose emulator is their embedder's (the `model_dir` option names a probe folder).
-EMBEDDING_BACKENDS = frozenset({"probe"})
+#: Backend types whose emulator is their embedder's (`model_dir` in their options names their folder).
+EMBEDDING_BACKENDS = frozenset({"probe", "zero-shot"})
 #: The stand-in encoder an embedding emulator hosts when the config names none (`derm-cloud emulate`'s default).
 DEFAULT_STAND_IN = "sklesion"
 
 
-def _probe_spec(cfg: BackendConfig) -> dict[str, Any]:
-    from derm_cloud.backends.probe import read_probe_spec
+@dataclass(frozen=True)
+class _Recorded:
+    """The embedder a backend of `EMBEDDING_BACKENDS` calls, as its folder (or its options) name it.
 
+    Attributes:
+        embedder: `name`, `options` and, from a folder, `dimension`, `model_id` and `emulated`.
+        made: how the folder was made, for messages ("its probe was fitted"); `None`: no folder, nothing learnt.
+        learnt: what the folder keeps of the embedding space ("head", "prompt embeddings").
+    """
+
+    embedder: Mapping[str, Any]
+    made: str | None
+    learnt: str
+
+
+def _recorded(cfg: BackendConfig) -> _Recorded:
     folder = cfg.options.get("model_dir")
-    if not folder:
-        raise ConfigError(f"backend {cfg.name!r}: a probe needs options.model_dir (the folder `probe fit` wrote)")
-    return read_probe_spec(folder)
+    if cfg.type == "probe":
+        from derm_cloud.backends.probe import read_probe_spec
 
+        if not folder:
+            raise ConfigError(f"backend {cfg.name!r}: a probe needs options.model_dir (the folder `probe fit` wrote)")
+        return _Recorded(read_probe_spec(folder)["embedder"], "its probe was fitted", "head")
+    if folder:
+        from derm_cloud.backends.zero_shot import read_zero_shot_folder
 
-def _fitted_on_emulator(recorded: Mapping[str, Any]) -> bool:
-    """`"emulated": true`, or (a folder written before that key) an emulator's address among the options."""
-    from derm_cloud.backends._http import is_loopback
-
-    options = recorded.get("options") or {}
-    return bool(recorded.get("emulated")) or any(
-        isinstance(v, str) and "://" in v and is_loopback(v) for v in options.values()
-    )
+        embedder = read_zero_shot_folder(folder)[0]["embedder"]
+        return _Recorded(embedder, "its zero-shot folder was written", "prompt embeddings")
+    name = cfg.options.get("embedder")
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"backend {cfg.name!r}: zero-shot with emulate = true needs options.model_dir (a folder `derm-cloud probe "
+            "zero-shot` wrote) or options.embedder (vertex-medsiglip or azure-medimageinsight)"
+        )
+    return _Recorded({"name": name, "options": dict(cfg.options.get("embedder_options") or {})}, None, "")
 
 
 def start_embedding_emulator(cfg: BackendConfig) -> Any:
-    """Start the emulator of the probe's embedder hosting the stand-in encoder; check it fits the head.
+    """Start the emulator of the backend's embedder hosting the stand-in encoder; check it fits the folder.
 
     Raises:
-        ConfigError: the embedder has no emulator, the probe was fitted on the provider's endpoint, or the
-            stand-in's dimension is not the head's; each names the fix.
+        ConfigError: the embedder has no emulator, the folder was made on the provider's endpoint, or the
+            stand-in's dimension is not the recorded one; each names the fix.
     """
+    from derm_cloud.backends.recorded_embedder import made_through_emulator
     from derm_cloud.embedders.local_onnx import resolve_embedder_dir
     from derm_cloud.testing.launch import EMULATED_EMBEDDER_TYPES, start
 
-    recorded = _probe_spec(cfg)["embedder"]
-    kind = str(recorded["name"])
+    recorded = _recorded(cfg)
+    kind = str(recorded.embedder["name"])
     if kind not in EMULATED_EMBEDDER_TYPES:
         raise ConfigError(
-            f"backend {cfg.name!r}: its probe embeds with {kind!r}, which has no emulator (emulated embedders: "
+            f"backend {cfg.name!r}: it embeds with {kind!r}, which has no emulator (emulated embedders: "
             f"{', '.join(sorted(EMULATED_EMBEDDER_TYPES))}); drop emulate = true"
         )
-    if not _fitted_on_emulator(recorded):
+    if recorded.made is not None and not made_through_emulator(recorded.embedder):
         raise ConfigError(
-            f"backend {cfg.name!r}: its probe was fitted on the provider's {kind} endpoint; an emulator's stand-in "
-            "encoder gives other embeddings, so its head would mean nothing there. Drop emulate = true (and give "
-            "credentials through the environment), or fit a probe through the emulator"
+            f"backend {cfg.name!r}: {recorded.made} on the provider's {kind} endpoint; an emulator's stand-in "
+            f"encoder gives other embeddings, so its {recorded.learnt} would mean nothing there. Drop emulate = true "
+            "(and give credentials through the environment), or make it again through the emulator"
         )
     encoder = resolve_embedder_dir(cfg.model_dir or DEFAULT_STAND_IN)
     transport = cfg.emulator.get("transport")
     if kind.startswith("vertex-"):
-        emulator = _start_vertex(kind, encoder, recorded.get("options") or {}, transport)
+        emulator = _start_vertex(kind, encoder, recorded.embedder.get("options") or {}, transport)
     else:
         emulator = start(kind, encoder, options={}, transport=transport)
     try:
-        _check_dimension(cfg.name, emulator, int(recorded["dimension"]), encoder)
+        if recorded.embedder.get("dimension") is not None:
+            _check_dimension(cfg.name, emulator, int(recorded.embedder["dimension"]), encoder, recorded.learnt)
     except BaseException:
         emulator.stop()
         raise
@@ -112,19 +136,19 @@ def _start_vertex(kind: str, encoder: Any, options: Mapping[str, Any], transport
     return emulator
 
 
-def _check_dimension(name: str, emulator: Any, wanted: int, encoder: Any) -> None:
+def _check_dimension(name: str, emulator: Any, wanted: int, encoder: Any, learnt: str) -> None:
     hosted = getattr(emulator, "embedding_endpoints", None)
     encoders = [e.encoder for e in hosted.values()] if hosted else list(getattr(emulator, "encoders", {}).values())
     for enc in encoders:
         if enc.dimension != wanted:
             raise ConfigError(
-                f"backend {name!r}: the stand-in encoder {encoder} gives {enc.dimension} values, the probe's head "
-                f"takes {wanted}: set model_dir to the encoder the probe was fitted through"
+                f"backend {name!r}: the stand-in encoder {encoder} gives {enc.dimension} values, the folder records "
+                f"{wanted} (its {learnt}): set model_dir to the encoder the folder was made through"
             )
 
 
 def embedder_overrides(view: Mapping[str, Any]) -> dict[str, Any]:
-    """Embedder options that point the probe's embedder at the emulator of `view` (anonymous or its test key)."""
+    """Embedder options that point the backend's embedder at the emulator of `view` (anonymous or its test key)."""
     kind = view.get("embedder", "")
     if kind.startswith("vertex-"):
         from google.auth.credentials import AnonymousCredentials
@@ -139,10 +163,18 @@ def embedder_overrides(view: Mapping[str, Any]) -> dict[str, Any]:
     raise ConfigError(f"no emulator wiring for embedder {kind!r}")
 
 
-def build_probe(view: Mapping[str, Any], options: Mapping[str, Any]) -> Classifier:
-    """The probe of `options.model_dir`, its embedder pointed at the emulator of `view` (config options win)."""
+def build_embedding_backend(view: Mapping[str, Any], options: Mapping[str, Any]) -> Classifier:
+    """The probe or zero-shot backend of `options`, its embedder pointed at the emulator of `view`.
+
+    The emulator's address and test key win over `embedder_options` of the config: with `emulate = true` every
+    call goes to the emulator, even from a config written for the provider's endpoint (its `scoring_uri`).
+    """
+    opts = dict(options)
+    embedder_options = dict(opts.pop("embedder_options", None) or {}) | embedder_overrides(view)
+    if view["kind"] == "zero-shot":
+        from derm_cloud.backends.zero_shot import ZeroShotClassifier
+
+        return ZeroShotClassifier(opts.pop("model_dir", None), embedder_options=embedder_options, **opts)
     from derm_cloud.backends.probe import ProbeClassifier
 
-    opts = dict(options)
-    embedder_options = embedder_overrides(view) | dict(opts.pop("embedder_options", None) or {})
     return ProbeClassifier(opts.pop("model_dir"), embedder_options=embedder_options, **opts)

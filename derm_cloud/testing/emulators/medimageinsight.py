@@ -13,7 +13,7 @@ REST API"):
 POST /score   Authorization: Bearer <key or token>
 {"input_data": {"columns": ["image", "text"], "index": [0, ...], "data": [["<base64 PNG>", "<text>"], ...]},
  "params": {"get_scaling_factor": true}}
-->  {"image_features": [[...], ...], "text_features": [[...], ...], "scaling_factor": 4.5}
+->  {"image_features": [[...], ...], "text_features": [[...], ...], "scaling_factor": 4.516357}
 ```
 
 An empty string in a cell means "no image" or "no text" for that row; `image_features` holds one vector per
@@ -25,8 +25,9 @@ Refusals as Azure ML reports them
 request the scoring container rejects becomes 424 "model error" with `ms-azureml-model-error-statuscode` and
 `ms-azureml-model-error-reason`; the router's own 401, 404, 408, 429 and 5xx come from `AzureMLEmulator`.
 
-Text: see `embedding_host.TEXT_EMBEDDING_NOTE`. `scaling_factor` is a placeholder (1.0), not the model's learnt
-temperature.
+Text: see `embedding_host.TEXT_EMBEDDING_NOTE`. `scaling_factor` is a fixed value, 4.516357, the one in the page's
+"Response example", not learnt with the stand-in encoder: the zero-shot temperature is `exp(scaling_factor)` (91.5),
+so scores through this emulator are as sharp as through a MedImageInsight deployment answering that value.
 
 Example:
     >>> with MedImageInsightEmulator(embed_model_dir) as emu:  # doctest: +SKIP
@@ -53,8 +54,11 @@ if TYPE_CHECKING:
 
 __all__ = ["EMULATED_SCALING_FACTOR", "MAX_ROWS", "MedImageInsightEmulator", "medimageinsight_embedder_for"]
 
-#: The emulator's `scaling_factor`: a placeholder, not MedImageInsight's learnt temperature.
-EMULATED_SCALING_FACTOR = 1.0
+#: The emulator's `scaling_factor`, fixed: the value of the "Response example" of
+#: https://learn.microsoft.com/azure/ai-foundry/how-to/healthcare-ai/deploy-medimageinsight (MedImageInsight's log
+#: temperature as Microsoft's deployment answers it), not one learnt with the stand-in encoder. The former 1.0
+#: (exp(1) = 2.7 on cosines) gave zero-shot scores far softer than the published model's.
+EMULATED_SCALING_FACTOR = 4.516357
 #: The page's range for `index` ("0 - 1024"): rows one request may carry.
 MAX_ROWS = 1024
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
