@@ -604,9 +604,16 @@ def test_emulate_hosts_an_embedder_folder_and_prints_working_details(
         )
         == 0
     )
-    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    out = capsys.readouterr()
+    printed = [json.loads(line) for line in out.out.splitlines() if line.startswith("{")]
     assert [p["backend"]["type"] for p in printed] == ["vertex-medsiglip", "azure-medimageinsight"]
     assert all("tiny-embedder" in p["notes"][0] and "stand-in" in p["notes"][0] for p in printed)
+    assert "NOTE" not in out.err  # the folder keeps its cut head: the text tower has meaning
+    (folder / "dropped_head.npz").rename(tmp_path / "head.npz")  # a folder exported before the head was kept
+    assert main(["emulate", "azure-medimageinsight", "--embed-model-dir", str(folder), "--once", "--json"]) == 0
+    note = capsys.readouterr().err
+    assert "no dropped_head.npz: azure-medimageinsight will embed text" in note and "--overwrite" in note
+    (tmp_path / "head.npz").rename(folder / "dropped_head.npz")
     data = _image(60, (64, 48), "JPEG")
     with LocalOnnxEmbedder(folder) as local:
         for kind in ("vertex-derm-foundation", "azure-medimageinsight"):

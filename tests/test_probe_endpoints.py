@@ -26,6 +26,7 @@ from derm_cloud.backends.zero_shot import ZeroShotClassifier
 from derm_cloud.compare.pipeline import run_comparison
 from derm_cloud.compare.run.backends import prepare
 from derm_cloud.compare.run.config import BackendConfig
+from derm_cloud.compare.run.probe_emulation import start_embedding_emulator
 from derm_cloud.data import load_dataset
 from derm_cloud.embedders.local_onnx import LocalOnnxEmbedder
 from derm_cloud.embedders.vertex_endpoint import VertexMedSiglipEmbedder
@@ -313,3 +314,19 @@ def test_an_emulated_zero_shot_recipe_pickles_and_builds_where_the_emulator_obje
     (real / "zero_shot.json").write_text(json.dumps(spec))
     with pytest.raises(ConfigError, match="provider's vertex-medsiglip endpoint.*prompt embeddings"):
         prepare(BackendConfig(name="zs", type="zero-shot", emulate=True, options={"model_dir": str(real)}), 30.0)
+
+
+def test_a_zero_shot_row_refuses_a_stand_in_exported_without_its_head(encoder_dir: Path, tmp_path: Path) -> None:
+    """An embedder folder cut before the head was kept answers text with hash vectors: zero-shot through it is noise."""
+    old = tmp_path / "old-embedder"
+    shutil.copytree(encoder_dir, old)
+    (old / "dropped_head.npz").unlink()
+    cfg = BackendConfig(
+        name="zs",
+        type="zero-shot",
+        emulate=True,
+        model_dir=str(old),
+        options={"embedder": "vertex-medsiglip", "embedder_options": {"endpoint_id": "1", "project": "p"}},
+    )
+    with pytest.raises(ConfigError, match=r"dropped_head\.npz.*--overwrite"):
+        start_embedding_emulator(cfg)

@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import json
 import signal
+import sys
 import threading
+from pathlib import Path
 from typing import Any, get_args
 
 _KINDS = (
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         from derm_cloud.embedders.local_onnx import resolve_embedder_dir
 
         embed_dir = resolve_embedder_dir(args.embed_model_dir)  # a folder, or a name in the cache
+        _note_text_tower(kinds, embed_dir)
     running = []
     try:
         for kind in kinds:
@@ -118,3 +121,18 @@ def run(args: argparse.Namespace) -> int:
         for emu in running:
             emu.stop()
     return 0
+
+
+def _note_text_tower(kinds: list[str], embed_dir: Path) -> None:
+    """Say so when the hosted encoder's text tower can only answer with hash vectors (zero-shot would be noise)."""
+    from derm_cloud.models.embedder_cut import DROPPED_HEAD_FILE, load_dropped_head
+
+    text_kinds = [k for k in kinds if k in ("vertex-medsiglip", "azure-medimageinsight")]
+    if text_kinds and load_dropped_head(embed_dir) is None:
+        print(
+            f"NOTE: {embed_dir} has no {DROPPED_HEAD_FILE}: {', '.join(text_kinds)} will embed text as vectors "
+            "without meaning (images are fine). For zero-shot through the emulator, export the encoder again: "
+            "`derm-cloud models embedder sklesion --overwrite`",
+            file=sys.stderr,
+            flush=True,
+        )

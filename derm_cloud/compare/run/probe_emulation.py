@@ -99,6 +99,8 @@ def start_embedding_emulator(cfg: BackendConfig) -> Any:
             "(and give credentials through the environment), or make it again through the emulator"
         )
     encoder = resolve_embedder_dir(cfg.model_dir or DEFAULT_STAND_IN)
+    if cfg.type == "zero-shot":
+        _check_text_tower(cfg.name, encoder)
     transport = cfg.emulator.get("transport")
     if kind.startswith("vertex-"):
         emulator = _start_vertex(kind, encoder, recorded.embedder.get("options") or {}, transport)
@@ -112,6 +114,19 @@ def start_embedding_emulator(cfg: BackendConfig) -> Any:
         raise
     emulator.derm_embedder = kind
     return emulator
+
+
+def _check_text_tower(name: str, encoder: Any) -> None:
+    """Refuse a stand-in whose text tower would be hash vectors: zero-shot scores through it would be noise."""
+    from derm_cloud.models.embedder_cut import DROPPED_HEAD_FILE, load_dropped_head
+
+    if load_dropped_head(encoder) is None:
+        raise ConfigError(
+            f"backend {name!r}: the stand-in encoder {encoder} has no {DROPPED_HEAD_FILE} (it was exported before "
+            "derm-cloud kept the cut's head, or is not a cut classifier), so the emulated text tower would answer "
+            "prompts with vectors without meaning. Export it again: `derm-cloud models embedder sklesion "
+            "--overwrite` (or give model_dir a folder cut by this version)"
+        )
 
 
 def _start_vertex(kind: str, encoder: Any, options: Mapping[str, Any], transport: str | None) -> Any:
