@@ -237,3 +237,10 @@ def test_the_report_draws_zero_shot_as_the_no_labels_point(tiny_medsiglip: Verte
     assert ("sklesion", "reference", None) in kinds and not any(k[:2] == ("zero-shot", "reference") for k in kinds)
     only = {**summary, "backends": {"zero-shot": {"model_facts": facts}}}
     assert probe_section(only, md_table) is not None and learning_curve_figure(only) is not None
+    # A general multimodal model is zero-shot too (model_facts zero_shot: True), but not from text embeddings:
+    # it is a reference line, never a row of this table (the default comparison has two such backends).
+    gemini = {"model_facts": {"zero_shot": True, "model": "gemini-2.5-flash"}}
+    mixed = {**summary, "backends": {**summary["backends"], "vertex-gemini": gemini}}
+    _title, _intro, tables = probe_section(mixed, md_table) or ("", "", [])
+    assert "vertex-gemini" not in tables[0] and tables[0].count("\n") == 2  # header, rule, one row
+    assert probe_section({**summary, "backends": {"vertex-gemini": gemini}}, md_table) is None

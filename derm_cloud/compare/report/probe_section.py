@@ -34,10 +34,14 @@ def _probes(summary: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 
 
 def _zero_shots(summary: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Backends scoring text-prompt embeddings (`zero-shot`): their `zero_shot` fact is a mapping of prompts etc.
+
+    A general multimodal model says `zero_shot: True` as well; it is not embedding-based and stays a reference.
+    """
     return {
         name: facts["model_facts"]
         for name, facts in summary.get("backends", {}).items()
-        if isinstance(facts, Mapping) and (facts.get("model_facts") or {}).get("zero_shot")
+        if isinstance(facts, Mapping) and isinstance((facts.get("model_facts") or {}).get("zero_shot"), Mapping)
     }
 
 
