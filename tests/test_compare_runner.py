@@ -375,3 +375,33 @@ def test_default_example_image_is_fetched_and_verified(tmp_path: Path) -> None:
     data, _ = load_image(image).upload_bytes()
     assert not metadata_markers(data)  # ... that never leaves the machine
     assert example_image_dir(tmp_path) == folder  # cached: no second download
+
+
+def test_a_report_that_fails_to_render_says_how_to_write_it_without_measuring_again(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import derm_cloud.compare.pipeline as pipeline
+
+    out = tmp_path / "r"
+    scen = {**SMALL_SCENARIOS, "server": {"enabled": False}, "offline": {"enabled": False}}
+    cfg = config(
+        out, [{"name": "a", "type": "local-onnx", "options": {"model_dir": str(tiny_model_dir)}}], scenarios=scen
+    )
+    real = pipeline.write_report
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise AttributeError("'bool' object has no attribute 'get'")  # what a rendering bug looked like
+
+    monkeypatch.setattr(pipeline, "write_report", broken)
+    with pytest.raises(AttributeError) as caught:
+        run_comparison(cfg)
+    (note,) = caught.value.__notes__
+    run_id = note.split("(run ")[1].split(" ")[0]
+    assert f"--resume {run_id}" in note and str(out / "runs.sqlite") in note
+    with RunStore(out / "runs.sqlite") as store:
+        n = store.count(run_id)
+    monkeypatch.setattr(pipeline, "write_report", real)
+    again = run_comparison(cfg, resume=run_id)  # the note's advice, followed: nothing measured again
+    assert again.run_id == run_id and again.html.is_file()
+    with RunStore(out / "runs.sqlite") as store:
+        assert store.count(run_id) == n

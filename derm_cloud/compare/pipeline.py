@@ -140,10 +140,18 @@ def run_comparison(
         config, resume=resume, fresh=fresh, default_run=config_or_path is None, progress=progress
     )
     started = time.perf_counter()
-    summary = analyse(results, config)
-    timings = {**results.timings_s, "analysis": time.perf_counter() - started}
-    summary = replace(summary, run={**summary.run, "timings_s": timings})
-    files = write_report(summary, Path(config.output))
+    try:
+        summary = analyse(results, config)
+        timings = {**results.timings_s, "analysis": time.perf_counter() - started}
+        summary = replace(summary, run={**summary.run, "timings_s": timings})
+        files = write_report(summary, Path(config.output))
+    except Exception as exc:
+        # The run is complete in the store: a rerun would start a new one and measure it all again.
+        exc.add_note(
+            f"derm-cloud: the measurements are saved (run {results.run_id} in {Path(config.output) / 'runs.sqlite'}); "
+            f"once fixed, `derm-cloud compare ... --resume {results.run_id}` writes the report without measuring again"
+        )
+        raise
     return ComparisonResult(
         run_id=results.run_id,
         output_dir=Path(config.output),
