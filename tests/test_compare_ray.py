@@ -144,9 +144,11 @@ def test_shards_are_stored_as_they_finish_with_the_local_executors_probabilities
     tmp_path: Path, tiny_model_dir: Path, local_ray: None
 ) -> None:
     samples = ManifestSamples(_generated_manifest(tmp_path / "data", 120))
-    # The first shard waits until the other actor has classified the second shard's first image: the shard sent
-    # after it finishes (and is stored) first.
-    faults = WorkerFaults(tmp_path, hold_at="gen-000000", until="gen-000010")
+    # The first shard waits until the other actor has moved on past the second shard (it starts the fourth one,
+    # whether shards are dealt round-robin or on demand): the shard sent after it finished, and is stored, first.
+    # Waiting only for the second shard's first image left a race that a loaded machine lost (both shards then
+    # ran side by side, and the first could finish its ten images first).
+    faults = WorkerFaults(tmp_path, hold_at="gen-000000", until="gen-000030")
     on_ray = _quality_job(tiny_model_dir, tmp_path / "ray", samples)
     local = _quality_job(tiny_model_dir, tmp_path / "local", samples)
     try:

@@ -78,7 +78,7 @@ def test_repeated_primary_failures_put_it_in_cooldown(app_service: tuple[Any, An
 
 def test_slow_primary_is_cut_at_its_share_and_the_shadow_keeps_count(app_service: tuple[Any, Any, Any]) -> None:
     client, emulator, triage = app_service
-    emulator.inject(Fault("slow", times=1, delay=4.0))
+    emulator.inject(Fault("slow", times=1, delay=6.0))
     start = time.monotonic()
     reply = _post(client, age="52", sex="female", site="back")
     elapsed = time.monotonic() - start
@@ -87,7 +87,9 @@ def test_slow_primary_is_cut_at_its_share_and_the_shadow_keeps_count(app_service
     assert body["route"]["skipped"] == [
         {"deployment": "primary", "reason": "deadline", "detail": body["route"]["skipped"][0]["detail"]}
     ]
-    assert elapsed < 2.0 * 1.05 + 0.25 and body["elapsed_ms"] < body["deadline_ms"] * 1.05
+    # The router's own clock keeps the 2 s deadline; the client's wall time also holds the app's own work and,
+    # on a loaded machine, waits for a core (3.5 s was seen at load 8): it must still be far below the primary's 6 s.
+    assert body["elapsed_ms"] < body["deadline_ms"] * 1.05 and elapsed < 2.0 * 1.05 + 1.5
     assert _post(client).json()["served_by"] == "primary"
     assert triage.shadow.drain(timeout=10)
     shadow = client.get("/v1/router").json()["shadow"]

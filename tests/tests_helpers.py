@@ -85,7 +85,12 @@ def dev_subset(n: int) -> tuple[list[dict[str, str]], Path]:
 
 
 def is_data_path(value: Any) -> bool:
-    """Whether ``value`` is a path (str or PathLike) in the data folder."""
+    """Whether ``value`` is a path (str or PathLike) in the data folder, or a list or tuple holding one.
+
+    A command line kept as a module constant (``SUBSET = ["--dataset", str(DEV_CSV), ...]``) counts.
+    """
+    if isinstance(value, (list, tuple)):
+        return any(is_data_path(v) for v in value)
     if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
         return False
     text = os.fspath(value)
