@@ -8,10 +8,10 @@ from the run stage but its results and plain values.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+
+from derm_cloud.backends._http import is_loopback
 
 __all__ = ["LATENCY_BASES", "latency_basis"]
 
@@ -24,19 +24,6 @@ LATENCY_BASES = {
 }
 
 
-def _loopback(endpoint: str | None) -> bool:
-    """Whether a URL (or gRPC `host:port` target) names this machine."""
-    if not endpoint:
-        return False
-    host = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def latency_basis(facts: Mapping[str, Any]) -> str:
     """`emulator`, `local`, `loopback` or `remote`: where the backend described by `facts` computes its answer.
 
@@ -47,4 +34,4 @@ def latency_basis(facts: Mapping[str, Any]) -> str:
         return "emulator"
     if facts.get("provider") == "local":
         return "local"
-    return "loopback" if _loopback(facts.get("endpoint")) else "remote"
+    return "loopback" if is_loopback(facts.get("endpoint")) else "remote"
